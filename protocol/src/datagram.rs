@@ -1,0 +1,242 @@
+//! Datagram layout. Byte 0 is the kind:
+//!
+//! ```text
+//! media:   0x00 | varint media id | RTP packet (as is, to the end of the datagram)
+//! control: 0x01 | bincode DatagramControl
+//! ```
+//!
+//! Parsing borrows: the RTP packet of a media datagram is a slice (or a zero-copy `Bytes`) of the
+//! datagram. Building writes into a caller's buffer, so the forwarding path allocates nothing.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::codec::{self, DecodeError, EncodeError};
+use crate::ids::MediaId;
+use crate::varint::{self, VarIntError};
+
+/// Kind byte of a media datagram.
+pub const KIND_MEDIA: u8 = 0x00;
+/// Kind byte of a control datagram.
+pub const KIND_CONTROL: u8 = 0x01;
+/// The smallest valid RTP packet (fixed header, RFC 3550 §5.1).
+pub const RTP_HEADER_LEN: usize = 12;
+
+/// Why a datagram was refused. The receiver drops it and counts the reason; datagrams never close
+/// a session.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DatagramError {
+    /// The datagram has no bytes.
+    #[error("empty datagram")]
+    Empty,
+    /// The kind byte is not one this version knows.
+    #[error("unknown datagram kind {0:#04x}")]
+    UnknownKind(u8),
+    /// [`parse_media`] was given a datagram of another kind.
+    #[error("not a media datagram (kind {0:#04x})")]
+    NotMedia(u8),
+    /// The media id varint is cut short or larger than 32 bits.
+    #[error("invalid media id")]
+    InvalidMediaId,
+    /// The payload is not an RTP packet (too short, wrong version, header longer than the packet).
+    #[error("invalid RTP packet: {0}")]
+    InvalidRtp(&'static str),
+    /// The control payload did not decode.
+    #[error("invalid control datagram: {0}")]
+    InvalidControl(DecodeError),
+    /// The caller's buffer cannot hold the datagram (building only); the payload is untouched.
+    #[error("buffer too small: need {needed} bytes, have {have}")]
+    BufferTooSmall {
+        /// Bytes the datagram needs.
+        needed: usize,
+        /// Bytes available.
+        have: usize,
+    },
+}
+
+/// A control datagram: small, loss-tolerant messages that want datagram latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DatagramControl {
+    /// 0: an RTT probe; answered with `Pong` carrying the same values.
+    Ping {
+        /// Sequence number chosen by the sender.
+        seq: u32,
+        /// The sender's clock in microseconds (any epoch); echoed back.
+        timestamp_us: u64,
+    },
+    /// 1: the answer to `Ping`.
+    Pong {
+        /// The ping's sequence number.
+        seq: u32,
+        /// The ping's timestamp, unchanged.
+        timestamp_us: u64,
+    },
+    /// 2: reception statistics for one media id the sender receives (RFC 3550 §6.4.1 fields).
+    ReceiverReport {
+        /// The media id as the reporter receives it.
+        media: MediaId,
+        /// Extended highest sequence number received.
+        highest_seq: u32,
+        /// Cumulative number of packets lost.
+        lost: u32,
+        /// Interarrival jitter in RTP timestamp units.
+        jitter: u32,
+    },
+    /// 3: ask for a keyframe on one media id (subscriber → server for a subscription, server →
+    /// publisher for a published layer).
+    KeyframeRequest {
+        /// The media id.
+        media: MediaId,
+    },
+}
+
+impl DatagramControl {
+    /// Number of control datagram kinds this version knows; others are skipped on receipt.
+    pub const KINDS: u32 = 4;
+}
+
+/// A parsed datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datagram {
+    /// RTP for one media id.
+    Media {
+        /// Which stream.
+        media: MediaId,
+        /// The RTP packet, a zero-copy slice of the datagram.
+        rtp: Bytes,
+    },
+    /// A control datagram.
+    Control(DatagramControl),
+    /// A control datagram of a kind from a newer version; skip it.
+    UnknownControl(u32),
+}
+
+/// Checks that `rtp` looks like an RTP packet: version 2 and a header that fits.
+pub fn check_rtp(rtp: &[u8]) -> Result<(), DatagramError> {
+    if rtp.len() < RTP_HEADER_LEN {
+        return Err(DatagramError::InvalidRtp("shorter than 12 bytes"));
+    }
+    if rtp[0] >> 6 != 2 {
+        return Err(DatagramError::InvalidRtp("version is not 2"));
+    }
+    let csrc = usize::from(rtp[0] & 0x0f);
+    let mut header = RTP_HEADER_LEN + 4 * csrc;
+    if rtp[0] & 0x10 != 0 {
+        // Header extension: 16-bit profile, 16-bit length in 32-bit words.
+        let ext = rtp
+            .get(header..header + 4)
+            .ok_or(DatagramError::InvalidRtp("extension header cut short"))?;
+        header += 4 + 4 * usize::from(u16::from_be_bytes([ext[2], ext[3]]));
+    }
+    if header > rtp.len() {
+        return Err(DatagramError::InvalidRtp("header longer than packet"));
+    }
+    Ok(())
+}
+
+/// Parses the media header of a datagram without copying: the media id and the RTP slice.
+///
+/// This is the forwarding hot path; it checks the RTP header as [`check_rtp`] does.
+pub fn parse_media(datagram: &[u8]) -> Result<(MediaId, &[u8]), DatagramError> {
+    match datagram.first() {
+        None => Err(DatagramError::Empty),
+        Some(&KIND_MEDIA) => {
+            let (id, used) = varint::decode(&datagram[1..]).map_err(|_| DatagramError::InvalidMediaId)?;
+            let id = u32::try_from(id).map_err(|_| DatagramError::InvalidMediaId)?;
+            let rtp = &datagram[1 + used..];
+            check_rtp(rtp)?;
+            Ok((MediaId(id), rtp))
+        }
+        Some(&other) => Err(DatagramError::NotMedia(other)),
+    }
+}
+
+/// Parses any datagram. Media payloads are zero-copy slices of `datagram`.
+pub fn parse_datagram(datagram: &Bytes) -> Result<Datagram, DatagramError> {
+    match datagram.first() {
+        None => Err(DatagramError::Empty),
+        Some(&KIND_MEDIA) => {
+            let (media, rtp) = parse_media(datagram)?;
+            let start = datagram.len() - rtp.len();
+            Ok(Datagram::Media {
+                media,
+                rtp: datagram.slice(start..),
+            })
+        }
+        Some(&KIND_CONTROL) => {
+            let body = &datagram[1..];
+            // The enum index is a bincode varint; an index beyond what we know is skipped.
+            match body.first() {
+                Some(&k) if k < 251 && u32::from(k) >= DatagramControl::KINDS => {
+                    return Ok(Datagram::UnknownControl(u32::from(k)));
+                }
+                _ => {}
+            }
+            codec::decode_value::<DatagramControl>(body)
+                .map(Datagram::Control)
+                .map_err(DatagramError::InvalidControl)
+        }
+        Some(&other) => Err(DatagramError::UnknownKind(other)),
+    }
+}
+
+/// Bytes of the media datagram header for `media` (kind byte + varint).
+#[must_use]
+pub fn media_header_len(media: MediaId) -> usize {
+    1 + varint::encoded_len(u64::from(media.0))
+}
+
+/// The largest RTP packet that fits one datagram of `max_datagram_size` bytes on `media`.
+#[must_use]
+pub fn max_rtp_len(max_datagram_size: usize, media: MediaId) -> usize {
+    max_datagram_size.saturating_sub(media_header_len(media))
+}
+
+/// Writes the media datagram header for `media` at the start of `out`; returns its length. The
+/// caller then writes the RTP packet after it (for example by rewriting it in place).
+pub fn write_media_header(media: MediaId, out: &mut [u8]) -> Result<usize, DatagramError> {
+    let needed = media_header_len(media);
+    if out.len() < needed {
+        return Err(DatagramError::BufferTooSmall {
+            needed,
+            have: out.len(),
+        });
+    }
+    out[0] = KIND_MEDIA;
+    match varint::encode(u64::from(media.0), &mut out[1..]) {
+        Ok(n) => Ok(1 + n),
+        Err(VarIntError::Incomplete { .. } | VarIntError::TooLarge(_)) => {
+            Err(DatagramError::InvalidMediaId)
+        }
+    }
+}
+
+/// Builds a complete media datagram into `out` and returns its length.
+pub fn write_media_datagram(
+    media: MediaId,
+    rtp: &[u8],
+    out: &mut [u8],
+) -> Result<usize, DatagramError> {
+    let needed = media_header_len(media) + rtp.len();
+    if out.len() < needed {
+        return Err(DatagramError::BufferTooSmall {
+            needed,
+            have: out.len(),
+        });
+    }
+    let header = write_media_header(media, out)?;
+    out[header..needed].copy_from_slice(rtp);
+    Ok(needed)
+}
+
+/// Appends a control datagram to `out`.
+pub fn encode_control_datagram(
+    control: &DatagramControl,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    out.push(KIND_CONTROL);
+    codec::encode_value(control, out)
+}

@@ -1,0 +1,11 @@
+//! # strait-tests
+//!
+//! End-to-end tests across processes: a gateway started on loopback with ports from the OS, native
+//! and WebTransport clients from `strait-client`, headless Chromium as the browser, the `webrtc` crate
+//! as a legacy peer, the `turn` crate's client against the embedded TURN server, and a user-space UDP
+//! relay that adds delay, jitter, loss and reordering and can move a client to a new address.
+//!
+//! This crate holds the shared fixtures; the tests themselves live in `tests/`. It is empty until the
+//! front door lands.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
