@@ -32,6 +32,10 @@ pub(crate) enum Violation {
         field: &'static str,
         reason: &'static str,
     },
+    UnknownVariant {
+        ty: &'static str,
+        found: u64,
+    },
 }
 
 thread_local! {
@@ -48,6 +52,7 @@ fn record<E: de::Error>(v: Violation) -> E {
             format!("field `{field}` has {count} items, limit {max}")
         }
         Violation::Invalid { field, reason } => format!("field `{field}`: {reason}"),
+        Violation::UnknownVariant { ty, found } => format!("unknown variant {found} of `{ty}`"),
     })
 }
 
@@ -147,6 +152,69 @@ pub(crate) fn vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         max,
         marker: PhantomData,
     })
+}
+
+struct IndexVisitor {
+    ty: &'static str,
+    variants: &'static [&'static str],
+}
+
+impl<'de> Visitor<'de> for IndexVisitor {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a variant of `{}`", self.ty)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
+        match usize::try_from(v) {
+            Ok(i) if i < self.variants.len() => Ok(i),
+            _ => Err(record(Violation::UnknownVariant {
+                ty: self.ty,
+                found: v,
+            })),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+        self.variants
+            .iter()
+            .position(|name| *name == v)
+            .ok_or_else(|| E::unknown_variant(v, self.variants))
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for IndexVisitor {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+struct UnitEnumVisitor(IndexVisitor);
+
+impl<'de> Visitor<'de> for UnitEnumVisitor {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<usize, A::Error> {
+        let (index, variant) = data.variant_seed(self.0)?;
+        de::VariantAccess::unit_variant(variant)?;
+        Ok(index)
+    }
+}
+
+/// Decodes the index of a field-less enum, recording an unknown index as a typed violation.
+pub(crate) fn unit_enum<'de, D: Deserializer<'de>>(
+    d: D,
+    ty: &'static str,
+    variants: &'static [&'static str],
+) -> Result<usize, D::Error> {
+    d.deserialize_enum(ty, variants, UnitEnumVisitor(IndexVisitor { ty, variants }))
 }
 
 /// Defines `fn $name(d) -> Result<String, _>` bounded by `$max`, for `#[serde(deserialize_with)]`.

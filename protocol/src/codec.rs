@@ -36,6 +36,9 @@ pub enum DecodeError {
     /// The body ended before the message did.
     #[error("message truncated")]
     Truncated,
+    /// A length inside the message announces more bytes than a frame can hold.
+    #[error("a length field points beyond the end of the message")]
+    LengthOutOfBounds,
     /// A string field is longer than the protocol allows.
     #[error("field `{field}` is {len} bytes, limit {max}")]
     FieldTooLong {
@@ -115,6 +118,10 @@ fn map_decode_error(e: BincodeDecodeError) -> DecodeError {
                 DecodeError::TooManyItems { field, count, max }
             }
             Violation::Invalid { field, reason } => DecodeError::InvalidField { field, reason },
+            Violation::UnknownVariant { ty, found } => DecodeError::UnknownVariant {
+                ty,
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+            },
         };
     }
     match e {
@@ -126,10 +133,9 @@ fn map_decode_error(e: BincodeDecodeError) -> DecodeError {
             ty: type_name,
             found,
         },
-        BincodeDecodeError::LimitExceeded => DecodeError::FrameTooLarge {
-            len: HARD_MAX_FRAME_SIZE as u64 + 1,
-            max: HARD_MAX_FRAME_SIZE,
-        },
+        BincodeDecodeError::LimitExceeded | BincodeDecodeError::OutsideUsizeRange(_) => {
+            DecodeError::LengthOutOfBounds
+        }
         other => DecodeError::Malformed(other.to_string()),
     }
 }
@@ -152,7 +158,7 @@ pub(crate) fn encode_value<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result
 }
 
 /// Reads the leading bincode varint (the enum index) of a body without decoding the rest.
-fn peek_kind(body: &[u8]) -> Result<u64, DecodeError> {
+pub(crate) fn peek_kind(body: &[u8]) -> Result<u64, DecodeError> {
     let (&first, rest) = body.split_first().ok_or(DecodeError::Truncated)?;
     let take = |n: usize| -> Result<u64, DecodeError> {
         let bytes = rest.get(..n).ok_or(DecodeError::Truncated)?;
@@ -166,7 +172,9 @@ fn peek_kind(body: &[u8]) -> Result<u64, DecodeError> {
         252 => take(4),
         253 => take(8),
         // 254 introduces a u128: no enum index is that large.
-        _ => Err(DecodeError::Malformed(format!("invalid varint marker {first}"))),
+        _ => Err(DecodeError::Malformed(format!(
+            "invalid varint marker {first}"
+        ))),
     }
 }
 
@@ -177,7 +185,9 @@ fn peek_kind(body: &[u8]) -> Result<u64, DecodeError> {
 pub fn decode_message(body: &[u8]) -> Result<Decoded, DecodeError> {
     let kind = peek_kind(body)?;
     if kind >= u64::from(ControlMessage::KINDS) {
-        return Ok(Decoded::UnknownKind(u32::try_from(kind).unwrap_or(u32::MAX)));
+        return Ok(Decoded::UnknownKind(
+            u32::try_from(kind).unwrap_or(u32::MAX),
+        ));
     }
     let message: ControlMessage = decode_value(body)?;
     message.validate()?;

@@ -144,7 +144,8 @@ pub fn parse_media(datagram: &[u8]) -> Result<(MediaId, &[u8]), DatagramError> {
     match datagram.first() {
         None => Err(DatagramError::Empty),
         Some(&KIND_MEDIA) => {
-            let (id, used) = varint::decode(&datagram[1..]).map_err(|_| DatagramError::InvalidMediaId)?;
+            let (id, used) =
+                varint::decode(&datagram[1..]).map_err(|_| DatagramError::InvalidMediaId)?;
             let id = u32::try_from(id).map_err(|_| DatagramError::InvalidMediaId)?;
             let rtp = &datagram[1 + used..];
             check_rtp(rtp)?;
@@ -169,11 +170,11 @@ pub fn parse_datagram(datagram: &Bytes) -> Result<Datagram, DatagramError> {
         Some(&KIND_CONTROL) => {
             let body = &datagram[1..];
             // The enum index is a bincode varint; an index beyond what we know is skipped.
-            match body.first() {
-                Some(&k) if k < 251 && u32::from(k) >= DatagramControl::KINDS => {
-                    return Ok(Datagram::UnknownControl(u32::from(k)));
-                }
-                _ => {}
+            let kind = codec::peek_kind(body).map_err(DatagramError::InvalidControl)?;
+            if kind >= u64::from(DatagramControl::KINDS) {
+                return Ok(Datagram::UnknownControl(
+                    u32::try_from(kind).unwrap_or(u32::MAX),
+                ));
             }
             codec::decode_value::<DatagramControl>(body)
                 .map(Datagram::Control)

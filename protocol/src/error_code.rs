@@ -106,7 +106,10 @@ mod tests {
         assert_eq!(code.name(), None);
         assert_eq!(format!("{code:?}"), "ErrorCode(0x1234)");
         assert_eq!(code.to_string(), "unknown error code 0x1234");
-        assert_eq!(format!("{:?}", ErrorCode::FORBIDDEN), "ErrorCode::FORBIDDEN");
+        assert_eq!(
+            format!("{:?}", ErrorCode::FORBIDDEN),
+            "ErrorCode::FORBIDDEN"
+        );
         assert_eq!(ErrorCode::FORBIDDEN.to_string(), "forbidden (0x6)");
     }
 

@@ -4,7 +4,7 @@
 //! bytes" (`Ok(None)`) from "malformed" (`Err`), and never holds more than one frame plus its length
 //! prefix. A frame that arrives whole in one chunk is returned as a zero-copy slice of that chunk.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 
 use crate::codec::{self, DecodeError, Decoded, EncodeError};
 use crate::limits::{DEFAULT_MAX_FRAME_SIZE, HARD_MAX_FRAME_SIZE};
@@ -31,7 +31,7 @@ use crate::varint::{self, VarIntError};
 pub struct FrameReader {
     max_frame_size: usize,
     /// Bytes of the current, incomplete frame (prefix included). Empty between frames.
-    partial: BytesMut,
+    partial: Vec<u8>,
 }
 
 impl Default for FrameReader {
@@ -47,7 +47,7 @@ impl FrameReader {
     pub fn new(max_frame_size: usize) -> Self {
         Self {
             max_frame_size: max_frame_size.min(HARD_MAX_FRAME_SIZE),
-            partial: BytesMut::new(),
+            partial: Vec::new(),
         }
     }
 
@@ -81,28 +81,29 @@ impl FrameReader {
         }
         // Slow path: accumulate until the prefix, then the body, are complete.
         loop {
-            if input.is_empty() {
-                return Ok(None);
-            }
             match parse_prefix(self.max_frame_size, &self.partial)? {
                 None => {
                     // Prefix incomplete: move one byte at a time (at most 8 bytes in total).
-                    self.partial.extend_from_slice(&input[..1]);
+                    let Some(&byte) = input.first() else {
+                        return Ok(None);
+                    };
+                    self.partial.extend_from_slice(&[byte]);
                     input.advance(1);
                 }
                 Some((prefix, len)) => {
                     let have = self.partial.len() - prefix;
                     let take = (len - have).min(input.len());
-                    if self.partial.capacity() < prefix + len {
-                        self.partial.reserve(prefix + len - self.partial.len());
-                    }
+                    // Exactly one frame's worth, reserved once: never more than `max + 8`.
+                    self.partial
+                        .reserve_exact(prefix + len - self.partial.len());
                     self.partial.extend_from_slice(&input[..take]);
                     input.advance(take);
                     if self.partial.len() == prefix + len {
-                        let mut frame = std::mem::take(&mut self.partial);
+                        let mut frame = Bytes::from(std::mem::take(&mut self.partial));
                         frame.advance(prefix);
-                        return Ok(Some(frame.freeze()));
+                        return Ok(Some(frame));
                     }
+                    return Ok(None);
                 }
             }
         }

@@ -86,8 +86,7 @@ impl fmt::Display for RoomId {
 impl<'de> Deserialize<'de> for RoomId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = bounded::string(d, "room", MAX_ID_LEN)?;
-        RoomId::validate(&s)
-            .map_err(|why| bounded::invalid::<D::Error>("room", why))?;
+        RoomId::validate(&s).map_err(|why| bounded::invalid::<D::Error>("room", why))?;
         Ok(RoomId(s))
     }
 }

@@ -289,7 +289,7 @@ pub struct ParticipantLeft {
 }
 
 /// Audio or video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum TrackKind {
     /// 0
     Audio,
@@ -540,7 +540,7 @@ pub struct Ack {
 }
 
 /// Offer or answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum SdpType {
     /// 0
     Offer,
@@ -570,4 +570,24 @@ pub struct IceCandidate {
     pub sdp_mid: Option<String>,
     /// The m-line index, if known.
     pub sdp_mline_index: Option<u16>,
+}
+
+// Closed enums decode through `bounded::unit_enum` so that an unknown index is a typed
+// `DecodeError::UnknownVariant` rather than serde's free-text error.
+impl<'de> Deserialize<'de> for TrackKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match crate::bounded::unit_enum(d, "TrackKind", &["Audio", "Video"])? {
+            0 => Ok(TrackKind::Audio),
+            _ => Ok(TrackKind::Video),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SdpType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match crate::bounded::unit_enum(d, "SdpType", &["Offer", "Answer"])? {
+            0 => Ok(SdpType::Offer),
+            _ => Ok(SdpType::Answer),
+        }
+    }
 }

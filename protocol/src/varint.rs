@@ -104,7 +104,10 @@ mod tests {
     fn rfc9000_examples() {
         // RFC 9000 Appendix A.1 sample encodings.
         let cases: [(&[u8], u64); 4] = [
-            (&[0xc2, 0x19, 0x7c, 0x5e, 0xff, 0x14, 0xe8, 0x8c], 151_288_809_941_952_652),
+            (
+                &[0xc2, 0x19, 0x7c, 0x5e, 0xff, 0x14, 0xe8, 0x8c],
+                151_288_809_941_952_652,
+            ),
             (&[0x9d, 0x7f, 0x3e, 0x7d], 494_878_333),
             (&[0x7b, 0xbd], 15_293),
             (&[0x25], 37),
@@ -127,13 +130,25 @@ mod tests {
             assert_eq!(n, encoded_len(v));
             assert_eq!(decode(&out[..n]), Ok((v, n)));
         }
-        assert_eq!(encode(MAX + 1, &mut [0; 8]), Err(VarIntError::TooLarge(MAX + 1)));
+        assert_eq!(
+            encode(MAX + 1, &mut [0; 8]),
+            Err(VarIntError::TooLarge(MAX + 1))
+        );
     }
 
     #[test]
     fn incomplete_is_not_malformed() {
-        assert_eq!(decode(&[]), Err(VarIntError::Incomplete { needed: 1, have: 0 }));
-        assert_eq!(decode(&[0x9d, 0x7f]), Err(VarIntError::Incomplete { needed: 4, have: 2 }));
-        assert!(matches!(encode(1 << 20, &mut [0; 2]), Err(VarIntError::Incomplete { .. })));
+        assert_eq!(
+            decode(&[]),
+            Err(VarIntError::Incomplete { needed: 1, have: 0 })
+        );
+        assert_eq!(
+            decode(&[0x9d, 0x7f]),
+            Err(VarIntError::Incomplete { needed: 4, have: 2 })
+        );
+        assert!(matches!(
+            encode(1 << 20, &mut [0; 2]),
+            Err(VarIntError::Incomplete { .. })
+        ));
     }
 }
