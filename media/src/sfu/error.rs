@@ -1,0 +1,75 @@
+//! Errors of the SFU's mutators.
+
+use thiserror::Error;
+
+use super::ids::{MediaId, ParticipantId, TrackId};
+
+/// Why a call to the SFU core was refused. Nothing changed when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SfuError {
+    /// The participant is not in any room (never joined, or already left or removed).
+    #[error("unknown participant {0}")]
+    UnknownParticipant(ParticipantId),
+    /// The participant id is already in a room.
+    #[error("participant {0} has already joined a room")]
+    AlreadyJoined(ParticipantId),
+    /// The room name is empty.
+    #[error("room name is empty")]
+    InvalidRoomName,
+    /// The room already holds `max_participants_per_room` participants.
+    #[error("room is full ({max} participants)")]
+    RoomFull {
+        /// The limit.
+        max: usize,
+    },
+    /// Creating the room would exceed `max_rooms`.
+    #[error("too many rooms ({max})")]
+    TooManyRooms {
+        /// The limit.
+        max: usize,
+    },
+    /// The participant already publishes `max_tracks_per_participant` tracks.
+    #[error("too many published tracks ({max})")]
+    TooManyTracks {
+        /// The limit.
+        max: usize,
+    },
+    /// The participant already holds `max_subscriptions_per_participant` subscriptions.
+    #[error("too many subscriptions ({max})")]
+    TooManySubscriptions {
+        /// The limit.
+        max: usize,
+    },
+    /// No such track (never published, or unpublished since).
+    #[error("unknown track {0}")]
+    UnknownTrack(TrackId),
+    /// The track belongs to someone else, and only its publisher may do this.
+    #[error("track {0} is not published by this participant")]
+    NotOwner(TrackId),
+    /// A participant tried to subscribe to its own track.
+    #[error("track {0} is the subscriber's own track")]
+    OwnTrack(TrackId),
+    /// The track is published in another room than the subscriber's.
+    #[error("track {0} is not in the participant's room")]
+    NotInRoom(TrackId),
+    /// The participant already subscribes to this track.
+    #[error("already subscribed to track {0}")]
+    AlreadySubscribed(TrackId),
+    /// None of the participant's subscriptions forwards on this media id.
+    #[error("no subscription on media id {0}")]
+    UnknownMedia(MediaId),
+    /// The participant does not subscribe to this track.
+    #[error("not subscribed to track {0}")]
+    NotSubscribed(TrackId),
+    /// A layer's media id is already used by another live layer of the publisher, or twice in
+    /// the same track.
+    #[error("media id {0} is already in use by this publisher")]
+    DuplicateMedia(MediaId),
+    /// The track's layer list breaks a rule (count, order, audio with several layers).
+    #[error("invalid layers: {0}")]
+    InvalidLayers(&'static str),
+    /// The codec description cannot be used (for example a zero clock rate).
+    #[error("invalid codec: {0}")]
+    InvalidCodec(&'static str),
+}

@@ -1,0 +1,1243 @@
+//! The SFU core: rooms, participants, tracks, subscriptions and RTP forwarding, sans-IO.
+//!
+//! State is kept in a shape that makes the hot path cheap: a packet is looked up with one hash
+//! probe on `(publisher, media id)`, which yields the track's slab slot and the layer; the track
+//! owns its subscriptions in a slab that is iterated in place, and every subscription carries the
+//! few fields forwarding needs (whether its subscriber is connected, its layers, its rewrite
+//! state). Everything else — rooms, participants, the reverse links from a subscriber to its
+//! subscriptions — is touched only by mutators.
+
+mod config;
+mod error;
+mod forward;
+mod ids;
+mod stats;
+mod types;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
+use slab::Slab;
+use tracing::debug;
+
+pub use self::config::SfuConfig;
+pub use self::error::SfuError;
+pub use self::forward::Forward;
+pub use self::ids::{MediaId, ParticipantId, RoomName, TrackId};
+pub use self::stats::{DropStats, SfuStats};
+pub use self::types::{
+    CodecSpec, Event, LayerInfo, LayerSpec, LeaveReason, Notification, ParticipantInfo,
+    ParticipantMeta, ResumeSnapshot, RoomSnapshot, SubscriptionInfo, TrackInfo, TrackKind,
+    TrackSpec,
+};
+
+pub use crate::rtp::RtpError;
+
+use self::forward::{Mapped, Rewriter};
+use crate::keyframe::PayloadFormat;
+use crate::rtp::RtpHeader;
+
+/// Most simulcast layers a track may have.
+pub const MAX_LAYERS: usize = 3;
+
+/// A subscription's layer state, from [`Sfu::subscription`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionState {
+    /// What the subscriber was told at subscribe (the layer is the one forwarded now, or the
+    /// target while nothing has been forwarded yet).
+    pub info: SubscriptionInfo,
+    /// The layer being forwarded; `None` until the first keyframe.
+    pub current_layer: Option<u8>,
+    /// The layer the core wants to forward (it switches at that layer's next keyframe).
+    pub target_layer: u8,
+    /// The subscriber's cap, if any.
+    pub max_layer: Option<u8>,
+}
+
+/// The SFU core of Strait.
+///
+/// A sans-IO state machine: the gateway owns it in one worker task and drives it with calls that
+/// carry the current time. It reads no clock, draws randomness only from the RNG seeded in
+/// [`new`](Self::new), performs no I/O and logs nothing per packet.
+///
+/// Its methods fall into four classes:
+///
+/// - **getters** read state: [`stats`](Self::stats), [`config`](Self::config),
+///   [`room_of`](Self::room_of), [`is_connected`](Self::is_connected),
+///   [`track_info`](Self::track_info), [`subscription`](Self::subscription);
+/// - **mutators** apply a decision of the gateway and may queue events: [`join`](Self::join),
+///   [`leave`](Self::leave), [`disconnect`](Self::disconnect), [`reconnect`](Self::reconnect),
+///   [`publish`](Self::publish), [`unpublish`](Self::unpublish), [`set_muted`](Self::set_muted),
+///   [`subscribe`](Self::subscribe), [`unsubscribe`](Self::unsubscribe),
+///   [`set_layer_preference`](Self::set_layer_preference),
+///   [`set_bandwidth`](Self::set_bandwidth), [`request_keyframe`](Self::request_keyframe),
+///   [`request_keyframe_for_media`](Self::request_keyframe_for_media);
+/// - **handlers** feed input: [`handle_rtp`](Self::handle_rtp) (the hot path, which hands each
+///   forwarded packet to a callback) and [`handle_timeout`](Self::handle_timeout);
+/// - **pollers** give output: [`poll_event`](Self::poll_event) and
+///   [`poll_timeout`](Self::poll_timeout).
+///
+/// The rule: after every mutator or handler call, drain `poll_event` until it returns `None`, then
+/// ask `poll_timeout` when to call `handle_timeout` next. The event queue is not bounded by
+/// itself; draining after every call keeps it to what one call produces, which the limits in
+/// [`SfuConfig`] bound (a leave in a full room: one notification per member per track, plus one).
+///
+/// A disconnected participant (in its grace period) receives nothing: packets for it are not
+/// forwarded and notifications for it are dropped (both counted), because it gets a fresh
+/// snapshot from [`reconnect`](Self::reconnect). Keyframe requests for its own tracks wait and are
+/// sent when it reconnects.
+#[derive(Debug)]
+pub struct Sfu {
+    config: SfuConfig,
+    rng: StdRng,
+    participants: FxHashMap<ParticipantId, Participant>,
+    rooms: FxHashMap<RoomName, Room>,
+    tracks: Slab<Track>,
+    track_index: FxHashMap<TrackId, usize>,
+    /// `(publisher, its media id)` → `(track slot, layer)`: the one lookup of the hot path.
+    incoming: FxHashMap<(ParticipantId, MediaId), (usize, u8)>,
+    timers: BTreeSet<(Instant, Timer)>,
+    events: VecDeque<Event>,
+    stats: SfuStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A disconnected participant's grace period ends.
+    Grace(ParticipantId),
+    /// A throttled keyframe request for a track's layer may be sent.
+    Keyframe(TrackId, u8),
+}
+
+#[derive(Debug)]
+struct Room {
+    /// Members in join order.
+    participants: Vec<ParticipantId>,
+    /// Track slots in publish order.
+    tracks: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Participant {
+    room: RoomName,
+    meta: ParticipantMeta,
+    /// `Some(end of grace period)` while disconnected.
+    disconnected_until: Option<Instant>,
+    /// Track slots it publishes, in publish order.
+    published: Vec<usize>,
+    /// Its subscriptions, in subscription order.
+    subscriptions: Vec<SubscriptionRef>,
+    /// Latest bandwidth estimate in bits per second, if the gateway gave one.
+    bandwidth: Option<u64>,
+}
+
+impl Participant {
+    fn connected(&self) -> bool {
+        self.disconnected_until.is_none()
+    }
+}
+
+/// The subscriber's link to a subscription, which lives in its track.
+#[derive(Debug, Clone, Copy)]
+struct SubscriptionRef {
+    track: usize,
+    slot: usize,
+    media: MediaId,
+    ssrc: u32,
+}
+
+#[derive(Debug)]
+struct Track {
+    id: TrackId,
+    owner: ParticipantId,
+    room: RoomName,
+    kind: TrackKind,
+    format: PayloadFormat,
+    codec: CodecSpec,
+    source: String,
+    muted: bool,
+    layers: Vec<Layer>,
+    subscriptions: Slab<Subscription>,
+}
+
+#[derive(Debug)]
+struct Layer {
+    spec: LayerSpec,
+    /// When a keyframe request for this layer last went upstream.
+    last_request: Option<Instant>,
+    /// A request was held back (throttled, or the publisher is disconnected) and no keyframe has
+    /// passed since.
+    pending: bool,
+    /// When the held-back request may go (its timer), while the publisher is connected.
+    pending_due: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Subscription {
+    subscriber: ParticipantId,
+    media: MediaId,
+    ssrc: u32,
+    /// Mirrors the subscriber's state so the hot path needs no lookup.
+    connected: bool,
+    max_layer: Option<u8>,
+    target: u8,
+    current: Option<u8>,
+    /// The layer the subscriber was last told about.
+    announced: u8,
+    /// When the target last went down (for the up-switch cooldown).
+    last_down: Option<Instant>,
+    rewrite: Rewriter,
+}
+
+impl Subscription {
+    /// The layer a keyframe is wanted for: the target, unless the codec cannot switch and
+    /// forwarding already started.
+    fn keyframe_layer(&self, format: PayloadFormat) -> u8 {
+        match self.current {
+            Some(current) if !format.detects_keyframes() => current,
+            _ => self.target,
+        }
+    }
+}
+
+impl Track {
+    fn info(&self) -> TrackInfo {
+        TrackInfo {
+            track: self.id,
+            participant: self.owner,
+            kind: self.kind,
+            codec: self.codec.clone(),
+            source: self.source.clone(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayerInfo {
+                    max_bitrate: l.spec.max_bitrate,
+                    width: l.spec.width,
+                    height: l.spec.height,
+                })
+                .collect(),
+            muted: self.muted,
+        }
+    }
+
+    fn top_layer(&self) -> u8 {
+        // At most MAX_LAYERS layers, checked at publish.
+        (self.layers.len() - 1) as u8
+    }
+}
+
+fn participant_info(id: ParticipantId, p: &Participant) -> ParticipantInfo {
+    ParticipantInfo {
+        participant: id,
+        identity: p.meta.identity.clone(),
+        name: p.meta.name.clone(),
+    }
+}
+
+impl Sfu {
+    /// A core with no rooms. `seed` drives every random choice (track ids, SSRCs, initial
+    /// sequence numbers and timestamps); the gateway seeds it from the OS, tests from a constant.
+    #[must_use]
+    pub fn new(config: SfuConfig, seed: u64) -> Self {
+        Self {
+            config,
+            rng: StdRng::seed_from_u64(seed),
+            participants: FxHashMap::default(),
+            rooms: FxHashMap::default(),
+            tracks: Slab::new(),
+            track_index: FxHashMap::default(),
+            incoming: FxHashMap::default(),
+            timers: BTreeSet::new(),
+            events: VecDeque::new(),
+            stats: SfuStats::default(),
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Getters.
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &SfuConfig {
+        &self.config
+    }
+
+    /// Counters and gauges.
+    #[must_use]
+    pub fn stats(&self) -> &SfuStats {
+        &self.stats
+    }
+
+    /// The room a participant is in.
+    #[must_use]
+    pub fn room_of(&self, participant: ParticipantId) -> Option<&RoomName> {
+        self.participants.get(&participant).map(|p| &p.room)
+    }
+
+    /// Whether a participant is connected (`Some(false)` in its grace period, `None` if unknown).
+    #[must_use]
+    pub fn is_connected(&self, participant: ParticipantId) -> Option<bool> {
+        self.participants
+            .get(&participant)
+            .map(Participant::connected)
+    }
+
+    /// A published track.
+    #[must_use]
+    pub fn track_info(&self, track: TrackId) -> Option<TrackInfo> {
+        self.track_index
+            .get(&track)
+            .map(|&slot| self.tracks[slot].info())
+    }
+
+    /// A subscription's state.
+    #[must_use]
+    pub fn subscription(
+        &self,
+        subscriber: ParticipantId,
+        track: TrackId,
+    ) -> Option<SubscriptionState> {
+        let (r, _) = self.find_subscription(subscriber, track).ok()?;
+        let sub = &self.tracks[r.track].subscriptions[r.slot];
+        Some(SubscriptionState {
+            info: SubscriptionInfo {
+                track,
+                media: sub.media,
+                ssrc: sub.ssrc,
+                layer: sub.current.unwrap_or(sub.target),
+            },
+            current_layer: sub.current,
+            target_layer: sub.target,
+            max_layer: sub.max_layer,
+        })
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Pollers.
+
+    /// The next event, in the order they happened. Drain until `None` after every call.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next: the earliest end of a
+    /// grace period, or of a keyframe-throttle window with a request waiting. `None` when nothing
+    /// is scheduled.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Handlers.
+
+    /// Runs what is due at `now`: removes participants whose grace period ended (as
+    /// [`leave`](Self::leave) with [`LeaveReason::Timeout`], then
+    /// [`Event::ParticipantRemoved`]) and sends held-back keyframe requests.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Grace(participant) => {
+                    let expired = self
+                        .participants
+                        .get(&participant)
+                        .is_some_and(|p| p.disconnected_until == Some(at));
+                    if expired {
+                        debug!(%participant, "grace period ended");
+                        self.remove_participant(participant, LeaveReason::Timeout, now);
+                        self.events.push_back(Event::ParticipantRemoved {
+                            participant,
+                            reason: LeaveReason::Timeout,
+                        });
+                    }
+                }
+                Timer::Keyframe(track, layer) => {
+                    let Some(&slot) = self.track_index.get(&track) else {
+                        continue;
+                    };
+                    let l = &mut self.tracks[slot].layers[usize::from(layer)];
+                    l.pending_due = None;
+                    if l.pending {
+                        self.request_upstream(slot, layer, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The hot path: one RTP packet from `publisher` on its media id `media`.
+    ///
+    /// Calls `out` once for every subscriber that should receive it, with the rewrite for that
+    /// subscriber; nothing is allocated per subscriber and nothing is logged. A subscription
+    /// receives the packet when it forwards this layer, or when it waits for this layer and the
+    /// packet starts a keyframe (then it starts or switches here, and
+    /// [`Notification::LayerSwitched`] is queued if the layer differs from what the subscriber
+    /// was last told).
+    ///
+    /// Errors (each counted in [`SfuStats::drops`]): the sender is not in a room, the media id is
+    /// not a live layer of this publisher, or the RTP header is malformed.
+    pub fn handle_rtp(
+        &mut self,
+        publisher: ParticipantId,
+        media: MediaId,
+        packet: &[u8],
+        now: Instant,
+        out: &mut impl FnMut(Forward<'_>),
+    ) -> Result<(), RtpError> {
+        let Self {
+            tracks,
+            incoming,
+            participants,
+            stats,
+            events,
+            timers,
+            ..
+        } = self;
+        stats.packets_in += 1;
+        stats.bytes_in += packet.len() as u64;
+        let Some(&(slot, layer)) = incoming.get(&(publisher, media)) else {
+            if participants.contains_key(&publisher) {
+                stats.drops.unknown_media += 1;
+                return Err(RtpError::UnknownMedia { media });
+            }
+            stats.drops.not_joined += 1;
+            return Err(RtpError::NotJoined {
+                participant: publisher,
+            });
+        };
+        let header = match RtpHeader::parse(packet) {
+            Ok(header) => header,
+            Err(e) => {
+                stats.drops.malformed += 1;
+                return Err(e);
+            }
+        };
+        let track = &mut tracks[slot];
+        let format = track.format;
+        let switchable = format.detects_keyframes();
+        let clock_rate = track.codec.clock_rate;
+        let payload = &packet[header.payload_start..header.payload_end];
+        let (seq, ts) = (header.sequence_number, header.timestamp);
+        let mut keyframe: Option<bool> = None;
+        let bytes = packet.len() as u64;
+
+        for (_, sub) in &mut track.subscriptions {
+            if !sub.connected {
+                stats.drops.subscriber_disconnected += 1;
+                continue;
+            }
+            let rewritten = match sub.current {
+                Some(current) if current == layer => match sub.rewrite.map(seq, ts, now) {
+                    Mapped::Send(seq, ts) => (seq, ts),
+                    Mapped::Stale => {
+                        stats.drops.waiting_for_keyframe += 1;
+                        continue;
+                    }
+                    Mapped::Discontinuity => sub.rewrite.start_segment(seq, ts, now, clock_rate),
+                },
+                current if sub.target == layer && (switchable || current.is_none()) => {
+                    if !*keyframe.get_or_insert_with(|| format.is_keyframe_start(payload)) {
+                        stats.drops.waiting_for_keyframe += 1;
+                        continue;
+                    }
+                    let rewritten = sub.rewrite.start_segment(seq, ts, now, clock_rate);
+                    sub.current = Some(layer);
+                    if current.is_some() {
+                        stats.layer_switches += 1;
+                        debug!(subscriber = %sub.subscriber, track = %track.id, layer, "layer switched");
+                    }
+                    if sub.announced != layer {
+                        sub.announced = layer;
+                        events.push_back(Event::Notify {
+                            to: sub.subscriber,
+                            notification: Notification::LayerSwitched {
+                                track: track.id,
+                                layer,
+                            },
+                        });
+                    }
+                    rewritten
+                }
+                _ => {
+                    stats.drops.other_layer += 1;
+                    continue;
+                }
+            };
+            stats.packets_forwarded += 1;
+            stats.bytes_forwarded += bytes;
+            out(Forward::new(
+                sub.subscriber,
+                sub.media,
+                track.id,
+                layer,
+                packet,
+                (sub.ssrc, rewritten.0, rewritten.1),
+            ));
+        }
+
+        // A keyframe answers every request held back for this layer.
+        let l = &mut track.layers[usize::from(layer)];
+        if l.pending
+            && switchable
+            && *keyframe.get_or_insert_with(|| format.is_keyframe_start(payload))
+        {
+            l.pending = false;
+            if let Some(due) = l.pending_due.take() {
+                timers.remove(&(due, Timer::Keyframe(track.id, layer)));
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Mutators: membership.
+
+    /// `participant` joins `room`, creating it if needed. Returns what the joiner should see;
+    /// every other member gets [`Notification::ParticipantJoined`].
+    pub fn join(
+        &mut self,
+        participant: ParticipantId,
+        room: &str,
+        meta: ParticipantMeta,
+        now: Instant,
+    ) -> Result<RoomSnapshot, SfuError> {
+        let _ = now;
+        if self.participants.contains_key(&participant) {
+            return Err(SfuError::AlreadyJoined(participant));
+        }
+        if room.is_empty() {
+            return Err(SfuError::InvalidRoomName);
+        }
+        match self.rooms.get(room) {
+            Some(r) if r.participants.len() >= self.config.max_participants_per_room => {
+                return Err(SfuError::RoomFull {
+                    max: self.config.max_participants_per_room,
+                });
+            }
+            None if self.rooms.len() >= self.config.max_rooms => {
+                return Err(SfuError::TooManyRooms {
+                    max: self.config.max_rooms,
+                });
+            }
+            _ => {}
+        }
+        let name = RoomName::from(room);
+        if !self.rooms.contains_key(room) {
+            self.rooms.insert(
+                name.clone(),
+                Room {
+                    participants: Vec::new(),
+                    tracks: Vec::new(),
+                },
+            );
+            self.stats.rooms += 1;
+        }
+        let p = Participant {
+            room: name.clone(),
+            meta,
+            disconnected_until: None,
+            published: Vec::new(),
+            subscriptions: Vec::new(),
+            bandwidth: None,
+        };
+        let info = participant_info(participant, &p);
+        self.participants.insert(participant, p);
+        self.stats.participants += 1;
+        let others = self.room_members(&name, participant);
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.participants.push(participant);
+        }
+        for &other in &others {
+            self.notify(other, Notification::ParticipantJoined(info.clone()));
+        }
+        debug!(%participant, room = %name, "joined");
+        Ok(self.snapshot(participant))
+    }
+
+    /// `participant` leaves its room: its tracks are unpublished (everyone else gets
+    /// [`Notification::TrackUnpublished`], and subscriptions to them end), its subscriptions end,
+    /// and the others get [`Notification::ParticipantLeft`]. The room goes when its last member
+    /// leaves. No [`Event::ParticipantRemoved`] is produced: the caller knows.
+    pub fn leave(
+        &mut self,
+        participant: ParticipantId,
+        reason: LeaveReason,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        if !self.participants.contains_key(&participant) {
+            return Err(SfuError::UnknownParticipant(participant));
+        }
+        debug!(%participant, ?reason, "left");
+        self.remove_participant(participant, reason, now);
+        Ok(())
+    }
+
+    /// The participant's connection is lost: its grace period starts. It stays in its room with
+    /// its tracks and subscriptions, but nothing is forwarded to it and notifications for it are
+    /// dropped. Calling it again while disconnected changes nothing (the first deadline holds).
+    pub fn disconnect(&mut self, participant: ParticipantId, now: Instant) -> Result<(), SfuError> {
+        let grace = self.config.grace_period;
+        let p = self
+            .participants
+            .get_mut(&participant)
+            .ok_or(SfuError::UnknownParticipant(participant))?;
+        if p.disconnected_until.is_some() {
+            return Ok(());
+        }
+        let deadline = now + grace;
+        p.disconnected_until = Some(deadline);
+        self.timers.insert((deadline, Timer::Grace(participant)));
+        self.set_subscriptions_connected(participant, false);
+        debug!(%participant, "disconnected");
+        Ok(())
+    }
+
+    /// The participant is back (a resumed session). Cancels its grace period and returns the room
+    /// as it is now, its tracks and its subscriptions (same media ids and SSRCs as before). Asks
+    /// publishers for keyframes for its video subscriptions, and sends keyframe requests for its
+    /// own tracks that waited while it was away. Also accepted for a connected participant (a
+    /// resume that raced the loss detection): it then only returns the snapshot and asks for
+    /// keyframes.
+    pub fn reconnect(
+        &mut self,
+        participant: ParticipantId,
+        now: Instant,
+    ) -> Result<ResumeSnapshot, SfuError> {
+        let p = self
+            .participants
+            .get_mut(&participant)
+            .ok_or(SfuError::UnknownParticipant(participant))?;
+        if let Some(deadline) = p.disconnected_until.take() {
+            self.timers.remove(&(deadline, Timer::Grace(participant)));
+            self.set_subscriptions_connected(participant, true);
+        }
+        let p = &self.participants[&participant];
+        let mut wanted = Vec::new();
+        for r in &p.subscriptions {
+            let track = &self.tracks[r.track];
+            if track.kind == TrackKind::Video {
+                wanted.push((
+                    r.track,
+                    track.subscriptions[r.slot].keyframe_layer(track.format),
+                ));
+            }
+        }
+        for &slot in &p.published {
+            for (layer, l) in self.tracks[slot].layers.iter().enumerate() {
+                if l.pending && l.pending_due.is_none() {
+                    wanted.push((slot, layer as u8));
+                }
+            }
+        }
+        for (slot, layer) in wanted {
+            self.request_upstream(slot, layer, now);
+        }
+        debug!(%participant, "reconnected");
+        let p = &self.participants[&participant];
+        let published = p
+            .published
+            .iter()
+            .map(|&slot| self.tracks[slot].info())
+            .collect();
+        let subscriptions = p
+            .subscriptions
+            .iter()
+            .map(|r| {
+                let sub = &self.tracks[r.track].subscriptions[r.slot];
+                SubscriptionInfo {
+                    track: self.tracks[r.track].id,
+                    media: sub.media,
+                    ssrc: sub.ssrc,
+                    layer: sub.current.unwrap_or(sub.target),
+                }
+            })
+            .collect();
+        Ok(ResumeSnapshot {
+            room: self.snapshot(participant),
+            published,
+            subscriptions,
+        })
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Mutators: tracks.
+
+    /// `participant` publishes a track. Layers: 1 to 3, lowest first, exactly 1 for audio; their
+    /// media ids unique among the publisher's live layers. Every other member gets
+    /// [`Notification::TrackPublished`].
+    pub fn publish(
+        &mut self,
+        participant: ParticipantId,
+        spec: TrackSpec,
+        now: Instant,
+    ) -> Result<TrackId, SfuError> {
+        let _ = now;
+        let p = self
+            .participants
+            .get(&participant)
+            .ok_or(SfuError::UnknownParticipant(participant))?;
+        if p.published.len() >= self.config.max_tracks_per_participant {
+            return Err(SfuError::TooManyTracks {
+                max: self.config.max_tracks_per_participant,
+            });
+        }
+        self.validate_layers(participant, &spec)?;
+        if spec.codec.clock_rate == 0 {
+            return Err(SfuError::InvalidCodec("clock rate is zero"));
+        }
+        let id = loop {
+            let candidate = TrackId(self.rng.random());
+            if candidate.0 != 0 && !self.track_index.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        let format = match spec.kind {
+            TrackKind::Audio => PayloadFormat::Audio,
+            TrackKind::Video => PayloadFormat::video(&spec.codec.name),
+        };
+        let room = p.room.clone();
+        let track = Track {
+            id,
+            owner: participant,
+            room: room.clone(),
+            kind: spec.kind,
+            format,
+            codec: spec.codec,
+            source: spec.source,
+            muted: spec.muted,
+            layers: spec
+                .layers
+                .iter()
+                .map(|&spec| Layer {
+                    spec,
+                    last_request: None,
+                    pending: false,
+                    pending_due: None,
+                })
+                .collect(),
+            subscriptions: Slab::new(),
+        };
+        let info = track.info();
+        let slot = self.tracks.insert(track);
+        self.track_index.insert(id, slot);
+        for (layer, l) in spec.layers.iter().enumerate() {
+            self.incoming
+                .insert((participant, l.media), (slot, layer as u8));
+        }
+        if let Some(p) = self.participants.get_mut(&participant) {
+            p.published.push(slot);
+        }
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.tracks.push(slot);
+        }
+        self.stats.tracks += 1;
+        for other in self.room_members(&room, participant) {
+            self.notify(other, Notification::TrackPublished(info.clone()));
+        }
+        debug!(%participant, track = %id, kind = ?info.kind, codec = %info.codec.name, layers = info.layers.len(), "published");
+        Ok(id)
+    }
+
+    /// `participant` stops publishing `track`: subscriptions to it end and every other member
+    /// gets [`Notification::TrackUnpublished`].
+    pub fn unpublish(
+        &mut self,
+        participant: ParticipantId,
+        track: TrackId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let slot = self.owned_track(participant, track)?;
+        self.remove_track(slot, now);
+        debug!(%participant, %track, "unpublished");
+        Ok(())
+    }
+
+    /// `participant` mutes or unmutes its `track`; on a change, every other member gets
+    /// [`Notification::TrackMuted`]. Forwarding is unaffected (a muted publisher sends little or
+    /// nothing).
+    pub fn set_muted(
+        &mut self,
+        participant: ParticipantId,
+        track: TrackId,
+        muted: bool,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let _ = now;
+        let slot = self.owned_track(participant, track)?;
+        let t = &mut self.tracks[slot];
+        if t.muted == muted {
+            return Ok(());
+        }
+        t.muted = muted;
+        let room = t.room.clone();
+        for other in self.room_members(&room, participant) {
+            self.notify(other, Notification::TrackMuted { track, muted });
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Mutators: subscriptions.
+
+    /// `subscriber` subscribes to `track`, optionally capped at `max_layer`. Allocates the
+    /// outgoing media id (lowest free from 1) and SSRC (random, unique for the subscriber) and
+    /// picks the starting layer from the subscriber's bandwidth estimate (the cap or the top
+    /// layer when it has none). Audio forwards from the next packet; video from the next
+    /// keyframe of its layer, which is requested from the publisher now (throttled).
+    pub fn subscribe(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        max_layer: Option<u8>,
+        now: Instant,
+    ) -> Result<SubscriptionInfo, SfuError> {
+        let p = self
+            .participants
+            .get(&subscriber)
+            .ok_or(SfuError::UnknownParticipant(subscriber))?;
+        let &slot = self
+            .track_index
+            .get(&track)
+            .ok_or(SfuError::UnknownTrack(track))?;
+        let t = &self.tracks[slot];
+        if t.owner == subscriber {
+            return Err(SfuError::OwnTrack(track));
+        }
+        if t.room != p.room {
+            return Err(SfuError::NotInRoom(track));
+        }
+        if p.subscriptions.iter().any(|r| r.track == slot) {
+            return Err(SfuError::AlreadySubscribed(track));
+        }
+        let max = self.config.max_subscriptions_per_participant;
+        if p.subscriptions.len() >= max {
+            return Err(SfuError::TooManySubscriptions { max });
+        }
+        let media = lowest_free_media(&p.subscriptions);
+        let ssrc = loop {
+            let candidate: u32 = self.rng.random();
+            if candidate != 0 && p.subscriptions.iter().all(|r| r.ssrc != candidate) {
+                break candidate;
+            }
+        };
+        let first_seq: u16 = self.rng.random();
+        let first_ts: u32 = self.rng.random();
+        let connected = p.connected();
+        let kind = t.kind;
+        let t = &mut self.tracks[slot];
+        let sub_slot = t.subscriptions.insert(Subscription {
+            subscriber,
+            media,
+            ssrc,
+            connected,
+            max_layer,
+            target: 0,
+            current: None,
+            announced: 0,
+            last_down: None,
+            rewrite: Rewriter::new(first_seq, first_ts),
+        });
+        if let Some(p) = self.participants.get_mut(&subscriber) {
+            p.subscriptions.push(SubscriptionRef {
+                track: slot,
+                slot: sub_slot,
+                media,
+                ssrc,
+            });
+        }
+        self.stats.subscriptions += 1;
+        if kind == TrackKind::Video {
+            self.retarget(subscriber, now, Some((slot, sub_slot)));
+        }
+        let sub = &mut self.tracks[slot].subscriptions[sub_slot];
+        sub.announced = sub.target;
+        debug!(%subscriber, %track, %media, layer = sub.target, "subscribed");
+        Ok(SubscriptionInfo {
+            track,
+            media,
+            ssrc,
+            layer: sub.target,
+        })
+    }
+
+    /// `subscriber` stops receiving `track`. Its media id becomes free for reuse.
+    pub fn unsubscribe(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let (r, index) = self.find_subscription(subscriber, track)?;
+        self.tracks[r.track].subscriptions.remove(r.slot);
+        if let Some(p) = self.participants.get_mut(&subscriber) {
+            p.subscriptions.remove(index);
+        }
+        self.stats.subscriptions -= 1;
+        // The bandwidth it used may now lift the others.
+        self.retarget(subscriber, now, None);
+        debug!(%subscriber, %track, "unsubscribed");
+        Ok(())
+    }
+
+    /// Caps the layer of one subscription (`None`: the best the bandwidth allows). A cap above the
+    /// track's top layer means the top layer.
+    pub fn set_layer_preference(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        max_layer: Option<u8>,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let (r, _) = self.find_subscription(subscriber, track)?;
+        self.tracks[r.track].subscriptions[r.slot].max_layer = max_layer;
+        self.retarget(subscriber, now, None);
+        Ok(())
+    }
+
+    /// The subscriber's downstream bandwidth estimate (QUIC: congestion window over RTT; WebRTC:
+    /// TWCC/REMB), fed periodically. Re-picks the target layer of each of its video
+    /// subscriptions: the budget goes first to every subscription's lowest layer, then layer by
+    /// layer to each subscription in subscription order. Moving up needs the layer's increment
+    /// plus `layer_up_headroom_percent` of its bitrate, and not within `layer_up_cooldown` of a
+    /// move down; keeping a layer needs only its increment. A changed target takes effect at that
+    /// layer's next keyframe, which is requested (throttled). Subscriptions are never paused: a
+    /// budget below the lowest layers still forwards every lowest layer (pacing and dropping
+    /// under congestion belong to the sender).
+    pub fn set_bandwidth(
+        &mut self,
+        subscriber: ParticipantId,
+        bits_per_second: u64,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .participants
+            .get_mut(&subscriber)
+            .ok_or(SfuError::UnknownParticipant(subscriber))?;
+        p.bandwidth = Some(bits_per_second);
+        self.retarget(subscriber, now, None);
+        Ok(())
+    }
+
+    /// `subscriber` asks for a keyframe on its subscription to `track` (a PLI or a QUIC
+    /// `KeyframeRequest`). Routed to the publisher for the layer the subscription wants,
+    /// throttled per track and layer. Ignored for audio.
+    pub fn request_keyframe(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let (r, _) = self.find_subscription(subscriber, track)?;
+        let t = &self.tracks[r.track];
+        if t.kind == TrackKind::Video {
+            let layer = t.subscriptions[r.slot].keyframe_layer(t.format);
+            self.request_upstream(r.track, layer, now);
+        }
+        Ok(())
+    }
+
+    /// Like [`request_keyframe`](Self::request_keyframe), naming the subscription by the media id
+    /// it is forwarded on (what a QUIC subscriber's datagram `KeyframeRequest` carries).
+    pub fn request_keyframe_for_media(
+        &mut self,
+        subscriber: ParticipantId,
+        media: MediaId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .participants
+            .get(&subscriber)
+            .ok_or(SfuError::UnknownParticipant(subscriber))?;
+        let r = p
+            .subscriptions
+            .iter()
+            .find(|r| r.media == media)
+            .ok_or(SfuError::UnknownMedia(media))?;
+        let track = self.tracks[r.track].id;
+        self.request_keyframe(subscriber, track, now)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Internals.
+
+    /// Queues a notification, or drops it (counted) when the recipient is disconnected.
+    fn notify(&mut self, to: ParticipantId, notification: Notification) {
+        if self
+            .participants
+            .get(&to)
+            .is_some_and(Participant::connected)
+        {
+            self.events.push_back(Event::Notify { to, notification });
+        } else {
+            self.stats.notifications_dropped += 1;
+        }
+    }
+
+    /// Members of `room` other than `except`, in join order.
+    fn room_members(&self, room: &RoomName, except: ParticipantId) -> Vec<ParticipantId> {
+        self.rooms
+            .get(room)
+            .map(|r| {
+                r.participants
+                    .iter()
+                    .copied()
+                    .filter(|&p| p != except)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn snapshot(&self, participant: ParticipantId) -> RoomSnapshot {
+        let p = &self.participants[&participant];
+        let room = &self.rooms[&p.room];
+        RoomSnapshot {
+            room: p.room.clone(),
+            you: participant_info(participant, p),
+            participants: room
+                .participants
+                .iter()
+                .filter(|&&other| other != participant)
+                .map(|&other| participant_info(other, &self.participants[&other]))
+                .collect(),
+            tracks: room
+                .tracks
+                .iter()
+                .map(|&slot| &self.tracks[slot])
+                .filter(|t| t.owner != participant)
+                .map(Track::info)
+                .collect(),
+        }
+    }
+
+    fn validate_layers(
+        &self,
+        participant: ParticipantId,
+        spec: &TrackSpec,
+    ) -> Result<(), SfuError> {
+        let layers = &spec.layers;
+        if layers.is_empty() {
+            return Err(SfuError::InvalidLayers("a track needs at least one layer"));
+        }
+        if layers.len() > MAX_LAYERS {
+            return Err(SfuError::InvalidLayers("a track has at most three layers"));
+        }
+        if spec.kind == TrackKind::Audio && layers.len() != 1 {
+            return Err(SfuError::InvalidLayers(
+                "an audio track has exactly one layer",
+            ));
+        }
+        for (i, l) in layers.iter().enumerate() {
+            if layers[..i].iter().any(|o| o.media == l.media)
+                || self.incoming.contains_key(&(participant, l.media))
+            {
+                return Err(SfuError::DuplicateMedia(l.media));
+            }
+            if i > 0 {
+                let below = layers[i - 1].max_bitrate;
+                if below != 0 && l.max_bitrate != 0 && l.max_bitrate < below {
+                    return Err(SfuError::InvalidLayers(
+                        "layers must be listed lowest first",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The slot of `track`, checking that `participant` publishes it.
+    fn owned_track(&self, participant: ParticipantId, track: TrackId) -> Result<usize, SfuError> {
+        if !self.participants.contains_key(&participant) {
+            return Err(SfuError::UnknownParticipant(participant));
+        }
+        let &slot = self
+            .track_index
+            .get(&track)
+            .ok_or(SfuError::UnknownTrack(track))?;
+        if self.tracks[slot].owner != participant {
+            return Err(SfuError::NotOwner(track));
+        }
+        Ok(slot)
+    }
+
+    /// The subscriber's link to its subscription to `track`, and its index in its list.
+    fn find_subscription(
+        &self,
+        subscriber: ParticipantId,
+        track: TrackId,
+    ) -> Result<(SubscriptionRef, usize), SfuError> {
+        let p = self
+            .participants
+            .get(&subscriber)
+            .ok_or(SfuError::UnknownParticipant(subscriber))?;
+        let &slot = self
+            .track_index
+            .get(&track)
+            .ok_or(SfuError::UnknownTrack(track))?;
+        p.subscriptions
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.track == slot)
+            .map(|(i, r)| (*r, i))
+            .ok_or(SfuError::NotSubscribed(track))
+    }
+
+    fn set_subscriptions_connected(&mut self, participant: ParticipantId, connected: bool) {
+        if let Some(p) = self.participants.get(&participant) {
+            for r in &p.subscriptions {
+                self.tracks[r.track].subscriptions[r.slot].connected = connected;
+            }
+        }
+    }
+
+    /// Removes a participant that exists, with everything it owns, notifying the others.
+    fn remove_participant(
+        &mut self,
+        participant: ParticipantId,
+        reason: LeaveReason,
+        now: Instant,
+    ) {
+        let Some(p) = self.participants.get_mut(&participant) else {
+            return;
+        };
+        let subscriptions = std::mem::take(&mut p.subscriptions);
+        let published = p.published.clone();
+        if let Some(deadline) = p.disconnected_until {
+            self.timers.remove(&(deadline, Timer::Grace(participant)));
+        }
+        let room = p.room.clone();
+        for r in &subscriptions {
+            self.tracks[r.track].subscriptions.remove(r.slot);
+            self.stats.subscriptions -= 1;
+        }
+        for slot in published {
+            self.remove_track(slot, now);
+        }
+        for other in self.room_members(&room, participant) {
+            self.notify(
+                other,
+                Notification::ParticipantLeft {
+                    participant,
+                    reason,
+                },
+            );
+        }
+        self.participants.remove(&participant);
+        self.stats.participants -= 1;
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.participants.retain(|&o| o != participant);
+            if r.participants.is_empty() {
+                self.rooms.remove(&room);
+                self.stats.rooms -= 1;
+            }
+        }
+    }
+
+    /// Removes a track, ending its subscriptions and notifying the room.
+    fn remove_track(&mut self, slot: usize, now: Instant) {
+        let track = self.tracks.remove(slot);
+        self.track_index.remove(&track.id);
+        for (layer, l) in track.layers.iter().enumerate() {
+            self.incoming.remove(&(track.owner, l.spec.media));
+            if let Some(due) = l.pending_due {
+                self.timers
+                    .remove(&(due, Timer::Keyframe(track.id, layer as u8)));
+            }
+        }
+        for (sub_slot, sub) in &track.subscriptions {
+            if let Some(p) = self.participants.get_mut(&sub.subscriber) {
+                p.subscriptions
+                    .retain(|r| !(r.track == slot && r.slot == sub_slot));
+            }
+            self.stats.subscriptions -= 1;
+        }
+        if let Some(p) = self.participants.get_mut(&track.owner) {
+            p.published.retain(|&s| s != slot);
+        }
+        if let Some(r) = self.rooms.get_mut(&track.room) {
+            r.tracks.retain(|&s| s != slot);
+        }
+        self.stats.tracks -= 1;
+        for other in self.room_members(&track.room, track.owner) {
+            self.notify(
+                other,
+                Notification::TrackUnpublished {
+                    track: track.id,
+                    participant: track.owner,
+                },
+            );
+        }
+        // Subscribers that lost this track may afford more elsewhere.
+        for (_, sub) in &track.subscriptions {
+            self.retarget(sub.subscriber, now, None);
+        }
+    }
+
+    /// Sends a keyframe request for a track's layer to its publisher, unless one went within
+    /// `keyframe_request_interval` (then it is held back until the window ends) or the publisher
+    /// is disconnected (then it waits for its reconnect). A keyframe passing clears a held-back
+    /// request.
+    fn request_upstream(&mut self, slot: usize, layer: u8, now: Instant) {
+        let interval = self.config.keyframe_request_interval;
+        let track = &mut self.tracks[slot];
+        let owner_connected = self
+            .participants
+            .get(&track.owner)
+            .is_some_and(Participant::connected);
+        let (id, owner) = (track.id, track.owner);
+        let l = &mut track.layers[usize::from(layer)];
+        if let Some(last) = l.last_request {
+            let open = last + interval;
+            if now < open {
+                self.stats.keyframe_requests_throttled += 1;
+                l.pending = true;
+                if owner_connected && l.pending_due.is_none() {
+                    l.pending_due = Some(open);
+                    self.timers.insert((open, Timer::Keyframe(id, layer)));
+                }
+                return;
+            }
+        }
+        if !owner_connected {
+            l.pending = true;
+            return;
+        }
+        l.last_request = Some(now);
+        l.pending = false;
+        if let Some(due) = l.pending_due.take() {
+            self.timers.remove(&(due, Timer::Keyframe(id, layer)));
+        }
+        let media = l.spec.media;
+        self.stats.keyframe_requests_sent += 1;
+        self.events.push_back(Event::KeyframeRequest {
+            to: owner,
+            track: id,
+            layer,
+            media,
+        });
+    }
+}
+
+/// The lowest media id from 1 that none of `subscriptions` uses.
+fn lowest_free_media(subscriptions: &[SubscriptionRef]) -> MediaId {
+    let mut used: Vec<u32> = subscriptions.iter().map(|r| r.media.0).collect();
+    used.sort_unstable();
+    let mut candidate = 1;
+    for id in used {
+        if id == candidate {
+            candidate += 1;
+        } else if id > candidate {
+            break;
+        }
+    }
+    MediaId(candidate)
+}
+
+mod layers;

@@ -1,0 +1,13 @@
+//! Integration tests of the SFU core, driven with virtual time and synthetic RTP. One binary, a
+//! module per area.
+
+mod fixture;
+
+mod detect;
+mod forwarding;
+mod grace;
+mod keyframes;
+mod limits;
+mod props;
+mod rooms;
+mod simulcast;
