@@ -1,0 +1,179 @@
+//! The values the session API takes and returns, and the events it reports.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use strait_protocol::{
+    Codec, ErrorCode, MediaId, ParticipantId, ParticipantInfo, RoomId, TrackId, TrackInfo,
+    TrackKind,
+};
+use tokio::time::Instant;
+
+use crate::error::ClientError;
+
+/// One simulcast layer to publish (the media id is chosen by the session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LayerSpec {
+    /// Target bitrate in bits per second (0 when unknown).
+    pub max_bitrate: u32,
+    /// Frame width in pixels (0 for audio or unknown).
+    pub width: u16,
+    /// Frame height in pixels (0 for audio or unknown).
+    pub height: u16,
+}
+
+/// What [`crate::Session::publish`] announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishSpec {
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// The codec of every layer.
+    pub codec: Codec,
+    /// What the track is (`camera`, `microphone`, `screen`…).
+    pub source: String,
+    /// 1 to 3 layers, lowest quality first.
+    pub layers: Vec<LayerSpec>,
+    /// Start muted.
+    pub muted: bool,
+}
+
+/// A track this session publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedTrack {
+    /// The server's id for the track.
+    pub track: TrackId,
+    /// The media id of each layer, in the order of [`PublishSpec::layers`]: send layer `i`'s RTP
+    /// with `send_rtp(media[i], …)`. They stay valid across a resume.
+    pub media: Vec<MediaId>,
+    /// Whether it is muted.
+    pub muted: bool,
+}
+
+/// A track this session receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// The track.
+    pub track: TrackId,
+    /// The media id its RTP arrives on (see [`MediaPacket::media`]).
+    pub media: MediaId,
+    /// The SSRC the forwarded RTP carries, whatever the layer; stable across resumes.
+    pub ssrc: u32,
+    /// The layer being forwarded.
+    pub layer: u8,
+}
+
+/// The room this session is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedRoom {
+    /// The room.
+    pub room: RoomId,
+    /// This participant as others see it.
+    pub me: ParticipantInfo,
+}
+
+/// One received RTP packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaPacket {
+    /// The media id it arrived on (a [`Subscription::media`]). Datagrams are not ordered with the
+    /// control stream, so a packet may arrive just before the `Subscribed` that names its id.
+    pub media: MediaId,
+    /// The RTP packet as received (header checked, payload untouched); a zero-copy slice of the
+    /// datagram.
+    pub rtp: Bytes,
+    /// When the session's task took it off the connection.
+    pub received_at: Instant,
+}
+
+/// Something that happened to the session, from [`crate::Session::next_event`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// Someone is in the room (sent for everyone present after a join or a resume).
+    ParticipantJoined(ParticipantInfo),
+    /// Someone left the room.
+    ParticipantLeft {
+        /// Who.
+        participant: ParticipantId,
+        /// Why (`NONE` for a voluntary leave).
+        reason: ErrorCode,
+    },
+    /// A track is available (sent for every track present after a join or a resume).
+    TrackPublished(TrackInfo),
+    /// A track went away; a subscription to it ended.
+    TrackUnpublished {
+        /// The track.
+        track: TrackId,
+        /// Its publisher.
+        participant: ParticipantId,
+    },
+    /// A track was muted or unmuted by its publisher.
+    TrackMuted {
+        /// The track.
+        track: TrackId,
+        /// The new state.
+        muted: bool,
+    },
+    /// The server wants a keyframe on one of this session's tracks (`layer: None` = every layer).
+    KeyframeRequested {
+        /// The track.
+        track: TrackId,
+        /// The layer, if one.
+        layer: Option<u8>,
+    },
+    /// A subscription now carries another layer.
+    LayerSwitched {
+        /// The subscribed track.
+        track: TrackId,
+        /// The layer now forwarded.
+        layer: u8,
+    },
+    /// The room as restored after a resume (`Joined` with request id 0).
+    Joined(JoinedRoom),
+    /// A subscription as restored after a resume (`Subscribed` with request id 0).
+    Subscribed(Subscription),
+    /// The server is draining; with `auto_resume` the session moves by itself.
+    GoAway {
+        /// Why (`GOING_AWAY`).
+        code: ErrorCode,
+        /// Where to reconnect, if the server said.
+        redirect: Option<String>,
+    },
+    /// A session-level `Error` from the server; the server closes the session after it.
+    Error {
+        /// The code.
+        code: ErrorCode,
+        /// Words for a human.
+        reason: String,
+    },
+    /// The connection was lost; a reconnection with the resume token starts (media sends fail
+    /// with [`crate::SendError::NotConnected`] meanwhile, requests wait).
+    ConnectionLost {
+        /// What happened.
+        reason: String,
+    },
+    /// The session was taken back on a new connection: room, tracks, media ids and subscriptions
+    /// are intact. The server re-announces the room next (`Joined`, `ParticipantJoined`…,
+    /// `TrackPublished`…, `Subscribed`…): treat those as a refresh, not as news.
+    Resumed {
+        /// The same participant id as before.
+        participant: ParticipantId,
+        /// From the loss being noticed (or the move starting) to `ServerHello`.
+        outage: Duration,
+        /// Connection attempts it took.
+        attempts: u32,
+    },
+    /// The server did not honour the resume token: this is a fresh session with a new
+    /// participant id; join and publish again.
+    ResumeFailed {
+        /// The new participant id.
+        participant: ParticipantId,
+    },
+    /// Events were dropped because nobody took them in time (the event queue was full); the
+    /// session's state accessors are still up to date.
+    EventsDropped {
+        /// How many since the last report.
+        count: u64,
+    },
+    /// The session is over; no more events follow.
+    Closed(ClientError),
+}
