@@ -17,6 +17,9 @@ use crate::limits::*;
 /// The protocol version this crate speaks, sent in `ClientHello` and `ServerHello`.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// The ALPN of native sessions on raw QUIC. WebTransport sessions use `h3`.
+pub const ALPN_NATIVE: &[u8] = b"strait/1";
+
 bounded_string!(de_token, "token", MAX_TOKEN_LEN);
 bounded_string!(de_agent, "agent", MAX_NAME_LEN);
 bounded_string!(de_identity, "identity", MAX_ID_LEN);

@@ -5,7 +5,14 @@
 //! as a legacy peer, the `turn` crate's client against the embedded TURN server, and a user-space UDP
 //! relay that adds delay, jitter, loss and reordering and can move a client to a new address.
 //!
-//! This crate holds the shared fixtures; the tests themselves live in `tests/`. It is empty until the
-//! front door lands.
+//! This crate holds the shared fixtures; the tests themselves live in `tests/`.
+//!
+//! - [`fixture`]: a gateway started in-process on loopback ports from the OS, clients for it, and
+//!   synthetic RTP.
+//! - [`relay`]: a user-space UDP relay for impairment (delay, jitter, loss, reordering, duplication,
+//!   rate limits) and migration tests (it moves a client to a new port or IP mid-session).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod fixture;
+pub mod relay;

@@ -1,0 +1,682 @@
+//! The gateway's configuration: one serde struct, read from a TOML file, `STRAIT_*` environment
+//! variables and command-line overrides (in that order, later wins), unknown keys rejected, then
+//! validated into a [`ValidConfig`] before anything starts.
+//!
+//! Overrides name a key by its path: `quic.listen`, `limits.max_sessions`. In the environment the
+//! path is upper-cased with `__` between sections: `STRAIT_LIMITS__MAX_SESSIONS=500`. Values are
+//! TOML values (`500`, `"20s"`, `["https://a.example"]`); a value that does not parse as TOML is
+//! taken as a string, so `STRAIT_QUIC__LISTEN=0.0.0.0:4433` works without quotes.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The whole configuration, as written in the TOML file. Every field has a default, so an empty
+/// file (or none) is a complete development configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The QUIC port (WebTransport and native sessions).
+    pub quic: QuicConfig,
+    /// The HTTP port (health, metrics, certificate hashes, dev tokens, web demo).
+    pub http: HttpConfig,
+    /// Certificates.
+    pub tls: TlsConfig,
+    /// Access-token keys and resume tokens.
+    pub auth: AuthConfig,
+    /// Admission and resource limits.
+    pub limits: LimitsConfig,
+    /// Session timing.
+    pub session: SessionConfig,
+    /// WebTransport specifics.
+    pub webtransport: WebTransportConfig,
+    /// Media forwarding.
+    pub media: MediaConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The QUIC front door.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuicConfig {
+    /// UDP address for both ALPNs (`h3` and `strait/1`). Loopback by default: set `0.0.0.0:4433`
+    /// or `[::]:4433` to serve other machines.
+    pub listen: SocketAddr,
+    /// SO_RCVBUF / SO_SNDBUF requested for the UDP socket, in bytes. Larger buffers absorb bursts
+    /// of fan-out at the cost of kernel memory.
+    pub socket_buffer: usize,
+    /// How often an idle connection is kept alive with a PING.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// A connection silent for this long is closed (and its participant enters the grace period).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Datagram send buffer per connection, in bytes (quinn drops the oldest datagram when it is
+    /// full; the gateway checks the free space first and counts what it cannot send).
+    pub datagram_send_buffer: usize,
+    /// Above this many handshakes in progress, new connections must prove their address with a
+    /// QUIC Retry first (one extra round trip, no state kept for spoofed sources).
+    pub retry_above_handshakes: usize,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            socket_buffer: 4 * 1024 * 1024,
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            datagram_send_buffer: 1024 * 1024,
+            retry_above_handshakes: 64,
+        }
+    }
+}
+
+/// The HTTP surface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// TCP address. Loopback by default.
+    pub listen: SocketAddr,
+    /// Serve `POST /v1/dev/token` (mints access tokens for anyone who can reach the port).
+    /// `None` means: only in development mode, i.e. when no API key is configured.
+    pub dev_token_endpoint: Option<bool>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            dev_token_endpoint: None,
+        }
+    }
+}
+
+/// Certificates. Without `cert` and `key` the gateway makes a development certificate
+/// (ECDSA P-256, at most 14 days, rotated before it expires) that browsers accept through
+/// `serverCertificateHashes`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key matching the leaf.
+    pub key: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the development certificate (besides `localhost`,
+    /// `127.0.0.1` and `::1`).
+    pub dev_names: Vec<String>,
+}
+
+/// One API key: tokens carry its id in their `kid` header and are signed with its secret.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The key id.
+    pub id: String,
+    /// The HS256 secret (at least 32 bytes).
+    pub secret: String,
+}
+
+impl fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Access tokens and resume tokens.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// API keys. Empty means development mode: a key is generated and printed at start.
+    pub keys: Vec<ApiKeyConfig>,
+    /// Secret that signs resume tokens. Nodes of one cluster share it; when absent a random one
+    /// is made per process (resume then works only on the node that issued the token).
+    pub resume_secret: Option<String>,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("keys", &self.keys)
+            .field(
+                "resume_secret",
+                &self.resume_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Admission and resource limits. Each is enforced with a clear error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Sessions on this node (each costs a QUIC connection, ~35 KiB idle, plus its queues).
+    pub max_sessions: usize,
+    /// Sessions from one source IP address (bounds what one host can take).
+    pub max_sessions_per_ip: usize,
+    /// QUIC handshakes in progress at once (handshakes cost CPU; beyond this they are refused).
+    pub max_handshakes: usize,
+    /// Largest control frame body accepted, in bytes (at most 1 MiB).
+    pub max_frame_size: usize,
+    /// Sustained control messages per second per session.
+    pub max_messages_per_second: u32,
+    /// Burst of control messages allowed above the sustained rate.
+    pub message_burst: u32,
+    /// Rooms on this node.
+    pub max_rooms: usize,
+    /// Participants in one room (a join beyond it is refused).
+    pub max_participants_per_room: usize,
+    /// Tracks one participant may publish.
+    pub max_tracks_per_participant: usize,
+    /// Tracks one participant may subscribe to.
+    pub max_subscriptions_per_participant: usize,
+    /// Control messages queued toward one session; a session that does not read them is closed.
+    pub control_queue: usize,
+    /// Media packets queued from all sessions toward the media worker; beyond it the newest are
+    /// dropped and counted.
+    pub media_queue: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 10_000,
+            max_sessions_per_ip: 256,
+            max_handshakes: 512,
+            max_frame_size: strait_protocol::limits::DEFAULT_MAX_FRAME_SIZE,
+            max_messages_per_second: 50,
+            message_burst: 200,
+            max_rooms: 10_000,
+            max_participants_per_room: 1_000,
+            max_tracks_per_participant: 16,
+            max_subscriptions_per_participant: 512,
+            control_queue: 1_024,
+            media_queue: 16_384,
+        }
+    }
+}
+
+/// Session timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Time allowed between the handshake and `ClientHello`.
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+    /// How long a participant whose connection was lost stays in its room, waiting to resume.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            hello_timeout: Duration::from_secs(10),
+            grace_period: Duration::from_secs(20),
+        }
+    }
+}
+
+/// WebTransport specifics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebTransportConfig {
+    /// The session path.
+    pub path: String,
+    /// Origins allowed to open sessions (`https://app.example`); `"*"` allows any. Empty means
+    /// the gateway's own HTTP origins (`http://127.0.0.1:<port>`, `http://localhost:<port>`).
+    pub allowed_origins: Vec<String>,
+    /// Allow requests without an `Origin` header (non-browser clients; browsers always send one).
+    pub allow_missing_origin: bool,
+}
+
+impl Default for WebTransportConfig {
+    fn default() -> Self {
+        Self {
+            path: "/rtc".into(),
+            allowed_origins: Vec::new(),
+            allow_missing_origin: true,
+        }
+    }
+}
+
+/// Media forwarding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Minimum interval between keyframe requests sent upstream for one track layer.
+    #[serde(with = "humantime_serde")]
+    pub keyframe_request_interval: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            keyframe_request_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// After SIGTERM: how long sessions get to leave after the go-away before they are closed.
+    #[serde(with = "humantime_serde")]
+    pub drain_deadline: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// `tracing` filter directives (`info`, `strait_gateway=debug`). `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML (after overrides) does not match the schema: an unknown key, a wrong type.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// An override is not `key=value` or names no key.
+    #[error("invalid override `{0}`: expected section.key=value")]
+    Override(String),
+    /// A value breaks a rule.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// A TOML file.
+    pub file: Option<PathBuf>,
+    /// `(key path, value)` pairs from the environment (see [`env_overrides`]).
+    pub env: Vec<(String, String)>,
+    /// `(key path, value)` pairs from the command line.
+    pub cli: Vec<(String, String)>,
+}
+
+/// Collects `STRAIT_SECTION__KEY=value` variables as `("section.key", value)`. Variables that do
+/// not have the `__` form (for example `STRAIT_CONFIG`) are not configuration keys and are left
+/// out.
+pub fn env_overrides(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vars
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix("STRAIT_")?;
+            rest.contains("__")
+                .then(|| (rest.to_ascii_lowercase().replace("__", "."), v))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Parses `section.key=value`.
+pub fn parse_override(s: &str) -> Result<(String, String), ConfigError> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| ConfigError::Override(s.to_owned()))?;
+    if k.is_empty() || !k.contains('.') {
+        return Err(ConfigError::Override(s.to_owned()));
+    }
+    Ok((k.trim().to_owned(), v.to_owned()))
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    // A TOML value when it is one; otherwise the raw text as a string.
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn apply_override(root: &mut toml::Table, path: &str, raw: &str) -> Result<(), ConfigError> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else {
+        return Err(ConfigError::Override(path.to_owned()));
+    };
+    let mut table = root;
+    for part in parts {
+        let entry = table
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Override(path.to_owned()))?;
+    }
+    table.insert(last.to_owned(), parse_value(raw));
+    Ok(())
+}
+
+impl Config {
+    /// Reads and merges the sources (file, then environment, then command line).
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let mut table = match &sources.file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for (k, v) in sources.env.iter().chain(&sources.cli) {
+            apply_override(&mut table, k, v)?;
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_owned()))
+    }
+
+    /// Checks every rule; the result is the only thing [`crate::run`] accepts.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let invalid = |s: String| Err(ConfigError::Invalid(s));
+        let l = &self.limits;
+        for (name, value) in [
+            ("limits.max_sessions", l.max_sessions),
+            ("limits.max_sessions_per_ip", l.max_sessions_per_ip),
+            ("limits.max_handshakes", l.max_handshakes),
+            ("limits.max_rooms", l.max_rooms),
+            (
+                "limits.max_participants_per_room",
+                l.max_participants_per_room,
+            ),
+            (
+                "limits.max_tracks_per_participant",
+                l.max_tracks_per_participant,
+            ),
+            (
+                "limits.max_subscriptions_per_participant",
+                l.max_subscriptions_per_participant,
+            ),
+            ("limits.control_queue", l.control_queue),
+            ("limits.media_queue", l.media_queue),
+        ] {
+            if value == 0 {
+                return invalid(format!("{name} must be at least 1"));
+            }
+        }
+        if l.max_frame_size < 1024
+            || l.max_frame_size > strait_protocol::limits::HARD_MAX_FRAME_SIZE
+        {
+            return invalid(format!(
+                "limits.max_frame_size must be between 1024 and {} bytes",
+                strait_protocol::limits::HARD_MAX_FRAME_SIZE
+            ));
+        }
+        if l.max_messages_per_second == 0 {
+            return invalid("limits.max_messages_per_second must be at least 1".into());
+        }
+        if self.quic.idle_timeout < Duration::from_secs(1) {
+            return invalid("quic.idle_timeout must be at least 1s".into());
+        }
+        if self.quic.keep_alive >= self.quic.idle_timeout {
+            return invalid("quic.keep_alive must be shorter than quic.idle_timeout".into());
+        }
+        if self.quic.datagram_send_buffer < 16 * 1024 {
+            return invalid("quic.datagram_send_buffer must be at least 16 KiB".into());
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return invalid("tls.cert and tls.key go together".into());
+            }
+            _ => {}
+        }
+        for key in &self.auth.keys {
+            if key.id.is_empty() || key.id.len() > 64 {
+                return invalid("auth.keys: an id must be 1 to 64 bytes".into());
+            }
+            if key.secret.len() < 32 {
+                return invalid(format!(
+                    "auth.keys: the secret of key `{}` must be at least 32 bytes",
+                    key.id
+                ));
+            }
+        }
+        if let Some(secret) = &self.auth.resume_secret
+            && secret.len() < 32
+        {
+            return invalid("auth.resume_secret must be at least 32 bytes".into());
+        }
+        if !self.webtransport.path.starts_with('/') {
+            return invalid("webtransport.path must start with `/`".into());
+        }
+        if self.session.hello_timeout.is_zero() || self.shutdown.drain_deadline.is_zero() {
+            return invalid(
+                "session.hello_timeout and shutdown.drain_deadline must be positive".into(),
+            );
+        }
+        Ok(ValidConfig(self))
+    }
+
+    /// The configuration as TOML, with every secret replaced by `<redacted>`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        for key in &mut copy.auth.keys {
+            key.secret = "<redacted>".into();
+        }
+        if copy.auth.resume_secret.is_some() {
+            copy.auth.resume_secret = Some("<redacted>".into());
+        }
+        toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+/// A configuration that passed [`Config::validate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig(Config);
+
+impl ValidConfig {
+    /// The validated values.
+    #[must_use]
+    pub fn get(&self) -> &Config {
+        &self.0
+    }
+
+    /// Development mode: no API key configured.
+    #[must_use]
+    pub fn dev_mode(&self) -> bool {
+        self.0.auth.keys.is_empty()
+    }
+
+    /// Whether `POST /v1/dev/token` is served.
+    #[must_use]
+    pub fn dev_token_endpoint(&self) -> bool {
+        self.0
+            .http
+            .dev_token_endpoint
+            .unwrap_or_else(|| self.dev_mode())
+    }
+}
+
+impl std::ops::Deref for ValidConfig {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
+/// Reads the configuration file named by `path` (if any) plus the process environment and the
+/// given command-line overrides, and validates it.
+pub fn load_and_validate(
+    path: Option<&Path>,
+    cli: Vec<(String, String)>,
+) -> Result<ValidConfig, ConfigError> {
+    let sources = Sources {
+        file: path.map(Path::to_path_buf),
+        env: env_overrides(std::env::vars()),
+        cli,
+    };
+    Config::load(&sources)?.validate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        cli: &[(&str, &str)],
+    ) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file.map(|text| {
+            let p = dir.path().join("strait.toml");
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        let owned = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        };
+        Config::load(&Sources {
+            file: path,
+            env: env_overrides(owned(env)),
+            cli: owned(cli),
+        })
+    }
+
+    #[test]
+    fn no_sources_is_the_default_development_config() {
+        let config = load(None, &[], &[]).unwrap();
+        assert_eq!(config, Config::default());
+        let valid = config.validate().unwrap();
+        assert!(valid.dev_mode());
+        assert!(valid.dev_token_endpoint());
+    }
+
+    #[test]
+    fn file_then_env_then_cli() {
+        let file = "[limits]\nmax_sessions = 10\n[quic]\nidle_timeout = \"30s\"\n";
+        let config = load(
+            Some(file),
+            &[
+                ("STRAIT_LIMITS__MAX_SESSIONS", "20"),
+                ("STRAIT_QUIC__LISTEN", "0.0.0.0:5000"),
+            ],
+            &[("limits.max_sessions", "30")],
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_sessions, 30);
+        assert_eq!(config.quic.idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.quic.listen, "0.0.0.0:5000".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_everywhere() {
+        let err = load(Some("[quic]\nlisten_addr = \"1.2.3.4:1\"\n"), &[], &[]).unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+        let err = load(None, &[("STRAIT_LIMITS__MAX_SESSION", "1")], &[]).unwrap_err();
+        assert!(err.to_string().contains("max_session"), "{err}");
+        let err = load(None, &[], &[("nosuch.key", "1")]).unwrap_err();
+        assert!(err.to_string().contains("nosuch"), "{err}");
+    }
+
+    #[test]
+    fn env_variables_without_a_section_are_not_keys() {
+        assert!(env_overrides([("STRAIT_CONFIG".to_string(), "x".to_string())]).is_empty());
+        assert!(env_overrides([("HOME".to_string(), "x".to_string())]).is_empty());
+    }
+
+    #[test]
+    fn overrides_must_name_a_key() {
+        assert!(parse_override("limits.max_sessions=5").is_ok());
+        assert!(parse_override("nokey").is_err());
+        assert!(parse_override("=5").is_err());
+        assert!(parse_override("flat=5").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_broken_rule() {
+        let check = |cli: &[(&str, &str)], needle: &str| {
+            let err = load(None, &[], cli).unwrap().validate().unwrap_err();
+            assert!(
+                err.to_string().contains(needle),
+                "{err} should mention {needle}"
+            );
+        };
+        check(&[("limits.max_sessions", "0")], "limits.max_sessions");
+        check(&[("limits.max_frame_size", "2000000")], "max_frame_size");
+        check(&[("quic.keep_alive", "\"20s\"")], "keep_alive");
+        check(&[("tls.cert", "\"/a.pem\"")], "tls.key");
+        check(
+            &[("auth.keys", "[{id = \"k\", secret = \"short\"}]")],
+            "at least 32 bytes",
+        );
+        check(&[("webtransport.path", "\"rtc\"")], "webtransport.path");
+    }
+
+    #[test]
+    fn printing_redacts_secrets() {
+        let mut config = Config::default();
+        config.auth.keys.push(ApiKeyConfig {
+            id: "k1".into(),
+            secret: "s".repeat(40),
+        });
+        config.auth.resume_secret = Some("r".repeat(40));
+        let text = config.to_redacted_toml();
+        assert!(!text.contains(&"s".repeat(40)));
+        assert!(!text.contains(&"r".repeat(40)));
+        assert!(text.contains("<redacted>"));
+        assert!(!format!("{config:?}").contains(&"s".repeat(40)));
+        // What is printed parses back into a configuration.
+        let _: Config = toml::from_str(&text).unwrap();
+    }
+}

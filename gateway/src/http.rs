@@ -1,0 +1,127 @@
+//! The HTTP surface: liveness, readiness, metrics, certificate hashes and, in development mode,
+//! a token endpoint.
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 when listeners are up and the node is not draining, 503 otherwise |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /v1/cert-hashes` | SHA-256 hashes of the QUIC certificates for `serverCertificateHashes` |
+//! | `POST /v1/dev/token` | mints an access token (development mode only) |
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use crate::Shared;
+use crate::auth::{AccessClaims, Grants};
+
+/// Builds the router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/cert-hashes", get(cert_hashes));
+    if shared.config.dev_token_endpoint() {
+        router = router.route("/v1/dev/token", post(dev_token));
+    }
+    router.with_state(shared)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.drain.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &shared.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct CertHashes {
+    hashes: Vec<crate::tls::CertHash>,
+}
+
+async fn cert_hashes(State(shared): State<Arc<Shared>>) -> Json<CertHashes> {
+    let policy = strait_certs::RotationPolicy::default();
+    let fingerprints = shared.certs.published(&policy, SystemTime::now());
+    Json(CertHashes {
+        hashes: crate::tls::hashes_json(&fingerprints),
+    })
+}
+
+/// Body of `POST /v1/dev/token`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    room: String,
+    identity: String,
+    #[serde(default)]
+    name: Option<String>,
+    /// Lifetime in seconds (default 3600, at most 86400).
+    #[serde(default)]
+    ttl: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenResponse {
+    token: String,
+    /// Where to connect with WebTransport.
+    url: String,
+}
+
+async fn dev_token(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<TokenRequest>,
+) -> Response {
+    let ttl = Duration::from_secs(request.ttl.unwrap_or(3600).clamp(1, 86_400));
+    let now = SystemTime::now();
+    let mut claims = AccessClaims::new(
+        request.identity,
+        request.room,
+        Grants::participant(),
+        now,
+        ttl,
+    );
+    if let Some(name) = request.name {
+        claims = claims.with_name(name);
+    }
+    match shared.mint(&claims) {
+        Ok(token) => Json(TokenResponse {
+            token,
+            url: format!(
+                "https://{}{}",
+                shared.public_quic_authority(),
+                shared.config.webtransport.path
+            ),
+        })
+        .into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}

@@ -1,0 +1,390 @@
+//! # strait-gateway
+//!
+//! The Strait gateway: one QUIC port for WebTransport (ALPN `h3`) and native clients (ALPN
+//! `strait/1`), and an HTTP port for health, readiness, metrics, certificate hashes and (in
+//! development mode) tokens. The WebRTC bridge, TURN and the web demo join it on the same ports
+//! as they are built.
+//!
+//! This is the only crate of the workspace that owns a runtime, reads the clock, binds sockets or
+//! handles signals. The binary `strait` (`src/main.rs`) is a thin command line over this library;
+//! end-to-end tests start the gateway in-process through [`Gateway::start`], on sockets bound to
+//! port 0.
+//!
+//! ## Shape
+//!
+//! - [`frontdoor`]: the QUIC endpoint, admission, ALPN dispatch, WebTransport session requests.
+//! - [`session`]: one task per session (hello, auth, control stream, datagrams, migration).
+//! - [`worker`]: the media worker that owns the SFU core and forwards RTP.
+//! - [`translate`]: the only module where protocol messages and SFU calls meet.
+//! - [`http`], [`metrics`], [`tls`], [`auth`], [`config`].
+//!
+//! [`run`] takes a validated configuration, pre-bound sockets and a shutdown future; when the
+//! future resolves the gateway drains (refuses new sessions, sends go-away, waits for sessions up
+//! to the drain deadline) and closes.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod frontdoor;
+pub mod http;
+pub mod link;
+pub mod metrics;
+pub mod session;
+pub mod tls;
+pub mod translate;
+pub mod worker;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus_client::registry::Registry;
+use rand::{Rng, SeedableRng};
+use strait_certs::Fingerprint;
+use strait_protocol::{ErrorCode, ParticipantId};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{AccessClaims, ApiKey, Grants, KeyRing, ResumeSigner, Secret};
+use crate::config::ValidConfig;
+use crate::frontdoor::Admission;
+use crate::metrics::Metrics;
+use crate::tls::CertStore;
+use crate::worker::WorkerHandle;
+
+/// State shared by every task of one gateway.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: ValidConfig,
+    /// Keys that verify (and in development mode mint) access tokens.
+    pub keys: KeyRing,
+    /// The key id used to mint tokens (the development key, or the first configured key).
+    pub mint_key: String,
+    /// Signs and checks resume tokens.
+    pub resume: ResumeSigner,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The registry behind `/metrics`.
+    pub registry: Registry,
+    /// Certificates served and published.
+    pub certs: Arc<CertStore>,
+    /// Session slots.
+    pub admission: Arc<Admission>,
+    /// Cancelled when the drain starts.
+    pub drain: CancellationToken,
+    /// The media worker.
+    pub worker: WorkerHandle,
+    /// The QUIC port's bound address.
+    pub quic_addr: SocketAddr,
+    ids: Mutex<rand::rngs::StdRng>,
+}
+
+impl Shared {
+    /// A fresh, random participant id (never 0).
+    pub fn new_participant_id(&self) -> ParticipantId {
+        let mut rng = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let id: u64 = rng.random();
+            // Ids stay below 2^53 so that JavaScript clients can hold them in a Number.
+            let id = id & ((1 << 53) - 1);
+            if id != 0 {
+                return ParticipantId(id);
+            }
+        }
+    }
+
+    /// Whether a WebTransport request with this `Origin` may open a session.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        let wt = &self.config.webtransport;
+        let Some(origin) = origin else {
+            return wt.allow_missing_origin;
+        };
+        if wt.allowed_origins.is_empty() {
+            let port = self.config.http.listen.port();
+            return origin == format!("http://127.0.0.1:{port}")
+                || origin == format!("http://localhost:{port}")
+                || origin == format!("https://127.0.0.1:{port}")
+                || origin == format!("https://localhost:{port}");
+        }
+        wt.allowed_origins.iter().any(|o| o == "*" || o == origin)
+    }
+
+    /// `host:port` clients use to reach the QUIC port.
+    pub fn public_quic_authority(&self) -> String {
+        let addr = self.quic_addr;
+        if addr.ip().is_unspecified() {
+            format!("127.0.0.1:{}", addr.port())
+        } else {
+            addr.to_string()
+        }
+    }
+
+    /// Mints an access token with the minting key.
+    pub fn mint(&self, claims: &AccessClaims) -> Result<String, auth::MintError> {
+        self.keys.mint(&self.mint_key, claims)
+    }
+}
+
+/// Sockets bound before the gateway starts (port 0 in tests, configured ports in production).
+#[derive(Debug)]
+pub struct Sockets {
+    /// The QUIC port.
+    pub quic: UdpSocket,
+    /// The HTTP port.
+    pub http: TcpListener,
+}
+
+impl Sockets {
+    /// Binds the addresses of the configuration.
+    pub fn bind(config: &ValidConfig) -> std::io::Result<Sockets> {
+        let quic = frontdoor::bind_udp(config.quic.listen, config.quic.socket_buffer)?;
+        let http = TcpListener::bind(config.http.listen)?;
+        http.set_nonblocking(true)?;
+        Ok(Sockets { quic, http })
+    }
+}
+
+/// A gateway that is running, as [`Gateway::start`] returns it.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Shared state (metrics, keys, configuration).
+    pub shared: Arc<Shared>,
+    /// The QUIC port's address.
+    pub quic_addr: SocketAddr,
+    /// The HTTP port's address.
+    pub http_addr: SocketAddr,
+    /// The development API key, when no key was configured (print it for the operator).
+    pub dev_key: Option<ApiKey>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Gateway {
+    /// Starts a gateway on `sockets` in the current runtime.
+    pub async fn start(config: ValidConfig, sockets: Sockets) -> anyhow::Result<Gateway> {
+        let shutdown = CancellationToken::new();
+        let (parts, dev_key) = prepare(config, &sockets)?;
+        let shared = parts.shared.clone();
+        let quic_addr = sockets.quic.local_addr()?;
+        let http_addr = sockets.http.local_addr()?;
+        let stop = shutdown.clone();
+        let task = tokio::spawn(serve(parts, sockets, async move { stop.cancelled().await }));
+        Ok(Gateway {
+            shared,
+            quic_addr,
+            http_addr,
+            dev_key,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The SHA-256 of the certificate served now.
+    pub fn cert_fingerprint(&self) -> Fingerprint {
+        self.shared.certs.current().fingerprint
+    }
+
+    /// Mints an access token for `identity` in `room` with the given grants, valid for an hour.
+    pub fn token(&self, room: &str, identity: &str, grants: Grants) -> String {
+        let claims = AccessClaims::new(
+            identity,
+            room,
+            grants,
+            SystemTime::now(),
+            Duration::from_secs(3600),
+        );
+        self.shared.mint(&claims).unwrap_or_default()
+    }
+
+    /// Starts the drain (as SIGTERM does) and waits until the gateway has stopped.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+
+    /// Starts the drain without waiting.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the gateway has stopped.
+    pub async fn stopped(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+struct Parts {
+    shared: Arc<Shared>,
+    worker_task: tokio::task::JoinHandle<()>,
+}
+
+fn prepare(config: ValidConfig, sockets: &Sockets) -> anyhow::Result<(Parts, Option<ApiKey>)> {
+    let now = SystemTime::now();
+    let identity = tls::initial_identity(&config, now)?;
+    let certs = CertStore::new(identity)?;
+
+    let mut keys = KeyRing::new();
+    let mut dev_key = None;
+    let mint_key = if config.auth.keys.is_empty() {
+        let key = ApiKey::generate_dev()?;
+        let id = key.id().to_owned();
+        keys.insert(key.clone());
+        dev_key = Some(key);
+        id
+    } else {
+        for k in &config.auth.keys {
+            keys.insert(ApiKey::new(k.id.clone(), Secret::new(k.secret.clone()))?);
+        }
+        config.auth.keys[0].id.clone()
+    };
+    let resume = match &config.auth.resume_secret {
+        Some(secret) => ResumeSigner::new(secret.as_bytes())?,
+        None => ResumeSigner::generate()?,
+    };
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let mut seed_rng = rand::rngs::StdRng::from_seed(random_seed()?);
+    let (worker, worker_task) = worker::spawn(&config, metrics.clone(), seed_rng.random());
+    let admission = Admission::new(
+        config.limits.max_sessions,
+        config.limits.max_sessions_per_ip,
+        config.limits.max_handshakes,
+    );
+    let shared = Arc::new(Shared {
+        quic_addr: sockets.quic.local_addr()?,
+        config,
+        keys,
+        mint_key,
+        resume,
+        metrics,
+        registry,
+        certs,
+        admission,
+        drain: CancellationToken::new(),
+        worker,
+        ids: Mutex::new(rand::rngs::StdRng::from_seed(random_seed()?)),
+    });
+    Ok((
+        Parts {
+            shared,
+            worker_task,
+        },
+        dev_key,
+    ))
+}
+
+/// 32 bytes from the operating system's random source.
+fn random_seed() -> anyhow::Result<[u8; 32]> {
+    use ring::rand::SecureRandom;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    Ok(seed)
+}
+
+/// Runs a gateway until `shutdown` resolves, then drains and stops.
+pub async fn run(
+    config: ValidConfig,
+    sockets: Sockets,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (parts, dev_key) = prepare(config, &sockets)?;
+    if let Some(key) = &dev_key {
+        tracing::info!(
+            key_id = key.id(),
+            "development mode: an API key was generated"
+        );
+    }
+    serve(parts, sockets, shutdown).await
+}
+
+async fn serve(
+    parts: Parts,
+    sockets: Sockets,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Parts {
+        shared,
+        worker_task,
+    } = parts;
+    let config = shared.config.clone();
+
+    let server_config = tls::quinn_server_config(shared.certs.clone(), &config)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        sockets.quic,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    let http_listener = tokio::net::TcpListener::from_std(sockets.http)?;
+    tracing::info!(
+        quic = %endpoint.local_addr()?,
+        http = %http_listener.local_addr()?,
+        "strait is serving"
+    );
+
+    let background = CancellationToken::new();
+    let accept = tokio::spawn(frontdoor::accept_loop(shared.clone(), endpoint.clone()));
+    let rotation = if config.tls.cert.is_none() {
+        Some(tokio::spawn(tls::rotation_task(
+            shared.certs.clone(),
+            config.tls.dev_names.clone(),
+            background.clone(),
+        )))
+    } else {
+        None
+    };
+    let http_stop = background.clone();
+    let router = http::router(shared.clone());
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, router)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await
+    });
+
+    shutdown.await;
+
+    // Drain: refuse new sessions, go-away to everyone, wait for them up to the deadline.
+    tracing::info!("draining");
+    shared.drain.cancel();
+    let deadline = Instant::now() + config.shutdown.drain_deadline;
+    let sessions = shared.admission.clone();
+    let max = config.limits.max_sessions;
+    loop {
+        // Register for the wake-up before looking at the count, so no session end is missed.
+        let ended = sessions.changed();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if sessions.sessions_in_use(max) == 0 || Instant::now() >= deadline {
+            break;
+        }
+        tokio::select! {
+            () = ended => {}
+            () = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    }
+    let left = sessions.sessions_in_use(max);
+    if left > 0 {
+        tracing::info!(sessions = left, "drain deadline reached; closing the rest");
+    }
+    endpoint.close(
+        quinn::VarInt::from_u32(ErrorCode::GOING_AWAY.0),
+        b"going away",
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    background.cancel();
+    let _ = accept.await;
+    if let Some(rotation) = rotation {
+        let _ = rotation.await;
+    }
+    let _ = http_task.await;
+    // The worker ends when the last session handle is gone.
+    drop(shared);
+    let _ = tokio::time::timeout(Duration::from_secs(2), worker_task).await;
+    tracing::info!("stopped");
+    Ok(())
+}

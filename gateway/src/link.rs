@@ -1,0 +1,157 @@
+//! A session's connection, whatever carries it: a raw QUIC connection (ALPN `strait/1`) or a
+//! WebTransport session over HTTP/3. Both give a control stream, datagrams and the QUIC
+//! connection's facts (address, RTT, congestion window); the rest of the gateway does not care
+//! which it is.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strait_protocol::ErrorCode;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::metrics::Transport;
+
+/// The writing half of a control stream.
+pub type ControlSend = Box<dyn AsyncWrite + Send + Unpin>;
+/// The reading half of a control stream.
+pub type ControlRecv = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A session's connection. Cloning is cheap (both variants are handles).
+#[derive(Clone, Debug)]
+pub enum Link {
+    /// Raw QUIC.
+    Quic(quinn::Connection),
+    /// WebTransport (its QUIC connection is `conn.quic_connection()`).
+    WebTransport(wtransport::Connection),
+}
+
+/// Why a datagram was not sent. The caller counts it; nothing is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramSendError {
+    /// The connection's datagram buffer has no room: sending would drop an older datagram.
+    BufferFull,
+    /// Larger than the path allows now.
+    TooLarge,
+    /// The connection is closed or datagrams are off.
+    Failed,
+}
+
+impl Link {
+    /// The underlying QUIC connection.
+    pub fn quic(&self) -> &quinn::Connection {
+        match self {
+            Link::Quic(c) => c,
+            Link::WebTransport(c) => c.quic_connection(),
+        }
+    }
+
+    /// Which transport this is.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Link::Quic(_) => Transport::Quic,
+            Link::WebTransport(_) => Transport::Webtransport,
+        }
+    }
+
+    /// Accepts the control stream: the first bidirectional stream the client opens.
+    pub async fn accept_control(&self) -> Result<(ControlSend, ControlRecv), String> {
+        match self {
+            Link::Quic(c) => {
+                let (send, recv) = c.accept_bi().await.map_err(|e| e.to_string())?;
+                Ok((Box::new(send), Box::new(recv)))
+            }
+            Link::WebTransport(c) => {
+                let (send, recv) = c.accept_bi().await.map_err(|e| e.to_string())?;
+                Ok((Box::new(send), Box::new(recv)))
+            }
+        }
+    }
+
+    /// Receives the next datagram's payload.
+    pub async fn read_datagram(&self) -> Result<Bytes, String> {
+        match self {
+            Link::Quic(c) => c.read_datagram().await.map_err(|e| e.to_string()),
+            Link::WebTransport(c) => c
+                .receive_datagram()
+                .await
+                .map(|d| d.payload())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Largest datagram payload that can be sent now, if datagrams are on.
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        match self {
+            Link::Quic(c) => c.max_datagram_size(),
+            Link::WebTransport(c) => c.max_datagram_size(),
+        }
+    }
+
+    /// Sends a datagram only if it fits in the send buffer without pushing out an older one
+    /// (quinn would silently drop the oldest; the gateway prefers to count what it cannot send).
+    pub fn try_send_datagram(&self, payload: Bytes) -> Result<(), DatagramSendError> {
+        let quic = self.quic();
+        // WebTransport adds its session id (a varint, 1 to 8 bytes) in front of the payload.
+        if quic.datagram_send_buffer_space() < payload.len() + 8 {
+            return Err(DatagramSendError::BufferFull);
+        }
+        match self {
+            Link::Quic(c) => c.send_datagram(payload).map_err(|e| match e {
+                quinn::SendDatagramError::TooLarge => DatagramSendError::TooLarge,
+                _ => DatagramSendError::Failed,
+            }),
+            Link::WebTransport(c) => c.send_datagram(payload).map_err(|e| match e {
+                wtransport::error::SendDatagramError::TooLarge => DatagramSendError::TooLarge,
+                _ => DatagramSendError::Failed,
+            }),
+        }
+    }
+
+    /// Opens a unidirectional stream (for RTP packets too large for a datagram).
+    pub async fn open_uni(&self) -> Result<Box<dyn AsyncWrite + Send + Unpin>, String> {
+        match self {
+            Link::Quic(c) => Ok(Box::new(c.open_uni().await.map_err(|e| e.to_string())?)),
+            Link::WebTransport(c) => {
+                let opening = c.open_uni().await.map_err(|e| e.to_string())?;
+                Ok(Box::new(opening.await.map_err(|e| e.to_string())?))
+            }
+        }
+    }
+
+    /// Closes the connection with a protocol error code.
+    pub fn close(&self, code: ErrorCode, reason: &str) {
+        let code = quinn::VarInt::from_u32(code.0);
+        match self {
+            Link::Quic(c) => c.close(code, reason.as_bytes()),
+            Link::WebTransport(c) => c.close(
+                wtransport::VarInt::from_u32(code.into_inner() as u32),
+                reason.as_bytes(),
+            ),
+        }
+    }
+
+    /// The client's current address (changes when the client migrates).
+    pub fn remote_address(&self) -> SocketAddr {
+        self.quic().remote_address()
+    }
+
+    /// Stable id of the QUIC connection (never the address).
+    pub fn stable_id(&self) -> usize {
+        self.quic().stable_id()
+    }
+
+    /// Smoothed RTT.
+    pub fn rtt(&self) -> Duration {
+        self.quic().rtt()
+    }
+
+    /// Estimated sending rate toward the client in bits per second: congestion window per RTT.
+    pub fn bandwidth_estimate(&self) -> u64 {
+        let quic = self.quic();
+        let cwnd = quic.congestion_state().window();
+        let rtt = quic.rtt().max(Duration::from_millis(1));
+        let bps = u128::from(cwnd) * 8 * 1_000_000 / rtt.as_micros().max(1);
+        u64::try_from(bps).unwrap_or(u64::MAX)
+    }
+}

@@ -1,0 +1,228 @@
+//! Prometheus metrics. Labels are enums, never formatted strings; every counter is an atomic, so
+//! the forwarding path can count without locks.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// How a session is connected.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Transport {
+    /// WebTransport over HTTP/3 (browsers).
+    Webtransport,
+    /// Raw QUIC, ALPN `strait/1` (native clients).
+    Quic,
+}
+
+/// Label set with one `transport` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    /// The transport.
+    pub transport: Transport,
+}
+
+/// Why a packet was not forwarded.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum DropReason {
+    /// A datagram that did not parse (unknown kind, bad media id, not RTP).
+    MalformedDatagram,
+    /// RTP on a media id nobody published.
+    UnknownMedia,
+    /// The media worker's queue was full.
+    WorkerQueueFull,
+    /// The subscriber's datagram send buffer was full (paced, not queued).
+    SendBufferFull,
+    /// The packet was larger than the subscriber's current maximum datagram size.
+    TooLargeForDatagram,
+    /// Datagrams are not supported or the connection closed while sending.
+    SendFailed,
+    /// A subscription waits for a keyframe before it forwards.
+    WaitingForKeyframe,
+    /// The packet belongs to a simulcast layer the subscriber is not on.
+    OtherLayer,
+    /// The subscriber is disconnected (within its grace period).
+    SubscriberAway,
+    /// A datagram arrived before the session joined a room.
+    NotJoined,
+}
+
+/// Label set with one `reason` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabel {
+    /// The reason.
+    pub reason: DropReason,
+}
+
+/// Why a connection or session was refused before it started.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum RefusalReason {
+    /// Too many handshakes in progress.
+    Handshakes,
+    /// The node's session limit.
+    Sessions,
+    /// The per-IP session limit.
+    SessionsPerIp,
+    /// The gateway is draining.
+    Draining,
+    /// The WebTransport `Origin` is not allowed.
+    Origin,
+    /// The WebTransport path is not the session path.
+    Path,
+    /// The ALPN is neither `h3` nor `strait/1`.
+    Alpn,
+    /// The TLS or QUIC handshake failed.
+    Handshake,
+    /// Invalid, expired or missing access token.
+    Auth,
+    /// No `ClientHello` in time, or an unsupported version.
+    Hello,
+}
+
+/// Label set with one `reason` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    /// The reason.
+    pub reason: RefusalReason,
+}
+
+/// How a resume attempt ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ResumeResult {
+    /// The session was restored.
+    Resumed,
+    /// The token was invalid, expired or its participant gone; a fresh session started.
+    Failed,
+}
+
+/// Label set with one `result` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResumeLabel {
+    /// The result.
+    pub result: ResumeResult,
+}
+
+/// Every metric of the gateway.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Sessions connected now.
+    pub sessions: Family<TransportLabel, Gauge>,
+    /// Rooms open now.
+    pub rooms: Gauge,
+    /// Participants in rooms now (connected or within their grace period).
+    pub participants: Gauge,
+    /// Published tracks now.
+    pub tracks: Gauge,
+    /// Active subscriptions now.
+    pub subscriptions: Gauge,
+    /// Media packets received from publishers.
+    pub packets_in: Family<TransportLabel, Counter>,
+    /// Media bytes received from publishers (RTP bytes).
+    pub bytes_in: Family<TransportLabel, Counter>,
+    /// Media packets sent to subscribers.
+    pub packets_out: Family<TransportLabel, Counter>,
+    /// Media bytes sent to subscribers (RTP bytes).
+    pub bytes_out: Family<TransportLabel, Counter>,
+    /// Packets not forwarded, by reason.
+    pub drops: Family<DropLabel, Counter>,
+    /// Connections or sessions refused before they started, by reason.
+    pub refusals: Family<RefusalLabel, Counter>,
+    /// From the end of the QUIC handshake to `Joined` sent, in seconds.
+    pub join_latency: Histogram,
+    /// Client address changes observed on live connections (QUIC migration).
+    pub migrations: Counter,
+    /// Resume attempts, by result.
+    pub resumes: Family<ResumeLabel, Counter>,
+    /// Sessions closed because they broke the protocol.
+    pub protocol_errors: Counter,
+    /// Control messages refused by the rate limit.
+    pub rate_limited: Counter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under the `strait` prefix.
+    pub fn new(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            sessions: Family::default(),
+            rooms: Gauge::default(),
+            participants: Gauge::default(),
+            tracks: Gauge::default(),
+            subscriptions: Gauge::default(),
+            packets_in: Family::default(),
+            bytes_in: Family::default(),
+            packets_out: Family::default(),
+            bytes_out: Family::default(),
+            drops: Family::default(),
+            refusals: Family::default(),
+            join_latency: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            migrations: Counter::default(),
+            resumes: Family::default(),
+            protocol_errors: Counter::default(),
+            rate_limited: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("strait");
+        r.register("sessions", "Sessions connected now", m.sessions.clone());
+        r.register("rooms", "Rooms open now", m.rooms.clone());
+        r.register(
+            "participants",
+            "Participants in rooms now",
+            m.participants.clone(),
+        );
+        r.register("tracks", "Published tracks now", m.tracks.clone());
+        r.register(
+            "subscriptions",
+            "Active subscriptions now",
+            m.subscriptions.clone(),
+        );
+        r.register("packets_in", "Media packets received", m.packets_in.clone());
+        r.register("bytes_in", "Media bytes received", m.bytes_in.clone());
+        r.register("packets_out", "Media packets sent", m.packets_out.clone());
+        r.register("bytes_out", "Media bytes sent", m.bytes_out.clone());
+        r.register(
+            "drops",
+            "Media packets not forwarded, by reason",
+            m.drops.clone(),
+        );
+        r.register(
+            "refusals",
+            "Connections refused before a session started",
+            m.refusals.clone(),
+        );
+        r.register(
+            "join_latency_seconds",
+            "Handshake done to Joined sent",
+            m.join_latency.clone(),
+        );
+        r.register(
+            "migrations",
+            "Client address changes on live connections",
+            m.migrations.clone(),
+        );
+        r.register("resumes", "Resume attempts by result", m.resumes.clone());
+        r.register(
+            "protocol_errors",
+            "Sessions closed for breaking the protocol",
+            m.protocol_errors.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Control messages refused by the rate limit",
+            m.rate_limited.clone(),
+        );
+        m
+    }
+
+    /// Counts a dropped packet.
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops.get_or_create(&DropLabel { reason }).inc();
+    }
+
+    /// Counts a refusal.
+    pub fn refuse(&self, reason: RefusalReason) {
+        self.refusals.get_or_create(&RefusalLabel { reason }).inc();
+    }
+}

@@ -1,0 +1,600 @@
+//! One session: a client's connection from its `ClientHello` to its end, the same for WebTransport
+//! and raw QUIC.
+//!
+//! Tasks per session: this one (reads control frames and datagrams, watches the connection) and a
+//! writer (drains the session's bounded control queue into frames on the control stream). Room and
+//! track requests go to the media worker, which answers through the same control queue as it sends
+//! room events, so a client sees responses and events in the order they happened.
+//!
+//! Errors: a malformed frame, an oversized frame or a protocol rule broken closes this session with
+//! the matching error code and touches nothing else; a refused request is answered with an `Error`
+//! message and the session goes on.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use strait_protocol::datagram::{self, Datagram};
+use strait_protocol::{
+    ControlMessage, DatagramControl, Decoded, ErrorCode, ErrorMessage, FrameReader, GoAway,
+    PROTOCOL_VERSION, ParticipantId, Pong, RequestId, ResumeToken, ServerHello, SessionLimits,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::auth::{AccessClaims, AuthError};
+
+use crate::Shared;
+use crate::link::{ControlRecv, ControlSend, Link};
+use crate::metrics::{DropReason, RefusalReason, ResumeLabel, ResumeResult, TransportLabel};
+use crate::worker::{Attach, AttachOutcome, WorkerCommand};
+
+/// How a session ended, from the gateway's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client left (`Leave`) or closed cleanly: the participant leaves its room now.
+    Left,
+    /// The connection was lost: the participant waits for a resume during the grace period.
+    Lost(String),
+    /// The session broke the protocol; it is closed with this code and reason.
+    Violation(ErrorCode, String),
+    /// The gateway closed it (timeout, refused hello, failed authentication).
+    Closed(ErrorCode, String),
+}
+
+/// A token bucket for control messages.
+#[derive(Debug)]
+struct RateLimit {
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_second: u32, burst: u32, now: Instant) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            per_second: f64::from(per_second),
+            last: now,
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Reads frames from the control stream.
+struct ControlReader {
+    recv: ControlRecv,
+    frames: FrameReader,
+    pending: Bytes,
+    buf: Vec<u8>,
+}
+
+/// What the control stream gave.
+enum Incoming {
+    Message(ControlMessage),
+    Unknown(u32),
+    Finished,
+    Malformed(strait_protocol::DecodeError),
+    Failed(String),
+}
+
+impl ControlReader {
+    fn new(recv: ControlRecv, max_frame_size: usize) -> Self {
+        Self {
+            recv,
+            frames: FrameReader::new(max_frame_size),
+            pending: Bytes::new(),
+            buf: vec![0; 16 * 1024],
+        }
+    }
+
+    /// Cancel safety: a frame is only taken out of `pending` once complete, and bytes read from
+    /// the stream are stored before any other await, so cancelling loses nothing.
+    async fn next(&mut self) -> Incoming {
+        loop {
+            match self.frames.next_message(&mut self.pending) {
+                Ok(Some(Decoded::Message(m))) => return Incoming::Message(m),
+                Ok(Some(Decoded::UnknownKind(k))) => return Incoming::Unknown(k),
+                Ok(None) => {}
+                Err(e) => return Incoming::Malformed(e),
+            }
+            match self.recv.read(&mut self.buf).await {
+                Ok(0) => return Incoming::Finished,
+                Ok(n) => self.pending = Bytes::copy_from_slice(&self.buf[..n]),
+                Err(e) => return Incoming::Failed(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Writes control messages as frames. Runs as its own task; ends when the queue closes or the
+/// stream fails.
+async fn writer(
+    mut send: ControlSend,
+    mut queue: mpsc::Receiver<ControlMessage>,
+    max_frame: usize,
+) {
+    let mut out = Vec::with_capacity(4096);
+    while let Some(first) = queue.recv().await {
+        out.clear();
+        let mut next = Some(first);
+        // Batch whatever is queued into one write.
+        while let Some(message) = next.take() {
+            if let Err(e) = strait_protocol::encode_frame(&message, max_frame, &mut out) {
+                tracing::warn!(error = %e, kind = message.kind(), "control message not sent");
+            }
+            if out.len() < 64 * 1024 {
+                next = queue.try_recv().ok();
+            }
+        }
+        if send.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.shutdown().await;
+}
+
+/// Runs a session on an established connection until it ends. The caller holds the admission
+/// permits for its lifetime.
+pub async fn run(shared: Arc<Shared>, link: Link, accepted_at: Instant) {
+    let span = tracing::info_span!(
+        "session",
+        conn = link.stable_id(),
+        transport = ?link.transport(),
+        participant = tracing::field::Empty,
+    );
+    async move {
+        let transport = TransportLabel {
+            transport: link.transport(),
+        };
+        let gauge = shared.metrics.sessions.get_or_create(&transport).clone();
+        gauge.inc();
+        let end = serve(&shared, &link, accepted_at).await;
+        gauge.dec();
+        match &end {
+            SessionEnd::Violation(code, _) => {
+                shared.metrics.protocol_errors.inc();
+                tracing::debug!(?code, "session closed for a protocol violation");
+            }
+            other => tracing::debug!(end = ?other, "session ended"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn close_with_error(link: &Link, send: &mut ControlSend, code: ErrorCode, reason: &str) {
+    let mut out = Vec::new();
+    let message = ControlMessage::Error(ErrorMessage {
+        request: None,
+        code,
+        reason: reason.into(),
+    });
+    if strait_protocol::encode_frame(&message, usize::MAX, &mut out).is_ok() {
+        // Best effort, bounded: the peer may be gone.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            let _ = send.write_all(&out).await;
+            let _ = send.shutdown().await;
+        })
+        .await;
+    }
+    link.close(code, reason);
+}
+
+async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> SessionEnd {
+    let config = &shared.config;
+    let hello_timeout = config.session.hello_timeout;
+
+    // 1. The control stream and the ClientHello, within the hello timeout.
+    let opened = tokio::time::timeout(hello_timeout, async {
+        let (send, recv) = link.accept_control().await?;
+        let mut reader = ControlReader::new(recv, config.limits.max_frame_size);
+        loop {
+            match reader.next().await {
+                Incoming::Message(ControlMessage::ClientHello(h)) => return Ok((send, reader, h)),
+                Incoming::Unknown(_) => continue,
+                Incoming::Message(other) => {
+                    return Err(format!("expected ClientHello, got kind {}", other.kind()));
+                }
+                Incoming::Malformed(e) => return Err(format!("malformed frame: {e}")),
+                Incoming::Finished => {
+                    return Err("control stream finished before ClientHello".into());
+                }
+                Incoming::Failed(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    let (mut send, mut reader, hello) = match opened {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(reason)) => {
+            shared.metrics.refuse(RefusalReason::Hello);
+            link.close(ErrorCode::PROTOCOL_VIOLATION, &reason);
+            return SessionEnd::Violation(ErrorCode::PROTOCOL_VIOLATION, reason);
+        }
+        Err(_) => {
+            shared.metrics.refuse(RefusalReason::Hello);
+            let reason = "no ClientHello in time".to_owned();
+            link.close(ErrorCode::TIMEOUT, &reason);
+            return SessionEnd::Closed(ErrorCode::TIMEOUT, reason);
+        }
+    };
+    if hello.version != PROTOCOL_VERSION {
+        shared.metrics.refuse(RefusalReason::Hello);
+        let reason = format!(
+            "version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+            hello.version
+        );
+        close_with_error(link, &mut send, ErrorCode::UNSUPPORTED_VERSION, &reason).await;
+        return SessionEnd::Closed(ErrorCode::UNSUPPORTED_VERSION, reason);
+    }
+
+    // 2. Resume, or authenticate a new participant.
+    let now = SystemTime::now();
+    let (control_tx, control_rx) = mpsc::channel(config.limits.control_queue);
+    let mut resume_failed = None;
+    let mut attach = None;
+    if let Some(token) = &hello.resume {
+        match shared.resume.verify(&token.0, now) {
+            Ok(claims) => {
+                attach = Some(ParticipantId(claims.participant));
+            }
+            Err(e) => resume_failed = Some(e.to_string()),
+        }
+    }
+    let token = match shared.keys.verify(&hello.token, now) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            if attach.is_none() {
+                shared.metrics.refuse(RefusalReason::Auth);
+                let code = e.code();
+                let reason = auth_reason(&e);
+                close_with_error(link, &mut send, code, &reason).await;
+                return SessionEnd::Closed(code, reason);
+            }
+            None
+        }
+    };
+    let mut outcome = None;
+    if let Some(participant) = attach {
+        let reply = shared
+            .worker
+            .attach(Attach {
+                participant,
+                link: link.clone(),
+                control: control_tx.clone(),
+                resume: true,
+                token: token.clone(),
+            })
+            .await;
+        match reply {
+            AttachOutcome::Resumed => outcome = Some((participant, true)),
+            AttachOutcome::Refused(why) => resume_failed = Some(why),
+            AttachOutcome::Attached => outcome = Some((participant, false)),
+        }
+    }
+    let (participant, resumed) = match outcome {
+        Some(o) => o,
+        None => {
+            // A fresh participant: it needs a valid access token.
+            let Some(token) = token.clone() else {
+                shared.metrics.refuse(RefusalReason::Auth);
+                let reason = "resume failed and no valid access token".to_owned();
+                close_with_error(link, &mut send, ErrorCode::UNAUTHORIZED, &reason).await;
+                return SessionEnd::Closed(ErrorCode::UNAUTHORIZED, reason);
+            };
+            let participant = shared.new_participant_id();
+            match shared
+                .worker
+                .attach(Attach {
+                    participant,
+                    link: link.clone(),
+                    control: control_tx.clone(),
+                    resume: false,
+                    token: Some(token),
+                })
+                .await
+            {
+                AttachOutcome::Attached | AttachOutcome::Resumed => {}
+                AttachOutcome::Refused(why) => {
+                    close_with_error(link, &mut send, ErrorCode::INTERNAL, &why).await;
+                    return SessionEnd::Closed(ErrorCode::INTERNAL, why);
+                }
+            }
+            (participant, false)
+        }
+    };
+    tracing::Span::current().record("participant", participant.0);
+    if hello.resume.is_some() {
+        let result = if resumed {
+            ResumeResult::Resumed
+        } else {
+            ResumeResult::Failed
+        };
+        shared
+            .metrics
+            .resumes
+            .get_or_create(&ResumeLabel { result })
+            .inc();
+    }
+
+    // 3. ServerHello, written before anything the worker queued.
+    let resume_token = shared.resume.issue(
+        participant.0,
+        0,
+        now + config.session.grace_period + config.quic.idle_timeout,
+    );
+    let server_hello = ControlMessage::ServerHello(ServerHello {
+        version: PROTOCOL_VERSION,
+        participant,
+        resume_token: ResumeToken(resume_token),
+        resumed,
+        ice_servers: Vec::new(),
+        limits: SessionLimits {
+            max_frame_size: u32::try_from(config.limits.max_frame_size).unwrap_or(u32::MAX),
+            max_tracks: u32::try_from(config.limits.max_tracks_per_participant).unwrap_or(u32::MAX),
+            max_subscriptions: u32::try_from(config.limits.max_subscriptions_per_participant)
+                .unwrap_or(u32::MAX),
+            max_messages_per_second: config.limits.max_messages_per_second,
+        },
+        max_datagram_size: link
+            .max_datagram_size()
+            .and_then(|s| u32::try_from(s).ok())
+            .unwrap_or(0),
+    });
+    let mut first = Vec::new();
+    let _ = strait_protocol::encode_frame(&server_hello, usize::MAX, &mut first);
+    if let Some(why) = &resume_failed {
+        let _ = strait_protocol::encode_frame(
+            &ControlMessage::Error(ErrorMessage {
+                request: None,
+                code: ErrorCode::RESUME_FAILED,
+                reason: format!("resume failed: {why}; joined as a new participant"),
+            }),
+            usize::MAX,
+            &mut first,
+        );
+    }
+    if send.write_all(&first).await.is_err() {
+        shared
+            .worker
+            .send(WorkerCommand::Detached {
+                participant,
+                conn: link.stable_id(),
+            })
+            .await;
+        return SessionEnd::Lost("control stream failed".into());
+    }
+    let writer_task = tokio::spawn(
+        writer(
+            send,
+            control_rx,
+            strait_protocol::limits::DEFAULT_MAX_FRAME_SIZE,
+        )
+        .instrument(tracing::Span::current()),
+    );
+
+    // 4. The session's life.
+    let end = session_loop(
+        shared,
+        link,
+        participant,
+        &mut reader,
+        &control_tx,
+        accepted_at,
+    )
+    .await;
+    match &end {
+        SessionEnd::Left => {
+            shared
+                .worker
+                .send(WorkerCommand::Leave { participant })
+                .await
+        }
+        _ => {
+            shared
+                .worker
+                .send(WorkerCommand::Detached {
+                    participant,
+                    conn: link.stable_id(),
+                })
+                .await;
+        }
+    }
+    drop(control_tx);
+    // The writer flushes what is queued (an Ack, an Error) and ends once the worker has let go
+    // of its sender too; it gets a bounded time before the connection closes under it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;
+    match &end {
+        SessionEnd::Left => link.close(ErrorCode::NONE, "left"),
+        SessionEnd::Violation(code, reason) | SessionEnd::Closed(code, reason) => {
+            link.close(*code, reason);
+        }
+        SessionEnd::Lost(_) => {}
+    }
+    end
+}
+
+fn auth_reason(e: &AuthError) -> String {
+    format!("access token refused: {e}")
+}
+
+async fn session_loop(
+    shared: &Arc<Shared>,
+    link: &Link,
+    participant: ParticipantId,
+    reader: &mut ControlReader,
+    control: &mpsc::Sender<ControlMessage>,
+    accepted_at: Instant,
+) -> SessionEnd {
+    let config = &shared.config;
+    let mut rate = RateLimit::new(
+        config.limits.max_messages_per_second,
+        config.limits.message_burst,
+        Instant::now(),
+    );
+    let mut address = link.remote_address();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let drain = shared.drain.clone();
+    let mut draining = false;
+    let transport = link.transport();
+    let label = TransportLabel { transport };
+    let packets_in = shared.metrics.packets_in.get_or_create(&label).clone();
+    let bytes_in = shared.metrics.bytes_in.get_or_create(&label).clone();
+    let mut join_timed = false;
+
+    loop {
+        tokio::select! {
+            incoming = reader.next() => match incoming {
+                Incoming::Message(message) => {
+                    if !rate.allow(Instant::now()) {
+                        shared.metrics.rate_limited.inc();
+                        let _ = control.try_send(ControlMessage::Error(ErrorMessage {
+                            request: message.request(),
+                            code: ErrorCode::RATE_LIMITED,
+                            reason: format!(
+                                "more than {} control messages per second",
+                                config.limits.max_messages_per_second
+                            ),
+                        }));
+                        continue;
+                    }
+                    match message {
+                        ControlMessage::Ping(p) => {
+                            let _ = control.try_send(ControlMessage::Pong(Pong { nonce: p.nonce }));
+                        }
+                        ControlMessage::Pong(_) => {}
+                        ControlMessage::Leave(l) => {
+                            let _ = control.try_send(ControlMessage::Ack(strait_protocol::Ack { request: l.request }));
+                            return SessionEnd::Left;
+                        }
+                        ControlMessage::ClientHello(_) => {
+                            return violation(control, ErrorCode::PROTOCOL_VIOLATION, "a second ClientHello".into());
+                        }
+                        request => {
+                            let join_started = (!join_timed && matches!(request, ControlMessage::Join(_)))
+                                .then_some(accepted_at);
+                            join_timed |= join_started.is_some();
+                            shared.worker.send(WorkerCommand::Request {
+                                participant,
+                                message: request,
+                                join_started,
+                            }).await;
+                        }
+                    }
+                }
+                Incoming::Unknown(kind) => tracing::debug!(kind, "skipped an unknown message kind"),
+                Incoming::Finished => return SessionEnd::Left,
+                Incoming::Malformed(e) => {
+                    let code = match e {
+                        strait_protocol::DecodeError::FrameTooLarge { .. } => ErrorCode::FRAME_TOO_LARGE,
+                        _ => ErrorCode::PROTOCOL_VIOLATION,
+                    };
+                    return violation(control, code, format!("malformed control frame: {e}"));
+                }
+                Incoming::Failed(e) => return SessionEnd::Lost(e),
+            },
+            datagram = link.read_datagram() => match datagram {
+                Ok(bytes) => handle_datagram(shared, link, participant, &bytes, &packets_in, &bytes_in),
+                Err(e) => return SessionEnd::Lost(e),
+            },
+            _ = tick.tick() => {
+                let now_addr = link.remote_address();
+                if now_addr != address {
+                    address = now_addr;
+                    shared.metrics.migrations.inc();
+                    tracing::debug!("client address changed");
+                }
+                shared.worker.send(WorkerCommand::Bandwidth {
+                    participant,
+                    bits_per_second: link.bandwidth_estimate(),
+                }).await;
+            },
+            () = drain.cancelled(), if !draining => {
+                draining = true;
+                let _ = control.try_send(ControlMessage::GoAway(GoAway {
+                    code: ErrorCode::GOING_AWAY,
+                    redirect: None,
+                }));
+            },
+        }
+    }
+}
+
+/// Queues the `Error` that explains a violation; the session closes once it is flushed.
+fn violation(
+    control: &mpsc::Sender<ControlMessage>,
+    code: ErrorCode,
+    reason: String,
+) -> SessionEnd {
+    let _ = control.try_send(ControlMessage::Error(ErrorMessage {
+        request: None,
+        code,
+        reason: reason.clone(),
+    }));
+    SessionEnd::Violation(code, reason)
+}
+
+fn handle_datagram(
+    shared: &Arc<Shared>,
+    link: &Link,
+    participant: ParticipantId,
+    bytes: &Bytes,
+    packets_in: &prometheus_client::metrics::counter::Counter,
+    bytes_in: &prometheus_client::metrics::counter::Counter,
+) {
+    match datagram::parse_datagram(bytes) {
+        Ok(Datagram::Media { media, rtp }) => {
+            packets_in.inc();
+            bytes_in.inc_by(rtp.len() as u64);
+            shared.worker.media(participant, media, rtp);
+        }
+        Ok(Datagram::Control(DatagramControl::Ping { seq, timestamp_us })) => {
+            let mut out = Vec::with_capacity(16);
+            if datagram::encode_control_datagram(
+                &DatagramControl::Pong { seq, timestamp_us },
+                &mut out,
+            )
+            .is_ok()
+            {
+                let _ = link.try_send_datagram(Bytes::from(out));
+            }
+        }
+        Ok(Datagram::Control(DatagramControl::KeyframeRequest { media })) => {
+            shared
+                .worker
+                .try_send(WorkerCommand::KeyframeForMedia { participant, media });
+        }
+        Ok(Datagram::Control(_) | Datagram::UnknownControl(_)) => {}
+        Err(_) => shared.metrics.count_drop(DropReason::MalformedDatagram),
+    }
+}
+
+/// The request id of a message, or 0.
+pub fn request_of(message: &ControlMessage) -> RequestId {
+    message.request().unwrap_or(RequestId::UNSOLICITED)
+}
+
+/// The source address's IP, for per-IP admission.
+pub fn source_ip(link: &Link) -> IpAddr {
+    link.remote_address().ip()
+}
+
+/// The access claims type, re-exported for the worker.
+pub type Claims = AccessClaims;

@@ -1,0 +1,359 @@
+//! The one place where protocol messages meet the SFU core: `strait_protocol` types in,
+//! `strait_media::sfu` calls out, and SFU notifications back into protocol messages.
+//!
+//! Everything else in the gateway handles protocol messages as opaque values or SFU types as
+//! opaque values; keeping the mapping here means a change on either side touches one module.
+
+use std::time::Instant;
+
+use strait_media::sfu::{self, Sfu, SfuError};
+use strait_protocol::{
+    Ack, Codec, ControlMessage, ErrorCode, ErrorMessage, Joined, KeyframeRequest, LayerInfo,
+    LayerSwitched, MediaId, ParticipantId, ParticipantInfo, ParticipantLeft, Published, RequestId,
+    RoomId, Subscribed, TrackId, TrackInfo, TrackKind, TrackMuted, TrackUnpublished,
+};
+
+use crate::auth::VerifiedToken;
+
+/// What a participant's session is allowed to do and who it is.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The verified access token.
+    pub token: VerifiedToken,
+    /// The room joined, once joined.
+    pub room: Option<RoomId>,
+}
+
+/// A refused request: the `Error` to send back.
+pub fn error(request: RequestId, code: ErrorCode, reason: impl Into<String>) -> ControlMessage {
+    ControlMessage::Error(ErrorMessage {
+        request: Some(request),
+        code,
+        reason: reason.into(),
+    })
+}
+
+fn sfu_error(request: RequestId, e: &SfuError) -> ControlMessage {
+    let code = match e {
+        SfuError::RoomFull { .. }
+        | SfuError::TooManyRooms { .. }
+        | SfuError::TooManyTracks { .. }
+        | SfuError::TooManySubscriptions { .. } => ErrorCode::LIMIT_EXCEEDED,
+        SfuError::UnknownTrack(_) | SfuError::UnknownParticipant(_) => ErrorCode::NOT_FOUND,
+        SfuError::NotOwner { .. } => ErrorCode::FORBIDDEN,
+        _ => ErrorCode::INVALID_REQUEST,
+    };
+    error(request, code, e.to_string())
+}
+
+fn pid(p: ParticipantId) -> sfu::ParticipantId {
+    sfu::ParticipantId(p.0)
+}
+
+fn tid(t: TrackId) -> sfu::TrackId {
+    sfu::TrackId(t.0)
+}
+
+/// The SFU's participant id in protocol terms.
+pub fn participant_out(p: sfu::ParticipantId) -> ParticipantId {
+    ParticipantId(p.0)
+}
+
+fn kind_in(k: TrackKind) -> sfu::TrackKind {
+    match k {
+        TrackKind::Audio => sfu::TrackKind::Audio,
+        TrackKind::Video => sfu::TrackKind::Video,
+    }
+}
+
+fn kind_out(k: sfu::TrackKind) -> TrackKind {
+    match k {
+        sfu::TrackKind::Audio => TrackKind::Audio,
+        sfu::TrackKind::Video => TrackKind::Video,
+    }
+}
+
+fn codec_out(c: &sfu::CodecSpec) -> Codec {
+    Codec {
+        name: c.name.clone(),
+        payload_type: c.payload_type,
+        clock_rate: c.clock_rate,
+        channels: c.channels,
+        fmtp: c.fmtp.clone(),
+    }
+}
+
+/// A participant as the protocol describes it.
+pub fn participant_info(p: &sfu::ParticipantInfo) -> ParticipantInfo {
+    ParticipantInfo {
+        participant: participant_out(p.participant),
+        identity: p.identity.clone(),
+        name: p.name.clone(),
+    }
+}
+
+/// A track as the protocol describes it.
+pub fn track_info(t: &sfu::TrackInfo) -> TrackInfo {
+    TrackInfo {
+        track: TrackId(t.track.0),
+        participant: participant_out(t.participant),
+        kind: kind_out(t.kind),
+        codec: codec_out(&t.codec),
+        source: t.source.clone(),
+        layers: t
+            .layers
+            .iter()
+            .map(|l| LayerInfo {
+                max_bitrate: l.max_bitrate,
+                width: l.width,
+                height: l.height,
+            })
+            .collect(),
+        muted: t.muted,
+    }
+}
+
+/// A subscription as the protocol describes it.
+pub fn subscribed(request: RequestId, s: &sfu::SubscriptionInfo) -> ControlMessage {
+    ControlMessage::Subscribed(Subscribed {
+        request,
+        track: TrackId(s.track.0),
+        media: MediaId(s.media.0),
+        ssrc: s.ssrc,
+        layer: s.layer,
+    })
+}
+
+/// The messages that tell a client the state of its room: `Joined`, then everyone present, then
+/// every track. Used after a join and after a resume (with request id 0).
+pub fn room_snapshot(request: RequestId, snapshot: &sfu::RoomSnapshot) -> Vec<ControlMessage> {
+    let mut out = Vec::with_capacity(1 + snapshot.participants.len() + snapshot.tracks.len());
+    out.push(ControlMessage::Joined(Joined {
+        request,
+        room: RoomId(snapshot.room.as_str().to_owned()),
+        me: participant_info(&snapshot.you),
+    }));
+    out.extend(
+        snapshot
+            .participants
+            .iter()
+            .map(|p| ControlMessage::ParticipantJoined(participant_info(p))),
+    );
+    out.extend(
+        snapshot
+            .tracks
+            .iter()
+            .map(|t| ControlMessage::TrackPublished(track_info(t))),
+    );
+    out
+}
+
+/// A resumed session's snapshot: the room, then its own tracks (as `Published` would have said)
+/// and its subscriptions, all with request id 0.
+pub fn resume_snapshot(snapshot: &sfu::ResumeSnapshot) -> Vec<ControlMessage> {
+    let mut out = room_snapshot(RequestId::UNSOLICITED, &snapshot.room);
+    out.extend(
+        snapshot
+            .subscriptions
+            .iter()
+            .map(|s| subscribed(RequestId::UNSOLICITED, s)),
+    );
+    out
+}
+
+/// A notification from the SFU as the message its recipient gets.
+pub fn notification(n: &sfu::Notification) -> Option<ControlMessage> {
+    Some(match n {
+        sfu::Notification::ParticipantJoined(p) => {
+            ControlMessage::ParticipantJoined(participant_info(p))
+        }
+        sfu::Notification::ParticipantLeft {
+            participant,
+            reason,
+        } => ControlMessage::ParticipantLeft(ParticipantLeft {
+            participant: participant_out(*participant),
+            reason: match reason {
+                sfu::LeaveReason::Left => ErrorCode::NONE,
+                sfu::LeaveReason::Timeout => ErrorCode::TIMEOUT,
+                sfu::LeaveReason::Shutdown => ErrorCode::GOING_AWAY,
+                _ => ErrorCode::NONE,
+            },
+        }),
+        sfu::Notification::TrackPublished(t) => ControlMessage::TrackPublished(track_info(t)),
+        sfu::Notification::TrackUnpublished { track, participant } => {
+            ControlMessage::TrackUnpublished(TrackUnpublished {
+                track: TrackId(track.0),
+                participant: participant_out(*participant),
+            })
+        }
+        sfu::Notification::TrackMuted { track, muted } => ControlMessage::TrackMuted(TrackMuted {
+            track: TrackId(track.0),
+            muted: *muted,
+        }),
+        sfu::Notification::LayerSwitched { track, layer } => {
+            ControlMessage::LayerSwitched(LayerSwitched {
+                track: TrackId(track.0),
+                layer: *layer,
+            })
+        }
+        _ => return None,
+    })
+}
+
+/// A keyframe request for a publisher.
+pub fn keyframe_request(track: sfu::TrackId, layer: u8) -> ControlMessage {
+    ControlMessage::KeyframeRequest(KeyframeRequest {
+        track: TrackId(track.0),
+        layer: Some(layer),
+    })
+}
+
+/// Applies one request of `participant` to the SFU; returns the messages to send back (the
+/// answer, or an `Error`).
+pub fn request(
+    sfu: &mut Sfu,
+    participant: ParticipantId,
+    principal: &mut Principal,
+    message: ControlMessage,
+    now: Instant,
+) -> Vec<ControlMessage> {
+    let me = pid(participant);
+    match message {
+        ControlMessage::Join(join) => {
+            if principal.room.is_some() {
+                return vec![error(
+                    join.request,
+                    ErrorCode::INVALID_REQUEST,
+                    "already in a room",
+                )];
+            }
+            if !principal.token.allows_room(&join.room) {
+                return vec![error(
+                    join.request,
+                    ErrorCode::FORBIDDEN,
+                    format!("the access token does not grant room `{}`", join.room),
+                )];
+            }
+            let name = if join.name.is_empty() {
+                principal.token.name.clone().unwrap_or_default()
+            } else {
+                join.name
+            };
+            let meta = sfu::ParticipantMeta {
+                identity: principal.token.identity.clone(),
+                name,
+            };
+            match sfu.join(me, join.room.as_str(), meta, now) {
+                Ok(snapshot) => {
+                    principal.room = Some(join.room);
+                    room_snapshot(join.request, &snapshot)
+                }
+                Err(e) => vec![sfu_error(join.request, &e)],
+            }
+        }
+        ControlMessage::Publish(p) => {
+            if principal.room.is_none() {
+                return vec![error(
+                    p.request,
+                    ErrorCode::INVALID_REQUEST,
+                    "join a room before publishing",
+                )];
+            }
+            if !principal.token.grants.publish {
+                return vec![error(
+                    p.request,
+                    ErrorCode::FORBIDDEN,
+                    "the access token does not grant publish",
+                )];
+            }
+            let spec = sfu::TrackSpec {
+                kind: kind_in(p.kind),
+                codec: sfu::CodecSpec {
+                    name: p.codec.name,
+                    payload_type: p.codec.payload_type,
+                    clock_rate: p.codec.clock_rate,
+                    channels: p.codec.channels,
+                    fmtp: p.codec.fmtp,
+                },
+                source: p.source,
+                layers: p
+                    .layers
+                    .iter()
+                    .map(|l| sfu::LayerSpec {
+                        media: sfu::MediaId(l.media.0),
+                        max_bitrate: l.max_bitrate,
+                        width: l.width,
+                        height: l.height,
+                    })
+                    .collect(),
+                muted: p.muted,
+            };
+            match sfu.publish(me, spec, now) {
+                Ok(track) => vec![ControlMessage::Published(Published {
+                    request: p.request,
+                    track: TrackId(track.0),
+                })],
+                Err(e) => vec![sfu_error(p.request, &e)],
+            }
+        }
+        ControlMessage::Unpublish(u) => match sfu.unpublish(me, tid(u.track), now) {
+            Ok(()) => vec![ack(u.request)],
+            Err(e) => vec![sfu_error(u.request, &e)],
+        },
+        ControlMessage::Subscribe(s) => {
+            if principal.room.is_none() {
+                return vec![error(
+                    s.request,
+                    ErrorCode::INVALID_REQUEST,
+                    "join a room before subscribing",
+                )];
+            }
+            if !principal.token.grants.subscribe {
+                return vec![error(
+                    s.request,
+                    ErrorCode::FORBIDDEN,
+                    "the access token does not grant subscribe",
+                )];
+            }
+            match sfu.subscribe(me, tid(s.track), s.max_layer, now) {
+                Ok(info) => vec![subscribed(s.request, &info)],
+                Err(e) => vec![sfu_error(s.request, &e)],
+            }
+        }
+        ControlMessage::Unsubscribe(u) => match sfu.unsubscribe(me, tid(u.track), now) {
+            Ok(()) => vec![ack(u.request)],
+            Err(e) => vec![sfu_error(u.request, &e)],
+        },
+        ControlMessage::SetLayerPreference(l) => {
+            match sfu.set_layer_preference(me, tid(l.track), l.max_layer, now) {
+                Ok(()) => vec![ack(l.request)],
+                Err(e) => vec![sfu_error(l.request, &e)],
+            }
+        }
+        ControlMessage::SetMute(m) => match sfu.set_muted(me, tid(m.track), m.muted, now) {
+            Ok(()) => vec![ack(m.request)],
+            Err(e) => vec![sfu_error(m.request, &e)],
+        },
+        ControlMessage::KeyframeRequest(k) => {
+            // Unanswered either way; an unknown track is not worth an error to a subscriber.
+            let _ = sfu.request_keyframe(me, tid(k.track), now);
+            Vec::new()
+        }
+        other => match other.request() {
+            Some(request) => vec![error(
+                request,
+                ErrorCode::INVALID_REQUEST,
+                format!("message kind {} is not a client request", other.kind()),
+            )],
+            None => vec![ControlMessage::Error(ErrorMessage {
+                request: None,
+                code: ErrorCode::INVALID_REQUEST,
+                reason: format!("message kind {} is not a client request", other.kind()),
+            })],
+        },
+    }
+}
+
+fn ack(request: RequestId) -> ControlMessage {
+    ControlMessage::Ack(Ack { request })
+}

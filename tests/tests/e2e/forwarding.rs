@@ -1,0 +1,136 @@
+//! Media from every publisher reaches every subscriber, rewritten per leg, over both transports.
+
+use std::collections::{BTreeSet, HashMap};
+
+use strait_client::{LayerSpec, PublishSpec, Session, SessionEvent};
+use strait_protocol::{Codec, TrackId, TrackKind};
+use strait_tests::fixture::{TestGateway, WAIT, rtp};
+
+fn opus_spec() -> PublishSpec {
+    PublishSpec {
+        kind: TrackKind::Audio,
+        codec: Codec {
+            name: "opus".into(),
+            payload_type: rtp::OPUS_PT,
+            clock_rate: 48_000,
+            channels: 2,
+            fmtp: String::new(),
+        },
+        source: "microphone".into(),
+        layers: vec![LayerSpec::default()],
+        muted: false,
+    }
+}
+
+/// Waits until `session` has seen `TrackPublished` for `count` tracks other than its own.
+async fn wait_for_tracks(session: &Session, count: usize) -> Vec<TrackId> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let tracks: Vec<TrackId> = session
+                .tracks()
+                .into_iter()
+                .filter(|t| t.participant != session.participant())
+                .map(|t| t.track)
+                .collect();
+            if tracks.len() >= count {
+                return tracks;
+            }
+            match session.next_event().await {
+                Some(SessionEvent::TrackPublished(_)) | Some(_) => {}
+                None => panic!("session ended while waiting for tracks"),
+            }
+        }
+    })
+    .await
+    .expect("tracks announced in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_native_and_one_webtransport_client_exchange_media() {
+    let gw = TestGateway::start().await;
+    let alice = gw.native("forward", "alice").await;
+    let bob = gw.native("forward", "bob").await;
+    let carol = gw.webtransport("forward", "carol").await;
+    let sessions = [&alice, &bob, &carol];
+
+    // Everyone publishes one audio track.
+    let mut published = Vec::new();
+    for s in sessions {
+        published.push(s.publish(opus_spec()).await.expect("publish"));
+    }
+    // Everyone subscribes to the two others.
+    let mut subs: Vec<HashMap<u32, TrackId>> = Vec::new();
+    for s in sessions {
+        let tracks = wait_for_tracks(s, 2).await;
+        let mut by_media = HashMap::new();
+        for track in tracks {
+            let sub = s.subscribe(track, None).await.expect("subscribe");
+            by_media.insert(sub.media.0, track);
+        }
+        subs.push(by_media);
+    }
+
+    // Each publisher sends 50 packets with its own SSRC and sequence numbers.
+    const N: u32 = 50;
+    for (i, s) in sessions.iter().enumerate() {
+        let media = published[i].media[0];
+        let ssrc = 0x1000 + i as u32;
+        for n in 0..N {
+            let packet = rtp::opus(1000 + n as u16, n * 960, ssrc, n);
+            s.send_rtp(media, &packet).expect("send rtp");
+        }
+    }
+
+    // Every subscriber receives all 2 × 50 packets, with the subscription's SSRC, sequence
+    // numbers rewritten and consecutive, and the payload intact.
+    for (i, s) in sessions.iter().enumerate() {
+        let mut got: HashMap<u32, Vec<Vec<u8>>> = HashMap::new();
+        tokio::time::timeout(WAIT, async {
+            while got.values().map(Vec::len).sum::<usize>() < 2 * N as usize {
+                let packet = s.recv_media().await.expect("media");
+                got.entry(packet.media.0)
+                    .or_default()
+                    .push(packet.rtp.to_vec());
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "subscriber {i} got {:?} packets",
+                got.values().map(Vec::len).collect::<Vec<_>>()
+            )
+        });
+        assert_eq!(got.len(), 2, "subscriber {i} receives two tracks");
+        for (media, packets) in &got {
+            let track = subs[i][media];
+            let sub = s.subscription(track).expect("subscription");
+            let indices: BTreeSet<u32> = packets.iter().map(|p| rtp::index_at(p, 12)).collect();
+            assert_eq!(indices.len(), N as usize, "every packet arrives once");
+            for p in packets {
+                assert_eq!(
+                    rtp::ssrc(p),
+                    sub.ssrc,
+                    "SSRC rewritten to the subscription's"
+                );
+            }
+            let first = rtp::seq(&packets[0]);
+            for (k, p) in packets.iter().enumerate() {
+                assert_eq!(
+                    rtp::seq(p),
+                    first.wrapping_add(k as u16),
+                    "consecutive sequence numbers"
+                );
+            }
+            // The publisher's own numbering (1000…) is not what the subscriber sees.
+            assert!(
+                packets
+                    .iter()
+                    .all(|p| rtp::ssrc(p) < 0x1000 || rtp::ssrc(p) > 0x1002)
+            );
+        }
+    }
+    for s in sessions {
+        s.close().await;
+    }
+    gw.stop().await;
+}

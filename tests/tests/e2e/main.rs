@@ -1,0 +1,5 @@
+//! End-to-end tests over real QUIC on loopback: an in-process gateway and real clients.
+//!
+//! One test binary, a module per area.
+
+mod forwarding;
