@@ -122,17 +122,16 @@ impl Admission {
     }
 }
 
-/// Accepts connections until the endpoint is closed or the drain starts.
+/// Accepts connections until the endpoint is closed, refusing them while the gateway drains.
 pub async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
     let max_handshakes = shared.config.limits.max_handshakes;
-    loop {
-        let incoming = tokio::select! {
-            incoming = endpoint.accept() => incoming,
-            () = shared.drain.cancelled() => None,
-        };
-        let Some(incoming) = incoming else {
-            return;
-        };
+    // The loop ends when the endpoint is closed; while draining it refuses everything.
+    while let Some(incoming) = endpoint.accept().await {
+        if shared.drain.is_cancelled() {
+            shared.metrics.refuse(RefusalReason::Draining);
+            incoming.refuse();
+            continue;
+        }
         let ip = incoming.remote_address().ip();
         // Admission before work: the node's and the source's session counts.
         let permit = match shared.admission.admit(ip) {

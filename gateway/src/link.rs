@@ -131,6 +131,15 @@ impl Link {
         }
     }
 
+    /// Whether the client closed the connection on purpose with `NONE` (a leave).
+    pub fn closed_by_peer_cleanly(&self) -> bool {
+        matches!(
+            self.quic().close_reason(),
+            Some(quinn::ConnectionError::ApplicationClosed(close))
+                if close.error_code == quinn::VarInt::from_u32(ErrorCode::NONE.0)
+        )
+    }
+
     /// The client's current address (changes when the client migrates).
     pub fn remote_address(&self) -> SocketAddr {
         self.quic().remote_address()

@@ -403,8 +403,11 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
         SessionEnd::Left => {
             shared
                 .worker
-                .send(WorkerCommand::Leave { participant })
-                .await
+                .send(WorkerCommand::Leave {
+                    participant,
+                    conn: link.stable_id(),
+                })
+                .await;
         }
         _ => {
             shared

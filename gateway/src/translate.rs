@@ -148,8 +148,9 @@ pub fn room_snapshot(request: RequestId, snapshot: &sfu::RoomSnapshot) -> Vec<Co
     out
 }
 
-/// A resumed session's snapshot: the room, then its own tracks (as `Published` would have said)
-/// and its subscriptions, all with request id 0.
+/// A resumed session's snapshot, all with request id 0: the room (`Joined`, everyone else
+/// present, every track of the others), its subscriptions, and `Ack` to mark the end. Its own
+/// tracks are not repeated: they are unchanged and the client published them.
 pub fn resume_snapshot(snapshot: &sfu::ResumeSnapshot) -> Vec<ControlMessage> {
     let mut out = room_snapshot(RequestId::UNSOLICITED, &snapshot.room);
     out.extend(
@@ -158,7 +159,13 @@ pub fn resume_snapshot(snapshot: &sfu::ResumeSnapshot) -> Vec<ControlMessage> {
             .iter()
             .map(|s| subscribed(RequestId::UNSOLICITED, s)),
     );
+    out.push(snapshot_end());
     out
+}
+
+/// The end of a resume snapshot: `Ack` with request id 0.
+pub fn snapshot_end() -> ControlMessage {
+    ack(RequestId::UNSOLICITED)
 }
 
 /// A notification from the SFU as the message its recipient gets.

@@ -89,10 +89,13 @@ pub enum WorkerCommand {
         /// The stable id of the connection that was lost (a newer one may already be attached).
         conn: usize,
     },
-    /// The participant left for good.
+    /// The participant left for good, from connection `conn`.
     Leave {
         /// Who.
         participant: ParticipantId,
+        /// The stable id of the connection it left from; ignored when another connection has
+        /// taken the participant over (it resumed elsewhere).
+        conn: usize,
     },
 }
 
@@ -311,7 +314,14 @@ impl Worker {
                     self.slots.remove(&participant);
                 }
             }
-            WorkerCommand::Leave { participant } => {
+            WorkerCommand::Leave { participant, conn } => {
+                let current = self
+                    .slots
+                    .get(&participant)
+                    .and_then(|s| s.link.as_ref().map(Link::stable_id));
+                if current.is_some_and(|c| c != conn) {
+                    return;
+                }
                 if let Some(slot) = self.slots.remove(&participant)
                     && slot.principal.room.is_some()
                 {
@@ -363,6 +373,8 @@ impl Worker {
                         return AttachOutcome::Refused(e.to_string());
                     }
                 }
+            } else {
+                self.tell(participant, translate::snapshot_end());
             }
             return AttachOutcome::Resumed;
         }

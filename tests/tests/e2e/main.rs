@@ -2,4 +2,9 @@
 //!
 //! One test binary, a module per area.
 
+mod admission;
+mod bad_input;
+mod drain;
 mod forwarding;
+mod migration;
+mod resume;

@@ -1,0 +1,227 @@
+//! The `strait` binary: SIGTERM with a connected client sends it go-away and exits within the drain
+//! deadline; `config print` redacts secrets; `token create` needs a configured key.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use strait_client::{Client, ClientConfig, SessionEvent, Trust};
+use strait_protocol::ErrorCode;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Kills the child when dropped, whatever happened in the test.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What `strait serve` prints at start.
+struct Started {
+    quic: SocketAddr,
+    http: SocketAddr,
+    fingerprint: [u8; 32],
+}
+
+fn parse_fingerprint(s: &str) -> [u8; 32] {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+        .collect();
+    bytes.try_into().expect("32 bytes")
+}
+
+fn start(args: &[&str]) -> (Killed, Started, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args([
+            "serve",
+            "--quic-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strait starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let child = Killed(child);
+    let (mut quic, mut http, mut fingerprint) = (None, None, None);
+    let deadline = Instant::now() + WAIT;
+    while quic.is_none() || http.is_none() || fingerprint.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the start banner in time");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if line.trim_start().starts_with("QUIC / WebTransport") {
+            quic = words.get(3).and_then(|w| w.parse().ok());
+        } else if line.trim_start().starts_with("HTTP") {
+            http = words
+                .get(1)
+                .and_then(|w| w.trim_start_matches("http://").parse().ok());
+        } else if line.trim_start().starts_with("certificate sha-256") {
+            fingerprint = words.get(2).map(|w| parse_fingerprint(w));
+        }
+    }
+    let started = Started {
+        quic: quic.expect("quic"),
+        http: http.expect("http"),
+        fingerprint: fingerprint.expect("fingerprint"),
+    };
+    (child, started, rx)
+}
+
+async fn dev_token(http: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"room":"signals","identity":"alice"}"#;
+    let mut stream = tokio::net::TcpStream::connect(http).await.expect("connect");
+    let request = format!(
+        "POST /v1/dev/token HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let json = response.split_once("\r\n\r\n").expect("body").1;
+    let start = json.find("\"token\":\"").expect("token field") + 9;
+    json[start..].split('"').next().expect("token").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_connected_clients_and_exits_within_the_deadline() {
+    let (mut child, started, _lines) = start(&["--set", "shutdown.drain_deadline=\"2s\""]);
+    let token = dev_token(started.http).await;
+    let mut config = ClientConfig::new(
+        started.quic,
+        Trust::Hashes(vec![started.fingerprint]),
+        token,
+    );
+    config.auto_resume = false;
+    let session = tokio::time::timeout(WAIT, Client::connect(config))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    session.join("signals").await.expect("join");
+
+    let pid = child.0.id().to_string();
+    let sent = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            match session.next_event().await {
+                Some(SessionEvent::GoAway { code, .. }) => return code,
+                Some(_) => {}
+                None => panic!("session ended before go-away"),
+            }
+        }
+    })
+    .await
+    .expect("go-away in time");
+    assert_eq!(code, ErrorCode::GOING_AWAY);
+
+    // The process exits by itself once the deadline has passed (the client does not leave).
+    let exit = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.0.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("join");
+    let status = exit.expect("strait exits after SIGTERM");
+    assert!(status.success(), "clean exit: {status:?}");
+    eprintln!(
+        "exited {:?} after SIGTERM (drain deadline 2s)",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn config_print_redacts_secrets() {
+    let secret = "s".repeat(40);
+    let output = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["config", "print", "--set"])
+        .arg(format!(
+            "auth.keys=[{{id = \"k1\", secret = \"{secret}\"}}]"
+        ))
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    assert!(text.contains("k1"));
+    assert!(!text.contains(&secret), "the secret is not printed");
+    assert!(text.contains("<redacted>"));
+}
+
+#[test]
+fn unknown_config_keys_are_refused_with_their_name() {
+    let output = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args([
+            "config",
+            "print",
+            "--set",
+            "quic.listen_adress=\"1.2.3.4:5\"",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listen_adress"), "{stderr}");
+}
+
+#[test]
+fn token_create_mints_with_a_configured_key_and_explains_dev_mode() {
+    let secret = "k".repeat(40);
+    let output = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args([
+            "token",
+            "create",
+            "--room",
+            "r1",
+            "--identity",
+            "bob",
+            "--set",
+        ])
+        .arg(format!(
+            "auth.keys=[{{id = \"main\", secret = \"{secret}\"}}]"
+        ))
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).expect("utf-8");
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["token", "create", "--room", "r1", "--identity", "bob"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no API key"));
+}

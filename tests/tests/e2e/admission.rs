@@ -1,0 +1,112 @@
+//! Admission and limits: connections and requests beyond the configured limits are refused with
+//! the documented error, and the sessions already admitted are unaffected.
+
+use strait_client::{Client, ClientError, LayerSpec, PublishSpec, Transport};
+use strait_protocol::{Codec, ErrorCode, TrackKind};
+use strait_tests::fixture::{TestGateway, WAIT, rtp};
+
+fn audio() -> PublishSpec {
+    PublishSpec {
+        kind: TrackKind::Audio,
+        codec: Codec {
+            name: "opus".into(),
+            payload_type: rtp::OPUS_PT,
+            clock_rate: 48_000,
+            channels: 2,
+            fmtp: String::new(),
+        },
+        source: "microphone".into(),
+        layers: vec![LayerSpec::default()],
+        muted: false,
+    }
+}
+
+async fn try_connect(
+    gw: &TestGateway,
+    identity: &str,
+) -> Result<strait_client::Session, ClientError> {
+    let mut config = gw.client_config(Transport::Quic, gw.token("limits", identity));
+    config.auto_resume = false;
+    tokio::time::timeout(WAIT, Client::connect(config))
+        .await
+        .expect("an answer in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_beyond_the_per_ip_limit_are_refused_before_the_handshake() {
+    let gw = TestGateway::start_with(|c| c.limits.max_sessions_per_ip = 2).await;
+    let first = try_connect(&gw, "a").await.expect("first session");
+    let second = try_connect(&gw, "b").await.expect("second session");
+    let refused = try_connect(&gw, "c").await;
+    assert!(
+        matches!(refused, Err(ClientError::Connect(_))),
+        "a third session from the same address is refused: {refused:?}"
+    );
+    assert_eq!(
+        gw.metric("strait_refusals_total").await,
+        1.0,
+        "the refusal is counted"
+    );
+    // The admitted sessions are unaffected.
+    first.ping().await.expect("first still answers");
+    second.ping().await.expect("second still answers");
+    // A slot frees when a session ends.
+    second.close().await;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(s) = try_connect(&gw, "d").await {
+                return s;
+            }
+            // The gateway releases the slot when the closed session's task ends; retry until it has.
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the freed slot is reused");
+    first.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_beyond_the_node_limit_are_refused() {
+    let gw = TestGateway::start_with(|c| c.limits.max_sessions = 1).await;
+    let first = try_connect(&gw, "a").await.expect("first session");
+    let refused = try_connect(&gw, "b").await;
+    assert!(
+        matches!(refused, Err(ClientError::Connect(_))),
+        "{refused:?}"
+    );
+    first
+        .ping()
+        .await
+        .expect("the admitted session is unaffected");
+    first.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_and_track_limits_answer_limit_exceeded() {
+    let gw = TestGateway::start_with(|c| {
+        c.limits.max_participants_per_room = 1;
+        c.limits.max_tracks_per_participant = 1;
+    })
+    .await;
+    let alice = gw.native("limits", "alice").await;
+    let bob = try_connect(&gw, "bob").await.expect("bob connects");
+    match bob.join("limits").await {
+        Err(ClientError::Rejected { code, .. }) => assert_eq!(code, ErrorCode::LIMIT_EXCEEDED),
+        other => panic!("a second participant in a room of one is refused: {other:?}"),
+    }
+    // A refused request does not end the session.
+    bob.ping().await.expect("bob's session goes on");
+
+    alice.publish(audio()).await.expect("first track");
+    match alice.publish(audio()).await {
+        Err(ClientError::Rejected { code, .. }) => assert_eq!(code, ErrorCode::LIMIT_EXCEEDED),
+        other => panic!("a second track beyond the limit is refused: {other:?}"),
+    }
+    alice.ping().await.expect("alice's session goes on");
+    alice.close().await;
+    bob.close().await;
+    gw.stop().await;
+}
