@@ -78,6 +78,8 @@ pub struct Shared {
     pub worker: WorkerHandle,
     /// The QUIC port's bound address.
     pub quic_addr: SocketAddr,
+    /// The HTTP port's bound address (its origins are allowed by default).
+    pub http_addr: SocketAddr,
     ids: Mutex<rand::rngs::StdRng>,
 }
 
@@ -102,7 +104,7 @@ impl Shared {
             return wt.allow_missing_origin;
         };
         if wt.allowed_origins.is_empty() {
-            let port = self.config.http.listen.port();
+            let port = self.http_addr.port();
             return origin == format!("http://127.0.0.1:{port}")
                 || origin == format!("http://localhost:{port}")
                 || origin == format!("https://127.0.0.1:{port}")
@@ -218,6 +220,7 @@ impl Gateway {
 struct Parts {
     shared: Arc<Shared>,
     worker_task: tokio::task::JoinHandle<()>,
+    worker_stop: CancellationToken,
 }
 
 fn prepare(config: ValidConfig, sockets: &Sockets) -> anyhow::Result<(Parts, Option<ApiKey>)> {
@@ -247,7 +250,13 @@ fn prepare(config: ValidConfig, sockets: &Sockets) -> anyhow::Result<(Parts, Opt
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let mut seed_rng = rand::rngs::StdRng::from_seed(random_seed()?);
-    let (worker, worker_task) = worker::spawn(&config, metrics.clone(), seed_rng.random());
+    let worker_stop = CancellationToken::new();
+    let (worker, worker_task) = worker::spawn(
+        &config,
+        metrics.clone(),
+        seed_rng.random(),
+        worker_stop.clone(),
+    );
     let admission = Admission::new(
         config.limits.max_sessions,
         config.limits.max_sessions_per_ip,
@@ -255,6 +264,7 @@ fn prepare(config: ValidConfig, sockets: &Sockets) -> anyhow::Result<(Parts, Opt
     );
     let shared = Arc::new(Shared {
         quic_addr: sockets.quic.local_addr()?,
+        http_addr: sockets.http.local_addr()?,
         config,
         keys,
         mint_key,
@@ -271,6 +281,7 @@ fn prepare(config: ValidConfig, sockets: &Sockets) -> anyhow::Result<(Parts, Opt
         Parts {
             shared,
             worker_task,
+            worker_stop,
         },
         dev_key,
     ))
@@ -310,6 +321,7 @@ async fn serve(
     let Parts {
         shared,
         worker_task,
+        worker_stop,
     } = parts;
     let config = shared.config.clone();
 
@@ -382,9 +394,10 @@ async fn serve(
         let _ = rotation.await;
     }
     let _ = http_task.await;
-    // The worker ends when the last session handle is gone.
+    // Every session has ended or been closed: stop the worker.
+    worker_stop.cancel();
     drop(shared);
-    let _ = tokio::time::timeout(Duration::from_secs(2), worker_task).await;
+    let _ = worker_task.await;
     tracing::info!("stopped");
     Ok(())
 }

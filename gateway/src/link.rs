@@ -29,8 +29,6 @@ pub enum Link {
 /// Why a datagram was not sent. The caller counts it; nothing is queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatagramSendError {
-    /// The connection's datagram buffer has no room: sending would drop an older datagram.
-    BufferFull,
     /// Larger than the path allows now.
     TooLarge,
     /// The connection is closed or datagrams are off.
@@ -88,14 +86,12 @@ impl Link {
         }
     }
 
-    /// Sends a datagram only if it fits in the send buffer without pushing out an older one
-    /// (quinn would silently drop the oldest; the gateway prefers to count what it cannot send).
-    pub fn try_send_datagram(&self, payload: Bytes) -> Result<(), DatagramSendError> {
-        let quic = self.quic();
+    /// Sends a datagram without waiting. When the connection's datagram buffer is full, quinn
+    /// makes room by dropping the oldest queued datagram (newest wins, which is what live media
+    /// wants); that displacement is reported as `Ok(true)` so the caller can count it.
+    pub fn send_datagram(&self, payload: Bytes) -> Result<bool, DatagramSendError> {
         // WebTransport adds its session id (a varint, 1 to 8 bytes) in front of the payload.
-        if quic.datagram_send_buffer_space() < payload.len() + 8 {
-            return Err(DatagramSendError::BufferFull);
-        }
+        let displaced = self.quic().datagram_send_buffer_space() < payload.len() + 8;
         match self {
             Link::Quic(c) => c.send_datagram(payload).map_err(|e| match e {
                 quinn::SendDatagramError::TooLarge => DatagramSendError::TooLarge,
@@ -106,6 +102,7 @@ impl Link {
                 _ => DatagramSendError::Failed,
             }),
         }
+        .map(|()| displaced)
     }
 
     /// Opens a unidirectional stream (for RTP packets too large for a datagram).

@@ -1,7 +1,7 @@
 //! Prometheus metrics. Labels are enums, never formatted strings; every counter is an atomic, so
 //! the forwarding path can count without locks.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -9,12 +9,29 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// How a session is connected.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Transport {
     /// WebTransport over HTTP/3 (browsers).
     Webtransport,
     /// Raw QUIC, ALPN `strait/1` (native clients).
     Quic,
+}
+
+impl Transport {
+    /// The label value (snake case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Webtransport => "webtransport",
+            Transport::Quic => "quic",
+        }
+    }
+}
+
+impl EncodeLabelValue for Transport {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(self.as_str())
+    }
 }
 
 /// Label set with one `transport` label.
@@ -25,7 +42,7 @@ pub struct TransportLabel {
 }
 
 /// Why a packet was not forwarded.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum DropReason {
     /// A datagram that did not parse (unknown kind, bad media id, not RTP).
     MalformedDatagram,
@@ -33,7 +50,8 @@ pub enum DropReason {
     UnknownMedia,
     /// The media worker's queue was full.
     WorkerQueueFull,
-    /// The subscriber's datagram send buffer was full (paced, not queued).
+    /// The subscriber's datagram send buffer was full: the oldest queued datagram was dropped
+    /// to make room for a newer one (newest wins).
     SendBufferFull,
     /// The packet was larger than the subscriber's current maximum datagram size.
     TooLargeForDatagram,
@@ -49,6 +67,31 @@ pub enum DropReason {
     NotJoined,
 }
 
+impl DropReason {
+    /// The label value (snake case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::MalformedDatagram => "malformed_datagram",
+            DropReason::UnknownMedia => "unknown_media",
+            DropReason::WorkerQueueFull => "worker_queue_full",
+            DropReason::SendBufferFull => "send_buffer_full",
+            DropReason::TooLargeForDatagram => "too_large_for_datagram",
+            DropReason::SendFailed => "send_failed",
+            DropReason::WaitingForKeyframe => "waiting_for_keyframe",
+            DropReason::OtherLayer => "other_layer",
+            DropReason::SubscriberAway => "subscriber_away",
+            DropReason::NotJoined => "not_joined",
+        }
+    }
+}
+
+impl EncodeLabelValue for DropReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(self.as_str())
+    }
+}
+
 /// Label set with one `reason` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabel {
@@ -57,7 +100,7 @@ pub struct DropLabel {
 }
 
 /// Why a connection or session was refused before it started.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RefusalReason {
     /// Too many handshakes in progress.
     Handshakes,
@@ -81,6 +124,31 @@ pub enum RefusalReason {
     Hello,
 }
 
+impl RefusalReason {
+    /// The label value (snake case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::Handshakes => "handshakes",
+            RefusalReason::Sessions => "sessions",
+            RefusalReason::SessionsPerIp => "sessions_per_ip",
+            RefusalReason::Draining => "draining",
+            RefusalReason::Origin => "origin",
+            RefusalReason::Path => "path",
+            RefusalReason::Alpn => "alpn",
+            RefusalReason::Handshake => "handshake",
+            RefusalReason::Auth => "auth",
+            RefusalReason::Hello => "hello",
+        }
+    }
+}
+
+impl EncodeLabelValue for RefusalReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(self.as_str())
+    }
+}
+
 /// Label set with one `reason` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabel {
@@ -89,12 +157,29 @@ pub struct RefusalLabel {
 }
 
 /// How a resume attempt ended.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum ResumeResult {
     /// The session was restored.
     Resumed,
     /// The token was invalid, expired or its participant gone; a fresh session started.
     Failed,
+}
+
+impl ResumeResult {
+    /// The label value (snake case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResumeResult::Resumed => "resumed",
+            ResumeResult::Failed => "failed",
+        }
+    }
+}
+
+impl EncodeLabelValue for ResumeResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(self.as_str())
+    }
 }
 
 /// Label set with one `result` label.

@@ -10,7 +10,6 @@
 //! the matching error code and touches nothing else; a refused request is answered with an `Error`
 //! message and the session goes on.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,13 +17,13 @@ use bytes::Bytes;
 use strait_protocol::datagram::{self, Datagram};
 use strait_protocol::{
     ControlMessage, DatagramControl, Decoded, ErrorCode, ErrorMessage, FrameReader, GoAway,
-    PROTOCOL_VERSION, ParticipantId, Pong, RequestId, ResumeToken, ServerHello, SessionLimits,
+    PROTOCOL_VERSION, ParticipantId, Pong, ResumeToken, ServerHello, SessionLimits,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::auth::{AccessClaims, AuthError};
+use crate::auth::AuthError;
 
 use crate::Shared;
 use crate::link::{ControlRecv, ControlSend, Link};
@@ -202,30 +201,39 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
 
     // 1. The control stream and the ClientHello, within the hello timeout.
     let opened = tokio::time::timeout(hello_timeout, async {
-        let (send, recv) = link.accept_control().await?;
+        let violation = |reason: String| (ErrorCode::PROTOCOL_VIOLATION, reason);
+        let (send, recv) = link.accept_control().await.map_err(violation)?;
         let mut reader = ControlReader::new(recv, config.limits.max_frame_size);
         loop {
             match reader.next().await {
                 Incoming::Message(ControlMessage::ClientHello(h)) => return Ok((send, reader, h)),
                 Incoming::Unknown(_) => continue,
                 Incoming::Message(other) => {
-                    return Err(format!("expected ClientHello, got kind {}", other.kind()));
+                    return Err(violation(format!(
+                        "expected ClientHello, got kind {}",
+                        other.kind()
+                    )));
                 }
-                Incoming::Malformed(e) => return Err(format!("malformed frame: {e}")),
+                // A frame over the limit is FRAME_TOO_LARGE before the hello too (section 2).
+                Incoming::Malformed(e) => {
+                    return Err((decode_error_code(&e), format!("malformed frame: {e}")));
+                }
                 Incoming::Finished => {
-                    return Err("control stream finished before ClientHello".into());
+                    return Err(violation(
+                        "control stream finished before ClientHello".into(),
+                    ));
                 }
-                Incoming::Failed(e) => return Err(e),
+                Incoming::Failed(e) => return Err(violation(e)),
             }
         }
     })
     .await;
     let (mut send, mut reader, hello) = match opened {
         Ok(Ok(parts)) => parts,
-        Ok(Err(reason)) => {
+        Ok(Err((code, reason))) => {
             shared.metrics.refuse(RefusalReason::Hello);
-            link.close(ErrorCode::PROTOCOL_VIOLATION, &reason);
-            return SessionEnd::Violation(ErrorCode::PROTOCOL_VIOLATION, reason);
+            link.close(code, &reason);
+            return SessionEnd::Violation(code, reason);
         }
         Err(_) => {
             shared.metrics.refuse(RefusalReason::Hello);
@@ -390,7 +398,7 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
     );
 
     // 4. The session's life.
-    let end = session_loop(
+    let mut end = session_loop(
         shared,
         link,
         participant,
@@ -399,8 +407,14 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
         accepted_at,
     )
     .await;
+    if matches!(end, SessionEnd::Lost(_)) && link.closed_by_peer_cleanly() {
+        // A close with NONE is a leave (PROTOCOL.md 7.9).
+        end = SessionEnd::Left;
+    }
     match &end {
-        SessionEnd::Left => {
+        // A session closed for breaking the protocol may not resume (section 7.9): its
+        // participant leaves now rather than haunting the room for the grace period.
+        SessionEnd::Left | SessionEnd::Violation(..) => {
             shared
                 .worker
                 .send(WorkerCommand::Leave {
@@ -468,14 +482,18 @@ async fn session_loop(
                 Incoming::Message(message) => {
                     if !rate.allow(Instant::now()) {
                         shared.metrics.rate_limited.inc();
-                        let _ = control.try_send(ControlMessage::Error(ErrorMessage {
-                            request: message.request(),
-                            code: ErrorCode::RATE_LIMITED,
-                            reason: format!(
-                                "more than {} control messages per second",
-                                config.limits.max_messages_per_second
-                            ),
-                        }));
+                        // A refused request is answered; anything else (a ping) is dropped and
+                        // counted, because an Error without a request id would mean a close.
+                        if let Some(request) = message.request() {
+                            let _ = control.try_send(ControlMessage::Error(ErrorMessage {
+                                request: Some(request),
+                                code: ErrorCode::RATE_LIMITED,
+                                reason: format!(
+                                    "more than {} control messages per second",
+                                    config.limits.max_messages_per_second
+                                ),
+                            }));
+                        }
                         continue;
                     }
                     match message {
@@ -505,10 +523,7 @@ async fn session_loop(
                 Incoming::Unknown(kind) => tracing::debug!(kind, "skipped an unknown message kind"),
                 Incoming::Finished => return SessionEnd::Left,
                 Incoming::Malformed(e) => {
-                    let code = match e {
-                        strait_protocol::DecodeError::FrameTooLarge { .. } => ErrorCode::FRAME_TOO_LARGE,
-                        _ => ErrorCode::PROTOCOL_VIOLATION,
-                    };
+                    let code = decode_error_code(&e);
                     return violation(control, code, format!("malformed control frame: {e}"));
                 }
                 Incoming::Failed(e) => return SessionEnd::Lost(e),
@@ -537,6 +552,15 @@ async fn session_loop(
                 }));
             },
         }
+    }
+}
+
+/// The close code for a control frame that does not decode (section 2): `FRAME_TOO_LARGE` for a
+/// length over the limit, `PROTOCOL_VIOLATION` for anything else.
+fn decode_error_code(e: &strait_protocol::DecodeError) -> ErrorCode {
+    match e {
+        strait_protocol::DecodeError::FrameTooLarge { .. } => ErrorCode::FRAME_TOO_LARGE,
+        _ => ErrorCode::PROTOCOL_VIOLATION,
     }
 }
 
@@ -576,7 +600,7 @@ fn handle_datagram(
             )
             .is_ok()
             {
-                let _ = link.try_send_datagram(Bytes::from(out));
+                let _ = link.send_datagram(Bytes::from(out));
             }
         }
         Ok(Datagram::Control(DatagramControl::KeyframeRequest { media })) => {
@@ -584,20 +608,9 @@ fn handle_datagram(
                 .worker
                 .try_send(WorkerCommand::KeyframeForMedia { participant, media });
         }
-        Ok(Datagram::Control(_) | Datagram::UnknownControl(_)) => {}
+        Ok(Datagram::Control(_)) => {}
+        // "A variant index this version does not know is dropped and counted" (section 8.5).
+        Ok(Datagram::UnknownControl(_)) => shared.metrics.count_drop(DropReason::MalformedDatagram),
         Err(_) => shared.metrics.count_drop(DropReason::MalformedDatagram),
     }
 }
-
-/// The request id of a message, or 0.
-pub fn request_of(message: &ControlMessage) -> RequestId {
-    message.request().unwrap_or(RequestId::UNSOLICITED)
-}
-
-/// The source address's IP, for per-IP admission.
-pub fn source_ip(link: &Link) -> IpAddr {
-    link.remote_address().ip()
-}
-
-/// The access claims type, re-exported for the worker.
-pub type Claims = AccessClaims;

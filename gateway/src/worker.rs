@@ -2,10 +2,12 @@
 //!
 //! Sessions talk to it through two bounded queues: commands (attach, requests, detach), on which a
 //! session waits when the queue is full (backpressure onto that session's control stream), and
-//! media packets, which are dropped and counted when the queue is full (newest dropped: a media
-//! packet is worth less than the time it would wait). The worker forwards each packet by calling the
-//! SFU core and, for every subscriber, writing the rewritten RTP into one fresh datagram buffer and
-//! handing it to quinn without waiting; no lock is held across a send.
+//! media packets, which are dropped and counted when the queue is full (the worker is saturated;
+//! the arriving packet is the one refused). The worker forwards each packet by calling the SFU core
+//! and, for every subscriber, writing the rewritten RTP into a slice of a shared send buffer and
+//! handing it to quinn without waiting; no lock is held across a send. When a subscriber's datagram
+//! buffer is full, quinn drops its oldest queued datagram for the new one (newest wins) and the
+//! worker counts it as `send_buffer_full`.
 //!
 //! Everything the worker tells a session (answers, room events, keyframe requests, the snapshot
 //! after a resume) goes through that session's bounded control queue in order. A session whose
@@ -177,11 +179,12 @@ struct Worker {
     scratch: BytesMut,
 }
 
-/// Starts the worker; it runs until every handle is dropped.
+/// Starts the worker; it runs until `stop` is cancelled or every handle is dropped.
 pub fn spawn(
     config: &ValidConfig,
     metrics: Arc<Metrics>,
     seed: u64,
+    stop: tokio_util::sync::CancellationToken,
 ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
     let (commands_tx, commands_rx) = mpsc::channel(1024);
     let (media_tx, media_rx) = mpsc::channel(config.limits.media_queue);
@@ -205,7 +208,7 @@ pub fn spawn(
         media: media_tx,
         metrics,
     };
-    let task = tokio::spawn(worker.run(commands_rx, media_rx));
+    let task = tokio::spawn(worker.run(commands_rx, media_rx, stop));
     (handle, task)
 }
 
@@ -214,6 +217,7 @@ impl Worker {
         mut self,
         mut commands: mpsc::Receiver<WorkerCommand>,
         mut media: mpsc::Receiver<MediaIn>,
+        stop: tokio_util::sync::CancellationToken,
     ) {
         let mut batch = Vec::with_capacity(64);
         loop {
@@ -236,6 +240,7 @@ impl Worker {
                 () = sleep_until(deadline) => {
                     self.sfu.handle_timeout(Instant::now());
                 },
+                () = stop.cancelled() => break,
             }
             self.drain_events();
             self.update_gauges();
@@ -454,13 +459,13 @@ impl Worker {
                         .unwrap_or(header);
                 fwd.write_into(&mut scratch[written..]);
                 let datagram = scratch.split_to(len).freeze();
-                match link.try_send_datagram(datagram) {
-                    Ok(()) => {
+                match link.send_datagram(datagram) {
+                    Ok(displaced) => {
                         slot.packets_out.inc();
                         slot.bytes_out.inc_by(fwd.len() as u64);
-                    }
-                    Err(DatagramSendError::BufferFull) => {
-                        metrics.count_drop(DropReason::SendBufferFull)
+                        if displaced {
+                            metrics.count_drop(DropReason::SendBufferFull);
+                        }
                     }
                     Err(DatagramSendError::TooLarge) => {
                         metrics.count_drop(DropReason::TooLargeForDatagram)

@@ -210,3 +210,446 @@ pub mod rtp {
         u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]])
     }
 }
+
+impl TestGateway {
+    /// A metric's value from `/metrics`, summed over the samples whose labels contain `label`
+    /// (`reason="UnknownMedia"`, say).
+    pub async fn metric_where(&self, name: &str, label: &str) -> f64 {
+        let body = http_get(self.http_addr(), "/metrics").await;
+        metric_value_where(&body, name, label)
+    }
+
+    /// Waits until `name` (summed over its labels) satisfies `condition`, and returns its value.
+    /// Polls `/metrics` (the gateway has no change notification); bounded by [`WAIT`].
+    pub async fn wait_metric(&self, name: &str, condition: impl Fn(f64) -> bool) -> f64 {
+        self.wait_metric_where(name, "", condition).await
+    }
+
+    /// Like [`wait_metric`](Self::wait_metric), over the samples whose labels contain `label`.
+    pub async fn wait_metric_where(
+        &self,
+        name: &str,
+        label: &str,
+        condition: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let mut last = f64::NAN;
+        let waited = tokio::time::timeout(WAIT, async {
+            loop {
+                last = self.metric_where(name, label).await;
+                if condition(last) {
+                    return last;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| panic!("metric {name}{{{label}}} stuck at {last}"))
+    }
+
+    /// A fresh access token for `identity` in `room` that expired an hour ago.
+    pub fn expired_token(&self, room: &str, identity: &str) -> String {
+        let issued = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+        let claims = strait_gateway::auth::AccessClaims::new(
+            identity,
+            room,
+            Grants::participant(),
+            issued,
+            Duration::from_secs(3600),
+        );
+        let shared = self.shared();
+        shared
+            .keys
+            .mint(&shared.mint_key, &claims)
+            .expect("mint an expired token")
+    }
+}
+
+/// Like [`metric_value`], over the samples whose label set contains `label`.
+pub fn metric_value_where(body: &str, name: &str, label: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let metric = key.split('{').next()?;
+            (metric == name && key.contains(label))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// A raw protocol session: a quinn connection with ALPN `strait/1` and its control stream, driven
+/// frame by frame, for sending what a well-behaved client never would.
+///
+/// Nothing is sent on connect: the control stream exists for the server only once the first
+/// bytes are written on it (a QUIC stream is opened by its first frame).
+#[derive(Debug)]
+pub struct RawSession {
+    /// The client endpoint (its own UDP socket on `127.0.0.1:0`).
+    pub endpoint: quinn::Endpoint,
+    /// The connection.
+    pub conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    reader: strait_protocol::FrameReader,
+    pending: bytes::Bytes,
+    /// Frames of unknown kinds the server sent (skipped).
+    pub unknown_kinds: u32,
+}
+
+impl RawSession {
+    /// Connects to the gateway directly.
+    pub async fn connect(gw: &TestGateway) -> RawSession {
+        Self::connect_to(gw, gw.quic_addr(), None).await
+    }
+
+    /// Connects to `addr` (a relay in front of `gw`), pinning `gw`'s certificate, with the given
+    /// QUIC idle timeout and a keep-alive at a quarter of it (quinn's defaults when `None`: no
+    /// keep-alive), so that only a dead path ends the connection.
+    pub async fn connect_to(
+        gw: &TestGateway,
+        addr: SocketAddr,
+        idle_timeout: Option<Duration>,
+    ) -> RawSession {
+        let hash = *gw.gateway.cert_fingerprint().as_bytes();
+        let tls = strait_client::tls_client_config(
+            &Trust::Hashes(vec![hash]),
+            strait_client::ALPN_STRAIT,
+        )
+        .expect("tls config");
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls config");
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        if let Some(idle) = idle_timeout {
+            transport.max_idle_timeout(Some(idle.try_into().expect("idle timeout")));
+            transport.keep_alive_interval(Some(idle / 4));
+        }
+        config.transport_config(Arc::new(transport));
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("client endpoint");
+        endpoint.set_default_client_config(config);
+        let conn = tokio::time::timeout(WAIT, async {
+            endpoint
+                .connect(addr, "127.0.0.1")
+                .expect("connect")
+                .await
+                .expect("handshake")
+        })
+        .await
+        .expect("handshake in time");
+        let (send, recv) = conn.open_bi().await.expect("open the control stream");
+        RawSession {
+            endpoint,
+            conn,
+            send,
+            recv,
+            reader: strait_protocol::FrameReader::default(),
+            pending: bytes::Bytes::new(),
+            unknown_kinds: 0,
+        }
+    }
+
+    /// Connects and exchanges hellos with `hello`; returns the session and the `ServerHello`.
+    /// Panics if the server answers anything else first.
+    pub async fn hello_with(
+        gw: &TestGateway,
+        hello: strait_protocol::ClientHello,
+    ) -> (RawSession, strait_protocol::ServerHello) {
+        let mut raw = Self::connect(gw).await;
+        let server_hello = raw.send_hello(hello).await;
+        (raw, server_hello)
+    }
+
+    /// Connects with a valid access token for `identity` in `room` (no resume).
+    pub async fn hello(
+        gw: &TestGateway,
+        room: &str,
+        identity: &str,
+    ) -> (RawSession, strait_protocol::ServerHello) {
+        Self::hello_with(gw, client_hello(gw.token(room, identity), None)).await
+    }
+
+    /// Sends `hello` and waits for `ServerHello`.
+    pub async fn send_hello(
+        &mut self,
+        hello: strait_protocol::ClientHello,
+    ) -> strait_protocol::ServerHello {
+        use strait_protocol::ControlMessage;
+        self.send_frame(&ControlMessage::ClientHello(hello)).await;
+        match self.expect_message().await {
+            ControlMessage::ServerHello(h) => h,
+            other => panic!("expected ServerHello, got {other:?}"),
+        }
+    }
+
+    /// Writes one frame carrying `message`.
+    pub async fn send_frame(&mut self, message: &strait_protocol::ControlMessage) {
+        let mut wire = Vec::new();
+        strait_protocol::encode_frame(message, usize::MAX, &mut wire).expect("encode");
+        self.send_raw(&wire).await;
+    }
+
+    /// Writes bytes on the control stream as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.send
+            .write_all(bytes)
+            .await
+            .expect("write control bytes");
+    }
+
+    /// Sends a datagram as it is.
+    pub fn send_datagram(&self, payload: &[u8]) {
+        self.conn
+            .send_datagram(bytes::Bytes::copy_from_slice(payload))
+            .expect("send datagram");
+    }
+
+    /// The next message from the server (frames of unknown kinds are skipped and counted);
+    /// `None` once the control stream or the connection has ended. Panics on a malformed frame.
+    /// Cancel-safe.
+    pub async fn next_message(&mut self) -> Option<strait_protocol::ControlMessage> {
+        use strait_protocol::Decoded;
+        loop {
+            match self.reader.next_message(&mut self.pending) {
+                Ok(Some(Decoded::Message(m))) => return Some(m),
+                Ok(Some(Decoded::UnknownKind(_))) => {
+                    self.unknown_kinds += 1;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => panic!("malformed frame from the gateway: {e}"),
+            }
+            match self.recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => self.pending = chunk.bytes,
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next message, within [`WAIT`]; panics if none comes.
+    pub async fn expect_message(&mut self) -> strait_protocol::ControlMessage {
+        tokio::time::timeout(WAIT, self.next_message())
+            .await
+            .expect("a message in time")
+            .expect("the control stream is open")
+    }
+
+    /// Reads messages until one matches `pick`; panics if the stream ends first or nothing
+    /// matches within [`WAIT`]. Returns the match and what was skipped.
+    pub async fn expect_where<T>(
+        &mut self,
+        mut pick: impl FnMut(&strait_protocol::ControlMessage) -> Option<T>,
+    ) -> (T, Vec<strait_protocol::ControlMessage>) {
+        let mut skipped = Vec::new();
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(m) = self.next_message().await {
+                if let Some(t) = pick(&m) {
+                    return Some(t);
+                }
+                skipped.push(m);
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(t)) => (t, skipped),
+            Ok(None) => panic!(
+                "control stream ended ({:?}) before the expected message; got {skipped:?}",
+                self.conn.close_reason()
+            ),
+            Err(_) => panic!("expected message not received in time; got {skipped:?}"),
+        }
+    }
+
+    /// Joins `room` with request id `request` and waits for `Joined`.
+    pub async fn join(&mut self, request: u32, room: &str) -> strait_protocol::Joined {
+        use strait_protocol::{ControlMessage, Join, RequestId, RoomId};
+        self.send_frame(&ControlMessage::Join(Join {
+            request: RequestId(request),
+            room: RoomId(room.into()),
+            name: String::new(),
+        }))
+        .await;
+        let (joined, _) = self
+            .expect_where(|m| match m {
+                ControlMessage::Joined(j) if j.request == RequestId(request) => Some(Ok(j.clone())),
+                ControlMessage::Error(e) if e.request == Some(RequestId(request)) => {
+                    Some(Err(e.clone()))
+                }
+                _ => None,
+            })
+            .await;
+        joined.unwrap_or_else(|e| panic!("join refused: {e:?}"))
+    }
+
+    /// Sends `Ping { nonce }` and waits for its `Pong`; returns what came before it.
+    pub async fn ping(&mut self, nonce: u64) -> Vec<strait_protocol::ControlMessage> {
+        use strait_protocol::{ControlMessage, Ping};
+        self.send_frame(&ControlMessage::Ping(Ping { nonce })).await;
+        let ((), skipped) = self
+            .expect_where(|m| {
+                matches!(m, ControlMessage::Pong(p) if p.nonce == nonce).then_some(())
+            })
+            .await;
+        skipped
+    }
+
+    /// Waits (within [`WAIT`]) until the connection is closed and returns the application close
+    /// code; panics if it ended any other way.
+    pub async fn closed(&self) -> strait_protocol::ErrorCode {
+        let error = tokio::time::timeout(WAIT, self.conn.closed())
+            .await
+            .expect("the gateway closes the connection in time");
+        match error {
+            quinn::ConnectionError::ApplicationClosed(close) => strait_protocol::ErrorCode(
+                u32::try_from(close.error_code.into_inner()).expect("a u32 close code"),
+            ),
+            other => panic!("the connection ended without an application close: {other}"),
+        }
+    }
+
+    /// Reads every message until the control stream ends, then returns them with the close code.
+    /// The gateway sends `Error` before closing, but a close can overtake that frame (section
+    /// 7.1 of the protocol), so callers check the `Error` only when it arrived.
+    pub async fn drain_until_closed(
+        &mut self,
+    ) -> (
+        Vec<strait_protocol::ControlMessage>,
+        strait_protocol::ErrorCode,
+    ) {
+        let mut messages = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            while let Some(m) = self.next_message().await {
+                messages.push(m);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the gateway did not end the session; got {messages:?}"));
+        let code = self.closed().await;
+        (messages, code)
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_open(&self) -> bool {
+        self.conn.close_reason().is_none()
+    }
+
+    /// Closes the connection with `NONE` (a leave) and waits, briefly, until the close is sent.
+    /// Call it before stopping the gateway, which otherwise waits for the session until its drain
+    /// deadline.
+    pub async fn close(self) {
+        self.conn.close(
+            quinn::VarInt::from_u32(strait_protocol::ErrorCode::NONE.0),
+            b"done",
+        );
+        let _ = tokio::time::timeout(WAIT, self.endpoint.wait_idle()).await;
+    }
+}
+
+/// A `ClientHello` for protocol version 1.
+pub fn client_hello(token: String, resume: Option<String>) -> strait_protocol::ClientHello {
+    strait_protocol::ClientHello {
+        version: strait_protocol::PROTOCOL_VERSION,
+        token,
+        resume: resume.map(strait_protocol::ResumeToken),
+        agent: "strait-tests/raw".into(),
+    }
+}
+
+/// A publish spec for one Opus layer (payload type [`rtp::OPUS_PT`]).
+pub fn opus_spec() -> strait_client::PublishSpec {
+    strait_client::PublishSpec {
+        kind: strait_protocol::TrackKind::Audio,
+        codec: strait_protocol::Codec {
+            name: "opus".into(),
+            payload_type: rtp::OPUS_PT,
+            clock_rate: 48_000,
+            channels: 2,
+            fmtp: String::new(),
+        },
+        source: "microphone".into(),
+        layers: vec![strait_client::LayerSpec::default()],
+        muted: false,
+    }
+}
+
+/// Waits until `session` knows a track of another participant and returns it.
+pub async fn wait_for_track(session: &Session) -> strait_protocol::TrackInfo {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let me = session.participant();
+            if let Some(track) = session.tracks().into_iter().find(|t| t.participant != me) {
+                return track;
+            }
+            if session.next_event().await.is_none() {
+                panic!("session ended while waiting for a track");
+            }
+        }
+    })
+    .await
+    .expect("a track announced in time")
+}
+
+/// What a [`Streamer`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamReport {
+    /// Packets handed to the session.
+    pub sent: u32,
+    /// Packets refused because the session was reconnecting.
+    pub not_connected: u32,
+    /// Packets refused for another reason.
+    pub failed: u32,
+}
+
+/// A publisher task: one Opus packet every `period` on `media`, carrying its index, until stopped
+/// or `max_packets` have been attempted (the loop is bounded in count, hence in time).
+#[derive(Debug)]
+pub struct Streamer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<StreamReport>,
+}
+
+impl Streamer {
+    /// Starts sending packets `first..first + max_packets` with SSRC `ssrc`.
+    pub fn start(
+        session: Arc<Session>,
+        media: strait_protocol::MediaId,
+        ssrc: u32,
+        first: u32,
+        max_packets: u32,
+        period: Duration,
+    ) -> Streamer {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut report = StreamReport::default();
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for index in first..first.saturating_add(max_packets) {
+                tick.tick().await;
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                // RTP sequence numbers wrap at 2^16.
+                let packet = rtp::opus(index as u16, index.wrapping_mul(960), ssrc, index);
+                match session.send_rtp(media, &packet) {
+                    Ok(()) => report.sent += 1,
+                    Err(strait_client::SendError::NotConnected) => report.not_connected += 1,
+                    Err(_) => report.failed += 1,
+                }
+            }
+            report
+        });
+        Streamer { stop, task }
+    }
+
+    /// Stops the loop and returns what it did.
+    pub async fn stop(self) -> StreamReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the streamer stops in time")
+            .expect("the streamer does not panic")
+    }
+}

@@ -4,6 +4,7 @@
 
 mod admission;
 mod bad_input;
+mod certs;
 mod drain;
 mod forwarding;
 mod migration;

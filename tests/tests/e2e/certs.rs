@@ -1,0 +1,68 @@
+//! Development certificates rotate without dropping sessions: the next certificate's hash is
+//! published before it is served, new connections get it, existing sessions go on.
+
+use std::time::{Duration, SystemTime};
+
+use strait_certs::RotationPolicy;
+use strait_client::{Client, Transport, Trust};
+use strait_tests::fixture::{TestGateway, WAIT, http_get};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_publishes_both_hashes_and_keeps_sessions() {
+    let gw = TestGateway::start().await;
+    let old = gw.gateway.cert_fingerprint();
+    let session = gw.native("rotate", "alice").await;
+
+    // Drive the rotation policy as if eleven days had passed: mint, publish, then serve the next.
+    let policy = RotationPolicy::default();
+    let later = SystemTime::now() + Duration::from_secs(11 * 24 * 3600);
+    let certs = &gw.shared().certs;
+    let mut steps = 0;
+    while certs.current().fingerprint == old {
+        certs
+            .rotate_step(&policy, &[], later)
+            .expect("rotation step");
+        steps += 1;
+        assert!(
+            steps < 10,
+            "the policy promotes the next certificate within a few steps"
+        );
+    }
+    let new = gw.gateway.cert_fingerprint();
+    assert_ne!(new, old);
+
+    // Both hashes are published while the old certificate is still valid.
+    let hashes = http_get(gw.http_addr(), "/v1/cert-hashes").await;
+    assert!(
+        hashes.contains(&old.to_base64()),
+        "old hash still published: {hashes}"
+    );
+    assert!(
+        hashes.contains(&new.to_base64()),
+        "new hash published: {hashes}"
+    );
+
+    // The session made with the old certificate goes on.
+    session.ping().await.expect("existing session unaffected");
+
+    // A new connection gets the new certificate: pinning only the old hash fails, the new works.
+    let mut stale = gw.client_config(Transport::Quic, gw.token("rotate", "bob"));
+    stale.trust = Trust::Hashes(vec![*old.as_bytes()]);
+    stale.auto_resume = false;
+    let refused = tokio::time::timeout(WAIT, Client::connect(stale))
+        .await
+        .expect("answer");
+    assert!(
+        refused.is_err(),
+        "a client pinning only the old hash is refused"
+    );
+    let mut fresh = gw.client_config(Transport::Quic, gw.token("rotate", "bob"));
+    fresh.trust = Trust::Hashes(vec![*new.as_bytes()]);
+    let bob = tokio::time::timeout(WAIT, Client::connect(fresh))
+        .await
+        .expect("answer")
+        .expect("a client pinning the new hash connects");
+    bob.close().await;
+    session.close().await;
+    gw.stop().await;
+}
