@@ -1,25 +1,9 @@
 //! Admission and limits: connections and requests beyond the configured limits are refused with
 //! the documented error, and the sessions already admitted are unaffected.
 
-use strait_client::{Client, ClientError, LayerSpec, PublishSpec, Transport};
-use strait_protocol::{Codec, ErrorCode, TrackKind};
-use strait_tests::fixture::{TestGateway, WAIT, rtp};
-
-fn audio() -> PublishSpec {
-    PublishSpec {
-        kind: TrackKind::Audio,
-        codec: Codec {
-            name: "opus".into(),
-            payload_type: rtp::OPUS_PT,
-            clock_rate: 48_000,
-            channels: 2,
-            fmtp: String::new(),
-        },
-        source: "microphone".into(),
-        layers: vec![LayerSpec::default()],
-        muted: false,
-    }
-}
+use strait_client::{Client, ClientError, Transport};
+use strait_protocol::ErrorCode;
+use strait_tests::fixture::{TestGateway, WAIT, opus_spec};
 
 async fn try_connect(
     gw: &TestGateway,
@@ -100,8 +84,8 @@ async fn room_and_track_limits_answer_limit_exceeded() {
     // A refused request does not end the session.
     bob.ping().await.expect("bob's session goes on");
 
-    alice.publish(audio()).await.expect("first track");
-    match alice.publish(audio()).await {
+    alice.publish(opus_spec()).await.expect("first track");
+    match alice.publish(opus_spec()).await {
         Err(ClientError::Rejected { code, .. }) => assert_eq!(code, ErrorCode::LIMIT_EXCEEDED),
         other => panic!("a second track beyond the limit is refused: {other:?}"),
     }

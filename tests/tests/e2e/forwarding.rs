@@ -2,25 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use strait_client::{LayerSpec, PublishSpec, Session, SessionEvent};
-use strait_protocol::{Codec, TrackId, TrackKind};
-use strait_tests::fixture::{TestGateway, WAIT, rtp};
-
-fn opus_spec() -> PublishSpec {
-    PublishSpec {
-        kind: TrackKind::Audio,
-        codec: Codec {
-            name: "opus".into(),
-            payload_type: rtp::OPUS_PT,
-            clock_rate: 48_000,
-            channels: 2,
-            fmtp: String::new(),
-        },
-        source: "microphone".into(),
-        layers: vec![LayerSpec::default()],
-        muted: false,
-    }
-}
+use strait_client::{Session, SessionEvent};
+use strait_protocol::TrackId;
+use strait_tests::fixture::{TestGateway, WAIT, opus_spec, rtp};
 
 /// Waits until `session` has seen `TrackPublished` for `count` tracks other than its own.
 async fn wait_for_tracks(session: &Session, count: usize) -> Vec<TrackId> {
