@@ -8,6 +8,7 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/cert-hashes` | SHA-256 hashes of the QUIC certificates for `serverCertificateHashes` |
 //! | `POST /v1/dev/token` | mints an access token (development mode only) |
+//! | `GET /`, `/app.js`, … | the web demo (`web-demo/`), embedded in the binary |
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,8 +34,87 @@ pub fn router(shared: Arc<Shared>) -> Router {
     if shared.config.dev_token_endpoint() {
         router = router.route("/v1/dev/token", post(dev_token));
     }
+    for asset in DEMO {
+        router = router.route(asset.path, get(move || async move { asset.response() }));
+    }
     router.with_state(shared)
 }
+
+/// One file of the web demo, compiled into the binary so that `strait serve` serves the demo
+/// with no files beside it.
+#[derive(Debug)]
+pub struct Asset {
+    /// The URL path.
+    pub path: &'static str,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    /// Its bytes.
+    pub body: &'static [u8],
+}
+
+impl Asset {
+    fn response(&'static self) -> Response {
+        (
+            [
+                (header::CONTENT_TYPE, self.content_type),
+                // The demo changes with the binary; a browser revalidates rather than mixing versions.
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            self.body,
+        )
+            .into_response()
+    }
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// The web demo's files (`web-demo/`): plain ES modules, no build step. A new module of the demo
+/// needs a line here.
+pub const DEMO: &[Asset] = &[
+    Asset {
+        path: "/",
+        content_type: HTML,
+        body: include_bytes!("../../web-demo/index.html"),
+    },
+    Asset {
+        path: "/index.html",
+        content_type: HTML,
+        body: include_bytes!("../../web-demo/index.html"),
+    },
+    Asset {
+        path: "/style.css",
+        content_type: CSS,
+        body: include_bytes!("../../web-demo/style.css"),
+    },
+    Asset {
+        path: "/app.js",
+        content_type: JS,
+        body: include_bytes!("../../web-demo/app.js"),
+    },
+    Asset {
+        path: "/session.js",
+        content_type: JS,
+        body: include_bytes!("../../web-demo/session.js"),
+    },
+    Asset {
+        path: "/media.js",
+        content_type: JS,
+        body: include_bytes!("../../web-demo/media.js"),
+    },
+    Asset {
+        path: "/rtp.js",
+        content_type: JS,
+        body: include_bytes!("../../web-demo/rtp.js"),
+    },
+    Asset {
+        path: "/protocol.js",
+        content_type: JS,
+        body: include_bytes!("../../web-demo/protocol.js"),
+    },
+];
 
 async fn healthz() -> &'static str {
     "ok\n"

@@ -1,0 +1,460 @@
+// The Strait web demo page: join a room over WebTransport, publish the camera and microphone,
+// show and play everyone else.
+//
+// URL: `/?room=<room>&name=<display name>`; without `room` the page shows a join form.
+//
+// Test hook: `window.strait` holds the live state (`state`), media statistics (`stats`) and every
+// error shown to the user (`errors`). The browser test (test/browser.mjs) reads it.
+
+import { AudioPlayer, AudioReceiver, Publisher, VideoReceiver, emptyRemoteStats, missingMediaApis } from './media.js';
+import { ErrorCode, errorCodeName } from './protocol.js';
+import { Session } from './session.js';
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  roomLabel: $('room-label'),
+  status: $('status'),
+  rtt: $('rtt'),
+  sound: $('sound'),
+  muteAudio: $('mute-audio'),
+  muteVideo: $('mute-video'),
+  leave: $('leave'),
+  error: $('error'),
+  notice: $('notice'),
+  form: $('join-form'),
+  grid: $('grid'),
+  list: $('participants'),
+};
+
+const hook = {
+  state: { phase: 'starting', room: null, me: null, name: null, participants: {}, error: null, notice: null },
+  stats: { rttMs: null, sent: null, remote: {} },
+  errors: [],
+};
+window.strait = hook;
+
+/** Everyone in the room but us: participant id → {info, tile, canvas, stats, tracks: Set}. */
+const participants = new Map();
+/** Tracks of others: track id → {info, media, receiver}. */
+const tracks = new Map();
+/** Subscriptions by the media id the gateway chose: media id → receiver. */
+const receivers = new Map();
+const player = new AudioPlayer();
+
+let session = null;
+let publisher = null;
+/** Our own tile (camera preview). */
+let leaving = false;
+let goingAway = null;
+
+// ---------------------------------------------------------------------------------------------
+// What the user sees.
+
+function setStatus(text, live = false) {
+  el.status.textContent = text;
+  el.status.classList.toggle('live', live);
+}
+
+function showError(text) {
+  hook.state.error = text;
+  hook.errors.push(text);
+  el.error.textContent = text;
+  el.error.hidden = false;
+  setStatus('not connected');
+  console.error(`strait: ${text}`);
+}
+
+/** An error that does not end the session (a refused request, a decoder problem). */
+function reportProblem(text) {
+  hook.errors.push(text);
+  console.warn(`strait: ${text}`);
+}
+
+function showNotice(text) {
+  hook.state.notice = text;
+  el.notice.textContent = text;
+  el.notice.hidden = false;
+}
+
+function makeTile(label, media) {
+  const tile = document.createElement('div');
+  tile.className = 'tile';
+  const head = document.createElement('div');
+  head.className = 'label';
+  const name = document.createElement('span');
+  name.textContent = label;
+  const badge = document.createElement('span');
+  badge.className = 'badge';
+  head.append(name, badge);
+  const stats = document.createElement('div');
+  stats.className = 'stats';
+  tile.append(media, head, stats);
+  el.grid.append(tile);
+  return { tile, badge, statsLine: stats };
+}
+
+function displayName(info) {
+  return info.name || info.identity || `participant ${info.participant}`;
+}
+
+function renderList() {
+  el.list.replaceChildren();
+  if (hook.state.me !== null) {
+    const li = document.createElement('li');
+    li.className = 'me';
+    li.textContent = hook.state.name || 'me';
+    el.list.append(li);
+  }
+  for (const p of participants.values()) {
+    const li = document.createElement('li');
+    li.textContent = displayName(p.info);
+    li.dataset.participant = String(p.info.participant);
+    el.list.append(li);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The room.
+
+function addParticipant(info) {
+  if (info.participant === hook.state.me || participants.has(info.participant)) return;
+  const canvas = document.createElement('canvas');
+  canvas.width = 640;
+  canvas.height = 480;
+  canvas.dataset.participant = String(info.participant);
+  const view = makeTile(displayName(info), canvas);
+  view.tile.dataset.participant = String(info.participant);
+  const stats = emptyRemoteStats(displayName(info));
+  hook.stats.remote[String(info.participant)] = stats;
+  hook.state.participants[String(info.participant)] = { name: info.name, identity: info.identity };
+  participants.set(info.participant, { info, canvas, stats, view, tracks: new Set(), lastBytes: 0 });
+  renderList();
+}
+
+function removeParticipant(id) {
+  const p = participants.get(id);
+  if (!p) return;
+  for (const track of p.tracks) dropTrack(track);
+  p.view.tile.remove();
+  participants.delete(id);
+  delete hook.state.participants[String(id)];
+  delete hook.stats.remote[String(id)];
+  renderList();
+}
+
+function dropTrack(trackId) {
+  const t = tracks.get(trackId);
+  if (!t) return;
+  tracks.delete(trackId);
+  if (t.media !== null) receivers.delete(t.media);
+  t.receiver?.close();
+  participants.get(t.info.participant)?.tracks.delete(trackId);
+}
+
+function updateBadges(p) {
+  const muted = [...p.tracks].map((id) => tracks.get(id)).filter((t) => t?.info.muted);
+  p.view.badge.textContent = muted.map((t) => (t.info.kind === 'Audio' ? 'mic off' : 'camera off')).join(' · ');
+}
+
+async function subscribe(info) {
+  const p = participants.get(info.participant);
+  if (!p) return;
+  const codec = info.codec.name.toLowerCase();
+  const supported = (info.kind === 'Video' && codec === 'vp8') || (info.kind === 'Audio' && codec === 'opus');
+  tracks.set(info.track, { info, media: null, receiver: null });
+  p.tracks.add(info.track);
+  updateBadges(p);
+  if (!supported) {
+    reportProblem(`not subscribing to ${displayName(p.info)}'s ${info.codec.name} track: this demo decodes VP8 and Opus`);
+    return;
+  }
+  let subscribed;
+  try {
+    subscribed = await session.request('Subscribe', { track: info.track, max_layer: null });
+  } catch (e) {
+    reportProblem(`subscribing to ${displayName(p.info)}'s ${info.source}: ${e.message}`);
+    return;
+  }
+  const t = tracks.get(info.track);
+  if (!t) return; // unpublished while we waited
+  t.media = subscribed.media;
+  t.receiver =
+    info.kind === 'Video'
+      ? new VideoReceiver({ session, media: subscribed.media, canvas: p.canvas, stats: p.stats })
+      : new AudioReceiver({ media: subscribed.media, player, key: info.participant, stats: p.stats });
+  receivers.set(subscribed.media, t.receiver);
+}
+
+function onMessage(name, m) {
+  switch (name) {
+    case 'Joined':
+      hook.state.me = m.me.participant;
+      hook.state.room = m.room;
+      renderList();
+      break;
+    case 'ParticipantJoined':
+      addParticipant(m);
+      break;
+    case 'ParticipantLeft':
+      removeParticipant(m.participant);
+      break;
+    case 'TrackPublished':
+      if (m.participant !== hook.state.me) subscribe(m);
+      break;
+    case 'TrackUnpublished': {
+      const p = participants.get(m.participant);
+      dropTrack(m.track);
+      if (p) updateBadges(p);
+      break;
+    }
+    case 'TrackMuted': {
+      const t = tracks.get(m.track);
+      if (t) {
+        t.info.muted = m.muted;
+        const p = participants.get(t.info.participant);
+        if (p) updateBadges(p);
+      }
+      break;
+    }
+    case 'KeyframeRequest':
+      publisher?.keyframeRequested({ track: m.track });
+      break;
+    case 'GoAway':
+      goingAway = m;
+      showNotice(
+        `The gateway is going away (${errorCodeName(m.code)})` +
+          (m.redirect ? `; it points to ${m.redirect}` : '') +
+          '. Reload the page to join again.',
+      );
+      break;
+    case 'Error':
+      if (m.request === null) showError(`The gateway ended the session: ${errorCodeName(m.code)}${m.reason ? ` — ${m.reason}` : ''}`);
+      else reportProblem(`request ${m.request} failed: ${errorCodeName(m.code)} ${m.reason}`);
+      break;
+    default:
+      break;
+  }
+}
+
+function onClosed({ code, message }) {
+  hook.state.phase = 'closed';
+  publisher?.stop();
+  for (const receiver of receivers.values()) receiver.close();
+  receivers.clear();
+  for (const b of [el.muteAudio, el.muteVideo, el.leave]) b.disabled = true;
+  // After Leave, the gateway closes the connection; Chromium may report that as a lost
+  // connection rather than a session closed with NONE.
+  if (leaving && (code === ErrorCode.NONE || code === null)) {
+    setStatus('left');
+    showNotice('You left the room. Reload the page to join again.');
+  } else if (goingAway || code === ErrorCode.GOING_AWAY) {
+    setStatus('disconnected');
+    showNotice('The gateway went away (it is draining). Reload the page to join again.');
+  } else if (!hook.state.error) {
+    showError(`The session ended: ${message}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Controls and statistics.
+
+function wireControls() {
+  const toggle = (button, kind, on, off) => {
+    button.addEventListener('click', async () => {
+      const muted = button.getAttribute('aria-pressed') !== 'true';
+      button.disabled = true;
+      try {
+        await publisher.setMuted(kind, muted);
+        button.setAttribute('aria-pressed', String(muted));
+        button.textContent = muted ? off : on;
+      } catch (e) {
+        reportProblem(`${kind} mute: ${e.message}`);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  };
+  toggle(el.muteAudio, 'Audio', 'Mute microphone', 'Unmute microphone');
+  toggle(el.muteVideo, 'Video', 'Stop camera', 'Start camera');
+  el.leave.addEventListener('click', async () => {
+    leaving = true;
+    el.leave.disabled = true;
+    try {
+      await session.request('Leave', {});
+    } catch {
+      // The session closes either way.
+    }
+    session.close(ErrorCode.NONE, 'left');
+  });
+  el.sound.addEventListener('click', () => player.resume().then(() => (el.sound.hidden = true)));
+}
+
+function formatStats(s) {
+  return (
+    `${s.bitrateKbps} kbit/s · ${s.videoFrames} video frames · ${s.audioFrames} audio frames · ` +
+    `${s.packetsLost} lost · ${s.keyframeRequests} keyframe requests` +
+    (s.width ? ` · ${s.width}×${s.height}` : '')
+  );
+}
+
+function tick() {
+  hook.stats.rttMs = session?.rttMs ?? null;
+  el.rtt.textContent = hook.stats.rttMs === null ? '' : `RTT ${hook.stats.rttMs.toFixed(1)} ms`;
+  if (publisher) {
+    hook.stats.sent = { ...publisher.stats, bytes: publisher.bytesSent };
+    if (local) {
+      local.statsLine.textContent = `sending ${publisher.stats.videoFrames} frames · ${publisher.stats.keyframes} keyframes`;
+    }
+  }
+  for (const p of participants.values()) {
+    p.stats.bitrateKbps = Math.round(((p.stats.bytes - p.lastBytes) * 8) / 1000);
+    p.lastBytes = p.stats.bytes;
+    p.view.statsLine.textContent = formatStats(p.stats);
+  }
+  hook.stats.audio = { context: player.context?.state ?? null, buffersPlayed: player.buffersPlayed };
+  el.sound.hidden = !player.suspended;
+}
+
+let local = null;
+
+// ---------------------------------------------------------------------------------------------
+// Start.
+
+async function fetchJson(what, url, init) {
+  let response;
+  try {
+    response = await fetch(url, init);
+  } catch (e) {
+    throw new Error(`Could not reach the gateway for ${what} (${e.message}).`);
+  }
+  if (response.status === 404 && url.includes('/dev/token')) {
+    throw new Error(
+      'This gateway does not mint development tokens (/v1/dev/token is off because it runs with ' +
+        'configured API keys). Get a token from your backend or with `strait token create`.',
+    );
+  }
+  if (!response.ok) {
+    const body = (await response.text()).trim();
+    throw new Error(`The gateway refused ${what}: HTTP ${response.status}${body ? ` — ${body}` : ''}.`);
+  }
+  return response.json();
+}
+
+/** `text` cut to at most `max` bytes of UTF-8, at a character boundary. */
+function truncateUtf8(text, max) {
+  const encoder = new TextEncoder();
+  let out = '';
+  let size = 0;
+  for (const ch of text) {
+    size += encoder.encode(ch).length;
+    if (size > max) break;
+    out += ch;
+  }
+  return out;
+}
+
+function randomSuffix() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(3)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function start() {
+  const params = new URLSearchParams(location.search);
+  const room = params.get('room');
+  if (!room) {
+    el.form.hidden = false;
+    el.form.elements.name.value = `guest-${randomSuffix().slice(0, 4)}`;
+    setStatus('choose a room');
+    hook.state.phase = 'form';
+    return;
+  }
+  const name = truncateUtf8(params.get('name') || `guest-${randomSuffix().slice(0, 4)}`, 256);
+  hook.state.name = name;
+  el.roomLabel.textContent = `room “${room}” as ${name}`;
+
+  if (typeof WebTransport !== 'function') {
+    hook.state.phase = 'error';
+    showError(
+      'This browser has no WebTransport, which this demo needs. Use a recent Chromium, Chrome or Edge. ' +
+        'A WebRTC fallback for other browsers is planned, waiting on the WebRTC bridge, which the gateway does not have yet.',
+    );
+    return;
+  }
+  const missing = missingMediaApis();
+  if (missing) {
+    hook.state.phase = 'error';
+    showError(`${missing} Use a recent Chromium, Chrome or Edge.`);
+    return;
+  }
+
+  hook.state.phase = 'connecting';
+  setStatus('connecting…');
+  const identity = `${truncateUtf8(name, 100)}-${randomSuffix()}`;
+  const grant = await fetchJson('a development token', '/v1/dev/token', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ room, identity, name }),
+  });
+  const { hashes } = await fetchJson('the certificate hashes', '/v1/cert-hashes');
+
+  session = new Session({ url: grant.url, certificateHashes: hashes });
+  session.onMessage = onMessage;
+  session.onMedia = (media, rtp) => receivers.get(media)?.push(rtp);
+  session.onKeyframeRequest = (request) => publisher?.keyframeRequested(request);
+  session.onClosed = onClosed;
+  await session.connect();
+
+  // One round trip: Join right after ClientHello (PROTOCOL.md §7.1).
+  const hello = session.hello(grant.token);
+  const joining = session.request('Join', { room, name });
+  await hello;
+  await joining;
+  hook.state.phase = 'joined';
+  setStatus(`live · you are ${name}`, true);
+  session.startPings();
+  setInterval(tick, 1000);
+  wireControls();
+  el.leave.disabled = false;
+
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true },
+      video: { width: 640, height: 480, frameRate: 30 },
+    });
+  } catch (e) {
+    showNotice(`Camera or microphone unavailable (${e.name}: ${e.message}); you can still see and hear the others.`);
+    return;
+  }
+  const preview = document.createElement('video');
+  preview.muted = true;
+  preview.autoplay = true;
+  preview.playsInline = true;
+  preview.srcObject = stream;
+  local = makeTile(`${name} (you)`, preview);
+  local.tile.classList.add('local');
+  el.grid.prepend(local.tile);
+
+  publisher = new Publisher(session, stream, { onError: reportProblem });
+  try {
+    await publisher.start();
+  } catch (e) {
+    // A token without the publish grant, say: the others can still be seen and heard.
+    reportProblem(`publishing: ${e.message}`);
+    showNotice(`Your camera and microphone are not published (${e.message}); you can still see and hear the others.`);
+    return;
+  }
+  hook.state.phase = 'publishing';
+  el.muteAudio.disabled = !publisher.audio;
+  el.muteVideo.disabled = !publisher.video;
+}
+
+document.addEventListener('click', () => {
+  if (player.suspended) player.resume();
+});
+
+start().catch((e) => {
+  hook.state.phase = 'error';
+  session?.close(ErrorCode.NONE, 'page error');
+  // A session-level Error from the gateway has been shown already, in better words.
+  if (!hook.state.error) showError(e?.message ?? String(e));
+});

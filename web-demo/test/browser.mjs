@@ -1,0 +1,275 @@
+// Drives the web demo in headless Chromium (playwright-core, the system's Chromium; no browser
+// download): two pages in one room publish their fake camera and microphone and must see and
+// hear each other; a third page given a wrong certificate hash must say so in words.
+//
+// Run by tests/tests/browser.rs (`cargo test -p strait-tests --test browser`), which starts a
+// gateway and passes its HTTP origin:
+//
+//     STRAIT_DEMO_URL=http://127.0.0.1:8080/ node web-demo/test/browser.mjs
+//
+// Environment: STRAIT_DEMO_URL (required), STRAIT_CHROMIUM (default /usr/bin/chromium),
+// STRAIT_ARTIFACTS (screenshots; default target/browser-artifacts), STRAIT_WAIT_MS (bound of each
+// wait; default 30000). Exit status 0 when every check passed.
+
+import { mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+if (process.env.NODE_TEST_CONTEXT) {
+  // `node --test web-demo/test/` picks up every file of a test directory; this one needs a gateway.
+  const { test } = await import('node:test');
+  test('browser end-to-end', { skip: 'needs a gateway: run `cargo test -p strait-tests --test browser`' }, () => {});
+} else {
+  await main();
+}
+
+async function main() {
+  const demoUrl = process.env.STRAIT_DEMO_URL;
+  if (!demoUrl) fail('STRAIT_DEMO_URL is not set (the gateway\'s HTTP origin, e.g. http://127.0.0.1:8080/)');
+  const chromiumPath = process.env.STRAIT_CHROMIUM ?? '/usr/bin/chromium';
+  const artifacts = resolve(process.env.STRAIT_ARTIFACTS ?? join(here, '..', '..', 'target', 'browser-artifacts'));
+  const waitMs = Number(process.env.STRAIT_WAIT_MS ?? 30000);
+  mkdirSync(artifacts, { recursive: true });
+
+  let chromium;
+  try {
+    ({ chromium } = await import('playwright-core'));
+  } catch {
+    fail('playwright-core is not installed: run `npm ci` in web-demo/ (./scripts/test does)');
+  }
+
+  // A hard stop in case something hangs outside the bounded waits below.
+  const watchdog = setTimeout(() => {
+    console.error('browser test: overall time limit reached');
+    process.exit(2);
+  }, waitMs * 4 + 30000);
+
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      '--headless=new',
+      '--no-sandbox',
+      '--no-first-run',
+      '--disable-sync',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  console.log(`browser test: ${browser.version()} at ${chromiumPath}, demo at ${demoUrl}`);
+
+  const pages = [];
+  const openPage = async (label, url, prepare) => {
+    const context = await browser.newContext({ viewport: { width: 1000, height: 720 } });
+    const page = await context.newPage();
+    const logs = [];
+    page.on('console', (m) => logs.push(`[${label}] ${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => logs.push(`[${label}] page error: ${e.message}`));
+    if (prepare) await prepare(page);
+    await page.goto(url);
+    const entry = { label, page, logs };
+    pages.push(entry);
+    return entry;
+  };
+
+  const room = `browser-${Date.now().toString(36)}`;
+  const pageUrl = (name) => {
+    const u = new URL(demoUrl);
+    u.searchParams.set('room', room);
+    u.searchParams.set('name', name);
+    return u.toString();
+  };
+
+  let ok = false;
+  try {
+    const alice = await openPage('alice', pageUrl('alice'));
+    const bob = await openPage('bob', pageUrl('bob'));
+
+    for (const [me, other] of [
+      [alice, bob],
+      [bob, alice],
+    ]) {
+      const remote = await waitForRemoteVideo(me, other.label, waitMs);
+      console.log(`browser test: ${me.label} decodes ${other.label}'s video (participant ${remote.id}, ${remote.width}x${remote.height})`);
+      await waitForMovingPicture(me, remote.id, waitMs);
+      console.log(`browser test: ${me.label} sees ${other.label}'s picture change over time`);
+      const audio = await waitForStat(me, remote.id, 'audioFrames', 1, waitMs);
+      console.log(`browser test: ${me.label} decoded ${audio} audio frames of ${other.label}`);
+    }
+
+    await alice.page.screenshot({ path: join(artifacts, 'alice.png') });
+    await bob.page.screenshot({ path: join(artifacts, 'bob.png') });
+    await sideBySide(browser, artifacts, ['alice.png', 'bob.png'], 'two-pages.png');
+
+    // Mute: alice's microphone button sends SetMute; bob's tile of alice says so (TrackMuted).
+    const aliceOnBob = await remoteId(bob, 'alice');
+    await alice.page.click('#mute-audio');
+    await bob.page.waitForFunction(
+      (id) => document.querySelector(`.tile[data-participant="${id}"] .badge`)?.textContent.includes('mic off'),
+      aliceOnBob,
+      { timeout: waitMs },
+    );
+    console.log('browser test: alice muted her microphone and bob sees "mic off"');
+
+    // Leave: bob leaves; alice's participant list and grid drop him (ParticipantLeft).
+    const bobOnAlice = await remoteId(alice, 'bob');
+    await bob.page.click('#leave');
+    await bob.page.waitForFunction(() => window.strait.state.phase === 'closed', null, { timeout: waitMs });
+    await alice.page.waitForFunction(
+      (id) => !document.querySelector(`[data-participant="${id}"]`) && !window.strait.stats.remote[id],
+      bobOnAlice,
+      { timeout: waitMs },
+    );
+    const bobError = await bob.page.evaluate(() => window.strait.state.error);
+    if (bobError) throw new Error(`leaving showed an error: ${bobError}`);
+    console.log('browser test: bob left and alice no longer lists him');
+
+    // A wrong certificate hash (as a stale /v1/cert-hashes would give) must be explained in words.
+    const wrongHash = Buffer.alloc(32, 0xab);
+    const mallory = await openPage('wrong-certificate', pageUrl('mallory'), (page) =>
+      page.route('**/v1/cert-hashes', (route) =>
+        route.fulfill({
+          json: { hashes: [{ algorithm: 'sha-256', value: wrongHash.toString('base64'), hex: wrongHash.toString('hex') }] },
+        }),
+      ),
+    );
+    await mallory.page.waitForFunction(() => window.strait?.state.error, null, { timeout: waitMs });
+    const shown = await mallory.page.locator('#error').innerText();
+    const visible = await mallory.page.locator('#error').isVisible();
+    await mallory.page.screenshot({ path: join(artifacts, 'wrong-certificate.png') });
+    if (!visible || !/certificate/i.test(shown)) {
+      throw new Error(`the wrong-certificate page shows no certificate error (visible: ${visible}): "${shown}"`);
+    }
+    console.log(`browser test: the wrong-certificate page says: ${shown}`);
+
+    // A browser without WebTransport is told so (the WebRTC fallback does not exist yet).
+    const legacy = await openPage('no-webtransport', pageUrl('legacy'), (page) =>
+      page.addInitScript(() => {
+        delete window.WebTransport;
+      }),
+    );
+    await legacy.page.waitForFunction(() => window.strait?.state.error, null, { timeout: waitMs });
+    const legacyText = await legacy.page.locator('#error').innerText();
+    if (!/no WebTransport/.test(legacyText)) throw new Error(`the page without WebTransport says: "${legacyText}"`);
+    console.log('browser test: a browser without WebTransport is told so');
+
+    for (const { label, page } of [alice, bob]) {
+      const hook = await page.evaluate(() => JSON.parse(JSON.stringify(window.strait)));
+      console.log(`browser test: ${label} sent ${JSON.stringify(hook.stats.sent)}; received ${JSON.stringify(hook.stats.remote)}; audio output ${JSON.stringify(hook.stats.audio)}; rtt ${hook.stats.rttMs?.toFixed(2)} ms`);
+    }
+    console.log(`browser test: screenshots in ${artifacts}`);
+    ok = true;
+  } catch (e) {
+    console.error(`browser test FAILED: ${e.message}`);
+    for (const { label, page, logs } of pages) {
+      try {
+        const hook = await page.evaluate(() => JSON.stringify(window.strait ?? null));
+        console.error(`--- ${label}: window.strait = ${hook}`);
+        await page.screenshot({ path: join(artifacts, `failure-${label}.png`) });
+      } catch (inner) {
+        console.error(`--- ${label}: cannot read the page: ${inner.message}`);
+      }
+      for (const line of logs.slice(-30)) console.error(line);
+    }
+  } finally {
+    clearTimeout(watchdog);
+    await browser.close().catch(() => {});
+  }
+  process.exit(ok ? 0 : 1);
+}
+
+function fail(message) {
+  console.error(`browser test: ${message}`);
+  process.exit(1);
+}
+
+/** Waits until `me` decodes video frames of the participant named `otherName`; returns it. */
+async function waitForRemoteVideo(me, otherName, timeout) {
+  const handle = await me.page.waitForFunction(
+    (name) => {
+      const s = window.strait;
+      if (!s) return false;
+      if (s.state.error) return { error: s.state.error };
+      for (const [id, r] of Object.entries(s.stats.remote)) {
+        if (r.name === name && r.videoFrames >= 5) return { id, width: r.width, height: r.height };
+      }
+      return false;
+    },
+    otherName,
+    { timeout, polling: 100 },
+  );
+  const found = await handle.jsonValue();
+  if (found.error) throw new Error(`${me.label} shows an error: ${found.error}`);
+  return found;
+}
+
+/** The participant id under which `me` knows the participant named `name`. */
+async function remoteId(me, name) {
+  const id = await me.page.evaluate(
+    (name) => Object.entries(window.strait.stats.remote).find(([, r]) => r.name === name)?.[0] ?? null,
+    name,
+  );
+  if (!id) throw new Error(`${me.label} does not know ${name}`);
+  return id;
+}
+
+/** Waits until a statistic of one remote participant reaches `min`; returns its value. */
+async function waitForStat(me, id, stat, min, timeout) {
+  const handle = await me.page.waitForFunction(
+    ([id, stat, min]) => {
+      const value = window.strait?.stats.remote[id]?.[stat] ?? 0;
+      return value >= min ? value : false;
+    },
+    [id, stat, min],
+    { timeout, polling: 100 },
+  );
+  return handle.jsonValue();
+}
+
+/**
+ * Reads the participant's canvas back (getImageData) now, then waits until its pixels differ:
+ * the fake camera's picture moves, so a live decoder changes the canvas.
+ */
+async function waitForMovingPicture(me, id, timeout) {
+  const signature = (id) => {
+    const canvas = document.querySelector(`canvas[data-participant="${id}"]`);
+    if (!canvas) return null;
+    const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+    let hash = 2166136261;
+    let lit = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      const v = data[i] + data[i + 1] + data[i + 2];
+      if (v > 60) lit += 1;
+      hash = Math.imul(hash ^ v, 16777619) >>> 0;
+    }
+    return { hash, lit: lit / (data.length / 4) };
+  };
+  const first = await me.page.evaluate(signature, id);
+  if (!first) throw new Error(`${me.label} has no canvas for participant ${id}`);
+  if (first.lit < 0.05) throw new Error(`${me.label}'s canvas for ${id} is dark (${(first.lit * 100).toFixed(1)}% lit pixels)`);
+  await me.page.waitForFunction(
+    ([source, id, hash]) => {
+      const now = new Function(`return (${source})`)()(id);
+      return now && now.hash !== hash;
+    },
+    [signature.toString(), id, first.hash],
+    { timeout, polling: 200 },
+  );
+}
+
+/** Puts screenshots next to each other in one image. */
+async function sideBySide(browser, dir, names, out) {
+  const { readFileSync } = await import('node:fs');
+  const images = names
+    .map((n) => `<img style="width:50%" src="data:image/png;base64,${readFileSync(join(dir, n)).toString('base64')}">`)
+    .join('');
+  const page = await browser.newPage({ viewport: { width: 2000, height: 720 } });
+  await page.setContent(`<body style="margin:0;display:flex;background:#000">${images}</body>`);
+  await page.screenshot({ path: join(dir, out) });
+  await page.close();
+}
