@@ -214,7 +214,7 @@ pub struct Metrics {
     pub drops: Family<DropLabel, Counter>,
     /// Connections or sessions refused before they started, by reason.
     pub refusals: Family<RefusalLabel, Counter>,
-    /// From the end of the QUIC handshake to `Joined` sent, in seconds.
+    /// From accepting the connection (before the handshake) to `Joined` sent, in seconds.
     pub join_latency: Histogram,
     /// Client address changes observed on live connections (QUIC migration).
     pub migrations: Counter,
@@ -279,7 +279,7 @@ impl Metrics {
         );
         r.register(
             "join_latency_seconds",
-            "Handshake done to Joined sent",
+            "Connection accepted to Joined sent",
             m.join_latency.clone(),
         );
         r.register(

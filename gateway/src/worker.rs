@@ -128,7 +128,9 @@ impl WorkerHandle {
     /// Sends a command if the queue has room (for datagram-triggered commands, which are lossy
     /// by nature).
     pub fn try_send(&self, command: WorkerCommand) {
-        let _ = self.commands.try_send(command);
+        if self.commands.try_send(command).is_err() {
+            self.metrics.count_drop(DropReason::WorkerQueueFull);
+        }
     }
 
     /// Attaches a session.

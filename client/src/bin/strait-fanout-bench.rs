@@ -1,0 +1,948 @@
+//! # strait-fanout-bench
+//!
+//! Measures what one forwarded packet costs the gateway on the raw QUIC path at 1 → N fan-out.
+//!
+//! For every N it starts the `strait` binary as a child process on loopback port 0, mints tokens
+//! with `POST /v1/dev/token`, connects one publisher and N subscribers with this crate's client
+//! (raw QUIC, the certificate pinned by the SHA-256 the gateway prints), publishes an Opus-like
+//! audio track (audio is forwarded at once, no keyframe wait), subscribes everyone, then sends
+//! RTP packets of `--size` bytes at `--rate` packets per second for `--seconds`. The gateway's CPU
+//! time (utime + stime from `/proc/<pid>/stat`) is read before and after the send phase; the
+//! packets forwarded come from the gateway's `strait_packets_out` counter, the packets received
+//! from the subscribers' own counters.
+//!
+//! It reports, per run: packets sent, forwarded and received, loss, gateway CPU seconds, CPU µs
+//! per forwarded packet (gross, and net of the gateway's idle CPU measured just before), the
+//! gateway's resident memory, and the benchmark process's own CPU (it shares the machine).
+//!
+//! Bounded: every wait has a timeout, the send phase stops after `--seconds`, traffic goes only
+//! to loopback, and the gateway child is killed when its guard is dropped, whatever happened.
+//!
+//! ```text
+//! cargo build --release -p strait-gateway -p strait-client --bin strait --bin strait-fanout-bench
+//! target/release/strait-fanout-bench --subscribers 1,10,100 --seconds 10 --rate 500
+//! ```
+//!
+//! Linux only: it reads `/proc`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strait_client::protocol::{Codec, MediaId, TrackId, TrackKind};
+use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, Session, Trust};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStderr, Command};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T> = std::result::Result<T, Error>;
+
+const USAGE: &str = "\
+strait-fanout-bench: CPU per forwarded packet of the gateway's QUIC path at 1 -> N fan-out
+
+usage: strait-fanout-bench [options]
+
+  --strait PATH               the gateway binary (default target/release/strait)
+  --subscribers N,N,...       fan-out sizes to measure (default 1,10,100)
+  --seconds S                 length of the send phase (default 10)
+  --rate R                    publisher packets per second (default 500)
+  --max-forward-rate F        cap the publisher rate at F/N so that N * rate <= F (default: none)
+  --size B                    RTP packet size in bytes, header included (default 1000)
+  --runs K                    runs per N; with K > 1 a table of medians follows (default 1)
+  --idle-seconds S            idle window measured before the send phase (default 2, 0 = skip)
+  --connect-concurrency C     sessions connecting at once (default 32)
+  --json                      print one JSON object per run instead of the tables
+  --help                      this text
+";
+
+/// The command line.
+#[derive(Debug, Clone)]
+struct Args {
+    strait: PathBuf,
+    subscribers: Vec<usize>,
+    seconds: f64,
+    rate: u32,
+    max_forward_rate: Option<u64>,
+    size: usize,
+    runs: usize,
+    idle_seconds: f64,
+    connect_concurrency: usize,
+    json: bool,
+}
+
+impl Args {
+    fn parse() -> Result<Args> {
+        let mut args = Args {
+            strait: PathBuf::from("target/release/strait"),
+            subscribers: vec![1, 10, 100],
+            seconds: 10.0,
+            rate: 500,
+            max_forward_rate: None,
+            size: 1000,
+            runs: 1,
+            idle_seconds: 2.0,
+            connect_concurrency: 32,
+            json: false,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (arg.clone(), None),
+            };
+            let mut value = || -> Result<String> {
+                inline
+                    .clone()
+                    .or_else(|| it.next())
+                    .ok_or_else(|| format!("{flag} needs a value").into())
+            };
+            match flag.as_str() {
+                "--strait" => args.strait = PathBuf::from(value()?),
+                "--subscribers" => {
+                    args.subscribers = value()?
+                        .split(',')
+                        .map(|s| s.trim().parse::<usize>())
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(|e| format!("--subscribers: {e}"))?;
+                }
+                "--seconds" => args.seconds = number(&flag, &value()?)?,
+                "--rate" => args.rate = number(&flag, &value()?)?,
+                "--max-forward-rate" => args.max_forward_rate = Some(number(&flag, &value()?)?),
+                "--size" => args.size = number(&flag, &value()?)?,
+                "--runs" => args.runs = number(&flag, &value()?)?,
+                "--idle-seconds" => args.idle_seconds = number(&flag, &value()?)?,
+                "--connect-concurrency" => args.connect_concurrency = number(&flag, &value()?)?,
+                "--json" => args.json = true,
+                "--help" | "-h" => {
+                    print!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => return Err(format!("unknown argument `{other}`\n\n{USAGE}").into()),
+            }
+        }
+        if args.subscribers.is_empty() || args.subscribers.contains(&0) {
+            return Err("--subscribers: every N must be at least 1".into());
+        }
+        if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
+            return Err("--seconds must be in (0, 3600]".into());
+        }
+        if args.rate == 0 || args.runs == 0 || args.connect_concurrency == 0 {
+            return Err("--rate, --runs and --connect-concurrency must be at least 1".into());
+        }
+        if !(args.idle_seconds >= 0.0 && args.idle_seconds <= 60.0) {
+            return Err("--idle-seconds must be in [0, 60]".into());
+        }
+        if !(16..=1400).contains(&args.size) {
+            return Err("--size must be between 16 and 1400 bytes".into());
+        }
+        Ok(args)
+    }
+
+    /// The publisher's rate for fan-out `n`.
+    fn rate_for(&self, n: usize) -> u32 {
+        match self.max_forward_rate {
+            Some(cap) => {
+                let capped = cap / n as u64;
+                u32::try_from(capped)
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, self.rate)
+            }
+            None => self.rate,
+        }
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e| format!("{flag}: `{s}`: {e}").into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway child.
+
+/// The gateway process; killed when dropped.
+#[derive(Debug)]
+struct GatewayChild {
+    child: Child,
+    pid: u32,
+    quic: SocketAddr,
+    http: SocketAddr,
+    cert: [u8; 32],
+}
+
+impl Drop for GatewayChild {
+    fn drop(&mut self) {
+        // SIGKILL; `kill_on_drop` on the command is the second line of defence.
+        let _ = self.child.start_kill();
+    }
+}
+
+impl GatewayChild {
+    /// Starts `strait serve` on loopback port 0, sized for `n` subscribers, and reads the
+    /// addresses and the certificate fingerprint it prints.
+    async fn start(strait: &PathBuf, n: usize) -> Result<GatewayChild> {
+        let room_size = n + 16;
+        let mut command = Command::new(strait);
+        command
+            .arg("serve")
+            .args([
+                "--quic-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            // Every session comes from 127.0.0.1 and joins one room.
+            .arg("--set")
+            .arg(format!("limits.max_sessions_per_ip={room_size}"))
+            .arg("--set")
+            .arg(format!("limits.max_participants_per_room={room_size}"))
+            .arg("--set")
+            .arg("log.filter=warn")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", strait.display()))?;
+        let pid = child.id().ok_or("the gateway exited at once")?;
+        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let mut quic = None;
+        let mut http = None;
+        let mut cert = None;
+        let mut seen = String::new();
+        let banner = async {
+            while quic.is_none() || http.is_none() || cert.is_none() {
+                let Some(line) = lines.next_line().await? else {
+                    return Err::<(), Error>(
+                        format!("the gateway exited before it was serving:\n{seen}").into(),
+                    );
+                };
+                let _ = writeln!(seen, "{line}");
+                if line.contains("QUIC / WebTransport") {
+                    quic = line.split_whitespace().find_map(|w| w.parse().ok());
+                } else if let Some(rest) = line.split("http://").nth(1)
+                    && line.trim_start().starts_with("HTTP")
+                {
+                    http = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                } else if line.contains("certificate sha-256") {
+                    cert = line.split_whitespace().last().and_then(parse_fingerprint);
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(Duration::from_secs(30), banner)
+            .await
+            .map_err(|_| "the gateway did not print its addresses within 30 s")??;
+        // Keep draining stderr so the child never blocks on a full pipe; show what it logs.
+        tokio::spawn(forward_stderr(lines));
+        Ok(GatewayChild {
+            child,
+            pid,
+            quic: quic.ok_or("no QUIC address")?,
+            http: http.ok_or("no HTTP address")?,
+            cert: cert.ok_or("no certificate fingerprint")?,
+        })
+    }
+
+    /// Kills the child and waits for it.
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+async fn forward_stderr(mut lines: tokio::io::Lines<BufReader<ChildStderr>>) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        // The rest of the start banner (the development key) is not news; log lines are.
+        if !line.starts_with("  ") {
+            eprintln!("gateway: {line}");
+        }
+    }
+}
+
+/// `AA:BB:…` (32 bytes) into bytes.
+fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    let mut parts = s.split(':');
+    for byte in &mut out {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A tiny HTTP/1.1 client: one request per connection.
+
+async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some(body) = body {
+            let _ = write!(
+                request,
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            );
+        }
+        request.push_str("\r\n");
+        request.push_str(body.unwrap_or(""));
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, Error>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| format!("{method} {path}: no answer within 10 s"))??;
+    let text = String::from_utf8(response).map_err(|_| format!("{method} {path}: not UTF-8"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{method} {path}: no header end"))?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("{method} {path}: {status}: {body}").into());
+    }
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    Ok(if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+        else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+async fn mint_token(http_addr: SocketAddr, identity: &str) -> Result<String> {
+    let body = format!(r#"{{"room":"bench","identity":"{identity}"}}"#);
+    let answer = http(http_addr, "POST", "/v1/dev/token", Some(&body)).await?;
+    // A JWT has no quotes or escapes: the value runs to the next quote.
+    let start = answer
+        .find(r#""token":""#)
+        .ok_or("no token in the answer")?
+        + r#""token":""#.len();
+    let len = answer[start..].find('"').ok_or("unterminated token")?;
+    Ok(answer[start..start + len].to_owned())
+}
+
+/// The counters of `/metrics` the benchmark reads.
+#[derive(Debug, Default, Clone)]
+struct Scrape {
+    packets_in: u64,
+    packets_out: u64,
+    drops: Vec<(String, u64)>,
+}
+
+async fn scrape(http_addr: SocketAddr) -> Result<Scrape> {
+    let body = http(http_addr, "GET", "/metrics", None).await?;
+    let mut s = Scrape::default();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let value = value as u64;
+        let name = key.split('{').next().unwrap_or(key);
+        match name {
+            "strait_packets_in_total" => s.packets_in += value,
+            "strait_packets_out_total" => s.packets_out += value,
+            "strait_drops_total" => {
+                let reason = key
+                    .split("reason=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("?");
+                s.drops.push((reason.to_owned(), value));
+            }
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc.
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: &str) -> Result<u64> {
+    cpu_split(pid).map(|(user, system)| user + system)
+}
+
+/// (utime, stime) of a process, in clock ticks.
+fn cpu_split(pid: &str) -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = stat.rsplit_once(')').ok_or("odd /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11).ok_or("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
+    Ok((utime, stime))
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Clock ticks per second, from `getconf CLK_TCK` (100 when that fails).
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// One run.
+
+/// What one run measured.
+#[derive(Debug, Clone, Default)]
+struct RunResult {
+    subscribers: usize,
+    rate: u32,
+    setup_s: f64,
+    sent: u64,
+    send_errors: u64,
+    packets_in: u64,
+    forwarded: u64,
+    received: u64,
+    expected: u64,
+    window_s: f64,
+    gateway_cpu_s: f64,
+    idle_cpu_pct: f64,
+    /// Share of the gateway's CPU time spent in the kernel (stime).
+    system_pct: f64,
+    us_per_packet: f64,
+    net_us_per_packet: f64,
+    rss_mib: f64,
+    peak_rss_mib: f64,
+    bench_cpu_s: f64,
+    drops: Vec<(String, u64)>,
+}
+
+impl RunResult {
+    fn loss_pct(&self) -> f64 {
+        pct(self.expected.saturating_sub(self.received), self.expected)
+    }
+
+    fn forward_loss_pct(&self) -> f64 {
+        pct(self.expected.saturating_sub(self.forwarded), self.expected)
+    }
+
+    fn drops_total(&self) -> u64 {
+        self.drops.iter().map(|(_, n)| n).sum()
+    }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+fn client_config(gateway: &GatewayChild, token: String) -> ClientConfig {
+    let mut config = ClientConfig::new(gateway.quic, Trust::Hashes(vec![gateway.cert]), token);
+    // Subscribers only count packets (the session's counter); the queue that would hand them to
+    // an application is kept tiny, and so is the event queue (a join storm is O(N²) events).
+    config.media_queue = 4;
+    config.event_queue = 64;
+    config.auto_resume = false;
+    config.hello_timeout = Duration::from_secs(60);
+    config.request_timeout = Duration::from_secs(60);
+    config
+}
+
+async fn connect(gateway: &GatewayChild, identity: &str) -> Result<Session> {
+    let token = mint_token(gateway.http, identity).await?;
+    let (session, _) = Client::connect_and_join(client_config(gateway, token), "bench")
+        .await
+        .map_err(|e| format!("{identity}: connect and join: {e}"))?;
+    Ok(session)
+}
+
+async fn connect_subscribers(
+    gateway: &Arc<GatewayChild>,
+    n: usize,
+    track: TrackId,
+    concurrency: usize,
+) -> Result<Vec<Session>> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let gateway = gateway.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            let session = connect(&gateway, &format!("sub-{i}")).await?;
+            session
+                .subscribe(track, None)
+                .await
+                .map_err(|e| format!("sub-{i}: subscribe: {e}"))?;
+            Ok::<_, Error>(session)
+        });
+    }
+    let mut sessions = Vec::with_capacity(n);
+    let mut first_error = None;
+    let mut failed = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(session)) => sessions.push(session),
+            Ok(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    match first_error {
+        None => Ok(sessions),
+        Some(e) => Err(format!("{failed} of {n} subscribers failed; first: {e}").into()),
+    }
+}
+
+fn received(subscribers: &[Session]) -> u64 {
+    subscribers.iter().map(|s| s.stats().media_received).sum()
+}
+
+/// Synthetic RTP: Opus-like audio, payload type 111, 48 kHz clock.
+#[derive(Debug)]
+struct RtpSource {
+    packet: Vec<u8>,
+    seq: u16,
+    timestamp: u32,
+    step: u32,
+}
+
+impl RtpSource {
+    fn new(size: usize, rate: u32) -> Self {
+        let mut packet = vec![0x5a; size];
+        packet[0] = 0x80;
+        packet[1] = 111;
+        packet[8..12].copy_from_slice(&0x5374_7261u32.to_be_bytes());
+        Self {
+            packet,
+            seq: 1,
+            timestamp: 0,
+            step: (48_000 / rate).max(1),
+        }
+    }
+
+    fn next(&mut self) -> &[u8] {
+        self.packet[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        self.packet[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(self.step);
+        &self.packet
+    }
+}
+
+/// Sends `total` packets at `rate` per second; returns (sent, refused).
+async fn send_paced(
+    publisher: &Session,
+    media: MediaId,
+    source: &mut RtpSource,
+    rate: u32,
+    total: u64,
+) -> (u64, u64) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (mut sent, mut refused) = (0u64, 0u64);
+    let mut attempted = 0u64;
+    while attempted < total {
+        tick.tick().await;
+        let due = ((started.elapsed().as_secs_f64() * f64::from(rate)) as u64 + 1).min(total);
+        while attempted < due {
+            attempted += 1;
+            match publisher.send_rtp(media, source.next()) {
+                Ok(()) => sent += 1,
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    (sent, refused)
+}
+
+async fn run_once(args: &Args, n: usize) -> Result<RunResult> {
+    let rate = args.rate_for(n);
+    let gateway = Arc::new(GatewayChild::start(&args.strait, n).await?);
+    let result = measure(args, &gateway, n, rate).await;
+    match Arc::try_unwrap(gateway) {
+        Ok(gateway) => gateway.stop().await,
+        Err(gateway) => drop(gateway),
+    }
+    result
+}
+
+async fn measure(
+    args: &Args,
+    gateway: &Arc<GatewayChild>,
+    n: usize,
+    rate: u32,
+) -> Result<RunResult> {
+    let pid = gateway.pid.to_string();
+    let ticks = clock_ticks_per_second();
+    let setup_started = Instant::now();
+
+    // 1. The publisher and its track.
+    let publisher = connect(gateway, "pub").await?;
+    let track = publisher
+        .publish(PublishSpec {
+            kind: TrackKind::Audio,
+            codec: Codec {
+                name: "opus".into(),
+                payload_type: 111,
+                clock_rate: 48_000,
+                channels: 2,
+                fmtp: String::new(),
+            },
+            source: "microphone".into(),
+            layers: vec![LayerSpec::default()],
+            muted: false,
+        })
+        .await
+        .map_err(|e| format!("publish: {e}"))?;
+    let media = track.media[0];
+    if let Some(max) = publisher.max_rtp_size(media)
+        && args.size > max
+    {
+        return Err(format!(
+            "--size {} does not fit a datagram now (max {max})",
+            args.size
+        )
+        .into());
+    }
+
+    // 2. N subscribers.
+    let subscribers =
+        connect_subscribers(gateway, n, track.track, args.connect_concurrency).await?;
+    let setup_s = setup_started.elapsed().as_secs_f64();
+
+    // 3. Warm-up: until every subscriber has received something.
+    let mut source = RtpSource::new(args.size, rate);
+    let warm_until = Instant::now() + Duration::from_secs(20);
+    loop {
+        send_paced(
+            &publisher,
+            media,
+            &mut source,
+            rate,
+            u64::from(rate / 10).max(1),
+        )
+        .await;
+        if subscribers.iter().all(|s| s.stats().media_received > 0) {
+            break;
+        }
+        if Instant::now() > warm_until {
+            let silent = subscribers
+                .iter()
+                .filter(|s| s.stats().media_received == 0)
+                .count();
+            return Err(format!("{silent} of {n} subscribers received nothing in warm-up").into());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 4. The gateway's idle CPU (keep-alives, per-session timers), to subtract.
+    let idle_cpu_per_s = if args.idle_seconds > 0.0 {
+        let before = cpu_ticks(&pid)?;
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs_f64(args.idle_seconds)).await;
+        let cpu = (cpu_ticks(&pid)? - before) as f64 / ticks;
+        cpu / started.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
+
+    // 5. The send phase.
+    let metrics_before = scrape(gateway.http).await?;
+    let received_before = received(&subscribers);
+    let bench_before = cpu_ticks("self")?;
+    let (user_before, system_before) = cpu_split(&pid)?;
+    let window_started = Instant::now();
+    let total = (args.seconds * f64::from(rate)).round().max(1.0) as u64;
+    let (sent, send_errors) = send_paced(&publisher, media, &mut source, rate, total).await;
+    // Let the last packets arrive: until the count stops moving (at most 3 s).
+    let settle_until = Instant::now() + Duration::from_secs(3);
+    let mut last = received(&subscribers);
+    let mut still = 0;
+    while still < 2 && Instant::now() < settle_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = received(&subscribers);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    let (user_after, system_after) = cpu_split(&pid)?;
+    let window_s = window_started.elapsed().as_secs_f64();
+    let bench_after = cpu_ticks("self")?;
+    let received_after = received(&subscribers);
+    let metrics_after = scrape(gateway.http).await?;
+
+    let forwarded = metrics_after.packets_out - metrics_before.packets_out;
+    let system_ticks = system_after - system_before;
+    let cpu_ticks_used = user_after - user_before + system_ticks;
+    let gateway_cpu_s = cpu_ticks_used as f64 / ticks;
+    let idle_share = idle_cpu_per_s * window_s;
+    let per_packet = |cpu: f64| {
+        if forwarded == 0 {
+            0.0
+        } else {
+            cpu * 1e6 / forwarded as f64
+        }
+    };
+    let drops = metrics_after
+        .drops
+        .iter()
+        .map(|(reason, after)| {
+            let before = metrics_before
+                .drops
+                .iter()
+                .find(|(r, _)| r == reason)
+                .map_or(0, |(_, v)| *v);
+            (reason.clone(), after - before)
+        })
+        .filter(|(_, d)| *d > 0)
+        .collect();
+    let result = RunResult {
+        subscribers: n,
+        rate,
+        setup_s,
+        sent,
+        send_errors,
+        packets_in: metrics_after.packets_in - metrics_before.packets_in,
+        forwarded,
+        received: received_after - received_before,
+        expected: sent * n as u64,
+        window_s,
+        gateway_cpu_s,
+        idle_cpu_pct: idle_cpu_per_s * 100.0,
+        system_pct: pct(system_ticks, cpu_ticks_used),
+        us_per_packet: per_packet(gateway_cpu_s),
+        net_us_per_packet: per_packet((gateway_cpu_s - idle_share).max(0.0)),
+        rss_mib: status_kib(&pid, "VmRSS:") as f64 / 1024.0,
+        peak_rss_mib: status_kib(&pid, "VmHWM:") as f64 / 1024.0,
+        bench_cpu_s: (bench_after - bench_before) as f64 / ticks,
+        drops,
+    };
+    drop(publisher);
+    drop(subscribers);
+    Ok(result)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output.
+
+const HEADER: &str = "      N   rate/s  setup s      sent  forwarded   received  loss %  window s  gw CPU s  sys %  µs/pkt  net µs/pkt  idle %  RSS MiB  bench CPU s  gw drops";
+
+fn row(r: &RunResult) -> String {
+    let drops = if r.drops.is_empty() {
+        "0".to_owned()
+    } else {
+        r.drops
+            .iter()
+            .map(|(reason, n)| format!("{reason}={n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "{:>7}  {:>7}  {:>7.1}  {:>8}  {:>9}  {:>9}  {:>6.2}  {:>8.2}  {:>8.2}  {:>5.0}  {:>6.2}  {:>10.2}  {:>6.1}  {:>7.1}  {:>11.2}  {}",
+        r.subscribers,
+        r.rate,
+        r.setup_s,
+        r.sent,
+        r.forwarded,
+        r.received,
+        r.loss_pct(),
+        r.window_s,
+        r.gateway_cpu_s,
+        r.system_pct,
+        r.us_per_packet,
+        r.net_us_per_packet,
+        r.idle_cpu_pct,
+        r.rss_mib,
+        r.bench_cpu_s,
+        drops,
+    )
+}
+
+fn json(r: &RunResult) -> String {
+    let drops = r
+        .drops
+        .iter()
+        .map(|(reason, n)| format!("\"{reason}\":{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        concat!(
+            "{{\"subscribers\":{},\"rate\":{},\"setup_s\":{:.3},\"sent\":{},\"send_errors\":{},",
+            "\"packets_in\":{},\"forwarded\":{},\"received\":{},\"expected\":{},",
+            "\"loss_pct\":{:.4},\"forward_loss_pct\":{:.4},\"window_s\":{:.3},",
+            "\"gateway_cpu_s\":{:.3},\"idle_cpu_pct\":{:.2},\"system_pct\":{:.1},\"us_per_packet\":{:.4},",
+            "\"net_us_per_packet\":{:.4},\"rss_mib\":{:.1},\"peak_rss_mib\":{:.1},",
+            "\"bench_cpu_s\":{:.3},\"drops\":{{{}}}}}"
+        ),
+        r.subscribers,
+        r.rate,
+        r.setup_s,
+        r.sent,
+        r.send_errors,
+        r.packets_in,
+        r.forwarded,
+        r.received,
+        r.expected,
+        r.loss_pct(),
+        r.forward_loss_pct(),
+        r.window_s,
+        r.gateway_cpu_s,
+        r.idle_cpu_pct,
+        r.system_pct,
+        r.us_per_packet,
+        r.net_us_per_packet,
+        r.rss_mib,
+        r.peak_rss_mib,
+        r.bench_cpu_s,
+        drops,
+    )
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.is_empty() {
+        0.0
+    } else if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// Column-wise medians of several runs of one N (drops: the median of the totals).
+fn medians(runs: &[RunResult]) -> RunResult {
+    let m = |f: &dyn Fn(&RunResult) -> f64| median(runs.iter().map(f).collect());
+    let mu = |f: &dyn Fn(&RunResult) -> u64| m(&|r| f(r) as f64).round() as u64;
+    RunResult {
+        subscribers: runs[0].subscribers,
+        rate: runs[0].rate,
+        setup_s: m(&|r| r.setup_s),
+        sent: mu(&|r| r.sent),
+        send_errors: mu(&|r| r.send_errors),
+        packets_in: mu(&|r| r.packets_in),
+        forwarded: mu(&|r| r.forwarded),
+        // Loss is computed from these two; take them from the median-loss run.
+        received: median_by(runs, RunResult::loss_pct).received,
+        expected: median_by(runs, RunResult::loss_pct).expected,
+        window_s: m(&|r| r.window_s),
+        gateway_cpu_s: m(&|r| r.gateway_cpu_s),
+        idle_cpu_pct: m(&|r| r.idle_cpu_pct),
+        system_pct: m(&|r| r.system_pct),
+        us_per_packet: m(&|r| r.us_per_packet),
+        net_us_per_packet: m(&|r| r.net_us_per_packet),
+        rss_mib: m(&|r| r.rss_mib),
+        peak_rss_mib: m(&|r| r.peak_rss_mib),
+        bench_cpu_s: m(&|r| r.bench_cpu_s),
+        drops: vec![("total".into(), mu(&|r| r.drops_total()))],
+    }
+}
+
+fn median_by(runs: &[RunResult], key: fn(&RunResult) -> f64) -> &RunResult {
+    let mut sorted: Vec<&RunResult> = runs.iter().collect();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted[(sorted.len() - 1) / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match Args::parse() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("strait-fanout-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    if !args.json {
+        println!(
+            "strait-fanout-bench: {} s per run, {}-byte packets, gateway {}",
+            args.seconds,
+            args.size,
+            args.strait.display()
+        );
+        println!("{HEADER}");
+    }
+    let mut all: Vec<Vec<RunResult>> = Vec::new();
+    let mut failures = 0;
+    for &n in &args.subscribers {
+        let mut runs = Vec::new();
+        for _ in 0..args.runs {
+            match run_once(&args, n).await {
+                Ok(r) => {
+                    println!("{}", if args.json { json(&r) } else { row(&r) });
+                    runs.push(r);
+                }
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("strait-fanout-bench: N = {n}: {e}");
+                }
+            }
+        }
+        if !runs.is_empty() {
+            all.push(runs);
+        }
+    }
+    if args.runs > 1 && !args.json && !all.is_empty() {
+        println!("\nmedians of {} runs per N:", args.runs);
+        println!("{HEADER}");
+        for runs in &all {
+            println!("{}", row(&medians(runs)));
+        }
+    }
+    if failures > 0 {
+        std::process::exit(1);
+    }
+}
