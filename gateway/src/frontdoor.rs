@@ -149,6 +149,7 @@ pub async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
         {
             // Make the client prove its address before the handshake costs anything.
             drop(permit);
+            shared.metrics.retries.inc();
             let _ = incoming.retry();
             continue;
         }

@@ -218,6 +218,8 @@ pub struct Metrics {
     pub join_latency: Histogram,
     /// Client address changes observed on live connections (QUIC migration).
     pub migrations: Counter,
+    /// Connection attempts asked to prove their address with a QUIC Retry (under load).
+    pub retries: Counter,
     /// Resume attempts, by result.
     pub resumes: Family<ResumeLabel, Counter>,
     /// Sessions closed because they broke the protocol.
@@ -245,6 +247,7 @@ impl Metrics {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
             migrations: Counter::default(),
+            retries: Counter::default(),
             resumes: Family::default(),
             protocol_errors: Counter::default(),
             rate_limited: Counter::default(),
@@ -286,6 +289,11 @@ impl Metrics {
             "migrations",
             "Client address changes on live connections",
             m.migrations.clone(),
+        );
+        r.register(
+            "retries",
+            "Connection attempts asked for a QUIC Retry",
+            m.retries.clone(),
         );
         r.register("resumes", "Resume attempts by result", m.resumes.clone());
         r.register(

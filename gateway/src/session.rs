@@ -467,6 +467,7 @@ async fn session_loop(
     );
     let mut address = link.remote_address();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut reported_bandwidth = 0u64;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let drain = shared.drain.clone();
     let mut draining = false;
@@ -539,10 +540,16 @@ async fn session_loop(
                     shared.metrics.migrations.inc();
                     tracing::debug!("client address changed");
                 }
-                shared.worker.send(WorkerCommand::Bandwidth {
-                    participant,
-                    bits_per_second: link.bandwidth_estimate(),
-                }).await;
+                // The worker only hears of the estimate when it moved by more than an eighth, so
+                // that idle sessions cost it nothing.
+                let estimate = link.bandwidth_estimate();
+                if estimate.abs_diff(reported_bandwidth) > reported_bandwidth / 8 {
+                    reported_bandwidth = estimate;
+                    shared.worker.send(WorkerCommand::Bandwidth {
+                        participant,
+                        bits_per_second: estimate,
+                    }).await;
+                }
             },
             () = drain.cancelled(), if !draining => {
                 draining = true;

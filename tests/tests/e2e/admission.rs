@@ -94,3 +94,19 @@ async fn room_and_track_limits_answer_limit_exceeded() {
     bob.close().await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_connections_prove_their_address_with_a_retry_first() {
+    // Every handshake counts as "under load" when the threshold is zero.
+    let gw = TestGateway::start_with(|c| c.quic.retry_above_handshakes = 0).await;
+    let session = try_connect(&gw, "a")
+        .await
+        .expect("a session after the retry");
+    session.ping().await.expect("the session works");
+    assert!(
+        gw.metric("strait_retries_total").await >= 1.0,
+        "the connection was asked for a Retry"
+    );
+    session.close().await;
+    gw.stop().await;
+}
