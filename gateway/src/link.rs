@@ -12,8 +12,47 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::metrics::Transport;
 
-/// The writing half of a control stream.
-pub type ControlSend = Box<dyn AsyncWrite + Send + Unpin>;
+/// The writing half of a control stream. Concrete (not a boxed writer) so that the session can
+/// wait until the client has acknowledged its last frames before the connection closes: closing a
+/// QUIC connection discards stream data not yet delivered, and an `Error` that explains a close
+/// must not be lost that way.
+#[derive(Debug)]
+pub enum ControlSend {
+    /// Raw QUIC.
+    Quic(quinn::SendStream),
+    /// WebTransport.
+    WebTransport(wtransport::SendStream),
+}
+
+impl ControlSend {
+    fn quic(&self) -> &quinn::SendStream {
+        match self {
+            ControlSend::Quic(s) => s,
+            ControlSend::WebTransport(s) => s.quic_stream(),
+        }
+    }
+
+    /// Writes all of `bytes`.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            ControlSend::Quic(s) => AsyncWriteExt::write_all(s, bytes).await,
+            ControlSend::WebTransport(s) => AsyncWriteExt::write_all(s, bytes).await,
+        }
+    }
+
+    /// Finishes the stream and waits (at most `limit`) until the client has acknowledged
+    /// everything written on it.
+    pub async fn finish_and_wait(&mut self, limit: Duration) {
+        let finished = match self {
+            ControlSend::Quic(s) => s.finish().is_ok(),
+            ControlSend::WebTransport(s) => s.quic_stream_mut().finish().is_ok(),
+        };
+        if finished {
+            let _ = tokio::time::timeout(limit, self.quic().stopped()).await;
+        }
+    }
+}
 /// The reading half of a control stream.
 pub type ControlRecv = Box<dyn AsyncRead + Send + Unpin>;
 
@@ -57,11 +96,11 @@ impl Link {
         match self {
             Link::Quic(c) => {
                 let (send, recv) = c.accept_bi().await.map_err(|e| e.to_string())?;
-                Ok((Box::new(send), Box::new(recv)))
+                Ok((ControlSend::Quic(send), Box::new(recv)))
             }
             Link::WebTransport(c) => {
                 let (send, recv) = c.accept_bi().await.map_err(|e| e.to_string())?;
-                Ok((Box::new(send), Box::new(recv)))
+                Ok((ControlSend::WebTransport(send), Box::new(recv)))
             }
         }
     }

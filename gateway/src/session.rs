@@ -19,7 +19,7 @@ use strait_protocol::{
     ControlMessage, DatagramControl, Decoded, ErrorCode, ErrorMessage, FrameReader, GoAway,
     PROTOCOL_VERSION, ParticipantId, Pong, ResumeToken, ServerHello, SessionLimits,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -145,8 +145,11 @@ async fn writer(
             return;
         }
     }
-    let _ = send.shutdown().await;
+    send.finish_and_wait(CLOSE_FLUSH).await;
 }
+
+/// How long a closing session waits for the client to acknowledge its last control frames.
+const CLOSE_FLUSH: Duration = Duration::from_millis(500);
 
 /// Runs a session on an established connection until it ends. The caller holds the admission
 /// permits for its lifetime.
@@ -185,10 +188,12 @@ async fn close_with_error(link: &Link, send: &mut ControlSend, code: ErrorCode, 
         reason: reason.into(),
     });
     if strait_protocol::encode_frame(&message, usize::MAX, &mut out).is_ok() {
-        // Best effort, bounded: the peer may be gone.
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            let _ = send.write_all(&out).await;
-            let _ = send.shutdown().await;
+        // Bounded: the peer may be gone. Waiting for the acknowledgement keeps the close from
+        // discarding the explanation.
+        let _ = tokio::time::timeout(CLOSE_FLUSH, async {
+            if send.write_all(&out).await.is_ok() {
+                send.finish_and_wait(CLOSE_FLUSH).await;
+            }
         })
         .await;
     }
@@ -200,13 +205,27 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
     let hello_timeout = config.session.hello_timeout;
 
     // 1. The control stream and the ClientHello, within the hello timeout.
-    let opened = tokio::time::timeout(hello_timeout, async {
+    let deadline = tokio::time::Instant::now() + hello_timeout;
+    let (mut send, recv) = match tokio::time::timeout_at(deadline, link.accept_control()).await {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(reason)) => {
+            // The connection went away before it opened a stream.
+            shared.metrics.refuse(RefusalReason::Hello);
+            return SessionEnd::Lost(reason);
+        }
+        Err(_) => {
+            shared.metrics.refuse(RefusalReason::Hello);
+            let reason = "no control stream in time".to_owned();
+            link.close(ErrorCode::TIMEOUT, &reason);
+            return SessionEnd::Closed(ErrorCode::TIMEOUT, reason);
+        }
+    };
+    let mut reader = ControlReader::new(recv, config.limits.max_frame_size);
+    let first = tokio::time::timeout_at(deadline, async {
         let violation = |reason: String| (ErrorCode::PROTOCOL_VIOLATION, reason);
-        let (send, recv) = link.accept_control().await.map_err(violation)?;
-        let mut reader = ControlReader::new(recv, config.limits.max_frame_size);
         loop {
             match reader.next().await {
-                Incoming::Message(ControlMessage::ClientHello(h)) => return Ok((send, reader, h)),
+                Incoming::Message(ControlMessage::ClientHello(h)) => return Ok(h),
                 Incoming::Unknown(_) => continue,
                 Incoming::Message(other) => {
                     return Err(violation(format!(
@@ -228,17 +247,17 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
         }
     })
     .await;
-    let (mut send, mut reader, hello) = match opened {
-        Ok(Ok(parts)) => parts,
+    let hello = match first {
+        Ok(Ok(hello)) => hello,
         Ok(Err((code, reason))) => {
             shared.metrics.refuse(RefusalReason::Hello);
-            link.close(code, &reason);
+            close_with_error(link, &mut send, code, &reason).await;
             return SessionEnd::Violation(code, reason);
         }
         Err(_) => {
             shared.metrics.refuse(RefusalReason::Hello);
             let reason = "no ClientHello in time".to_owned();
-            link.close(ErrorCode::TIMEOUT, &reason);
+            close_with_error(link, &mut send, ErrorCode::TIMEOUT, &reason).await;
             return SessionEnd::Closed(ErrorCode::TIMEOUT, reason);
         }
     };

@@ -42,15 +42,17 @@ fn assert_refused(message: &ControlMessage, request: u32, code: ErrorCode) {
 /// session-level `Error` that arrived before it (a close may overtake it, section 7.1) says the
 /// same.
 #[track_caller]
+/// The session was closed with `code`, and the `Error` that explains it arrived first (the
+/// gateway waits for its acknowledgement before it closes).
 fn assert_closed_with(messages: &[ControlMessage], close: ErrorCode, code: ErrorCode) {
     assert_eq!(close, code, "close code; messages before it: {messages:?}");
-    for m in messages {
-        if let ControlMessage::Error(e) = m
-            && e.request.is_none()
-        {
-            assert_eq!(e.code, code, "the session-level error matches the close");
-        }
-    }
+    let explained = messages
+        .iter()
+        .any(|m| matches!(m, ControlMessage::Error(e) if e.request.is_none() && e.code == code));
+    assert!(
+        explained,
+        "an Error with {code:?} precedes the close: {messages:?}"
+    );
 }
 
 fn publish(request: u32, media: u32) -> ControlMessage {
