@@ -148,12 +148,18 @@ struct CertHashes {
     hashes: Vec<crate::tls::CertHash>,
 }
 
+/// The hashes browsers may pin. Browsers accept `serverCertificateHashes` only for certificates
+/// valid for at most 14 days, so a long-lived certificate (one from a CA, loaded from PEM files) is
+/// not listed: an empty list tells the page to let the browser verify the certificate normally.
 async fn cert_hashes(State(shared): State<Arc<Shared>>) -> Json<CertHashes> {
-    let policy = strait_certs::RotationPolicy::default();
-    let fingerprints = shared.certs.published(&policy, SystemTime::now());
-    Json(CertHashes {
-        hashes: crate::tls::hashes_json(&fingerprints),
-    })
+    let pinnable = shared.certs.current().lifetime() <= strait_certs::MAX_DEV_VALIDITY;
+    let hashes = if pinnable {
+        let policy = strait_certs::RotationPolicy::default();
+        crate::tls::hashes_json(&shared.certs.published(&policy, SystemTime::now()))
+    } else {
+        Vec::new()
+    };
+    Json(CertHashes { hashes })
 }
 
 /// Body of `POST /v1/dev/token`.

@@ -66,3 +66,37 @@ async fn rotation_publishes_both_hashes_and_keeps_sessions() {
     session.close().await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_lived_certificate_from_files_is_served_and_not_offered_for_pinning() {
+    // A 90-day certificate, as a CA would issue (self-signed here), written as PEM files.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(90);
+    let cert = params.self_signed(&key).expect("certificate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+
+    let gw = TestGateway::start_with(|c| {
+        c.tls.cert = Some(cert_path.clone());
+        c.tls.key = Some(key_path.clone());
+    })
+    .await;
+    let served = gw.gateway.cert_fingerprint();
+    assert_eq!(
+        served,
+        strait_certs::Fingerprint::of(cert.der()),
+        "the configured certificate is served"
+    );
+    // Browsers refuse serverCertificateHashes for certificates valid longer than 14 days.
+    let body = http_get(gw.http_addr(), "/v1/cert-hashes").await;
+    assert_eq!(body, r#"{"hashes":[]}"#);
+    // A client that pins it still connects.
+    let session = gw.native("files", "alice").await;
+    session.ping().await.expect("works");
+    session.close().await;
+    gw.stop().await;
+}
