@@ -12,8 +12,13 @@
 //! What it is not: it does no I/O, owns no runtime, reads no clock and uses no global RNG; it does
 //! not depend on `strait-protocol` (the SFU works behind any signaling: the gateway translates
 //! protocol messages into calls on [`sfu::Sfu`]). It does not authenticate anyone — participant
-//! ids and identities come from the caller — and it does not packetize, decode or encrypt media.
-//! WebRTC peers (on webrtc-rs `rtc`), the NACK packet cache and the TURN server are still to come.
+//! ids and identities come from the caller — and the core does not packetize, decode or encrypt
+//! media.
+//! The NACK packet cache and the TURN server are still to come.
+//!
+//! [`webrtc`] is the bridge for legacy WebRTC peers: a sans-IO endpoint that runs many ICE-lite
+//! peer connections (webrtc-rs `rtc`) behind one UDP socket, hands out their RTP and keyframe
+//! requests as events and takes RTP for subscribers; the gateway connects it to [`sfu::Sfu`].
 //!
 //! ## How to drive it
 //!
@@ -71,3 +76,4 @@
 pub mod keyframe;
 pub mod rtp;
 pub mod sfu;
+pub mod webrtc;

@@ -1,0 +1,841 @@
+//! The WebRTC bridge's endpoint: many legacy WebRTC peers on one UDP socket, sans-IO.
+//!
+//! Each peer is an ICE-lite `rtc` peer connection (webrtc-rs's sans-IO stack, DESIGN §5 and §11)
+//! created from its offer by [`Endpoint::accept_offer`] or [`Endpoint::accept_offer_with_tracks`].
+//! All of them share the one socket the gateway gives the endpoint: a datagram from an address
+//! that has not done ICE yet is routed by the server half of its STUN USERNAME
+//! (`"<server ufrag>:<client ufrag>"`, RFC 8445 §7.2.2), and later datagrams by their source
+//! address. The endpoint itself never touches the socket, the clock or a global RNG (its ICE
+//! credentials come from the seeded RNG). `rtc` is not fully deterministic underneath: it draws
+//! DTLS, SRTP and certificate randomness from its own RNG and generates a self-signed DTLS
+//! certificate per peer, dated by the wall clock.
+//!
+//! What it is not: it does not forward anything between peers — it hands received RTP out as
+//! [`WebRtcEvent::Rtp`] and takes RTP to send through [`Endpoint::send_rtp`]; the gateway puts the
+//! SFU core ([`crate::sfu`]) in between. It does not renegotiate: a subscriber's send tracks are
+//! fixed when its offer is answered (a WHEP-style recvonly offer).
+//!
+//! ## How to drive it
+//!
+//! Its methods fall into four classes:
+//!
+//! - **getters**: [`stats`](Endpoint::stats), [`config`](Endpoint::config),
+//!   [`peer_count`](Endpoint::peer_count), [`is_connected`](Endpoint::is_connected);
+//! - **mutators**: [`accept_offer`](Endpoint::accept_offer),
+//!   [`accept_offer_with_tracks`](Endpoint::accept_offer_with_tracks),
+//!   [`send_rtp`](Endpoint::send_rtp), [`request_keyframe`](Endpoint::request_keyframe),
+//!   [`close`](Endpoint::close);
+//! - **handlers**: [`handle_datagram`](Endpoint::handle_datagram) for every datagram read from
+//!   the socket and [`handle_timeout`](Endpoint::handle_timeout);
+//! - **pollers**: [`poll_transmit`](Endpoint::poll_transmit) (send each from the socket),
+//!   [`poll_event`](Endpoint::poll_event) and [`poll_timeout`](Endpoint::poll_timeout).
+//!
+//! After every mutator or handler call, drain `poll_transmit` and `poll_event` until they return
+//! `None`, then sleep until `poll_timeout` and call `handle_timeout`.
+
+mod error;
+mod feedback;
+mod offer;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rustc_hash::FxHashMap;
+use tracing::{debug, trace};
+
+pub use self::error::{RtcError, WebRtcError};
+use self::feedback::{DeliverKeyframeRequests, is_keyframe_request};
+use self::offer::{Datagram, classify, validate_offer};
+use crate::sfu::{CodecSpec, TrackKind};
+
+/// A WebRTC peer of an [`Endpoint`], numbered from 1 in creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "webrtc-peer-{}", self.0)
+    }
+}
+
+/// Configuration of an [`Endpoint`]. `Default` gives the documented defaults and no address.
+#[derive(Debug, Clone)]
+pub struct WebRtcConfig {
+    /// The shared UDP socket's address(es) as peers should reach them, each advertised as one
+    /// host candidate. Pass the same address as `local` to
+    /// [`handle_datagram`](Endpoint::handle_datagram): `rtc` pairs candidates by it. Behind
+    /// 1:1 NAT put the public address here. Required (no default).
+    pub local_addrs: Vec<SocketAddr>,
+    /// Longest offer accepted, in bytes (default 64 KiB). Bounds the parse and what one
+    /// signaling request can make the endpoint hold.
+    pub max_sdp_len: usize,
+    /// Most peers at once (default 1024). Each costs a peer connection (DTLS and SRTP state,
+    /// interceptor buffers: tens of KiB) until it closes or times out.
+    pub max_peers: usize,
+    /// ICE goes `disconnected` after this long without a consent check (default 5 s).
+    pub ice_disconnected_timeout: Duration,
+    /// ICE fails after this long without one; the peer is then removed and
+    /// [`WebRtcEvent::Disconnected`] reported (default 25 s).
+    pub ice_failed_timeout: Duration,
+    /// Most datagrams queued for [`poll_transmit`](Endpoint::poll_transmit) (default 4096);
+    /// when full the oldest is dropped and counted, as a UDP socket would.
+    pub max_queued_transmits: usize,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        Self {
+            local_addrs: Vec::new(),
+            max_sdp_len: 64 * 1024,
+            max_peers: 1024,
+            ice_disconnected_timeout: Duration::from_secs(5),
+            ice_failed_timeout: Duration::from_secs(25),
+            max_queued_transmits: 4096,
+        }
+    }
+}
+
+/// A track the bridge will send to a subscriber peer, declared before its offer is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendTrack {
+    /// Audio or video; it must match a section of the offer that can receive.
+    pub kind: TrackKind,
+    /// The codec (the payload type is ignored: the one negotiated on the leg is used).
+    pub codec: CodecSpec,
+    /// The SSRC the peer will see; [`send_rtp`](Endpoint::send_rtp) names the track by it.
+    pub ssrc: u32,
+}
+
+/// A datagram to send from the shared socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The local address it must leave from (one of [`WebRtcConfig::local_addrs`]).
+    pub from: SocketAddr,
+    /// The peer's address.
+    pub to: SocketAddr,
+    /// The datagram.
+    pub bytes: Bytes,
+}
+
+/// What the endpoint reports, from [`Endpoint::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WebRtcEvent {
+    /// ICE and DTLS completed: media can flow.
+    Connected(PeerId),
+    /// A publisher's stream started (reported with its first RTP packet, which follows as
+    /// [`WebRtcEvent::Rtp`]).
+    Track {
+        /// The publisher.
+        peer: PeerId,
+        /// The SDP media section it arrived on, if known.
+        mid: Option<String>,
+        /// The simulcast layer's RID, if the peer sends simulcast.
+        rid: Option<String>,
+        /// The stream's SSRC.
+        ssrc: u32,
+        /// Audio or video.
+        kind: TrackKind,
+        /// The codec negotiated for it (`name` is the `a=rtpmap` encoding name).
+        codec: Option<CodecSpec>,
+    },
+    /// An RTP packet from a publisher, decrypted; sequence number, timestamp, payload type and
+    /// header extension ids are the publisher's own.
+    Rtp {
+        /// The publisher.
+        peer: PeerId,
+        /// Its SSRC.
+        ssrc: u32,
+        /// The whole packet (header and payload).
+        packet: Bytes,
+    },
+    /// A subscriber asked (PLI or FIR) for a keyframe on one of its send tracks.
+    KeyframeRequest {
+        /// The subscriber.
+        peer: PeerId,
+        /// The [`SendTrack::ssrc`] it names.
+        ssrc: u32,
+    },
+    /// The peer is gone (ICE failed, DTLS closed, or [`Endpoint::close`]); it was removed.
+    Disconnected(PeerId),
+}
+
+/// Datagrams dropped before reaching a peer, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DroppedDatagrams {
+    /// A STUN Binding request whose server ufrag belongs to no peer.
+    pub unknown_ufrag: u64,
+    /// A non-STUN datagram (or STUN other than a Binding request) from an address that never
+    /// completed a STUN check with a peer.
+    pub unknown_source: u64,
+    /// A peer's stack refused the datagram.
+    pub rejected_by_peer: u64,
+}
+
+/// Counters of an [`Endpoint`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebRtcStats {
+    /// Peers now.
+    pub peers: usize,
+    /// Datagrams handed to [`Endpoint::handle_datagram`].
+    pub datagrams_in: u64,
+    /// Datagrams handed out by [`Endpoint::poll_transmit`].
+    pub datagrams_out: u64,
+    /// Datagrams dropped on the way in, by reason.
+    pub dropped: DroppedDatagrams,
+    /// Datagrams dropped from a full transmit queue.
+    pub transmits_dropped: u64,
+    /// Offers refused by an error.
+    pub offers_refused: u64,
+}
+
+/// A received stream of a publisher peer.
+#[derive(Debug)]
+struct Inbound {
+    receiver: RTCRtpReceiverId,
+}
+
+/// A send track of a subscriber peer.
+#[derive(Debug)]
+struct Outbound {
+    sender: RTCRtpSenderId,
+    mime_type: String,
+    /// The payload type negotiated for the codec, found at the first send.
+    payload_type: Option<u8>,
+}
+
+struct Peer {
+    pc: RTCPeerConnection,
+    ufrag: String,
+    /// Source addresses routed to this peer, to unroute them when it goes.
+    addrs: Vec<(SocketAddr, SocketAddr)>,
+    connected: bool,
+    inbound: FxHashMap<u32, Inbound>,
+    outbound: FxHashMap<u32, Outbound>,
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peer")
+            .field("connected", &self.connected)
+            .field("addrs", &self.addrs.len())
+            .field("inbound", &self.inbound.len())
+            .field("outbound", &self.outbound.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Many WebRTC peers behind one UDP socket; see the [module docs](self) for how to drive it.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: WebRtcConfig,
+    rng: StdRng,
+    next_peer: u64,
+    peers: FxHashMap<PeerId, Peer>,
+    by_ufrag: FxHashMap<String, PeerId>,
+    /// `(local, remote)` → peer, learned from STUN Binding requests.
+    by_addr: FxHashMap<(SocketAddr, SocketAddr), PeerId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<WebRtcEvent>,
+    stats: WebRtcStats,
+}
+
+const UFRAG_LEN: usize = 16;
+const PWD_LEN: usize = 32;
+const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+impl Endpoint {
+    /// An endpoint with no peers; `seed` seeds the RNG of ICE credentials.
+    pub fn new(config: WebRtcConfig, seed: u64) -> Self {
+        Self {
+            config,
+            rng: StdRng::seed_from_u64(seed),
+            next_peer: 1,
+            peers: FxHashMap::default(),
+            by_ufrag: FxHashMap::default(),
+            by_addr: FxHashMap::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: WebRtcStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WebRtcConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> WebRtcStats {
+        WebRtcStats {
+            peers: self.peers.len(),
+            ..self.stats
+        }
+    }
+
+    /// Number of peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether the peer exists and has completed ICE and DTLS.
+    pub fn is_connected(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.connected)
+    }
+
+    /// Answers a publisher's (or any) offer: creates an ICE-lite peer that accepts the tracks
+    /// the offer sends. Returns the peer and the answer SDP (with the host candidates in it).
+    pub fn accept_offer(
+        &mut self,
+        offer_sdp: &str,
+        now: Instant,
+    ) -> Result<(PeerId, String), WebRtcError> {
+        self.accept_offer_with_tracks(offer_sdp, &[], now)
+    }
+
+    /// Answers an offer, adding `tracks` to send first (a subscriber's recvonly offer, WHEP
+    /// style). Each track binds to a section of the offer of its kind that can receive.
+    pub fn accept_offer_with_tracks(
+        &mut self,
+        offer_sdp: &str,
+        tracks: &[SendTrack],
+        now: Instant,
+    ) -> Result<(PeerId, String), WebRtcError> {
+        let result = self.try_accept(offer_sdp, tracks, now);
+        if let Err(err) = &result {
+            self.stats.offers_refused += 1;
+            debug!(error = %err, "webrtc offer refused");
+        }
+        result
+    }
+
+    fn try_accept(
+        &mut self,
+        offer_sdp: &str,
+        tracks: &[SendTrack],
+        now: Instant,
+    ) -> Result<(PeerId, String), WebRtcError> {
+        validate_offer(offer_sdp, self.config.max_sdp_len)?;
+        if self.peers.len() >= self.config.max_peers {
+            return Err(WebRtcError::TooManyPeers(self.config.max_peers));
+        }
+        if self.config.local_addrs.is_empty() {
+            return Err(WebRtcError::NoLocalAddress);
+        }
+        let ufrag = loop {
+            let candidate = self.random_ice_string(UFRAG_LEN);
+            if !self.by_ufrag.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        let pwd = self.random_ice_string(PWD_LEN);
+
+        let setting_engine = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.clone(), pwd)
+            .with_ice_timeouts(
+                Some(self.config.ice_disconnected_timeout),
+                Some(self.config.ice_failed_timeout),
+                None,
+            )
+            .build();
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs()?;
+        // The slot number only orders interceptors; any custom slot works for a marker.
+        let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+        let registry = register_default_interceptors(registry, &mut media_engine)?;
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(setting_engine)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .build(now)?;
+
+        let id = PeerId(self.next_peer);
+        let mut outbound = FxHashMap::default();
+        for track in tracks {
+            let kind = rtc_kind(track.kind);
+            let codec = rtc_codec(track.kind, &track.codec);
+            let mime_type = codec.mime_type.clone();
+            let media_track = MediaStreamTrack::new(
+                format!("strait-{}", id.0),
+                format!("strait-{}-{}", id.0, track.ssrc),
+                format!("strait-{}", track.ssrc),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(track.ssrc),
+                        ..Default::default()
+                    },
+                    codec,
+                    ..Default::default()
+                }],
+            );
+            let sender = pc.add_track(media_track)?;
+            outbound.insert(
+                track.ssrc,
+                Outbound {
+                    sender,
+                    mime_type,
+                    payload_type: None,
+                },
+            );
+        }
+
+        pc.set_remote_description(now, RTCSessionDescription::offer(offer_sdp.to_owned())?)?;
+        for (foundation, addr) in self.config.local_addrs.iter().enumerate() {
+            // RFC 8445 §5.1.2.1: host candidates get type preference 126.
+            let priority = (126u32 << 24) | (65_535u32 << 8) | 255;
+            pc.add_local_candidate(RTCIceCandidateInit {
+                candidate: format!(
+                    "candidate:{} 1 udp {priority} {} {} typ host",
+                    foundation + 1,
+                    addr.ip(),
+                    addr.port()
+                ),
+                ..Default::default()
+            })?;
+        }
+        // An empty candidate ends gathering.
+        pc.add_local_candidate(RTCIceCandidateInit::default())?;
+        let answer = pc.create_answer(None)?;
+        pc.set_local_description(now, answer)?;
+        let answer_sdp = pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or(WebRtcError::Rtc(RtcError::ErrPeerConnLocalDescriptionNil))?;
+
+        self.next_peer += 1;
+        self.by_ufrag.insert(ufrag.clone(), id);
+        self.peers.insert(
+            id,
+            Peer {
+                pc,
+                ufrag,
+                addrs: Vec::new(),
+                connected: false,
+                inbound: FxHashMap::default(),
+                outbound,
+            },
+        );
+        debug!(peer = %id, tracks = tracks.len(), "webrtc peer created");
+        self.drive(id);
+        Ok((id, answer_sdp))
+    }
+
+    fn random_ice_string(&mut self, len: usize) -> String {
+        (0..len)
+            .map(|_| char::from(ICE_CHARS[self.rng.random_range(0..ICE_CHARS.len())]))
+            .collect()
+    }
+
+    /// Feeds a datagram read from the shared socket at `local` from `from`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
+        self.stats.datagrams_in += 1;
+        let id = match self.by_addr.get(&(local, from)) {
+            Some(&id) => id,
+            None => match classify(bytes) {
+                Datagram::BindingRequest { server_ufrag } => {
+                    match self.by_ufrag.get(server_ufrag) {
+                        Some(&id) => {
+                            // Routed, not trusted: the peer's ICE agent checks MESSAGE-INTEGRITY
+                            // with its password and answers only a valid check.
+                            self.by_addr.insert((local, from), id);
+                            if let Some(peer) = self.peers.get_mut(&id) {
+                                peer.addrs.push((local, from));
+                            }
+                            id
+                        }
+                        None => {
+                            self.stats.dropped.unknown_ufrag += 1;
+                            trace!("stun with unknown ufrag dropped");
+                            return;
+                        }
+                    }
+                }
+                Datagram::NotStun | Datagram::OtherStun => {
+                    self.stats.dropped.unknown_source += 1;
+                    trace!("datagram from unknown source dropped");
+                    return;
+                }
+            },
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.by_addr.remove(&(local, from));
+            self.stats.dropped.unknown_source += 1;
+            return;
+        };
+        let read = peer.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(bytes),
+        });
+        if let Err(err) = read {
+            self.stats.dropped.rejected_by_peer += 1;
+            trace!(peer = %id, error = %err, "datagram rejected by peer");
+        }
+        self.drive(id);
+    }
+
+    /// Writes an RTP packet to a subscriber peer on the send track named by `ssrc`. The packet's
+    /// SSRC and payload type are set to the track's; header extensions whose id the leg did not
+    /// negotiate are removed (map ids per leg before calling to keep them). Sequence numbers and
+    /// timestamps are sent as given.
+    pub fn send_rtp(
+        &mut self,
+        peer: PeerId,
+        ssrc: u32,
+        packet: &[u8],
+        now: Instant,
+    ) -> Result<(), WebRtcError> {
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(WebRtcError::UnknownPeer(peer))?;
+        let out = state
+            .outbound
+            .get_mut(&ssrc)
+            .ok_or(WebRtcError::UnknownSsrc { peer, ssrc })?;
+        let mut rtp =
+            rtc::rtp::Packet::unmarshal(&mut &packet[..]).map_err(|_| WebRtcError::MalformedRtp)?;
+        let mut sender = state
+            .pc
+            .rtp_sender(out.sender)
+            .ok_or(WebRtcError::UnknownSsrc { peer, ssrc })?;
+        let params = sender.get_parameters();
+        let payload_type = match out.payload_type {
+            Some(pt) => pt,
+            None => {
+                let pt = params
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&out.mime_type))
+                    .map(|c| c.payload_type)
+                    .ok_or_else(|| WebRtcError::CodecNotNegotiated(out.mime_type.clone()))?;
+                out.payload_type = Some(pt);
+                pt
+            }
+        };
+        let negotiated = &params.rtp_parameters.header_extensions;
+        rtp.header
+            .extensions
+            .retain(|ext| negotiated.iter().any(|n| n.id as u8 == ext.id));
+        if rtp.header.extensions.is_empty() {
+            rtp.header.extension = false;
+        }
+        rtp.header.ssrc = ssrc;
+        rtp.header.payload_type = payload_type;
+        sender.write_rtp(now, rtp)?;
+        self.drive(peer);
+        Ok(())
+    }
+
+    /// Sends a PLI for the publisher stream `ssrc` of `peer`.
+    pub fn request_keyframe(
+        &mut self,
+        peer: PeerId,
+        ssrc: u32,
+        now: Instant,
+    ) -> Result<(), WebRtcError> {
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(WebRtcError::UnknownPeer(peer))?;
+        let inbound = state
+            .inbound
+            .get(&ssrc)
+            .ok_or(WebRtcError::UnknownSsrc { peer, ssrc })?;
+        let mut receiver = state
+            .pc
+            .rtp_receiver(inbound.receiver)
+            .ok_or(WebRtcError::UnknownSsrc { peer, ssrc })?;
+        receiver.write_rtcp(
+            now,
+            vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })],
+        )?;
+        self.drive(peer);
+        Ok(())
+    }
+
+    /// Closes a peer (DTLS close_notify is queued for it) and removes it; reports
+    /// [`WebRtcEvent::Disconnected`].
+    pub fn close(&mut self, peer: PeerId) -> Result<(), WebRtcError> {
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(WebRtcError::UnknownPeer(peer))?;
+        let closed = state.pc.close();
+        self.drive(peer);
+        self.remove(peer);
+        closed.map_err(WebRtcError::from)
+    }
+
+    /// The earliest instant some peer needs [`handle_timeout`](Self::handle_timeout).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        // O(peers) per call; a timer wheel is the fix if this shows in profiles.
+        self.peers
+            .values_mut()
+            .filter_map(|p| p.pc.poll_timeout())
+            .min()
+    }
+
+    /// Runs every peer's timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .peers
+            .iter_mut()
+            .filter_map(|(&id, p)| p.pc.poll_timeout().is_some_and(|t| t <= now).then_some(id))
+            .collect();
+        for id in due {
+            if let Some(peer) = self.peers.get_mut(&id)
+                && let Err(err) = peer.pc.handle_timeout(now)
+            {
+                trace!(peer = %id, error = %err, "peer timeout error");
+            }
+            self.drive(id);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.transmits.pop_front()?;
+        self.stats.datagrams_out += 1;
+        Some(t)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<WebRtcEvent> {
+        self.events.pop_front()
+    }
+
+    /// Drains one peer's outputs into the endpoint's queues; removes it if it failed.
+    fn drive(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let mut gone = false;
+        loop {
+            let mut progressed = false;
+            while let Some(event) = peer.pc.poll_event() {
+                progressed = true;
+                match event {
+                    RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                        RTCPeerConnectionState::Connected if !peer.connected => {
+                            peer.connected = true;
+                            debug!(peer = %id, "webrtc peer connected");
+                            self.events.push_back(WebRtcEvent::Connected(id));
+                        }
+                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                            gone = true;
+                        }
+                        _ => {}
+                    },
+                    RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                        let event = track_event(id, peer, &init);
+                        peer.inbound.insert(
+                            init.ssrc,
+                            Inbound {
+                                receiver: init.receiver_id,
+                            },
+                        );
+                        self.events.push_back(event);
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(msg) = peer.pc.poll_read() {
+                progressed = true;
+                match msg.message {
+                    RTCMessage::RtpPacket(_, packet) => {
+                        let ssrc = packet.header.ssrc;
+                        match packet.marshal() {
+                            Ok(bytes) => self.events.push_back(WebRtcEvent::Rtp {
+                                peer: id,
+                                ssrc,
+                                packet: bytes.freeze(),
+                            }),
+                            Err(err) => trace!(peer = %id, error = %err, "rtp re-marshal failed"),
+                        }
+                    }
+                    RTCMessage::RtcpPacket(_, packets) => {
+                        for packet in packets.iter().filter(|p| is_keyframe_request(p.as_ref())) {
+                            let any = packet.as_any();
+                            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                                self.events.push_back(WebRtcEvent::KeyframeRequest {
+                                    peer: id,
+                                    ssrc: pli.media_ssrc,
+                                });
+                            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                                for entry in &fir.fir {
+                                    self.events.push_back(WebRtcEvent::KeyframeRequest {
+                                        peer: id,
+                                        ssrc: entry.ssrc,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(out) = peer.pc.poll_write() {
+                progressed = true;
+                if self.transmits.len() >= self.config.max_queued_transmits {
+                    self.transmits.pop_front();
+                    self.stats.transmits_dropped += 1;
+                }
+                self.transmits.push_back(Transmit {
+                    from: out.transport.local_addr,
+                    to: out.transport.peer_addr,
+                    bytes: out.message.freeze(),
+                });
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if gone {
+            self.remove(id);
+        }
+    }
+
+    fn remove(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.remove(&id) {
+            self.by_ufrag.remove(&peer.ufrag);
+            for addr in &peer.addrs {
+                if self.by_addr.get(addr) == Some(&id) {
+                    self.by_addr.remove(addr);
+                }
+            }
+            debug!(peer = %id, "webrtc peer removed");
+            self.events.push_back(WebRtcEvent::Disconnected(id));
+        }
+    }
+}
+
+fn track_event(id: PeerId, peer: &mut Peer, init: &RTCTrackEventInit) -> WebRtcEvent {
+    let mid = peer
+        .pc
+        .get_transceivers()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .find_map(|t| {
+            let transceiver = peer.pc.rtp_transceiver(t)?;
+            (transceiver.receiver() == Some(init.receiver_id))
+                .then(|| transceiver.mid().clone())
+                .flatten()
+        });
+    let (kind, codec) = match peer.pc.rtp_receiver(init.receiver_id) {
+        Some(receiver) => {
+            let track = receiver.track();
+            let kind = match track.kind() {
+                RtpCodecKind::Audio => TrackKind::Audio,
+                _ => TrackKind::Video,
+            };
+            let codec = track.codec(init.ssrc).map(|c| codec_spec(c, 0));
+            (kind, codec)
+        }
+        None => (TrackKind::Video, None),
+    };
+    // The payload type: the receiver's negotiated parameters know it.
+    let codec = codec.map(|mut spec| {
+        if let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id)
+            && let Some(params) = receiver
+                .get_parameters()
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| {
+                    mime_subtype(&c.rtp_codec.mime_type).eq_ignore_ascii_case(&spec.name)
+                        && c.rtp_codec.sdp_fmtp_line == spec.fmtp
+                })
+        {
+            spec.payload_type = params.payload_type;
+        }
+        spec
+    });
+    WebRtcEvent::Track {
+        peer: id,
+        mid,
+        rid: init.rid.clone(),
+        ssrc: init.ssrc,
+        kind,
+        codec,
+    }
+}
+
+fn mime_subtype(mime: &str) -> &str {
+    mime.split_once('/').map_or(mime, |(_, sub)| sub)
+}
+
+fn codec_spec(codec: &RTCRtpCodec, payload_type: u8) -> CodecSpec {
+    CodecSpec {
+        name: mime_subtype(&codec.mime_type).to_owned(),
+        payload_type,
+        clock_rate: codec.clock_rate,
+        channels: u8::try_from(codec.channels).unwrap_or(u8::MAX),
+        fmtp: codec.sdp_fmtp_line.clone(),
+    }
+}
+
+fn rtc_kind(kind: TrackKind) -> RtpCodecKind {
+    match kind {
+        TrackKind::Audio => RtpCodecKind::Audio,
+        TrackKind::Video => RtpCodecKind::Video,
+    }
+}
+
+fn rtc_codec(kind: TrackKind, spec: &CodecSpec) -> RTCRtpCodec {
+    let prefix = match kind {
+        TrackKind::Audio => "audio",
+        TrackKind::Video => "video",
+    };
+    RTCRtpCodec {
+        mime_type: format!("{prefix}/{}", spec.name),
+        clock_rate: spec.clock_rate,
+        channels: u16::from(spec.channels),
+        sdp_fmtp_line: spec.fmtp.clone(),
+        rtcp_feedback: Vec::new(),
+    }
+}
