@@ -72,6 +72,8 @@
 mod config;
 mod driver;
 mod error;
+#[doc(hidden)]
+pub mod load;
 mod queue;
 mod session;
 mod shared;

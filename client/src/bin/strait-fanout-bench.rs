@@ -25,21 +25,16 @@
 //!
 //! Linux only: it reads `/proc`.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strait_client::load::gateway::{GatewayChild, mint_token, scrape};
+use strait_client::load::procfs::{clock_ticks_per_second, cpu_split, cpu_ticks, status_kib};
+use strait_client::load::stats::{median, pct};
+use strait_client::load::{Error, Result};
 use strait_client::protocol::{Codec, MediaId, TrackId, TrackKind};
 use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, Session, Trust};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStderr, Command};
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type Result<T> = std::result::Result<T, Error>;
 
 const USAGE: &str = "\
 strait-fanout-bench: CPU per forwarded packet of the gateway's QUIC path at 1 -> N fan-out
@@ -163,274 +158,18 @@ where
     s.parse().map_err(|e| format!("{flag}: `{s}`: {e}").into())
 }
 
-// ---------------------------------------------------------------------------------------------
-// The gateway child.
-
-/// The gateway process; killed when dropped.
-#[derive(Debug)]
-struct GatewayChild {
-    child: Child,
-    pid: u32,
-    quic: SocketAddr,
-    http: SocketAddr,
-    cert: [u8; 32],
-}
-
-impl Drop for GatewayChild {
-    fn drop(&mut self) {
-        // SIGKILL; `kill_on_drop` on the command is the second line of defence.
-        let _ = self.child.start_kill();
-    }
-}
-
-impl GatewayChild {
-    /// Starts `strait serve` on loopback port 0, sized for `n` subscribers, and reads the
-    /// addresses and the certificate fingerprint it prints.
-    async fn start(strait: &PathBuf, n: usize) -> Result<GatewayChild> {
-        let room_size = n + 16;
-        let mut command = Command::new(strait);
-        command
-            .arg("serve")
-            .args([
-                "--quic-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            // Every session comes from 127.0.0.1 and joins one room.
-            .arg("--set")
-            .arg(format!("limits.max_sessions_per_ip={room_size}"))
-            .arg("--set")
-            .arg(format!("limits.max_participants_per_room={room_size}"))
-            .arg("--set")
-            .arg("log.filter=warn")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", strait.display()))?;
-        let pid = child.id().ok_or("the gateway exited at once")?;
-        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let mut quic = None;
-        let mut http = None;
-        let mut cert = None;
-        let mut seen = String::new();
-        let banner = async {
-            while quic.is_none() || http.is_none() || cert.is_none() {
-                let Some(line) = lines.next_line().await? else {
-                    return Err::<(), Error>(
-                        format!("the gateway exited before it was serving:\n{seen}").into(),
-                    );
-                };
-                let _ = writeln!(seen, "{line}");
-                if line.contains("QUIC / WebTransport") {
-                    quic = line.split_whitespace().find_map(|w| w.parse().ok());
-                } else if let Some(rest) = line.split("http://").nth(1)
-                    && line.trim_start().starts_with("HTTP")
-                {
-                    http = rest.split_whitespace().next().and_then(|a| a.parse().ok());
-                } else if line.contains("certificate sha-256") {
-                    cert = line.split_whitespace().last().and_then(parse_fingerprint);
-                }
-            }
-            Ok(())
-        };
-        tokio::time::timeout(Duration::from_secs(30), banner)
-            .await
-            .map_err(|_| "the gateway did not print its addresses within 30 s")??;
-        // Keep draining stderr so the child never blocks on a full pipe; show what it logs.
-        tokio::spawn(forward_stderr(lines));
-        Ok(GatewayChild {
-            child,
-            pid,
-            quic: quic.ok_or("no QUIC address")?,
-            http: http.ok_or("no HTTP address")?,
-            cert: cert.ok_or("no certificate fingerprint")?,
-        })
-    }
-
-    /// Kills the child and waits for it.
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
-    }
-}
-
-async fn forward_stderr(mut lines: tokio::io::Lines<BufReader<ChildStderr>>) {
-    while let Ok(Some(line)) = lines.next_line().await {
-        // The rest of the start banner (the development key) is not news; log lines are.
-        if !line.starts_with("  ") {
-            eprintln!("gateway: {line}");
-        }
-    }
-}
-
-/// `AA:BB:…` (32 bytes) into bytes.
-fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    let mut parts = s.split(':');
-    for byte in &mut out {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
-// ---------------------------------------------------------------------------------------------
-// A tiny HTTP/1.1 client: one request per connection.
-
-async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        if let Some(body) = body {
-            let _ = write!(
-                request,
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            );
-        }
-        request.push_str("\r\n");
-        request.push_str(body.unwrap_or(""));
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        Ok::<_, Error>(response)
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| format!("{method} {path}: no answer within 10 s"))??;
-    let text = String::from_utf8(response).map_err(|_| format!("{method} {path}: not UTF-8"))?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{method} {path}: no header end"))?;
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("{method} {path}: {status}: {body}").into());
-    }
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    Ok(if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    })
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
-        else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-async fn mint_token(http_addr: SocketAddr, identity: &str) -> Result<String> {
-    let body = format!(r#"{{"room":"bench","identity":"{identity}"}}"#);
-    let answer = http(http_addr, "POST", "/v1/dev/token", Some(&body)).await?;
-    // A JWT has no quotes or escapes: the value runs to the next quote.
-    let start = answer
-        .find(r#""token":""#)
-        .ok_or("no token in the answer")?
-        + r#""token":""#.len();
-    let len = answer[start..].find('"').ok_or("unterminated token")?;
-    Ok(answer[start..start + len].to_owned())
-}
-
-/// The counters of `/metrics` the benchmark reads.
-#[derive(Debug, Default, Clone)]
-struct Scrape {
-    packets_in: u64,
-    packets_out: u64,
-    drops: Vec<(String, u64)>,
-}
-
-async fn scrape(http_addr: SocketAddr) -> Result<Scrape> {
-    let body = http(http_addr, "GET", "/metrics", None).await?;
-    let mut s = Scrape::default();
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let Some((key, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        let value = value as u64;
-        let name = key.split('{').next().unwrap_or(key);
-        match name {
-            "strait_packets_in_total" => s.packets_in += value,
-            "strait_packets_out_total" => s.packets_out += value,
-            "strait_drops_total" => {
-                let reason = key
-                    .split("reason=\"")
-                    .nth(1)
-                    .and_then(|r| r.split('"').next())
-                    .unwrap_or("?");
-                s.drops.push((reason.to_owned(), value));
-            }
-            _ => {}
-        }
-    }
-    Ok(s)
-}
-
-// ---------------------------------------------------------------------------------------------
-// /proc.
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: &str) -> Result<u64> {
-    cpu_split(pid).map(|(user, system)| user + system)
-}
-
-/// (utime, stime) of a process, in clock ticks.
-fn cpu_split(pid: &str) -> Result<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = stat.rsplit_once(')').ok_or("odd /proc stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
-    let utime: u64 = fields.get(11).ok_or("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
-    Ok((utime, stime))
-}
-
-/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: &str, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Clock ticks per second, from `getconf CLK_TCK` (100 when that fails).
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
+/// Starts the gateway sized for `n` subscribers: every session comes from 127.0.0.1 and joins one
+/// room.
+async fn start_gateway(strait: &std::path::Path, n: usize) -> Result<GatewayChild> {
+    let room_size = n + 16;
+    GatewayChild::start(
+        strait,
+        &[
+            format!("limits.max_sessions_per_ip={room_size}"),
+            format!("limits.max_participants_per_room={room_size}"),
+        ],
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,14 +214,6 @@ impl RunResult {
     }
 }
 
-fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        100.0 * part as f64 / whole as f64
-    }
-}
-
 fn client_config(gateway: &GatewayChild, token: String) -> ClientConfig {
     let mut config = ClientConfig::new(gateway.quic, Trust::Hashes(vec![gateway.cert]), token);
     // Subscribers only count packets (the session's counter); the queue that would hand them to
@@ -496,7 +227,7 @@ fn client_config(gateway: &GatewayChild, token: String) -> ClientConfig {
 }
 
 async fn connect(gateway: &GatewayChild, identity: &str) -> Result<Session> {
-    let token = mint_token(gateway.http, identity).await?;
+    let token = mint_token(gateway.http, "bench", identity).await?;
     let (session, _) = Client::connect_and_join(client_config(gateway, token), "bench")
         .await
         .map_err(|e| format!("{identity}: connect and join: {e}"))?;
@@ -611,7 +342,7 @@ async fn send_paced(
 
 async fn run_once(args: &Args, n: usize) -> Result<RunResult> {
     let rate = args.rate_for(n);
-    let gateway = Arc::new(GatewayChild::start(&args.strait, n).await?);
+    let gateway = Arc::new(start_gateway(&args.strait, n).await?);
     let result = measure(args, &gateway, n, rate).await;
     match Arc::try_unwrap(gateway) {
         Ok(gateway) => gateway.stop().await,
@@ -736,19 +467,7 @@ async fn measure(
             cpu * 1e6 / forwarded as f64
         }
     };
-    let drops = metrics_after
-        .drops
-        .iter()
-        .map(|(reason, after)| {
-            let before = metrics_before
-                .drops
-                .iter()
-                .find(|(r, _)| r == reason)
-                .map_or(0, |(_, v)| *v);
-            (reason.clone(), after - before)
-        })
-        .filter(|(_, d)| *d > 0)
-        .collect();
+    let drops = metrics_after.drops_since(&metrics_before);
     let result = RunResult {
         subscribers: n,
         rate,
@@ -849,18 +568,6 @@ fn json(r: &RunResult) -> String {
         r.bench_cpu_s,
         drops,
     )
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.is_empty() {
-        0.0
-    } else if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
 }
 
 /// Column-wise medians of several runs of one N (drops: the median of the totals).
