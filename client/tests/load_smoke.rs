@@ -1,5 +1,6 @@
 //! `strait-load` end to end: the CI smoke scenario (`client/scenarios/smoke.toml`, about 2 s,
-//! eight sessions over raw QUIC and WebTransport, audio and video) against the `strait` binary.
+//! eight sessions over raw QUIC and WebTransport, audio and video, receivers resuming once a
+//! second) against the `strait` binary.
 //!
 //! The gateway is a separate package that this crate must not depend on, so its binary is
 //! looked up next to `strait-load` in the same target directory (`scripts/test` builds it first
@@ -57,6 +58,12 @@ fn smoke_scenario_joins_everyone_and_delivers_media() {
     assert!(report["expected_deliveries"].as_u64() > Some(0), "{report}");
     assert!(report["delivered"].as_u64() > Some(0), "{report}");
     assert!(report["latency"]["samples"].as_u64() > Some(0), "{report}");
+    assert!(report["churn"]["resumes"].as_u64() > Some(0), "{report}");
+    assert_eq!(report["churn"]["failures"], 0, "{report}");
+    assert!(
+        report["churn"]["resume_to_first_media"]["samples"].as_u64() > Some(0),
+        "{report}"
+    );
     assert!(
         report["gateway"]["packets_out"].as_u64() > Some(0),
         "{report}"

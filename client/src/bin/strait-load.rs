@@ -12,6 +12,11 @@
 //! and a warm-up. Join latency (connect → `ServerHello`, → joined, → first media) is measured for
 //! every session.
 //!
+//! `rooms.churn` makes the receivers move while they receive: a rebind to a new UDP socket
+//! (QUIC migration) or a new connection with the resume token, on a schedule; the report gives
+//! the gap from a rebind to the next media packet, and from a resume to `Resumed` and to the
+//! first media packet on the new connection.
+//!
 //! A **join storm** starts sessions that connect and join (no media) at a rate that grows every
 //! second until the gateway refuses `stop_after_refusals` of them or `max_sessions` is reached;
 //! it reports joins per second, join latency, the gateway's CPU per join and its memory per idle
@@ -367,6 +372,54 @@ struct Received {
     expected_streams: Vec<u32>,
     out_of_order: u64,
     media_dropped: u64,
+    /// Rebind → next media packet.
+    rebind_gap: Histogram,
+    /// `resume_now` → `Resumed`.
+    resume_handshake: Histogram,
+    /// `resume_now` → first media packet on the new connection.
+    resume_to_media: Histogram,
+    rebinds: u64,
+    resumes: u64,
+    churn_failures: u64,
+}
+
+/// What woke a receiver up.
+#[derive(Debug)]
+enum Step {
+    Packet(Option<strait_client::MediaPacket>),
+    Stop,
+    Move,
+    Event(Option<SessionEvent>),
+}
+
+/// When receiver `slot` of `slots` next rebinds or resumes: every `period` seconds from the
+/// window's start, shifted by `slot / slots` of a period, inside the window only.
+#[derive(Debug)]
+struct Schedule {
+    period_us: u64,
+    offset_us: u64,
+    done: u64,
+}
+
+impl Schedule {
+    fn new(period_s: Option<f64>, slot: usize, slots: usize) -> Option<Schedule> {
+        let period_us = (period_s? * 1e6) as u64;
+        Some(Schedule {
+            period_us,
+            offset_us: period_us * slot as u64 / slots.max(1) as u64,
+            done: 0,
+        })
+    }
+
+    /// The next due time, µs since the run's base, if it falls in the window.
+    fn due_us(&self, run: &Run) -> Option<u64> {
+        let start = run.window_start.load(Ordering::Relaxed);
+        if start == u64::MAX {
+            return None;
+        }
+        let due = start + self.offset_us + self.done * self.period_us;
+        (due < run.window_end.load(Ordering::Relaxed)).then_some(due)
+    }
 }
 
 fn opus() -> Codec {
@@ -478,15 +531,116 @@ async fn participant_inner(
     run.ready.fetch_add(1, Ordering::Relaxed);
     drop(permit);
 
+    // Receivers that move: their schedules (none for publishers).
+    let churn = rooms.churn.clone().unwrap_or_default();
+    let (slot, slots) = (
+        role.room * rooms.subscribers + role.index,
+        rooms.count * rooms.subscribers,
+    );
+    let receiver = role.publisher.is_none();
+    let mut rebind = Schedule::new(churn.rebind_every_seconds, slot, slots).filter(|_| receiver);
+    let mut resume = Schedule::new(churn.resume_every_seconds, slot, slots).filter(|_| receiver);
+    let moves = rebind.is_some() || resume.is_some();
+    // The move in progress: when it started, and (resume) when `Resumed` arrived.
+    let mut rebound_at: Option<Instant> = None;
+    let mut resume_started: Option<Instant> = None;
+    let mut resumed_at: Option<Instant> = None;
+
     // Receive until stopped.
     let mut streams: HashMap<u32, u32> = HashMap::new();
     let mut first = true;
     loop {
-        let packet = tokio::select! {
-            packet = session.recv_media() => packet,
-            _ = stop.wait_for(|s| *s) => break,
+        // The next scheduled move; before the window opens, look again in 100 ms.
+        let next_move = if moves {
+            let due = [&rebind, &resume]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.due_us(run))
+                .min();
+            Some(
+                due.map_or(Instant::now() + Duration::from_millis(100), |us| {
+                    run.base + Duration::from_micros(us)
+                }),
+            )
+        } else {
+            None
+        };
+        let step = tokio::select! {
+            packet = session.recv_media() => Step::Packet(packet),
+            _ = stop.wait_for(|s| *s) => Step::Stop,
+            _ = tokio::time::sleep_until(next_move.unwrap_or_else(Instant::now)), if next_move.is_some() => Step::Move,
+            event = session.next_event(), if resume.is_some() => Step::Event(event),
+        };
+        let packet = match step {
+            Step::Packet(packet) => packet,
+            Step::Stop => break,
+            Step::Move => {
+                let now_us = run.now_us();
+                let due = |s: &Schedule| s.due_us(run).is_some_and(|d| d <= now_us);
+                if let Some(s) = rebind.as_mut().filter(|s| due(s)) {
+                    s.done += 1;
+                    match session.rebind() {
+                        Ok(_) => {
+                            received.rebinds += 1;
+                            rebound_at = Some(Instant::now());
+                        }
+                        Err(_) => received.churn_failures += 1,
+                    }
+                }
+                if let Some(s) = resume.as_mut().filter(|s| due(s)) {
+                    s.done += 1;
+                    // One resume at a time: a move still waiting for `Resumed` is left alone.
+                    if resume_started.is_none() {
+                        let started = Instant::now();
+                        if session.resume_now().await.is_ok() {
+                            received.resumes += 1;
+                            resume_started = Some(started);
+                            resumed_at = None;
+                        } else {
+                            received.churn_failures += 1;
+                        }
+                    }
+                }
+                continue;
+            }
+            Step::Event(event) => {
+                match event {
+                    Some(SessionEvent::Resumed { outage, .. }) => {
+                        // `outage` runs from the move's start to `ServerHello` on the new
+                        // connection; media taken off the connection after that instant came
+                        // on the new one.
+                        if let Some(started) = resume_started {
+                            received
+                                .resume_handshake
+                                .record_us(outage.as_micros() as u64);
+                            resumed_at = Some(started + outage);
+                        }
+                    }
+                    Some(SessionEvent::ResumeFailed { .. }) => {
+                        received.churn_failures += 1;
+                        resume_started = None;
+                    }
+                    Some(SessionEvent::Closed(_)) | None => break,
+                    Some(_) => {}
+                }
+                continue;
+            }
         };
         let Some(packet) = packet else { break };
+        if let Some(at) = rebound_at.take() {
+            received
+                .rebind_gap
+                .record_us(packet.received_at.duration_since(at).as_micros() as u64);
+        }
+        if let (Some(started), Some(resumed)) = (resume_started, resumed_at)
+            && packet.received_at >= resumed
+        {
+            received
+                .resume_to_media
+                .record_us(packet.received_at.duration_since(started).as_micros() as u64);
+            resume_started = None;
+            resumed_at = None;
+        }
         if first {
             first = false;
             let us = packet.received_at.duration_since(started).as_micros() as u64;
@@ -719,8 +873,27 @@ struct RoomsReport {
     send_refused: u64,
     receiver_queue_drops: u64,
     latency: Quantiles,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    churn: Option<ChurnReport>,
     gateway: GatewayFigures,
     load_cpu_pct_of_one_core: f64,
+}
+
+/// What the receivers' moves cost them.
+#[derive(Debug, Default, serde::Serialize)]
+struct ChurnReport {
+    rebinds: u64,
+    /// Rebind → next media packet received.
+    rebind_gap: Quantiles,
+    resumes: u64,
+    /// `resume_now` → `Resumed` (the new connection's handshake and the resume).
+    resume_handshake: Quantiles,
+    /// `resume_now` → first media packet on the new connection.
+    resume_to_first_media: Quantiles,
+    failures: u64,
+    /// Inter-arrival time of media at a receiver that does not move, for scale: a gap is never
+    /// shorter than the wait for the next packet.
+    media_interval_ms: Option<f64>,
 }
 
 async fn run_rooms(
@@ -850,8 +1023,10 @@ async fn run_rooms(
     let _ = run.stop.send(true);
     let mut latency = Histogram::default();
     let (mut delivered, mut out_of_order, mut queue_drops, mut expected) = (0, 0, 0, 0);
+    let mut churn = ChurnTotals::default();
     for task in tasks {
         if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(10), task).await {
+            churn.add(&r);
             latency.merge(&r.latency);
             delivered += r.in_window;
             out_of_order += r.out_of_order;
@@ -889,9 +1064,59 @@ async fn run_rooms(
         send_refused: run.send_refused.load(Ordering::Relaxed),
         receiver_queue_drops: queue_drops,
         latency: Quantiles::of(&latency),
+        churn: rooms.churn.as_ref().map(|_| churn.report(&run, rooms)),
         gateway: GatewayFigures::of(target, cpu, &scrape_before, &scrape_after),
         load_cpu_pct_of_one_core: load_cpu.map_or(0.0, |c| 100.0 * c.cpu_s / c.wall_s.max(1e-9)),
     })
+}
+
+#[derive(Debug, Default)]
+struct ChurnTotals {
+    rebind_gap: Histogram,
+    resume_handshake: Histogram,
+    resume_to_media: Histogram,
+    rebinds: u64,
+    resumes: u64,
+    failures: u64,
+}
+
+impl ChurnTotals {
+    fn add(&mut self, r: &Received) {
+        self.rebind_gap.merge(&r.rebind_gap);
+        self.resume_handshake.merge(&r.resume_handshake);
+        self.resume_to_media.merge(&r.resume_to_media);
+        self.rebinds += r.rebinds;
+        self.resumes += r.resumes;
+        self.failures += r.churn_failures;
+    }
+
+    fn report(&self, run: &Run, rooms: &Rooms) -> ChurnReport {
+        // Packets per second one receiver expects: every publisher's tracks.
+        let window_s =
+            (run.window_end
+                .load(Ordering::Relaxed)
+                .saturating_sub(run.window_start.load(Ordering::Relaxed))) as f64
+                / 1e6;
+        let per_publisher: u64 = (0..rooms.publishers)
+            .flat_map(|p| {
+                [
+                    stream_index(rooms, 0, p, false),
+                    stream_index(rooms, 0, p, true),
+                ]
+            })
+            .map(|s| run.window_sent[s as usize].load(Ordering::Relaxed))
+            .sum();
+        let rate = per_publisher as f64 / window_s.max(1e-9);
+        ChurnReport {
+            rebinds: self.rebinds,
+            rebind_gap: Quantiles::of(&self.rebind_gap),
+            resumes: self.resumes,
+            resume_handshake: Quantiles::of(&self.resume_handshake),
+            resume_to_first_media: Quantiles::of(&self.resume_to_media),
+            failures: self.failures,
+            media_interval_ms: (rate > 0.0).then(|| 1000.0 / rate),
+        }
+    }
 }
 
 fn opt(v: Option<f64>, unit: &str) -> String {
@@ -927,6 +1152,31 @@ fn print_rooms(r: &RoomsReport) {
         "  refused sends {}, receiver queue drops {}",
         r.send_refused, r.receiver_queue_drops
     );
+    if let Some(c) = &r.churn {
+        println!(
+            "  media interval {} at a receiver (for scale)",
+            opt(c.media_interval_ms, " ms")
+        );
+        if c.rebinds > 0 {
+            println!(
+                "  rebinds       {}: gap to next media {}",
+                c.rebinds,
+                c.rebind_gap.show()
+            );
+        }
+        if c.resumes > 0 {
+            println!(
+                "  resumes       {}: to Resumed {}",
+                c.resumes,
+                c.resume_handshake.show()
+            );
+            println!(
+                "                to first media {}",
+                c.resume_to_first_media.show()
+            );
+        }
+        println!("  move failures {}", c.failures);
+    }
     print_gateway(&r.gateway);
     println!(
         "  load tool     {:.0} % of a core",

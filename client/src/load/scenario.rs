@@ -71,6 +71,23 @@ pub struct Rooms {
     /// Whether each publisher sends a video track.
     #[serde(default)]
     pub video: Option<Video>,
+    /// Receivers (the `subscribers`) that move while media flows: rebinds and resumes.
+    #[serde(default)]
+    pub churn: Option<Churn>,
+}
+
+/// What the receivers do to their connection while they receive, each on its own schedule
+/// (the first event of receiver `i` of `n` comes `i / n` of a period after the window opens, so
+/// the events are spread evenly).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    /// Every receiver moves to a new UDP socket (a new local port, as when a phone changes
+    /// network) this often, seconds; QUIC migrates the connection. Raw QUIC only.
+    pub rebind_every_seconds: Option<f64>,
+    /// Every receiver opens a new connection and presents its resume token this often,
+    /// seconds (the old connection is closed once the new one is up).
+    pub resume_every_seconds: Option<f64>,
 }
 
 /// An Opus-like audio track.
@@ -212,6 +229,24 @@ impl Scenario {
                     return Err(
                         "audio: packets_per_second in 1..=1000, payload_bytes in 40..=1100".into(),
                     );
+                }
+                if let Some(churn) = &rooms.churn {
+                    let period_ok = |p: Option<f64>| p.is_none_or(|p| (0.1..=3600.0).contains(&p));
+                    if !period_ok(churn.rebind_every_seconds)
+                        || !period_ok(churn.resume_every_seconds)
+                    {
+                        return Err("churn: periods must be in [0.1, 3600] seconds".into());
+                    }
+                    if churn.rebind_every_seconds.is_some()
+                        && self.transport != TransportChoice::Quic
+                    {
+                        return Err("churn.rebind_every_seconds needs transport = \"quic\"".into());
+                    }
+                    if rooms.subscribers == 0 {
+                        return Err(
+                            "churn: the receivers that move are `subscribers`; add some".into()
+                        );
+                    }
                 }
             }
             (None, Some(storm)) => {
