@@ -175,8 +175,8 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let sockets = strait_gateway::Sockets::bind(&config).with_context(|| {
             format!(
-                "binding quic {} and http {}",
-                config.quic.listen, config.http.listen
+                "binding quic {}, http {} and webrtc {}",
+                config.quic.listen, config.http.listen, config.webrtc.listen
             )
         })?;
         let gateway = strait_gateway::Gateway::start(config, sockets).await?;
@@ -184,6 +184,9 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
         eprintln!("strait {} is serving", env!("CARGO_PKG_VERSION"));
         eprintln!("  QUIC / WebTransport  {} (https://{}/rtc)", gateway.quic_addr, gateway.shared.public_quic_authority());
         eprintln!("  HTTP                 http://{http}");
+        if let Some(webrtc) = gateway.webrtc_addr {
+            eprintln!("  WebRTC (WHIP/WHEP)   udp {webrtc}, http://{http}/whip/<room>");
+        }
         eprintln!("  certificate sha-256  {}", gateway.cert_fingerprint().to_hex_colon());
         if let Some(key) = &gateway.dev_key {
             eprintln!("  development mode: API key id {} secret {}", key.id(), key.reveal_secret());
