@@ -550,7 +550,9 @@ impl Config {
                 return invalid("webrtc.public_ips must not be unspecified addresses".into());
             }
             if self.webrtc.max_peers == 0 || self.webrtc.max_sdp_bytes == 0 {
-                return invalid("webrtc.max_peers and webrtc.max_sdp_bytes must be at least 1".into());
+                return invalid(
+                    "webrtc.max_peers and webrtc.max_sdp_bytes must be at least 1".into(),
+                );
             }
             if self.webrtc.ice_timeout < Duration::from_secs(1) {
                 return invalid("webrtc.ice_timeout must be at least 1s".into());
@@ -679,7 +681,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.limits.max_sessions, 30);
         assert_eq!(config.quic.idle_timeout, Duration::from_secs(30));
-        assert_eq!(config.quic.listen, "0.0.0.0:5000".parse().unwrap());
+        assert_eq!(
+            config.quic.listen,
+            "0.0.0.0:5000".parse::<std::net::SocketAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -724,8 +729,14 @@ mod tests {
             "at least 32 bytes",
         );
         check(&[("webtransport.path", "\"rtc\"")], "webtransport.path");
-        check(&[("webrtc.listen", "\"0.0.0.0:4478\"")], "webrtc.public_ips");
-        check(&[("webrtc.public_ips", "[\"0.0.0.0\"]")], "webrtc.public_ips");
+        check(
+            &[("webrtc.listen", "\"0.0.0.0:4478\"")],
+            "webrtc.public_ips",
+        );
+        check(
+            &[("webrtc.public_ips", "[\"0.0.0.0\"]")],
+            "webrtc.public_ips",
+        );
     }
 
     #[test]
