@@ -241,10 +241,7 @@ struct Parts {
     worker_stop: CancellationToken,
 }
 
-fn prepare(
-    config: ValidConfig,
-    sockets: &mut Sockets,
-) -> anyhow::Result<(Parts, Option<ApiKey>)> {
+fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts, Option<ApiKey>)> {
     let now = SystemTime::now();
     let identity = tls::initial_identity(&config, now)?;
     let certs = CertStore::new(identity)?;

@@ -245,7 +245,10 @@ async fn accept(
     let location = match role {
         OfferRole::Publish => format!("/whip/{}/{resource}", encode_segment(room.as_str())),
         OfferRole::Subscribe(target) => {
-            format!("/whep/{}/{target}/{resource}", encode_segment(room.as_str()))
+            format!(
+                "/whep/{}/{target}/{resource}",
+                encode_segment(room.as_str())
+            )
         }
     };
     let answer = shared

@@ -403,7 +403,7 @@ impl Worker {
                 let _ = reply.send(self.webrtc_offer(*offer, now));
             }
             WorkerCommand::WebRtcDelete(delete, reply) => {
-                let _ = reply.send(self.webrtc_delete(delete, now));
+                let _ = reply.send(self.webrtc_delete(&delete, now));
             }
             WorkerCommand::Detached { participant, conn } => {
                 let Some(slot) = self.slots.get_mut(&participant) else {

@@ -383,7 +383,7 @@ impl Worker {
     /// Ends a WHIP or WHEP session on its owner's request.
     pub(super) fn webrtc_delete(
         &mut self,
-        delete: WebRtcDelete,
+        delete: &WebRtcDelete,
         now: Instant,
     ) -> Result<(), BridgeError> {
         let Some(bridge) = self.bridge.as_mut() else {
@@ -423,7 +423,11 @@ impl Worker {
         let _ = bridge.endpoint.close(leg.peer);
         self.slots.remove(&participant);
         let _ = self.sfu.leave(pid(participant), reason, now);
-        debug!(participant = participant.0, ?reason, "webrtc participant left");
+        debug!(
+            participant = participant.0,
+            ?reason,
+            "webrtc participant left"
+        );
     }
 
     /// Feeds the datagram in `buf` from `from` to the endpoint.
@@ -542,8 +546,7 @@ impl Worker {
                     _ => None,
                 };
                 let Some(media) = media else {
-                    self.metrics
-                        .count_drop(DropReason::WebrtcUnsupportedStream);
+                    self.metrics.count_drop(DropReason::WebrtcUnsupportedStream);
                     return;
                 };
                 bridge.packets_in.inc();
