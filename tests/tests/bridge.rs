@@ -773,6 +773,34 @@ async fn webrtc_publisher_and_subscriber_share_one_udp_port() {
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webrtc_peer_that_goes_silent_leaves_its_room_at_the_ice_timeout() {
+    let gw = TestGateway::start_with(|c| c.webrtc.ice_timeout = Duration::from_secs(1)).await;
+    let observer = gw.native("quiet", "observer").await;
+    let publisher = WhipPublisher::start(&gw, "quiet", &gw.token("quiet", "camera")).await;
+    let camera = wait_for_participant(&observer, "camera").await;
+
+    // The peer vanishes without a DELETE: no more consent checks reach the bridge.
+    publisher.close().await;
+    let reason = tokio::time::timeout(WAIT, async {
+        loop {
+            match observer.next_event().await.expect("session open") {
+                SessionEvent::ParticipantLeft {
+                    participant,
+                    reason,
+                } if participant == camera => return reason,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the silent peer leaves the room");
+    assert_eq!(reason, strait_protocol::ErrorCode::TIMEOUT);
+    gw.wait_metric("strait_webrtc_peers", |v| v == 0.0).await;
+    observer.close().await;
+    gw.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input.
 
