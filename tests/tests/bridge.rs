@@ -1070,3 +1070,45 @@ async fn strays_on_the_webrtc_port_are_dropped_and_counted() {
     bystanders.close().await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_beyond_the_peer_limit_are_refused_with_503() {
+    let gw = TestGateway::start_with(|c| c.webrtc.max_peers = 1).await;
+    let observer = gw.native("full", "observer").await;
+    let first = WhipPublisher::start(&gw, "full", &gw.token("full", "first")).await;
+    wait_for_participant(&observer, "first").await;
+
+    let mut second = Peer::new().await;
+    second
+        .pc
+        .add_track(local_vp8_track(7) as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let offer = second.offer().await;
+    let refused = post_offer(&gw, "/whip/full", &gw.token("full", "second"), &offer).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.body.contains("limit"), "{refused:?}");
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 1.0);
+    assert_eq!(gw.metric("strait_webrtc_offers_refused_total").await, 1.0);
+    // The refused peer never joined the room.
+    assert!(
+        !observer
+            .participants()
+            .iter()
+            .any(|p| p.identity == "second")
+    );
+
+    let _ = second.pc.close().await;
+    first.close().await;
+    observer.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_bridge_binds_nothing_and_serves_no_whip() {
+    let gw = TestGateway::start_with(|c| c.webrtc.enabled = false).await;
+    assert!(gw.gateway.webrtc_addr.is_none());
+    let response = post_offer(&gw, "/whip/calm", &gw.token("calm", "x"), AUDIO_ONLY_PCMU).await;
+    assert_eq!(response.status, 404, "{response:?}");
+    gw.stop().await;
+}
