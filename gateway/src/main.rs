@@ -35,6 +35,13 @@ struct ConfigArgs {
     /// Shortcut for `--set http.listen=ADDR`.
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
+    /// Shortcut for `--set webrtc.listen=ADDR` (the WebRTC bridge's UDP port).
+    #[arg(long, value_name = "ADDR")]
+    webrtc_listen: Option<String>,
+    /// An address WebRTC peers reach the bridge at, advertised as a host candidate (repeatable;
+    /// together they replace `webrtc.public_ips`).
+    #[arg(long = "public-ip", value_name = "IP")]
+    public_ips: Vec<std::net::IpAddr>,
     /// Log as JSON lines (shortcut for `--set log.format=json`).
     #[arg(long)]
     json_logs: bool,
@@ -51,6 +58,17 @@ impl ConfigArgs {
         }
         if let Some(a) = &self.http_listen {
             overrides.push(("http.listen".into(), a.clone()));
+        }
+        if let Some(a) = &self.webrtc_listen {
+            overrides.push(("webrtc.listen".into(), a.clone()));
+        }
+        if !self.public_ips.is_empty() {
+            let ips: Vec<String> = self
+                .public_ips
+                .iter()
+                .map(|ip| format!("\"{ip}\""))
+                .collect();
+            overrides.push(("webrtc.public_ips".into(), format!("[{}]", ips.join(", "))));
         }
         if self.json_logs {
             overrides.push(("log.format".into(), "\"json\"".into()));
