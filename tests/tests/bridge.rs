@@ -287,6 +287,29 @@ fn local_vp8_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
     )))
 }
 
+fn local_opus_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "whip-stream".into(),
+        "whip-audio".into(),
+        "whip-audio".into(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: "audio/opus".into(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        }],
+    )))
+}
+
 /// Whether a VP8 RTP packet (as `rtp::vp8` builds it) starts a keyframe.
 fn is_vp8_keyframe(packet: &[u8]) -> bool {
     packet.len() > 13 && packet[12] & 0x10 != 0 && packet[13] & 0x01 == 0
@@ -306,6 +329,11 @@ struct WhipPublisher {
 
 impl WhipPublisher {
     async fn start(gw: &TestGateway, room: &str, token: &str) -> WhipPublisher {
+        Self::start_with(gw, room, token, false).await
+    }
+
+    /// With `audio`, it also publishes an Opus track and sends one packet per tick on it.
+    async fn start_with(gw: &TestGateway, room: &str, token: &str, audio: bool) -> WhipPublisher {
         let mut peer = Peer::new().await;
         let ssrc = 0x00c0_ffee;
         let track = local_vp8_track(ssrc);
@@ -313,6 +341,17 @@ impl WhipPublisher {
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await
             .unwrap();
+        let audio_ssrc = 0x00a0_d10a;
+        let audio_track = if audio {
+            let t = local_opus_track(audio_ssrc);
+            peer.pc
+                .add_track(Arc::clone(&t) as Arc<dyn TrackLocal>)
+                .await
+                .unwrap();
+            Some(t)
+        } else {
+            None
+        };
         let offer = peer.offer().await;
         let response = post_offer(gw, &format!("/whip/{room}"), token, &offer).await;
         assert_eq!(response.status, 201, "WHIP answered {response:?}");
@@ -369,6 +408,11 @@ impl WhipPublisher {
                     let bytes = rtp::vp8(index as u16, index * 3000, ssrc, key, index);
                     let packet = rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap();
                     let _ = track.write_rtp(packet).await;
+                    if let Some(audio) = &audio_track {
+                        let bytes = rtp::opus(index as u16, index * 240, audio_ssrc, index);
+                        let packet = rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap();
+                        let _ = audio.write_rtp(packet).await;
+                    }
                 }
             })
         };
@@ -798,6 +842,76 @@ async fn a_webrtc_peer_that_goes_silent_leaves_its_room_at_the_ice_timeout() {
     assert_eq!(reason, strait_protocol::ErrorCode::TIMEOUT);
     gw.wait_metric("strait_webrtc_peers", |v| v == 0.0).await;
     observer.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_opus_and_vp8_reach_a_webtransport_subscriber() {
+    let gw = start_gateway().await;
+    let viewer = gw.webtransport("radio", "listener").await;
+    let publisher = WhipPublisher::start_with(&gw, "radio", &gw.token("radio", "host"), true).await;
+    let host = wait_for_participant(&viewer, "host").await;
+
+    // Both streams are announced as tracks of the WebRTC participant, with their codecs.
+    let tracks = tokio::time::timeout(WAIT, async {
+        loop {
+            let tracks: Vec<_> = viewer
+                .tracks()
+                .into_iter()
+                .filter(|t| t.participant == host)
+                .collect();
+            if tracks.len() == 2 {
+                return tracks;
+            }
+            viewer.next_event().await.expect("session open");
+        }
+    })
+    .await
+    .expect("two tracks announced");
+    let audio = tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Audio)
+        .expect("an audio track");
+    assert!(audio.codec.name.eq_ignore_ascii_case("opus"), "{audio:?}");
+    assert_eq!((audio.codec.clock_rate, audio.codec.channels), (48_000, 2));
+    let video = tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Video)
+        .expect("a video track");
+
+    let audio_sub = viewer
+        .subscribe(audio.track, None)
+        .await
+        .expect("subscribe");
+    let video_sub = viewer
+        .subscribe(video.track, None)
+        .await
+        .expect("subscribe");
+    let (mut audio_packets, mut video_packets) = (Vec::new(), Vec::new());
+    tokio::time::timeout(WAIT, async {
+        while audio_packets.len() < 20 || video_packets.len() < 20 {
+            let packet = viewer.recv_media().await.expect("media");
+            if packet.media == audio_sub.media {
+                audio_packets.push(packet.rtp);
+            } else if packet.media == video_sub.media {
+                video_packets.push(packet.rtp);
+            }
+        }
+    })
+    .await
+    .expect("audio and video reach the WebTransport subscriber");
+    let first = rtp::seq(&audio_packets[0]);
+    for (k, p) in audio_packets.iter().enumerate() {
+        assert_eq!(rtp::ssrc(p), audio_sub.ssrc);
+        assert_eq!(rtp::seq(p), first.wrapping_add(k as u16));
+    }
+    let indices: Vec<u32> = audio_packets.iter().map(|p| rtp::index_at(p, 12)).collect();
+    assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
+    assert!(is_vp8_keyframe(&video_packets[0]));
+    assert!(video_packets.iter().all(|p| rtp::ssrc(p) == video_sub.ssrc));
+
+    publisher.close().await;
+    viewer.close().await;
     gw.stop().await;
 }
 
