@@ -119,6 +119,7 @@ impl From<BridgeError> for Refusal {
             },
             BridgeError::NoSuchTarget(_) | BridgeError::UnknownResource => StatusCode::NOT_FOUND,
             BridgeError::NoMatchingSection => StatusCode::UNPROCESSABLE_ENTITY,
+            BridgeError::StackFailed => StatusCode::BAD_REQUEST,
             BridgeError::NotOwner => StatusCode::FORBIDDEN,
             BridgeError::Disabled => StatusCode::NOT_FOUND,
             _ => StatusCode::SERVICE_UNAVAILABLE,

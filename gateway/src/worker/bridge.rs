@@ -33,9 +33,17 @@
 //!   DTLS completes, keyframes are requested for its tracks (anything sent before was lost).
 //! - A peer leaves its room when its resource is deleted (`LeaveReason::Left`) or when its ICE
 //!   fails (`LeaveReason::Timeout`). There is no grace period: a WebRTC peer cannot resume.
+//!
+//! ## Containment
+//!
+//! Offers and datagrams from the network reach `rtc`, a young stack. Each call that feeds it
+//! network input runs under [`contained`]: a panic inside costs that offer (refused) or that
+//! datagram (dropped, counted `webrtc_rejected`) and a `warn` line — not the worker, which carries
+//! every room's media.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,7 +55,7 @@ use strait_media::webrtc::{
 };
 use strait_protocol::{ParticipantId, RoomId};
 use tokio::net::UdpSocket;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{Slot, Worker};
 use crate::auth::VerifiedToken;
@@ -124,6 +132,21 @@ pub enum BridgeError {
     /// The gateway is stopping.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The WebRTC stack failed on the offer (a panic, contained).
+    #[error("the webrtc stack could not handle the offer")]
+    StackFailed,
+}
+
+/// Runs `f`, which feeds network input to the WebRTC stack, and turns a panic inside it into
+/// `None` (see the module docs).
+fn contained<T>(what: &'static str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            warn!(what, "the webrtc stack panicked; its input was dropped");
+            None
+        }
+    }
 }
 
 /// The bridge's state in the worker.
@@ -313,7 +336,9 @@ impl Worker {
         };
         let (peer, answer, kind) = match role {
             OfferRole::Publish => {
-                let (peer, answer) = bridge.endpoint.accept_offer(&sdp, now)?;
+                let endpoint = &mut bridge.endpoint;
+                let (peer, answer) = contained("offer", || endpoint.accept_offer(&sdp, now))
+                    .ok_or(BridgeError::StackFailed)??;
                 if let Err(e) = self.sfu.join(me, room.as_str(), meta, now) {
                     let _ = bridge.endpoint.close(peer);
                     return Err(e.into());
@@ -434,16 +459,21 @@ impl Worker {
     pub(super) fn webrtc_datagram(&mut self, buf: &[u8], from: SocketAddr) {
         if let Some(bridge) = self.bridge.as_mut() {
             let local = bridge.local;
-            bridge
-                .endpoint
-                .handle_datagram(Instant::now(), local, from, buf);
+            let endpoint = &mut bridge.endpoint;
+            let handled = contained("datagram", || {
+                endpoint.handle_datagram(Instant::now(), local, from, buf);
+            });
+            if handled.is_none() {
+                self.metrics.count_drop(DropReason::WebrtcRejected);
+            }
         }
     }
 
     /// Runs the endpoint's timers.
     pub(super) fn webrtc_timeout(&mut self, now: Instant) {
         if let Some(bridge) = self.bridge.as_mut() {
-            bridge.endpoint.handle_timeout(now);
+            let endpoint = &mut bridge.endpoint;
+            let _ = contained("timeout", || endpoint.handle_timeout(now));
         }
     }
 
@@ -722,13 +752,23 @@ fn subscribe_target(
     if sends.is_empty() {
         return Err(BridgeError::NoMatchingSection);
     }
-    let (peer, answer) = endpoint.accept_offer_with_tracks(sdp, &sends, now)?;
+    let (peer, answer) = contained("offer", || {
+        endpoint.accept_offer_with_tracks(sdp, &sends, now)
+    })
+    .ok_or(BridgeError::StackFailed)??;
     Ok((peer, answer, tracks))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::receiving_sections;
+    use super::{contained, receiving_sections};
+
+    #[test]
+    fn a_panic_in_the_stack_is_contained() {
+        assert_eq!(contained("test", || 5), Some(5));
+        let panicked: Option<()> = contained("test", || panic!("a remote-triggered bug"));
+        assert_eq!(panicked, None);
+    }
 
     #[test]
     fn counts_receiving_sections_by_kind() {
