@@ -540,6 +540,24 @@ fn candidate_ports(sdp: &str) -> Vec<u16> {
         .collect()
 }
 
+/// A VP8 payload type a native publisher uses in one test, unlike any the WebRTC leg negotiates.
+const NATIVE_VP8_PT: u8 = 120;
+
+/// The payload type an SDP maps to VP8.
+fn vp8_payload_type(sdp: &str) -> u8 {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .find_map(|l| {
+            let (pt, codec) = l.split_once(' ')?;
+            codec
+                .to_ascii_uppercase()
+                .starts_with("VP8/")
+                .then(|| pt.parse().ok())
+                .flatten()
+        })
+        .expect("the answer maps VP8")
+}
+
 fn vp8_spec() -> strait_client::PublishSpec {
     strait_client::PublishSpec {
         kind: TrackKind::Video,
@@ -624,7 +642,10 @@ async fn whip_publisher_reaches_a_native_subscriber_and_receives_its_keyframe_re
 async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publisher() {
     let gw = start_gateway().await;
     let presenter = Arc::new(gw.native("show", "presenter").await);
-    let published = presenter.publish(vp8_spec()).await.expect("publish");
+    // The native leg uses a payload type the WebRTC leg will not negotiate for VP8.
+    let mut spec = vp8_spec();
+    spec.codec.payload_type = NATIVE_VP8_PT;
+    let published = presenter.publish(spec).await.expect("publish");
     let media = published.media[0];
 
     // The native publisher: a keyframe first and after every keyframe request it is sent.
@@ -648,7 +669,8 @@ async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publis
                         key = true;
                     }
                 }
-                let packet = rtp::vp8(index as u16, index * 3000, 0x0051_0000, key, index);
+                let mut packet = rtp::vp8(index as u16, index * 3000, 0x0051_0000, key, index);
+                packet[1] = (packet[1] & 0x80) | NATIVE_VP8_PT;
                 let _ = session.send_rtp(media, &packet);
             }
         })
@@ -709,19 +731,29 @@ async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publis
     })
     .await
     .expect("20 packets reach the WHEP subscriber");
-    for (k, p) in packets.iter().enumerate() {
-        assert_eq!(p.header.ssrc, ssrc);
-        assert_eq!(
-            p.header.sequence_number,
-            packets[0].header.sequence_number.wrapping_add(k as u16)
-        );
-        assert_eq!(p.payload[0], 0x10, "VP8 payload intact");
-    }
+    // Per leg: the payload type the answer negotiated for VP8, the SSRC it announced, consecutive
+    // sequence numbers, and timestamps that keep the publisher's spacing.
+    let negotiated = vp8_payload_type(&response.body);
+    assert_ne!(negotiated, NATIVE_VP8_PT);
     let indices: Vec<u32> = packets
         .iter()
         .map(|p| u32::from_be_bytes(p.payload[4..8].try_into().unwrap()))
         .collect();
     assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
+    for (k, p) in packets.iter().enumerate() {
+        assert_eq!(p.header.payload_type, negotiated, "the leg's payload type");
+        assert_eq!(p.header.ssrc, ssrc);
+        assert_eq!(
+            p.header.sequence_number,
+            packets[0].header.sequence_number.wrapping_add(k as u16)
+        );
+        assert_eq!(
+            p.header.timestamp.wrapping_sub(packets[0].header.timestamp),
+            (indices[k] - indices[0]) * 3000,
+            "timestamps keep their spacing"
+        );
+        assert_eq!(p.payload[0], 0x10, "VP8 payload intact");
+    }
 
     // A PLI from the WebRTC subscriber reaches the native publisher as a keyframe request.
     let before = keyframe_requests.load(Ordering::Relaxed);
