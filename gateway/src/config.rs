@@ -347,6 +347,8 @@ pub struct LogConfig {
     /// Output format.
     pub format: LogFormat,
     /// `tracing` filter directives (`info`, `strait_gateway=debug`). `RUST_LOG` wins when set.
+    /// The default keeps the WebRTC stack (`rtc*`) at `error`: it logs a `warn` for every
+    /// datagram it refuses, which a peer could otherwise turn into a log flood.
     pub filter: String,
 }
 
@@ -354,7 +356,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            filter: "info".into(),
+            filter: "info,rtc=error".into(),
         }
     }
 }

@@ -72,7 +72,9 @@ pub enum DropReason {
     WebrtcUnknownUfrag,
     /// A datagram on the WebRTC port came from an address that never completed ICE.
     WebrtcUnknownSource,
-    /// A WebRTC peer's stack refused a datagram (bad DTLS, SRTP authentication failure…).
+    /// A WebRTC peer's stack refused a datagram with an error, or panicked on it (contained).
+    /// Datagrams failing DTLS or SRTP authentication are dropped inside `rtc` without an error,
+    /// so they are not counted here.
     WebrtcRejected,
     /// RTP for a WebRTC subscriber could not be written to its leg (not connected yet, or its
     /// codec not negotiated).

@@ -321,6 +321,8 @@ struct WhipPublisher {
     peer: Peer,
     location: String,
     answer: String,
+    /// The offer it posted (its host candidate is its address).
+    offer: String,
     /// Keyframe requests (PLI/FIR) the peer received.
     keyframe_requests: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -420,6 +422,7 @@ impl WhipPublisher {
             peer,
             location,
             answer: response.body,
+            offer,
             keyframe_requests,
             stop,
             tasks: vec![watcher, sender],
@@ -949,6 +952,97 @@ async fn whip_opus_and_vp8_reach_a_webtransport_subscriber() {
 
 // ---------------------------------------------------------------------------------------------
 // Bad input.
+
+/// The address in the first host candidate of an SDP.
+fn host_candidate(sdp: &str) -> std::net::SocketAddr {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .find_map(|c| {
+            let fields: Vec<&str> = c.split_whitespace().collect();
+            (fields.get(7) == Some(&"host"))
+                .then(|| {
+                    format!("{}:{}", fields.get(4)?, fields.get(5)?)
+                        .parse()
+                        .ok()
+                })
+                .flatten()
+        })
+        .expect("a host candidate")
+}
+
+/// Sends `payload` as a UDP datagram from `from` to `to` (both IPv4) through a raw socket, as if
+/// the peer at `from` had sent it. Needs root (CAP_NET_RAW); `None` without it.
+fn spoof_udp(from: std::net::SocketAddr, to: std::net::SocketAddr, payload: &[u8]) -> Option<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (std::net::SocketAddr::V4(from), std::net::SocketAddr::V4(to)) = (from, to) else {
+        return None;
+    };
+    // IPPROTO_RAW: the header below is sent as written (IP_HDRINCL); the kernel fills the IP
+    // checksum. A zero UDP checksum means "none" over IPv4.
+    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255))).ok()?;
+    let total = 20 + 8 + payload.len();
+    let mut packet = Vec::with_capacity(total);
+    packet.extend_from_slice(&[0x45, 0]);
+    packet.extend_from_slice(&u16::try_from(total).ok()?.to_be_bytes());
+    packet.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    packet.extend_from_slice(&from.ip().octets());
+    packet.extend_from_slice(&to.ip().octets());
+    packet.extend_from_slice(&from.port().to_be_bytes());
+    packet.extend_from_slice(&to.port().to_be_bytes());
+    packet.extend_from_slice(&u16::try_from(8 + payload.len()).ok()?.to_be_bytes());
+    packet.extend_from_slice(&[0, 0]);
+    packet.extend_from_slice(payload);
+    socket
+        .send_to(&packet, &std::net::SocketAddr::V4(to).into())
+        .ok()?;
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_srtp_and_srtcp_after_dtls_disturb_no_one() {
+    let gw = start_gateway().await;
+    let bystanders = Bystanders::start(&gw).await;
+    let peer = host_candidate(&bystanders.publisher.offer);
+    let port = gw.webrtc_addr();
+
+    // From the publisher's own 5-tuple, after DTLS: RTP and RTCP that fail SRTP authentication,
+    // and a truncated RTP header. The peer's `rtc` stack drops them itself (it reports no error
+    // the bridge could count).
+    let mut rtp_junk = rtp::vp8(7, 7, 0x00c0_ffee, true, 7);
+    rtp_junk.extend_from_slice(&[0xee; 10]);
+    let rtcp_junk = [
+        0x80, 200, 0, 6, 0, 0xc0, 0xff, 0xee, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+    ];
+    let sent = [&rtp_junk[..], &rtcp_junk[..], &[0x80, 96, 0][..]]
+        .iter()
+        .all(|payload| spoof_udp(peer, port, payload).is_some());
+    if !sent {
+        eprintln!("skipped: sending from the peer's address needs a raw socket (run as root)");
+        bystanders.close().await;
+        gw.stop().await;
+        return;
+    }
+    // A marker from an address that never did ICE: once it is counted, the junk before it was
+    // handled too (one socket, read in order) — routed to the peer, not counted as a stranger.
+    spoof_udp("127.0.0.1:9".parse().unwrap(), port, &rtcp_junk).expect("raw socket");
+    gw.wait_metric_where(
+        "strait_drops_total",
+        "reason=\"webrtc_unknown_source\"",
+        |v| v >= 1.0,
+    )
+    .await;
+    assert_eq!(
+        gw.metric_where("strait_drops_total", "reason=\"webrtc_unknown_source\"")
+            .await,
+        1.0
+    );
+
+    // The publisher whose address was used keeps going, and so does everyone else.
+    bystanders.still_fine().await;
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 1.0);
+    bystanders.close().await;
+    gw.stop().await;
+}
 
 const DATA_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
 m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
