@@ -36,10 +36,10 @@
 //!
 //! ## Containment
 //!
-//! Offers and datagrams from the network reach `rtc`, a young stack. Each call that feeds it
-//! network input runs under [`contained`]: a panic inside costs that offer (refused) or that
-//! datagram (dropped, counted `webrtc_rejected`) and a `warn` line — not the worker, which carries
-//! every room's media.
+//! Offers, datagrams and publishers' RTP from the network reach `rtc`, a young stack. Each call
+//! that feeds it network input runs under [`contained`]: a panic inside costs that offer
+//! (refused), that datagram (dropped, counted `webrtc_rejected`) or that packet (dropped, counted
+//! `webrtc_send_failed`) and a `warn` line — not the worker, which carries every room's media.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -264,7 +264,10 @@ impl Bridge {
         self.scratch.clear();
         self.scratch.resize(fwd.len(), 0);
         fwd.write_into(&mut self.scratch);
-        self.endpoint.send_rtp(peer, fwd.ssrc(), &self.scratch, now)
+        // The packet is a publisher's, from the network: `rtc` parses it again.
+        let (endpoint, scratch) = (&mut self.endpoint, &self.scratch);
+        contained("rtp", || endpoint.send_rtp(peer, fwd.ssrc(), scratch, now))
+            .unwrap_or(Err(WebRtcError::MalformedRtp))
     }
 }
 
@@ -367,6 +370,7 @@ impl Worker {
                 }
             }
         };
+        let identity = token.identity.clone();
         let label = TransportLabel {
             transport: Transport::Webrtc,
         };
@@ -384,11 +388,6 @@ impl Worker {
                 bytes_out: self.metrics.bytes_out.get_or_create(&label).clone(),
             },
         );
-        let identity = self
-            .slots
-            .get(&participant)
-            .map(|s| s.principal.token.identity.clone())
-            .unwrap_or_default();
         bridge.by_peer.insert(peer, participant);
         bridge.by_resource.insert(resource.clone(), participant);
         bridge.legs.insert(
