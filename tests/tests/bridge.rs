@@ -788,49 +788,73 @@ async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publis
 async fn webrtc_publisher_and_subscriber_share_one_udp_port() {
     let gw = start_gateway().await;
     let observer = gw.native("duo", "observer").await;
-    let publisher = WhipPublisher::start(&gw, "duo", &gw.token("duo", "camera")).await;
+    let publisher = WhipPublisher::start_with(&gw, "duo", &gw.token("duo", "camera"), true).await;
     let camera = wait_for_participant(&observer, "camera").await;
-    wait_for_track_of(&observer, camera).await;
+    tokio::time::timeout(WAIT, async {
+        while observer
+            .tracks()
+            .iter()
+            .filter(|t| t.participant == camera)
+            .count()
+            < 2
+        {
+            observer.next_event().await.expect("session open");
+        }
+    })
+    .await
+    .expect("both tracks of the WHIP publisher are announced");
 
-    // A WHEP subscriber names the WHIP publisher (a participant id): it gets all its tracks.
+    // A WHEP subscriber names the WHIP publisher (a participant id): it gets all its tracks, one
+    // per receiving section of its offer.
     let mut viewer = Peer::new().await;
-    viewer
-        .pc
-        .add_transceiver_from_kind(
-            RtpCodecKind::Video,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        viewer
+            .pc
+            .add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
+    }
     let offer = viewer.offer().await;
     let token = gw.token("duo", "viewer");
     let response = post_offer(&gw, &format!("/whep/duo/{}", camera.0), &token, &offer).await;
     assert_eq!(response.status, 201, "WHEP answered {response:?}");
     viewer.finish(&response.body).await;
-    let remote = tokio::time::timeout(WAIT, viewer.tracks.recv())
-        .await
-        .expect("on_track fires")
-        .expect("a track");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(event) = remote.poll().await {
-            if let TrackRemoteEvent::OnRtpPacket(packet) = event
-                && tx.send(packet).is_err()
-            {
-                break;
+    for _ in 0..2 {
+        let remote = tokio::time::timeout(WAIT, viewer.tracks.recv())
+            .await
+            .expect("on_track fires for audio and video")
+            .expect("a track");
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = remote.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(packet) = event
+                    && tx.send(packet).is_err()
+                {
+                    break;
+                }
             }
-        }
-    });
+        });
+    }
+    let (mut audio, mut video) = (0, 0);
     tokio::time::timeout(WAIT, async {
-        for _ in 0..10 {
-            rx.recv().await.expect("rtp");
+        while audio < 10 || video < 10 {
+            let packet = rx.recv().await.expect("rtp");
+            if packet.payload.first() == Some(&0x10) {
+                video += 1;
+            } else {
+                audio += 1;
+            }
         }
     })
     .await
-    .expect("the WHIP publisher's RTP reaches the WHEP subscriber");
+    .expect("the WHIP publisher's audio and video reach the WHEP subscriber");
 
     // Both peers were given the one bridge port and nothing else.
     let port = gw.webrtc_addr().port();
