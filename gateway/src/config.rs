@@ -8,7 +8,7 @@
 //! taken as a string, so `STRAIT_QUIC__LISTEN=0.0.0.0:4433` works without quotes.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub struct Config {
     pub webtransport: WebTransportConfig,
     /// Media forwarding.
     pub media: MediaConfig,
+    /// The WebRTC bridge (WHIP/WHEP, ICE-lite/DTLS/SRTP on one UDP port).
+    pub webrtc: WebRtcConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -267,6 +269,49 @@ impl Default for MediaConfig {
     }
 }
 
+/// The WebRTC bridge: legacy WebRTC peers publish with WHIP (`POST /whip/{room}`) and subscribe
+/// with WHEP (`POST /whep/{room}/{track}`) on the HTTP port; their ICE, DTLS and SRTP all run on
+/// one UDP socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcConfig {
+    /// Serve WHIP/WHEP and bind the UDP socket. When off, `/whip` and `/whep` answer 404.
+    pub enabled: bool,
+    /// UDP address of the one socket every WebRTC peer uses. Loopback by default.
+    pub listen: SocketAddr,
+    /// Addresses advertised to peers as host candidates (with the bound port). Empty: the
+    /// listen address, which must then not be unspecified (`0.0.0.0`, `[::]`). Behind 1:1 NAT
+    /// put the public address here. The first one is the address the peers' packets are
+    /// matched against.
+    pub public_ips: Vec<IpAddr>,
+    /// SO_RCVBUF / SO_SNDBUF requested for the UDP socket, in bytes.
+    pub socket_buffer: usize,
+    /// Most WebRTC peers (WHIP and WHEP sessions) at once; an offer beyond it is answered 503.
+    /// Each peer holds DTLS and SRTP state and interceptor buffers (tens of KiB) until it leaves
+    /// or its ICE times out.
+    pub max_peers: usize,
+    /// Longest SDP offer accepted, in bytes; a longer one is answered 413 without being parsed.
+    pub max_sdp_bytes: usize,
+    /// A peer from which no ICE consent check has arrived for this long is removed from its room
+    /// (ICE failed).
+    #[serde(with = "humantime_serde")]
+    pub ice_timeout: Duration,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 4478)),
+            public_ips: Vec::new(),
+            socket_buffer: 4 * 1024 * 1024,
+            max_peers: 1024,
+            max_sdp_bytes: 64 * 1024,
+            ice_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
 /// Graceful shutdown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -302,6 +347,8 @@ pub struct LogConfig {
     /// Output format.
     pub format: LogFormat,
     /// `tracing` filter directives (`info`, `strait_gateway=debug`). `RUST_LOG` wins when set.
+    /// The default keeps the WebRTC stack (`rtc*`) at `error`: it logs a `warn` for every
+    /// datagram it refuses, which a peer could otherwise turn into a log flood.
     pub filter: String,
 }
 
@@ -309,7 +356,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            filter: "info".into(),
+            filter: "info,rtc=error".into(),
         }
     }
 }
@@ -493,6 +540,26 @@ impl Config {
         {
             return invalid("auth.resume_secret must be at least 32 bytes".into());
         }
+        if self.webrtc.enabled {
+            if self.webrtc.public_ips.is_empty() && self.webrtc.listen.ip().is_unspecified() {
+                return invalid(
+                    "webrtc.public_ips must name the address peers reach when webrtc.listen is \
+                     unspecified (0.0.0.0 or [::])"
+                        .into(),
+                );
+            }
+            if self.webrtc.public_ips.iter().any(IpAddr::is_unspecified) {
+                return invalid("webrtc.public_ips must not be unspecified addresses".into());
+            }
+            if self.webrtc.max_peers == 0 || self.webrtc.max_sdp_bytes == 0 {
+                return invalid(
+                    "webrtc.max_peers and webrtc.max_sdp_bytes must be at least 1".into(),
+                );
+            }
+            if self.webrtc.ice_timeout < Duration::from_secs(1) {
+                return invalid("webrtc.ice_timeout must be at least 1s".into());
+            }
+        }
         if !self.webtransport.path.starts_with('/') {
             return invalid("webtransport.path must start with `/`".into());
         }
@@ -618,7 +685,7 @@ mod tests {
         assert_eq!(config.quic.idle_timeout, Duration::from_secs(30));
         assert_eq!(
             config.quic.listen,
-            "0.0.0.0:5000".parse::<SocketAddr>().unwrap()
+            "0.0.0.0:5000".parse::<std::net::SocketAddr>().unwrap()
         );
     }
 
@@ -664,6 +731,14 @@ mod tests {
             "at least 32 bytes",
         );
         check(&[("webtransport.path", "\"rtc\"")], "webtransport.path");
+        check(
+            &[("webrtc.listen", "\"0.0.0.0:4478\"")],
+            "webrtc.public_ips",
+        );
+        check(
+            &[("webrtc.public_ips", "[\"0.0.0.0\"]")],
+            "webrtc.public_ips",
+        );
     }
 
     #[test]

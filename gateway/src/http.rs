@@ -8,6 +8,7 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/cert-hashes` | SHA-256 hashes of the QUIC certificates for `serverCertificateHashes` |
 //! | `POST /v1/dev/token` | mints an access token (development mode only) |
+//! | `POST /whip/{room}`, `POST /whep/{room}/{id}` | WebRTC publish and subscribe ([`crate::whip`]), when the bridge is on |
 //! | `GET /`, `/app.js`, … | the web demo (`web-demo/`), embedded in the binary |
 
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/cert-hashes", get(cert_hashes));
     if shared.config.dev_token_endpoint() {
         router = router.route("/v1/dev/token", post(dev_token));
+    }
+    if shared.webrtc_addr.is_some() {
+        router = crate::whip::routes(router);
     }
     for asset in DEMO {
         router = router.route(asset.path, get(move || async move { asset.response() }));

@@ -1,9 +1,8 @@
 //! # strait-gateway
 //!
 //! The Strait gateway: one QUIC port for WebTransport (ALPN `h3`) and native clients (ALPN
-//! `strait/1`), and an HTTP port for health, readiness, metrics, certificate hashes and (in
-//! development mode) tokens. The WebRTC bridge, TURN and the web demo join it on the same ports
-//! as they are built.
+//! `strait/1`), an HTTP port for health, readiness, metrics, certificate hashes, WHIP/WHEP and
+//! (in development mode) tokens, and one UDP port for every WebRTC peer of the bridge.
 //!
 //! This is the only crate of the workspace that owns a runtime, reads the clock, binds sockets or
 //! handles signals. The binary `strait` (`src/main.rs`) is a thin command line over this library;
@@ -14,7 +13,9 @@
 //!
 //! - [`frontdoor`]: the QUIC endpoint, admission, ALPN dispatch, WebTransport session requests.
 //! - [`session`]: one task per session (hello, auth, control stream, datagrams, migration).
-//! - [`worker`]: the media worker that owns the SFU core and forwards RTP.
+//! - [`worker`]: the media worker that owns the SFU core and forwards RTP; the WebRTC bridge
+//!   ([`worker::bridge`]) runs in it.
+//! - [`whip`]: WHIP and WHEP signaling on the HTTP port.
 //! - [`translate`]: the only module where protocol messages and SFU calls meet.
 //! - [`http`], [`metrics`], [`tls`], [`auth`], [`config`].
 //!
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod session;
 pub mod tls;
 pub mod translate;
+pub mod whip;
 pub mod worker;
 
 use std::future::Future;
@@ -80,6 +82,8 @@ pub struct Shared {
     pub quic_addr: SocketAddr,
     /// The HTTP port's bound address (its origins are allowed by default).
     pub http_addr: SocketAddr,
+    /// The WebRTC bridge's UDP address, when the bridge runs.
+    pub webrtc_addr: Option<SocketAddr>,
     ids: Mutex<rand::rngs::StdRng>,
 }
 
@@ -136,6 +140,8 @@ pub struct Sockets {
     pub quic: UdpSocket,
     /// The HTTP port.
     pub http: TcpListener,
+    /// The WebRTC bridge's UDP port; required when `webrtc.enabled`, ignored otherwise.
+    pub webrtc: Option<UdpSocket>,
 }
 
 impl Sockets {
@@ -144,7 +150,15 @@ impl Sockets {
         let quic = frontdoor::bind_udp(config.quic.listen, config.quic.socket_buffer)?;
         let http = TcpListener::bind(config.http.listen)?;
         http.set_nonblocking(true)?;
-        Ok(Sockets { quic, http })
+        let webrtc = if config.webrtc.enabled {
+            Some(frontdoor::bind_udp(
+                config.webrtc.listen,
+                config.webrtc.socket_buffer,
+            )?)
+        } else {
+            None
+        };
+        Ok(Sockets { quic, http, webrtc })
     }
 }
 
@@ -157,6 +171,8 @@ pub struct Gateway {
     pub quic_addr: SocketAddr,
     /// The HTTP port's address.
     pub http_addr: SocketAddr,
+    /// The WebRTC bridge's UDP address, when the bridge runs.
+    pub webrtc_addr: Option<SocketAddr>,
     /// The development API key, when no key was configured (print it for the operator).
     pub dev_key: Option<ApiKey>,
     shutdown: CancellationToken,
@@ -165,18 +181,20 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts a gateway on `sockets` in the current runtime.
-    pub async fn start(config: ValidConfig, sockets: Sockets) -> anyhow::Result<Gateway> {
+    pub async fn start(config: ValidConfig, mut sockets: Sockets) -> anyhow::Result<Gateway> {
         let shutdown = CancellationToken::new();
-        let (parts, dev_key) = prepare(config, &sockets)?;
+        let (parts, dev_key) = prepare(config, &mut sockets)?;
         let shared = parts.shared.clone();
         let quic_addr = sockets.quic.local_addr()?;
         let http_addr = sockets.http.local_addr()?;
+        let webrtc_addr = shared.webrtc_addr;
         let stop = shutdown.clone();
         let task = tokio::spawn(serve(parts, sockets, async move { stop.cancelled().await }));
         Ok(Gateway {
             shared,
             quic_addr,
             http_addr,
+            webrtc_addr,
             dev_key,
             shutdown,
             task,
@@ -223,7 +241,7 @@ struct Parts {
     worker_stop: CancellationToken,
 }
 
-fn prepare(config: ValidConfig, sockets: &Sockets) -> anyhow::Result<(Parts, Option<ApiKey>)> {
+fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts, Option<ApiKey>)> {
     let now = SystemTime::now();
     let identity = tls::initial_identity(&config, now)?;
     let certs = CertStore::new(identity)?;
@@ -251,12 +269,22 @@ fn prepare(config: ValidConfig, sockets: &Sockets) -> anyhow::Result<(Parts, Opt
     let metrics = Arc::new(Metrics::new(&mut registry));
     let mut seed_rng = rand::rngs::StdRng::from_seed(random_seed()?);
     let worker_stop = CancellationToken::new();
+    let webrtc = if config.webrtc.enabled {
+        let socket = sockets.webrtc.take().ok_or_else(|| {
+            anyhow::anyhow!("webrtc.enabled is set but no WebRTC socket was given")
+        })?;
+        Some(socket)
+    } else {
+        None
+    };
+    let webrtc_addr = webrtc.as_ref().map(UdpSocket::local_addr).transpose()?;
     let (worker, worker_task) = worker::spawn(
         &config,
         metrics.clone(),
         seed_rng.random(),
+        webrtc,
         worker_stop.clone(),
-    );
+    )?;
     let admission = Admission::new(
         config.limits.max_sessions,
         config.limits.max_sessions_per_ip,
@@ -265,6 +293,7 @@ fn prepare(config: ValidConfig, sockets: &Sockets) -> anyhow::Result<(Parts, Opt
     let shared = Arc::new(Shared {
         quic_addr: sockets.quic.local_addr()?,
         http_addr: sockets.http.local_addr()?,
+        webrtc_addr,
         config,
         keys,
         mint_key,
@@ -303,7 +332,8 @@ pub async fn run(
     sockets: Sockets,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (parts, dev_key) = prepare(config, &sockets)?;
+    let mut sockets = sockets;
+    let (parts, dev_key) = prepare(config, &mut sockets)?;
     if let Some(key) = &dev_key {
         tracing::info!(
             key_id = key.id(),

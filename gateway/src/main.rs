@@ -35,6 +35,13 @@ struct ConfigArgs {
     /// Shortcut for `--set http.listen=ADDR`.
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
+    /// Shortcut for `--set webrtc.listen=ADDR` (the WebRTC bridge's UDP port).
+    #[arg(long, value_name = "ADDR")]
+    webrtc_listen: Option<String>,
+    /// An address WebRTC peers reach the bridge at, advertised as a host candidate (repeatable;
+    /// together they replace `webrtc.public_ips`).
+    #[arg(long = "public-ip", value_name = "IP")]
+    public_ips: Vec<std::net::IpAddr>,
     /// Log as JSON lines (shortcut for `--set log.format=json`).
     #[arg(long)]
     json_logs: bool,
@@ -51,6 +58,17 @@ impl ConfigArgs {
         }
         if let Some(a) = &self.http_listen {
             overrides.push(("http.listen".into(), a.clone()));
+        }
+        if let Some(a) = &self.webrtc_listen {
+            overrides.push(("webrtc.listen".into(), a.clone()));
+        }
+        if !self.public_ips.is_empty() {
+            let ips: Vec<String> = self
+                .public_ips
+                .iter()
+                .map(|ip| format!("\"{ip}\""))
+                .collect();
+            overrides.push(("webrtc.public_ips".into(), format!("[{}]", ips.join(", "))));
         }
         if self.json_logs {
             overrides.push(("log.format".into(), "\"json\"".into()));
@@ -175,8 +193,8 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let sockets = strait_gateway::Sockets::bind(&config).with_context(|| {
             format!(
-                "binding quic {} and http {}",
-                config.quic.listen, config.http.listen
+                "binding quic {}, http {} and webrtc {}",
+                config.quic.listen, config.http.listen, config.webrtc.listen
             )
         })?;
         let gateway = strait_gateway::Gateway::start(config, sockets).await?;
@@ -184,6 +202,9 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
         eprintln!("strait {} is serving", env!("CARGO_PKG_VERSION"));
         eprintln!("  QUIC / WebTransport  {} (https://{}/rtc)", gateway.quic_addr, gateway.shared.public_quic_authority());
         eprintln!("  HTTP                 http://{http}");
+        if let Some(webrtc) = gateway.webrtc_addr {
+            eprintln!("  WebRTC (WHIP/WHEP)   udp {webrtc}, http://{http}/whip/<room>");
+        }
         eprintln!("  certificate sha-256  {}", gateway.cert_fingerprint().to_hex_colon());
         if let Some(key) = &gateway.dev_key {
             eprintln!("  development mode: API key id {} secret {}", key.id(), key.reveal_secret());

@@ -15,6 +15,8 @@ pub enum Transport {
     Webtransport,
     /// Raw QUIC, ALPN `strait/1` (native clients).
     Quic,
+    /// A WebRTC peer of the bridge (WHIP publisher or WHEP subscriber).
+    Webrtc,
 }
 
 impl Transport {
@@ -23,6 +25,7 @@ impl Transport {
         match self {
             Transport::Webtransport => "webtransport",
             Transport::Quic => "quic",
+            Transport::Webrtc => "webrtc",
         }
     }
 }
@@ -65,6 +68,23 @@ pub enum DropReason {
     SubscriberAway,
     /// A datagram arrived before the session joined a room.
     NotJoined,
+    /// A STUN Binding request on the WebRTC port named an ICE ufrag no peer has.
+    WebrtcUnknownUfrag,
+    /// A datagram on the WebRTC port came from an address that never completed ICE.
+    WebrtcUnknownSource,
+    /// A WebRTC peer's stack refused a datagram with an error, or panicked on it (contained).
+    /// Datagrams failing DTLS or SRTP authentication are dropped inside `rtc` without an error,
+    /// so they are not counted here.
+    WebrtcRejected,
+    /// RTP for a WebRTC subscriber could not be written to its leg (not connected yet, or its
+    /// codec not negotiated).
+    WebrtcSendFailed,
+    /// A stream from a WebRTC publisher that the bridge does not forward (a second simulcast
+    /// layer, or an unknown codec).
+    WebrtcUnsupportedStream,
+    /// Sending on the WebRTC UDP socket failed (its send buffer was full, or the address is
+    /// unreachable).
+    UdpSendFailed,
 }
 
 impl DropReason {
@@ -81,6 +101,12 @@ impl DropReason {
             DropReason::OtherLayer => "other_layer",
             DropReason::SubscriberAway => "subscriber_away",
             DropReason::NotJoined => "not_joined",
+            DropReason::WebrtcUnknownUfrag => "webrtc_unknown_ufrag",
+            DropReason::WebrtcUnknownSource => "webrtc_unknown_source",
+            DropReason::WebrtcRejected => "webrtc_rejected",
+            DropReason::WebrtcSendFailed => "webrtc_send_failed",
+            DropReason::WebrtcUnsupportedStream => "webrtc_unsupported_stream",
+            DropReason::UdpSendFailed => "udp_send_failed",
         }
     }
 }
@@ -226,6 +252,14 @@ pub struct Metrics {
     pub protocol_errors: Counter,
     /// Control messages refused by the rate limit.
     pub rate_limited: Counter,
+    /// WebRTC peers of the bridge now (WHIP and WHEP).
+    pub webrtc_peers: Gauge,
+    /// WHIP/WHEP offers refused (bad SDP, unsupported codecs, limits, auth).
+    pub webrtc_offers_refused: Counter,
+    /// Keyframe requests (PLI or FIR) received from WHEP subscribers.
+    pub webrtc_keyframe_requests_in: Counter,
+    /// PLIs sent to WHIP publishers.
+    pub webrtc_keyframe_requests_out: Counter,
 }
 
 impl Metrics {
@@ -251,6 +285,10 @@ impl Metrics {
             resumes: Family::default(),
             protocol_errors: Counter::default(),
             rate_limited: Counter::default(),
+            webrtc_peers: Gauge::default(),
+            webrtc_offers_refused: Counter::default(),
+            webrtc_keyframe_requests_in: Counter::default(),
+            webrtc_keyframe_requests_out: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("strait");
         r.register("sessions", "Sessions connected now", m.sessions.clone());
@@ -305,6 +343,26 @@ impl Metrics {
             "rate_limited",
             "Control messages refused by the rate limit",
             m.rate_limited.clone(),
+        );
+        r.register(
+            "webrtc_peers",
+            "WebRTC peers of the bridge now",
+            m.webrtc_peers.clone(),
+        );
+        r.register(
+            "webrtc_offers_refused",
+            "WHIP/WHEP offers refused",
+            m.webrtc_offers_refused.clone(),
+        );
+        r.register(
+            "webrtc_keyframe_requests_in",
+            "Keyframe requests (PLI/FIR) received from WHEP subscribers",
+            m.webrtc_keyframe_requests_in.clone(),
+        );
+        r.register(
+            "webrtc_keyframe_requests_out",
+            "PLIs sent to WHIP publishers",
+            m.webrtc_keyframe_requests_out.clone(),
         );
         m
     }

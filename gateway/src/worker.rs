@@ -9,12 +9,18 @@
 //! buffer is full, quinn drops its oldest queued datagram for the new one (newest wins) and the
 //! worker counts it as `send_buffer_full`.
 //!
+//! The WebRTC bridge (WHIP/WHEP peers on one UDP socket) runs in this task too; [`bridge`] says
+//! why and how.
+//!
 //! Everything the worker tells a session (answers, room events, keyframe requests, the snapshot
 //! after a resume) goes through that session's bounded control queue in order. A session whose
 //! queue is full is not reading its control stream; it is closed with `LIMIT_EXCEEDED` rather than
 //! silently losing messages.
 
+pub mod bridge;
+
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +35,8 @@ use crate::config::ValidConfig;
 use crate::link::{DatagramSendError, Link};
 use crate::metrics::{DropReason, Metrics, TransportLabel};
 use crate::translate::{self, Principal};
+
+use self::bridge::{Bridge, BridgeError, WebRtcDelete, WebRtcOffer};
 
 /// A session asks to be attached to a participant (new, or resumed).
 #[derive(Debug)]
@@ -91,6 +99,13 @@ pub enum WorkerCommand {
         /// The stable id of the connection that was lost (a newer one may already be attached).
         conn: usize,
     },
+    /// A WHIP or WHEP offer; the answer is the answer SDP.
+    WebRtcOffer(
+        Box<WebRtcOffer>,
+        oneshot::Sender<Result<String, BridgeError>>,
+    ),
+    /// A DELETE of a WHIP or WHEP resource.
+    WebRtcDelete(WebRtcDelete, oneshot::Sender<Result<(), BridgeError>>),
     /// The participant left for good, from connection `conn`.
     Leave {
         /// Who.
@@ -148,6 +163,34 @@ impl WorkerHandle {
             .unwrap_or_else(|_| AttachOutcome::Refused("the gateway is shutting down".into()))
     }
 
+    /// Hands a WHIP or WHEP offer to the bridge; returns the answer SDP.
+    pub async fn webrtc_offer(&self, offer: WebRtcOffer) -> Result<String, BridgeError> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(WorkerCommand::WebRtcOffer(Box::new(offer), tx))
+            .await
+            .is_err()
+        {
+            return Err(BridgeError::ShuttingDown);
+        }
+        rx.await.unwrap_or(Err(BridgeError::ShuttingDown))
+    }
+
+    /// Ends a WHIP or WHEP session.
+    pub async fn webrtc_delete(&self, delete: WebRtcDelete) -> Result<(), BridgeError> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(WorkerCommand::WebRtcDelete(delete, tx))
+            .await
+            .is_err()
+        {
+            return Err(BridgeError::ShuttingDown);
+        }
+        rx.await.unwrap_or(Err(BridgeError::ShuttingDown))
+    }
+
     /// Queues a media packet, or drops and counts it when the queue is full.
     pub fn media(&self, participant: ParticipantId, media: MediaId, rtp: Bytes) {
         let packet = MediaIn {
@@ -168,6 +211,8 @@ struct Slot {
     /// The live connection, or `None` during the grace period.
     link: Option<Link>,
     control: Option<mpsc::Sender<ControlMessage>>,
+    /// The WebRTC peer, for a WHIP or WHEP participant (which has no link).
+    webrtc: Option<strait_media::webrtc::PeerId>,
     packets_out: Counter,
     bytes_out: Counter,
 }
@@ -179,15 +224,20 @@ struct Worker {
     metrics: Arc<Metrics>,
     /// Reused for every packet's datagrams: the header is built here once per subscriber.
     scratch: BytesMut,
+    /// The WebRTC bridge, when enabled.
+    bridge: Option<Bridge>,
 }
 
-/// Starts the worker; it runs until `stop` is cancelled or every handle is dropped.
+/// Starts the worker; it runs until `stop` is cancelled or every handle is dropped. With a
+/// `webrtc` socket (already bound), the worker runs the WebRTC bridge on it. Must be called
+/// within a tokio runtime.
 pub fn spawn(
     config: &ValidConfig,
     metrics: Arc<Metrics>,
     seed: u64,
+    webrtc: Option<std::net::UdpSocket>,
     stop: tokio_util::sync::CancellationToken,
-) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
+) -> std::io::Result<(WorkerHandle, tokio::task::JoinHandle<()>)> {
     let (commands_tx, commands_rx) = mpsc::channel(1024);
     let (media_tx, media_rx) = mpsc::channel(config.limits.media_queue);
     let sfu_config = SfuConfig {
@@ -199,11 +249,21 @@ pub fn spawn(
         grace_period: config.session.grace_period,
         ..SfuConfig::default()
     };
+    let bridge = match webrtc {
+        Some(socket) => Some(Bridge::new(
+            socket,
+            &config.webrtc,
+            &metrics,
+            seed.rotate_left(17),
+        )?),
+        None => None,
+    };
     let worker = Worker {
         sfu: Sfu::new(sfu_config, seed),
         slots: HashMap::new(),
         metrics: metrics.clone(),
         scratch: BytesMut::with_capacity(64 * 1024),
+        bridge,
     };
     let handle = WorkerHandle {
         commands: commands_tx,
@@ -211,7 +271,7 @@ pub fn spawn(
         metrics,
     };
     let task = tokio::spawn(worker.run(commands_rx, media_rx, stop));
-    (handle, task)
+    Ok((handle, task))
 }
 
 impl Worker {
@@ -222,8 +282,11 @@ impl Worker {
         stop: tokio_util::sync::CancellationToken,
     ) {
         let mut batch = Vec::with_capacity(64);
+        let socket = self.bridge.as_ref().map(|b| b.socket.clone());
+        let mut buf = vec![0u8; MAX_UDP_DATAGRAM];
         loop {
-            let deadline = self.sfu.poll_timeout();
+            let deadline = earliest(self.sfu.poll_timeout(), self.webrtc_poll_timeout());
+            let mut datagram: Option<(usize, SocketAddr)> = None;
             tokio::select! {
                 // Commands first: a subscribe should not wait behind a burst of media.
                 biased;
@@ -236,17 +299,48 @@ impl Worker {
                         break;
                     }
                     for packet in batch.drain(..) {
-                        self.forward(&packet);
+                        self.forward(
+                            packet.participant,
+                            sfu::MediaId(packet.media.0),
+                            &packet.rtp,
+                            packet.at,
+                        );
                     }
                 },
+                received = recv_from(socket.as_deref(), &mut buf) => match received {
+                    Ok(received) => datagram = Some(received),
+                    Err(e) => tracing::trace!(error = %e, "webrtc socket receive failed"),
+                },
                 () = sleep_until(deadline) => {
-                    self.sfu.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.sfu.handle_timeout(now);
+                    self.webrtc_timeout(now);
                 },
                 () = stop.cancelled() => break,
             }
-            self.drain_events();
+            if let (Some((n, from)), Some(socket)) = (datagram, socket.as_deref()) {
+                self.webrtc_datagram(&buf[..n], from);
+                // Take what else is already waiting, so a burst is not paced by this loop.
+                for _ in 1..DATAGRAM_BATCH {
+                    let Ok((n, from)) = socket.try_recv_from(&mut buf) else {
+                        break;
+                    };
+                    self.webrtc_datagram(&buf[..n], from);
+                }
+            }
+            // Bridge events feed the core and the core's events reach WebRTC peers: go round
+            // until both are quiet, then send what the bridge queued.
+            loop {
+                let webrtc = self.drain_webrtc_events();
+                let sfu = self.drain_events();
+                if !webrtc && !sfu {
+                    break;
+                }
+            }
+            self.flush_webrtc();
             self.update_gauges();
         }
+        self.close_webrtc();
         // Shutdown: close whatever is still attached.
         for slot in self.slots.values() {
             if let Some(link) = &slot.link {
@@ -304,6 +398,12 @@ impl Worker {
                 let _ =
                     self.sfu
                         .set_bandwidth(sfu::ParticipantId(participant.0), bits_per_second, now);
+            }
+            WorkerCommand::WebRtcOffer(offer, reply) => {
+                let _ = reply.send(self.webrtc_offer(*offer, now));
+            }
+            WorkerCommand::WebRtcDelete(delete, reply) => {
+                let _ = reply.send(self.webrtc_delete(&delete, now));
             }
             WorkerCommand::Detached { participant, conn } => {
                 let Some(slot) = self.slots.get_mut(&participant) else {
@@ -394,6 +494,7 @@ impl Worker {
                 principal: Principal { token, room: None },
                 link: Some(link),
                 control: Some(control),
+                webrtc: None,
                 packets_out,
                 bytes_out,
             },
@@ -424,22 +525,37 @@ impl Worker {
         }
     }
 
-    fn forward(&mut self, packet: &MediaIn) {
+    /// Forwards one publisher packet to every subscriber, whatever its transport.
+    fn forward(&mut self, publisher: ParticipantId, media: sfu::MediaId, rtp: &[u8], at: Instant) {
         let Worker {
             sfu,
             slots,
             metrics,
             scratch,
+            bridge,
         } = self;
         let result = sfu.handle_rtp(
-            sfu::ParticipantId(packet.participant.0),
-            sfu::MediaId(packet.media.0),
-            &packet.rtp,
-            packet.at,
+            sfu::ParticipantId(publisher.0),
+            media,
+            rtp,
+            at,
             &mut |fwd: sfu::Forward<'_>| {
                 let Some(slot) = slots.get(&ParticipantId(fwd.to.0)) else {
                     return;
                 };
+                if let Some(peer) = slot.webrtc {
+                    let Some(bridge) = bridge.as_mut() else {
+                        return;
+                    };
+                    match bridge.send(peer, &fwd, at) {
+                        Ok(()) => {
+                            slot.packets_out.inc();
+                            slot.bytes_out.inc_by(fwd.len() as u64);
+                        }
+                        Err(_) => metrics.count_drop(DropReason::WebrtcSendFailed),
+                    }
+                    return;
+                }
                 let Some(link) = &slot.link else {
                     metrics.count_drop(DropReason::SubscriberAway);
                     return;
@@ -485,8 +601,11 @@ impl Worker {
         }
     }
 
-    fn drain_events(&mut self) {
+    /// Handles every queued core event; returns whether there was one.
+    fn drain_events(&mut self) -> bool {
+        let mut any = false;
         while let Some(event) = self.sfu.poll_event() {
+            any = true;
             match event {
                 Event::Notify { to, notification } => {
                     if let Some(message) = translate::notification(&notification) {
@@ -494,12 +613,15 @@ impl Worker {
                     }
                 }
                 Event::KeyframeRequest {
-                    to, track, layer, ..
+                    to,
+                    track,
+                    layer,
+                    media,
                 } => {
-                    self.tell(
-                        ParticipantId(to.0),
-                        translate::keyframe_request(track, layer),
-                    );
+                    let to = ParticipantId(to.0);
+                    if !self.webrtc_keyframe_request(to, media) {
+                        self.tell(to, translate::keyframe_request(track, layer));
+                    }
                 }
                 Event::ParticipantRemoved { participant, .. } => {
                     self.slots.remove(&ParticipantId(participant.0));
@@ -507,9 +629,11 @@ impl Worker {
                 _ => {}
             }
         }
+        any
     }
 
-    fn update_gauges(&self) {
+    fn update_gauges(&mut self) {
+        self.update_webrtc_gauges();
         let stats = self.sfu.stats();
         self.metrics.rooms.set(gauge(stats.rooms));
         self.metrics.participants.set(gauge(stats.participants));
@@ -520,6 +644,33 @@ impl Worker {
 
 fn gauge(v: impl TryInto<i64>) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
+}
+
+/// Longest datagram read from the WebRTC socket; longer ones are truncated (and then refused by
+/// the peer's DTLS or SRTP). Peers keep to the path MTU, well below.
+const MAX_UDP_DATAGRAM: usize = 2048;
+
+/// Most datagrams taken from the WebRTC socket per turn of the loop, so commands and QUIC media
+/// are not starved by a flood.
+const DATAGRAM_BATCH: usize = 64;
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Receives from the WebRTC socket, or never when there is none. Cancel-safe (tokio's
+/// `recv_from` is).
+async fn recv_from(
+    socket: Option<&tokio::net::UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

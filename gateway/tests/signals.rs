@@ -45,6 +45,8 @@ fn start(args: &[&str]) -> (Killed, Started, mpsc::Receiver<String>) {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--webrtc-listen",
+            "127.0.0.1:0",
         ])
         .args(args)
         .env("RUST_LOG", "info")
@@ -178,6 +180,37 @@ fn config_print_redacts_secrets() {
     assert!(text.contains("k1"));
     assert!(!text.contains(&secret), "the secret is not printed");
     assert!(text.contains("<redacted>"));
+}
+
+#[test]
+fn public_ips_for_the_webrtc_bridge_come_from_repeated_flags() {
+    let output = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args([
+            "config",
+            "print",
+            "--webrtc-listen",
+            "0.0.0.0:4478",
+            "--public-ip",
+            "203.0.113.7",
+            "--public-ip",
+            "2001:db8::1",
+        ])
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    assert!(text.contains("listen = \"0.0.0.0:4478\""), "{text}");
+    assert!(text.contains("\"203.0.113.7\""), "{text}");
+    assert!(text.contains("\"2001:db8::1\""), "{text}");
+
+    // An unspecified listen address needs an address to advertise.
+    let output = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["config", "print", "--webrtc-listen", "0.0.0.0:4478"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("webrtc.public_ips"), "{stderr}");
 }
 
 #[test]

@@ -738,3 +738,64 @@ async fn silent_peer_times_out() {
         .await;
     client.pc.close().await.unwrap();
 }
+
+/// A complete offer (audio and video, with ICE credentials and a fingerprint) to mutate.
+const VALID_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0 1\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwxyz\r\n\
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10\r\n\
+a=ssrc:1111 cname:x\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=sendonly\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwxyz\r\n\
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack pli\r\n\
+a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\na=ssrc-group:FID 2222 3333\r\n\
+a=ssrc:2222 cname:x\r\na=ssrc:3333 cname:x\r\n\
+a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n";
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// A peer's offer with any line replaced by junk is answered or refused, never a panic: the
+    /// gateway's media worker runs this for every WHIP/WHEP offer.
+    #[test]
+    fn accept_offer_survives_mutated_offers(
+        edits in proptest::collection::vec((0usize..64, "[ -~]{0,48}"), 1..4),
+        with_tracks in proptest::prelude::any::<bool>(),
+    ) {
+        let mut lines: Vec<String> = VALID_OFFER.split("\r\n").map(str::to_owned).collect();
+        for (at, junk) in &edits {
+            let at = at % lines.len();
+            lines[at] = junk.clone();
+        }
+        let offer = lines.join("\r\n");
+        let config = WebRtcConfig {
+            local_addrs: vec!["127.0.0.1:4000".parse().unwrap()],
+            ..WebRtcConfig::default()
+        };
+        let mut endpoint = Endpoint::new(config, 3);
+        let tracks = if with_tracks {
+            vec![SendTrack { kind: TrackKind::Video, codec: vp8(), ssrc: 9 }]
+        } else {
+            Vec::new()
+        };
+        let _ = endpoint.accept_offer_with_tracks(&offer, &tracks, Instant::now());
+        while endpoint.poll_transmit().is_some() {}
+        while endpoint.poll_event().is_some() {}
+    }
+}
+
+#[test]
+fn the_offer_to_mutate_is_accepted_as_it_is() {
+    let config = WebRtcConfig {
+        local_addrs: vec!["127.0.0.1:4000".parse().unwrap()],
+        ..WebRtcConfig::default()
+    };
+    let mut endpoint = Endpoint::new(config, 3);
+    let (_, answer) = endpoint
+        .accept_offer(VALID_OFFER, Instant::now())
+        .expect("the base offer is valid");
+    assert!(answer.contains("a=ice-lite"), "{answer}");
+}

@@ -30,13 +30,19 @@ impl TestGateway {
         config.quic.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.webtransport.allowed_origins = vec!["*".into()];
+        config.webrtc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         tweak(&mut config);
         let config: ValidConfig = config.validate().expect("test configuration is valid");
         let quic = strait_gateway::frontdoor::bind_udp(config.quic.listen, 4 * 1024 * 1024)
             .expect("bind quic");
         let http = TcpListener::bind(config.http.listen).expect("bind http");
         http.set_nonblocking(true).expect("nonblocking");
-        let gateway = Gateway::start(config, Sockets { quic, http })
+        // The WebRTC bridge's one UDP port, from the OS like the others.
+        let webrtc = config.webrtc.enabled.then(|| {
+            strait_gateway::frontdoor::bind_udp(config.webrtc.listen, 1024 * 1024)
+                .expect("bind webrtc")
+        });
+        let gateway = Gateway::start(config, Sockets { quic, http, webrtc })
             .await
             .expect("gateway starts");
         TestGateway { gateway }
@@ -55,6 +61,11 @@ impl TestGateway {
     /// The HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.gateway.http_addr
+    }
+
+    /// The WebRTC bridge's UDP address (the bridge is on by default).
+    pub fn webrtc_addr(&self) -> SocketAddr {
+        self.gateway.webrtc_addr.expect("the webrtc bridge is on")
     }
 
     /// A token for `identity` in `room` with publish and subscribe.

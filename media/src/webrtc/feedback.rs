@@ -17,8 +17,11 @@ use rtc::sansio::Protocol;
 use super::RtcError;
 
 /// Marks inbound compound RTCP that carries a PLI or FIR for delivery to the application.
+///
+/// The endpoint installs it on every peer. It is public so that a `webrtc` (async) peer — a test
+/// client or a tool — can install it too and see the keyframe requests the bridge sends it.
 #[derive(Default)]
-pub(crate) struct DeliverKeyframeRequests {
+pub struct DeliverKeyframeRequests {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }

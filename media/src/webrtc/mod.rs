@@ -70,7 +70,8 @@ use rustc_hash::FxHashMap;
 use tracing::{debug, trace};
 
 pub use self::error::{RtcError, WebRtcError};
-use self::feedback::{DeliverKeyframeRequests, is_keyframe_request};
+pub use self::feedback::DeliverKeyframeRequests;
+use self::feedback::is_keyframe_request;
 use self::offer::{Datagram, classify, validate_offer};
 use crate::sfu::{CodecSpec, TrackKind};
 
@@ -269,6 +270,14 @@ pub struct Endpoint {
 const UFRAG_LEN: usize = 16;
 const PWD_LEN: usize = 32;
 const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Checks an offer the way [`Endpoint::accept_offer`] does before it spends a peer connection
+/// on it: at most `max_len` bytes (checked before parsing), valid SDP, at least one live audio or
+/// video section, and a codec the bridge forwards. Callers use it to refuse a bad offer before
+/// any other work (a signaling server before it queues the offer).
+pub fn check_offer(sdp: &str, max_len: usize) -> Result<(), WebRtcError> {
+    validate_offer(sdp, max_len)
+}
 
 impl Endpoint {
     /// An endpoint with no peers; `seed` seeds the RNG of ICE credentials.

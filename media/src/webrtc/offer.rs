@@ -137,6 +137,45 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever arrives on the shared socket, routing it never panics and a route is found
+        /// only for a Binding request that names a ufrag.
+        #[test]
+        fn classify_takes_any_datagram(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            if let Datagram::BindingRequest { server_ufrag } = classify(&bytes) {
+                proptest::prop_assert!(!server_ufrag.is_empty());
+                proptest::prop_assert_eq!(&bytes[0..2], &BINDING_REQUEST[..]);
+            }
+        }
+
+        /// Whatever a signaling request carries, the offer check answers with a typed result.
+        #[test]
+        fn validate_offer_takes_any_text(text in "(v=0\r\n)?([a-z]=[ -~]{0,40}\r\n){0,20}") {
+            let _ = validate_offer(&text, 64 * 1024);
+            let _ = validate_offer(&text, 8);
+        }
+
+        /// Media sections with arbitrary fields and codec lines.
+        #[test]
+        fn validate_offer_takes_any_media_section(
+            media in "(audio|video|application|[a-z]{0,6})",
+            port in "[0-9/]{0,8}",
+            formats in "[0-9a-z ]{0,20}",
+            attributes in proptest::collection::vec(
+                "a=(rtpmap|fmtp|rtcp-fb|mid|rid|simulcast|ssrc|extmap):[ -~]{0,30}",
+                0..8,
+            ),
+        ) {
+            let mut sdp = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+            sdp.push_str(&format!("m={media} {port} UDP/TLS/RTP/SAVPF {formats}\r\n"));
+            for attribute in &attributes {
+                sdp.push_str(attribute);
+                sdp.push_str("\r\n");
+            }
+            let _ = validate_offer(&sdp, 64 * 1024);
+        }
+    }
+
     #[test]
     fn truncated_or_foreign_datagrams_are_not_routed() {
         let packet = binding_request(b"srvr:clnt");

@@ -1,0 +1,378 @@
+//! WHIP and WHEP signaling on the HTTP port: a legacy WebRTC peer publishes to a room or
+//! subscribes to a track with one HTTP request (RFC 9725 for WHIP; WHEP follows the same shape).
+//!
+//! | method and path | what | success |
+//! |---|---|---|
+//! | `POST /whip/{room}` | publish: the body is the SDP offer (`application/sdp`) | `201 Created`, `Location`, the answer |
+//! | `POST /whep/{room}/{id}` | subscribe to track `id`, or to every track of participant `id` | `201 Created`, `Location`, the answer |
+//! | `DELETE {Location}` | leave the room and close the peer | `200 OK` |
+//! | `PATCH {Location}` | trickle ICE or ICE restart: not supported | `405` |
+//!
+//! Every request carries `Authorization: Bearer <access token>`: the token must grant the room,
+//! and `publish` (WHIP) or `subscribe` (WHEP). Only the token's identity (or an admin token) may
+//! delete a session. The offer must hold the peer's candidates (gather before posting); the
+//! answer holds the bridge's host candidates and `a=ice-lite`.
+//!
+//! Refusals carry a one-line reason in a `text/plain` body:
+//!
+//! | status | why |
+//! |---|---|
+//! | 400 | the body is not SDP (or not UTF-8), the room name is invalid, the WebRTC stack refused the offer |
+//! | 401 | no bearer token, or an invalid or expired one (`WWW-Authenticate: Bearer`) |
+//! | 403 | the token is for another room, lacks the grant, or the session is someone else's |
+//! | 404 | no such track, participant or session |
+//! | 405 | `PATCH` (no trickle ICE or ICE restart) |
+//! | 413 | the offer is longer than `webrtc.max_sdp_bytes` |
+//! | 415 | the `Content-Type` is not `application/sdp` |
+//! | 422 | valid SDP the bridge cannot use: no audio or video, only unsupported codecs, no section to receive the requested tracks |
+//! | 503 | draining, peer or room limits reached |
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use strait_media::sfu::SfuError;
+use strait_media::webrtc::{WebRtcError, check_offer};
+use strait_protocol::RoomId;
+
+use crate::Shared;
+use crate::auth::VerifiedToken;
+use crate::worker::bridge::{BridgeError, OfferRole, WebRtcDelete, WebRtcOffer};
+
+/// Adds the WHIP and WHEP routes.
+pub fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+    router
+        .route("/whip/{room}", post(whip_post))
+        .route(
+            "/whip/{room}/{resource}",
+            axum::routing::delete(whip_delete).patch(patch),
+        )
+        .route("/whep/{room}/{target}", post(whep_post))
+        .route(
+            "/whep/{room}/{target}/{resource}",
+            axum::routing::delete(whep_delete).patch(patch),
+        )
+}
+
+/// A refused request: a status and a one-line reason.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = format!("{}\n", self.reason);
+        if self.status == StatusCode::UNAUTHORIZED {
+            (
+                self.status,
+                [
+                    (header::WWW_AUTHENTICATE, "Bearer"),
+                    (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                ],
+                body,
+            )
+                .into_response()
+        } else {
+            (
+                self.status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                body,
+            )
+                .into_response()
+        }
+    }
+}
+
+impl From<BridgeError> for Refusal {
+    fn from(e: BridgeError) -> Self {
+        let status = match &e {
+            BridgeError::Offer(offer) => match offer {
+                WebRtcError::SdpTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                WebRtcError::NoMedia | WebRtcError::UnsupportedCodecs { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                WebRtcError::TooManyPeers(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            BridgeError::Room(room) => match room {
+                SfuError::RoomFull { .. }
+                | SfuError::TooManyRooms { .. }
+                | SfuError::TooManyTracks { .. }
+                | SfuError::TooManySubscriptions { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            BridgeError::NoSuchTarget(_) | BridgeError::UnknownResource => StatusCode::NOT_FOUND,
+            BridgeError::NoMatchingSection => StatusCode::UNPROCESSABLE_ENTITY,
+            BridgeError::StackFailed => StatusCode::BAD_REQUEST,
+            BridgeError::NotOwner => StatusCode::FORBIDDEN,
+            BridgeError::Disabled => StatusCode::NOT_FOUND,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Refusal::new(status, e.to_string())
+    }
+}
+
+async fn whip_post(
+    State(shared): State<Arc<Shared>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    offer(&shared, room, Ok(OfferRole::Publish), &headers, body).await
+}
+
+async fn whep_post(
+    State(shared): State<Arc<Shared>>,
+    Path((room, target)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let role = target
+        .parse::<u64>()
+        .map(OfferRole::Subscribe)
+        .map_err(|_| target);
+    offer(&shared, room, role, &headers, body).await
+}
+
+async fn offer(
+    shared: &Shared,
+    room: String,
+    role: Result<OfferRole, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    match accept(shared, room, role, headers, body).await {
+        Ok((location, answer)) => (
+            StatusCode::CREATED,
+            [
+                (header::LOCATION, location),
+                (header::CONTENT_TYPE, "application/sdp".to_owned()),
+            ],
+            answer,
+        )
+            .into_response(),
+        Err(refusal) => {
+            shared.metrics.webrtc_offers_refused.inc();
+            refusal.into_response()
+        }
+    }
+}
+
+/// Checks a WHIP or WHEP request in order of cost (no body is read before the token is good)
+/// and hands the offer to the worker. Returns the resource URL and the answer.
+async fn accept(
+    shared: &Shared,
+    room: String,
+    role: Result<OfferRole, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(String, String), Refusal> {
+    if shared.drain.is_cancelled() {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is draining",
+        ));
+    }
+    let token = authenticate(shared, headers)?;
+    let room = room_id(room)?;
+    if !token.allows_room(&room) {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            format!("the access token does not grant room `{room}`"),
+        ));
+    }
+    let role = role.map_err(|target| {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            format!("`{target}` is not a track or participant id"),
+        )
+    })?;
+    let (granted, grant) = match role {
+        OfferRole::Publish => (token.grants.publish, "publish"),
+        OfferRole::Subscribe(_) => (token.grants.subscribe, "subscribe"),
+    };
+    if !granted {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            format!("the access token does not grant {grant}"),
+        ));
+    }
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/sdp"));
+    if !is_sdp {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be sent as application/sdp",
+        ));
+    }
+    let max = shared.config.webrtc.max_sdp_bytes;
+    // Reads at most `max` bytes, whatever Content-Length claims.
+    let body = axum::body::to_bytes(body, max).await.map_err(|_| {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the offer is longer than {max} bytes"),
+        )
+    })?;
+    let sdp = String::from_utf8(body.to_vec())
+        .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8"))?;
+    // Refuse a bad offer here, before the worker spends anything on it.
+    check_offer(&sdp, max).map_err(|e| Refusal::from(BridgeError::Offer(e)))?;
+
+    let resource = resource_id().map_err(|_| {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the system random source failed",
+        )
+    })?;
+    let location = match role {
+        OfferRole::Publish => format!("/whip/{}/{resource}", encode_segment(room.as_str())),
+        OfferRole::Subscribe(target) => {
+            format!(
+                "/whep/{}/{target}/{resource}",
+                encode_segment(room.as_str())
+            )
+        }
+    };
+    let answer = shared
+        .worker
+        .webrtc_offer(WebRtcOffer {
+            participant: shared.new_participant_id(),
+            resource,
+            token,
+            room,
+            role,
+            sdp,
+        })
+        .await?;
+    Ok((location, answer))
+}
+
+async fn whip_delete(
+    State(shared): State<Arc<Shared>>,
+    Path((room, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    delete(&shared, room, resource, true, &headers).await
+}
+
+async fn whep_delete(
+    State(shared): State<Arc<Shared>>,
+    Path((room, _target, resource)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    delete(&shared, room, resource, false, &headers).await
+}
+
+async fn delete(
+    shared: &Shared,
+    room: String,
+    resource: String,
+    publisher: bool,
+    headers: &HeaderMap,
+) -> Response {
+    let result = async {
+        let token = authenticate(shared, headers)?;
+        let room = room_id(room)?;
+        shared
+            .worker
+            .webrtc_delete(WebRtcDelete {
+                room,
+                resource,
+                publisher,
+                identity: token.identity.clone(),
+                admin: token.grants.admin,
+            })
+            .await
+            .map_err(Refusal::from)
+    }
+    .await;
+    match result {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn patch() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [
+            (header::ALLOW, "DELETE"),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        ],
+        "trickle ICE and ICE restart are not supported: post a new offer with all candidates\n",
+    )
+        .into_response()
+}
+
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<VerifiedToken, Refusal> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "a bearer token is required"))?;
+    let token = value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "a bearer token is required"))?;
+    shared
+        .keys
+        .verify(token, SystemTime::now())
+        .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, e.to_string()))
+}
+
+fn room_id(room: String) -> Result<RoomId, Refusal> {
+    RoomId::validate(&room).map_err(|why| Refusal::new(StatusCode::BAD_REQUEST, why))?;
+    Ok(RoomId(room))
+}
+
+/// 128 random bits from the operating system, hex: the resource id in a session's URL.
+fn resource_id() -> Result<String, ring::error::Unspecified> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Percent-encodes a path segment (RFC 3986 §3.3): unreserved characters stay, every other byte
+/// becomes `%XX`.
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_segment;
+
+    #[test]
+    fn room_names_are_percent_encoded_in_locations() {
+        assert_eq!(encode_segment("lobby-1"), "lobby-1");
+        assert_eq!(encode_segment("a b/é"), "a%20b%2F%C3%A9");
+    }
+}

@@ -1,0 +1,782 @@
+//! The WebRTC bridge, inside the media worker: WHIP publishers and WHEP subscribers are
+//! participants of the SFU core like any QUIC or WebTransport session, and all of them share one
+//! UDP socket.
+//!
+//! ## Why it lives in the worker task
+//!
+//! The bridge's [`Endpoint`] (ICE-lite, DTLS, SRTP for every WebRTC peer) and the SFU core are
+//! both sans-IO state machines, and a packet crosses between them on every hop: a WebRTC
+//! publisher's RTP comes out of the endpoint and goes straight into
+//! [`Sfu::handle_rtp`](strait_media::sfu::Sfu::handle_rtp); each forwarded copy for a WebRTC
+//! subscriber goes straight back into the endpoint to be encrypted. Owning both in the one task
+//! makes each crossing a function call — no queue, no lock, no second copy — and keeps room
+//! state (who is a member, which SSRC is which track) in one place. The task reads the UDP socket
+//! itself in its `select!` loop (after commands, which stay first), takes every datagram already
+//! waiting in one go, and sends with `try_send_to`, which never waits: a full socket buffer drops
+//! the datagram and counts `udp_send_failed`. The price is that SRTP and DTLS run on the worker's
+//! task, next to QUIC forwarding.
+//!
+//! ## How a peer maps to the core
+//!
+//! - A WHIP offer creates a peer and joins the room as a new participant (identity and name from
+//!   the token). Each stream it sends is published as a one-layer track when its first RTP packet
+//!   arrives (that is when `rtc` reports it, with its SSRC and codec); later packets of that SSRC
+//!   are forwarded on the track's media id. A second stream on the same media section (a
+//!   simulcast layer) is not forwarded (`webrtc_unsupported_stream`).
+//! - A WHEP offer joins the room, subscribes to the named track (or to every track of the named
+//!   participant, as many of each kind as the offer has sections for), and answers with one send
+//!   track per subscription whose SSRC is the subscription's, so the core's rewritten packets go
+//!   out as they are (payload type and header extensions mapped to the leg by the endpoint).
+//! - Keyframe requests: the core's request for a WebRTC publisher's track becomes a PLI on that
+//!   stream; a WebRTC subscriber's PLI or FIR becomes the core's `request_keyframe` for the
+//!   subscribed track, which reaches a QUIC publisher as `KeyframeRequest`. When a subscriber's
+//!   DTLS completes, keyframes are requested for its tracks (anything sent before was lost).
+//! - A peer leaves its room when its resource is deleted (`LeaveReason::Left`) or when its ICE
+//!   fails (`LeaveReason::Timeout`). There is no grace period: a WebRTC peer cannot resume.
+//!
+//! ## Containment
+//!
+//! Offers, datagrams and publishers' RTP from the network reach `rtc`, a young stack. Each call
+//! that feeds it network input runs under [`contained`]: a panic inside costs that offer
+//! (refused), that datagram (dropped, counted `webrtc_rejected`) or that packet (dropped, counted
+//! `webrtc_send_failed`) and a `warn` line — not the worker, which carries every room's media.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use strait_media::sfu::{self, LayerSpec, LeaveReason, ParticipantMeta, SfuError, TrackSpec};
+use strait_media::webrtc::{
+    Endpoint, PeerId, SendTrack, WebRtcConfig as EndpointConfig, WebRtcError, WebRtcEvent,
+    WebRtcStats,
+};
+use strait_protocol::{ParticipantId, RoomId};
+use tokio::net::UdpSocket;
+use tracing::{debug, warn};
+
+use super::{Slot, Worker};
+use crate::auth::VerifiedToken;
+use crate::config::WebRtcConfig;
+use crate::metrics::{DropReason, Metrics, Transport, TransportLabel};
+use crate::translate::Principal;
+
+/// What a WHIP or WHEP offer asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferRole {
+    /// WHIP: publish what the offer sends.
+    Publish,
+    /// WHEP: receive a track, or every track of a participant, named by its id.
+    Subscribe(u64),
+}
+
+/// A WHIP or WHEP offer, checked by the HTTP surface (token, room, grants, size, SDP).
+#[derive(Debug)]
+pub struct WebRtcOffer {
+    /// The new participant's id.
+    pub participant: ParticipantId,
+    /// The resource id its URL carries (unguessable).
+    pub resource: String,
+    /// The verified access token.
+    pub token: VerifiedToken,
+    /// The room to join.
+    pub room: RoomId,
+    /// Publish or subscribe.
+    pub role: OfferRole,
+    /// The offer.
+    pub sdp: String,
+}
+
+/// A DELETE of a WHIP or WHEP resource.
+#[derive(Debug)]
+pub struct WebRtcDelete {
+    /// The room in the URL.
+    pub room: RoomId,
+    /// The resource id in the URL.
+    pub resource: String,
+    /// Whether the URL is a WHIP resource (else WHEP).
+    pub publisher: bool,
+    /// The identity of the token that asks.
+    pub identity: String,
+    /// Whether that token has the admin grant (it may delete anyone's resource).
+    pub admin: bool,
+}
+
+/// Why the bridge refused an offer or a delete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// The endpoint refused the offer (bad SDP, no usable media, peer limit…).
+    #[error(transparent)]
+    Offer(#[from] WebRtcError),
+    /// The core refused the join or a subscription (room full, too many rooms…).
+    #[error(transparent)]
+    Room(#[from] SfuError),
+    /// No track and no participant with this id in the room.
+    #[error("no track or participant {0} in the room")]
+    NoSuchTarget(u64),
+    /// The WHEP offer has no section that can receive the target's tracks.
+    #[error("the offer has no receiving section for the requested tracks")]
+    NoMatchingSection,
+    /// No WHIP/WHEP session at this URL (never was, or it has ended).
+    #[error("no such session")]
+    UnknownResource,
+    /// The session belongs to another identity.
+    #[error("the session belongs to another identity")]
+    NotOwner,
+    /// The bridge is not running.
+    #[error("the webrtc bridge is disabled")]
+    Disabled,
+    /// The gateway is stopping.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    /// The WebRTC stack failed on the offer (a panic, contained).
+    #[error("the webrtc stack could not handle the offer")]
+    StackFailed,
+}
+
+/// Runs `f`, which feeds network input to the WebRTC stack, and turns a panic inside it into
+/// `None` (see the module docs).
+fn contained<T>(what: &'static str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            warn!(what, "the webrtc stack panicked; its input was dropped");
+            None
+        }
+    }
+}
+
+/// The bridge's state in the worker.
+pub(super) struct Bridge {
+    pub(super) endpoint: Endpoint,
+    pub(super) socket: Arc<UdpSocket>,
+    /// The address every datagram is handed to the endpoint with: its first advertised address
+    /// (`rtc` pairs candidates by it).
+    local: SocketAddr,
+    legs: HashMap<ParticipantId, Leg>,
+    by_peer: HashMap<PeerId, ParticipantId>,
+    by_resource: HashMap<String, ParticipantId>,
+    /// Endpoint counters already added to the metrics.
+    seen: WebRtcStats,
+    /// Reused to write each rewritten packet before the endpoint encrypts it.
+    scratch: Vec<u8>,
+    packets_in: Counter,
+    bytes_in: Counter,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("local", &self.local)
+            .field("legs", &self.legs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Leg {
+    peer: PeerId,
+    resource: String,
+    room: RoomId,
+    identity: String,
+    kind: LegKind,
+}
+
+enum LegKind {
+    Publisher(Publisher),
+    Subscriber(Subscriber),
+}
+
+#[derive(Default)]
+struct Publisher {
+    /// The peer's SSRC → the media id it is published on (`None`: not forwarded).
+    streams: HashMap<u32, Option<sfu::MediaId>>,
+    /// Media id → the peer's SSRC, for keyframe requests.
+    ssrcs: HashMap<sfu::MediaId, u32>,
+    /// Media sections that already carry a published stream.
+    mids: HashSet<String>,
+    next_media: u32,
+}
+
+struct Subscriber {
+    /// Send track SSRC (the subscription's) → the track it carries.
+    tracks: HashMap<u32, sfu::TrackId>,
+}
+
+impl Bridge {
+    /// The bridge on `socket` (already bound), advertising `config.public_ips` (or the bound
+    /// address) with the bound port.
+    pub(super) fn new(
+        socket: std::net::UdpSocket,
+        config: &WebRtcConfig,
+        metrics: &Metrics,
+        seed: u64,
+    ) -> std::io::Result<Bridge> {
+        socket.set_nonblocking(true)?;
+        let bound = socket.local_addr()?;
+        let socket = UdpSocket::from_std(socket)?;
+        let local_addrs: Vec<SocketAddr> = if config.public_ips.is_empty() {
+            vec![bound]
+        } else {
+            config
+                .public_ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, bound.port()))
+                .collect()
+        };
+        let endpoint = Endpoint::new(
+            EndpointConfig {
+                local_addrs: local_addrs.clone(),
+                max_sdp_len: config.max_sdp_bytes,
+                max_peers: config.max_peers,
+                ice_disconnected_timeout: (config.ice_timeout / 5).max(Duration::from_millis(200)),
+                ice_failed_timeout: config.ice_timeout,
+                ..EndpointConfig::default()
+            },
+            seed,
+        );
+        let label = TransportLabel {
+            transport: Transport::Webrtc,
+        };
+        Ok(Bridge {
+            endpoint,
+            socket: Arc::new(socket),
+            local: local_addrs[0],
+            legs: HashMap::new(),
+            by_peer: HashMap::new(),
+            by_resource: HashMap::new(),
+            seen: WebRtcStats::default(),
+            scratch: Vec::with_capacity(2048),
+            packets_in: metrics.packets_in.get_or_create(&label).clone(),
+            bytes_in: metrics.bytes_in.get_or_create(&label).clone(),
+        })
+    }
+
+    /// Writes a forwarded packet to a WebRTC subscriber's leg.
+    pub(super) fn send(
+        &mut self,
+        peer: PeerId,
+        fwd: &sfu::Forward<'_>,
+        now: Instant,
+    ) -> Result<(), WebRtcError> {
+        self.scratch.clear();
+        self.scratch.resize(fwd.len(), 0);
+        fwd.write_into(&mut self.scratch);
+        // The packet is a publisher's, from the network: `rtc` parses it again.
+        let (endpoint, scratch) = (&mut self.endpoint, &self.scratch);
+        contained("rtp", || endpoint.send_rtp(peer, fwd.ssrc(), scratch, now))
+            .unwrap_or(Err(WebRtcError::MalformedRtp))
+    }
+}
+
+/// How many sections of each kind (audio, video) of an offer can receive media: a WHEP offer
+/// gets at most that many send tracks of each kind. Only counts; the endpoint parses the offer.
+fn receiving_sections(sdp: &str) -> (usize, usize) {
+    let (mut audio, mut video) = (0, 0);
+    let mut current: Option<(bool, bool)> = None; // (is audio, can receive)
+    let mut finish = |section: Option<(bool, bool)>| {
+        if let Some((is_audio, receives)) = section
+            && receives
+        {
+            if is_audio {
+                audio += 1;
+            } else {
+                video += 1;
+            }
+        }
+    };
+    for line in sdp.lines() {
+        if let Some(rest) = line.strip_prefix("m=") {
+            finish(current.take());
+            let mut fields = rest.split_whitespace();
+            let kind = fields.next().unwrap_or("");
+            let port = fields.next().unwrap_or("0");
+            if (kind == "audio" || kind == "video") && port != "0" {
+                current = Some((kind == "audio", true));
+            }
+        } else if let Some((_, receives)) = current.as_mut()
+            && (line == "a=sendonly" || line == "a=inactive")
+        {
+            *receives = false;
+        }
+    }
+    finish(current);
+    (audio, video)
+}
+
+fn pid(p: ParticipantId) -> sfu::ParticipantId {
+    sfu::ParticipantId(p.0)
+}
+
+fn gauge(v: usize) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Worker {
+    /// Answers a WHIP or WHEP offer: a new peer and a new participant of the room.
+    pub(super) fn webrtc_offer(
+        &mut self,
+        offer: WebRtcOffer,
+        now: Instant,
+    ) -> Result<String, BridgeError> {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return Err(BridgeError::Disabled);
+        };
+        let WebRtcOffer {
+            participant,
+            resource,
+            token,
+            room,
+            role,
+            sdp,
+        } = offer;
+        let me = pid(participant);
+        let meta = ParticipantMeta {
+            identity: token.identity.clone(),
+            name: token.name.clone().unwrap_or_default(),
+        };
+        let (peer, answer, kind) = match role {
+            OfferRole::Publish => {
+                let endpoint = &mut bridge.endpoint;
+                let (peer, answer) = contained("offer", || endpoint.accept_offer(&sdp, now))
+                    .ok_or(BridgeError::StackFailed)??;
+                if let Err(e) = self.sfu.join(me, room.as_str(), meta, now) {
+                    let _ = bridge.endpoint.close(peer);
+                    return Err(e.into());
+                }
+                (peer, answer, LegKind::Publisher(Publisher::default()))
+            }
+            OfferRole::Subscribe(target) => {
+                let snapshot = self.sfu.join(me, room.as_str(), meta, now)?;
+                let result = subscribe_target(
+                    &mut self.sfu,
+                    &mut bridge.endpoint,
+                    me,
+                    &snapshot,
+                    target,
+                    &sdp,
+                    now,
+                );
+                match result {
+                    Ok((peer, answer, tracks)) => {
+                        (peer, answer, LegKind::Subscriber(Subscriber { tracks }))
+                    }
+                    Err(e) => {
+                        let _ = self.sfu.leave(me, LeaveReason::Left, now);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let identity = token.identity.clone();
+        let label = TransportLabel {
+            transport: Transport::Webrtc,
+        };
+        self.slots.insert(
+            participant,
+            Slot {
+                principal: Principal {
+                    token,
+                    room: Some(room.clone()),
+                },
+                link: None,
+                control: None,
+                webrtc: Some(peer),
+                packets_out: self.metrics.packets_out.get_or_create(&label).clone(),
+                bytes_out: self.metrics.bytes_out.get_or_create(&label).clone(),
+            },
+        );
+        bridge.by_peer.insert(peer, participant);
+        bridge.by_resource.insert(resource.clone(), participant);
+        bridge.legs.insert(
+            participant,
+            Leg {
+                peer,
+                resource,
+                room,
+                identity,
+                kind,
+            },
+        );
+        debug!(participant = participant.0, peer = %peer, "webrtc participant joined");
+        Ok(answer)
+    }
+
+    /// Ends a WHIP or WHEP session on its owner's request.
+    pub(super) fn webrtc_delete(
+        &mut self,
+        delete: &WebRtcDelete,
+        now: Instant,
+    ) -> Result<(), BridgeError> {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return Err(BridgeError::Disabled);
+        };
+        let participant = *bridge
+            .by_resource
+            .get(&delete.resource)
+            .ok_or(BridgeError::UnknownResource)?;
+        let leg = bridge
+            .legs
+            .get(&participant)
+            .ok_or(BridgeError::UnknownResource)?;
+        let is_publisher = matches!(leg.kind, LegKind::Publisher(_));
+        if leg.room != delete.room || is_publisher != delete.publisher {
+            return Err(BridgeError::UnknownResource);
+        }
+        if leg.identity != delete.identity && !delete.admin {
+            return Err(BridgeError::NotOwner);
+        }
+        self.drop_leg(participant, LeaveReason::Left, now);
+        Ok(())
+    }
+
+    /// Removes a WebRTC participant: closes its peer (if still there) and leaves its room.
+    fn drop_leg(&mut self, participant: ParticipantId, reason: LeaveReason, now: Instant) {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        let Some(leg) = bridge.legs.remove(&participant) else {
+            return;
+        };
+        bridge.by_peer.remove(&leg.peer);
+        bridge.by_resource.remove(&leg.resource);
+        // Already gone when its ICE failed; the Disconnected event that follows a close is
+        // ignored (the peer is unmapped above).
+        let _ = bridge.endpoint.close(leg.peer);
+        self.slots.remove(&participant);
+        let _ = self.sfu.leave(pid(participant), reason, now);
+        debug!(
+            participant = participant.0,
+            ?reason,
+            "webrtc participant left"
+        );
+    }
+
+    /// Feeds the datagram in `buf` from `from` to the endpoint.
+    pub(super) fn webrtc_datagram(&mut self, buf: &[u8], from: SocketAddr) {
+        if let Some(bridge) = self.bridge.as_mut() {
+            let local = bridge.local;
+            let endpoint = &mut bridge.endpoint;
+            let handled = contained("datagram", || {
+                endpoint.handle_datagram(Instant::now(), local, from, buf);
+            });
+            if handled.is_none() {
+                self.metrics.count_drop(DropReason::WebrtcRejected);
+            }
+        }
+    }
+
+    /// Runs the endpoint's timers.
+    pub(super) fn webrtc_timeout(&mut self, now: Instant) {
+        if let Some(bridge) = self.bridge.as_mut() {
+            let endpoint = &mut bridge.endpoint;
+            let _ = contained("timeout", || endpoint.handle_timeout(now));
+        }
+    }
+
+    /// When the endpoint needs its timers run.
+    pub(super) fn webrtc_poll_timeout(&mut self) -> Option<Instant> {
+        self.bridge.as_mut()?.endpoint.poll_timeout()
+    }
+
+    /// Handles every queued endpoint event; returns whether there was one.
+    pub(super) fn drain_webrtc_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(event) = self.bridge.as_mut().and_then(|b| b.endpoint.poll_event()) {
+            any = true;
+            self.webrtc_event(event);
+        }
+        any
+    }
+
+    fn webrtc_event(&mut self, event: WebRtcEvent) {
+        let now = Instant::now();
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        match event {
+            WebRtcEvent::Connected(peer) => {
+                let Some(&participant) = bridge.by_peer.get(&peer) else {
+                    return;
+                };
+                if let Some(LegKind::Subscriber(sub)) =
+                    bridge.legs.get(&participant).map(|l| &l.kind)
+                {
+                    for &track in sub.tracks.values() {
+                        let _ = self.sfu.request_keyframe(pid(participant), track, now);
+                    }
+                }
+            }
+            WebRtcEvent::Track {
+                peer,
+                mid,
+                ssrc,
+                kind,
+                codec,
+                ..
+            } => {
+                let Some(&participant) = bridge.by_peer.get(&peer) else {
+                    return;
+                };
+                let Some(LegKind::Publisher(publisher)) =
+                    bridge.legs.get_mut(&participant).map(|l| &mut l.kind)
+                else {
+                    return;
+                };
+                if publisher.streams.contains_key(&ssrc) {
+                    return;
+                }
+                let mid_taken = mid.as_ref().is_some_and(|m| publisher.mids.contains(m));
+                let Some(codec) = codec.filter(|_| !mid_taken) else {
+                    publisher.streams.insert(ssrc, None);
+                    return;
+                };
+                publisher.next_media += 1;
+                let media = sfu::MediaId(publisher.next_media);
+                let spec = TrackSpec {
+                    kind,
+                    codec,
+                    source: match kind {
+                        sfu::TrackKind::Audio => "microphone",
+                        sfu::TrackKind::Video => "camera",
+                    }
+                    .into(),
+                    layers: vec![LayerSpec {
+                        media,
+                        max_bitrate: 0,
+                        width: 0,
+                        height: 0,
+                    }],
+                    muted: false,
+                };
+                match self.sfu.publish(pid(participant), spec, now) {
+                    Ok(track) => {
+                        debug!(participant = participant.0, %track, ssrc, "webrtc track published");
+                        publisher.streams.insert(ssrc, Some(media));
+                        publisher.ssrcs.insert(media, ssrc);
+                        if let Some(mid) = mid {
+                            publisher.mids.insert(mid);
+                        }
+                    }
+                    Err(e) => {
+                        debug!(participant = participant.0, error = %e, "webrtc track refused");
+                        publisher.streams.insert(ssrc, None);
+                    }
+                }
+            }
+            WebRtcEvent::Rtp { peer, ssrc, packet } => {
+                let Some(&participant) = bridge.by_peer.get(&peer) else {
+                    return;
+                };
+                let media = match bridge.legs.get(&participant).map(|l| &l.kind) {
+                    Some(LegKind::Publisher(p)) => p.streams.get(&ssrc).copied().flatten(),
+                    _ => None,
+                };
+                let Some(media) = media else {
+                    self.metrics.count_drop(DropReason::WebrtcUnsupportedStream);
+                    return;
+                };
+                bridge.packets_in.inc();
+                bridge.bytes_in.inc_by(packet.len() as u64);
+                self.forward(participant, media, &packet, now);
+            }
+            WebRtcEvent::KeyframeRequest { peer, ssrc } => {
+                let Some(&participant) = bridge.by_peer.get(&peer) else {
+                    return;
+                };
+                let track = match bridge.legs.get(&participant).map(|l| &l.kind) {
+                    Some(LegKind::Subscriber(s)) => s.tracks.get(&ssrc).copied(),
+                    _ => None,
+                };
+                if let Some(track) = track {
+                    self.metrics.webrtc_keyframe_requests_in.inc();
+                    let _ = self.sfu.request_keyframe(pid(participant), track, now);
+                }
+            }
+            WebRtcEvent::Disconnected(peer) => {
+                if let Some(participant) = bridge.by_peer.remove(&peer) {
+                    self.drop_leg(participant, LeaveReason::Timeout, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the core's keyframe request to a WebRTC publisher as a PLI. Returns `false` when
+    /// `to` is not a WebRTC participant.
+    pub(super) fn webrtc_keyframe_request(
+        &mut self,
+        to: ParticipantId,
+        media: sfu::MediaId,
+    ) -> bool {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return false;
+        };
+        let Some(leg) = bridge.legs.get(&to) else {
+            return false;
+        };
+        if let LegKind::Publisher(p) = &leg.kind
+            && let Some(&ssrc) = p.ssrcs.get(&media)
+            && bridge
+                .endpoint
+                .request_keyframe(leg.peer, ssrc, Instant::now())
+                .is_ok()
+        {
+            self.metrics.webrtc_keyframe_requests_out.inc();
+        }
+        true
+    }
+
+    /// Sends every datagram the endpoint has queued.
+    pub(super) fn flush_webrtc(&mut self) {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        while let Some(t) = bridge.endpoint.poll_transmit() {
+            if bridge.socket.try_send_to(&t.bytes, t.to).is_err() {
+                self.metrics.count_drop(DropReason::UdpSendFailed);
+            }
+        }
+    }
+
+    /// Brings the bridge's gauges and drop counters up to date.
+    pub(super) fn update_webrtc_gauges(&mut self) {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        let stats = bridge.endpoint.stats();
+        let seen = std::mem::replace(&mut bridge.seen, stats);
+        for (reason, now, before) in [
+            (
+                DropReason::WebrtcUnknownUfrag,
+                stats.dropped.unknown_ufrag,
+                seen.dropped.unknown_ufrag,
+            ),
+            (
+                DropReason::WebrtcUnknownSource,
+                stats.dropped.unknown_source,
+                seen.dropped.unknown_source,
+            ),
+            (
+                DropReason::WebrtcRejected,
+                stats.dropped.rejected_by_peer,
+                seen.dropped.rejected_by_peer,
+            ),
+            (
+                DropReason::UdpSendFailed,
+                stats.transmits_dropped,
+                seen.transmits_dropped,
+            ),
+        ] {
+            if now > before {
+                self.metrics
+                    .drops
+                    .get_or_create(&crate::metrics::DropLabel { reason })
+                    .inc_by(now - before);
+            }
+        }
+        self.metrics.webrtc_peers.set(gauge(stats.peers));
+        self.metrics
+            .sessions
+            .get_or_create(&TransportLabel {
+                transport: Transport::Webrtc,
+            })
+            .set(gauge(bridge.legs.len()));
+    }
+
+    /// Closes every peer (DTLS close_notify goes out) at shutdown.
+    pub(super) fn close_webrtc(&mut self) {
+        let now = Instant::now();
+        let participants: Vec<ParticipantId> = self
+            .bridge
+            .as_ref()
+            .map(|b| b.legs.keys().copied().collect())
+            .unwrap_or_default();
+        for participant in participants {
+            self.drop_leg(participant, LeaveReason::Shutdown, now);
+        }
+        self.flush_webrtc();
+    }
+}
+
+/// Subscribes a WHEP participant that just joined to its target and answers its offer.
+fn subscribe_target(
+    sfu: &mut sfu::Sfu,
+    endpoint: &mut Endpoint,
+    me: sfu::ParticipantId,
+    snapshot: &sfu::RoomSnapshot,
+    target: u64,
+    sdp: &str,
+    now: Instant,
+) -> Result<(PeerId, String, HashMap<u32, sfu::TrackId>), BridgeError> {
+    let by_track: Vec<&sfu::TrackInfo> = snapshot
+        .tracks
+        .iter()
+        .filter(|t| t.track.0 == target)
+        .collect();
+    let wanted = if by_track.is_empty() {
+        snapshot
+            .tracks
+            .iter()
+            .filter(|t| t.participant.0 == target)
+            .collect()
+    } else {
+        by_track
+    };
+    if wanted.is_empty() {
+        return Err(BridgeError::NoSuchTarget(target));
+    }
+    let (mut audio_left, mut video_left) = receiving_sections(sdp);
+    let mut sends = Vec::new();
+    let mut tracks = HashMap::new();
+    for track in wanted {
+        let left = match track.kind {
+            sfu::TrackKind::Audio => &mut audio_left,
+            sfu::TrackKind::Video => &mut video_left,
+        };
+        if *left == 0 {
+            continue;
+        }
+        *left -= 1;
+        let info = sfu.subscribe(me, track.track, None, now)?;
+        sends.push(SendTrack {
+            kind: track.kind,
+            codec: track.codec.clone(),
+            ssrc: info.ssrc,
+        });
+        tracks.insert(info.ssrc, track.track);
+    }
+    if sends.is_empty() {
+        return Err(BridgeError::NoMatchingSection);
+    }
+    let (peer, answer) = contained("offer", || {
+        endpoint.accept_offer_with_tracks(sdp, &sends, now)
+    })
+    .ok_or(BridgeError::StackFailed)??;
+    Ok((peer, answer, tracks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{contained, receiving_sections};
+
+    #[test]
+    fn a_panic_in_the_stack_is_contained() {
+        assert_eq!(contained("test", || 5), Some(5));
+        let panicked: Option<()> = contained("test", || panic!("a remote-triggered bug"));
+        assert_eq!(panicked, None);
+    }
+
+    #[test]
+    fn counts_receiving_sections_by_kind() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendrecv\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n\
+                   m=video 0 UDP/TLS/RTP/SAVPF 96\r\n\
+                   m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+        assert_eq!(receiving_sections(sdp), (1, 1));
+        assert_eq!(receiving_sections("garbage"), (0, 0));
+    }
+}

@@ -1,0 +1,1378 @@
+//! The WebRTC bridge end to end: legacy WebRTC peers (the async `webrtc` crate) publish with WHIP
+//! and subscribe with WHEP to an in-process gateway, in the same rooms as native QUIC clients.
+//!
+//! Every wait is bounded and waits for something to happen (an event, a packet, a metric); all
+//! ports come from the OS.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rtc::interceptor::Slot;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::shared::marshal::Unmarshal;
+use strait_client::{Session, SessionEvent};
+use strait_gateway::auth::Grants;
+use strait_media::webrtc::DeliverKeyframeRequests;
+use strait_protocol::{Codec, ParticipantId, TrackId, TrackKind};
+use strait_tests::fixture::{TestGateway, rtp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, register_default_interceptors,
+};
+use webrtc::runtime::default_runtime;
+
+/// Longest any single wait may take (DTLS with fresh certificates is slow in debug builds).
+const WAIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 client (the tests need no HTTP client crate).
+
+#[derive(Debug)]
+struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request (`Connection: close`) and reads the whole response. The body is written
+/// while the response is read, so a server that answers before reading everything (413) is
+/// seen answering.
+async fn http(
+    gw: &TestGateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let addr = gw.http_addr();
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect http");
+    let (mut reader, mut writer) = stream.into_split();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    let write = tokio::spawn(async move {
+        let _ = writer.write_all(&bytes).await;
+        writer
+    });
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no http response in time");
+    drop(write.await);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an http response");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// POSTs an offer as `application/sdp` with `token`.
+async fn post_offer(gw: &TestGateway, path: &str, token: &str, sdp: &str) -> HttpResponse {
+    let auth = bearer(token);
+    http(
+        gw,
+        "POST",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/sdp"),
+        ],
+        sdp.as_bytes(),
+    )
+    .await
+}
+
+async fn delete(gw: &TestGateway, path: &str, token: &str) -> HttpResponse {
+    let auth = bearer(token);
+    http(gw, "DELETE", path, &[("Authorization", &auth)], b"").await
+}
+
+// ---------------------------------------------------------------------------------------------
+// A legacy WebRTC peer.
+
+#[derive(Clone)]
+struct Handler {
+    gathered: mpsc::UnboundedSender<()>,
+    connected: mpsc::UnboundedSender<()>,
+    tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(());
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected {
+            let _ = self.connected.send(());
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tracks.send(track);
+    }
+}
+
+/// A `webrtc` peer connection on 127.0.0.1 that sees the keyframe requests it is sent.
+struct Peer {
+    pc: Box<dyn PeerConnection>,
+    gathered: mpsc::UnboundedReceiver<()>,
+    connected: mpsc::UnboundedReceiver<()>,
+    tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+}
+
+impl Peer {
+    async fn new() -> Self {
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs().unwrap();
+        let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+        let registry = register_default_interceptors(registry, &mut media_engine).unwrap();
+        let (gathered_tx, gathered) = mpsc::unbounded_channel();
+        let (connected_tx, connected) = mpsc::unbounded_channel();
+        let (tracks_tx, tracks) = mpsc::unbounded_channel();
+        let handler = Arc::new(Handler {
+            gathered: gathered_tx,
+            connected: connected_tx,
+            tracks: tracks_tx,
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_include_loopback_candidate(true)
+                    .build(),
+            )
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .with_handler(handler)
+            .with_runtime(default_runtime().unwrap())
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await
+            .unwrap();
+        Self {
+            pc: Box::new(pc),
+            gathered,
+            connected,
+            tracks,
+        }
+    }
+
+    /// Creates the offer and waits for gathering, so that it carries the host candidate.
+    async fn offer(&mut self) -> String {
+        let offer = self.pc.create_offer(None).await.unwrap();
+        self.pc.set_local_description(offer).await.unwrap();
+        tokio::time::timeout(WAIT, self.gathered.recv())
+            .await
+            .expect("ice gathering completes");
+        self.pc.local_description().await.unwrap().sdp
+    }
+
+    /// Applies the answer and waits until ICE and DTLS are up.
+    async fn finish(&mut self, answer: &str) {
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(answer.to_owned()).unwrap())
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, self.connected.recv())
+            .await
+            .expect("the peer connects to the bridge");
+    }
+}
+
+fn vp8_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/VP8".into(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn local_vp8_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "whip-stream".into(),
+        "whip-video".into(),
+        "whip-video".into(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: vp8_codec(),
+            ..Default::default()
+        }],
+    )))
+}
+
+fn local_opus_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "whip-stream".into(),
+        "whip-audio".into(),
+        "whip-audio".into(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: "audio/opus".into(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        }],
+    )))
+}
+
+/// Whether a VP8 RTP packet (as `rtp::vp8` builds it) starts a keyframe.
+fn is_vp8_keyframe(packet: &[u8]) -> bool {
+    packet.len() > 13 && packet[12] & 0x10 != 0 && packet[13] & 0x01 == 0
+}
+
+/// A WHIP publisher: a peer with one VP8 track, connected, sending packets every 5 ms (a
+/// keyframe first and after each keyframe request it sees) until stopped.
+struct WhipPublisher {
+    peer: Peer,
+    location: String,
+    answer: String,
+    /// The offer it posted (its host candidate is its address).
+    offer: String,
+    /// Keyframe requests (PLI/FIR) the peer received.
+    keyframe_requests: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl WhipPublisher {
+    async fn start(gw: &TestGateway, room: &str, token: &str) -> WhipPublisher {
+        Self::start_with(gw, room, token, false).await
+    }
+
+    /// With `audio`, it also publishes an Opus track and sends one packet per tick on it.
+    async fn start_with(gw: &TestGateway, room: &str, token: &str, audio: bool) -> WhipPublisher {
+        let mut peer = Peer::new().await;
+        let ssrc = 0x00c0_ffee;
+        let track = local_vp8_track(ssrc);
+        peer.pc
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await
+            .unwrap();
+        let audio_ssrc = 0x00a0_d10a;
+        let audio_track = if audio {
+            let t = local_opus_track(audio_ssrc);
+            peer.pc
+                .add_track(Arc::clone(&t) as Arc<dyn TrackLocal>)
+                .await
+                .unwrap();
+            Some(t)
+        } else {
+            None
+        };
+        let offer = peer.offer().await;
+        let response = post_offer(gw, &format!("/whip/{room}"), token, &offer).await;
+        assert_eq!(response.status, 201, "WHIP answered {response:?}");
+        assert_eq!(response.header("content-type"), Some("application/sdp"));
+        let location = response
+            .header("location")
+            .expect("a Location header")
+            .to_owned();
+        assert!(
+            location.starts_with(&format!("/whip/{room}/")),
+            "{location}"
+        );
+        assert!(response.body.contains("a=ice-lite"), "{}", response.body);
+        peer.finish(&response.body).await;
+
+        let keyframe_requests = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let track = Arc::clone(&track);
+            let requests = Arc::clone(&keyframe_requests);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(100), track.poll()).await {
+                        Ok(Some(TrackLocalEvent::OnRtcpPacket(packets))) => {
+                            let asked = packets
+                                .iter()
+                                .filter(|p| p.as_any().is::<PictureLossIndication>())
+                                .count();
+                            requests.fetch_add(asked as u32, Ordering::Relaxed);
+                        }
+                        Ok(Some(_)) | Err(_) => {}
+                        // Not bound yet, or unbound: look again shortly.
+                        Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            })
+        };
+        let sender = {
+            let requests = Arc::clone(&keyframe_requests);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut answered = 0;
+                let mut tick = tokio::time::interval(Duration::from_millis(5));
+                // Bounded: at most 60 s of packets.
+                for index in 0u32..12_000 {
+                    tick.tick().await;
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let asked = requests.load(Ordering::Relaxed);
+                    let key = index == 0 || asked > answered;
+                    answered = asked;
+                    let bytes = rtp::vp8(index as u16, index * 3000, ssrc, key, index);
+                    let packet = rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap();
+                    let _ = track.write_rtp(packet).await;
+                    if let Some(audio) = &audio_track {
+                        let bytes = rtp::opus(index as u16, index * 240, audio_ssrc, index);
+                        let packet = rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap();
+                        let _ = audio.write_rtp(packet).await;
+                    }
+                }
+            })
+        };
+        WhipPublisher {
+            peer,
+            location,
+            answer: response.body,
+            offer,
+            keyframe_requests,
+            stop,
+            tasks: vec![watcher, sender],
+        }
+    }
+
+    fn keyframe_requests(&self) -> u32 {
+        self.keyframe_requests.load(Ordering::Relaxed)
+    }
+
+    async fn close(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(WAIT, task).await;
+        }
+        let _ = self.peer.pc.close().await;
+    }
+}
+
+/// Waits until `session` learns of a participant with `identity` and returns its id.
+async fn wait_for_participant(session: &Session, identity: &str) -> ParticipantId {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(p) = session
+                .participants()
+                .into_iter()
+                .find(|p| p.identity == identity)
+            {
+                return p.participant;
+            }
+            session.next_event().await.expect("session open");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{identity} never joined"))
+}
+
+/// Waits until `session` learns of a track published by `participant`.
+async fn wait_for_track_of(session: &Session, participant: ParticipantId) -> TrackId {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(t) = session
+                .tracks()
+                .into_iter()
+                .find(|t| t.participant == participant)
+            {
+                assert_eq!(t.kind, TrackKind::Video);
+                assert!(t.codec.name.eq_ignore_ascii_case("vp8"), "{:?}", t.codec);
+                return t.track;
+            }
+            session.next_event().await.expect("session open");
+        }
+    })
+    .await
+    .expect("the WebRTC publisher's track is announced")
+}
+
+/// Waits until `participant` leaves `session`'s room.
+async fn wait_for_leave(session: &Session, participant: ParticipantId) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if !session
+                .participants()
+                .iter()
+                .any(|p| p.participant == participant)
+            {
+                return;
+            }
+            session.next_event().await.expect("session open");
+        }
+    })
+    .await
+    .expect("the WebRTC participant leaves the room");
+}
+
+/// Receives `count` packets on `media`; asserts they carry `ssrc`, consecutive sequence numbers,
+/// and start with a keyframe. Returns their payload indices.
+async fn receive_vp8(session: &Session, media: u32, ssrc: u32, count: usize) -> Vec<u32> {
+    let mut packets: Vec<Bytes> = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while packets.len() < count {
+            let packet = session.recv_media().await.expect("media");
+            if packet.media.0 == media {
+                packets.push(packet.rtp);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} packets arrived", packets.len()));
+    assert!(
+        is_vp8_keyframe(&packets[0]),
+        "forwarding starts at a keyframe"
+    );
+    let first = rtp::seq(&packets[0]);
+    for (k, p) in packets.iter().enumerate() {
+        assert_eq!(rtp::ssrc(p), ssrc, "the subscription's SSRC");
+        assert_eq!(rtp::seq(p), first.wrapping_add(k as u16), "consecutive");
+    }
+    packets.iter().map(|p| rtp::index_at(p, 16)).collect()
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+/// Candidate ports an SDP names.
+fn candidate_ports(sdp: &str) -> Vec<u16> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .filter_map(|c| c.split_whitespace().nth(5))
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// A VP8 payload type a native publisher uses in one test, unlike any the WebRTC leg negotiates.
+const NATIVE_VP8_PT: u8 = 120;
+
+/// The payload type an SDP maps to VP8.
+fn vp8_payload_type(sdp: &str) -> u8 {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .find_map(|l| {
+            let (pt, codec) = l.split_once(' ')?;
+            codec
+                .to_ascii_uppercase()
+                .starts_with("VP8/")
+                .then(|| pt.parse().ok())
+                .flatten()
+        })
+        .expect("the answer maps VP8")
+}
+
+fn vp8_spec() -> strait_client::PublishSpec {
+    strait_client::PublishSpec {
+        kind: TrackKind::Video,
+        codec: Codec {
+            name: "VP8".into(),
+            payload_type: rtp::VP8_PT,
+            clock_rate: 90_000,
+            channels: 0,
+            fmtp: String::new(),
+        },
+        source: "camera".into(),
+        layers: vec![strait_client::LayerSpec::default()],
+        muted: false,
+    }
+}
+
+async fn start_gateway() -> TestGateway {
+    TestGateway::start_with(|c| {
+        // Keyframe requests close together in a test are not held back long.
+        c.media.keyframe_request_interval = Duration::from_millis(50);
+        c.webrtc.max_sdp_bytes = 16 * 1024;
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Media across the bridge.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_publisher_reaches_a_native_subscriber_and_receives_its_keyframe_requests() {
+    let gw = start_gateway().await;
+    let viewer = gw.native("stage", "viewer").await;
+    let token = gw.token("stage", "camera");
+    let publisher = WhipPublisher::start(&gw, "stage", &token).await;
+
+    // The WebRTC peer is a participant like any other: it joins, then publishes.
+    let camera = wait_for_participant(&viewer, "camera").await;
+    let track = wait_for_track_of(&viewer, camera).await;
+    let sub = viewer.subscribe(track, None).await.expect("subscribe");
+
+    // The subscription's keyframe request reaches the WebRTC publisher as a PLI; it answers with
+    // a keyframe, and the native subscriber receives from there, rewritten to its own leg.
+    let indices = receive_vp8(&viewer, sub.media.0, sub.ssrc, 20).await;
+    assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
+    assert!(publisher.keyframe_requests() >= 1);
+
+    // An explicit keyframe request from the QUIC subscriber becomes another PLI.
+    let before = publisher.keyframe_requests();
+    viewer
+        .request_keyframe(track, None)
+        .await
+        .expect("keyframe request");
+    wait_until("a PLI for the native keyframe request", || {
+        publisher.keyframe_requests() > before
+    })
+    .await;
+    assert!(gw.metric("strait_webrtc_keyframe_requests_out_total").await >= 2.0);
+    assert!(
+        gw.metric_where("strait_packets_in_total", "transport=\"webrtc\"")
+            .await
+            >= 20.0
+    );
+
+    // Someone else's token cannot end the session; the publisher's own can.
+    let intruder = gw.token("stage", "intruder");
+    let refused = delete(&gw, &publisher.location, &intruder).await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 1.0);
+    let deleted = delete(&gw, &publisher.location, &token).await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    wait_for_leave(&viewer, camera).await;
+    gw.wait_metric("strait_webrtc_peers", |v| v == 0.0).await;
+    let again = delete(&gw, &publisher.location, &token).await;
+    assert_eq!(again.status, 404, "{again:?}");
+
+    publisher.close().await;
+    viewer.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publisher() {
+    let gw = start_gateway().await;
+    let presenter = Arc::new(gw.native("show", "presenter").await);
+    // The native leg uses a payload type the WebRTC leg will not negotiate for VP8.
+    let mut spec = vp8_spec();
+    spec.codec.payload_type = NATIVE_VP8_PT;
+    let published = presenter.publish(spec).await.expect("publish");
+    let media = published.media[0];
+
+    // The native publisher: a keyframe first and after every keyframe request it is sent.
+    let keyframe_requests = Arc::new(AtomicU32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let session = Arc::clone(&presenter);
+        let requests = Arc::clone(&keyframe_requests);
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            for index in 0u32..12_000 {
+                tick.tick().await;
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let mut key = index == 0;
+                while let Some(event) = session.try_next_event() {
+                    if matches!(event, SessionEvent::KeyframeRequested { .. }) {
+                        requests.fetch_add(1, Ordering::Relaxed);
+                        key = true;
+                    }
+                }
+                let mut packet = rtp::vp8(index as u16, index * 3000, 0x0051_0000, key, index);
+                packet[1] = (packet[1] & 0x80) | NATIVE_VP8_PT;
+                let _ = session.send_rtp(media, &packet);
+            }
+        })
+    };
+
+    let mut viewer = Peer::new().await;
+    viewer
+        .pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let offer = viewer.offer().await;
+    let token = gw.token_with(
+        "show",
+        "watcher",
+        Grants {
+            publish: false,
+            subscribe: true,
+            admin: false,
+        },
+    );
+    let path = format!("/whep/show/{}", published.track.0);
+    let response = post_offer(&gw, &path, &token, &offer).await;
+    assert_eq!(response.status, 201, "WHEP answered {response:?}");
+    let location = response.header("location").expect("Location").to_owned();
+    assert!(location.starts_with(&format!("{path}/")), "{location}");
+    viewer.finish(&response.body).await;
+
+    // The subscriber receives the native publisher's VP8, starting at a keyframe, with the SSRC
+    // its answer announced and consecutive sequence numbers.
+    let remote = tokio::time::timeout(WAIT, viewer.tracks.recv())
+        .await
+        .expect("on_track fires")
+        .expect("a track");
+    let ssrc = remote.ssrcs().await[0];
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let reader = Arc::clone(&remote);
+    tokio::spawn(async move {
+        while let Some(event) = reader.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(packet) = event
+                && tx.send(packet).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut packets = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while packets.len() < 20 {
+            packets.push(rx.recv().await.expect("rtp"));
+        }
+    })
+    .await
+    .expect("20 packets reach the WHEP subscriber");
+    // Per leg: the payload type the answer negotiated for VP8, the SSRC it announced, consecutive
+    // sequence numbers, and timestamps that keep the publisher's spacing.
+    let negotiated = vp8_payload_type(&response.body);
+    assert_ne!(negotiated, NATIVE_VP8_PT);
+    let indices: Vec<u32> = packets
+        .iter()
+        .map(|p| u32::from_be_bytes(p.payload[4..8].try_into().unwrap()))
+        .collect();
+    assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
+    for (k, p) in packets.iter().enumerate() {
+        assert_eq!(p.header.payload_type, negotiated, "the leg's payload type");
+        assert_eq!(p.header.ssrc, ssrc);
+        assert_eq!(
+            p.header.sequence_number,
+            packets[0].header.sequence_number.wrapping_add(k as u16)
+        );
+        assert_eq!(
+            p.header.timestamp.wrapping_sub(packets[0].header.timestamp),
+            (indices[k] - indices[0]) * 3000,
+            "timestamps keep their spacing"
+        );
+        assert_eq!(p.payload[0], 0x10, "VP8 payload intact");
+    }
+
+    // A PLI from the WebRTC subscriber reaches the native publisher as a keyframe request.
+    let before = keyframe_requests.load(Ordering::Relaxed);
+    remote
+        .write_rtcp(vec![Box::new(PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        })])
+        .await
+        .unwrap();
+    wait_until("the PLI to reach the native publisher", || {
+        keyframe_requests.load(Ordering::Relaxed) > before
+    })
+    .await;
+    assert!(gw.metric("strait_webrtc_keyframe_requests_in_total").await >= 1.0);
+
+    let deleted = delete(&gw, &location, &token).await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    gw.wait_metric("strait_webrtc_peers", |v| v == 0.0).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(WAIT, sender).await;
+    let _ = viewer.pc.close().await;
+    presenter.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_publisher_and_subscriber_share_one_udp_port() {
+    let gw = start_gateway().await;
+    let observer = gw.native("duo", "observer").await;
+    let publisher = WhipPublisher::start_with(&gw, "duo", &gw.token("duo", "camera"), true).await;
+    let camera = wait_for_participant(&observer, "camera").await;
+    tokio::time::timeout(WAIT, async {
+        while observer
+            .tracks()
+            .iter()
+            .filter(|t| t.participant == camera)
+            .count()
+            < 2
+        {
+            observer.next_event().await.expect("session open");
+        }
+    })
+    .await
+    .expect("both tracks of the WHIP publisher are announced");
+
+    // A WHEP subscriber names the WHIP publisher (a participant id): it gets all its tracks, one
+    // per receiving section of its offer.
+    let mut viewer = Peer::new().await;
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        viewer
+            .pc
+            .add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    let offer = viewer.offer().await;
+    let token = gw.token("duo", "viewer");
+    let response = post_offer(&gw, &format!("/whep/duo/{}", camera.0), &token, &offer).await;
+    assert_eq!(response.status, 201, "WHEP answered {response:?}");
+    viewer.finish(&response.body).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for _ in 0..2 {
+        let remote = tokio::time::timeout(WAIT, viewer.tracks.recv())
+            .await
+            .expect("on_track fires for audio and video")
+            .expect("a track");
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = remote.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(packet) = event
+                    && tx.send(packet).is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+    let (mut audio, mut video) = (0, 0);
+    tokio::time::timeout(WAIT, async {
+        while audio < 10 || video < 10 {
+            let packet = rx.recv().await.expect("rtp");
+            if packet.payload.first() == Some(&0x10) {
+                video += 1;
+            } else {
+                audio += 1;
+            }
+        }
+    })
+    .await
+    .expect("the WHIP publisher's audio and video reach the WHEP subscriber");
+
+    // Both peers were given the one bridge port and nothing else.
+    let port = gw.webrtc_addr().port();
+    for sdp in [&publisher.answer, &response.body] {
+        let ports = candidate_ports(sdp);
+        assert!(!ports.is_empty(), "{sdp}");
+        assert!(ports.iter().all(|p| *p == port), "{ports:?} vs {port}");
+    }
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 2.0);
+    assert_eq!(
+        gw.metric_where("strait_sessions", "transport=\"webrtc\"")
+            .await,
+        2.0
+    );
+
+    let _ = viewer.pc.close().await;
+    publisher.close().await;
+    observer.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webrtc_peer_that_goes_silent_leaves_its_room_at_the_ice_timeout() {
+    let gw = TestGateway::start_with(|c| c.webrtc.ice_timeout = Duration::from_secs(1)).await;
+    let observer = gw.native("quiet", "observer").await;
+    let publisher = WhipPublisher::start(&gw, "quiet", &gw.token("quiet", "camera")).await;
+    let camera = wait_for_participant(&observer, "camera").await;
+
+    // The peer vanishes without a DELETE: no more consent checks reach the bridge.
+    publisher.close().await;
+    let reason = tokio::time::timeout(WAIT, async {
+        loop {
+            match observer.next_event().await.expect("session open") {
+                SessionEvent::ParticipantLeft {
+                    participant,
+                    reason,
+                } if participant == camera => return reason,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the silent peer leaves the room");
+    assert_eq!(reason, strait_protocol::ErrorCode::TIMEOUT);
+    gw.wait_metric("strait_webrtc_peers", |v| v == 0.0).await;
+    observer.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_opus_and_vp8_reach_a_webtransport_subscriber() {
+    let gw = start_gateway().await;
+    let viewer = gw.webtransport("radio", "listener").await;
+    let publisher = WhipPublisher::start_with(&gw, "radio", &gw.token("radio", "host"), true).await;
+    let host = wait_for_participant(&viewer, "host").await;
+
+    // Both streams are announced as tracks of the WebRTC participant, with their codecs.
+    let tracks = tokio::time::timeout(WAIT, async {
+        loop {
+            let tracks: Vec<_> = viewer
+                .tracks()
+                .into_iter()
+                .filter(|t| t.participant == host)
+                .collect();
+            if tracks.len() == 2 {
+                return tracks;
+            }
+            viewer.next_event().await.expect("session open");
+        }
+    })
+    .await
+    .expect("two tracks announced");
+    let audio = tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Audio)
+        .expect("an audio track");
+    assert!(audio.codec.name.eq_ignore_ascii_case("opus"), "{audio:?}");
+    assert_eq!((audio.codec.clock_rate, audio.codec.channels), (48_000, 2));
+    let video = tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Video)
+        .expect("a video track");
+
+    let audio_sub = viewer
+        .subscribe(audio.track, None)
+        .await
+        .expect("subscribe");
+    let video_sub = viewer
+        .subscribe(video.track, None)
+        .await
+        .expect("subscribe");
+    let (mut audio_packets, mut video_packets) = (Vec::new(), Vec::new());
+    tokio::time::timeout(WAIT, async {
+        while audio_packets.len() < 20 || video_packets.len() < 20 {
+            let packet = viewer.recv_media().await.expect("media");
+            if packet.media == audio_sub.media {
+                audio_packets.push(packet.rtp);
+            } else if packet.media == video_sub.media {
+                video_packets.push(packet.rtp);
+            }
+        }
+    })
+    .await
+    .expect("audio and video reach the WebTransport subscriber");
+    let first = rtp::seq(&audio_packets[0]);
+    for (k, p) in audio_packets.iter().enumerate() {
+        assert_eq!(rtp::ssrc(p), audio_sub.ssrc);
+        assert_eq!(rtp::seq(p), first.wrapping_add(k as u16));
+    }
+    let indices: Vec<u32> = audio_packets.iter().map(|p| rtp::index_at(p, 12)).collect();
+    assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
+    assert!(is_vp8_keyframe(&video_packets[0]));
+    assert!(video_packets.iter().all(|p| rtp::ssrc(p) == video_sub.ssrc));
+
+    publisher.close().await;
+    viewer.close().await;
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input.
+
+/// The address in the first host candidate of an SDP.
+fn host_candidate(sdp: &str) -> std::net::SocketAddr {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .find_map(|c| {
+            let fields: Vec<&str> = c.split_whitespace().collect();
+            (fields.get(7) == Some(&"host"))
+                .then(|| {
+                    format!("{}:{}", fields.get(4)?, fields.get(5)?)
+                        .parse()
+                        .ok()
+                })
+                .flatten()
+        })
+        .expect("a host candidate")
+}
+
+/// Sends `payload` as a UDP datagram from `from` to `to` (both IPv4) through a raw socket, as if
+/// the peer at `from` had sent it. Needs root (CAP_NET_RAW); `None` without it.
+fn spoof_udp(from: std::net::SocketAddr, to: std::net::SocketAddr, payload: &[u8]) -> Option<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (std::net::SocketAddr::V4(from), std::net::SocketAddr::V4(to)) = (from, to) else {
+        return None;
+    };
+    // IPPROTO_RAW: the header below is sent as written (IP_HDRINCL); the kernel fills the IP
+    // checksum. A zero UDP checksum means "none" over IPv4.
+    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255))).ok()?;
+    let total = 20 + 8 + payload.len();
+    let mut packet = Vec::with_capacity(total);
+    packet.extend_from_slice(&[0x45, 0]);
+    packet.extend_from_slice(&u16::try_from(total).ok()?.to_be_bytes());
+    packet.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    packet.extend_from_slice(&from.ip().octets());
+    packet.extend_from_slice(&to.ip().octets());
+    packet.extend_from_slice(&from.port().to_be_bytes());
+    packet.extend_from_slice(&to.port().to_be_bytes());
+    packet.extend_from_slice(&u16::try_from(8 + payload.len()).ok()?.to_be_bytes());
+    packet.extend_from_slice(&[0, 0]);
+    packet.extend_from_slice(payload);
+    socket
+        .send_to(&packet, &std::net::SocketAddr::V4(to).into())
+        .ok()?;
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_srtp_and_srtcp_after_dtls_disturb_no_one() {
+    let gw = start_gateway().await;
+    let bystanders = Bystanders::start(&gw).await;
+    let peer = host_candidate(&bystanders.publisher.offer);
+    let port = gw.webrtc_addr();
+
+    // From the publisher's own 5-tuple, after DTLS: RTP and RTCP that fail SRTP authentication,
+    // and a truncated RTP header. The peer's `rtc` stack drops them itself (it reports no error
+    // the bridge could count).
+    let mut rtp_junk = rtp::vp8(7, 7, 0x00c0_ffee, true, 7);
+    rtp_junk.extend_from_slice(&[0xee; 10]);
+    let rtcp_junk = [
+        0x80, 200, 0, 6, 0, 0xc0, 0xff, 0xee, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+    ];
+    let sent = [&rtp_junk[..], &rtcp_junk[..], &[0x80, 96, 0][..]]
+        .iter()
+        .all(|payload| spoof_udp(peer, port, payload).is_some());
+    if !sent {
+        eprintln!("skipped: sending from the peer's address needs a raw socket (run as root)");
+        bystanders.close().await;
+        gw.stop().await;
+        return;
+    }
+    // A marker from an address that never did ICE: once it is counted, the junk before it was
+    // handled too (one socket, read in order) — routed to the peer, not counted as a stranger.
+    spoof_udp("127.0.0.1:9".parse().unwrap(), port, &rtcp_junk).expect("raw socket");
+    gw.wait_metric_where(
+        "strait_drops_total",
+        "reason=\"webrtc_unknown_source\"",
+        |v| v >= 1.0,
+    )
+    .await;
+    assert_eq!(
+        gw.metric_where("strait_drops_total", "reason=\"webrtc_unknown_source\"")
+            .await,
+        1.0
+    );
+
+    // The publisher whose address was used keeps going, and so does everyone else.
+    bystanders.still_fine().await;
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 1.0);
+    bystanders.close().await;
+    gw.stop().await;
+}
+
+const DATA_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+a=sctp-port:5000\r\n";
+
+const AUDIO_ONLY_PCMU: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwxyz\r\n\
+a=fingerprint:sha-256 00:11\r\na=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\n";
+
+/// A live WHIP publisher and a native subscriber receiving it: the peers that bad input must
+/// not disturb.
+struct Bystanders {
+    publisher: WhipPublisher,
+    viewer: Session,
+    media: u32,
+    ssrc: u32,
+}
+
+impl Bystanders {
+    async fn start(gw: &TestGateway) -> Bystanders {
+        let viewer = gw.native("calm", "viewer").await;
+        let publisher = WhipPublisher::start(gw, "calm", &gw.token("calm", "camera")).await;
+        let camera = wait_for_participant(&viewer, "camera").await;
+        let track = wait_for_track_of(&viewer, camera).await;
+        let sub = viewer.subscribe(track, None).await.expect("subscribe");
+        receive_vp8(&viewer, sub.media.0, sub.ssrc, 5).await;
+        Bystanders {
+            publisher,
+            viewer,
+            media: sub.media.0,
+            ssrc: sub.ssrc,
+        }
+    }
+
+    /// Media still flows from the WHIP publisher to the native subscriber.
+    async fn still_fine(&self) {
+        // Skip what is queued, then see fresh packets arrive.
+        while self.viewer.try_recv_media().is_some() {}
+        tokio::time::timeout(WAIT, async {
+            let mut fresh = 0;
+            while fresh < 10 {
+                let packet = self.viewer.recv_media().await.expect("media");
+                if packet.media.0 == self.media {
+                    assert_eq!(rtp::ssrc(&packet.rtp), self.ssrc);
+                    fresh += 1;
+                }
+            }
+        })
+        .await
+        .expect("the bystander's media keeps flowing");
+    }
+
+    async fn close(self) {
+        self.publisher.close().await;
+        self.viewer.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_offers_get_clear_statuses_and_disturb_no_one() {
+    let gw = start_gateway().await;
+    let bystanders = Bystanders::start(&gw).await;
+    let token = gw.token("calm", "someone");
+    let mut refused = 0.0;
+
+    // Garbage, no media, only unsupported codecs, oversized.
+    let garbage = post_offer(&gw, "/whip/calm", &token, "hello, I am not sdp").await;
+    assert_eq!(garbage.status, 400, "{garbage:?}");
+    assert!(garbage.body.contains("not valid sdp"), "{garbage:?}");
+    let no_media = post_offer(&gw, "/whip/calm", &token, DATA_ONLY).await;
+    assert_eq!(no_media.status, 422, "{no_media:?}");
+    assert!(no_media.body.contains("no audio or video"), "{no_media:?}");
+    let pcmu = post_offer(&gw, "/whip/calm", &token, AUDIO_ONLY_PCMU).await;
+    assert_eq!(pcmu.status, 422, "{pcmu:?}");
+    assert!(pcmu.body.contains("PCMU"), "{pcmu:?}");
+    let huge = format!(
+        "{AUDIO_ONLY_PCMU}{}",
+        "a=x-padding:0123456789\r\n".repeat(1000)
+    );
+    let oversized = post_offer(&gw, "/whip/calm", &token, &huge).await;
+    assert_eq!(oversized.status, 413, "{oversized:?}");
+    refused += 4.0;
+
+    // Not SDP by its content type.
+    let auth = bearer(&token);
+    let wrong_type = http(
+        &gw,
+        "POST",
+        "/whip/calm",
+        &[("Authorization", &auth), ("Content-Type", "text/plain")],
+        AUDIO_ONLY_PCMU.as_bytes(),
+    )
+    .await;
+    assert_eq!(wrong_type.status, 415, "{wrong_type:?}");
+    refused += 1.0;
+
+    // WHEP for a track nobody publishes, or not an id at all.
+    let unknown = post_offer(&gw, "/whep/calm/12345", &token, AUDIO_ONLY_PCMU).await;
+    assert_eq!(
+        unknown.status, 422,
+        "unsupported codecs are refused first: {unknown:?}"
+    );
+    refused += 1.0;
+    let not_an_id = post_offer(&gw, "/whep/calm/camera", &token, AUDIO_ONLY_PCMU).await;
+    assert_eq!(not_an_id.status, 404, "{not_an_id:?}");
+    refused += 1.0;
+
+    assert_eq!(
+        gw.metric("strait_webrtc_offers_refused_total").await,
+        refused
+    );
+    // Only the bystander's peer exists, and it still works.
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 1.0);
+    bystanders.still_fine().await;
+    bystanders.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_for_an_unknown_track_is_not_found() {
+    let gw = start_gateway().await;
+    let bystanders = Bystanders::start(&gw).await;
+    let mut viewer = Peer::new().await;
+    viewer
+        .pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let offer = viewer.offer().await;
+    let token = gw.token("calm", "viewer2");
+    let response = post_offer(&gw, "/whep/calm/424242", &token, &offer).await;
+    assert_eq!(response.status, 404, "{response:?}");
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 1.0);
+    let _ = viewer.pc.close().await;
+    bystanders.still_fine().await;
+    bystanders.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_needs_a_token_for_its_room_and_grant() {
+    let gw = start_gateway().await;
+    let offer = AUDIO_ONLY_PCMU;
+
+    let none = http(
+        &gw,
+        "POST",
+        "/whip/calm",
+        &[("Content-Type", "application/sdp")],
+        offer.as_bytes(),
+    )
+    .await;
+    assert_eq!(none.status, 401, "{none:?}");
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+
+    let forged = post_offer(&gw, "/whip/calm", "not.a.token", offer).await;
+    assert_eq!(forged.status, 401, "{forged:?}");
+
+    let expired = post_offer(
+        &gw,
+        "/whip/calm",
+        &gw.expired_token("calm", "camera"),
+        offer,
+    )
+    .await;
+    assert_eq!(expired.status, 401, "{expired:?}");
+    assert!(expired.body.contains("expired"), "{expired:?}");
+
+    let elsewhere = post_offer(&gw, "/whip/calm", &gw.token("other", "camera"), offer).await;
+    assert_eq!(elsewhere.status, 403, "{elsewhere:?}");
+    assert!(elsewhere.body.contains("room"), "{elsewhere:?}");
+
+    let viewer_only = gw.token_with(
+        "calm",
+        "camera",
+        Grants {
+            publish: false,
+            subscribe: true,
+            admin: false,
+        },
+    );
+    let no_grant = post_offer(&gw, "/whip/calm", &viewer_only, offer).await;
+    assert_eq!(no_grant.status, 403, "{no_grant:?}");
+    assert!(no_grant.body.contains("publish"), "{no_grant:?}");
+
+    // Deleting needs a token too, and an unknown resource is not found.
+    let anonymous = http(&gw, "DELETE", "/whip/calm/0123456789abcdef", &[], b"").await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    let unknown = delete(&gw, "/whip/calm/0123456789abcdef", &gw.token("calm", "x")).await;
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+
+    // No trickle ICE or ICE restart.
+    let patch = http(
+        &gw,
+        "PATCH",
+        "/whip/calm/0123456789abcdef",
+        &[("Content-Type", "application/trickle-ice-sdpfrag")],
+        b"a=end-of-candidates\r\n",
+    )
+    .await;
+    assert_eq!(patch.status, 405, "{patch:?}");
+
+    assert_eq!(gw.metric("strait_webrtc_offers_refused_total").await, 5.0);
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 0.0);
+    gw.stop().await;
+}
+
+/// A STUN Binding request whose USERNAME is `username`.
+fn stun_binding_request(username: &[u8]) -> Vec<u8> {
+    let padded = username.len().div_ceil(4) * 4;
+    let mut out = vec![0x00, 0x01];
+    out.extend_from_slice(&u16::try_from(4 + padded).unwrap().to_be_bytes());
+    out.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    out.extend_from_slice(&[7; 12]);
+    out.extend_from_slice(&[0x00, 0x06]);
+    out.extend_from_slice(&u16::try_from(username.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(username);
+    out.resize(20 + 4 + padded, 0);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strays_on_the_webrtc_port_are_dropped_and_counted() {
+    let gw = start_gateway().await;
+    let bystanders = Bystanders::start(&gw).await;
+    let stray = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = gw.webrtc_addr();
+
+    // STUN naming an ICE ufrag no peer has.
+    stray
+        .send_to(&stun_binding_request(b"nobody:me"), port)
+        .await
+        .unwrap();
+    gw.wait_metric_where(
+        "strait_drops_total",
+        "reason=\"webrtc_unknown_ufrag\"",
+        |v| v >= 1.0,
+    )
+    .await;
+
+    // RTP, DTLS and empty datagrams from an address that never did ICE.
+    stray
+        .send_to(&rtp::vp8(1, 1, 0xbad, true, 1), port)
+        .await
+        .unwrap();
+    stray.send_to(&[22, 254, 253, 0, 0], port).await.unwrap();
+    stray.send_to(&[], port).await.unwrap();
+    gw.wait_metric_where(
+        "strait_drops_total",
+        "reason=\"webrtc_unknown_source\"",
+        |v| v >= 3.0,
+    )
+    .await;
+
+    bystanders.still_fine().await;
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 1.0);
+    bystanders.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_beyond_the_peer_limit_are_refused_with_503() {
+    let gw = TestGateway::start_with(|c| c.webrtc.max_peers = 1).await;
+    let observer = gw.native("full", "observer").await;
+    let first = WhipPublisher::start(&gw, "full", &gw.token("full", "first")).await;
+    wait_for_participant(&observer, "first").await;
+
+    let mut second = Peer::new().await;
+    second
+        .pc
+        .add_track(local_vp8_track(7) as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let offer = second.offer().await;
+    let refused = post_offer(&gw, "/whip/full", &gw.token("full", "second"), &offer).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.body.contains("limit"), "{refused:?}");
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 1.0);
+    assert_eq!(gw.metric("strait_webrtc_offers_refused_total").await, 1.0);
+    // The refused peer never joined the room.
+    assert!(
+        !observer
+            .participants()
+            .iter()
+            .any(|p| p.identity == "second")
+    );
+
+    let _ = second.pc.close().await;
+    first.close().await;
+    observer.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_bridge_binds_nothing_and_serves_no_whip() {
+    let gw = TestGateway::start_with(|c| c.webrtc.enabled = false).await;
+    assert!(gw.gateway.webrtc_addr.is_none());
+    let response = post_offer(&gw, "/whip/calm", &gw.token("calm", "x"), AUDIO_ONLY_PCMU).await;
+    assert_eq!(response.status, 404, "{response:?}");
+    gw.stop().await;
+}
