@@ -85,12 +85,17 @@ impl Histogram {
         self.total
     }
 
-    /// The `q` quantile (0..=1) in microseconds; `None` without samples.
+    /// The `q` quantile (0..=1) in microseconds, as the lower bound of its bucket (at most about
+    /// 1 % under the true value above 1 ms); the maximum is exact. `None` without samples.
     pub fn quantile_us(&self, q: f64) -> Option<u64> {
         if self.total == 0 {
             return None;
         }
         let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        if rank == self.total {
+            // The largest sample is kept exactly.
+            return Some(self.max_us);
+        }
         let mut seen = 0;
         for (bucket, &count) in self.counts.iter().enumerate() {
             seen += count;

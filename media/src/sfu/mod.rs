@@ -1117,8 +1117,12 @@ impl Sfu {
             self.tracks[r.track].subscriptions.remove(r.slot);
             self.stats.subscriptions -= 1;
         }
+        // The subscribers of the leaving participant's tracks may afford more elsewhere, but
+        // only once the participant is gone: retargeting earlier could ask it for a keyframe of
+        // one of its tracks not yet removed.
+        let mut affected = Vec::new();
         for slot in published {
-            self.remove_track(slot, now);
+            affected.extend(self.remove_track_quietly(slot));
         }
         for other in self.room_members(&room, participant) {
             self.notify(
@@ -1138,10 +1142,26 @@ impl Sfu {
                 self.stats.rooms -= 1;
             }
         }
+        affected.sort_unstable();
+        affected.dedup();
+        for subscriber in affected {
+            if self.participants.contains_key(&subscriber) {
+                self.retarget(subscriber, now, None);
+            }
+        }
     }
 
-    /// Removes a track, ending its subscriptions and notifying the room.
+    /// Removes a track, ending its subscriptions and notifying the room; its subscribers are
+    /// then retargeted (they may afford more elsewhere).
     fn remove_track(&mut self, slot: usize, now: Instant) {
+        for subscriber in self.remove_track_quietly(slot) {
+            self.retarget(subscriber, now, None);
+        }
+    }
+
+    /// Removes a track, ending its subscriptions and notifying the room. Returns the subscribers
+    /// it had, for the caller to retarget.
+    fn remove_track_quietly(&mut self, slot: usize) -> Vec<ParticipantId> {
         let track = self.tracks.remove(slot);
         self.track_index.remove(&track.id);
         for (layer, l) in track.layers.iter().enumerate() {
@@ -1174,10 +1194,11 @@ impl Sfu {
                 },
             );
         }
-        // Subscribers that lost this track may afford more elsewhere.
-        for (_, sub) in &track.subscriptions {
-            self.retarget(sub.subscriber, now, None);
-        }
+        track
+            .subscriptions
+            .iter()
+            .map(|(_, sub)| sub.subscriber)
+            .collect()
     }
 
     /// Sends a keyframe request for a track's layer to its publisher, unless one went within
