@@ -1237,7 +1237,7 @@ async fn run_storm(
     storm: &JoinStorm,
     target: &Target,
 ) -> Result<StormReport> {
-    let who: Vec<_> = (0..storm.max_sessions)
+    let who: Vec<_> = (storm.first_session..storm.first_session + storm.max_sessions)
         .map(|i| (format!("storm-{}", i / storm.room_size), format!("s{i}")))
         .collect();
     let tokens = mint_all(target, &who).await?;

@@ -137,6 +137,11 @@ pub struct JoinStorm {
     /// Stop starting sessions after this many refusals or failures.
     #[serde(default = "default_stop_after")]
     pub stop_after_refusals: usize,
+    /// Number of the first session (identities `s{n}`, rooms `storm-{n / room_size}`), so that
+    /// several load processes can fill one gateway without sharing names (a process holds one
+    /// UDP socket per session, and the open-file limit caps sessions per process).
+    #[serde(default)]
+    pub first_session: usize,
 }
 
 fn default_ramp_rate() -> f64 {
