@@ -616,7 +616,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.limits.max_sessions, 30);
         assert_eq!(config.quic.idle_timeout, Duration::from_secs(30));
-        assert_eq!(config.quic.listen, "0.0.0.0:5000".parse().unwrap());
+        assert_eq!(config.quic.listen, "0.0.0.0:5000".parse::<SocketAddr>().unwrap());
     }
 
     #[test]
