@@ -16,6 +16,7 @@
 //! - [`session`]: one task per session (hello, auth, control stream, datagrams, migration).
 //! - [`worker`]: the media worker that owns the SFU core and forwards RTP.
 //! - [`translate`]: the only module where protocol messages and SFU calls meet.
+//! - [`turn`]: the embedded TURN server's sockets and tasks, and TURN credentials.
 //! - [`http`], [`metrics`], [`tls`], [`auth`], [`config`].
 //!
 //! [`run`] takes a validated configuration, pre-bound sockets and a shutdown future; when the
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod session;
 pub mod tls;
 pub mod translate;
+pub mod turn;
 pub mod worker;
 
 use std::future::Future;
@@ -80,6 +82,8 @@ pub struct Shared {
     pub quic_addr: SocketAddr,
     /// The HTTP port's bound address (its origins are allowed by default).
     pub http_addr: SocketAddr,
+    /// TURN listeners and credential minting.
+    pub turn: turn::TurnState,
     ids: Mutex<rand::rngs::StdRng>,
 }
 
@@ -136,6 +140,8 @@ pub struct Sockets {
     pub quic: UdpSocket,
     /// The HTTP port.
     pub http: TcpListener,
+    /// The embedded TURN server's listeners (none when it is off).
+    pub turn: turn::TurnSockets,
 }
 
 impl Sockets {
@@ -144,7 +150,8 @@ impl Sockets {
         let quic = frontdoor::bind_udp(config.quic.listen, config.quic.socket_buffer)?;
         let http = TcpListener::bind(config.http.listen)?;
         http.set_nonblocking(true)?;
-        Ok(Sockets { quic, http })
+        let turn = turn::TurnSockets::bind(&config.turn)?;
+        Ok(Sockets { quic, http, turn })
     }
 }
 
@@ -265,6 +272,7 @@ fn prepare(config: ValidConfig, sockets: &Sockets) -> anyhow::Result<(Parts, Opt
     let shared = Arc::new(Shared {
         quic_addr: sockets.quic.local_addr()?,
         http_addr: sockets.http.local_addr()?,
+        turn: turn::TurnState::new(&config.turn, &sockets.turn)?,
         config,
         keys,
         mint_key,
@@ -357,6 +365,17 @@ async fn serve(
             .with_graceful_shutdown(async move { http_stop.cancelled().await })
             .await
     });
+    let turn_task = if config.turn.enabled {
+        let tls = turn::tls_config(shared.certs.clone())?;
+        Some(tokio::spawn(turn::serve(
+            shared.clone(),
+            sockets.turn,
+            Some(tls),
+            background.clone(),
+        )))
+    } else {
+        None
+    };
 
     shutdown.await;
 
@@ -394,6 +413,9 @@ async fn serve(
         let _ = rotation.await;
     }
     let _ = http_task.await;
+    if let Some(turn_task) = turn_task {
+        let _ = turn_task.await;
+    }
     // Every session has ended or been closed: stop the worker.
     worker_stop.cancel();
     drop(shared);

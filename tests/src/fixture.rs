@@ -36,7 +36,8 @@ impl TestGateway {
             .expect("bind quic");
         let http = TcpListener::bind(config.http.listen).expect("bind http");
         http.set_nonblocking(true).expect("nonblocking");
-        let gateway = Gateway::start(config, Sockets { quic, http })
+        let turn = strait_gateway::turn::TurnSockets::bind(&config.turn).expect("bind turn");
+        let gateway = Gateway::start(config, Sockets { quic, http, turn })
             .await
             .expect("gateway starts");
         TestGateway { gateway }
