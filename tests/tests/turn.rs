@@ -1,0 +1,561 @@
+//! The embedded TURN server of a real gateway, on OS-assigned loopback ports, driven by the
+//! `rtc-turn` client (the sans-IO successor of the `turn` crate) over real UDP, TCP and TLS
+//! sockets.
+//!
+//! A loopback UDP listener stands in for this node's media address (the WebRTC port): the one
+//! peer the relay may reach. Another loopback listener stands for everything the relay must not
+//! reach; the tests show it receives nothing. Every wait is for an event under a generous
+//! timeout.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use rtc_shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc_turn::client::{Client, ClientConfig, Event};
+use sansio::Protocol;
+use strait_gateway::metrics::{StaticLabel, TurnReasonLabel};
+use strait_media::turn::framing::next_frame;
+use strait_tests::fixture::{TestGateway, WAIT};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+const SECRET: &str = "a TURN secret for the tests";
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A gateway with TURN on every transport and `media` as its media address.
+async fn gateway(media: SocketAddr) -> TestGateway {
+    TestGateway::start_with(|c| {
+        let any = SocketAddr::new(LOCALHOST, 0);
+        c.turn.enabled = true;
+        c.turn.udp_listen = Some(any);
+        c.turn.tcp_listen = Some(any);
+        c.turn.tls_listen = Some(any);
+        c.turn.secrets = vec![SECRET.into()];
+        c.turn.media_addresses = vec![media];
+    })
+    .await
+}
+
+/// How the client reaches the server.
+enum Link {
+    Udp(UdpSocket),
+    Stream {
+        rd: Box<dyn AsyncRead + Unpin + Send>,
+        wr: Box<dyn AsyncWrite + Unpin + Send>,
+        pending: Vec<u8>,
+    },
+}
+
+impl Link {
+    async fn send(&mut self, data: &[u8], to: SocketAddr) {
+        match self {
+            Link::Udp(s) => {
+                s.send_to(data, to).await.expect("udp send");
+            }
+            Link::Stream { wr, .. } => wr.write_all(data).await.expect("stream write"),
+        }
+    }
+
+    /// The next datagram, or the next frame of the stream (`None` when the stream ended).
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Link::Udp(s) => {
+                let mut buf = vec![0u8; 65_536];
+                let (n, _) = s.recv_from(&mut buf).await.ok()?;
+                buf.truncate(n);
+                Some(buf)
+            }
+            Link::Stream { rd, pending, .. } => loop {
+                if let Ok(Some(frame)) = next_frame(pending) {
+                    let out = pending[..frame.message_len()].to_vec();
+                    pending.drain(..frame.consumed());
+                    return Some(out);
+                }
+                let mut chunk = [0u8; 4096];
+                let n = rd.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                pending.extend_from_slice(&chunk[..n]);
+            },
+        }
+    }
+}
+
+/// The `rtc-turn` client and its socket.
+struct TurnClient {
+    client: Client,
+    link: Link,
+    local: SocketAddr,
+    server: SocketAddr,
+    protocol: TransportProtocol,
+}
+
+impl TurnClient {
+    fn config(
+        local: SocketAddr,
+        server: SocketAddr,
+        protocol: TransportProtocol,
+        username: &str,
+        password: &str,
+    ) -> Client {
+        let config = ClientConfig {
+            stun_serv_addr: server.to_string(),
+            turn_serv_addr: server.to_string(),
+            local_addr: local,
+            transport_protocol: protocol,
+            username: username.into(),
+            password: password.into(),
+            realm: "strait".into(),
+            software: String::new(),
+            rto_in_ms: 0,
+            allocation_refresh_interval_cap: None,
+        };
+        Client::new(config, rtc_crypto::default_provider().unwrap()).expect("client")
+    }
+
+    async fn udp(server: SocketAddr, username: &str, password: &str) -> TurnClient {
+        let socket = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+        let local = socket.local_addr().unwrap();
+        TurnClient {
+            client: Self::config(local, server, TransportProtocol::UDP, username, password),
+            link: Link::Udp(socket),
+            local,
+            server,
+            protocol: TransportProtocol::UDP,
+        }
+    }
+
+    async fn tcp(server: SocketAddr, username: &str, password: &str) -> TurnClient {
+        let stream = TcpStream::connect(server).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        let (rd, wr) = tokio::io::split(stream);
+        TurnClient::stream(
+            server,
+            local,
+            Box::new(rd),
+            Box::new(wr),
+            username,
+            password,
+        )
+    }
+
+    async fn tls(
+        t: &TestGateway,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> TurnClient {
+        let trust = strait_client::Trust::Hashes(vec![*t.gateway.cert_fingerprint().as_bytes()]);
+        let config = strait_client::tls_client_config(&trust, b"stun.turn").expect("tls config");
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let stream = TcpStream::connect(server).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector
+            .connect(name, stream)
+            .await
+            .expect("TLS handshake");
+        let (rd, wr) = tokio::io::split(tls);
+        TurnClient::stream(
+            server,
+            local,
+            Box::new(rd),
+            Box::new(wr),
+            username,
+            password,
+        )
+    }
+
+    fn stream(
+        server: SocketAddr,
+        local: SocketAddr,
+        rd: Box<dyn AsyncRead + Unpin + Send>,
+        wr: Box<dyn AsyncWrite + Unpin + Send>,
+        username: &str,
+        password: &str,
+    ) -> TurnClient {
+        TurnClient {
+            client: Self::config(local, server, TransportProtocol::TCP, username, password),
+            link: Link::Stream {
+                rd,
+                wr,
+                pending: Vec::new(),
+            },
+            local,
+            server,
+            protocol: TransportProtocol::TCP,
+        }
+    }
+
+    /// Drives the client until `pick` accepts an event.
+    async fn until<T>(&mut self, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+        let run = async {
+            loop {
+                while let Some(t) = self.client.poll_write() {
+                    self.link.send(&t.message, self.server).await;
+                }
+                while let Some(event) = self.client.poll_event() {
+                    if let Some(v) = pick(event) {
+                        return v;
+                    }
+                }
+                let wake = self
+                    .client
+                    .poll_timeout()
+                    .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+                tokio::select! {
+                    msg = self.link.recv() => {
+                        let msg = msg.expect("the server closed the connection");
+                        let tagged = TaggedBytesMut {
+                            now: Instant::now(),
+                            transport: TransportContext {
+                                local_addr: self.local,
+                                peer_addr: self.server,
+                                transport_protocol: self.protocol,
+                                ecn: None,
+                            },
+                            message: BytesMut::from(&msg[..]),
+                        };
+                        let _ = self.client.handle_read(tagged);
+                    }
+                    () = tokio::time::sleep_until(wake.into()) => {
+                        let _ = self.client.handle_timeout(Instant::now());
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, run)
+            .await
+            .expect("the expected TURN event in time")
+    }
+
+    async fn allocate(&mut self) -> SocketAddr {
+        self.client.allocate(Instant::now()).expect("allocate");
+        self.until(|e| match e {
+            Event::AllocateResponse(_, relay) => Some(Ok(relay)),
+            Event::AllocateError(_, err) => Some(Err(err.to_string())),
+            _ => None,
+        })
+        .await
+        .expect("the allocation succeeds")
+    }
+
+    /// CreatePermission; `Err` holds the error text (with the code).
+    async fn permit(&mut self, relay: SocketAddr, peer: SocketAddr) -> Result<(), String> {
+        self.client
+            .relay(relay)
+            .unwrap()
+            .create_permission(Instant::now(), peer)
+            .expect("create permission");
+        self.until(|e| match e {
+            Event::CreatePermissionResponse(_, _) => Some(Ok(())),
+            Event::CreatePermissionError(_, err) => Some(Err(err.to_string())),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Sends through the relay (a Send indication, or ChannelData once a channel is bound).
+    async fn send_to(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
+        self.client
+            .relay(relay)
+            .unwrap()
+            .send_to(Instant::now(), data, peer)
+            .expect("send");
+        while let Some(t) = self.client.poll_write() {
+            self.link.send(&t.message, self.server).await;
+        }
+    }
+
+    /// Waits for data from a peer; returns whether it came over a channel.
+    async fn receive(&mut self) -> (bool, SocketAddr, Vec<u8>) {
+        self.until(|e| match e {
+            Event::DataIndicationOrChannelData(channel, from, data) => {
+                Some((channel.is_some(), from, data.to_vec()))
+            }
+            _ => None,
+        })
+        .await
+    }
+}
+
+async fn listener() -> (UdpSocket, SocketAddr) {
+    let s = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let a = s.local_addr().unwrap();
+    (s, a)
+}
+
+async fn recv_from(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = tokio::time::timeout(WAIT, s.recv_from(&mut buf))
+        .await
+        .expect("a datagram in time")
+        .unwrap();
+    buf.truncate(n);
+    (buf, from)
+}
+
+fn creds(t: &TestGateway, identity: &str) -> (String, String) {
+    let c = t
+        .gateway
+        .shared
+        .turn
+        .mint(identity, SystemTime::now())
+        .expect("credentials");
+    (c.username, c.password)
+}
+
+/// Allocates, relays to the media address (first as a Send indication while the channel is
+/// bound, then over the channel) and back.
+async fn relay_round_trip(client: &mut TurnClient, media: &UdpSocket) {
+    let media_addr = media.local_addr().unwrap();
+    let relay = client.allocate().await;
+    assert_eq!(relay.ip(), LOCALHOST);
+    client.permit(relay, media_addr).await.expect("permitted");
+
+    client.send_to(relay, media_addr, b"first").await;
+    let (data, from) = recv_from(media).await;
+    assert_eq!((data.as_slice(), from), (&b"first"[..], relay));
+
+    // The first send also bound a channel; the media side answers and, once the binding is in
+    // place, the answer arrives as ChannelData.
+    let mut over_channel = false;
+    for i in 0..50u32 {
+        media
+            .send_to(format!("echo {i}").as_bytes(), relay)
+            .await
+            .unwrap();
+        let (channel, from, data) = client.receive().await;
+        assert_eq!(from, media_addr);
+        assert_eq!(data, format!("echo {i}").as_bytes());
+        if channel {
+            over_channel = true;
+            break;
+        }
+    }
+    assert!(over_channel, "a channel was bound");
+    client.send_to(relay, media_addr, b"over the channel").await;
+    let (data, _) = recv_from(media).await;
+    assert_eq!(data, b"over the channel");
+}
+
+#[tokio::test]
+async fn udp_allocation_relays_through_a_channel_to_the_media_address() {
+    let (media, media_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    let (user, pass) = creds(&t, "alice");
+    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let mut client = TurnClient::udp(server, &user, &pass).await;
+    relay_round_trip(&mut client, &media).await;
+
+    let turn = &t.gateway.shared.metrics.turn;
+    assert_eq!(turn.allocations.get(), 1);
+    assert!(turn.allocations_created.get() >= 1);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tcp_allocation_relays_to_the_media_address() {
+    let (media, media_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    let (user, pass) = creds(&t, "bob");
+    let server = t.gateway.shared.turn.addrs.tcp.unwrap();
+    let mut client = TurnClient::tcp(server, &user, &pass).await;
+    relay_round_trip(&mut client, &media).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tls_allocation_relays_to_the_media_address() {
+    let (media, media_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    let (user, pass) = creds(&t, "carol");
+    let server = t.gateway.shared.turn.addrs.tls.unwrap();
+    let mut client = TurnClient::tls(&t, server, &user, &pass).await;
+    relay_round_trip(&mut client, &media).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn every_denied_peer_gets_403_and_nothing_reaches_loopback() {
+    let (media, media_addr) = listener().await;
+    // Stands for every internal service: loopback, on a port that is not the media port.
+    let (internal, internal_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    let (user, pass) = creds(&t, "mallory");
+    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let mut client = TurnClient::udp(server, &user, &pass).await;
+    let relay = client.allocate().await;
+
+    let port = internal_addr.port();
+    let denied: Vec<SocketAddr> = [
+        format!("[::ffff:127.0.0.1]:{port}"),
+        format!("0.0.0.0:{port}"),
+        format!("[::]:{port}"),
+        format!("[::1]:{port}"),
+        "169.254.169.254:80".into(),
+        "100.64.0.1:3478".into(),
+        "10.0.0.1:3478".into(),
+        "[fe80::1]:3478".into(),
+        "[::ffff:10.0.0.1]:3478".into(),
+        format!("127.0.0.2:{port}"),
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    for peer in &denied {
+        let err = client.permit(relay, *peer).await.unwrap_err();
+        assert!(err.contains("403"), "{peer}: {err}");
+    }
+
+    // A permission for the media address's IP (loopback) does not open its other ports: the
+    // channel bind and the Send indication to the internal listener are refused.
+    client
+        .permit(relay, internal_addr)
+        .await
+        .expect("IP-level permission");
+    client
+        .send_to(relay, internal_addr, b"must not arrive")
+        .await;
+    // The media address still works, and was served after everything above.
+    client.permit(relay, media_addr).await.expect("permitted");
+    client.send_to(relay, media_addr, b"marker").await;
+    let (data, _) = recv_from(&media).await;
+    assert_eq!(data, b"marker");
+    let mut buf = [0u8; 64];
+    assert!(
+        internal.try_recv_from(&mut buf).is_err(),
+        "nothing reached the internal listener"
+    );
+
+    let turn = &t.gateway.shared.metrics.turn;
+    let denials = |reason| {
+        turn.denials
+            .get_or_create(&TurnReasonLabel {
+                reason: StaticLabel(reason),
+            })
+            .get()
+    };
+    assert!(denials("loopback") >= 4, "loopback denials counted");
+    assert!(denials("private") >= 2);
+    assert!(denials("unspecified") >= 2);
+    assert!(denials("link_local") >= 2);
+    assert_eq!(turn.allocations.get(), 1);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_password_is_refused_and_counted() {
+    let (_media, media_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    let (user, _) = creds(&t, "eve");
+    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let mut client = TurnClient::udp(server, &user, "not the password").await;
+    client.client.allocate(Instant::now()).unwrap();
+    let err = client
+        .until(|e| match e {
+            Event::AllocateError(_, err) => Some(err.to_string()),
+            Event::AllocateResponse(..) => Some("allocated".into()),
+            _ => None,
+        })
+        .await;
+    assert_ne!(err, "allocated");
+    let turn = &t.gateway.shared.metrics.turn;
+    let failures = turn
+        .auth_failures
+        .get_or_create(&TurnReasonLabel {
+            reason: StaticLabel("wrong_password"),
+        })
+        .get();
+    assert_eq!(failures, 1);
+    assert_eq!(turn.allocations.get(), 0);
+    t.stop().await;
+}
+
+/// Bytes that are neither STUN nor ChannelData close a TCP connection, counted; the server keeps
+/// serving.
+#[tokio::test]
+async fn a_tcp_connection_sending_garbage_is_closed_and_counted() {
+    let (media, media_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    let server = t.gateway.shared.turn.addrs.tcp.unwrap();
+    let mut garbage = TcpStream::connect(server).await.unwrap();
+    garbage
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, garbage.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a reply");
+    let closes = t
+        .gateway
+        .shared
+        .metrics
+        .turn
+        .stream_closes
+        .get_or_create(&TurnReasonLabel {
+            reason: StaticLabel("garbage"),
+        })
+        .get();
+    assert_eq!(closes, 1);
+
+    let (user, pass) = creds(&t, "dave");
+    let mut client = TurnClient::tcp(server, &user, &pass).await;
+    relay_round_trip(&mut client, &media).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_are_served_to_token_holders() {
+    let (_media, media_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    let token = t.token("room", "alice");
+    let http = t.http_addr();
+    let post = |auth: Option<String>| async move {
+        let mut s = TcpStream::connect(http).await.unwrap();
+        let auth = auth
+            .map(|a| format!("Authorization: Bearer {a}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "POST /v1/turn/credentials HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        out
+    };
+    let refused = post(None).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let ok = post(Some(token)).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let body = &ok[ok.find("\r\n\r\n").unwrap() + 4..];
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    let username = json["username"].as_str().unwrap();
+    assert!(username.ends_with(":alice"), "{username}");
+    assert_eq!(json["ttl"], 300);
+    let uris: Vec<&str> = json["uris"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u.as_str())
+        .collect();
+    assert_eq!(uris.len(), 3, "{uris:?}");
+    assert!(uris[0].starts_with("turn:127.0.0.1:") && uris[0].ends_with("?transport=udp"));
+    assert!(uris[2].starts_with("turns:"));
+
+    // The password works against the embedded server.
+    let password = json["password"].as_str().unwrap();
+    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let mut client = TurnClient::udp(server, username, password).await;
+    client.allocate().await;
+    t.stop().await;
+}
