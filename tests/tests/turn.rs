@@ -29,9 +29,9 @@ async fn gateway(media: SocketAddr) -> TestGateway {
     TestGateway::start_with(|c| {
         let any = SocketAddr::new(LOCALHOST, 0);
         c.turn.enabled = true;
-        c.turn.udp_listen = Some(any);
-        c.turn.tcp_listen = Some(any);
-        c.turn.tls_listen = Some(any);
+        c.turn.udp_listen = any;
+        c.turn.tcp_listen = any;
+        c.turn.tls_listen = any;
         c.turn.secrets = vec![SECRET.into()];
         c.turn.media_addresses = vec![media];
     })

@@ -17,12 +17,14 @@ use strait_media::turn::Cidr;
 pub struct TurnConfig {
     /// Serve TURN on this node.
     pub enabled: bool,
-    /// UDP listener (RFC 8656 port 3478). Loopback by default; `None` turns it off.
-    pub udp_listen: Option<SocketAddr>,
-    /// TCP listener (port 3478). `None` turns it off.
-    pub tcp_listen: Option<SocketAddr>,
-    /// TLS listener (port 5349), with the gateway's certificate. `None` turns it off.
-    pub tls_listen: Option<SocketAddr>,
+    /// The listeners to open.
+    pub transports: Vec<Listener>,
+    /// UDP listener (RFC 8656 port 3478). Loopback by default.
+    pub udp_listen: SocketAddr,
+    /// TCP listener (port 3478).
+    pub tcp_listen: SocketAddr,
+    /// TLS listener (port 5349), with the gateway's certificate.
+    pub tls_listen: SocketAddr,
     /// The address relay sockets bind to (one UDP port per allocation). Must be an address
     /// peers can reach; IPv4 only.
     pub relay_ip: IpAddr,
@@ -75,9 +77,10 @@ impl Default for TurnConfig {
     fn default() -> Self {
         TurnConfig {
             enabled: false,
-            udp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 3478))),
-            tcp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 3478))),
-            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], 5349))),
+            transports: vec![Listener::Udp, Listener::Tcp, Listener::Tls],
+            udp_listen: SocketAddr::from(([127, 0, 0, 1], 3478)),
+            tcp_listen: SocketAddr::from(([127, 0, 0, 1], 3478)),
+            tls_listen: SocketAddr::from(([127, 0, 0, 1], 5349)),
             relay_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             public_host: None,
             realm: "strait".into(),
@@ -104,6 +107,7 @@ impl fmt::Debug for TurnConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TurnConfig")
             .field("enabled", &self.enabled)
+            .field("transports", &self.transports)
             .field("udp_listen", &self.udp_listen)
             .field("tcp_listen", &self.tcp_listen)
             .field("tls_listen", &self.tls_listen)
@@ -121,7 +125,31 @@ impl fmt::Debug for TurnConfig {
     }
 }
 
+/// A TURN listener kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Listener {
+    /// UDP on `udp_listen`.
+    Udp,
+    /// TCP on `tcp_listen`.
+    Tcp,
+    /// TLS on `tls_listen`.
+    Tls,
+}
+
 impl TurnConfig {
+    /// The address of `listener` when it is enabled.
+    pub fn listen(&self, listener: Listener) -> Option<SocketAddr> {
+        if !self.enabled || !self.transports.contains(&listener) {
+            return None;
+        }
+        Some(match listener {
+            Listener::Udp => self.udp_listen,
+            Listener::Tcp => self.tcp_listen,
+            Listener::Tls => self.tls_listen,
+        })
+    }
+
     /// Checks the section's rules; the message names the broken one.
     pub fn validate(&self) -> Result<(), String> {
         if self.enabled && !self.external_urls.is_empty() {
@@ -157,10 +185,8 @@ impl TurnConfig {
         if !self.enabled {
             return Ok(());
         }
-        if self.udp_listen.is_none() && self.tcp_listen.is_none() && self.tls_listen.is_none() {
-            return Err(
-                "turn.enabled needs at least one of udp_listen, tcp_listen, tls_listen".into(),
-            );
+        if self.transports.is_empty() {
+            return Err("turn.enabled needs at least one of turn.transports".into());
         }
         if !self.relay_ip.is_ipv4() || self.relay_ip.is_unspecified() {
             return Err("turn.relay_ip must be a specific IPv4 address".into());
@@ -239,14 +265,7 @@ mod tests {
             &|c| c.credential_ttl = Duration::from_secs(1),
             "credential_ttl",
         );
-        check(
-            &|c| {
-                c.udp_listen = None;
-                c.tcp_listen = None;
-                c.tls_listen = None;
-            },
-            "at least one",
-        );
+        check(&|c| c.transports.clear(), "at least one");
         let external = TurnConfig {
             external_urls: vec!["turn:turn.example.com:3478".into()],
             ..TurnConfig::default()
@@ -257,6 +276,21 @@ mod tests {
             ..external
         };
         assert_eq!(external.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_toml_section_parses_and_picks_listeners() {
+        let config: TurnConfig = toml::from_str(
+            "enabled = true\ntransports = [\"udp\", \"tls\"]\ncredential_ttl = \"2m\"\n\
+             allow = [\"203.0.113.0/24\"]\nmedia_addresses = [\"127.0.0.1:4478\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.credential_ttl, Duration::from_secs(120));
+        assert_eq!(config.listen(Listener::Udp), Some(config.udp_listen));
+        assert_eq!(config.listen(Listener::Tcp), None);
+        assert!(toml::from_str::<TurnConfig>("transports = [\"sctp\"]").is_err());
+        assert!(toml::from_str::<TurnConfig>("listen = 1").is_err());
     }
 
     #[test]

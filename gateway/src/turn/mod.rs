@@ -36,7 +36,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use config::TurnConfig;
+pub use config::{Listener, TurnConfig};
 
 use crate::metrics::{Metrics, TurnMetrics};
 
@@ -75,11 +75,11 @@ impl TurnSockets {
         };
         Ok(TurnSockets {
             udp: config
-                .udp_listen
+                .listen(Listener::Udp)
                 .map(|a| crate::frontdoor::bind_udp(a, 4 * 1024 * 1024))
                 .transpose()?,
-            tcp: tcp(config.tcp_listen)?,
-            tls: tcp(config.tls_listen)?,
+            tcp: tcp(config.listen(Listener::Tcp))?,
+            tls: tcp(config.listen(Listener::Tls))?,
         })
     }
 
