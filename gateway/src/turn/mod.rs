@@ -307,7 +307,7 @@ pub async fn serve(
     let mut server = Server::new(server_config, seed)?;
 
     let (inbox_tx, mut inbox) = mpsc::channel::<Input>(INBOX);
-    let udp = match sockets.udp {
+    let mut udp = match sockets.udp {
         Some(s) => {
             s.set_nonblocking(true)?;
             Some(UdpSocket::from_std(s)?)
@@ -351,6 +351,12 @@ pub async fn serve(
         tokio::select! {
             () = stop.cancelled() => break,
             r = recv(udp.as_ref(), &mut buf) => {
+                if let Err(e) = &r
+                    && !transient(e)
+                {
+                    tracing::warn!(error = %e, "turn udp listener failed; it stops");
+                    udp = None;
+                }
                 if let (Ok((n, from)), Some(local)) = (r, udp_local) {
                     let tuple = FiveTuple { transport: Transport::Udp, client: from, server: local };
                     let _ = server.handle_client(tuple, &buf[..n], Instant::now(), unix_now(), &mut |_| {
@@ -431,6 +437,14 @@ pub async fn serve(
     Ok(())
 }
 
+fn transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, Interrupted, WouldBlock};
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | Interrupted | WouldBlock
+    )
+}
+
 async fn recv(udp: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
     match udp {
         Some(udp) => udp.recv_from(buf).await,
@@ -479,8 +493,14 @@ async fn relay_reader(
 ) {
     let mut buf = vec![0u8; 65_536];
     loop {
-        let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
-            continue;
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            // ICMP errors for earlier sends surface here on some systems; the socket is fine.
+            Err(e) if transient(&e) => continue,
+            Err(e) => {
+                tracing::debug!(%relay, error = %e, "turn relay socket failed");
+                return;
+            }
         };
         let input = Input::Peer {
             relay,
