@@ -45,6 +45,8 @@ use crate::metrics::{Metrics, TurnMetrics};
 const INBOX: usize = 8_192;
 /// Frames queued toward one TCP or TLS client; beyond it they are dropped and counted.
 const STREAM_QUEUE: usize = 256;
+/// Datagrams or queued inputs handled per wake-up before the outputs are flushed.
+const BATCH: usize = 64;
 /// A TLS handshake must finish within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -346,8 +348,26 @@ pub async fn serve(
     let mut last = Stats::default();
     let relay_ip = config.relay_ip;
     let turn = &metrics.turn;
+    let timer = tokio::time::sleep(Duration::from_secs(3_600));
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         let wake = server.poll_timeout();
+        // One timer, re-armed only when the core's deadline moves (not one per packet).
+        if wake != armed {
+            if let Some(at) = wake {
+                timer.as_mut().reset(at.into());
+            }
+            armed = wake;
+        }
+        macro_rules! feed {
+            ($tuple:expr, $data:expr) => {
+                let _ =
+                    server.handle_client($tuple, $data, Instant::now(), unix_now(), &mut |_| {
+                        bind_relay(&mut relays, relay_ip, &inbox_tx, turn)
+                    });
+            };
+        }
         tokio::select! {
             () = stop.cancelled() => break,
             r = recv(udp.as_ref(), &mut buf) => {
@@ -358,28 +378,43 @@ pub async fn serve(
                     udp = None;
                 }
                 if let (Ok((n, from)), Some(local)) = (r, udp_local) {
-                    let tuple = FiveTuple { transport: Transport::Udp, client: from, server: local };
-                    let _ = server.handle_client(tuple, &buf[..n], Instant::now(), unix_now(), &mut |_| {
-                        bind_relay(&mut relays, relay_ip, &inbox_tx, turn)
-                    });
+                    feed!(FiveTuple { transport: Transport::Udp, client: from, server: local }, &buf[..n]);
+                    // Take what else is queued without going back through select! and the timer.
+                    if let Some(socket) = &udp {
+                        for _ in 1..BATCH {
+                            let Ok((n, from)) = socket.try_recv_from(&mut buf) else {
+                                break;
+                            };
+                            feed!(FiveTuple { transport: Transport::Udp, client: from, server: local }, &buf[..n]);
+                        }
+                    }
                 }
             }
-            Some(input) = inbox.recv() => match input {
-                Input::Opened { tuple, tx } => { streams.insert(tuple, tx); }
-                Input::Frame { tuple, data } => {
-                    let _ = server.handle_client(tuple, &data, Instant::now(), unix_now(), &mut |_| {
-                        bind_relay(&mut relays, relay_ip, &inbox_tx, turn)
-                    });
+            Some(input) = inbox.recv() => {
+                let mut next = Some(input);
+                let mut taken = 0;
+                while let Some(input) = next.take() {
+                    match input {
+                        Input::Opened { tuple, tx } => { streams.insert(tuple, tx); }
+                        Input::Frame { tuple, data } => { feed!(tuple, &data); }
+                        Input::Closed { tuple } => {
+                            streams.remove(&tuple);
+                            server.handle_client_closed(&tuple);
+                        }
+                        Input::Peer { relay, peer, data } => {
+                            let _ = server.handle_peer(relay, peer, &data, Instant::now());
+                        }
+                    }
+                    taken += 1;
+                    if taken < BATCH {
+                        next = inbox.try_recv().ok();
+                    }
                 }
-                Input::Closed { tuple } => {
-                    streams.remove(&tuple);
-                    server.handle_client_closed(&tuple);
-                }
-                Input::Peer { relay, peer, data } => {
-                    let _ = server.handle_peer(relay, peer, &data, Instant::now());
-                }
-            },
-            () = sleep_until(wake) => server.handle_timeout(Instant::now()),
+            }
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                server.handle_timeout(Instant::now());
+            }
         }
         while let Some(t) = server.poll_transmit() {
             match t {
@@ -448,13 +483,6 @@ fn transient(e: &std::io::Error) -> bool {
 async fn recv(udp: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
     match udp {
         Some(udp) => udp.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
 }
