@@ -736,3 +736,67 @@ pub async fn credentials_endpoint(
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_turn_only_mints_credentials_for_its_urls() {
+        let config = TurnConfig {
+            external_urls: vec!["turns:turn.example.com:443?transport=tcp".into()],
+            external_secret: Some("an external shared secret".into()),
+            ..TurnConfig::default()
+        };
+        config.validate().unwrap();
+        let state = TurnState::new(&config, &TurnSockets::default()).unwrap();
+        assert!(state.available());
+        assert_eq!(state.addrs, TurnAddrs::default());
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let creds = state.mint("42", now).unwrap();
+        assert_eq!(creds.username, "1800000300:42");
+        assert_eq!(
+            creds.password,
+            TurnSecret::new(b"an external shared secret".to_vec()).password(&creds.username)
+        );
+        assert_eq!(creds.uris, config.external_urls);
+        assert!(!format!("{creds:?}").contains(&creds.password));
+    }
+
+    #[test]
+    fn without_turn_nothing_is_minted() {
+        let state = TurnState::new(&TurnConfig::default(), &TurnSockets::default()).unwrap();
+        assert!(!state.available());
+        assert_eq!(
+            state.mint("42", SystemTime::now()),
+            Err(CredentialError::NoSecret)
+        );
+    }
+
+    #[test]
+    fn embedded_turn_urls_name_the_bound_listeners() {
+        let config = TurnConfig {
+            enabled: true,
+            udp_listen: "127.0.0.1:0".parse().unwrap(),
+            tcp_listen: "127.0.0.1:0".parse().unwrap(),
+            tls_listen: "127.0.0.1:0".parse().unwrap(),
+            secrets: vec!["a long enough secret".into()],
+            ..TurnConfig::default()
+        };
+        let sockets = TurnSockets::bind(&config).unwrap();
+        let addrs = sockets.addrs();
+        let state = TurnState::new(&config, &sockets).unwrap();
+        let creds = state.mint("7", SystemTime::now()).unwrap();
+        assert_eq!(
+            creds.uris,
+            vec![
+                format!("turn:127.0.0.1:{}?transport=udp", addrs.udp.unwrap().port()),
+                format!("turn:127.0.0.1:{}?transport=tcp", addrs.tcp.unwrap().port()),
+                format!(
+                    "turns:127.0.0.1:{}?transport=tcp",
+                    addrs.tls.unwrap().port()
+                ),
+            ]
+        );
+    }
+}
