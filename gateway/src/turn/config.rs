@@ -63,7 +63,7 @@ pub struct TurnConfig {
     pub unauthorized_burst: u32,
     /// TCP and TLS connections at once (each costs a task and up to 128 KiB of buffers).
     pub max_stream_connections: usize,
-    /// A TCP or TLS connection that sends nothing for this long is closed.
+    /// A TCP or TLS connection with no traffic either way for this long is closed.
     #[serde(with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
     /// External TURN URLs (`turn:turn.example.com:3478?transport=udp`). When set, the gateway

@@ -12,8 +12,9 @@ use thiserror::Error;
 pub const STUN_HEADER_LEN: usize = 20;
 /// ChannelData header: channel number, length.
 pub const CHANNEL_DATA_HEADER_LEN: usize = 4;
-/// The largest frame: a ChannelData with 65535 bytes of data, padded.
-pub const MAX_FRAME_LEN: usize = CHANNEL_DATA_HEADER_LEN + 65_536;
+/// The largest frame: a STUN message with the largest attribute section a multiple of four can
+/// have (65532 bytes). A padded ChannelData is at most 4 + 65536 bytes.
+pub const MAX_FRAME_LEN: usize = STUN_HEADER_LEN + 65_532;
 
 /// One complete frame at the start of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +126,17 @@ mod tests {
         );
         msg.truncate(11);
         assert_eq!(next_frame(&msg), Ok(None));
+    }
+
+    #[test]
+    fn no_frame_is_longer_than_max_frame_len() {
+        let mut stun = vec![0x00, 0x01, 0xff, 0xfc, 0x21, 0x12, 0xA4, 0x42];
+        stun.resize(MAX_FRAME_LEN, 0);
+        assert_eq!(next_frame(&stun), Ok(Some(Frame::Stun(MAX_FRAME_LEN))));
+        let mut channel = vec![0x4f, 0xff, 0xff, 0xff];
+        channel.resize(MAX_FRAME_LEN, 0);
+        let frame = next_frame(&channel).unwrap().unwrap();
+        assert!(frame.consumed() <= MAX_FRAME_LEN);
     }
 
     #[test]
