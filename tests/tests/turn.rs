@@ -311,3 +311,63 @@ async fn credentials_are_served_to_token_holders() {
     client.allocate().await;
     t.stop().await;
 }
+
+/// Allocate and return the error text, or `"allocated"`.
+async fn allocate_error(client: &mut TurnClient) -> String {
+    client.client.allocate(Instant::now()).unwrap();
+    client
+        .until(|e| match e {
+            Event::AllocateError(_, err) => Some(err.to_string()),
+            Event::AllocateResponse(..) => Some("allocated".into()),
+            _ => None,
+        })
+        .await
+}
+
+#[tokio::test]
+async fn an_expired_credential_is_refused() {
+    let (_media, media_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    // Minted ten minutes ago with a five-minute lifetime.
+    let minted = SystemTime::now() - std::time::Duration::from_secs(600);
+    let c = t.gateway.shared.turn.mint("frank", minted).unwrap();
+    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let mut client = TurnClient::udp(server, &c.username, &c.password).await;
+    let err = allocate_error(&mut client).await;
+    assert_ne!(err, "allocated");
+    let expired = t
+        .gateway
+        .shared
+        .metrics
+        .turn
+        .auth_failures
+        .get_or_create(&TurnReasonLabel {
+            reason: StaticLabel("expired"),
+        })
+        .get();
+    assert_eq!(expired, 1);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_allocation_quota_per_credential_gets_486() {
+    let (_media, media_addr) = listener().await;
+    let t = TestGateway::start_with(|c| {
+        let any = SocketAddr::new(LOCALHOST, 0);
+        c.turn.enabled = true;
+        c.turn.transports = vec![strait_gateway::turn::Listener::Udp];
+        c.turn.udp_listen = any;
+        c.turn.media_addresses = vec![media_addr];
+        c.turn.max_allocations_per_credential = 1;
+    })
+    .await;
+    let (user, pass) = creds(&t, "grace");
+    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let mut first = TurnClient::udp(server, &user, &pass).await;
+    first.allocate().await;
+    let mut second = TurnClient::udp(server, &user, &pass).await;
+    let err = allocate_error(&mut second).await;
+    assert!(err.contains("486"), "{err}");
+    assert_eq!(t.gateway.shared.metrics.turn.quota_refusals.get(), 1);
+    t.stop().await;
+}
