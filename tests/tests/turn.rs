@@ -371,3 +371,35 @@ async fn the_allocation_quota_per_credential_gets_486() {
     assert_eq!(t.gateway.shared.metrics.turn.quota_refusals.get(), 1);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn server_hello_carries_turn_credentials_for_the_participant() {
+    let (media, media_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    let session = t.native("room", "heidi").await;
+    let servers = session.ice_servers();
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    let server = &servers[0];
+    assert_eq!(server.urls.len(), 3);
+    assert!(server.urls[0].starts_with("turn:127.0.0.1:"));
+    let username = server.username.clone().unwrap();
+    assert!(
+        username.ends_with(&format!(":{}", session.participant().0)),
+        "{username}"
+    );
+    // The credentials work against the embedded server.
+    let udp = t.gateway.shared.turn.addrs.udp.unwrap();
+    let mut client = TurnClient::udp(udp, &username, server.credential.as_deref().unwrap()).await;
+    relay_round_trip(&mut client, &media).await;
+    drop(session);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn without_turn_server_hello_has_no_ice_servers() {
+    let t = TestGateway::start().await;
+    let session = t.native("room", "ivan").await;
+    assert!(session.ice_servers().is_empty());
+    drop(session);
+    t.stop().await;
+}

@@ -164,11 +164,27 @@ impl TurnConfig {
                     );
                 }
             }
+            if self.external_urls.len() > strait_protocol::limits::MAX_ICE_URLS {
+                return Err(format!(
+                    "turn.external_urls: at most {} (they travel in ServerHello)",
+                    strait_protocol::limits::MAX_ICE_URLS
+                ));
+            }
             for url in &self.external_urls {
+                if url.len() > strait_protocol::limits::MAX_URL_LEN {
+                    return Err("turn.external_urls: a URL is too long".into());
+                }
                 if !(url.starts_with("turn:") || url.starts_with("turns:")) {
                     return Err(format!("turn.external_urls: `{url}` is not a turn: URL"));
                 }
             }
+        }
+        if self
+            .public_host
+            .as_ref()
+            .is_some_and(|h| h.is_empty() || h.len() > 253)
+        {
+            return Err("turn.public_host must be 1 to 253 bytes".into());
         }
         if self.secrets.iter().any(|s| s.len() < 16) {
             return Err("turn.secrets must each be at least 16 bytes".into());

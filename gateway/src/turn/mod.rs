@@ -218,6 +218,23 @@ impl TurnState {
         })
     }
 
+    /// The `ice_servers` of a participant's `ServerHello`: one entry with every TURN URL and
+    /// credentials minted for the participant id, or none when TURN is not configured.
+    pub fn ice_servers(
+        &self,
+        participant: u64,
+        now: SystemTime,
+    ) -> Vec<strait_protocol::IceServer> {
+        match self.mint(&participant.to_string(), now) {
+            Ok(c) => vec![strait_protocol::IceServer {
+                urls: c.uris,
+                username: Some(c.username),
+                credential: Some(c.password),
+            }],
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn server_config(&self, config: &TurnConfig) -> anyhow::Result<ServerConfig> {
         let allow = config.allow_list().map_err(anyhow::Error::msg)?;
         Ok(ServerConfig {
