@@ -359,6 +359,8 @@ pub async fn serve(
         ));
     }
 
+    let addrs = state.turn.addrs;
+    tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, "turn is serving");
     let mut relays: HashMap<SocketAddr, Relay> = HashMap::new();
     let mut streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
