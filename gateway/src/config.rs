@@ -42,6 +42,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The embedded TURN server, or credentials for an external one.
+    pub turn: crate::turn::TurnConfig,
 }
 
 /// The QUIC front door.
@@ -568,6 +570,7 @@ impl Config {
                 "session.hello_timeout and shutdown.drain_deadline must be positive".into(),
             );
         }
+        self.turn.validate().map_err(ConfigError::Invalid)?;
         Ok(ValidConfig(self))
     }
 
@@ -579,6 +582,12 @@ impl Config {
         }
         if copy.auth.resume_secret.is_some() {
             copy.auth.resume_secret = Some("<redacted>".into());
+        }
+        for secret in &mut copy.turn.secrets {
+            *secret = "<redacted>".into();
+        }
+        if copy.turn.external_secret.is_some() {
+            copy.turn.external_secret = Some("<redacted>".into());
         }
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }

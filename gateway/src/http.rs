@@ -9,6 +9,7 @@
 //! | `GET /v1/cert-hashes` | SHA-256 hashes of the QUIC certificates for `serverCertificateHashes` |
 //! | `POST /v1/dev/token` | mints an access token (development mode only) |
 //! | `POST /whip/{room}`, `POST /whep/{room}/{id}` | WebRTC publish and subscribe ([`crate::whip`]), when the bridge is on |
+//! | `POST /v1/turn/credentials` | TURN credentials for the bearer of an access token |
 //! | `GET /`, `/app.js`, … | the web demo (`web-demo/`), embedded in the binary |
 
 use std::sync::Arc;
@@ -31,7 +32,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/cert-hashes", get(cert_hashes));
+        .route("/v1/cert-hashes", get(cert_hashes))
+        .route(
+            "/v1/turn/credentials",
+            post(crate::turn::credentials_endpoint),
+        );
     if shared.config.dev_token_endpoint() {
         router = router.route("/v1/dev/token", post(dev_token));
     }

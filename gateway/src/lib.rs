@@ -17,6 +17,7 @@
 //!   ([`worker::bridge`]) runs in it.
 //! - [`whip`]: WHIP and WHEP signaling on the HTTP port.
 //! - [`translate`]: the only module where protocol messages and SFU calls meet.
+//! - [`turn`]: the embedded TURN server's sockets and tasks, and TURN credentials.
 //! - [`http`], [`metrics`], [`tls`], [`auth`], [`config`].
 //!
 //! [`run`] takes a validated configuration, pre-bound sockets and a shutdown future; when the
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod session;
 pub mod tls;
 pub mod translate;
+pub mod turn;
 pub mod whip;
 pub mod worker;
 
@@ -84,6 +86,8 @@ pub struct Shared {
     pub http_addr: SocketAddr,
     /// The WebRTC bridge's UDP address, when the bridge runs.
     pub webrtc_addr: Option<SocketAddr>,
+    /// TURN listeners and credential minting.
+    pub turn: turn::TurnState,
     ids: Mutex<rand::rngs::StdRng>,
 }
 
@@ -142,6 +146,8 @@ pub struct Sockets {
     pub http: TcpListener,
     /// The WebRTC bridge's UDP port; required when `webrtc.enabled`, ignored otherwise.
     pub webrtc: Option<UdpSocket>,
+    /// The embedded TURN server's listeners (none when it is off).
+    pub turn: turn::TurnSockets,
 }
 
 impl Sockets {
@@ -158,7 +164,13 @@ impl Sockets {
         } else {
             None
         };
-        Ok(Sockets { quic, http, webrtc })
+        let turn = turn::TurnSockets::bind(&config.turn)?;
+        Ok(Sockets {
+            quic,
+            http,
+            webrtc,
+            turn,
+        })
     }
 }
 
@@ -294,6 +306,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         quic_addr: sockets.quic.local_addr()?,
         http_addr: sockets.http.local_addr()?,
         webrtc_addr,
+        turn: turn::TurnState::new(&config.turn, &sockets.turn)?,
         config,
         keys,
         mint_key,
@@ -387,6 +400,17 @@ async fn serve(
             .with_graceful_shutdown(async move { http_stop.cancelled().await })
             .await
     });
+    let turn_task = if config.turn.enabled {
+        let tls = turn::tls_config(shared.certs.clone())?;
+        Some(tokio::spawn(turn::serve(
+            shared.clone(),
+            sockets.turn,
+            Some(tls),
+            background.clone(),
+        )))
+    } else {
+        None
+    };
 
     shutdown.await;
 
@@ -424,6 +448,9 @@ async fn serve(
         let _ = rotation.await;
     }
     let _ = http_task.await;
+    if let Some(turn_task) = turn_task {
+        let _ = turn_task.await;
+    }
     // Every session has ended or been closed: stop the worker.
     worker_stop.cancel();
     drop(shared);

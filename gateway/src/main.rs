@@ -206,6 +206,12 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
             eprintln!("  WebRTC (WHIP/WHEP)   udp {webrtc}, http://{http}/whip/<room>");
         }
         eprintln!("  certificate sha-256  {}", gateway.cert_fingerprint().to_hex_colon());
+        let turn = gateway.shared.turn.addrs;
+        for (name, addr) in [("UDP", turn.udp), ("TCP", turn.tcp), ("TLS", turn.tls)] {
+            if let Some(addr) = addr {
+                eprintln!("  TURN {name}             {addr}");
+            }
+        }
         if let Some(key) = &gateway.dev_key {
             eprintln!("  development mode: API key id {} secret {}", key.id(), key.reveal_secret());
             eprintln!("  mint a token:        curl -s -X POST http://{http}/v1/dev/token -H 'content-type: application/json' -d '{{\"room\":\"lobby\",\"identity\":\"alice\"}}'");

@@ -260,6 +260,8 @@ pub struct Metrics {
     pub webrtc_keyframe_requests_in: Counter,
     /// PLIs sent to WHIP publishers.
     pub webrtc_keyframe_requests_out: Counter,
+    /// The embedded TURN server (`strait_turn_*`).
+    pub turn: TurnMetrics,
 }
 
 impl Metrics {
@@ -289,6 +291,7 @@ impl Metrics {
             webrtc_offers_refused: Counter::default(),
             webrtc_keyframe_requests_in: Counter::default(),
             webrtc_keyframe_requests_out: Counter::default(),
+            turn: TurnMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("strait");
         r.register("sessions", "Sessions connected now", m.sessions.clone());
@@ -364,6 +367,7 @@ impl Metrics {
             "PLIs sent to WHIP publishers",
             m.webrtc_keyframe_requests_out.clone(),
         );
+        m.turn.register(r.sub_registry_with_prefix("turn"));
         m
     }
 
@@ -375,5 +379,170 @@ impl Metrics {
     /// Counts a refusal.
     pub fn refuse(&self, reason: RefusalReason) {
         self.refusals.get_or_create(&RefusalLabel { reason }).inc();
+    }
+}
+
+/// A label value taken from a reason enum's `as_str()` (always a `&'static str` constant, never
+/// a formatted string).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct StaticLabel(pub &'static str);
+
+impl EncodeLabelValue for StaticLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(self.0)
+    }
+}
+
+/// Label set with one `reason` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TurnReasonLabel {
+    /// The reason.
+    pub reason: StaticLabel,
+}
+
+/// Label set with one `direction` label (`to_peer`, `to_client`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TurnDirectionLabel {
+    /// The direction.
+    pub direction: StaticLabel,
+}
+
+/// Metrics of the embedded TURN server.
+#[derive(Debug, Default)]
+pub struct TurnMetrics {
+    /// Allocations now.
+    pub allocations: Gauge,
+    /// Allocations made.
+    pub allocations_created: Counter,
+    /// Allocate requests refused by a quota (486 per credential, 508 per node).
+    pub quota_refusals: Counter,
+    /// Packets relayed, by direction.
+    pub relayed_packets: Family<TurnDirectionLabel, Counter>,
+    /// Payload bytes relayed, by direction.
+    pub relayed_bytes: Family<TurnDirectionLabel, Counter>,
+    /// Peer addresses refused (403, or a packet not sent), by deny reason.
+    pub denials: Family<TurnReasonLabel, Counter>,
+    /// Requests not authenticated, by reason (`challenge` is the normal first round).
+    pub auth_failures: Family<TurnReasonLabel, Counter>,
+    /// Inputs dropped without a reply, and sends that failed, by reason.
+    pub drops: Family<TurnReasonLabel, Counter>,
+    /// Datagrams from peers dropped because the TURN task's queue was full.
+    pub relay_queue_full: Counter,
+    /// TCP and TLS connections now.
+    pub stream_connections: Gauge,
+    /// TCP and TLS connections closed by the server, by reason (garbage, idle, ...).
+    pub stream_closes: Family<TurnReasonLabel, Counter>,
+}
+
+impl TurnMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "allocations",
+            "TURN allocations now",
+            self.allocations.clone(),
+        );
+        r.register(
+            "allocations_created",
+            "TURN allocations made",
+            self.allocations_created.clone(),
+        );
+        r.register(
+            "quota_refusals",
+            "TURN allocations refused by a quota",
+            self.quota_refusals.clone(),
+        );
+        r.register(
+            "relayed_packets",
+            "Packets relayed by TURN, by direction",
+            self.relayed_packets.clone(),
+        );
+        r.register(
+            "relayed_bytes",
+            "Payload bytes relayed by TURN, by direction",
+            self.relayed_bytes.clone(),
+        );
+        r.register(
+            "denials",
+            "Peer addresses refused by the TURN policy, by reason",
+            self.denials.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "TURN requests not authenticated, by reason",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "drops",
+            "TURN inputs dropped without a reply, by reason",
+            self.drops.clone(),
+        );
+        r.register(
+            "relay_queue_full",
+            "Peer datagrams dropped on a full TURN queue",
+            self.relay_queue_full.clone(),
+        );
+        r.register(
+            "stream_connections",
+            "TURN TCP and TLS connections now",
+            self.stream_connections.clone(),
+        );
+        r.register(
+            "stream_closes",
+            "TURN TCP and TLS connections closed by the server, by reason",
+            self.stream_closes.clone(),
+        );
+    }
+
+    /// Counts relayed traffic in one direction.
+    pub fn relayed(&self, direction: &'static str, packets: u64, bytes: u64) {
+        if packets == 0 {
+            return;
+        }
+        let label = TurnDirectionLabel {
+            direction: StaticLabel(direction),
+        };
+        self.relayed_packets.get_or_create(&label).inc_by(packets);
+        self.relayed_bytes.get_or_create(&label).inc_by(bytes);
+    }
+
+    fn reason(reason: &'static str) -> TurnReasonLabel {
+        TurnReasonLabel {
+            reason: StaticLabel(reason),
+        }
+    }
+
+    /// Counts `n` denials for `reason`.
+    pub fn denials_by(&self, reason: &'static str, n: u64) {
+        self.denials.get_or_create(&Self::reason(reason)).inc_by(n);
+    }
+
+    /// Counts one denial.
+    pub fn denial(&self, reason: &'static str) {
+        self.denials_by(reason, 1);
+    }
+
+    /// Counts `n` authentication failures for `reason`.
+    pub fn auth_failures_by(&self, reason: &'static str, n: u64) {
+        self.auth_failures
+            .get_or_create(&Self::reason(reason))
+            .inc_by(n);
+    }
+
+    /// Counts `n` drops for `reason`.
+    pub fn drops_by(&self, reason: &'static str, n: u64) {
+        self.drops.get_or_create(&Self::reason(reason)).inc_by(n);
+    }
+
+    /// Counts one drop.
+    pub fn drop_reason(&self, reason: &'static str) {
+        self.drops_by(reason, 1);
+    }
+
+    /// Counts a connection closed by the server.
+    pub fn stream_closed(&self, reason: &'static str) {
+        self.stream_closes
+            .get_or_create(&Self::reason(reason))
+            .inc();
     }
 }

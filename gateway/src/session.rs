@@ -371,7 +371,7 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
         participant,
         resume_token: ResumeToken(resume_token),
         resumed,
-        ice_servers: Vec::new(),
+        ice_servers: shared.turn.ice_servers(participant.0, now),
         limits: SessionLimits {
             max_frame_size: u32::try_from(config.limits.max_frame_size).unwrap_or(u32::MAX),
             max_tracks: u32::try_from(config.limits.max_tracks_per_participant).unwrap_or(u32::MAX),

@@ -14,7 +14,10 @@
 //! protocol messages into calls on [`sfu::Sfu`]). It does not authenticate anyone — participant
 //! ids and identities come from the caller — and the core does not packetize, decode or encrypt
 //! media.
-//! The NACK packet cache and the TURN server are still to come.
+//! The NACK packet cache is still to come.
+//!
+//! [`turn`] is the embedded TURN server: a sans-IO state machine and the TURN REST credentials
+//! and peer policy it relies on; the gateway owns its sockets.
 //!
 //! [`webrtc`] is the bridge for legacy WebRTC peers: a sans-IO endpoint that runs many ICE-lite
 //! peer connections (webrtc-rs `rtc`) behind one UDP socket, hands out their RTP and keyframe
@@ -76,4 +79,5 @@
 pub mod keyframe;
 pub mod rtp;
 pub mod sfu;
+pub mod turn;
 pub mod webrtc;

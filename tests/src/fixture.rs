@@ -42,9 +42,18 @@ impl TestGateway {
             strait_gateway::frontdoor::bind_udp(config.webrtc.listen, 1024 * 1024)
                 .expect("bind webrtc")
         });
-        let gateway = Gateway::start(config, Sockets { quic, http, webrtc })
-            .await
-            .expect("gateway starts");
+        let turn = strait_gateway::turn::TurnSockets::bind(&config.turn).expect("bind turn");
+        let gateway = Gateway::start(
+            config,
+            Sockets {
+                quic,
+                http,
+                webrtc,
+                turn,
+            },
+        )
+        .await
+        .expect("gateway starts");
         TestGateway { gateway }
     }
 

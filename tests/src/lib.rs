@@ -9,6 +9,7 @@
 //!
 //! - [`fixture`]: a gateway started in-process on loopback ports from the OS, clients for it, and
 //!   synthetic RTP.
+//! - [`turn_client`]: `rtc-turn`'s client over real UDP, TCP and TLS sockets, for the TURN tests.
 //! - [`relay`]: a user-space UDP relay for impairment (delay, jitter, loss, reordering, duplication,
 //!   rate limits) and migration tests (it moves a client to a new port or IP mid-session).
 #![forbid(unsafe_code)]
@@ -16,3 +17,4 @@
 
 pub mod fixture;
 pub mod relay;
+pub mod turn_client;
