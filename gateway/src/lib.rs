@@ -306,7 +306,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         quic_addr: sockets.quic.local_addr()?,
         http_addr: sockets.http.local_addr()?,
         webrtc_addr,
-        turn: turn::TurnState::new(&config.turn, &sockets.turn)?,
+        turn: turn::TurnState::new(&turn_config(&config, webrtc_addr), &sockets.turn)?,
         config,
         keys,
         mint_key,
@@ -337,6 +337,26 @@ fn random_seed() -> anyhow::Result<[u8; 32]> {
         .fill(&mut seed)
         .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
     Ok(seed)
+}
+
+/// The TURN configuration with this node's WebRTC addresses (each advertised IP with the bound
+/// port) added to `media_addresses`, so that the relay reaches the bridge without more settings.
+pub(crate) fn turn_config(config: &config::Config, webrtc: Option<SocketAddr>) -> turn::TurnConfig {
+    let mut turn = config.turn.clone();
+    if let Some(bound) = webrtc {
+        let ips = if config.webrtc.public_ips.is_empty() {
+            vec![bound.ip()]
+        } else {
+            config.webrtc.public_ips.clone()
+        };
+        for ip in ips {
+            let addr = SocketAddr::new(ip, bound.port());
+            if !turn.media_addresses.contains(&addr) {
+                turn.media_addresses.push(addr);
+            }
+        }
+    }
+    turn
 }
 
 /// Runs a gateway until `shutdown` resolves, then drains and stops.

@@ -403,3 +403,37 @@ async fn without_turn_server_hello_has_no_ice_servers() {
     drop(session);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_bridge_port_is_a_media_address_without_configuration() {
+    // TURN on, the WebRTC bridge on (its socket from the OS), no `media_addresses` configured.
+    let t = TestGateway::start_with(|c| {
+        let any = SocketAddr::new(LOCALHOST, 0);
+        c.turn.enabled = true;
+        c.turn.udp_listen = any;
+        c.turn.tcp_listen = any;
+        c.turn.tls_listen = any;
+        c.turn.secrets = vec![SECRET.into()];
+        c.turn.media_addresses = Vec::new();
+    })
+    .await;
+    let bridge = t.webrtc_addr();
+    let (user, pass) = creds(&t, "dave");
+    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let mut client = TurnClient::udp(server, &user, &pass).await;
+    let relay = client.allocate().await;
+    client
+        .permit(relay, bridge)
+        .await
+        .expect("the bridge's port is this node's media address");
+    // A datagram relayed to it reaches the bridge's socket, which drops it (the relay's address
+    // never did ICE) and counts it.
+    client.send_to(relay, bridge, b"not ICE").await;
+    t.wait_metric_where(
+        "strait_drops_total",
+        "reason=\"webrtc_unknown_source\"",
+        |v| v >= 1.0,
+    )
+    .await;
+    t.stop().await;
+}

@@ -39,8 +39,9 @@ pub struct TurnConfig {
     /// How long minted credentials are valid.
     #[serde(with = "humantime_serde")]
     pub credential_ttl: Duration,
-    /// This node's own media addresses (the WebRTC port, as bound): the only peers the relay
-    /// reaches without an allow-list.
+    /// Further media addresses of this node. The WebRTC bridge's port (at each address it
+    /// advertises) is added by itself. These are the only peers the relay reaches without an
+    /// allow-list.
     pub media_addresses: Vec<SocketAddr>,
     /// Further peer blocks the relay may reach (`203.0.113.0/24`, `0.0.0.0/0`). The deny-list
     /// still applies to them.

@@ -316,7 +316,8 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let config = state.config.turn.clone();
+    // The configured TURN settings, with the bridge's WebRTC addresses as media addresses.
+    let config = crate::turn_config(&state.config, state.webrtc_addr);
     let metrics = state.metrics.clone();
     let server_config = state.turn.server_config(&config)?;
     let policy = server_config.policy.clone();
