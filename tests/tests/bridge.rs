@@ -29,7 +29,8 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer,
+    RTCIceTransportPolicy, RTCPeerConnectionState, RTCSessionDescription, Registry,
     SettingEngineBuilder, register_default_interceptors,
 };
 use webrtc::runtime::default_runtime;
@@ -204,6 +205,11 @@ struct Peer {
 
 impl Peer {
     async fn new() -> Self {
+        Self::with_configuration(None).await
+    }
+
+    /// A peer with an ICE configuration (servers, transport policy).
+    async fn with_configuration(configuration: Option<RTCConfiguration>) -> Self {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs().unwrap();
         let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
@@ -216,7 +222,11 @@ impl Peer {
             connected: connected_tx,
             tracks: tracks_tx,
         });
-        let pc = PeerConnectionBuilder::new()
+        let mut builder = PeerConnectionBuilder::new();
+        if let Some(configuration) = configuration {
+            builder = builder.with_configuration(configuration);
+        }
+        let pc = builder
             .with_setting_engine(
                 SettingEngineBuilder::new()
                     .with_include_loopback_candidate(true)
@@ -336,7 +346,18 @@ impl WhipPublisher {
 
     /// With `audio`, it also publishes an Opus track and sends one packet per tick on it.
     async fn start_with(gw: &TestGateway, room: &str, token: &str, audio: bool) -> WhipPublisher {
-        let mut peer = Peer::new().await;
+        Self::start_configured(gw, room, token, audio, None).await
+    }
+
+    /// Like [`start_with`](Self::start_with), with an ICE configuration for the peer.
+    async fn start_configured(
+        gw: &TestGateway,
+        room: &str,
+        token: &str,
+        audio: bool,
+        configuration: Option<RTCConfiguration>,
+    ) -> WhipPublisher {
+        let mut peer = Peer::with_configuration(configuration).await;
         let ssrc = 0x00c0_ffee;
         let track = local_vp8_track(ssrc);
         peer.pc
@@ -588,6 +609,59 @@ async fn start_gateway() -> TestGateway {
 
 // ---------------------------------------------------------------------------------------------
 // Media across the bridge.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_whip_publisher_reaches_a_native_subscriber_through_the_embedded_turn() {
+    // The bridge and the embedded TURN server (UDP) on loopback; nothing else configured: the
+    // bridge's port is the relay's media address by itself.
+    let gw = TestGateway::start_with(|c| {
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        c.turn.enabled = true;
+        c.turn.udp_listen = any;
+        c.turn.tcp_listen = any;
+        c.turn.tls_listen = any;
+        c.media.keyframe_request_interval = Duration::from_millis(50);
+    })
+    .await;
+    let viewer = gw.native("stage", "viewer").await;
+    let token = gw.token("stage", "camera");
+    let turn = gw.gateway.shared.turn.addrs.udp.expect("TURN over UDP");
+    let credentials = gw
+        .gateway
+        .shared
+        .turn
+        .mint("camera", std::time::SystemTime::now())
+        .expect("credentials");
+    let configuration = RTCConfigurationBuilder::new()
+        .with_ice_servers(vec![RTCIceServer {
+            urls: vec![format!("turn:{turn}?transport=udp")],
+            username: credentials.username,
+            credential: credentials.password,
+        }])
+        .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
+        .build();
+    let publisher =
+        WhipPublisher::start_configured(&gw, "stage", &token, false, Some(configuration)).await;
+    // Relay candidates only: the offer names the relay's address, not the peer's own socket.
+    assert!(publisher.offer.contains("typ relay"), "{}", publisher.offer);
+    assert!(!publisher.offer.contains("typ host"), "{}", publisher.offer);
+
+    let camera = wait_for_participant(&viewer, "camera").await;
+    let track = wait_for_track_of(&viewer, camera).await;
+    let sub = viewer.subscribe(track, None).await.expect("subscribe");
+    let indices = receive_vp8(&viewer, sub.media.0, sub.ssrc, 20).await;
+    assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
+    // Through the relay: the TURN server relayed the media to the bridge.
+    let relayed = gw
+        .metric_where("strait_turn_relayed_packets_total", "direction=\"to_peer\"")
+        .await;
+    assert!(relayed >= 20.0, "relayed {relayed}");
+    assert_eq!(gw.metric("strait_turn_allocations").await, 1.0);
+
+    publisher.close().await;
+    viewer.close().await;
+    gw.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_publisher_reaches_a_native_subscriber_and_receives_its_keyframe_requests() {
