@@ -33,12 +33,12 @@ use std::time::SystemTime;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use strait_media::sfu::SfuError;
 use strait_media::webrtc::{WebRtcError, check_offer};
-use strait_protocol::RoomId;
+use strait_protocol::{ParticipantId, RoomId};
 
 use crate::Shared;
 use crate::auth::VerifiedToken;
@@ -158,15 +158,25 @@ async fn offer(
     body: Body,
 ) -> Response {
     match accept(shared, room, role, headers, body).await {
-        Ok((location, answer)) => (
-            StatusCode::CREATED,
-            [
-                (header::LOCATION, location),
-                (header::CONTENT_TYPE, "application/sdp".to_owned()),
-            ],
+        Ok(Accepted {
+            location,
             answer,
-        )
-            .into_response(),
+            ice_servers,
+        }) => {
+            let mut response = (
+                StatusCode::CREATED,
+                [
+                    (header::LOCATION, location),
+                    (header::CONTENT_TYPE, "application/sdp".to_owned()),
+                ],
+                answer,
+            )
+                .into_response();
+            for link in ice_servers {
+                response.headers_mut().append(header::LINK, link);
+            }
+            response
+        }
         Err(refusal) => {
             shared.metrics.webrtc_offers_refused.inc();
             refusal.into_response()
@@ -174,15 +184,51 @@ async fn offer(
     }
 }
 
+/// An offer the worker answered.
+struct Accepted {
+    /// The resource URL (`Location`).
+    location: String,
+    /// The answer SDP.
+    answer: String,
+    /// `Link` header values naming the TURN servers, with credentials for this peer.
+    ice_servers: Vec<HeaderValue>,
+}
+
+/// `Link` header values (WHIP, RFC 9725 §4.4) for every TURN URL the gateway hands out, with
+/// credentials minted for the peer's participant id (as in `ServerHello`); none when TURN is off.
+fn ice_server_links(shared: &Shared, participant: ParticipantId) -> Vec<HeaderValue> {
+    let Ok(credentials) = shared
+        .turn
+        .mint(&participant.0.to_string(), SystemTime::now())
+    else {
+        return Vec::new();
+    };
+    // Quoted strings (RFC 9110 §5.6.4): backslash before `"` and `\`.
+    let quote = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    credentials
+        .uris
+        .iter()
+        .filter_map(|url| {
+            let value = format!(
+                "<{url}>; rel=\"ice-server\"; username=\"{}\"; credential=\"{}\"; \
+                 credential-type=\"password\"",
+                quote(&credentials.username),
+                quote(&credentials.password),
+            );
+            HeaderValue::from_str(&value).ok()
+        })
+        .collect()
+}
+
 /// Checks a WHIP or WHEP request in order of cost (no body is read before the token is good)
-/// and hands the offer to the worker. Returns the resource URL and the answer.
+/// and hands the offer to the worker.
 async fn accept(
     shared: &Shared,
     room: String,
     role: Result<OfferRole, String>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(String, String), Refusal> {
+) -> Result<Accepted, Refusal> {
     if shared.drain.is_cancelled() {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -252,10 +298,12 @@ async fn accept(
             )
         }
     };
+    let participant = shared.new_participant_id();
+    let ice_servers = ice_server_links(shared, participant);
     let answer = shared
         .worker
         .webrtc_offer(WebRtcOffer {
-            participant: shared.new_participant_id(),
+            participant,
             resource,
             token,
             room,
@@ -263,7 +311,11 @@ async fn accept(
             sdp,
         })
         .await?;
-    Ok((location, answer))
+    Ok(Accepted {
+        location,
+        answer,
+        ice_servers,
+    })
 }
 
 async fn whip_delete(

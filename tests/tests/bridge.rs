@@ -333,6 +333,8 @@ struct WhipPublisher {
     answer: String,
     /// The offer it posted (its host candidate is its address).
     offer: String,
+    /// The `Link` headers of the answer (TURN servers, when the gateway has them).
+    links: Vec<String>,
     /// Keyframe requests (PLI/FIR) the peer received.
     keyframe_requests: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -439,11 +441,18 @@ impl WhipPublisher {
                 }
             })
         };
+        let links = response
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("link"))
+            .map(|(_, value)| value.clone())
+            .collect();
         WhipPublisher {
             peer,
             location,
             answer: response.body,
             offer,
+            links,
             keyframe_requests,
             stop,
             tasks: vec![watcher, sender],
@@ -657,6 +666,26 @@ async fn a_relay_only_whip_publisher_reaches_a_native_subscriber_through_the_emb
         .await;
     assert!(relayed >= 20.0, "relayed {relayed}");
     assert_eq!(gw.metric("strait_turn_allocations").await, 1.0);
+
+    // The answer names every TURN server with credentials of the peer's own (RFC 9725 `Link`
+    // headers), and they are good for an allocation.
+    assert_eq!(publisher.links.len(), 3, "{:?}", publisher.links);
+    let udp = publisher
+        .links
+        .iter()
+        .find(|l| l.starts_with(&format!("<turn:{turn}?transport=udp>")))
+        .unwrap_or_else(|| panic!("a UDP TURN link in {:?}", publisher.links));
+    assert!(udp.contains("rel=\"ice-server\""), "{udp}");
+    assert!(udp.contains("credential-type=\"password\""), "{udp}");
+    let field = |name: &str| {
+        let start = udp.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
+        let len = udp[start..].find('"').expect("closing quote");
+        udp[start..start + len].to_owned()
+    };
+    let (username, password) = (field("username"), field("credential"));
+    let mut client = strait_tests::turn_client::TurnClient::udp(turn, &username, &password).await;
+    let relay = client.allocate().await;
+    assert_eq!(relay.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
 
     publisher.close().await;
     viewer.close().await;
