@@ -35,15 +35,17 @@ impl Drop for GatewayChild {
 }
 
 impl GatewayChild {
-    /// Starts `strait serve` on loopback port 0 with `settings` (`key=value`, each passed as
-    /// `--set`) and `log.filter=warn`, and reads the addresses and the certificate fingerprint
-    /// it prints.
+    /// Starts `strait serve` on loopback port 0 (QUIC, HTTP and the WebRTC bridge's UDP port)
+    /// with `settings` (`key=value`, each passed as `--set`) and `log.filter=warn`, and reads the
+    /// addresses and the certificate fingerprint it prints.
     pub async fn start(strait: &Path, settings: &[String]) -> Result<GatewayChild> {
         let mut command = Command::new(strait);
         command.arg("serve").args([
             "--quic-listen",
             "127.0.0.1:0",
             "--http-listen",
+            "127.0.0.1:0",
+            "--webrtc-listen",
             "127.0.0.1:0",
         ]);
         for setting in settings {
