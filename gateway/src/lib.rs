@@ -36,6 +36,7 @@ pub mod tls;
 pub mod translate;
 pub mod whip;
 pub mod worker;
+pub mod ws;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, UdpSocket};

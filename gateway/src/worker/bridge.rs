@@ -53,7 +53,10 @@ use strait_media::webrtc::{
     Endpoint, PeerId, SendTrack, WebRtcConfig as EndpointConfig, WebRtcError, WebRtcEvent,
     WebRtcStats,
 };
-use strait_protocol::{ParticipantId, RoomId};
+use strait_protocol::{
+    ControlMessage, ErrorCode, ErrorMessage, ParticipantId, RequestId, RoomId, SdpType,
+    SessionDescription,
+};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
@@ -129,6 +132,12 @@ pub enum BridgeError {
     /// The bridge is not running.
     #[error("the webrtc bridge is disabled")]
     Disabled,
+    /// A WebSocket participant sent an offer before joining a room.
+    #[error("join a room before sending an offer")]
+    NotJoined,
+    /// A WebSocket participant sent a second offer; its peer connection is fixed once answered.
+    #[error("renegotiation is not supported: reconnect to change what is sent or received")]
+    AlreadyNegotiated,
     /// The gateway is stopping.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -178,15 +187,15 @@ impl std::fmt::Debug for Bridge {
 
 struct Leg {
     peer: PeerId,
-    resource: String,
+    /// The WHIP/WHEP resource id; `None` for a peer signaled over a WebSocket (its session
+    /// ends it, not a DELETE).
+    resource: Option<String>,
     room: RoomId,
     identity: String,
-    kind: LegKind,
-}
-
-enum LegKind {
-    Publisher(Publisher),
-    Subscriber(Subscriber),
+    /// What the peer sends, when it may publish.
+    publisher: Option<Publisher>,
+    /// What the peer receives, when it subscribes.
+    subscriber: Option<Subscriber>,
 }
 
 #[derive(Default)]
@@ -337,7 +346,7 @@ impl Worker {
             identity: token.identity.clone(),
             name: token.name.clone().unwrap_or_default(),
         };
-        let (peer, answer, kind) = match role {
+        let (peer, answer, publisher, subscriber) = match role {
             OfferRole::Publish => {
                 let endpoint = &mut bridge.endpoint;
                 let (peer, answer) = contained("offer", || endpoint.accept_offer(&sdp, now))
@@ -346,7 +355,7 @@ impl Worker {
                     let _ = bridge.endpoint.close(peer);
                     return Err(e.into());
                 }
-                (peer, answer, LegKind::Publisher(Publisher::default()))
+                (peer, answer, Some(Publisher::default()), None)
             }
             OfferRole::Subscribe(target) => {
                 let snapshot = self.sfu.join(me, room.as_str(), meta, now)?;
@@ -360,9 +369,7 @@ impl Worker {
                     now,
                 );
                 match result {
-                    Ok((peer, answer, tracks)) => {
-                        (peer, answer, LegKind::Subscriber(Subscriber { tracks }))
-                    }
+                    Ok((peer, answer, tracks)) => (peer, answer, None, Some(Subscriber { tracks })),
                     Err(e) => {
                         let _ = self.sfu.leave(me, LeaveReason::Left, now);
                         return Err(e);
@@ -394,14 +401,136 @@ impl Worker {
             participant,
             Leg {
                 peer,
-                resource,
+                resource: Some(resource),
                 room,
                 identity,
-                kind,
+                publisher,
+                subscriber,
             },
         );
         debug!(participant = participant.0, peer = %peer, "webrtc participant joined");
         Ok(answer)
+    }
+
+    /// Answers the offer of a participant signaled over a WebSocket (already joined): its peer
+    /// publishes what the offer sends (with the publish grant) and receives every track of the
+    /// room present now, as many of each kind as the offer has receiving sections (with the
+    /// subscribe grant). Returns the messages for the session: the answer, then one `Subscribed`
+    /// (request id 0) per track it will receive, in section order of each kind.
+    pub(super) fn signaling_offer(
+        &mut self,
+        participant: ParticipantId,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<Vec<ControlMessage>, BridgeError> {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return Err(BridgeError::Disabled);
+        };
+        let Some(slot) = self.slots.get(&participant) else {
+            return Err(BridgeError::NotJoined);
+        };
+        let Some(room) = slot.principal.room.clone() else {
+            return Err(BridgeError::NotJoined);
+        };
+        if bridge.legs.contains_key(&participant) {
+            return Err(BridgeError::AlreadyNegotiated);
+        }
+        let grants = slot.principal.token.grants;
+        let identity = slot.principal.token.identity.clone();
+        // Refuse a bad offer before subscribing to anything for it.
+        strait_media::webrtc::check_offer(sdp, bridge.endpoint.config().max_sdp_len)?;
+        let me = pid(participant);
+        let snapshot = self.sfu.room_snapshot(me).ok_or(BridgeError::NotJoined)?;
+        let mut sends = Vec::new();
+        let mut tracks = HashMap::new();
+        let mut answers = Vec::new();
+        if grants.subscribe {
+            let (mut audio_left, mut video_left) = receiving_sections(sdp);
+            for track in &snapshot.tracks {
+                let left = match track.kind {
+                    sfu::TrackKind::Audio => &mut audio_left,
+                    sfu::TrackKind::Video => &mut video_left,
+                };
+                if *left == 0 {
+                    continue;
+                }
+                let info = match self.sfu.subscribe(me, track.track, None, now) {
+                    Ok(info) => info,
+                    Err(e) => {
+                        debug!(participant = participant.0, error = %e, "webrtc subscription refused");
+                        continue;
+                    }
+                };
+                *left -= 1;
+                sends.push(SendTrack {
+                    kind: track.kind,
+                    codec: track.codec.clone(),
+                    ssrc: info.ssrc,
+                });
+                tracks.insert(info.ssrc, track.track);
+                answers.push(crate::translate::subscribed(RequestId::UNSOLICITED, &info));
+            }
+        }
+        let endpoint = &mut bridge.endpoint;
+        let accepted = contained("offer", || {
+            endpoint.accept_offer_with_tracks(sdp, &sends, now)
+        })
+        .ok_or(BridgeError::StackFailed)
+        .and_then(|r| r.map_err(BridgeError::from));
+        let (peer, answer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                for track in tracks.values() {
+                    let _ = self.sfu.unsubscribe(me, *track, now);
+                }
+                return Err(e);
+            }
+        };
+        bridge.by_peer.insert(peer, participant);
+        bridge.legs.insert(
+            participant,
+            Leg {
+                peer,
+                resource: None,
+                room,
+                identity,
+                publisher: grants.publish.then(Publisher::default),
+                subscriber: Some(Subscriber { tracks }),
+            },
+        );
+        if let Some(slot) = self.slots.get_mut(&participant) {
+            slot.webrtc = Some(peer);
+            let label = TransportLabel {
+                transport: Transport::Webrtc,
+            };
+            slot.packets_out = self.metrics.packets_out.get_or_create(&label).clone();
+            slot.bytes_out = self.metrics.bytes_out.get_or_create(&label).clone();
+        }
+        debug!(participant = participant.0, peer = %peer, "websocket participant negotiated");
+        answers.insert(
+            0,
+            ControlMessage::Sdp(SessionDescription {
+                kind: SdpType::Answer,
+                sdp: answer,
+            }),
+        );
+        Ok(answers)
+    }
+
+    /// A WebSocket session ended: its participant leaves the room now (there is no resume on
+    /// this path) and its peer, if any, is closed.
+    pub(super) fn signaling_closed(&mut self, participant: ParticipantId, now: Instant) {
+        let has_leg = self
+            .bridge
+            .as_ref()
+            .is_some_and(|b| b.legs.contains_key(&participant));
+        if has_leg {
+            self.drop_leg(participant, LeaveReason::Left, now);
+        } else if let Some(slot) = self.slots.remove(&participant)
+            && slot.principal.room.is_some()
+        {
+            let _ = self.sfu.leave(pid(participant), LeaveReason::Left, now);
+        }
     }
 
     /// Ends a WHIP or WHEP session on its owner's request.
@@ -421,7 +550,7 @@ impl Worker {
             .legs
             .get(&participant)
             .ok_or(BridgeError::UnknownResource)?;
-        let is_publisher = matches!(leg.kind, LegKind::Publisher(_));
+        let is_publisher = leg.publisher.is_some();
         if leg.room != delete.room || is_publisher != delete.publisher {
             return Err(BridgeError::UnknownResource);
         }
@@ -441,10 +570,23 @@ impl Worker {
             return;
         };
         bridge.by_peer.remove(&leg.peer);
-        bridge.by_resource.remove(&leg.resource);
+        if let Some(resource) = &leg.resource {
+            bridge.by_resource.remove(resource);
+        }
         // Already gone when its ICE failed; the Disconnected event that follows a close is
         // ignored (the peer is unmapped above).
         let _ = bridge.endpoint.close(leg.peer);
+        if leg.resource.is_none() && matches!(reason, LeaveReason::Timeout) {
+            // A WebSocket participant hears why before its session closes.
+            self.tell(
+                participant,
+                ControlMessage::Error(ErrorMessage {
+                    request: None,
+                    code: ErrorCode::TIMEOUT,
+                    reason: "the webrtc connection was lost".into(),
+                }),
+            );
+        }
         self.slots.remove(&participant);
         let _ = self.sfu.leave(pid(participant), reason, now);
         debug!(
@@ -501,8 +643,10 @@ impl Worker {
                 let Some(&participant) = bridge.by_peer.get(&peer) else {
                     return;
                 };
-                if let Some(LegKind::Subscriber(sub)) =
-                    bridge.legs.get(&participant).map(|l| &l.kind)
+                if let Some(sub) = bridge
+                    .legs
+                    .get(&participant)
+                    .and_then(|l| l.subscriber.as_ref())
                 {
                     for &track in sub.tracks.values() {
                         let _ = self.sfu.request_keyframe(pid(participant), track, now);
@@ -520,8 +664,10 @@ impl Worker {
                 let Some(&participant) = bridge.by_peer.get(&peer) else {
                     return;
                 };
-                let Some(LegKind::Publisher(publisher)) =
-                    bridge.legs.get_mut(&participant).map(|l| &mut l.kind)
+                let Some(publisher) = bridge
+                    .legs
+                    .get_mut(&participant)
+                    .and_then(|l| l.publisher.as_mut())
                 else {
                     return;
                 };
@@ -570,10 +716,11 @@ impl Worker {
                 let Some(&participant) = bridge.by_peer.get(&peer) else {
                     return;
                 };
-                let media = match bridge.legs.get(&participant).map(|l| &l.kind) {
-                    Some(LegKind::Publisher(p)) => p.streams.get(&ssrc).copied().flatten(),
-                    _ => None,
-                };
+                let media = bridge
+                    .legs
+                    .get(&participant)
+                    .and_then(|l| l.publisher.as_ref())
+                    .and_then(|p| p.streams.get(&ssrc).copied().flatten());
                 let Some(media) = media else {
                     self.metrics.count_drop(DropReason::WebrtcUnsupportedStream);
                     return;
@@ -586,10 +733,11 @@ impl Worker {
                 let Some(&participant) = bridge.by_peer.get(&peer) else {
                     return;
                 };
-                let track = match bridge.legs.get(&participant).map(|l| &l.kind) {
-                    Some(LegKind::Subscriber(s)) => s.tracks.get(&ssrc).copied(),
-                    _ => None,
-                };
+                let track = bridge
+                    .legs
+                    .get(&participant)
+                    .and_then(|l| l.subscriber.as_ref())
+                    .and_then(|s| s.tracks.get(&ssrc).copied());
                 if let Some(track) = track {
                     self.metrics.webrtc_keyframe_requests_in.inc();
                     let _ = self.sfu.request_keyframe(pid(participant), track, now);
@@ -617,7 +765,7 @@ impl Worker {
         let Some(leg) = bridge.legs.get(&to) else {
             return false;
         };
-        if let LegKind::Publisher(p) = &leg.kind
+        if let Some(p) = &leg.publisher
             && let Some(&ssrc) = p.ssrcs.get(&media)
             && bridge
                 .endpoint
