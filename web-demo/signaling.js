@@ -5,10 +5,10 @@
 //     await peer.join('lobby');
 //     await peer.negotiate({ send: [cameraTrack], receive: { video: 1 } });
 //
-// What the peer sends and receives is fixed by its one offer: send tracks go out as sendonly
-// sections, and the gateway fills each recvonly section with a track of the room present at the
-// time of the offer (a `Subscribed` message per track follows the answer). To receive a track
-// published later, wait for its `TrackPublished` before negotiating, or reconnect.
+// Send tracks go out as sendonly sections, and the gateway fills each new recvonly section with a
+// track of the room it does not send yet (a `Subscribed` message per track follows the answer).
+// The gateway never offers: to receive tracks published later, add recvonly sections and offer
+// again on the same connection — `follow()` does that on every `TrackPublished`.
 
 import { FrameReader, encodeFrame, unwrap, errorCodeName } from './protocol.js';
 
@@ -53,6 +53,7 @@ export class SignalingPeer {
       this.log.push(entry);
       const i = this.waiters.findIndex((w) => w.match(entry[0], entry[1]));
       if (i >= 0) this.waiters.splice(i, 1)[0].resolve(entry);
+      if (this.following && entry[0] === 'TrackPublished') this.renegotiate();
     }
   }
 
@@ -60,9 +61,12 @@ export class SignalingPeer {
     this.ws.send(encodeFrame(message));
   }
 
-  /** The first message (already received or not) for which `match(name, fields)` holds. */
-  waitFor(match) {
-    const seen = this.log.find(([n, f]) => match(n, f));
+  /**
+   * The first message (already received or not, from the `from`th message of the log on) for
+   * which `match(name, fields)` holds.
+   */
+  waitFor(match, from = 0) {
+    const seen = this.log.slice(from).find(([n, f]) => match(n, f));
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => this.waiters.push({ match, resolve, reject }));
   }
@@ -98,6 +102,47 @@ export class SignalingPeer {
     for (const [kind, count] of Object.entries(receive)) {
       for (let i = 0; i < count; i++) this.pc.addTransceiver(kind, { direction: 'recvonly' });
     }
+    await this.offer();
+  }
+
+  /**
+   * Keeps receiving every track of the room: whenever it has more tracks of a kind than the
+   * connection has receiving sections for, adds recvonly sections and offers again.
+   */
+  follow() {
+    this.following = true;
+    return this.renegotiate();
+  }
+
+  async renegotiate() {
+    if (this.negotiating) {
+      this.again = true;
+      return;
+    }
+    this.negotiating = true;
+    try {
+      do {
+        this.again = false;
+        let added = false;
+        for (const [name, kind] of [['Audio', 'audio'], ['Video', 'video']]) {
+          const want = this.tracks().filter((t) => t.kind === name).length;
+          const have = this.pc
+            .getTransceivers()
+            .filter((t) => t.direction === 'recvonly' && t.receiver.track.kind === kind).length;
+          for (let i = have; i < want; i++) {
+            this.pc.addTransceiver(kind, { direction: 'recvonly' });
+            added = true;
+          }
+        }
+        if (added) await this.offer();
+      } while (this.again);
+    } finally {
+      this.negotiating = false;
+    }
+  }
+
+  /** Sends the offer of the connection as it is now and applies the answer. */
+  async offer() {
     await this.pc.setLocalDescription(await this.pc.createOffer());
     // The gateway is ICE-lite and takes the candidates from the offer: send it complete.
     if (this.pc.iceGatheringState !== 'complete') {
@@ -107,8 +152,12 @@ export class SignalingPeer {
         setTimeout(resolve, 5000);
       });
     }
+    const from = this.log.length;
     this.send({ Sdp: { kind: 'Offer', sdp: this.pc.localDescription.sdp } });
-    const [kind, fields] = await this.waitFor((n, f) => (n === 'Sdp' && f.kind === 'Answer') || (n === 'Error' && f.request === null));
+    const [kind, fields] = await this.waitFor(
+      (n, f) => (n === 'Sdp' && f.kind === 'Answer') || (n === 'Error' && f.request === null),
+      from,
+    );
     if (kind === 'Error') throw new Error(describe(fields));
     await this.pc.setRemoteDescription({ type: 'answer', sdp: fields.sdp });
   }

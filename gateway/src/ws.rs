@@ -13,8 +13,10 @@
 //!
 //! - `Publish` and `Subscribe` are refused (`INVALID_REQUEST`): what a peer sends and receives is
 //!   what its offer says.
-//! - One offer per session: the peer connection is fixed once answered; a second offer is
-//!   refused and closes the session. A peer that wants tracks published later reconnects.
+//! - Renegotiation is driven by the peer: on `TrackPublished` it adds a receiving section and
+//!   sends a new offer on the same peer connection; the answer binds the new sections to tracks
+//!   it does not receive yet (and stops sending tracks unpublished since). The gateway never
+//!   offers.
 //! - `IceCandidate` messages are accepted and ignored: the bridge is ICE-lite and learns the
 //!   peer's address from its connectivity checks; the answer carries the bridge's candidates.
 //! - No resume: when the WebSocket closes, the participant leaves at once.
@@ -275,7 +277,6 @@ async fn serve(
     );
     let drain = shared.drain.clone();
     let mut draining = false;
-    let mut offered = false;
     let violation = |code: ErrorCode, reason: String| End::Closed {
         code,
         reason,
@@ -358,13 +359,6 @@ async fn serve(
                                 "the gateway sends no offers: send an offer, not an answer".into(),
                             );
                         }
-                        if offered {
-                            return violation(
-                                ErrorCode::INVALID_REQUEST,
-                                "renegotiation is not supported: reconnect to change what is sent or received".into(),
-                            );
-                        }
-                        offered = true;
                         shared.worker.send(WorkerCommand::SignalingOffer {
                             participant,
                             sdp: description.sdp,

@@ -296,8 +296,9 @@ async fn record_vp8(session: &Session, sub: &Subscription, frames: usize) -> Vec
 
 /// Publishes `recorded` (RTP starting at a keyframe) again and again as a native VP8 track, with
 /// continuous sequence numbers and timestamps, one frame every 33 ms; starts over at the keyframe
-/// when the gateway asks for one. Runs until dropped.
-async fn replay_vp8(session: Arc<Session>, media: MediaId, recorded: Vec<Vec<u8>>) -> ! {
+/// when the gateway asks for one. At the first keyframe request (a subscriber is there), publishes
+/// a second track with the same frames. Runs until dropped.
+async fn replay_vp8(session: Arc<Session>, recorded: Vec<Vec<u8>>) -> ! {
     let first_ts = u32::from_be_bytes([
         recorded[0][4],
         recorded[0][5],
@@ -306,6 +307,7 @@ async fn replay_vp8(session: Arc<Session>, media: MediaId, recorded: Vec<Vec<u8>
     ]);
     let ts_of = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]).wrapping_sub(first_ts);
     let span = recorded.last().map_or(0, |p| ts_of(p)) + 3000;
+    let mut media = vec![publish_vp8(&session).await];
     let mut tick = tokio::time::interval(Duration::from_millis(33));
     let (mut seq, mut base) = (0u16, 0u32);
     let mut at = 0usize;
@@ -314,6 +316,9 @@ async fn replay_vp8(session: Arc<Session>, media: MediaId, recorded: Vec<Vec<u8>
         let mut restart = false;
         while let Some(event) = session.try_next_event() {
             restart |= matches!(event, SessionEvent::KeyframeRequested { .. });
+        }
+        if restart && media.len() == 1 {
+            media.push(publish_vp8(&session).await);
         }
         if restart && at != 0 {
             base = base.wrapping_add(span);
@@ -326,7 +331,9 @@ async fn replay_vp8(session: Arc<Session>, media: MediaId, recorded: Vec<Vec<u8>
             packet[1] = (packet[1] & 0x80) | VP8_PT;
             packet[2..4].copy_from_slice(&seq.to_be_bytes());
             packet[4..8].copy_from_slice(&base.wrapping_add(ts).to_be_bytes());
-            let _ = session.send_rtp(media, &packet);
+            for &m in &media {
+                let _ = session.send_rtp(m, &packet);
+            }
             seq = seq.wrapping_add(1);
             at += 1;
         }
@@ -337,11 +344,36 @@ async fn replay_vp8(session: Arc<Session>, media: MediaId, recorded: Vec<Vec<u8>
     }
 }
 
+async fn publish_vp8(session: &Session) -> MediaId {
+    let published = session
+        .publish(PublishSpec {
+            kind: TrackKind::Video,
+            codec: Codec {
+                name: "VP8".into(),
+                payload_type: VP8_PT,
+                clock_rate: 90_000,
+                channels: 0,
+                fmtp: String::new(),
+            },
+            source: "camera".into(),
+            layers: vec![LayerSpec {
+                max_bitrate: 0,
+                width: 0,
+                height: 0,
+            }],
+            muted: false,
+        })
+        .await
+        .expect("publish");
+    published.media[0]
+}
+
 const VP8_PT: u8 = 96;
 
 /// Headless Chromium as a legacy WebRTC peer on `/ws/rtc`: its fake camera's VP8 reaches a
 /// native QUIC client; that client publishes the frames it received again, natively, in another
-/// room, where a second Chromium page subscribes through `/ws/rtc` and decodes them.
+/// room, where a second Chromium page subscribes through `/ws/rtc` and decodes them, then
+/// renegotiates for a second track published after it joined and decodes that one too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_on_websocket_signaling_publishes_to_and_decodes_from_native_clients() {
     let root = repo_root();
@@ -377,29 +409,9 @@ async fn chromium_on_websocket_signaling_publishes_to_and_decodes_from_native_cl
             recorded.len()
         );
 
-        // (b) A native publisher sends those frames; the browser must decode them. Runs until
-        // the browser is done.
-        let published = presenter
-            .publish(PublishSpec {
-                kind: TrackKind::Video,
-                codec: Codec {
-                    name: "VP8".into(),
-                    payload_type: VP8_PT,
-                    clock_rate: 90_000,
-                    channels: 0,
-                    fmtp: String::new(),
-                },
-                source: "camera".into(),
-                layers: vec![LayerSpec {
-                    max_bitrate: 0,
-                    width: 0,
-                    height: 0,
-                }],
-                muted: false,
-            })
-            .await
-            .expect("publish");
-        replay_vp8(Arc::clone(&presenter), published.media[0], recorded).await;
+        // (b) A native publisher sends those frames; the browser must decode them, and a second
+        // track after renegotiating. Runs until the browser is done.
+        replay_vp8(Arc::clone(&presenter), recorded).await
     };
     let run = tokio::select! {
         run = browser => run,

@@ -4,7 +4,8 @@
 // - page "camera" joins STRAIT_PUBLISH_ROOM and publishes its fake camera as VP8;
 // - page "viewer" joins STRAIT_VIEW_ROOM, waits for a video track to be published there, offers
 //   one recvonly video section and must decode frames of it (`framesDecoded` in getStats reaches
-//   10).
+//   10); it then follows the room, and when a second video track is published it renegotiates
+//   (a new recvonly section on the same connection) and must decode that one too.
 //
 // Run by tests/tests/browser.rs, which starts the gateway, receives the camera's RTP with a native
 // client and publishes it again, natively, in the viewer's room. The camera keeps publishing until
@@ -131,7 +132,7 @@ async function main() {
         };
         await peer.negotiate({ receive: { video: 1 } });
         const [, subscribed] = await peer.waitFor((n) => n === 'Subscribed');
-        const deadline = Date.now() + waitMs;
+        let deadline = Date.now() + waitMs;
         let last = null;
         while (Date.now() < deadline) {
           const stats = [...(await peer.pc.getStats()).values()];
@@ -139,7 +140,20 @@ async function main() {
           if (last && last.framesDecoded >= 10) break;
           await new Promise((r) => setTimeout(r, 100));
         }
+        // Renegotiation: a second video track of the room, on a new section.
+        await peer.follow();
+        deadline = Date.now() + waitMs;
+        let decoding = [];
+        while (Date.now() < deadline) {
+          const stats = [...(await peer.pc.getStats()).values()];
+          decoding = stats.filter((s) => s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded >= 10);
+          if (decoding.length >= 2) break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
         return {
+          subscriptions: peer.log.filter(([n]) => n === 'Subscribed').length,
+          answers: peer.log.filter(([n, f]) => n === 'Sdp' && f.kind === 'Answer').length,
+          decodingStreams: decoding.length,
           track: String(track.track),
           subscribed: String(subscribed.track),
           ssrc: subscribed.ssrc,
@@ -157,6 +171,8 @@ async function main() {
     if (viewed.subscribed !== viewed.track) throw new Error('the viewer was not subscribed to the published track');
     if (viewed.inboundSsrc !== viewed.ssrc) throw new Error('the inbound SSRC is not the one Subscribed announced');
     if (!(viewed.framesDecoded >= 10)) throw new Error(`the viewer decoded ${viewed.framesDecoded} frames, not 10`);
+    if (viewed.answers < 2 || viewed.subscriptions < 2) throw new Error('the viewer did not renegotiate for the second track');
+    if (viewed.decodingStreams < 2) throw new Error('the viewer does not decode the second track after renegotiating');
     ok = true;
   } catch (e) {
     console.error(`ws-rtc: ${e.stack ?? e}`);

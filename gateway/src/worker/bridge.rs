@@ -135,9 +135,6 @@ pub enum BridgeError {
     /// A WebSocket participant sent an offer before joining a room.
     #[error("join a room before sending an offer")]
     NotJoined,
-    /// A WebSocket participant sent a second offer; its peer connection is fixed once answered.
-    #[error("renegotiation is not supported: reconnect to change what is sent or received")]
-    AlreadyNegotiated,
     /// The gateway is stopping.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -212,6 +209,9 @@ struct Publisher {
 struct Subscriber {
     /// Send track SSRC (the subscription's) → the track it carries.
     tracks: HashMap<u32, sfu::TrackId>,
+    /// Receiving sections (audio, video) of the last offer answered, so that a new offer's
+    /// extra sections are known (sections are never removed from an offer, only stopped).
+    sections: (usize, usize),
 }
 
 impl Bridge {
@@ -369,7 +369,13 @@ impl Worker {
                     now,
                 );
                 match result {
-                    Ok((peer, answer, tracks)) => (peer, answer, None, Some(Subscriber { tracks })),
+                    Ok((peer, answer, tracks)) => {
+                        let subscriber = Subscriber {
+                            tracks,
+                            sections: receiving_sections(&sdp),
+                        };
+                        (peer, answer, None, Some(subscriber))
+                    }
                     Err(e) => {
                         let _ = self.sfu.leave(me, LeaveReason::Left, now);
                         return Err(e);
@@ -413,10 +419,12 @@ impl Worker {
     }
 
     /// Answers the offer of a participant signaled over a WebSocket (already joined): its peer
-    /// publishes what the offer sends (with the publish grant) and receives every track of the
-    /// room present now, as many of each kind as the offer has receiving sections (with the
-    /// subscribe grant). Returns the messages for the session: the answer, then one `Subscribed`
-    /// (request id 0) per track it will receive, in section order of each kind.
+    /// publishes what the offer sends (with the publish grant) and receives tracks of the room
+    /// present now, one per receiving section of their kind (with the subscribe grant). A later
+    /// offer of the same peer renegotiates: tracks unpublished since are no longer sent, and the
+    /// new receiving sections get tracks not yet received. Returns the messages for the session:
+    /// the answer, then one `Subscribed` (request id 0) per new track, in section order of each
+    /// kind.
     pub(super) fn signaling_offer(
         &mut self,
         participant: ParticipantId,
@@ -432,21 +440,49 @@ impl Worker {
         let Some(room) = slot.principal.room.clone() else {
             return Err(BridgeError::NotJoined);
         };
-        if bridge.legs.contains_key(&participant) {
-            return Err(BridgeError::AlreadyNegotiated);
-        }
         let grants = slot.principal.token.grants;
         let identity = slot.principal.token.identity.clone();
         // Refuse a bad offer before subscribing to anything for it.
-        strait_media::webrtc::check_offer(sdp, bridge.endpoint.config().max_sdp_len)?;
+        let max_sdp = bridge.endpoint.config().max_sdp_len;
+        strait_media::webrtc::check_offer(sdp, max_sdp)?;
         let me = pid(participant);
         let snapshot = self.sfu.room_snapshot(me).ok_or(BridgeError::NotJoined)?;
+
+        // What the peer already has (a renegotiation), less what went away.
+        let existing = bridge.legs.get_mut(&participant).map(|leg| {
+            let peer = leg.peer;
+            let sub = leg.subscriber.get_or_insert_with(|| Subscriber {
+                tracks: HashMap::new(),
+                sections: (0, 0),
+            });
+            let gone: Vec<u32> = sub
+                .tracks
+                .iter()
+                .filter(|(_, t)| !snapshot.tracks.iter().any(|info| info.track == **t))
+                .map(|(&ssrc, _)| ssrc)
+                .collect();
+            for ssrc in gone {
+                sub.tracks.remove(&ssrc);
+                let _ = bridge.endpoint.remove_send_track(peer, ssrc);
+            }
+            (
+                peer,
+                sub.sections,
+                sub.tracks.values().copied().collect::<HashSet<_>>(),
+            )
+        });
+        let (before, have) = match &existing {
+            Some((_, sections, have)) => (*sections, have.clone()),
+            None => ((0, 0), HashSet::new()),
+        };
+        let sections = receiving_sections(sdp);
         let mut sends = Vec::new();
         let mut tracks = HashMap::new();
         let mut answers = Vec::new();
         if grants.subscribe {
-            let (mut audio_left, mut video_left) = receiving_sections(sdp);
-            for track in &snapshot.tracks {
+            let mut audio_left = sections.0.saturating_sub(before.0);
+            let mut video_left = sections.1.saturating_sub(before.1);
+            for track in snapshot.tracks.iter().filter(|t| !have.contains(&t.track)) {
                 let left = match track.kind {
                     sfu::TrackKind::Audio => &mut audio_left,
                     sfu::TrackKind::Video => &mut video_left,
@@ -472,8 +508,11 @@ impl Worker {
             }
         }
         let endpoint = &mut bridge.endpoint;
-        let accepted = contained("offer", || {
-            endpoint.accept_offer_with_tracks(sdp, &sends, now)
+        let accepted = contained("offer", || match existing {
+            Some((peer, ..)) => endpoint
+                .renegotiate(peer, sdp, &sends, now)
+                .map(|answer| (peer, answer)),
+            None => endpoint.accept_offer_with_tracks(sdp, &sends, now),
         })
         .ok_or(BridgeError::StackFailed)
         .and_then(|r| r.map_err(BridgeError::from));
@@ -486,25 +525,35 @@ impl Worker {
                 return Err(e);
             }
         };
-        bridge.by_peer.insert(peer, participant);
-        bridge.legs.insert(
-            participant,
-            Leg {
-                peer,
-                resource: None,
-                room,
-                identity,
-                publisher: grants.publish.then(Publisher::default),
-                subscriber: Some(Subscriber { tracks }),
-            },
-        );
-        if let Some(slot) = self.slots.get_mut(&participant) {
-            slot.webrtc = Some(peer);
-            let label = TransportLabel {
-                transport: Transport::Webrtc,
-            };
-            slot.packets_out = self.metrics.packets_out.get_or_create(&label).clone();
-            slot.bytes_out = self.metrics.bytes_out.get_or_create(&label).clone();
+        match bridge.legs.get_mut(&participant) {
+            Some(leg) => {
+                if let Some(sub) = leg.subscriber.as_mut() {
+                    sub.tracks
+                        .extend(tracks.iter().map(|(&ssrc, &t)| (ssrc, t)));
+                    sub.sections = sections;
+                }
+                // The peer is connected already: the new tracks start at a keyframe.
+                for track in tracks.values() {
+                    let _ = self.sfu.request_keyframe(me, *track, now);
+                }
+            }
+            None => {
+                bridge.by_peer.insert(peer, participant);
+                bridge.legs.insert(
+                    participant,
+                    Leg {
+                        peer,
+                        resource: None,
+                        room,
+                        identity,
+                        publisher: grants.publish.then(Publisher::default),
+                        subscriber: Some(Subscriber { tracks, sections }),
+                    },
+                );
+                if let Some(slot) = self.slots.get_mut(&participant) {
+                    slot.webrtc = Some(peer);
+                }
+            }
         }
         debug!(participant = participant.0, peer = %peer, "websocket participant negotiated");
         answers.insert(
