@@ -384,6 +384,8 @@ async fn serve(
     let http_stop = background.clone();
     let router = http::router(shared.clone());
     let http_task = tokio::spawn(async move {
+        // The peer address is what `/ws/rtc` admits WebSocket sessions by.
+        let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(http_listener, router)
             .with_graceful_shutdown(async move { http_stop.cancelled().await })
             .await

@@ -26,12 +26,13 @@
 //! an `Error` with its request id and the session goes on. An `Error` without a request id from
 //! the worker (a refused offer, a lost WebRTC connection) also ends the session.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -63,12 +64,23 @@ struct Params {
 
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<Params>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if shared.drain.is_cancelled() {
+        shared.metrics.refuse(RefusalReason::Draining);
         return (StatusCode::SERVICE_UNAVAILABLE, "the gateway is draining\n").into_response();
     }
+    // The same session limits as QUIC sessions (per node, per source address), held for the
+    // session's life; the drain waits for these sessions too.
+    let permit = match shared.admission.admit(peer.ip()) {
+        Ok(permit) => permit,
+        Err(reason) => {
+            shared.metrics.refuse(reason);
+            return (StatusCode::SERVICE_UNAVAILABLE, "session limit reached\n").into_response();
+        }
+    };
     // Verified before the upgrade; a refusal is still told over the WebSocket, where a browser
     // can read it (it cannot read the status of a refused upgrade).
     let verified = match params.token.as_deref() {
@@ -93,6 +105,7 @@ async fn upgrade(
             run(shared, socket, participant, verified)
                 .instrument(span)
                 .await;
+            drop(permit);
         })
 }
 
@@ -389,12 +402,17 @@ async fn serve(
                         return End::Closed { code, reason, told: true };
                     }
                 }
-                // The worker let go of the participant (its queue overflowed, or the gateway is
-                // stopping).
+                // The worker let go of the participant: the gateway is stopping, or the session
+                // did not read its messages fast enough (its queue overflowed).
                 None => {
+                    let (code, reason) = if draining || drain.is_cancelled() {
+                        (ErrorCode::GOING_AWAY, "the gateway is shutting down")
+                    } else {
+                        (ErrorCode::LIMIT_EXCEEDED, "control queue overflow: the client does not read")
+                    };
                     return End::Closed {
-                        code: ErrorCode::LIMIT_EXCEEDED,
-                        reason: "the session was ended by the gateway".into(),
+                        code,
+                        reason: reason.into(),
                         told: false,
                     };
                 }

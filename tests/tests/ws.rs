@@ -372,3 +372,47 @@ async fn offers_before_joining_or_without_sdp_are_refused() {
     assert_eq!(gw.metric("strait_webrtc_peers").await, 0.0);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn websocket_sessions_count_against_the_session_limits() {
+    let gw = TestGateway::start_with(|config| config.limits.max_sessions_per_ip = 1).await;
+    let mut first = WsClient::hello(&gw, &gw.token("hall", "first")).await;
+    let url = format!(
+        "ws://{}/ws/rtc?token={}",
+        gw.http_addr(),
+        gw.token("hall", "second")
+    );
+    let refused = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("an answer in time");
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+        }
+        other => panic!("expected a 503 refusal, got {:?}", other.map(|_| ())),
+    }
+    // The slot comes back when the first session ends.
+    first
+        .send(&ControlMessage::Leave(Leave {
+            request: RequestId(1),
+        }))
+        .await;
+    while first.next().await.is_some() {}
+    let second = tokio::time::timeout(WAIT, async {
+        loop {
+            let url = format!(
+                "ws://{}/ws/rtc?token={}",
+                gw.http_addr(),
+                gw.token("hall", "second")
+            );
+            if let Ok((socket, _)) = tokio_tungstenite::connect_async(url).await {
+                return socket;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the slot is released when the first session ends");
+    drop(second);
+    gw.stop().await;
+}
