@@ -133,6 +133,15 @@ impl WsClient {
         reason.reason
     }
 
+    /// Sends `Leave` and waits for the server to close.
+    pub async fn leave(mut self) {
+        self.send(&ControlMessage::Leave(strait_protocol::Leave {
+            request: RequestId(u32::MAX),
+        }))
+        .await;
+        while self.next().await.is_some() {}
+    }
+
     /// Joins `room` and waits for `Joined`.
     pub async fn join(&mut self, room: &str) {
         self.send(&ControlMessage::Join(Join {

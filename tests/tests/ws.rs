@@ -197,6 +197,7 @@ async fn bad_frames_close_only_their_own_session() {
     bystander
         .expect(|m| matches!(m, ControlMessage::Pong(p) if p.nonce == 5).then_some(()))
         .await;
+    bystander.leave().await;
     gw.stop().await;
 }
 
