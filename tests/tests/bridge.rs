@@ -907,6 +907,56 @@ async fn a_webrtc_peer_that_goes_silent_leaves_its_room_at_the_ice_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_peer_whose_webrtc_goes_silent_is_told_and_leaves() {
+    let gw = TestGateway::start_with(|c| c.webrtc.ice_timeout = Duration::from_secs(1)).await;
+    let observer = gw.native("quiet", "observer").await;
+    observer.publish(vp8_spec()).await.expect("publish");
+    let mut ws = WsClient::hello(&gw, &gw.token("quiet", "legacy")).await;
+    ws.join("quiet").await;
+    let legacy = wait_for_participant(&observer, "legacy").await;
+    let mut peer = Peer::new().await;
+    peer.pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let offer = peer.offer().await;
+    let (answer, _) = signal_offer(&mut ws, offer, 1).await;
+    peer.finish(&answer).await;
+
+    // The WebRTC side vanishes while the WebSocket stays open: the session is told and closed,
+    // and the room sees the participant leave.
+    let _ = peer.pc.close().await;
+    let reason = ws
+        .expect_closed_with(strait_protocol::ErrorCode::TIMEOUT)
+        .await;
+    assert!(reason.contains("webrtc"), "{reason}");
+    let left = tokio::time::timeout(WAIT, async {
+        loop {
+            if let SessionEvent::ParticipantLeft {
+                participant,
+                reason,
+            } = observer.next_event().await.expect("session open")
+                && participant == legacy
+            {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("the silent peer leaves the room");
+    assert_eq!(left, strait_protocol::ErrorCode::TIMEOUT);
+    gw.wait_metric("strait_webrtc_peers", |v| v == 0.0).await;
+    observer.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_opus_and_vp8_reach_a_webtransport_subscriber() {
     let gw = start_gateway().await;
     let viewer = gw.webtransport("radio", "listener").await;
