@@ -20,6 +20,9 @@
 //! - `IceCandidate` messages are accepted and ignored: the bridge is ICE-lite and learns the
 //!   peer's address from its connectivity checks; the answer carries the bridge's candidates.
 //! - No resume: when the WebSocket closes, the participant leaves at once.
+//! - Liveness: the server sends a WebSocket Ping every `quic.keep_alive` and closes a session
+//!   that sent nothing (not even a Pong) for `quic.idle_timeout`, or that has not joined within
+//!   `session.hello_timeout` (`TIMEOUT`).
 //!
 //! Errors: a malformed or oversized frame, a text message or a refused token is answered with an
 //! `Error` (no request id) and a close frame, and touches no other session; a refused request is
@@ -190,6 +193,7 @@ async fn run(
                     reason: "left".into(),
                 })))
                 .await;
+            closing_handshake(&mut socket).await;
         }
         End::Closed { code, reason, told } => {
             if code == ErrorCode::PROTOCOL_VIOLATION || code == ErrorCode::FRAME_TOO_LARGE {
@@ -238,6 +242,24 @@ async fn close(socket: &mut WebSocket, code: ErrorCode, reason: &str, told: bool
             reason: close_reason(reason).into(),
         })))
         .await;
+    closing_handshake(socket).await;
+}
+
+/// How long a closing session waits for the client's close frame.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// After our close frame, waits (bounded) for the client's (RFC 6455 §7.1.1: the server closes
+/// the TCP connection after the closing handshake), so that the client reads the `Error` and
+/// the close frame before the connection goes.
+async fn closing_handshake(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A close frame's reason is at most 123 bytes (RFC 6455 §5.5: 125 minus the code).
@@ -290,6 +312,15 @@ async fn serve(
     );
     let drain = shared.drain.clone();
     let mut draining = false;
+    // Liveness: a WebSocket Ping every `keep_alive` (browsers answer on their own); a session
+    // that sends nothing for `idle_timeout` is closed, and one that has not joined within
+    // `hello_timeout` too.
+    let idle_timeout = config.quic.idle_timeout;
+    let join_deadline = tokio::time::Instant::now() + config.session.hello_timeout;
+    let mut joined = false;
+    let mut last_heard = tokio::time::Instant::now();
+    let mut keep_alive = tokio::time::interval(config.quic.keep_alive);
+    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let violation = |code: ErrorCode, reason: String| End::Closed {
         code,
         reason,
@@ -299,6 +330,7 @@ async fn serve(
         tokio::select! {
             // Cancel-safe: `recv` is a stream's `next`.
             incoming = socket.recv() => {
+                last_heard = tokio::time::Instant::now();
                 let bytes = match incoming {
                     None | Some(Ok(Message::Close(_))) => return End::Left,
                     Some(Err(_)) => return End::Lost,
@@ -395,6 +427,7 @@ async fn serve(
             },
             out = control.recv() => match out {
                 Some(message) => {
+                    joined |= matches!(message, ControlMessage::Joined(_));
                     if !send(socket, &message).await {
                         return End::Lost;
                     }
@@ -416,6 +449,25 @@ async fn serve(
                         told: false,
                     };
                 }
+            },
+            _ = keep_alive.tick() => {
+                if last_heard.elapsed() >= idle_timeout {
+                    return End::Closed {
+                        code: ErrorCode::TIMEOUT,
+                        reason: format!("nothing heard from the client for {idle_timeout:?}"),
+                        told: false,
+                    };
+                }
+                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return End::Lost;
+                }
+            },
+            () = tokio::time::sleep_until(join_deadline), if !joined => {
+                return End::Closed {
+                    code: ErrorCode::TIMEOUT,
+                    reason: "no Join in time".into(),
+                    told: false,
+                };
             },
             () = drain.cancelled(), if !draining => {
                 draining = true;

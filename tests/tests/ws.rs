@@ -292,3 +292,35 @@ async fn websocket_sessions_count_against_the_session_limits() {
     drop(second);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_that_does_not_join_or_goes_quiet_is_closed() {
+    let gw = TestGateway::start_with(|config| {
+        config.session.hello_timeout = std::time::Duration::from_millis(300);
+        config.quic.keep_alive = std::time::Duration::from_millis(200);
+        config.quic.idle_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut idle = WsClient::hello(&gw, &gw.token("hall", "idle")).await;
+    let reason = idle.expect_closed_with(ErrorCode::TIMEOUT).await;
+    assert!(reason.contains("Join"), "{reason}");
+
+    // A joined client that stops reading (and so answering pings) is closed at the idle timeout,
+    // and leaves its room.
+    let observer = gw.native("hall", "observer").await;
+    let mut quiet = WsClient::hello(&gw, &gw.token("hall", "quiet")).await;
+    quiet.join("hall").await;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(SessionEvent::ParticipantLeft { reason, .. }) = observer.next_event().await
+            {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("the quiet participant leaves at the idle timeout");
+    drop(quiet);
+    observer.close().await;
+    gw.stop().await;
+}
