@@ -373,7 +373,8 @@ const VP8_PT: u8 = 96;
 /// Headless Chromium as a legacy WebRTC peer on `/ws/rtc`: its fake camera's VP8 reaches a
 /// native QUIC client; that client publishes the frames it received again, natively, in another
 /// room, where a second Chromium page subscribes through `/ws/rtc` and decodes them, then
-/// renegotiates for a second track published after it joined and decodes that one too.
+/// renegotiates for a second track published after it joined and decodes that one too. Every
+/// answer names only the bridge's one UDP port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_on_websocket_signaling_publishes_to_and_decodes_from_native_clients() {
     let root = repo_root();
@@ -391,6 +392,7 @@ async fn chromium_on_websocket_signaling_publishes_to_and_decodes_from_native_cl
         ("STRAIT_PUBLISH_ROOM", "ws-camera".into()),
         ("STRAIT_VIEW_TOKEN", gw.token("ws-screen", "viewer")),
         ("STRAIT_VIEW_ROOM", "ws-screen".into()),
+        ("STRAIT_WEBRTC_PORT", gw.webrtc_addr().port().to_string()),
     ];
     let browser = run_node(&["web-demo/test/ws-rtc.mjs"], &env, BROWSER_LIMIT);
 

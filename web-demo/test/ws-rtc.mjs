@@ -13,7 +13,8 @@
 // when every check passed.
 //
 // Environment: STRAIT_DEMO_URL, STRAIT_PUBLISH_TOKEN, STRAIT_PUBLISH_ROOM, STRAIT_VIEW_TOKEN,
-// STRAIT_VIEW_ROOM (required); STRAIT_CHROMIUM (default /usr/bin/chromium); STRAIT_WAIT_MS (bound
+// STRAIT_VIEW_ROOM, STRAIT_WEBRTC_PORT (the bridge's UDP port: every candidate of every answer
+// must name it) (required); STRAIT_CHROMIUM (default /usr/bin/chromium); STRAIT_WAIT_MS (bound
 // of each wait; default 30000).
 
 if (process.env.NODE_TEST_CONTEXT) {
@@ -39,6 +40,7 @@ async function main() {
   const demoUrl = new URL(required('STRAIT_DEMO_URL'));
   const publish = { token: required('STRAIT_PUBLISH_TOKEN'), room: required('STRAIT_PUBLISH_ROOM') };
   const view = { token: required('STRAIT_VIEW_TOKEN'), room: required('STRAIT_VIEW_ROOM') };
+  const webrtcPort = required('STRAIT_WEBRTC_PORT');
   const chromiumPath = process.env.STRAIT_CHROMIUM ?? '/usr/bin/chromium';
   const waitMs = Number(process.env.STRAIT_WAIT_MS ?? 30000);
 
@@ -89,6 +91,7 @@ async function main() {
     const published = await camera.evaluate(
       async ({ url, room, waitMs }) => {
         const { SignalingPeer } = await import('/signaling.js');
+        const candidatePorts = (sdp) => [...sdp.matchAll(/^a=candidate:\S+ \d+ \S+ \d+ \S+ (\d+)/gm)].map((m) => m[1]);
         const media = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 } });
         const peer = await SignalingPeer.connect(url);
         window.peer = peer;
@@ -100,7 +103,12 @@ async function main() {
           const out = stats.find((s) => s.type === 'outbound-rtp' && s.kind === 'video');
           if (out && out.packetsSent > 0) {
             const codec = stats.find((s) => s.id === out.codecId);
-            return { packetsSent: out.packetsSent, codec: codec?.mimeType ?? null, state: peer.pc.connectionState };
+            return {
+              packetsSent: out.packetsSent,
+              codec: codec?.mimeType ?? null,
+              state: peer.pc.connectionState,
+              ports: candidatePorts(peer.pc.remoteDescription.sdp),
+            };
           }
           await new Promise((r) => setTimeout(r, 100));
         }
@@ -110,12 +118,15 @@ async function main() {
     );
     console.log(`ws-rtc: camera publishes: ${JSON.stringify(published)}`);
     if (!(published.packetsSent > 0)) throw new Error('the camera page sent no RTP');
+    const onePort = (ports) => ports.length > 0 && ports.every((p) => p === webrtcPort);
+    if (!onePort(published.ports)) throw new Error(`the camera's answer names ports ${published.ports}, not only ${webrtcPort}`);
     if (published.codec !== 'video/VP8') throw new Error(`the camera page sends ${published.codec}, not VP8`);
 
     const viewer = await open('viewer');
     const viewed = await viewer.evaluate(
       async ({ url, room, waitMs }) => {
         const { SignalingPeer } = await import('/signaling.js');
+        const candidatePorts = (sdp) => [...sdp.matchAll(/^a=candidate:\S+ \d+ \S+ \d+ \S+ (\d+)/gm)].map((m) => m[1]);
         const peer = await SignalingPeer.connect(url);
         await peer.join(room, 'viewer');
         const [, track] = await Promise.race([
@@ -151,6 +162,7 @@ async function main() {
           await new Promise((r) => setTimeout(r, 100));
         }
         return {
+          ports: candidatePorts(peer.pc.remoteDescription.sdp),
           subscriptions: peer.log.filter(([n]) => n === 'Subscribed').length,
           answers: peer.log.filter(([n, f]) => n === 'Sdp' && f.kind === 'Answer').length,
           decodingStreams: decoding.length,
@@ -168,6 +180,7 @@ async function main() {
       { url: wsUrl(view.token), room: view.room, waitMs },
     );
     console.log(`ws-rtc: viewer receives: ${JSON.stringify(viewed)}`);
+    if (!onePort(viewed.ports)) throw new Error(`the viewer's answer names ports ${viewed.ports}, not only ${webrtcPort}`);
     if (viewed.subscribed !== viewed.track) throw new Error('the viewer was not subscribed to the published track');
     if (viewed.inboundSsrc !== viewed.ssrc) throw new Error('the inbound SSRC is not the one Subscribed announced');
     if (!(viewed.framesDecoded >= 10)) throw new Error(`the viewer decoded ${viewed.framesDecoded} frames, not 10`);
