@@ -10,6 +10,7 @@
 //! | `POST /v1/dev/token` | mints an access token (development mode only) |
 //! | `POST /whip/{room}`, `POST /whep/{room}/{id}` | WebRTC publish and subscribe ([`crate::whip`]), when the bridge is on |
 //! | `POST /v1/turn/credentials` | TURN credentials for the bearer of an access token |
+//! | `GET /ws/rtc?token=…` | WebSocket signaling for WebRTC peers ([`crate::ws`]), when the bridge is on |
 //! | `GET /`, `/app.js`, … | the web demo (`web-demo/`), embedded in the binary |
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     }
     if shared.webrtc_addr.is_some() {
         router = crate::whip::routes(router);
+        router = crate::ws::routes(router);
     }
     for asset in DEMO {
         router = router.route(asset.path, get(move || async move { asset.response() }));
@@ -117,6 +119,11 @@ pub const DEMO: &[Asset] = &[
         path: "/rtp.js",
         content_type: JS,
         body: include_bytes!("../../web-demo/rtp.js"),
+    },
+    Asset {
+        path: "/signaling.js",
+        content_type: JS,
+        body: include_bytes!("../../web-demo/signaling.js"),
     },
     Asset {
         path: "/protocol.js",

@@ -38,6 +38,7 @@ pub mod translate;
 pub mod turn;
 pub mod whip;
 pub mod worker;
+pub mod ws;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -416,6 +417,8 @@ async fn serve(
     let http_stop = background.clone();
     let router = http::router(shared.clone());
     let http_task = tokio::spawn(async move {
+        // The peer address is what `/ws/rtc` admits WebSocket sessions by.
+        let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(http_listener, router)
             .with_graceful_shutdown(async move { http_stop.cancelled().await })
             .await

@@ -43,9 +43,9 @@ pub enum SessionEnd {
     Closed(ErrorCode, String),
 }
 
-/// A token bucket for control messages.
+/// A token bucket for control messages (also used by the WebSocket path, [`crate::ws`]).
 #[derive(Debug)]
-struct RateLimit {
+pub(crate) struct RateLimit {
     tokens: f64,
     burst: f64,
     per_second: f64,
@@ -53,7 +53,7 @@ struct RateLimit {
 }
 
 impl RateLimit {
-    fn new(per_second: u32, burst: u32, now: Instant) -> Self {
+    pub(crate) fn new(per_second: u32, burst: u32, now: Instant) -> Self {
         Self {
             tokens: f64::from(burst),
             burst: f64::from(burst),
@@ -62,7 +62,7 @@ impl RateLimit {
         }
     }
 
-    fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);

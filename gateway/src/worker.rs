@@ -106,6 +106,29 @@ pub enum WorkerCommand {
     ),
     /// A DELETE of a WHIP or WHEP resource.
     WebRtcDelete(WebRtcDelete, oneshot::Sender<Result<(), BridgeError>>),
+    /// A WebSocket signaling session starts: a new participant whose messages go to `control`
+    /// and whose media, once it has sent an offer, runs on the bridge.
+    AttachSignaling {
+        /// The new participant.
+        participant: ParticipantId,
+        /// The verified access token.
+        token: VerifiedToken,
+        /// The session's control queue; the participant's end drops it, which ends the session.
+        control: mpsc::Sender<ControlMessage>,
+    },
+    /// A WebSocket participant's SDP offer; the answer (or a session-level `Error`) is queued
+    /// on its control queue.
+    SignalingOffer {
+        /// Who.
+        participant: ParticipantId,
+        /// The offer.
+        sdp: String,
+    },
+    /// A WebSocket signaling session ended: its participant leaves now.
+    SignalingClosed {
+        /// Who.
+        participant: ParticipantId,
+    },
     /// The participant left for good, from connection `conn`.
     Leave {
         /// Who.
@@ -404,6 +427,60 @@ impl Worker {
             }
             WorkerCommand::WebRtcDelete(delete, reply) => {
                 let _ = reply.send(self.webrtc_delete(&delete, now));
+            }
+            WorkerCommand::AttachSignaling {
+                participant,
+                token,
+                control,
+            } => {
+                let label = TransportLabel {
+                    transport: crate::metrics::Transport::Webrtc,
+                };
+                self.slots.insert(
+                    participant,
+                    Slot {
+                        principal: Principal { token, room: None },
+                        link: None,
+                        control: Some(control),
+                        webrtc: None,
+                        packets_out: self.metrics.packets_out.get_or_create(&label).clone(),
+                        bytes_out: self.metrics.bytes_out.get_or_create(&label).clone(),
+                    },
+                );
+            }
+            WorkerCommand::SignalingOffer { participant, sdp } => {
+                match self.signaling_offer(participant, &sdp, now) {
+                    Ok(messages) => {
+                        for message in messages {
+                            self.tell(participant, message);
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics.webrtc_offers_refused.inc();
+                        let code = match &e {
+                            BridgeError::Offer(
+                                strait_media::webrtc::WebRtcError::TooManyPeers(_),
+                            )
+                            | BridgeError::Room(_) => ErrorCode::LIMIT_EXCEEDED,
+                            BridgeError::Disabled | BridgeError::ShuttingDown => {
+                                ErrorCode::GOING_AWAY
+                            }
+                            _ => ErrorCode::INVALID_REQUEST,
+                        };
+                        // Session-level: the session closes once it has sent it.
+                        self.tell(
+                            participant,
+                            ControlMessage::Error(strait_protocol::ErrorMessage {
+                                request: None,
+                                code,
+                                reason: format!("offer refused: {e}"),
+                            }),
+                        );
+                    }
+                }
+            }
+            WorkerCommand::SignalingClosed { participant } => {
+                self.signaling_closed(participant, now);
             }
             WorkerCommand::Detached { participant, conn } => {
                 let Some(slot) = self.slots.get_mut(&participant) else {

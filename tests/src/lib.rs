@@ -12,9 +12,11 @@
 //! - [`turn_client`]: `rtc-turn`'s client over real UDP, TCP and TLS sockets, for the TURN tests.
 //! - [`relay`]: a user-space UDP relay for impairment (delay, jitter, loss, reordering, duplication,
 //!   rate limits) and migration tests (it moves a client to a new port or IP mid-session).
+//! - [`ws`]: a client of the WebSocket signaling path (`/ws/rtc`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod fixture;
 pub mod relay;
 pub mod turn_client;
+pub mod ws;

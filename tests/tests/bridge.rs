@@ -21,7 +21,9 @@ use strait_client::{Session, SessionEvent};
 use strait_gateway::auth::Grants;
 use strait_media::webrtc::DeliverKeyframeRequests;
 use strait_protocol::{Codec, ParticipantId, TrackId, TrackKind};
+use strait_protocol::{ControlMessage, SdpType, SessionDescription};
 use strait_tests::fixture::{TestGateway, rtp};
+use strait_tests::ws::WsClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -1008,6 +1010,56 @@ async fn a_webrtc_peer_that_goes_silent_leaves_its_room_at_the_ice_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_peer_whose_webrtc_goes_silent_is_told_and_leaves() {
+    let gw = TestGateway::start_with(|c| c.webrtc.ice_timeout = Duration::from_secs(1)).await;
+    let observer = gw.native("quiet", "observer").await;
+    observer.publish(vp8_spec()).await.expect("publish");
+    let mut ws = WsClient::hello(&gw, &gw.token("quiet", "legacy")).await;
+    ws.join("quiet").await;
+    let legacy = wait_for_participant(&observer, "legacy").await;
+    let mut peer = Peer::new().await;
+    peer.pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let offer = peer.offer().await;
+    let (answer, _) = signal_offer(&mut ws, offer, 1).await;
+    peer.finish(&answer).await;
+
+    // The WebRTC side vanishes while the WebSocket stays open: the session is told and closed,
+    // and the room sees the participant leave.
+    let _ = peer.pc.close().await;
+    let reason = ws
+        .expect_closed_with(strait_protocol::ErrorCode::TIMEOUT)
+        .await;
+    assert!(reason.contains("webrtc"), "{reason}");
+    let left = tokio::time::timeout(WAIT, async {
+        loop {
+            if let SessionEvent::ParticipantLeft {
+                participant,
+                reason,
+            } = observer.next_event().await.expect("session open")
+                && participant == legacy
+            {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("the silent peer leaves the room");
+    assert_eq!(left, strait_protocol::ErrorCode::TIMEOUT);
+    gw.wait_metric("strait_webrtc_peers", |v| v == 0.0).await;
+    observer.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_opus_and_vp8_reach_a_webtransport_subscriber() {
     let gw = start_gateway().await;
     let viewer = gw.webtransport("radio", "listener").await;
@@ -1074,6 +1126,194 @@ async fn whip_opus_and_vp8_reach_a_webtransport_subscriber() {
 
     publisher.close().await;
     viewer.close().await;
+    gw.stop().await;
+}
+
+/// Adds a recvonly video section to `peer` and returns its new offer (gathering is complete
+/// already: the candidates of the first offer are in it).
+async fn reoffer_with_video_section(peer: &mut Peer) -> String {
+    peer.pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    reoffer(peer).await
+}
+
+async fn reoffer(peer: &mut Peer) -> String {
+    let offer = peer.pc.create_offer(None).await.unwrap();
+    peer.pc.set_local_description(offer).await.unwrap();
+    peer.pc.local_description().await.unwrap().sdp
+}
+
+/// Sends an offer on the WebSocket; returns the answer and the `Subscribed` that follow it.
+async fn signal_offer(
+    ws: &mut WsClient,
+    sdp: String,
+    subscriptions: usize,
+) -> (String, Vec<strait_protocol::Subscribed>) {
+    ws.send(&ControlMessage::Sdp(SessionDescription {
+        kind: SdpType::Offer,
+        sdp,
+    }))
+    .await;
+    let answer = ws
+        .expect(|m| match m {
+            ControlMessage::Sdp(d) if d.kind == SdpType::Answer => Some(d.sdp.clone()),
+            _ => None,
+        })
+        .await;
+    let mut subscribed = Vec::new();
+    while subscribed.len() < subscriptions {
+        subscribed.push(
+            ws.expect(|m| match m {
+                ControlMessage::Subscribed(s) => Some(*s),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    (answer, subscribed)
+}
+
+/// Reads a remote track's RTP into a channel.
+fn rtp_of(track: Arc<dyn TrackRemote>) -> mpsc::UnboundedReceiver<rtc::rtp::Packet> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = track.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(packet) = event
+                && tx.send(packet).is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A `webrtc` crate peer on `/ws/rtc` receives a native track present when it offers, then
+/// renegotiates on the same connection for a track published later, and again after the first
+/// track is unpublished: each answer binds what the new offer asks for, and media keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_peer_renegotiates_as_tracks_come_and_go() {
+    let gw = start_gateway().await;
+    let presenter = Arc::new(gw.native("forum", "presenter").await);
+    let first = presenter.publish(vp8_spec()).await.expect("publish");
+    let media = Arc::new(std::sync::Mutex::new(vec![first.media[0]]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (session, media, stop) = (
+            Arc::clone(&presenter),
+            Arc::clone(&media),
+            Arc::clone(&stop),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            let mut index = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let mut key = index.is_multiple_of(50);
+                while let Some(event) = session.try_next_event() {
+                    key |= matches!(event, SessionEvent::KeyframeRequested { .. });
+                }
+                let packet = rtp::vp8(index as u16, index * 3000, 0x0052_0000, key, index);
+                let targets = media.lock().unwrap().clone();
+                for m in targets {
+                    let _ = session.send_rtp(m, &packet);
+                }
+                index += 1;
+            }
+        })
+    };
+
+    let mut ws = WsClient::hello(&gw, &gw.token("forum", "legacy")).await;
+    ws.join("forum").await;
+    let mut peer = Peer::new().await;
+    peer.pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let offer = peer.offer().await;
+    let (answer, subscribed) = signal_offer(&mut ws, offer, 1).await;
+    assert_eq!(subscribed[0].track, first.track);
+    peer.finish(&answer).await;
+    let remote = tokio::time::timeout(WAIT, peer.tracks.recv())
+        .await
+        .expect("on_track fires for the first track")
+        .expect("a track");
+    assert_eq!(remote.ssrcs().await[0], subscribed[0].ssrc);
+    let mut first_rtp = rtp_of(remote);
+    tokio::time::timeout(WAIT, first_rtp.recv())
+        .await
+        .expect("the first track's RTP")
+        .expect("rtp");
+
+    // A track published after the offer: the peer adds a section and offers again.
+    let second = presenter.publish(vp8_spec()).await.expect("publish");
+    media.lock().unwrap().push(second.media[0]);
+    ws.expect(|m| {
+        matches!(m, ControlMessage::TrackPublished(t) if t.track == second.track).then_some(())
+    })
+    .await;
+    let offer = reoffer_with_video_section(&mut peer).await;
+    let (answer, subscribed) = signal_offer(&mut ws, offer, 1).await;
+    assert_eq!(subscribed[0].track, second.track);
+    peer.pc
+        .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        .await
+        .unwrap();
+    let remote = tokio::time::timeout(WAIT, peer.tracks.recv())
+        .await
+        .expect("on_track fires for the second track")
+        .expect("a track");
+    assert_eq!(remote.ssrcs().await[0], subscribed[0].ssrc);
+    let mut second_rtp = rtp_of(remote);
+    tokio::time::timeout(WAIT, second_rtp.recv())
+        .await
+        .expect("the second track's RTP after renegotiating")
+        .expect("rtp");
+
+    // The first track goes away; an offer with no new section is answered (the bridge drops
+    // the first track's sender) and the second track keeps flowing.
+    media.lock().unwrap().retain(|m| *m != first.media[0]);
+    presenter.unpublish(first.track).await.expect("unpublish");
+    ws.expect(|m| {
+        matches!(m, ControlMessage::TrackUnpublished(t) if t.track == first.track).then_some(())
+    })
+    .await;
+    let offer = reoffer(&mut peer).await;
+    let (answer, _) = signal_offer(&mut ws, offer, 0).await;
+    peer.pc
+        .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        .await
+        .unwrap();
+    while second_rtp.try_recv().is_ok() {}
+    tokio::time::timeout(WAIT, second_rtp.recv())
+        .await
+        .expect("the second track's RTP after the third negotiation")
+        .expect("rtp");
+    assert_eq!(
+        gw.metric("strait_webrtc_peers").await,
+        1.0,
+        "one peer all along"
+    );
+    assert_eq!(gw.metric("strait_webrtc_offers_refused_total").await, 0.0);
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(WAIT, sender).await;
+    let _ = peer.pc.close().await;
+    presenter.close().await;
     gw.stop().await;
 }
 

@@ -437,3 +437,27 @@ async fn the_bridge_port_is_a_media_address_without_configuration() {
     .await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn websocket_signaling_carries_turn_credentials_for_the_participant() {
+    let (media, media_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    let mut ws = strait_tests::ws::WsClient::connect(&t, Some(&t.token("room", "ivan"))).await;
+    let hello = match ws.next().await {
+        Some(strait_protocol::ControlMessage::ServerHello(h)) => h,
+        other => panic!("expected ServerHello, got {other:?}"),
+    };
+    assert_eq!(hello.ice_servers.len(), 1, "{:?}", hello.ice_servers);
+    let server = &hello.ice_servers[0];
+    assert_eq!(server.urls.len(), 3, "{:?}", server.urls);
+    let username = server.username.clone().expect("a username");
+    assert!(
+        username.ends_with(&format!(":{}", hello.participant.0)),
+        "{username}"
+    );
+    let udp = t.gateway.shared.turn.addrs.udp.unwrap();
+    let mut client = TurnClient::udp(udp, &username, server.credential.as_deref().unwrap()).await;
+    relay_round_trip(&mut client, &media).await;
+    ws.leave().await;
+    t.stop().await;
+}

@@ -53,7 +53,10 @@ use strait_media::webrtc::{
     Endpoint, PeerId, SendTrack, WebRtcConfig as EndpointConfig, WebRtcError, WebRtcEvent,
     WebRtcStats,
 };
-use strait_protocol::{ParticipantId, RoomId};
+use strait_protocol::{
+    ControlMessage, ErrorCode, ErrorMessage, ParticipantId, RequestId, RoomId, SdpType,
+    SessionDescription,
+};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
@@ -129,6 +132,9 @@ pub enum BridgeError {
     /// The bridge is not running.
     #[error("the webrtc bridge is disabled")]
     Disabled,
+    /// A WebSocket participant sent an offer before joining a room.
+    #[error("join a room before sending an offer")]
+    NotJoined,
     /// The gateway is stopping.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -178,15 +184,15 @@ impl std::fmt::Debug for Bridge {
 
 struct Leg {
     peer: PeerId,
-    resource: String,
+    /// The WHIP/WHEP resource id; `None` for a peer signaled over a WebSocket (its session
+    /// ends it, not a DELETE).
+    resource: Option<String>,
     room: RoomId,
     identity: String,
-    kind: LegKind,
-}
-
-enum LegKind {
-    Publisher(Publisher),
-    Subscriber(Subscriber),
+    /// What the peer sends, when it may publish.
+    publisher: Option<Publisher>,
+    /// What the peer receives, when it subscribes.
+    subscriber: Option<Subscriber>,
 }
 
 #[derive(Default)]
@@ -203,6 +209,9 @@ struct Publisher {
 struct Subscriber {
     /// Send track SSRC (the subscription's) → the track it carries.
     tracks: HashMap<u32, sfu::TrackId>,
+    /// Receiving sections (audio, video) of the last offer answered, so that a new offer's
+    /// extra sections are known (sections are never removed from an offer, only stopped).
+    sections: (usize, usize),
 }
 
 impl Bridge {
@@ -337,7 +346,7 @@ impl Worker {
             identity: token.identity.clone(),
             name: token.name.clone().unwrap_or_default(),
         };
-        let (peer, answer, kind) = match role {
+        let (peer, answer, publisher, subscriber) = match role {
             OfferRole::Publish => {
                 let endpoint = &mut bridge.endpoint;
                 let (peer, answer) = contained("offer", || endpoint.accept_offer(&sdp, now))
@@ -346,7 +355,7 @@ impl Worker {
                     let _ = bridge.endpoint.close(peer);
                     return Err(e.into());
                 }
-                (peer, answer, LegKind::Publisher(Publisher::default()))
+                (peer, answer, Some(Publisher::default()), None)
             }
             OfferRole::Subscribe(target) => {
                 let snapshot = self.sfu.join(me, room.as_str(), meta, now)?;
@@ -361,7 +370,11 @@ impl Worker {
                 );
                 match result {
                     Ok((peer, answer, tracks)) => {
-                        (peer, answer, LegKind::Subscriber(Subscriber { tracks }))
+                        let subscriber = Subscriber {
+                            tracks,
+                            sections: receiving_sections(&sdp),
+                        };
+                        (peer, answer, None, Some(subscriber))
                     }
                     Err(e) => {
                         let _ = self.sfu.leave(me, LeaveReason::Left, now);
@@ -394,14 +407,179 @@ impl Worker {
             participant,
             Leg {
                 peer,
-                resource,
+                resource: Some(resource),
                 room,
                 identity,
-                kind,
+                publisher,
+                subscriber,
             },
         );
         debug!(participant = participant.0, peer = %peer, "webrtc participant joined");
         Ok(answer)
+    }
+
+    /// Answers the offer of a participant signaled over a WebSocket (already joined): its peer
+    /// publishes what the offer sends (with the publish grant) and receives tracks of the room
+    /// present now, one per receiving section of their kind (with the subscribe grant). A later
+    /// offer of the same peer renegotiates: tracks unpublished since are no longer sent, and the
+    /// new receiving sections get tracks not yet received. Returns the messages for the session:
+    /// the answer, then one `Subscribed` (request id 0) per new track, in section order of each
+    /// kind.
+    pub(super) fn signaling_offer(
+        &mut self,
+        participant: ParticipantId,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<Vec<ControlMessage>, BridgeError> {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return Err(BridgeError::Disabled);
+        };
+        let Some(slot) = self.slots.get(&participant) else {
+            return Err(BridgeError::NotJoined);
+        };
+        let Some(room) = slot.principal.room.clone() else {
+            return Err(BridgeError::NotJoined);
+        };
+        let grants = slot.principal.token.grants;
+        let identity = slot.principal.token.identity.clone();
+        // Refuse a bad offer before subscribing to anything for it.
+        let max_sdp = bridge.endpoint.config().max_sdp_len;
+        strait_media::webrtc::check_offer(sdp, max_sdp)?;
+        let me = pid(participant);
+        let snapshot = self.sfu.room_snapshot(me).ok_or(BridgeError::NotJoined)?;
+
+        // What the peer already has (a renegotiation), less what went away.
+        let existing = bridge.legs.get_mut(&participant).map(|leg| {
+            let peer = leg.peer;
+            let sub = leg.subscriber.get_or_insert_with(|| Subscriber {
+                tracks: HashMap::new(),
+                sections: (0, 0),
+            });
+            let gone: Vec<u32> = sub
+                .tracks
+                .iter()
+                .filter(|(_, t)| !snapshot.tracks.iter().any(|info| info.track == **t))
+                .map(|(&ssrc, _)| ssrc)
+                .collect();
+            for ssrc in gone {
+                sub.tracks.remove(&ssrc);
+                let _ = bridge.endpoint.remove_send_track(peer, ssrc);
+            }
+            (
+                peer,
+                sub.sections,
+                sub.tracks.values().copied().collect::<HashSet<_>>(),
+            )
+        });
+        let (before, have) = match &existing {
+            Some((_, sections, have)) => (*sections, have.clone()),
+            None => ((0, 0), HashSet::new()),
+        };
+        let sections = receiving_sections(sdp);
+        let mut sends = Vec::new();
+        let mut tracks = HashMap::new();
+        let mut answers = Vec::new();
+        if grants.subscribe {
+            let mut audio_left = sections.0.saturating_sub(before.0);
+            let mut video_left = sections.1.saturating_sub(before.1);
+            for track in snapshot.tracks.iter().filter(|t| !have.contains(&t.track)) {
+                let left = match track.kind {
+                    sfu::TrackKind::Audio => &mut audio_left,
+                    sfu::TrackKind::Video => &mut video_left,
+                };
+                if *left == 0 {
+                    continue;
+                }
+                let info = match self.sfu.subscribe(me, track.track, None, now) {
+                    Ok(info) => info,
+                    Err(e) => {
+                        debug!(participant = participant.0, error = %e, "webrtc subscription refused");
+                        continue;
+                    }
+                };
+                *left -= 1;
+                sends.push(SendTrack {
+                    kind: track.kind,
+                    codec: track.codec.clone(),
+                    ssrc: info.ssrc,
+                });
+                tracks.insert(info.ssrc, track.track);
+                answers.push(crate::translate::subscribed(RequestId::UNSOLICITED, &info));
+            }
+        }
+        let endpoint = &mut bridge.endpoint;
+        let accepted = contained("offer", || match existing {
+            Some((peer, ..)) => endpoint
+                .renegotiate(peer, sdp, &sends, now)
+                .map(|answer| (peer, answer)),
+            None => endpoint.accept_offer_with_tracks(sdp, &sends, now),
+        })
+        .ok_or(BridgeError::StackFailed)
+        .and_then(|r| r.map_err(BridgeError::from));
+        let (peer, answer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                for track in tracks.values() {
+                    let _ = self.sfu.unsubscribe(me, *track, now);
+                }
+                return Err(e);
+            }
+        };
+        match bridge.legs.get_mut(&participant) {
+            Some(leg) => {
+                if let Some(sub) = leg.subscriber.as_mut() {
+                    sub.tracks
+                        .extend(tracks.iter().map(|(&ssrc, &t)| (ssrc, t)));
+                    sub.sections = sections;
+                }
+                // The peer is connected already: the new tracks start at a keyframe.
+                for track in tracks.values() {
+                    let _ = self.sfu.request_keyframe(me, *track, now);
+                }
+            }
+            None => {
+                bridge.by_peer.insert(peer, participant);
+                bridge.legs.insert(
+                    participant,
+                    Leg {
+                        peer,
+                        resource: None,
+                        room,
+                        identity,
+                        publisher: grants.publish.then(Publisher::default),
+                        subscriber: Some(Subscriber { tracks, sections }),
+                    },
+                );
+                if let Some(slot) = self.slots.get_mut(&participant) {
+                    slot.webrtc = Some(peer);
+                }
+            }
+        }
+        debug!(participant = participant.0, peer = %peer, "websocket participant negotiated");
+        answers.insert(
+            0,
+            ControlMessage::Sdp(SessionDescription {
+                kind: SdpType::Answer,
+                sdp: answer,
+            }),
+        );
+        Ok(answers)
+    }
+
+    /// A WebSocket session ended: its participant leaves the room now (there is no resume on
+    /// this path) and its peer, if any, is closed.
+    pub(super) fn signaling_closed(&mut self, participant: ParticipantId, now: Instant) {
+        let has_leg = self
+            .bridge
+            .as_ref()
+            .is_some_and(|b| b.legs.contains_key(&participant));
+        if has_leg {
+            self.drop_leg(participant, LeaveReason::Left, now);
+        } else if let Some(slot) = self.slots.remove(&participant)
+            && slot.principal.room.is_some()
+        {
+            let _ = self.sfu.leave(pid(participant), LeaveReason::Left, now);
+        }
     }
 
     /// Ends a WHIP or WHEP session on its owner's request.
@@ -421,7 +599,7 @@ impl Worker {
             .legs
             .get(&participant)
             .ok_or(BridgeError::UnknownResource)?;
-        let is_publisher = matches!(leg.kind, LegKind::Publisher(_));
+        let is_publisher = leg.publisher.is_some();
         if leg.room != delete.room || is_publisher != delete.publisher {
             return Err(BridgeError::UnknownResource);
         }
@@ -441,10 +619,23 @@ impl Worker {
             return;
         };
         bridge.by_peer.remove(&leg.peer);
-        bridge.by_resource.remove(&leg.resource);
+        if let Some(resource) = &leg.resource {
+            bridge.by_resource.remove(resource);
+        }
         // Already gone when its ICE failed; the Disconnected event that follows a close is
         // ignored (the peer is unmapped above).
         let _ = bridge.endpoint.close(leg.peer);
+        if leg.resource.is_none() && matches!(reason, LeaveReason::Timeout) {
+            // A WebSocket participant hears why before its session closes.
+            self.tell(
+                participant,
+                ControlMessage::Error(ErrorMessage {
+                    request: None,
+                    code: ErrorCode::TIMEOUT,
+                    reason: "the webrtc connection was lost".into(),
+                }),
+            );
+        }
         self.slots.remove(&participant);
         let _ = self.sfu.leave(pid(participant), reason, now);
         debug!(
@@ -501,8 +692,10 @@ impl Worker {
                 let Some(&participant) = bridge.by_peer.get(&peer) else {
                     return;
                 };
-                if let Some(LegKind::Subscriber(sub)) =
-                    bridge.legs.get(&participant).map(|l| &l.kind)
+                if let Some(sub) = bridge
+                    .legs
+                    .get(&participant)
+                    .and_then(|l| l.subscriber.as_ref())
                 {
                     for &track in sub.tracks.values() {
                         let _ = self.sfu.request_keyframe(pid(participant), track, now);
@@ -520,8 +713,10 @@ impl Worker {
                 let Some(&participant) = bridge.by_peer.get(&peer) else {
                     return;
                 };
-                let Some(LegKind::Publisher(publisher)) =
-                    bridge.legs.get_mut(&participant).map(|l| &mut l.kind)
+                let Some(publisher) = bridge
+                    .legs
+                    .get_mut(&participant)
+                    .and_then(|l| l.publisher.as_mut())
                 else {
                     return;
                 };
@@ -570,10 +765,11 @@ impl Worker {
                 let Some(&participant) = bridge.by_peer.get(&peer) else {
                     return;
                 };
-                let media = match bridge.legs.get(&participant).map(|l| &l.kind) {
-                    Some(LegKind::Publisher(p)) => p.streams.get(&ssrc).copied().flatten(),
-                    _ => None,
-                };
+                let media = bridge
+                    .legs
+                    .get(&participant)
+                    .and_then(|l| l.publisher.as_ref())
+                    .and_then(|p| p.streams.get(&ssrc).copied().flatten());
                 let Some(media) = media else {
                     self.metrics.count_drop(DropReason::WebrtcUnsupportedStream);
                     return;
@@ -586,10 +782,11 @@ impl Worker {
                 let Some(&participant) = bridge.by_peer.get(&peer) else {
                     return;
                 };
-                let track = match bridge.legs.get(&participant).map(|l| &l.kind) {
-                    Some(LegKind::Subscriber(s)) => s.tracks.get(&ssrc).copied(),
-                    _ => None,
-                };
+                let track = bridge
+                    .legs
+                    .get(&participant)
+                    .and_then(|l| l.subscriber.as_ref())
+                    .and_then(|s| s.tracks.get(&ssrc).copied());
                 if let Some(track) = track {
                     self.metrics.webrtc_keyframe_requests_in.inc();
                     let _ = self.sfu.request_keyframe(pid(participant), track, now);
@@ -617,7 +814,7 @@ impl Worker {
         let Some(leg) = bridge.legs.get(&to) else {
             return false;
         };
-        if let LegKind::Publisher(p) = &leg.kind
+        if let Some(p) = &leg.publisher
             && let Some(&ssrc) = p.ssrcs.get(&media)
             && bridge
                 .endpoint

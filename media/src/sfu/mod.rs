@@ -286,6 +286,15 @@ impl Sfu {
             .map(Participant::connected)
     }
 
+    /// What a member of a room sees of it now (the same as [`join`](Self::join) returned, kept
+    /// up to date), or `None` when `participant` is in no room.
+    #[must_use]
+    pub fn room_snapshot(&self, participant: ParticipantId) -> Option<RoomSnapshot> {
+        self.participants
+            .contains_key(&participant)
+            .then(|| self.snapshot(participant))
+    }
+
     /// A published track.
     #[must_use]
     pub fn track_info(&self, track: TrackId) -> Option<TrackInfo> {

@@ -12,8 +12,9 @@
 //!
 //! What it is not: it does not forward anything between peers — it hands received RTP out as
 //! [`WebRtcEvent::Rtp`] and takes RTP to send through [`Endpoint::send_rtp`]; the gateway puts the
-//! SFU core ([`crate::sfu`]) in between. It does not renegotiate: a subscriber's send tracks are
-//! fixed when its offer is answered (a WHEP-style recvonly offer).
+//! SFU core ([`crate::sfu`]) in between. Renegotiation is answerer-only: a peer may send a new
+//! offer on the same connection ([`Endpoint::renegotiate`]), which can bind new send tracks to
+//! its new receiving sections; the endpoint never offers.
 //!
 //! ## How to drive it
 //!
@@ -23,6 +24,7 @@
 //!   [`peer_count`](Endpoint::peer_count), [`is_connected`](Endpoint::is_connected);
 //! - **mutators**: [`accept_offer`](Endpoint::accept_offer),
 //!   [`accept_offer_with_tracks`](Endpoint::accept_offer_with_tracks),
+//!   [`renegotiate`](Endpoint::renegotiate), [`remove_send_track`](Endpoint::remove_send_track),
 //!   [`send_rtp`](Endpoint::send_rtp), [`request_keyframe`](Endpoint::request_keyframe),
 //!   [`close`](Endpoint::close);
 //! - **handlers**: [`handle_datagram`](Endpoint::handle_datagram) for every datagram read from
@@ -388,34 +390,7 @@ impl Endpoint {
 
         let id = PeerId(self.next_peer);
         let mut outbound = FxHashMap::default();
-        for track in tracks {
-            let kind = rtc_kind(track.kind);
-            let codec = rtc_codec(track.kind, &track.codec);
-            let mime_type = codec.mime_type.clone();
-            let media_track = MediaStreamTrack::new(
-                format!("strait-{}", id.0),
-                format!("strait-{}-{}", id.0, track.ssrc),
-                format!("strait-{}", track.ssrc),
-                kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(track.ssrc),
-                        ..Default::default()
-                    },
-                    codec,
-                    ..Default::default()
-                }],
-            );
-            let sender = pc.add_track(media_track)?;
-            outbound.insert(
-                track.ssrc,
-                Outbound {
-                    sender,
-                    mime_type,
-                    payload_type: None,
-                },
-            );
-        }
+        add_send_tracks(&mut pc, id, tracks, &mut outbound)?;
 
         pc.set_remote_description(now, RTCSessionDescription::offer(offer_sdp.to_owned())?)?;
         for (foundation, addr) in self.config.local_addrs.iter().enumerate() {
@@ -456,6 +431,56 @@ impl Endpoint {
         debug!(peer = %id, tracks = tracks.len(), "webrtc peer created");
         self.drive(id);
         Ok((id, answer_sdp))
+    }
+
+    /// Answers a new offer of an existing peer (renegotiation on the same ICE and DTLS
+    /// transports), adding `tracks` to send first: each binds to a new section of the offer of
+    /// its kind that can receive. Sections already answered keep their tracks. The caller must
+    /// not send `rtp` on the new tracks before this returns.
+    ///
+    /// On error the peer may be unusable; close it.
+    pub fn renegotiate(
+        &mut self,
+        peer: PeerId,
+        offer_sdp: &str,
+        tracks: &[SendTrack],
+        now: Instant,
+    ) -> Result<String, WebRtcError> {
+        validate_offer(offer_sdp, self.config.max_sdp_len)?;
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(WebRtcError::UnknownPeer(peer))?;
+        add_send_tracks(&mut state.pc, peer, tracks, &mut state.outbound)?;
+        state
+            .pc
+            .set_remote_description(now, RTCSessionDescription::offer(offer_sdp.to_owned())?)?;
+        let answer = state.pc.create_answer(None)?;
+        state.pc.set_local_description(now, answer)?;
+        let answer_sdp = state
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or(WebRtcError::Rtc(RtcError::ErrPeerConnLocalDescriptionNil))?;
+        debug!(peer = %peer, tracks = tracks.len(), "webrtc peer renegotiated");
+        self.drive(peer);
+        Ok(answer_sdp)
+    }
+
+    /// Stops sending the track named by `ssrc` (its section goes inactive at the next
+    /// negotiation).
+    pub fn remove_send_track(&mut self, peer: PeerId, ssrc: u32) -> Result<(), WebRtcError> {
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(WebRtcError::UnknownPeer(peer))?;
+        let out = state
+            .outbound
+            .remove(&ssrc)
+            .ok_or(WebRtcError::UnknownSsrc { peer, ssrc })?;
+        state.pc.remove_track(out.sender)?;
+        self.drive(peer);
+        Ok(())
     }
 
     fn random_ice_string(&mut self, len: usize) -> String {
@@ -812,6 +837,44 @@ fn track_event(id: PeerId, peer: &mut Peer, init: &RTCTrackEventInit) -> WebRtcE
         kind,
         codec,
     }
+}
+
+/// Adds one send track per `tracks` entry to `pc`, recording each in `outbound` by SSRC.
+fn add_send_tracks(
+    pc: &mut RTCPeerConnection,
+    id: PeerId,
+    tracks: &[SendTrack],
+    outbound: &mut FxHashMap<u32, Outbound>,
+) -> Result<(), WebRtcError> {
+    for track in tracks {
+        let kind = rtc_kind(track.kind);
+        let codec = rtc_codec(track.kind, &track.codec);
+        let mime_type = codec.mime_type.clone();
+        let media_track = MediaStreamTrack::new(
+            format!("strait-{}", id.0),
+            format!("strait-{}-{}", id.0, track.ssrc),
+            format!("strait-{}", track.ssrc),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(track.ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        );
+        let sender = pc.add_track(media_track)?;
+        outbound.insert(
+            track.ssrc,
+            Outbound {
+                sender,
+                mime_type,
+                payload_type: None,
+            },
+        );
+    }
+    Ok(())
 }
 
 fn mime_subtype(mime: &str) -> &str {

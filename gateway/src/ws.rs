@@ -1,0 +1,529 @@
+//! WebSocket signaling for legacy WebRTC peers: `GET /ws/rtc?token=…` on the HTTP port.
+//!
+//! The WebSocket carries the control protocol of `docs/PROTOCOL.md`: each binary message is one
+//! frame (varint length + bincode body), bounded by `limits.max_frame_size`. The peer is a full
+//! participant: it joins with `Join`, hears `ParticipantJoined`/`Left` and `TrackPublished`/
+//! `Unpublished` like a QUIC session (the worker drives it through the same [`crate::translate`]
+//! requests), and moves media over WebRTC on the bridge's one UDP socket: it sends an `Sdp` offer
+//! and gets the answer, then one `Subscribed` (request id 0) per track it will receive.
+//!
+//! Flow: the token in the query is checked (the same JWT check as a QUIC session's
+//! `ClientHello`); the server then sends `ServerHello` without waiting for a `ClientHello`
+//! (which is a violation on this path). Differences from a QUIC session:
+//!
+//! - `Publish` and `Subscribe` are refused (`INVALID_REQUEST`): what a peer sends and receives is
+//!   what its offer says.
+//! - Renegotiation is driven by the peer: on `TrackPublished` it adds a receiving section and
+//!   sends a new offer on the same peer connection; the answer binds the new sections to tracks
+//!   it does not receive yet (and stops sending tracks unpublished since). The gateway never
+//!   offers.
+//! - `IceCandidate` messages are accepted and ignored: the bridge is ICE-lite and learns the
+//!   peer's address from its connectivity checks; the answer carries the bridge's candidates.
+//! - No resume: when the WebSocket closes, the participant leaves at once.
+//! - Liveness: the server sends a WebSocket Ping every `quic.keep_alive` and closes a session
+//!   that sent nothing (not even a Pong) for `quic.idle_timeout`, or that has not joined within
+//!   `session.hello_timeout` (`TIMEOUT`).
+//!
+//! Errors: a malformed or oversized frame, a text message or a refused token is answered with an
+//! `Error` (no request id) and a close frame, and touches no other session; a refused request is
+//! an `Error` with its request id and the session goes on. An `Error` without a request id from
+//! the worker (a refused offer, a lost WebRTC connection) also ends the session.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use serde::Deserialize;
+use strait_protocol::{
+    ControlMessage, Decoded, ErrorCode, ErrorMessage, FrameReader, PROTOCOL_VERSION, ParticipantId,
+    Pong, ResumeToken, SdpType, ServerHello, SessionLimits,
+};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::Shared;
+use crate::auth::VerifiedToken;
+use crate::metrics::RefusalReason;
+use crate::session::RateLimit;
+use crate::worker::WorkerCommand;
+
+/// Adds the `/ws/rtc` route.
+pub fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+    router.route("/ws/rtc", get(upgrade))
+}
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<Params>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if shared.drain.is_cancelled() {
+        shared.metrics.refuse(RefusalReason::Draining);
+        return (StatusCode::SERVICE_UNAVAILABLE, "the gateway is draining\n").into_response();
+    }
+    // The same session limits as QUIC sessions (per node, per source address), held for the
+    // session's life; the drain waits for these sessions too.
+    let permit = match shared.admission.admit(peer.ip()) {
+        Ok(permit) => permit,
+        Err(reason) => {
+            shared.metrics.refuse(reason);
+            return (StatusCode::SERVICE_UNAVAILABLE, "session limit reached\n").into_response();
+        }
+    };
+    // Verified before the upgrade; a refusal is still told over the WebSocket, where a browser
+    // can read it (it cannot read the status of a refused upgrade).
+    let verified = match params.token.as_deref() {
+        Some(token) => shared
+            .keys
+            .verify(token, SystemTime::now())
+            .map_err(|e| (e.code(), format!("access token refused: {e}"))),
+        None => Err((
+            ErrorCode::UNAUTHORIZED,
+            "the `token` query parameter is required".to_owned(),
+        )),
+    };
+    // A frame is its body plus a varint prefix of at most 8 bytes; tungstenite refuses a longer
+    // message before buffering it.
+    let max_message = shared.config.limits.max_frame_size + 8;
+    upgrade
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| async move {
+            let participant = shared.new_participant_id();
+            let span = tracing::info_span!("ws_session", participant = participant.0);
+            run(shared, socket, participant, verified)
+                .instrument(span)
+                .await;
+            drop(permit);
+        })
+}
+
+/// How a WebSocket session ends.
+#[derive(Debug)]
+enum End {
+    /// The client left or closed the WebSocket.
+    Left,
+    /// The gateway closes it with this code and reason (already told in an `Error` when
+    /// `told`).
+    Closed {
+        code: ErrorCode,
+        reason: String,
+        told: bool,
+    },
+    /// The WebSocket failed.
+    Lost,
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    mut socket: WebSocket,
+    participant: ParticipantId,
+    verified: Result<VerifiedToken, (ErrorCode, String)>,
+) {
+    let token = match verified {
+        Ok(token) => token,
+        Err((code, reason)) => {
+            shared.metrics.refuse(RefusalReason::Auth);
+            close(&mut socket, code, &reason, false).await;
+            return;
+        }
+    };
+    let config = &shared.config;
+    let (control_tx, mut control_rx) = mpsc::channel(config.limits.control_queue);
+    let room_grant = token.clone();
+    shared
+        .worker
+        .send(WorkerCommand::AttachSignaling {
+            participant,
+            token,
+            control: control_tx,
+        })
+        .await;
+    let hello = ControlMessage::ServerHello(ServerHello {
+        version: PROTOCOL_VERSION,
+        participant,
+        // This path does not resume.
+        resume_token: ResumeToken(String::new()),
+        resumed: false,
+        // TURN servers with credentials for this participant, when TURN is configured.
+        ice_servers: shared
+            .turn
+            .ice_servers(participant.0, std::time::SystemTime::now()),
+        limits: SessionLimits {
+            max_frame_size: u32::try_from(config.limits.max_frame_size).unwrap_or(u32::MAX),
+            max_tracks: u32::try_from(config.limits.max_tracks_per_participant).unwrap_or(u32::MAX),
+            max_subscriptions: u32::try_from(config.limits.max_subscriptions_per_participant)
+                .unwrap_or(u32::MAX),
+            max_messages_per_second: config.limits.max_messages_per_second,
+        },
+        max_datagram_size: 0,
+    });
+    let end = if send(&mut socket, &hello).await {
+        serve(
+            &shared,
+            &mut socket,
+            participant,
+            &room_grant,
+            &mut control_rx,
+        )
+        .await
+    } else {
+        End::Lost
+    };
+    shared
+        .worker
+        .send(WorkerCommand::SignalingClosed { participant })
+        .await;
+    match end {
+        End::Left => {
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: close_code::NORMAL,
+                    reason: "left".into(),
+                })))
+                .await;
+            closing_handshake(&mut socket).await;
+        }
+        End::Closed { code, reason, told } => {
+            if code == ErrorCode::PROTOCOL_VIOLATION || code == ErrorCode::FRAME_TOO_LARGE {
+                shared.metrics.protocol_errors.inc();
+            }
+            close(&mut socket, code, &reason, told).await;
+        }
+        End::Lost => {}
+    }
+    tracing::debug!("websocket session ended");
+}
+
+/// Sends one message as one binary WebSocket message; `false` when the socket failed.
+async fn send(socket: &mut WebSocket, message: &ControlMessage) -> bool {
+    let mut out = Vec::with_capacity(64);
+    if let Err(e) = strait_protocol::encode_frame(message, usize::MAX, &mut out) {
+        tracing::warn!(error = %e, kind = message.kind(), "control message not sent");
+        return true;
+    }
+    socket.send(Message::Binary(Bytes::from(out))).await.is_ok()
+}
+
+/// Tells the client why (unless it was told already) and closes the WebSocket.
+async fn close(socket: &mut WebSocket, code: ErrorCode, reason: &str, told: bool) {
+    if !told {
+        let _ = send(
+            socket,
+            &ControlMessage::Error(ErrorMessage {
+                request: None,
+                code,
+                reason: reason.to_owned(),
+            }),
+        )
+        .await;
+    }
+    let ws_code = if code == ErrorCode::FRAME_TOO_LARGE {
+        close_code::SIZE
+    } else if code == ErrorCode::GOING_AWAY {
+        close_code::AWAY
+    } else {
+        close_code::POLICY
+    };
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: ws_code,
+            reason: close_reason(reason).into(),
+        })))
+        .await;
+    closing_handshake(socket).await;
+}
+
+/// How long a closing session waits for the client's close frame.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// After our close frame, waits (bounded) for the client's (RFC 6455 §7.1.1: the server closes
+/// the TCP connection after the closing handshake), so that the client reads the `Error` and
+/// the close frame before the connection goes.
+async fn closing_handshake(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// A close frame's reason is at most 123 bytes (RFC 6455 §5.5: 125 minus the code).
+fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// Decodes one WebSocket message: exactly one whole frame.
+fn decode(bytes: Bytes, max_frame_size: usize) -> Result<Decoded, (ErrorCode, String)> {
+    let mut input = bytes;
+    let mut reader = FrameReader::new(max_frame_size);
+    match reader.next_message(&mut input) {
+        Ok(Some(decoded)) if input.is_empty() => Ok(decoded),
+        Ok(Some(_)) => Err((
+            ErrorCode::PROTOCOL_VIOLATION,
+            "a WebSocket message holds more than one frame".into(),
+        )),
+        Ok(None) => Err((
+            ErrorCode::PROTOCOL_VIOLATION,
+            "a WebSocket message holds an incomplete frame".into(),
+        )),
+        Err(e @ strait_protocol::DecodeError::FrameTooLarge { .. }) => Err((
+            ErrorCode::FRAME_TOO_LARGE,
+            format!("malformed control frame: {e}"),
+        )),
+        Err(e) => Err((
+            ErrorCode::PROTOCOL_VIOLATION,
+            format!("malformed control frame: {e}"),
+        )),
+    }
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    socket: &mut WebSocket,
+    participant: ParticipantId,
+    token: &VerifiedToken,
+    control: &mut mpsc::Receiver<ControlMessage>,
+) -> End {
+    let config = &shared.config;
+    let max_frame = config.limits.max_frame_size;
+    let mut rate = RateLimit::new(
+        config.limits.max_messages_per_second,
+        config.limits.message_burst,
+        Instant::now(),
+    );
+    let drain = shared.drain.clone();
+    let mut draining = false;
+    // Liveness: a WebSocket Ping every `keep_alive` (browsers answer on their own); a session
+    // that sends nothing for `idle_timeout` is closed, and one that has not joined within
+    // `hello_timeout` too.
+    let idle_timeout = config.quic.idle_timeout;
+    let join_deadline = tokio::time::Instant::now() + config.session.hello_timeout;
+    let mut joined = false;
+    let mut last_heard = tokio::time::Instant::now();
+    let mut keep_alive = tokio::time::interval(config.quic.keep_alive);
+    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let violation = |code: ErrorCode, reason: String| End::Closed {
+        code,
+        reason,
+        told: false,
+    };
+    loop {
+        tokio::select! {
+            // Cancel-safe: `recv` is a stream's `next`.
+            incoming = socket.recv() => {
+                last_heard = tokio::time::Instant::now();
+                let bytes = match incoming {
+                    None | Some(Ok(Message::Close(_))) => return End::Left,
+                    Some(Err(_)) => return End::Lost,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Text(_))) => {
+                        return violation(
+                            ErrorCode::PROTOCOL_VIOLATION,
+                            "text messages are not used: send each frame as a binary message".into(),
+                        );
+                    }
+                    Some(Ok(Message::Binary(bytes))) => bytes,
+                };
+                let message = match decode(bytes, max_frame) {
+                    Ok(Decoded::Message(m)) => m,
+                    Ok(Decoded::UnknownKind(kind)) => {
+                        tracing::debug!(kind, "skipped an unknown message kind");
+                        continue;
+                    }
+                    Err((code, reason)) => return violation(code, reason),
+                };
+                if !rate.allow(Instant::now()) {
+                    shared.metrics.rate_limited.inc();
+                    if let Some(request) = message.request() {
+                        let refused = ControlMessage::Error(ErrorMessage {
+                            request: Some(request),
+                            code: ErrorCode::RATE_LIMITED,
+                            reason: format!(
+                                "more than {} control messages per second",
+                                config.limits.max_messages_per_second
+                            ),
+                        });
+                        if !send(socket, &refused).await {
+                            return End::Lost;
+                        }
+                    }
+                    continue;
+                }
+                let reply = match message {
+                    ControlMessage::Ping(p) => Some(ControlMessage::Pong(Pong { nonce: p.nonce })),
+                    ControlMessage::Pong(_) | ControlMessage::IceCandidate(_) => None,
+                    ControlMessage::Leave(l) => {
+                        let _ = send(socket, &ControlMessage::Ack(strait_protocol::Ack { request: l.request })).await;
+                        return End::Left;
+                    }
+                    ControlMessage::ClientHello(_) => {
+                        return violation(
+                            ErrorCode::PROTOCOL_VIOLATION,
+                            "no ClientHello on the WebSocket path: the token is in the URL".into(),
+                        );
+                    }
+                    ControlMessage::Join(join) if !token.allows_room(&join.room) => {
+                        return violation(
+                            ErrorCode::FORBIDDEN,
+                            format!("the access token does not grant room `{}`", join.room),
+                        );
+                    }
+                    ControlMessage::Publish(p) => Some(crate::translate::error(
+                        p.request,
+                        ErrorCode::INVALID_REQUEST,
+                        "on the WebSocket path, publish by sending tracks in the SDP offer",
+                    )),
+                    ControlMessage::Subscribe(s) => Some(crate::translate::error(
+                        s.request,
+                        ErrorCode::INVALID_REQUEST,
+                        "on the WebSocket path, subscribe by receiving sections in the SDP offer",
+                    )),
+                    ControlMessage::Sdp(description) => {
+                        if description.kind != SdpType::Offer {
+                            return violation(
+                                ErrorCode::PROTOCOL_VIOLATION,
+                                "the gateway sends no offers: send an offer, not an answer".into(),
+                            );
+                        }
+                        shared.worker.send(WorkerCommand::SignalingOffer {
+                            participant,
+                            sdp: description.sdp,
+                        }).await;
+                        None
+                    }
+                    request => {
+                        shared.worker.send(WorkerCommand::Request {
+                            participant,
+                            message: request,
+                            join_started: None,
+                        }).await;
+                        None
+                    }
+                };
+                if let Some(reply) = reply
+                    && !send(socket, &reply).await
+                {
+                    return End::Lost;
+                }
+            },
+            out = control.recv() => match out {
+                Some(message) => {
+                    joined |= matches!(message, ControlMessage::Joined(_));
+                    if !send(socket, &message).await {
+                        return End::Lost;
+                    }
+                    if let ControlMessage::Error(ErrorMessage { request: None, code, reason }) = message {
+                        return End::Closed { code, reason, told: true };
+                    }
+                }
+                // The worker let go of the participant: the gateway is stopping, or the session
+                // did not read its messages fast enough (its queue overflowed).
+                None => {
+                    let (code, reason) = if draining || drain.is_cancelled() {
+                        (ErrorCode::GOING_AWAY, "the gateway is shutting down")
+                    } else {
+                        (ErrorCode::LIMIT_EXCEEDED, "control queue overflow: the client does not read")
+                    };
+                    return End::Closed {
+                        code,
+                        reason: reason.into(),
+                        told: false,
+                    };
+                }
+            },
+            _ = keep_alive.tick() => {
+                if last_heard.elapsed() >= idle_timeout {
+                    return End::Closed {
+                        code: ErrorCode::TIMEOUT,
+                        reason: format!("nothing heard from the client for {idle_timeout:?}"),
+                        told: false,
+                    };
+                }
+                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return End::Lost;
+                }
+            },
+            () = tokio::time::sleep_until(join_deadline), if !joined => {
+                return End::Closed {
+                    code: ErrorCode::TIMEOUT,
+                    reason: "no Join in time".into(),
+                    told: false,
+                };
+            },
+            () = drain.cancelled(), if !draining => {
+                draining = true;
+                let go_away = ControlMessage::GoAway(strait_protocol::GoAway {
+                    code: ErrorCode::GOING_AWAY,
+                    redirect: None,
+                });
+                if !send(socket, &go_away).await {
+                    return End::Lost;
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_must_hold_exactly_one_frame() {
+        let ping = ControlMessage::Ping(strait_protocol::Ping { nonce: 3 });
+        let mut one = Vec::new();
+        strait_protocol::encode_frame(&ping, usize::MAX, &mut one).unwrap();
+        assert_eq!(
+            decode(Bytes::from(one.clone()), 1024),
+            Ok(Decoded::Message(ping.clone()))
+        );
+        let mut two = one.clone();
+        two.extend_from_slice(&one);
+        assert_eq!(
+            decode(Bytes::from(two), 1024).unwrap_err().0,
+            ErrorCode::PROTOCOL_VIOLATION
+        );
+        assert_eq!(
+            decode(Bytes::from(one[..one.len() - 1].to_vec()), 1024)
+                .unwrap_err()
+                .0,
+            ErrorCode::PROTOCOL_VIOLATION
+        );
+        // A length prefix over the limit is refused from the prefix alone.
+        assert_eq!(
+            decode(Bytes::from_static(&[0x44, 0x00]), 16).unwrap_err().0,
+            ErrorCode::FRAME_TOO_LARGE
+        );
+    }
+
+    #[test]
+    fn close_reasons_fit_a_close_frame() {
+        let long = "é".repeat(100);
+        let cut = close_reason(&long);
+        assert!(cut.len() <= 123);
+        assert!(long.starts_with(cut));
+        assert_eq!(close_reason("short"), "short");
+    }
+}
