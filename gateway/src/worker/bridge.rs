@@ -37,7 +37,7 @@
 //! ## Containment
 //!
 //! Offers, datagrams and publishers' RTP from the network reach `rtc`, a young stack. Each call
-//! that feeds it network input runs under [`contained`]: a panic inside costs that offer
+//! that feeds it network input runs under `contained`: a panic inside costs that offer
 //! (refused), that datagram (dropped, counted `webrtc_rejected`) or that packet (dropped, counted
 //! `webrtc_send_failed`) and a `warn` line — not the worker, which carries every room's media.
 
