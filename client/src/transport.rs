@@ -324,11 +324,30 @@ impl Conn {
     pub(crate) async fn read_datagram(&self) -> Result<Bytes, Ended> {
         match self {
             Conn::Quic(c) => c.read_datagram().await.map_err(|e| quic_ended(&e)),
-            Conn::WebTransport(c) => c
-                .receive_datagram()
-                .await
-                .map(|d| d.payload())
-                .map_err(|e| wt_ended(&e)),
+            Conn::WebTransport(c) => {
+                // Straight from the QUIC connection as well as through wtransport's
+                // `receive_datagram`, which alone hands datagrams over one at a time from its
+                // driver task and falls behind under load. Its driver still reads whenever its
+                // one slot is free, so its channel is polled first: a datagram it took comes
+                // before any read after it.
+                let session = c.session_id().into_u64();
+                loop {
+                    tokio::select! {
+                        biased;
+                        d = c.receive_datagram() => {
+                            return d.map(|d| d.payload()).map_err(|e| wt_ended(&e));
+                        }
+                        d = c.quic_connection().read_datagram() => {
+                            let d = d.map_err(|e| quic_ended(&e))?;
+                            if let Some(payload) =
+                                strait_protocol::datagram::strip_webtransport_prefix(&d, session)
+                            {
+                                return Ok(payload);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 

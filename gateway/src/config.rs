@@ -63,7 +63,9 @@ pub struct QuicConfig {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Datagram send buffer per connection, in bytes (quinn drops the oldest datagram when it is
-    /// full; the gateway checks the free space first and counts what it cannot send).
+    /// full; the gateway checks the free space first and counts what it cannot send). It bounds
+    /// the delay media can pile up behind a congestion window that lags: 64 KiB is about 350 ms
+    /// of a 1.5 Mbit/s video (docs/BENCHMARKS.md §5.1).
     pub datagram_send_buffer: usize,
     /// Above this many handshakes in progress, new connections must prove their address with a
     /// QUIC Retry first (one extra round trip, no state kept for spoofed sources).
@@ -77,7 +79,7 @@ impl Default for QuicConfig {
             socket_buffer: 4 * 1024 * 1024,
             keep_alive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
-            datagram_send_buffer: 1024 * 1024,
+            datagram_send_buffer: 64 * 1024,
             retry_above_handshakes: 64,
         }
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strait_protocol::ErrorCode;
+use strait_protocol::{ErrorCode, datagram};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::metrics::Transport;
@@ -106,14 +106,33 @@ impl Link {
     }
 
     /// Receives the next datagram's payload.
+    ///
+    /// WebTransport datagrams are read straight from the QUIC connection as well as through
+    /// wtransport's `receive_datagram`. Alone, that one hands datagrams over one at a time from
+    /// its driver task through a one-slot channel; under load the hand-over falls behind and the
+    /// backlog turns into seconds of latency (docs/BENCHMARKS.md §5.2). The driver still reads
+    /// whenever its slot is free, so both are polled, its channel first: a datagram it took is
+    /// delivered before any read after it. A datagram naming another session is skipped.
     pub async fn read_datagram(&self) -> Result<Bytes, String> {
         match self {
             Link::Quic(c) => c.read_datagram().await.map_err(|e| e.to_string()),
-            Link::WebTransport(c) => c
-                .receive_datagram()
-                .await
-                .map(|d| d.payload())
-                .map_err(|e| e.to_string()),
+            Link::WebTransport(c) => {
+                let session = c.session_id().into_u64();
+                loop {
+                    tokio::select! {
+                        biased;
+                        d = c.receive_datagram() => {
+                            return d.map(|d| d.payload()).map_err(|e| e.to_string());
+                        }
+                        d = c.quic_connection().read_datagram() => {
+                            let d = d.map_err(|e| e.to_string())?;
+                            if let Some(payload) = datagram::strip_webtransport_prefix(&d, session) {
+                                return Ok(payload);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 

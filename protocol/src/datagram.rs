@@ -241,3 +241,36 @@ pub fn encode_control_datagram(
     out.push(KIND_CONTROL);
     codec::encode_value(control, out)
 }
+
+/// The Strait datagram inside an HTTP/3 datagram (RFC 9297) of the WebTransport session whose
+/// CONNECT stream is `session_stream`: the datagram with its quarter stream id (a QUIC varint,
+/// `session_stream / 4`) removed, as a zero-copy slice. `None` when the prefix is malformed or
+/// names another session.
+///
+/// For reading datagrams straight from the QUIC connection under a WebTransport session.
+pub fn strip_webtransport_prefix(h3_datagram: &Bytes, session_stream: u64) -> Option<Bytes> {
+    let (quarter, len) = varint::decode(h3_datagram).ok()?;
+    (quarter == session_stream / 4).then(|| h3_datagram.slice(len..))
+}
+
+#[cfg(test)]
+mod webtransport_prefix {
+    use super::*;
+
+    #[test]
+    fn the_session_prefix_is_removed_and_checked() {
+        // Session on stream 0: quarter stream id 0, one byte.
+        let d = Bytes::from_static(&[0x00, 0x01, 0xaa]);
+        assert_eq!(strip_webtransport_prefix(&d, 0).unwrap(), &[0x01, 0xaa][..]);
+        // Stream 400: quarter id 100, a two-byte varint (0x40 0x64).
+        let d = Bytes::from_static(&[0x40, 0x64, 0x00, 0x07]);
+        assert_eq!(
+            strip_webtransport_prefix(&d, 400).unwrap(),
+            &[0x00, 0x07][..]
+        );
+        // Another session's datagram, a truncated prefix, nothing at all.
+        assert!(strip_webtransport_prefix(&d, 0).is_none());
+        assert!(strip_webtransport_prefix(&Bytes::from_static(&[0x40]), 400).is_none());
+        assert!(strip_webtransport_prefix(&Bytes::new(), 0).is_none());
+    }
+}

@@ -6,7 +6,7 @@
 //! The program runs itself twice. The **server** (`quinn-fanout-baseline serve`, a child
 //! process, so that its CPU time is read from `/proc/<pid>/stat` exactly like the gateway's) is
 //! a quinn endpoint on loopback with the gateway's transport settings (keep-alive 5 s, idle
-//! timeout 15 s, 1 MiB datagram buffers, 4 MiB socket buffers, migration on, a tokio
+//! timeout 15 s, 64 KiB datagram buffers, 4 MiB socket buffers, migration on, a tokio
 //! multi-thread runtime). Every connection it accepts joins one list; each datagram received on
 //! a connection is sent with `send_datagram` to every other connection, from the task that read
 //! it. It prints its address and certificate hash on stdout, then answers `stats` on stdin with
@@ -46,7 +46,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 const ALPN: &[u8] = b"quinn-fanout-baseline";
 /// The gateway's defaults (`quic.socket_buffer`, `quic.datagram_send_buffer`).
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
-const DATAGRAM_BUFFER: usize = 1024 * 1024;
+const DATAGRAM_BUFFER: usize = 64 * 1024;
 
 const USAGE: &str = "\
 quinn-fanout-baseline: server CPU per datagram of bare quinn at 1 -> N fan-out
