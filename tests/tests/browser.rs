@@ -19,8 +19,9 @@ use strait_media::rtp::RtpHeader;
 use strait_tests::fixture::{TestGateway, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Bound of the whole browser run (the script bounds each of its waits to 30 s).
-const BROWSER_LIMIT: Duration = Duration::from_secs(180);
+/// Bound of the whole browser run (the script bounds each of its waits to 30 s, and all of them
+/// to 270 s).
+const BROWSER_LIMIT: Duration = Duration::from_secs(300);
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
