@@ -149,12 +149,11 @@ async function main() {
 
     // One page on WebTransport, one forced onto the WebRTC fallback, in one room.
     const mixed = `mixed-${Date.now().toString(36)}`;
-    // quic publishes first: rtc's first offer has sections to receive quic's tracks as well as
-    // its own to send.
-    const quic = await openPage('quic', pageUrl('quic', { room: mixed }));
-    await expectTransport(quic, 'webtransport', 'WebTransport', waitMs);
+    // rtc is there first: it receives quic's tracks by renegotiating when they are published.
     const rtc = await openPage('rtc', pageUrl('rtc', { room: mixed, transport: 'webrtc' }));
     await expectTransport(rtc, 'webrtc', 'WebRTC fallback', waitMs);
+    const quic = await openPage('quic', pageUrl('quic', { room: mixed }));
+    await expectTransport(quic, 'webtransport', 'WebTransport', waitMs);
     console.log('browser test: quic is on WebTransport, rtc on the WebRTC fallback, and each page says so');
 
     const rtcOnQuic = await waitForRemoteVideo(quic, 'rtc', waitMs);
@@ -183,6 +182,19 @@ async function main() {
     await quic.page.screenshot({ path: join(artifacts, 'mixed-webtransport.png') });
     await rtc.page.screenshot({ path: join(artifacts, 'mixed-webrtc.png') });
     await sideBySide(browser, artifacts, ['mixed-webtransport.png', 'mixed-webrtc.png'], 'mixed-room.png');
+
+    // A second fallback page joins the room as it is: its first offer receives quic's and rtc's
+    // tracks along with sending its own.
+    const late = await openPage('late', pageUrl('late', { room: mixed, transport: 'webrtc' }));
+    await expectTransport(late, 'webrtc', 'WebRTC fallback', waitMs);
+    for (const other of ['quic', 'rtc']) {
+      const seen = await waitForRemoteVideo(late, other, waitMs);
+      const frames = await waitForPresentedFrames(late, seen.id, 10, waitMs);
+      console.log(`browser test: late's <video> of ${other} presents frames (${frames.before} → ${frames.after})`);
+    }
+    await late.close();
+    await quic.page.waitForFunction(() => Object.keys(window.strait.stats.remote).length === 1, null, { timeout: waitMs });
+    console.log('browser test: late joined with tracks to receive in its first offer, saw both, and left');
 
     // "Stop camera" on the fallback page: its track sends black frames, which quic decodes.
     await rtc.page.click('#mute-video');
