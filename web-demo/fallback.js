@@ -46,7 +46,7 @@ export class WebRtcFallback {
     } catch (e) {
       throw new Error(
         /websocket closed/.test(e.message)
-          ? `Could not open the WebRTC signaling WebSocket (/ws/rtc: ${e.message}). The gateway may run ` +
+          ? `Could not open the WebRTC signaling WebSocket (/ws/rtc: ${e.message.trim()}). The gateway may run ` +
               'without its WebRTC bridge (webrtc.enabled), or a proxy in between does not pass WebSockets.'
           : `The gateway refused the WebRTC session: ${e.message}.`,
       );

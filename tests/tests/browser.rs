@@ -119,15 +119,13 @@ async fn gateway() -> TestGateway {
     TestGateway::start_with(|config| config.webtransport.allowed_origins = Vec::new()).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_browsers_see_and_hear_each_other_and_a_wrong_certificate_is_explained() {
+/// Runs `web-demo/test/browser.mjs` against `gw` (with `scenario` as `STRAIT_SCENARIO`) and
+/// fails with its output unless every check passed.
+async fn run_demo_script(gw: &TestGateway, scenario: &str) {
     let root = repo_root();
     require_node();
     let chromium = require_chromium();
     require_playwright(&root);
-
-    let gw = gateway().await;
-    let demo = format!("http://{}/", gw.http_addr());
     let artifacts = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"))
@@ -135,9 +133,10 @@ async fn two_browsers_see_and_hear_each_other_and_a_wrong_certificate_is_explain
     let run = run_node(
         &["web-demo/test/browser.mjs"],
         &[
-            ("STRAIT_DEMO_URL", demo),
+            ("STRAIT_DEMO_URL", format!("http://{}/", gw.http_addr())),
             ("STRAIT_CHROMIUM", chromium.display().to_string()),
             ("STRAIT_ARTIFACTS", artifacts.display().to_string()),
+            ("STRAIT_SCENARIO", scenario.to_owned()),
         ],
         BROWSER_LIMIT,
     )
@@ -146,9 +145,30 @@ async fn two_browsers_see_and_hear_each_other_and_a_wrong_certificate_is_explain
     eprintln!("{}", run.stderr);
     assert!(
         run.status.success(),
-        "the browser test failed ({}); its output is above",
+        "the browser test ({scenario}) failed ({}); its output is above",
         run.status
     );
+}
+
+/// Two WebTransport pages see and hear each other; a WebTransport page and WebRTC fallback pages
+/// see each other in one room; a wrong certificate is explained, or makes the page fall back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_see_and_hear_each_other_and_a_wrong_certificate_is_explained() {
+    let gw = gateway().await;
+    run_demo_script(&gw, "rooms").await;
+    gw.stop().await;
+}
+
+/// A page forced onto the WebRTC fallback, against a gateway whose bridge is off (no `/ws/rtc`),
+/// says so in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_page_explains_a_gateway_without_the_webrtc_bridge() {
+    let gw = TestGateway::start_with(|config| {
+        config.webtransport.allowed_origins = Vec::new();
+        config.webrtc.enabled = false;
+    })
+    .await;
+    run_demo_script(&gw, "no-bridge").await;
     gw.stop().await;
 }
 

@@ -15,6 +15,9 @@
 //
 //     STRAIT_DEMO_URL=http://127.0.0.1:8080/ node web-demo/test/browser.mjs
 //
+// With STRAIT_SCENARIO=no-bridge (a gateway whose WebRTC bridge is off) it checks instead that a
+// page forced onto the WebRTC fallback explains why it cannot join.
+//
 // Environment: STRAIT_DEMO_URL (required), STRAIT_CHROMIUM (default /usr/bin/chromium),
 // STRAIT_ARTIFACTS (screenshots; default target/browser-artifacts), STRAIT_WAIT_MS (bound of each
 // wait; default 30000). Exit status 0 when every check passed.
@@ -98,185 +101,9 @@ async function main() {
 
   let ok = false;
   try {
-    const alice = await openPage('alice', pageUrl('alice'));
-    const bob = await openPage('bob', pageUrl('bob'));
-
-    for (const [me, other] of [
-      [alice, bob],
-      [bob, alice],
-    ]) {
-      const remote = await waitForRemoteVideo(me, other.label, waitMs);
-      console.log(`browser test: ${me.label} decodes ${other.label}'s video (participant ${remote.id}, ${remote.width}x${remote.height})`);
-      await waitForMovingPicture(me, remote.id, waitMs);
-      console.log(`browser test: ${me.label} sees ${other.label}'s picture change over time`);
-      const audio = await waitForStat(me, remote.id, 'audioFrames', 1, waitMs);
-      console.log(`browser test: ${me.label} decoded ${audio} audio frames of ${other.label}`);
-    }
-
-    await alice.page.screenshot({ path: join(artifacts, 'alice.png') });
-    await bob.page.screenshot({ path: join(artifacts, 'bob.png') });
-    await sideBySide(browser, artifacts, ['alice.png', 'bob.png'], 'two-pages.png');
-
-    // Mute: alice's microphone button sends SetMute; bob's tile of alice says so (TrackMuted).
-    const aliceOnBob = await remoteId(bob, 'alice');
-    await alice.page.click('#mute-audio');
-    await bob.page.waitForFunction(
-      (id) => document.querySelector(`.tile[data-participant="${id}"] .badge`)?.textContent.includes('mic off'),
-      aliceOnBob,
-      { timeout: waitMs },
-    );
-    console.log('browser test: alice muted her microphone and bob sees "mic off"');
-
-    // Leave: bob leaves; alice's participant list and grid drop him (ParticipantLeft).
-    const bobOnAlice = await remoteId(alice, 'bob');
-    await bob.page.click('#leave');
-    await bob.page.waitForFunction(() => window.strait.state.phase === 'closed', null, { timeout: waitMs });
-    await alice.page.waitForFunction(
-      (id) => !document.querySelector(`[data-participant="${id}"]`) && !window.strait.stats.remote[id],
-      bobOnAlice,
-      { timeout: waitMs },
-    );
-    const bobError = await bob.page.evaluate(() => window.strait.state.error);
-    if (bobError) throw new Error(`leaving showed an error: ${bobError}`);
-    console.log('browser test: bob left and alice no longer lists him');
-
-    for (const { label, page } of [alice, bob]) {
-      const hook = await page.evaluate(() => JSON.parse(JSON.stringify(window.strait)));
-      console.log(`browser test: ${label} sent ${JSON.stringify(hook.stats.sent)}; received ${JSON.stringify(hook.stats.remote)}; audio output ${JSON.stringify(hook.stats.audio)}; rtt ${hook.stats.rttMs?.toFixed(2)} ms`);
-    }
-    await alice.close();
-    await bob.close();
-
-    // One page on WebTransport, one forced onto the WebRTC fallback, in one room.
-    const mixed = `mixed-${Date.now().toString(36)}`;
-    // rtc is there first: it receives quic's tracks by renegotiating when they are published.
-    const rtc = await openPage('rtc', pageUrl('rtc', { room: mixed, transport: 'webrtc' }));
-    await expectTransport(rtc, 'webrtc', 'WebRTC fallback', waitMs);
-    const quic = await openPage('quic', pageUrl('quic', { room: mixed }));
-    await expectTransport(quic, 'webtransport', 'WebTransport', waitMs);
-    console.log('browser test: quic is on WebTransport, rtc on the WebRTC fallback, and each page says so');
-
-    const rtcOnQuic = await waitForRemoteVideo(quic, 'rtc', waitMs);
-    console.log(`browser test: quic decodes rtc's WebRTC video (participant ${rtcOnQuic.id}, ${rtcOnQuic.width}x${rtcOnQuic.height})`);
-    await waitForMovingPicture(quic, rtcOnQuic.id, waitMs);
-    console.log("browser test: quic sees rtc's picture change over time");
-    const rtcAudio = await waitForStat(quic, rtcOnQuic.id, 'audioFrames', 1, waitMs);
-    console.log(`browser test: quic decoded ${rtcAudio} audio frames of rtc`);
-
-    const quicOnRtc = await waitForRemoteVideo(rtc, 'quic', waitMs);
-    const presented = await waitForPresentedFrames(rtc, quicOnRtc.id, 10, waitMs);
-    console.log(`browser test: rtc's <video> of quic presents frames (${presented.before} → ${presented.after}, ${quicOnRtc.width}x${quicOnRtc.height})`);
-    await waitForMovingPicture(rtc, quicOnRtc.id, waitMs);
-    console.log("browser test: rtc sees quic's picture change over time");
-    const quicAudio = await waitForStat(rtc, quicOnRtc.id, 'audioFrames', 1, waitMs);
-    console.log(`browser test: rtc received ${quicAudio} audio packets of quic`);
-    for (const [me, other] of [
-      [quic, 'rtc'],
-      [rtc, 'quic'],
-    ]) {
-      const listed = await me.page.locator('#participants li').allInnerTexts();
-      if (!listed.includes(other)) throw new Error(`${me.label}'s participant list is ${JSON.stringify(listed)}, without ${other}`);
-    }
-    console.log('browser test: each page lists the other');
-
-    await quic.page.screenshot({ path: join(artifacts, 'mixed-webtransport.png') });
-    await rtc.page.screenshot({ path: join(artifacts, 'mixed-webrtc.png') });
-    await sideBySide(browser, artifacts, ['mixed-webtransport.png', 'mixed-webrtc.png'], 'mixed-room.png');
-
-    // A second fallback page joins the room as it is: its first offer receives quic's and rtc's
-    // tracks along with sending its own.
-    const late = await openPage('late', pageUrl('late', { room: mixed, transport: 'webrtc' }));
-    await expectTransport(late, 'webrtc', 'WebRTC fallback', waitMs);
-    for (const other of ['quic', 'rtc']) {
-      const seen = await waitForRemoteVideo(late, other, waitMs);
-      const frames = await waitForPresentedFrames(late, seen.id, 10, waitMs);
-      console.log(`browser test: late's <video> of ${other} presents frames (${frames.before} → ${frames.after})`);
-    }
-    await late.close();
-    await quic.page.waitForFunction(() => Object.keys(window.strait.stats.remote).length === 1, null, { timeout: waitMs });
-    console.log('browser test: late joined with tracks to receive in its first offer, saw both, and left');
-
-    // "Stop camera" on the fallback page: its track sends black frames, which quic decodes.
-    await rtc.page.click('#mute-video');
-    await waitForDarkPicture(quic, rtcOnQuic.id, waitMs);
-    console.log('browser test: rtc stopped its camera and quic shows a black picture of it');
-
-    // Leave on the fallback page: quic drops it.
-    await rtc.page.click('#leave');
-    await rtc.page.waitForFunction(() => window.strait.state.phase === 'closed', null, { timeout: waitMs });
-    await quic.page.waitForFunction(
-      (id) => !document.querySelector(`[data-participant="${id}"]`) && !window.strait.stats.remote[id],
-      rtcOnQuic.id,
-      { timeout: waitMs },
-    );
-    const rtcError = await rtc.page.evaluate(() => window.strait.state.error);
-    if (rtcError) throw new Error(`leaving over WebRTC showed an error: ${rtcError}`);
-    console.log('browser test: rtc left and quic no longer lists it');
-    for (const { label, page } of [quic, rtc]) {
-      const hook = await page.evaluate(() => JSON.parse(JSON.stringify(window.strait)));
-      console.log(`browser test: ${label} (${hook.state.transport}) sent ${JSON.stringify(hook.stats.sent)}; rtt ${hook.stats.rttMs?.toFixed(2)} ms; ICE servers ${JSON.stringify(hook.stats.iceServers ?? null)}`);
-    }
-    await quic.close();
-    await rtc.close();
-
-    // A wrong certificate hash (as a stale /v1/cert-hashes would give) must be explained in words
-    // when the page is held to WebTransport, and make it fall back to WebRTC otherwise.
-    const wrongHash = Buffer.alloc(32, 0xab);
-    const wrongHashes = (page) =>
-      page.route('**/v1/cert-hashes', (route) =>
-        route.fulfill({
-          json: { hashes: [{ algorithm: 'sha-256', value: wrongHash.toString('base64'), hex: wrongHash.toString('hex') }] },
-        }),
-      );
-    const mallory = await openPage('wrong-certificate', pageUrl('mallory', { transport: 'webtransport' }), wrongHashes);
-    await mallory.page.waitForFunction(() => window.strait?.state.error, null, { timeout: waitMs });
-    const shown = await mallory.page.locator('#error').innerText();
-    const visible = await mallory.page.locator('#error').isVisible();
-    await mallory.page.screenshot({ path: join(artifacts, 'wrong-certificate.png') });
-    if (!visible || !/certificate/i.test(shown)) {
-      throw new Error(`the wrong-certificate page shows no certificate error (visible: ${visible}): "${shown}"`);
-    }
-    console.log(`browser test: the wrong-certificate page says: ${shown}`);
-    await mallory.close();
-
-    const fallbacks = [
-      ['wrong-certificate-fallback', wrongHashes, /certificate/i],
-      [
-        'webtransport-never-connects',
-        (page) =>
-          page.addInitScript(() => {
-            window.WebTransport = class {
-              constructor() {
-                this.ready = new Promise(() => {});
-                this.closed = new Promise(() => {});
-              }
-              close() {}
-            };
-          }),
-        /did not connect within/,
-      ],
-      [
-        'no-webtransport',
-        (page) =>
-          page.addInitScript(() => {
-            delete window.WebTransport;
-          }),
-        /no WebTransport/,
-      ],
-    ];
-    for (const [label, prepare, reason] of fallbacks) {
-      const entry = await openPage(label, pageUrl(label, { room: `${label}-${Date.now().toString(36)}` }), prepare);
-      const state = await waitForPhase(entry, 'publishing', waitMs);
-      if (state.transport !== 'webrtc') throw new Error(`${label}: the page uses ${state.transport}, not the WebRTC fallback`);
-      if (!reason.test(state.fallbackReason ?? '')) throw new Error(`${label}: the fallback reason is "${state.fallbackReason}"`);
-      const notice = await entry.page.locator('#notice').innerText();
-      if (!/joins over WebRTC/.test(notice)) throw new Error(`${label}: the notice says "${notice}"`);
-      console.log(`browser test: ${label}: the page falls back to WebRTC and says: ${notice}`);
-      if (label === 'wrong-certificate-fallback') await entry.page.screenshot({ path: join(artifacts, 'fallback.png') });
-      await entry.close();
-    }
-
-    console.log(`browser test: screenshots in ${artifacts}`);
+    const context = { browser, openPage, pageUrl, artifacts, waitMs, room };
+    if (process.env.STRAIT_SCENARIO === 'no-bridge') await noBridge(context);
+    else await rooms(context);
     ok = true;
   } catch (e) {
     console.error(`browser test FAILED: ${e.message}`);
@@ -295,6 +122,206 @@ async function main() {
     await browser.close().catch(() => {});
   }
   process.exit(ok ? 0 : 1);
+}
+
+/**
+ * The rooms: two WebTransport pages; a WebTransport page with WebRTC fallback pages; a wrong
+ * certificate; WebTransport never connecting or missing.
+ */
+async function rooms({ browser, openPage, pageUrl, artifacts, waitMs, room }) {
+  const alice = await openPage('alice', pageUrl('alice'));
+  const bob = await openPage('bob', pageUrl('bob'));
+
+  for (const [me, other] of [
+    [alice, bob],
+    [bob, alice],
+  ]) {
+    const remote = await waitForRemoteVideo(me, other.label, waitMs);
+    console.log(`browser test: ${me.label} decodes ${other.label}'s video (participant ${remote.id}, ${remote.width}x${remote.height})`);
+    await waitForMovingPicture(me, remote.id, waitMs);
+    console.log(`browser test: ${me.label} sees ${other.label}'s picture change over time`);
+    const audio = await waitForStat(me, remote.id, 'audioFrames', 1, waitMs);
+    console.log(`browser test: ${me.label} decoded ${audio} audio frames of ${other.label}`);
+  }
+
+  await alice.page.screenshot({ path: join(artifacts, 'alice.png') });
+  await bob.page.screenshot({ path: join(artifacts, 'bob.png') });
+  await sideBySide(browser, artifacts, ['alice.png', 'bob.png'], 'two-pages.png');
+
+  // Mute: alice's microphone button sends SetMute; bob's tile of alice says so (TrackMuted).
+  const aliceOnBob = await remoteId(bob, 'alice');
+  await alice.page.click('#mute-audio');
+  await bob.page.waitForFunction(
+    (id) => document.querySelector(`.tile[data-participant="${id}"] .badge`)?.textContent.includes('mic off'),
+    aliceOnBob,
+    { timeout: waitMs },
+  );
+  console.log('browser test: alice muted her microphone and bob sees "mic off"');
+
+  // Leave: bob leaves; alice's participant list and grid drop him (ParticipantLeft).
+  const bobOnAlice = await remoteId(alice, 'bob');
+  await bob.page.click('#leave');
+  await bob.page.waitForFunction(() => window.strait.state.phase === 'closed', null, { timeout: waitMs });
+  await alice.page.waitForFunction(
+    (id) => !document.querySelector(`[data-participant="${id}"]`) && !window.strait.stats.remote[id],
+    bobOnAlice,
+    { timeout: waitMs },
+  );
+  const bobError = await bob.page.evaluate(() => window.strait.state.error);
+  if (bobError) throw new Error(`leaving showed an error: ${bobError}`);
+  console.log('browser test: bob left and alice no longer lists him');
+
+  for (const { label, page } of [alice, bob]) {
+    const hook = await page.evaluate(() => JSON.parse(JSON.stringify(window.strait)));
+    console.log(`browser test: ${label} sent ${JSON.stringify(hook.stats.sent)}; received ${JSON.stringify(hook.stats.remote)}; audio output ${JSON.stringify(hook.stats.audio)}; rtt ${hook.stats.rttMs?.toFixed(2)} ms`);
+  }
+  await alice.close();
+  await bob.close();
+
+  // One page on WebTransport, one forced onto the WebRTC fallback, in one room.
+  const mixed = `mixed-${Date.now().toString(36)}`;
+  // rtc is there first: it receives quic's tracks by renegotiating when they are published.
+  const rtc = await openPage('rtc', pageUrl('rtc', { room: mixed, transport: 'webrtc' }));
+  await expectTransport(rtc, 'webrtc', 'WebRTC fallback', waitMs);
+  const quic = await openPage('quic', pageUrl('quic', { room: mixed }));
+  await expectTransport(quic, 'webtransport', 'WebTransport', waitMs);
+  console.log('browser test: quic is on WebTransport, rtc on the WebRTC fallback, and each page says so');
+
+  const rtcOnQuic = await waitForRemoteVideo(quic, 'rtc', waitMs);
+  console.log(`browser test: quic decodes rtc's WebRTC video (participant ${rtcOnQuic.id}, ${rtcOnQuic.width}x${rtcOnQuic.height})`);
+  await waitForMovingPicture(quic, rtcOnQuic.id, waitMs);
+  console.log("browser test: quic sees rtc's picture change over time");
+  const rtcAudio = await waitForStat(quic, rtcOnQuic.id, 'audioFrames', 1, waitMs);
+  console.log(`browser test: quic decoded ${rtcAudio} audio frames of rtc`);
+
+  const quicOnRtc = await waitForRemoteVideo(rtc, 'quic', waitMs);
+  const presented = await waitForPresentedFrames(rtc, quicOnRtc.id, 10, waitMs);
+  console.log(`browser test: rtc's <video> of quic presents frames (${presented.before} → ${presented.after}, ${quicOnRtc.width}x${quicOnRtc.height})`);
+  await waitForMovingPicture(rtc, quicOnRtc.id, waitMs);
+  console.log("browser test: rtc sees quic's picture change over time");
+  const quicAudio = await waitForStat(rtc, quicOnRtc.id, 'audioFrames', 1, waitMs);
+  console.log(`browser test: rtc received ${quicAudio} audio packets of quic`);
+  for (const [me, other] of [
+    [quic, 'rtc'],
+    [rtc, 'quic'],
+  ]) {
+    const listed = await me.page.locator('#participants li').allInnerTexts();
+    if (!listed.includes(other)) throw new Error(`${me.label}'s participant list is ${JSON.stringify(listed)}, without ${other}`);
+  }
+  console.log('browser test: each page lists the other');
+
+  await quic.page.screenshot({ path: join(artifacts, 'mixed-webtransport.png') });
+  await rtc.page.screenshot({ path: join(artifacts, 'mixed-webrtc.png') });
+  await sideBySide(browser, artifacts, ['mixed-webtransport.png', 'mixed-webrtc.png'], 'mixed-room.png');
+
+  // A second fallback page joins the room as it is: its first offer receives quic's and rtc's
+  // tracks along with sending its own.
+  const late = await openPage('late', pageUrl('late', { room: mixed, transport: 'webrtc' }));
+  await expectTransport(late, 'webrtc', 'WebRTC fallback', waitMs);
+  for (const other of ['quic', 'rtc']) {
+    const seen = await waitForRemoteVideo(late, other, waitMs);
+    const frames = await waitForPresentedFrames(late, seen.id, 10, waitMs);
+    console.log(`browser test: late's <video> of ${other} presents frames (${frames.before} → ${frames.after})`);
+  }
+  await late.close();
+  await quic.page.waitForFunction(() => Object.keys(window.strait.stats.remote).length === 1, null, { timeout: waitMs });
+  console.log('browser test: late joined with tracks to receive in its first offer, saw both, and left');
+
+  // "Stop camera" on the fallback page: its track sends black frames, which quic decodes.
+  await rtc.page.click('#mute-video');
+  await waitForDarkPicture(quic, rtcOnQuic.id, waitMs);
+  console.log('browser test: rtc stopped its camera and quic shows a black picture of it');
+
+  // Leave on the fallback page: quic drops it.
+  await rtc.page.click('#leave');
+  await rtc.page.waitForFunction(() => window.strait.state.phase === 'closed', null, { timeout: waitMs });
+  await quic.page.waitForFunction(
+    (id) => !document.querySelector(`[data-participant="${id}"]`) && !window.strait.stats.remote[id],
+    rtcOnQuic.id,
+    { timeout: waitMs },
+  );
+  const rtcError = await rtc.page.evaluate(() => window.strait.state.error);
+  if (rtcError) throw new Error(`leaving over WebRTC showed an error: ${rtcError}`);
+  console.log('browser test: rtc left and quic no longer lists it');
+  for (const { label, page } of [quic, rtc]) {
+    const hook = await page.evaluate(() => JSON.parse(JSON.stringify(window.strait)));
+    console.log(`browser test: ${label} (${hook.state.transport}) sent ${JSON.stringify(hook.stats.sent)}; rtt ${hook.stats.rttMs?.toFixed(2)} ms; ICE servers ${JSON.stringify(hook.stats.iceServers ?? null)}`);
+  }
+  await quic.close();
+  await rtc.close();
+
+  // A wrong certificate hash (as a stale /v1/cert-hashes would give) must be explained in words
+  // when the page is held to WebTransport, and make it fall back to WebRTC otherwise.
+  const wrongHash = Buffer.alloc(32, 0xab);
+  const wrongHashes = (page) =>
+    page.route('**/v1/cert-hashes', (route) =>
+      route.fulfill({
+        json: { hashes: [{ algorithm: 'sha-256', value: wrongHash.toString('base64'), hex: wrongHash.toString('hex') }] },
+      }),
+    );
+  const mallory = await openPage('wrong-certificate', pageUrl('mallory', { transport: 'webtransport' }), wrongHashes);
+  await mallory.page.waitForFunction(() => window.strait?.state.error, null, { timeout: waitMs });
+  const shown = await mallory.page.locator('#error').innerText();
+  const visible = await mallory.page.locator('#error').isVisible();
+  await mallory.page.screenshot({ path: join(artifacts, 'wrong-certificate.png') });
+  if (!visible || !/certificate/i.test(shown)) {
+    throw new Error(`the wrong-certificate page shows no certificate error (visible: ${visible}): "${shown}"`);
+  }
+  console.log(`browser test: the wrong-certificate page says: ${shown}`);
+  await mallory.close();
+
+  const fallbacks = [
+    ['wrong-certificate-fallback', wrongHashes, /certificate/i],
+    [
+      'webtransport-never-connects',
+      (page) =>
+        page.addInitScript(() => {
+          window.WebTransport = class {
+            constructor() {
+              this.ready = new Promise(() => {});
+              this.closed = new Promise(() => {});
+            }
+            close() {}
+          };
+        }),
+      /did not connect within/,
+    ],
+    [
+      'no-webtransport',
+      (page) =>
+        page.addInitScript(() => {
+          delete window.WebTransport;
+        }),
+      /no WebTransport/,
+    ],
+  ];
+  for (const [label, prepare, reason] of fallbacks) {
+    const entry = await openPage(label, pageUrl(label, { room: `${label}-${Date.now().toString(36)}` }), prepare);
+    const state = await waitForPhase(entry, 'publishing', waitMs);
+    if (state.transport !== 'webrtc') throw new Error(`${label}: the page uses ${state.transport}, not the WebRTC fallback`);
+    if (!reason.test(state.fallbackReason ?? '')) throw new Error(`${label}: the fallback reason is "${state.fallbackReason}"`);
+    const notice = await entry.page.locator('#notice').innerText();
+    if (!/joins over WebRTC/.test(notice)) throw new Error(`${label}: the notice says "${notice}"`);
+    console.log(`browser test: ${label}: the page falls back to WebRTC and says: ${notice}`);
+    if (label === 'wrong-certificate-fallback') await entry.page.screenshot({ path: join(artifacts, 'fallback.png') });
+    await entry.close();
+  }
+
+  console.log(`browser test: screenshots in ${artifacts}`);
+}
+
+/** Against a gateway without the WebRTC bridge: a page forced onto WebRTC says why it cannot join. */
+async function noBridge({ openPage, pageUrl, artifacts, waitMs }) {
+  const page = await openPage('no-bridge', pageUrl('nobridge', { transport: 'webrtc' }));
+  await page.page.waitForFunction(() => window.strait?.state.error, null, { timeout: waitMs });
+  const shown = await page.page.locator('#error').innerText();
+  await page.page.screenshot({ path: join(artifacts, 'no-bridge.png') });
+  if (!(await page.page.locator('#error').isVisible()) || !/WebRTC bridge/.test(shown)) {
+    throw new Error(`the page without a bridge says: "${shown}"`);
+  }
+  const transport = await page.page.evaluate(() => window.strait.state.transport);
+  if (transport !== 'webrtc') throw new Error(`the page without a bridge uses ${transport}`);
+  console.log(`browser test: without the bridge, the fallback page says: ${shown}`);
 }
 
 function fail(message) {
