@@ -409,6 +409,7 @@ function tick() {
 async function tickRtc() {
   const s = await rtc.stats();
   hook.stats.rttMs = s.rttMs;
+  hook.stats.candidates = s.candidates;
   el.rtt.textContent = s.rttMs === null ? '' : `RTT ${s.rttMs.toFixed(1)} ms`;
   hook.stats.sent = s.sent;
   if (local && s.sent) local.statsLine.textContent = `sending ${s.sent.videoFrames} frames · ${s.sent.keyframes} keyframes`;

@@ -102,12 +102,16 @@ export class WebRtcFallback {
 
   /**
    * Statistics from the peer connection: `rttMs` (the nominated ICE pair), `sent` (our
-   * outbound video and audio) and `received` (track id → inbound RTP statistics).
+   * outbound video and audio), `received` (track id → inbound RTP statistics) and
+   * `candidates` (how many local ICE candidates of each type: host, srflx, relay).
    */
   async stats() {
-    const out = { rttMs: null, sent: null, received: new Map() };
+    const out = { rttMs: null, sent: null, received: new Map(), candidates: {} };
     if (!this.peer?.pc || this.peer.pc.connectionState === 'closed') return out;
     const report = [...(await this.peer.pc.getStats()).values()];
+    for (const c of report.filter((s) => s.type === 'local-candidate')) {
+      out.candidates[c.candidateType] = (out.candidates[c.candidateType] ?? 0) + 1;
+    }
     const pair = report.find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
     if (pair?.currentRoundTripTime !== undefined) out.rttMs = pair.currentRoundTripTime * 1000;
     const video = report.find((s) => s.type === 'outbound-rtp' && s.kind === 'video');

@@ -159,6 +159,23 @@ async fn two_browsers_see_and_hear_each_other_and_a_wrong_certificate_is_explain
     gw.stop().await;
 }
 
+/// A page on the WebRTC fallback uses the TURN servers and credentials of `ServerHello`: it
+/// gathers relay candidates through the embedded TURN server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_page_uses_the_turn_servers_of_server_hello() {
+    let gw = TestGateway::start_with(|config| {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.webtransport.allowed_origins = Vec::new();
+        config.turn.enabled = true;
+        config.turn.udp_listen = any;
+        config.turn.tcp_listen = any;
+        config.turn.tls_listen = any;
+    })
+    .await;
+    run_demo_script(&gw, "turn").await;
+    gw.stop().await;
+}
+
 /// A page forced onto the WebRTC fallback, against a gateway whose bridge is off (no `/ws/rtc`),
 /// says so in words.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,9 @@
 //     STRAIT_DEMO_URL=http://127.0.0.1:8080/ node web-demo/test/browser.mjs
 //
 // With STRAIT_SCENARIO=no-bridge (a gateway whose WebRTC bridge is off) it checks instead that a
-// page forced onto the WebRTC fallback explains why it cannot join.
+// page forced onto the WebRTC fallback explains why it cannot join; with STRAIT_SCENARIO=turn (a
+// gateway with TURN on), that such a page gathers relay candidates with the servers of
+// `ServerHello`.
 //
 // Environment: STRAIT_DEMO_URL (required), STRAIT_CHROMIUM (default /usr/bin/chromium),
 // STRAIT_ARTIFACTS (screenshots; default target/browser-artifacts), STRAIT_WAIT_MS (bound of each
@@ -103,6 +105,7 @@ async function main() {
   try {
     const context = { browser, openPage, pageUrl, artifacts, waitMs, room };
     if (process.env.STRAIT_SCENARIO === 'no-bridge') await noBridge(context);
+    else if (process.env.STRAIT_SCENARIO === 'turn') await turnServers(context);
     else await rooms(context);
     ok = true;
   } catch (e) {
@@ -308,6 +311,26 @@ async function rooms({ browser, openPage, pageUrl, artifacts, waitMs, room }) {
   }
 
   console.log(`browser test: screenshots in ${artifacts}`);
+}
+
+/**
+ * Against a gateway with its TURN server on: a fallback page takes the STUN/TURN servers of
+ * `ServerHello` and gathers relay candidates through them (the credentials work).
+ */
+async function turnServers({ openPage, pageUrl, waitMs }) {
+  const page = await openPage('turn', pageUrl('turn', { transport: 'webrtc' }));
+  await waitForPhase(page, 'publishing', waitMs);
+  const handle = await page.page.waitForFunction(
+    () => {
+      const s = window.strait.stats;
+      return s.candidates?.relay > 0 ? { servers: s.iceServers, candidates: s.candidates } : false;
+    },
+    null,
+    { timeout: waitMs, polling: 200 },
+  );
+  const { servers, candidates } = await handle.jsonValue();
+  if (!servers.some((u) => u.startsWith('turn:'))) throw new Error(`the page uses ICE servers ${JSON.stringify(servers)}`);
+  console.log(`browser test: the fallback page uses ${JSON.stringify(servers)} and gathered ${JSON.stringify(candidates)}`);
 }
 
 /** Against a gateway without the WebRTC bridge: a page forced onto WebRTC says why it cannot join. */
