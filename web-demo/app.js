@@ -659,6 +659,7 @@ async function startWebRtc(room, name, grant, reason) {
     onMessage,
     onTrack: attachTrack,
     onClosed,
+    onProblem: reportProblem,
     onFailed: (text) => {
       if (!leaving && !hook.state.error) showError(text);
     },

@@ -24,9 +24,11 @@ export class WebRtcFallback {
    * `onMessage(name, fields)`: every control message of the gateway (the room's events);
    * `onTrack(info, track)`: a track of another participant (`info` is its `TrackPublished`)
    * now arrives as `track` (a MediaStreamTrack); `onClosed({code, message})`: the session ended;
-   * `onFailed(text)`: the WebRTC connection failed.
+   * `onFailed(text)`: the WebRTC connection failed; `onProblem(text)`: something that does not
+   * end the session went wrong (an offer to receive a new track, say).
    */
-  constructor({ onMessage, onTrack, onClosed, onFailed }) {
+  constructor({ onMessage, onTrack, onClosed, onFailed, onProblem }) {
+    this.onProblem = onProblem;
     this.onMessage = onMessage;
     this.onTrack = onTrack;
     this.onClosed = onClosed;
@@ -52,6 +54,9 @@ export class WebRtcFallback {
       );
     }
     this.peer.onClose = (closed) => this.closed(closed);
+    this.peer.onRenegotiationFailed = (e) => {
+      if (!this.ended) this.onProblem(`receiving a newly published track: ${e.message}`);
+    };
     this.peer.pc.addEventListener('connectionstatechange', () => {
       if (this.peer.pc.connectionState === 'failed' && !this.ended) {
         this.onFailed(
@@ -71,9 +76,7 @@ export class WebRtcFallback {
   /** Publishes the stream's tracks and starts receiving everyone else's. */
   async publish(stream) {
     this.stream = stream;
-    // sendrecv, not sendonly: the bridge may answer a section that sends to it with a track of
-    // the room to receive as well (which `onTrack` then reports, by the SSRC in the answer).
-    this.peer.addSendTracks([...stream.getAudioTracks(), ...stream.getVideoTracks()], 'sendrecv');
+    this.peer.addSendTracks([...stream.getAudioTracks(), ...stream.getVideoTracks()]);
     await this.peer.follow();
   }
 

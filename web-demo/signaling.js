@@ -50,6 +50,8 @@ export class SignalingPeer {
     this.onTrack = null;
     /** Called with `{code, reason}` when the WebSocket closes. */
     this.onClose = null;
+    /** Called with the error when an offer made by `follow()` on a `TrackPublished` fails. */
+    this.onRenegotiationFailed = null;
     /** Tracks of the room this connection receives: track id → {info, transceiver, ssrc}. */
     this.received = new Map();
     /** Tracks for which a receiving section was offered: track id (string). */
@@ -102,7 +104,9 @@ export class SignalingPeer {
       } catch (e) {
         console.error('signaling: onMessage failed', e);
       }
-      if (this.following && name === 'TrackPublished') this.renegotiate().catch(() => {});
+      if (this.following && name === 'TrackPublished') {
+        this.renegotiate().catch((e) => this.onRenegotiationFailed?.(e));
+      }
     }
   }
 
