@@ -1,20 +1,30 @@
 // The Strait web demo page: join a room over WebTransport, publish the camera and microphone,
-// show and play everyone else.
+// show and play everyone else. Where WebTransport (or WebCodecs) is missing, or WebTransport does
+// not connect within RACE_MS, the page joins the same room over WebRTC instead (fallback.js).
 //
-// URL: `/?room=<room>&name=<display name>`; without `room` the page shows a join form.
+// URL: `/?room=<room>&name=<display name>[&transport=auto|webtransport|webrtc]`; without `room`
+// the page shows a join form. `transport=webrtc` goes straight to the WebRTC fallback;
+// `transport=webtransport` never falls back (a WebTransport failure is shown as an error).
 //
-// Test hook: `window.strait` holds the live state (`state`), media statistics (`stats`) and every
-// error shown to the user (`errors`). The browser test (test/browser.mjs) reads it.
+// Test hook: `window.strait` holds the live state (`state`, with `transport`: 'webtransport' or
+// 'webrtc'), media statistics (`stats`) and every error shown to the user (`errors`). The
+// browser test (test/browser.mjs) reads it.
 
+import { WebRtcFallback, signalingUrl } from './fallback.js';
 import { AudioPlayer, AudioReceiver, Publisher, VideoReceiver, emptyRemoteStats, missingMediaApis } from './media.js';
 import { ErrorCode, errorCodeName } from './protocol.js';
 import { Session } from './session.js';
+
+/** How long WebTransport may take to connect before the page falls back to WebRTC. */
+const RACE_MS = 4000;
+const TRANSPORTS = ['auto', 'webtransport', 'webrtc'];
 
 const $ = (id) => document.getElementById(id);
 const el = {
   roomLabel: $('room-label'),
   status: $('status'),
   rtt: $('rtt'),
+  transport: $('transport'),
   sound: $('sound'),
   muteAudio: $('mute-audio'),
   muteVideo: $('mute-video'),
@@ -27,7 +37,17 @@ const el = {
 };
 
 const hook = {
-  state: { phase: 'starting', room: null, me: null, name: null, participants: {}, error: null, notice: null },
+  state: {
+    phase: 'starting',
+    transport: null,
+    fallbackReason: null,
+    room: null,
+    me: null,
+    name: null,
+    participants: {},
+    error: null,
+    notice: null,
+  },
   stats: { rttMs: null, sent: null, remote: {} },
   errors: [],
 };
@@ -43,6 +63,8 @@ const player = new AudioPlayer();
 
 let session = null;
 let publisher = null;
+/** The WebRTC fallback, when the page uses it instead of `session`. */
+let rtc = null;
 /** Our own tile (camera preview). */
 let leaving = false;
 let goingAway = null;
@@ -53,6 +75,14 @@ let goingAway = null;
 function setStatus(text, live = false) {
   el.status.textContent = text;
   el.status.classList.toggle('live', live);
+}
+
+function showTransport(transport, detail) {
+  hook.state.transport = transport;
+  el.transport.hidden = false;
+  el.transport.textContent = transport === 'webrtc' ? 'WebRTC fallback' : 'WebTransport';
+  el.transport.dataset.transport = transport;
+  el.transport.title = detail;
 }
 
 function showError(text) {
@@ -118,16 +148,28 @@ function renderList() {
 
 function addParticipant(info) {
   if (info.participant === hook.state.me || participants.has(info.participant)) return;
-  const canvas = document.createElement('canvas');
-  canvas.width = 640;
-  canvas.height = 480;
-  canvas.dataset.participant = String(info.participant);
-  const view = makeTile(displayName(info), canvas);
+  // WebTransport: frames decoded by the page, drawn on a canvas. WebRTC: the browser's own
+  // decoding, in a video element (and the sound in an audio element, once it arrives).
+  let canvas = null;
+  let video = null;
+  if (rtc) {
+    video = document.createElement('video');
+    video.muted = true;
+    video.autoplay = true;
+    video.playsInline = true;
+  } else {
+    canvas = document.createElement('canvas');
+    canvas.width = 640;
+    canvas.height = 480;
+  }
+  const media = canvas ?? video;
+  media.dataset.participant = String(info.participant);
+  const view = makeTile(displayName(info), media);
   view.tile.dataset.participant = String(info.participant);
   const stats = emptyRemoteStats(displayName(info));
   hook.stats.remote[String(info.participant)] = stats;
   hook.state.participants[String(info.participant)] = { name: info.name, identity: info.identity };
-  participants.set(info.participant, { info, canvas, stats, view, tracks: new Set(), lastBytes: 0 });
+  participants.set(info.participant, { info, canvas, video, audio: null, stats, view, tracks: new Set(), lastBytes: 0 });
   renderList();
 }
 
@@ -185,6 +227,39 @@ async function subscribe(info) {
   receivers.set(subscribed.media, t.receiver);
 }
 
+/** WebRTC: a track of another participant, received once the connection has a section for it. */
+function noteTrack(info) {
+  const p = participants.get(info.participant);
+  if (!p) return;
+  tracks.set(info.track, { info, media: null, receiver: null });
+  p.tracks.add(info.track);
+  updateBadges(p);
+}
+
+/** WebRTC: the track `info` now arrives as `track`; shows or plays it on its participant's tile. */
+function attachTrack(info, track) {
+  const p = participants.get(info.participant);
+  const t = tracks.get(info.track);
+  if (!p || !t) return;
+  const stream = new MediaStream([track]);
+  if (info.kind === 'Video') {
+    p.video.srcObject = stream;
+    p.video.play().catch(() => {});
+    t.receiver = { close: () => p.video.srcObject === stream && (p.video.srcObject = null) };
+  } else {
+    if (!p.audio) {
+      p.audio = document.createElement('audio');
+      p.audio.autoplay = true;
+      p.view.tile.append(p.audio);
+    }
+    const audio = p.audio;
+    audio.srcObject = stream;
+    // Without a click on the page first, a browser may refuse to play sound: "Enable sound".
+    audio.play().catch(() => (el.sound.hidden = false));
+    t.receiver = { close: () => audio.srcObject === stream && (audio.srcObject = null) };
+  }
+}
+
 function onMessage(name, m) {
   switch (name) {
     case 'Joined':
@@ -199,7 +274,10 @@ function onMessage(name, m) {
       removeParticipant(m.participant);
       break;
     case 'TrackPublished':
-      if (m.participant !== hook.state.me) subscribe(m);
+      if (m.participant !== hook.state.me) {
+        if (rtc) noteTrack(m);
+        else subscribe(m);
+      }
       break;
     case 'TrackUnpublished': {
       const p = participants.get(m.participant);
@@ -239,6 +317,7 @@ function onMessage(name, m) {
 function onClosed({ code, message }) {
   hook.state.phase = 'closed';
   publisher?.stop();
+  rtc?.stop();
   for (const receiver of receivers.values()) receiver.close();
   receivers.clear();
   for (const b of [el.muteAudio, el.muteVideo, el.leave]) b.disabled = true;
@@ -264,7 +343,7 @@ function wireControls() {
       const muted = button.getAttribute('aria-pressed') !== 'true';
       button.disabled = true;
       try {
-        await publisher.setMuted(kind, muted);
+        await (rtc ?? publisher).setMuted(kind, muted);
         button.setAttribute('aria-pressed', String(muted));
         button.textContent = muted ? off : on;
       } catch (e) {
@@ -279,6 +358,10 @@ function wireControls() {
   el.leave.addEventListener('click', async () => {
     leaving = true;
     el.leave.disabled = true;
+    if (rtc) {
+      await rtc.leave();
+      return;
+    }
     try {
       await session.request('Leave', {});
     } catch {
@@ -286,7 +369,14 @@ function wireControls() {
     }
     session.close(ErrorCode.NONE, 'left');
   });
-  el.sound.addEventListener('click', () => player.resume().then(() => (el.sound.hidden = true)));
+  el.sound.addEventListener('click', () => {
+    if (rtc) {
+      const playing = [...participants.values()].filter((p) => p.audio).map((p) => p.audio.play());
+      Promise.all(playing).then(() => (el.sound.hidden = true), () => {});
+      return;
+    }
+    player.resume().then(() => (el.sound.hidden = true));
+  });
 }
 
 function formatStats(s) {
@@ -315,7 +405,54 @@ function tick() {
   el.sound.hidden = !player.suspended;
 }
 
+/** Statistics of the WebRTC fallback, from getStats, once a second. */
+async function tickRtc() {
+  const s = await rtc.stats();
+  hook.stats.rttMs = s.rttMs;
+  hook.stats.candidates = s.candidates;
+  el.rtt.textContent = s.rttMs === null ? '' : `RTT ${s.rttMs.toFixed(1)} ms`;
+  hook.stats.sent = s.sent;
+  if (local && s.sent) local.statsLine.textContent = `sending ${s.sent.videoFrames} frames · ${s.sent.keyframes} keyframes`;
+  for (const p of participants.values()) {
+    const stats = p.stats;
+    Object.assign(stats, { videoFrames: 0, audioFrames: 0, packets: 0, bytes: 0, packetsLost: 0 });
+    for (const id of p.tracks) {
+      const inbound = s.received.get(String(id));
+      if (!inbound) continue;
+      stats.packets += inbound.packetsReceived ?? 0;
+      stats.bytes += inbound.bytesReceived ?? 0;
+      stats.packetsLost += inbound.packetsLost ?? 0;
+      if (inbound.kind === 'video') {
+        stats.videoFrames += inbound.framesDecoded ?? 0;
+        stats.keyframeRequests = (inbound.pliCount ?? 0) + (inbound.firCount ?? 0);
+        stats.framesDropped = inbound.framesDropped ?? 0;
+        stats.width = inbound.frameWidth ?? 0;
+        stats.height = inbound.frameHeight ?? 0;
+      } else {
+        // One Opus frame per packet (20 ms), as the browser sends them.
+        stats.audioFrames += inbound.packetsReceived ?? 0;
+      }
+    }
+    stats.renderedFrames = p.video?.getVideoPlaybackQuality().totalVideoFrames ?? 0;
+    stats.bitrateKbps = Math.max(0, Math.round(((stats.bytes - p.lastBytes) * 8) / 1000));
+    p.lastBytes = stats.bytes;
+    p.view.statsLine.textContent = formatStats(stats);
+  }
+}
+
 let local = null;
+
+/** Our camera in the grid. */
+function showPreview(name, stream) {
+  const preview = document.createElement('video');
+  preview.muted = true;
+  preview.autoplay = true;
+  preview.playsInline = true;
+  preview.srcObject = stream;
+  local = makeTile(`${name} (you)`, preview);
+  local.tile.classList.add('local');
+  el.grid.prepend(local.tile);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Start.
@@ -370,19 +507,26 @@ async function start() {
   const name = truncateUtf8(params.get('name') || `guest-${randomSuffix().slice(0, 4)}`, 256);
   hook.state.name = name;
   el.roomLabel.textContent = `room “${room}” as ${name}`;
-
-  if (typeof WebTransport !== 'function') {
+  const transport = params.get('transport') || 'auto';
+  if (!TRANSPORTS.includes(transport)) {
     hook.state.phase = 'error';
-    showError(
-      'This browser has no WebTransport, which this demo needs. Use a recent Chromium, Chrome or Edge. ' +
-        'A WebRTC fallback for other browsers is planned, waiting on the WebRTC bridge, which the gateway does not have yet.',
-    );
+    showError(`Unknown transport “${transport}” in the URL: use ${TRANSPORTS.join(', ')}.`);
     return;
   }
-  const missing = missingMediaApis();
-  if (missing) {
+
+  // Why WebTransport cannot be used in this browser, if it cannot.
+  let unavailable = null;
+  if (typeof WebTransport !== 'function') {
+    unavailable = 'This browser has no WebTransport.';
+  } else {
+    unavailable = missingMediaApis();
+  }
+  if (transport === 'webtransport' && unavailable) {
     hook.state.phase = 'error';
-    showError(`${missing} Use a recent Chromium, Chrome or Edge.`);
+    showError(
+      `${unavailable} The WebTransport client needs a recent Chromium, Chrome or Edge; without ` +
+        '`transport=webtransport` in the URL, the page joins over WebRTC instead.',
+    );
     return;
   }
 
@@ -394,6 +538,23 @@ async function start() {
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ room, identity, name }),
   });
+
+  if (transport === 'webrtc') return startWebRtc(room, name, grant, null);
+  if (unavailable) return startWebRtc(room, name, grant, unavailable);
+  try {
+    await connectWebTransport(grant, transport === 'auto' ? RACE_MS : null);
+  } catch (e) {
+    if (transport === 'webtransport') throw e;
+    return startWebRtc(room, name, grant, e.message);
+  }
+  return startWebTransport(room, name, grant);
+}
+
+/**
+ * Opens the WebTransport session (`session`); with `raceMs`, gives up (and closes the attempt)
+ * when it is not connected by then.
+ */
+async function connectWebTransport(grant, raceMs) {
   const { hashes } = await fetchJson('the certificate hashes', '/v1/cert-hashes');
 
   session = new Session({ url: grant.url, certificateHashes: hashes });
@@ -401,7 +562,40 @@ async function start() {
   session.onMedia = (media, rtp) => receivers.get(media)?.push(rtp);
   session.onKeyframeRequest = (request) => publisher?.keyframeRequested(request);
   session.onClosed = onClosed;
-  await session.connect();
+  const connecting = session.connect();
+  if (raceMs === null) {
+    await connecting;
+    return;
+  }
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`WebTransport did not connect within ${raceMs / 1000} s`)), raceMs);
+  });
+  try {
+    await Promise.race([connecting, late]);
+  } catch (e) {
+    // Abandon the attempt quietly: it must not end the page when it fails or closes later.
+    const abandoned = session;
+    session = null;
+    abandoned.onClosed = () => {};
+    abandoned.onMessage = () => {};
+    connecting.then(
+      () => abandoned.close(ErrorCode.NONE, 'fell back to WebRTC'),
+      () => {},
+    );
+    try {
+      abandoned.transport?.close();
+    } catch {
+      // not open yet, or closing
+    }
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function startWebTransport(room, name, grant) {
+  showTransport('webtransport', 'media over QUIC datagrams (WebTransport), coded with WebCodecs');
 
   // One round trip: Join right after ClientHello (PROTOCOL.md §7.1).
   const hello = session.hello(grant.token);
@@ -425,14 +619,7 @@ async function start() {
     showNotice(`Camera or microphone unavailable (${e.name}: ${e.message}); you can still see and hear the others.`);
     return;
   }
-  const preview = document.createElement('video');
-  preview.muted = true;
-  preview.autoplay = true;
-  preview.playsInline = true;
-  preview.srcObject = stream;
-  local = makeTile(`${name} (you)`, preview);
-  local.tile.classList.add('local');
-  el.grid.prepend(local.tile);
+  showPreview(name, stream);
 
   publisher = new Publisher(session, stream, { onError: reportProblem });
   try {
@@ -448,6 +635,61 @@ async function start() {
   el.muteVideo.disabled = !publisher.video;
 }
 
+/**
+ * Joins over the WebRTC bridge: WebSocket signaling on this origin, an RTCPeerConnection for the
+ * media. `reason`: why WebTransport is not used (null when the URL asked for WebRTC).
+ */
+async function startWebRtc(room, name, grant, reason) {
+  hook.state.fallbackReason = reason;
+  showTransport(
+    'webrtc',
+    `media over WebRTC through the gateway's bridge (RTCPeerConnection, signaling on /ws/rtc)` +
+      (reason ? `, because WebTransport is not available: ${reason}` : ', as the URL asks'),
+  );
+  if (reason) {
+    showNotice(`WebTransport is not available (${reason.replace(/\.$/, '')}): this page joins over WebRTC instead.`);
+  }
+  if (typeof RTCPeerConnection !== 'function') {
+    hook.state.phase = 'error';
+    showError('This browser has neither WebTransport nor WebRTC (RTCPeerConnection): it cannot join a room.');
+    return;
+  }
+  setStatus('connecting over WebRTC…');
+  rtc = new WebRtcFallback({
+    onMessage,
+    onTrack: attachTrack,
+    onClosed,
+    onProblem: reportProblem,
+    onFailed: (text) => {
+      if (!leaving && !hook.state.error) showError(text);
+    },
+  });
+  await rtc.join(signalingUrl(grant.token), room, name);
+  hook.stats.iceServers = rtc.iceServers.map((s) => s.urls).flat();
+  hook.state.phase = 'joined';
+  setStatus(`live · you are ${name}`, true);
+  setInterval(() => tickRtc().catch((e) => reportProblem(`statistics: ${e.message}`)), 1000);
+  wireControls();
+  el.leave.disabled = false;
+
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true },
+      video: { width: 640, height: 480, frameRate: 30 },
+    });
+  } catch (e) {
+    showNotice(`Camera or microphone unavailable (${e.name}: ${e.message}); you can still see and hear the others.`);
+    await rtc.follow();
+    return;
+  }
+  showPreview(name, stream);
+  await rtc.publish(stream);
+  hook.state.phase = 'publishing';
+  el.muteAudio.disabled = !rtc.audio;
+  el.muteVideo.disabled = !rtc.video;
+}
+
 document.addEventListener('click', () => {
   if (player.suspended) player.resume();
 });
@@ -455,6 +697,7 @@ document.addEventListener('click', () => {
 start().catch((e) => {
   hook.state.phase = 'error';
   session?.close(ErrorCode.NONE, 'page error');
+  rtc?.stop();
   // A session-level Error from the gateway has been shown already, in better words.
   if (!hook.state.error) showError(e?.message ?? String(e));
 });

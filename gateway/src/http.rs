@@ -121,6 +121,11 @@ pub const DEMO: &[Asset] = &[
         body: include_bytes!("../../web-demo/rtp.js"),
     },
     Asset {
+        path: "/fallback.js",
+        content_type: JS,
+        body: include_bytes!("../../web-demo/fallback.js"),
+    },
+    Asset {
         path: "/signaling.js",
         content_type: JS,
         body: include_bytes!("../../web-demo/signaling.js"),

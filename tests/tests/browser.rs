@@ -19,8 +19,9 @@ use strait_media::rtp::RtpHeader;
 use strait_tests::fixture::{TestGateway, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Bound of the whole browser run (the script bounds each of its waits to 30 s).
-const BROWSER_LIMIT: Duration = Duration::from_secs(180);
+/// Bound of the whole browser run (the script bounds each of its waits to 30 s, and all of them
+/// to 270 s).
+const BROWSER_LIMIT: Duration = Duration::from_secs(300);
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -118,15 +119,13 @@ async fn gateway() -> TestGateway {
     TestGateway::start_with(|config| config.webtransport.allowed_origins = Vec::new()).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_browsers_see_and_hear_each_other_and_a_wrong_certificate_is_explained() {
+/// Runs `web-demo/test/browser.mjs` against `gw` (with `scenario` as `STRAIT_SCENARIO`) and
+/// fails with its output unless every check passed.
+async fn run_demo_script(gw: &TestGateway, scenario: &str) {
     let root = repo_root();
     require_node();
     let chromium = require_chromium();
     require_playwright(&root);
-
-    let gw = gateway().await;
-    let demo = format!("http://{}/", gw.http_addr());
     let artifacts = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"))
@@ -134,9 +133,10 @@ async fn two_browsers_see_and_hear_each_other_and_a_wrong_certificate_is_explain
     let run = run_node(
         &["web-demo/test/browser.mjs"],
         &[
-            ("STRAIT_DEMO_URL", demo),
+            ("STRAIT_DEMO_URL", format!("http://{}/", gw.http_addr())),
             ("STRAIT_CHROMIUM", chromium.display().to_string()),
             ("STRAIT_ARTIFACTS", artifacts.display().to_string()),
+            ("STRAIT_SCENARIO", scenario.to_owned()),
         ],
         BROWSER_LIMIT,
     )
@@ -145,9 +145,47 @@ async fn two_browsers_see_and_hear_each_other_and_a_wrong_certificate_is_explain
     eprintln!("{}", run.stderr);
     assert!(
         run.status.success(),
-        "the browser test failed ({}); its output is above",
+        "the browser test ({scenario}) failed ({}); its output is above",
         run.status
     );
+}
+
+/// Two WebTransport pages see and hear each other; a WebTransport page and WebRTC fallback pages
+/// see each other in one room; a wrong certificate is explained, or makes the page fall back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_see_and_hear_each_other_and_a_wrong_certificate_is_explained() {
+    let gw = gateway().await;
+    run_demo_script(&gw, "rooms").await;
+    gw.stop().await;
+}
+
+/// A page on the WebRTC fallback uses the TURN servers and credentials of `ServerHello`: it
+/// gathers relay candidates through the embedded TURN server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_page_uses_the_turn_servers_of_server_hello() {
+    let gw = TestGateway::start_with(|config| {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.webtransport.allowed_origins = Vec::new();
+        config.turn.enabled = true;
+        config.turn.udp_listen = any;
+        config.turn.tcp_listen = any;
+        config.turn.tls_listen = any;
+    })
+    .await;
+    run_demo_script(&gw, "turn").await;
+    gw.stop().await;
+}
+
+/// A page forced onto the WebRTC fallback, against a gateway whose bridge is off (no `/ws/rtc`),
+/// says so in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_page_explains_a_gateway_without_the_webrtc_bridge() {
+    let gw = TestGateway::start_with(|config| {
+        config.webtransport.allowed_origins = Vec::new();
+        config.webrtc.enabled = false;
+    })
+    .await;
+    run_demo_script(&gw, "no-bridge").await;
     gw.stop().await;
 }
 

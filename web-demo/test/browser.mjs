@@ -1,11 +1,24 @@
 // Drives the web demo in headless Chromium (playwright-core, the system's Chromium; no browser
-// download): two pages in one room publish their fake camera and microphone and must see and
-// hear each other; a third page given a wrong certificate hash must say so in words.
+// download):
+//
+// - two pages in one room over WebTransport publish their fake camera and microphone and must
+//   see and hear each other; mute and leave reach the other page;
+// - a page on WebTransport and a page forced onto the WebRTC fallback (`?transport=webrtc`) in
+//   one room must see each other: the WebTransport page decodes the fallback page's VP8 on its
+//   canvas, the fallback page's <video> presents frames of the WebTransport page's camera;
+// - a page given a wrong certificate hash must say so in words when it is held to WebTransport,
+//   and fall back to WebRTC otherwise; a WebTransport that never connects and a browser without
+//   WebTransport fall back too.
 //
 // Run by tests/tests/browser.rs (`cargo test -p strait-tests --test browser`), which starts a
 // gateway and passes its HTTP origin:
 //
 //     STRAIT_DEMO_URL=http://127.0.0.1:8080/ node web-demo/test/browser.mjs
+//
+// With STRAIT_SCENARIO=no-bridge (a gateway whose WebRTC bridge is off) it checks instead that a
+// page forced onto the WebRTC fallback explains why it cannot join; with STRAIT_SCENARIO=turn (a
+// gateway with TURN on), that such a page gathers relay candidates with the servers of
+// `ServerHello`.
 //
 // Environment: STRAIT_DEMO_URL (required), STRAIT_CHROMIUM (default /usr/bin/chromium),
 // STRAIT_ARTIFACTS (screenshots; default target/browser-artifacts), STRAIT_WAIT_MS (bound of each
@@ -44,7 +57,7 @@ async function main() {
   const watchdog = setTimeout(() => {
     console.error('browser test: overall time limit reached');
     process.exit(2);
-  }, waitMs * 4 + 30000);
+  }, waitMs * 8 + 30000);
 
   const browser = await chromium.launch({
     executablePath: chromiumPath,
@@ -59,6 +72,8 @@ async function main() {
       '--use-fake-device-for-media-stream',
       '--use-fake-ui-for-media-stream',
       '--autoplay-policy=no-user-gesture-required',
+      // The gateway's WebRTC bridge listens on loopback and names only loopback candidates.
+      '--allow-loopback-in-peer-connection',
     ],
   });
   console.log(`browser test: ${browser.version()} at ${chromiumPath}, demo at ${demoUrl}`);
@@ -72,97 +87,26 @@ async function main() {
     page.on('pageerror', (e) => logs.push(`[${label}] page error: ${e.message}`));
     if (prepare) await prepare(page);
     await page.goto(url);
-    const entry = { label, page, logs };
+    const entry = { label, page, logs, close: () => context.close() };
     pages.push(entry);
     return entry;
   };
 
   const room = `browser-${Date.now().toString(36)}`;
-  const pageUrl = (name) => {
+  const pageUrl = (name, params = {}) => {
     const u = new URL(demoUrl);
-    u.searchParams.set('room', room);
+    u.searchParams.set('room', params.room ?? room);
     u.searchParams.set('name', name);
+    if (params.transport) u.searchParams.set('transport', params.transport);
     return u.toString();
   };
 
   let ok = false;
   try {
-    const alice = await openPage('alice', pageUrl('alice'));
-    const bob = await openPage('bob', pageUrl('bob'));
-
-    for (const [me, other] of [
-      [alice, bob],
-      [bob, alice],
-    ]) {
-      const remote = await waitForRemoteVideo(me, other.label, waitMs);
-      console.log(`browser test: ${me.label} decodes ${other.label}'s video (participant ${remote.id}, ${remote.width}x${remote.height})`);
-      await waitForMovingPicture(me, remote.id, waitMs);
-      console.log(`browser test: ${me.label} sees ${other.label}'s picture change over time`);
-      const audio = await waitForStat(me, remote.id, 'audioFrames', 1, waitMs);
-      console.log(`browser test: ${me.label} decoded ${audio} audio frames of ${other.label}`);
-    }
-
-    await alice.page.screenshot({ path: join(artifacts, 'alice.png') });
-    await bob.page.screenshot({ path: join(artifacts, 'bob.png') });
-    await sideBySide(browser, artifacts, ['alice.png', 'bob.png'], 'two-pages.png');
-
-    // Mute: alice's microphone button sends SetMute; bob's tile of alice says so (TrackMuted).
-    const aliceOnBob = await remoteId(bob, 'alice');
-    await alice.page.click('#mute-audio');
-    await bob.page.waitForFunction(
-      (id) => document.querySelector(`.tile[data-participant="${id}"] .badge`)?.textContent.includes('mic off'),
-      aliceOnBob,
-      { timeout: waitMs },
-    );
-    console.log('browser test: alice muted her microphone and bob sees "mic off"');
-
-    // Leave: bob leaves; alice's participant list and grid drop him (ParticipantLeft).
-    const bobOnAlice = await remoteId(alice, 'bob');
-    await bob.page.click('#leave');
-    await bob.page.waitForFunction(() => window.strait.state.phase === 'closed', null, { timeout: waitMs });
-    await alice.page.waitForFunction(
-      (id) => !document.querySelector(`[data-participant="${id}"]`) && !window.strait.stats.remote[id],
-      bobOnAlice,
-      { timeout: waitMs },
-    );
-    const bobError = await bob.page.evaluate(() => window.strait.state.error);
-    if (bobError) throw new Error(`leaving showed an error: ${bobError}`);
-    console.log('browser test: bob left and alice no longer lists him');
-
-    // A wrong certificate hash (as a stale /v1/cert-hashes would give) must be explained in words.
-    const wrongHash = Buffer.alloc(32, 0xab);
-    const mallory = await openPage('wrong-certificate', pageUrl('mallory'), (page) =>
-      page.route('**/v1/cert-hashes', (route) =>
-        route.fulfill({
-          json: { hashes: [{ algorithm: 'sha-256', value: wrongHash.toString('base64'), hex: wrongHash.toString('hex') }] },
-        }),
-      ),
-    );
-    await mallory.page.waitForFunction(() => window.strait?.state.error, null, { timeout: waitMs });
-    const shown = await mallory.page.locator('#error').innerText();
-    const visible = await mallory.page.locator('#error').isVisible();
-    await mallory.page.screenshot({ path: join(artifacts, 'wrong-certificate.png') });
-    if (!visible || !/certificate/i.test(shown)) {
-      throw new Error(`the wrong-certificate page shows no certificate error (visible: ${visible}): "${shown}"`);
-    }
-    console.log(`browser test: the wrong-certificate page says: ${shown}`);
-
-    // A browser without WebTransport is told so (the WebRTC fallback does not exist yet).
-    const legacy = await openPage('no-webtransport', pageUrl('legacy'), (page) =>
-      page.addInitScript(() => {
-        delete window.WebTransport;
-      }),
-    );
-    await legacy.page.waitForFunction(() => window.strait?.state.error, null, { timeout: waitMs });
-    const legacyText = await legacy.page.locator('#error').innerText();
-    if (!/no WebTransport/.test(legacyText)) throw new Error(`the page without WebTransport says: "${legacyText}"`);
-    console.log('browser test: a browser without WebTransport is told so');
-
-    for (const { label, page } of [alice, bob]) {
-      const hook = await page.evaluate(() => JSON.parse(JSON.stringify(window.strait)));
-      console.log(`browser test: ${label} sent ${JSON.stringify(hook.stats.sent)}; received ${JSON.stringify(hook.stats.remote)}; audio output ${JSON.stringify(hook.stats.audio)}; rtt ${hook.stats.rttMs?.toFixed(2)} ms`);
-    }
-    console.log(`browser test: screenshots in ${artifacts}`);
+    const context = { browser, openPage, pageUrl, artifacts, waitMs, room };
+    if (process.env.STRAIT_SCENARIO === 'no-bridge') await noBridge(context);
+    else if (process.env.STRAIT_SCENARIO === 'turn') await turnServers(context);
+    else await rooms(context);
     ok = true;
   } catch (e) {
     console.error(`browser test FAILED: ${e.message}`);
@@ -181,6 +125,226 @@ async function main() {
     await browser.close().catch(() => {});
   }
   process.exit(ok ? 0 : 1);
+}
+
+/**
+ * The rooms: two WebTransport pages; a WebTransport page with WebRTC fallback pages; a wrong
+ * certificate; WebTransport never connecting or missing.
+ */
+async function rooms({ browser, openPage, pageUrl, artifacts, waitMs, room }) {
+  const alice = await openPage('alice', pageUrl('alice'));
+  const bob = await openPage('bob', pageUrl('bob'));
+
+  for (const [me, other] of [
+    [alice, bob],
+    [bob, alice],
+  ]) {
+    const remote = await waitForRemoteVideo(me, other.label, waitMs);
+    console.log(`browser test: ${me.label} decodes ${other.label}'s video (participant ${remote.id}, ${remote.width}x${remote.height})`);
+    await waitForMovingPicture(me, remote.id, waitMs);
+    console.log(`browser test: ${me.label} sees ${other.label}'s picture change over time`);
+    const audio = await waitForStat(me, remote.id, 'audioFrames', 1, waitMs);
+    console.log(`browser test: ${me.label} decoded ${audio} audio frames of ${other.label}`);
+  }
+
+  await alice.page.screenshot({ path: join(artifacts, 'alice.png') });
+  await bob.page.screenshot({ path: join(artifacts, 'bob.png') });
+  await sideBySide(browser, artifacts, ['alice.png', 'bob.png'], 'two-pages.png');
+
+  // Mute: alice's microphone button sends SetMute; bob's tile of alice says so (TrackMuted).
+  const aliceOnBob = await remoteId(bob, 'alice');
+  await alice.page.click('#mute-audio');
+  await bob.page.waitForFunction(
+    (id) => document.querySelector(`.tile[data-participant="${id}"] .badge`)?.textContent.includes('mic off'),
+    aliceOnBob,
+    { timeout: waitMs },
+  );
+  console.log('browser test: alice muted her microphone and bob sees "mic off"');
+
+  // Leave: bob leaves; alice's participant list and grid drop him (ParticipantLeft).
+  const bobOnAlice = await remoteId(alice, 'bob');
+  await bob.page.click('#leave');
+  await bob.page.waitForFunction(() => window.strait.state.phase === 'closed', null, { timeout: waitMs });
+  await alice.page.waitForFunction(
+    (id) => !document.querySelector(`[data-participant="${id}"]`) && !window.strait.stats.remote[id],
+    bobOnAlice,
+    { timeout: waitMs },
+  );
+  const bobError = await bob.page.evaluate(() => window.strait.state.error);
+  if (bobError) throw new Error(`leaving showed an error: ${bobError}`);
+  console.log('browser test: bob left and alice no longer lists him');
+
+  for (const { label, page } of [alice, bob]) {
+    const hook = await page.evaluate(() => JSON.parse(JSON.stringify(window.strait)));
+    console.log(`browser test: ${label} sent ${JSON.stringify(hook.stats.sent)}; received ${JSON.stringify(hook.stats.remote)}; audio output ${JSON.stringify(hook.stats.audio)}; rtt ${hook.stats.rttMs?.toFixed(2)} ms`);
+  }
+  await alice.close();
+  await bob.close();
+
+  // One page on WebTransport, one forced onto the WebRTC fallback, in one room.
+  const mixed = `mixed-${Date.now().toString(36)}`;
+  // rtc is there first: it receives quic's tracks by renegotiating when they are published.
+  const rtc = await openPage('rtc', pageUrl('rtc', { room: mixed, transport: 'webrtc' }));
+  await expectTransport(rtc, 'webrtc', 'WebRTC fallback', waitMs);
+  const quic = await openPage('quic', pageUrl('quic', { room: mixed }));
+  await expectTransport(quic, 'webtransport', 'WebTransport', waitMs);
+  console.log('browser test: quic is on WebTransport, rtc on the WebRTC fallback, and each page says so');
+
+  const rtcOnQuic = await waitForRemoteVideo(quic, 'rtc', waitMs);
+  console.log(`browser test: quic decodes rtc's WebRTC video (participant ${rtcOnQuic.id}, ${rtcOnQuic.width}x${rtcOnQuic.height})`);
+  await waitForMovingPicture(quic, rtcOnQuic.id, waitMs);
+  console.log("browser test: quic sees rtc's picture change over time");
+  const rtcAudio = await waitForStat(quic, rtcOnQuic.id, 'audioFrames', 1, waitMs);
+  console.log(`browser test: quic decoded ${rtcAudio} audio frames of rtc`);
+
+  const quicOnRtc = await waitForRemoteVideo(rtc, 'quic', waitMs);
+  const presented = await waitForPresentedFrames(rtc, quicOnRtc.id, 10, waitMs);
+  console.log(`browser test: rtc's <video> of quic presents frames (${presented.before} → ${presented.after}, ${quicOnRtc.width}x${quicOnRtc.height})`);
+  await waitForMovingPicture(rtc, quicOnRtc.id, waitMs);
+  console.log("browser test: rtc sees quic's picture change over time");
+  const quicAudio = await waitForStat(rtc, quicOnRtc.id, 'audioFrames', 1, waitMs);
+  console.log(`browser test: rtc received ${quicAudio} audio packets of quic`);
+  for (const [me, other] of [
+    [quic, 'rtc'],
+    [rtc, 'quic'],
+  ]) {
+    const listed = await me.page.locator('#participants li').allInnerTexts();
+    if (!listed.includes(other)) throw new Error(`${me.label}'s participant list is ${JSON.stringify(listed)}, without ${other}`);
+  }
+  console.log('browser test: each page lists the other');
+
+  await quic.page.screenshot({ path: join(artifacts, 'mixed-webtransport.png') });
+  await rtc.page.screenshot({ path: join(artifacts, 'mixed-webrtc.png') });
+  await sideBySide(browser, artifacts, ['mixed-webtransport.png', 'mixed-webrtc.png'], 'mixed-room.png');
+
+  // A second fallback page joins the room as it is: its first offer receives quic's and rtc's
+  // tracks along with sending its own.
+  const late = await openPage('late', pageUrl('late', { room: mixed, transport: 'webrtc' }));
+  await expectTransport(late, 'webrtc', 'WebRTC fallback', waitMs);
+  for (const other of ['quic', 'rtc']) {
+    const seen = await waitForRemoteVideo(late, other, waitMs);
+    const frames = await waitForPresentedFrames(late, seen.id, 10, waitMs);
+    console.log(`browser test: late's <video> of ${other} presents frames (${frames.before} → ${frames.after})`);
+  }
+  await late.close();
+  await quic.page.waitForFunction(() => Object.keys(window.strait.stats.remote).length === 1, null, { timeout: waitMs });
+  console.log('browser test: late joined with tracks to receive in its first offer, saw both, and left');
+
+  // "Stop camera" on the fallback page: its track sends black frames, which quic decodes.
+  await rtc.page.click('#mute-video');
+  await waitForDarkPicture(quic, rtcOnQuic.id, waitMs);
+  console.log('browser test: rtc stopped its camera and quic shows a black picture of it');
+
+  // Leave on the fallback page: quic drops it.
+  await rtc.page.click('#leave');
+  await rtc.page.waitForFunction(() => window.strait.state.phase === 'closed', null, { timeout: waitMs });
+  await quic.page.waitForFunction(
+    (id) => !document.querySelector(`[data-participant="${id}"]`) && !window.strait.stats.remote[id],
+    rtcOnQuic.id,
+    { timeout: waitMs },
+  );
+  const rtcError = await rtc.page.evaluate(() => window.strait.state.error);
+  if (rtcError) throw new Error(`leaving over WebRTC showed an error: ${rtcError}`);
+  console.log('browser test: rtc left and quic no longer lists it');
+  for (const { label, page } of [quic, rtc]) {
+    const hook = await page.evaluate(() => JSON.parse(JSON.stringify(window.strait)));
+    console.log(`browser test: ${label} (${hook.state.transport}) sent ${JSON.stringify(hook.stats.sent)}; rtt ${hook.stats.rttMs?.toFixed(2)} ms; ICE servers ${JSON.stringify(hook.stats.iceServers ?? null)}`);
+  }
+  await quic.close();
+  await rtc.close();
+
+  // A wrong certificate hash (as a stale /v1/cert-hashes would give) must be explained in words
+  // when the page is held to WebTransport, and make it fall back to WebRTC otherwise.
+  const wrongHash = Buffer.alloc(32, 0xab);
+  const wrongHashes = (page) =>
+    page.route('**/v1/cert-hashes', (route) =>
+      route.fulfill({
+        json: { hashes: [{ algorithm: 'sha-256', value: wrongHash.toString('base64'), hex: wrongHash.toString('hex') }] },
+      }),
+    );
+  const mallory = await openPage('wrong-certificate', pageUrl('mallory', { transport: 'webtransport' }), wrongHashes);
+  await mallory.page.waitForFunction(() => window.strait?.state.error, null, { timeout: waitMs });
+  const shown = await mallory.page.locator('#error').innerText();
+  const visible = await mallory.page.locator('#error').isVisible();
+  await mallory.page.screenshot({ path: join(artifacts, 'wrong-certificate.png') });
+  if (!visible || !/certificate/i.test(shown)) {
+    throw new Error(`the wrong-certificate page shows no certificate error (visible: ${visible}): "${shown}"`);
+  }
+  console.log(`browser test: the wrong-certificate page says: ${shown}`);
+  await mallory.close();
+
+  const fallbacks = [
+    ['wrong-certificate-fallback', wrongHashes, /certificate/i],
+    [
+      'webtransport-never-connects',
+      (page) =>
+        page.addInitScript(() => {
+          window.WebTransport = class {
+            constructor() {
+              this.ready = new Promise(() => {});
+              this.closed = new Promise(() => {});
+            }
+            close() {}
+          };
+        }),
+      /did not connect within/,
+    ],
+    [
+      'no-webtransport',
+      (page) =>
+        page.addInitScript(() => {
+          delete window.WebTransport;
+        }),
+      /no WebTransport/,
+    ],
+  ];
+  for (const [label, prepare, reason] of fallbacks) {
+    const entry = await openPage(label, pageUrl(label, { room: `${label}-${Date.now().toString(36)}` }), prepare);
+    const state = await waitForPhase(entry, 'publishing', waitMs);
+    if (state.transport !== 'webrtc') throw new Error(`${label}: the page uses ${state.transport}, not the WebRTC fallback`);
+    if (!reason.test(state.fallbackReason ?? '')) throw new Error(`${label}: the fallback reason is "${state.fallbackReason}"`);
+    const notice = await entry.page.locator('#notice').innerText();
+    if (!/joins over WebRTC/.test(notice)) throw new Error(`${label}: the notice says "${notice}"`);
+    console.log(`browser test: ${label}: the page falls back to WebRTC and says: ${notice}`);
+    if (label === 'wrong-certificate-fallback') await entry.page.screenshot({ path: join(artifacts, 'fallback.png') });
+    await entry.close();
+  }
+
+  console.log(`browser test: screenshots in ${artifacts}`);
+}
+
+/**
+ * Against a gateway with its TURN server on: a fallback page takes the STUN/TURN servers of
+ * `ServerHello` and gathers relay candidates through them (the credentials work).
+ */
+async function turnServers({ openPage, pageUrl, waitMs }) {
+  const page = await openPage('turn', pageUrl('turn', { transport: 'webrtc' }));
+  await waitForPhase(page, 'publishing', waitMs);
+  const handle = await page.page.waitForFunction(
+    () => {
+      const s = window.strait.stats;
+      return s.candidates?.relay > 0 ? { servers: s.iceServers, candidates: s.candidates } : false;
+    },
+    null,
+    { timeout: waitMs, polling: 200 },
+  );
+  const { servers, candidates } = await handle.jsonValue();
+  if (!servers.some((u) => u.startsWith('turn:'))) throw new Error(`the page uses ICE servers ${JSON.stringify(servers)}`);
+  console.log(`browser test: the fallback page uses ${JSON.stringify(servers)} and gathered ${JSON.stringify(candidates)}`);
+}
+
+/** Against a gateway without the WebRTC bridge: a page forced onto WebRTC says why it cannot join. */
+async function noBridge({ openPage, pageUrl, artifacts, waitMs }) {
+  const page = await openPage('no-bridge', pageUrl('nobridge', { transport: 'webrtc' }));
+  await page.page.waitForFunction(() => window.strait?.state.error, null, { timeout: waitMs });
+  const shown = await page.page.locator('#error').innerText();
+  await page.page.screenshot({ path: join(artifacts, 'no-bridge.png') });
+  if (!(await page.page.locator('#error').isVisible()) || !/WebRTC bridge/.test(shown)) {
+    throw new Error(`the page without a bridge says: "${shown}"`);
+  }
+  const transport = await page.page.evaluate(() => window.strait.state.transport);
+  if (transport !== 'webrtc') throw new Error(`the page without a bridge uses ${transport}`);
+  console.log(`browser test: without the bridge, the fallback page says: ${shown}`);
 }
 
 function fail(message) {
@@ -231,13 +395,67 @@ async function waitForStat(me, id, stat, min, timeout) {
   return handle.jsonValue();
 }
 
+/** Waits until the page's `state.phase` is `phase`; returns its state. Fails on a shown error. */
+async function waitForPhase(me, phase, timeout) {
+  const handle = await me.page.waitForFunction(
+    (phase) => {
+      const s = window.strait;
+      if (!s) return false;
+      if (s.state.error) return { error: s.state.error };
+      return s.state.phase === phase ? JSON.parse(JSON.stringify(s.state)) : false;
+    },
+    phase,
+    { timeout, polling: 100 },
+  );
+  const state = await handle.jsonValue();
+  if (state.error) throw new Error(`${me.label} shows an error: ${state.error}`);
+  return state;
+}
+
+/** Waits until the page has joined; checks the transport it uses and its indicator's words. */
+async function expectTransport(me, transport, words, timeout) {
+  const state = await waitForPhase(me, 'publishing', timeout);
+  if (state.transport !== transport) throw new Error(`${me.label} uses ${state.transport}, not ${transport}`);
+  const shown = await me.page.locator('#transport').innerText();
+  if (shown !== words) throw new Error(`${me.label}'s transport indicator says "${shown}", not "${words}"`);
+}
+
 /**
- * Reads the participant's canvas back (getImageData) now, then waits until its pixels differ:
- * the fake camera's picture moves, so a live decoder changes the canvas.
+ * Waits until the <video> of participant `id` has presented `count` more frames than now
+ * (`getVideoPlaybackQuality().totalVideoFrames`).
+ */
+async function waitForPresentedFrames(me, id, count, timeout) {
+  const presented = (id) =>
+    document.querySelector(`video[data-participant="${id}"]`)?.getVideoPlaybackQuality().totalVideoFrames ?? null;
+  const before = await me.page.evaluate(presented, id);
+  if (before === null) throw new Error(`${me.label} has no <video> for participant ${id}`);
+  const handle = await me.page.waitForFunction(
+    ([id, least]) => {
+      const now = document.querySelector(`video[data-participant="${id}"]`)?.getVideoPlaybackQuality().totalVideoFrames ?? 0;
+      return now >= least ? now : false;
+    },
+    [id, before + count],
+    { timeout, polling: 100 },
+  );
+  return { before, after: await handle.jsonValue() };
+}
+
+/**
+ * Reads the participant's picture back (getImageData of its canvas, or of its <video> drawn on
+ * a canvas) now, then waits until its pixels differ: the fake camera's picture moves, so a live
+ * decoder changes it.
  */
 async function waitForMovingPicture(me, id, timeout) {
   const signature = (id) => {
-    const canvas = document.querySelector(`canvas[data-participant="${id}"]`);
+    let canvas = document.querySelector(`canvas[data-participant="${id}"]`);
+    const video = document.querySelector(`video[data-participant="${id}"]`);
+    if (!canvas && video) {
+      if (!video.videoWidth) return null;
+      canvas = document.createElement('canvas');
+      canvas.width = video.videoWidth;
+      canvas.height = video.videoHeight;
+      canvas.getContext('2d').drawImage(video, 0, 0);
+    }
     if (!canvas) return null;
     const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
     let hash = 2166136261;
@@ -250,14 +468,30 @@ async function waitForMovingPicture(me, id, timeout) {
     return { hash, lit: lit / (data.length / 4) };
   };
   const first = await me.page.evaluate(signature, id);
-  if (!first) throw new Error(`${me.label} has no canvas for participant ${id}`);
-  if (first.lit < 0.05) throw new Error(`${me.label}'s canvas for ${id} is dark (${(first.lit * 100).toFixed(1)}% lit pixels)`);
+  if (!first) throw new Error(`${me.label} has no picture of participant ${id}`);
+  if (first.lit < 0.05) throw new Error(`${me.label}'s picture of ${id} is dark (${(first.lit * 100).toFixed(1)}% lit pixels)`);
   await me.page.waitForFunction(
     ([source, id, hash]) => {
       const now = new Function(`return (${source})`)()(id);
       return now && now.hash !== hash;
     },
     [signature.toString(), id, first.hash],
+    { timeout, polling: 200 },
+  );
+}
+
+/** Waits until fewer than 1 % of the pixels of the participant's canvas are lit. */
+async function waitForDarkPicture(me, id, timeout) {
+  await me.page.waitForFunction(
+    (id) => {
+      const canvas = document.querySelector(`canvas[data-participant="${id}"]`);
+      if (!canvas) return false;
+      const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+      let lit = 0;
+      for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] > 60) lit += 1;
+      return lit / (data.length / 4) < 0.01;
+    },
+    id,
     { timeout, polling: 200 },
   );
 }

@@ -864,7 +864,12 @@ fn add_send_tracks(
                 ..Default::default()
             }],
         );
-        let sender = pc.add_track(media_track)?;
+        // A transceiver of its own, never `add_track`: that reuses any transceiver of the kind
+        // that has no sender yet — in a renegotiation, the one receiving the peer's own
+        // published track — and the answer then gives that sendonly section a sending
+        // direction too, which the peer refuses ("incompatible receive direction"). A new
+        // sendrecv transceiver binds to a new section of the offer that can receive.
+        let sender = RTCRtpSenderId::from(pc.add_transceiver_from_track(media_track, None)?);
         outbound.insert(
             track.ssrc,
             Outbound {
