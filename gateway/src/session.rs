@@ -372,13 +372,7 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
         resume_token: ResumeToken(resume_token),
         resumed,
         ice_servers: shared.turn.ice_servers(participant.0, now),
-        limits: SessionLimits {
-            max_frame_size: u32::try_from(config.limits.max_frame_size).unwrap_or(u32::MAX),
-            max_tracks: u32::try_from(config.limits.max_tracks_per_participant).unwrap_or(u32::MAX),
-            max_subscriptions: u32::try_from(config.limits.max_subscriptions_per_participant)
-                .unwrap_or(u32::MAX),
-            max_messages_per_second: config.limits.max_messages_per_second,
-        },
+        limits: session_limits(config),
         max_datagram_size: link
             .max_datagram_size()
             .and_then(|s| u32::try_from(s).ok())
@@ -638,5 +632,16 @@ fn handle_datagram(
         // "A variant index this version does not know is dropped and counted" (section 8.5).
         Ok(Datagram::UnknownControl(_)) => shared.metrics.count_drop(DropReason::MalformedDatagram),
         Err(_) => shared.metrics.count_drop(DropReason::MalformedDatagram),
+    }
+}
+
+/// The limits a `ServerHello` announces, from the configuration.
+pub(crate) fn session_limits(config: &crate::config::Config) -> SessionLimits {
+    let l = &config.limits;
+    SessionLimits {
+        max_frame_size: u32::try_from(l.max_frame_size).unwrap_or(u32::MAX),
+        max_tracks: u32::try_from(l.max_tracks_per_participant).unwrap_or(u32::MAX),
+        max_subscriptions: u32::try_from(l.max_subscriptions_per_participant).unwrap_or(u32::MAX),
+        max_messages_per_second: l.max_messages_per_second,
     }
 }

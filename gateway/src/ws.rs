@@ -43,7 +43,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use strait_protocol::{
     ControlMessage, Decoded, ErrorCode, ErrorMessage, FrameReader, PROTOCOL_VERSION, ParticipantId,
-    Pong, ResumeToken, SdpType, ServerHello, SessionLimits,
+    Pong, ResumeToken, SdpType, ServerHello,
 };
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -163,13 +163,7 @@ async fn run(
         ice_servers: shared
             .turn
             .ice_servers(participant.0, std::time::SystemTime::now()),
-        limits: SessionLimits {
-            max_frame_size: u32::try_from(config.limits.max_frame_size).unwrap_or(u32::MAX),
-            max_tracks: u32::try_from(config.limits.max_tracks_per_participant).unwrap_or(u32::MAX),
-            max_subscriptions: u32::try_from(config.limits.max_subscriptions_per_participant)
-                .unwrap_or(u32::MAX),
-            max_messages_per_second: config.limits.max_messages_per_second,
-        },
+        limits: crate::session::session_limits(config),
         max_datagram_size: 0,
     });
     let end = if send(&mut socket, &hello).await {

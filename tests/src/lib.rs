@@ -13,9 +13,11 @@
 //! - [`relay`]: a user-space UDP relay for impairment (delay, jitter, loss, reordering, duplication,
 //!   rate limits) and migration tests (it moves a client to a new port or IP mid-session).
 //! - [`ws`]: a client of the WebSocket signaling path (`/ws/rtc`).
+//! - [`browser`]: what the headless-Chromium tests share (tool checks, process-group cleanup).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod browser;
 pub mod fixture;
 pub mod relay;
 pub mod turn_client;

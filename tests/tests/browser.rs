@@ -7,7 +7,7 @@
 //! test fails and says what to install — it never passes without having run.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,69 +16,15 @@ use strait_client::protocol::{Codec, MediaId, TrackInfo, TrackKind};
 use strait_client::{LayerSpec, PublishSpec, Session, SessionEvent, Subscription};
 use strait_media::keyframe::vp8_keyframe_start;
 use strait_media::rtp::RtpHeader;
+use strait_tests::browser::{
+    ProcessGroup, repo_root, require_chromium, require_node, require_playwright,
+};
 use strait_tests::fixture::{TestGateway, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bound of the whole browser run (the script bounds each of its waits to 30 s, and all of them
 /// to 270 s).
 const BROWSER_LIMIT: Duration = Duration::from_secs(300);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is inside the repository")
-        .to_path_buf()
-}
-
-const SETUP_HINT: &str = "./scripts/test installs what the browser tests need";
-
-/// Fails with words when node is not installed.
-fn require_node() {
-    let found = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "node is not installed: install Node.js 20 or newer (Debian: `apt-get install nodejs`); {SETUP_HINT}"
-    );
-}
-
-/// The Chromium binary, or a failure that says how to install it.
-fn require_chromium() -> PathBuf {
-    let path = PathBuf::from(
-        std::env::var("STRAIT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-    );
-    assert!(
-        path.exists(),
-        "Chromium is not installed at {}: `apt-get update && apt-get install -y chromium` \
-         (or set STRAIT_CHROMIUM to a Chromium binary); {SETUP_HINT}",
-        path.display()
-    );
-    path
-}
-
-fn require_playwright(root: &Path) {
-    let module = root.join("web-demo/node_modules/playwright-core/package.json");
-    assert!(
-        module.exists(),
-        "playwright-core is not installed: run `npm ci` in web-demo/; {SETUP_HINT}"
-    );
-}
-
-/// Kills a child's whole process group (node and the Chromium it started) when dropped, so a
-/// hung or failed test leaves no browser behind.
-struct ProcessGroup(u32);
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        // `kill -KILL -- -PGID`; the group is gone already when everything exited cleanly.
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0)])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 struct Finished {
     status: ExitStatus,

@@ -14,49 +14,16 @@ use std::time::{Duration, SystemTime};
 
 use strait_client::{Session, SessionEvent};
 use strait_protocol::{ParticipantId, TrackId, TrackKind};
+use strait_tests::browser::{
+    ProcessGroup, repo_root, require_chromium, require_node, require_playwright,
+};
 use strait_tests::fixture::{TestGateway, WAIT};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is inside the repository")
-        .to_path_buf()
-}
-
 fn require_tools(root: &Path) -> PathBuf {
-    const HINT: &str = "./scripts/test installs what the browser tests need";
-    let node = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(node, "node is not installed (Node.js 20 or newer); {HINT}");
-    let chromium = PathBuf::from(
-        std::env::var("STRAIT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-    );
-    assert!(
-        chromium.exists(),
-        "Chromium is not installed at {}; {HINT}",
-        chromium.display()
-    );
-    assert!(
-        root.join("web-demo/node_modules/playwright-core/package.json")
-            .exists(),
-        "playwright-core is not installed: run `npm ci` in web-demo/; {HINT}"
-    );
-    chromium
-}
-
-/// Kills the node process group (node and its Chromium) when dropped.
-struct ProcessGroup(u32);
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0)])
-            .stderr(Stdio::null())
-            .status();
-    }
+    require_node();
+    require_playwright(root);
+    require_chromium()
 }
 
 async fn wait_for_video_of(session: &Session, identity: &str) -> TrackId {

@@ -27,6 +27,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { launchChromium } from './chromium.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -41,17 +42,9 @@ if (process.env.NODE_TEST_CONTEXT) {
 async function main() {
   const demoUrl = process.env.STRAIT_DEMO_URL;
   if (!demoUrl) fail('STRAIT_DEMO_URL is not set (the gateway\'s HTTP origin, e.g. http://127.0.0.1:8080/)');
-  const chromiumPath = process.env.STRAIT_CHROMIUM ?? '/usr/bin/chromium';
   const artifacts = resolve(process.env.STRAIT_ARTIFACTS ?? join(here, '..', '..', 'target', 'browser-artifacts'));
   const waitMs = Number(process.env.STRAIT_WAIT_MS ?? 30000);
   mkdirSync(artifacts, { recursive: true });
-
-  let chromium;
-  try {
-    ({ chromium } = await import('playwright-core'));
-  } catch {
-    fail('playwright-core is not installed: run `npm ci` in web-demo/ (./scripts/test does)');
-  }
 
   // A hard stop in case something hangs outside the bounded waits below.
   const watchdog = setTimeout(() => {
@@ -59,23 +52,13 @@ async function main() {
     process.exit(2);
   }, waitMs * 8 + 30000);
 
-  const browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: [
-      '--headless=new',
-      '--no-sandbox',
-      '--no-first-run',
-      '--disable-sync',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-      '--autoplay-policy=no-user-gesture-required',
-      // The gateway's WebRTC bridge listens on loopback and names only loopback candidates.
-      '--allow-loopback-in-peer-connection',
-    ],
-  });
+  let browser;
+  let chromiumPath;
+  try {
+    ({ browser, executablePath: chromiumPath } = await launchChromium());
+  } catch (e) {
+    fail(e.message);
+  }
   console.log(`browser test: ${browser.version()} at ${chromiumPath}, demo at ${demoUrl}`);
 
   const pages = [];

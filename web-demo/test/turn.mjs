@@ -13,6 +13,8 @@
 // input closes (or STRAIT_WAIT_MS × 4 passes), and exits 0. Any failure exits non-zero with the
 // reason on standard error.
 
+import { launchChromium } from './chromium.mjs';
+
 if (process.env.NODE_TEST_CONTEXT) {
   // `node --test web-demo/test/` picks up every file of the directory; this one needs a gateway.
   const { test } = await import('node:test');
@@ -33,33 +35,17 @@ async function main() {
   const iceText = process.env.STRAIT_ICE;
   if (!origin || !room || !token || !iceText) fail('STRAIT_ORIGIN, STRAIT_ROOM, STRAIT_TOKEN and STRAIT_ICE are required');
   const ice = JSON.parse(iceText);
-  const chromiumPath = process.env.STRAIT_CHROMIUM ?? '/usr/bin/chromium';
   const waitMs = Number(process.env.STRAIT_WAIT_MS ?? 30000);
 
-  let chromium;
-  try {
-    ({ chromium } = await import('playwright-core'));
-  } catch {
-    fail('playwright-core is not installed: run `npm ci` in web-demo/ (./scripts/test does)');
-  }
   const watchdog = setTimeout(() => fail('overall time limit reached'), waitMs * 4);
 
-  const browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: [
-      '--headless=new',
-      '--no-sandbox',
-      '--no-first-run',
-      '--disable-sync',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-      // TURN over TLS: the gateway's development certificate is self-signed.
-      '--ignore-certificate-errors',
-    ],
-  });
+  let browser;
+  try {
+    // TURN over TLS: the gateway's development certificate is self-signed.
+    ({ browser } = await launchChromium(['--ignore-certificate-errors']));
+  } catch (e) {
+    fail(e.message);
+  }
   const page = await browser.newPage();
   const logs = [];
   page.on('console', (m) => logs.push(`console ${m.type()}: ${m.text()}`));

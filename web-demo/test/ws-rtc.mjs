@@ -17,6 +17,8 @@
 // must name it) (required); STRAIT_CHROMIUM (default /usr/bin/chromium); STRAIT_WAIT_MS (bound
 // of each wait; default 30000).
 
+import { launchChromium } from './chromium.mjs';
+
 if (process.env.NODE_TEST_CONTEXT) {
   // `node --test web-demo/test/` picks up every file of a test directory; this one needs a gateway.
   const { test } = await import('node:test');
@@ -41,33 +43,16 @@ async function main() {
   const publish = { token: required('STRAIT_PUBLISH_TOKEN'), room: required('STRAIT_PUBLISH_ROOM') };
   const view = { token: required('STRAIT_VIEW_TOKEN'), room: required('STRAIT_VIEW_ROOM') };
   const webrtcPort = required('STRAIT_WEBRTC_PORT');
-  const chromiumPath = process.env.STRAIT_CHROMIUM ?? '/usr/bin/chromium';
   const waitMs = Number(process.env.STRAIT_WAIT_MS ?? 30000);
 
-  let chromium;
-  try {
-    ({ chromium } = await import('playwright-core'));
-  } catch {
-    fail('playwright-core is not installed: run `npm ci` in web-demo/');
-  }
   const watchdog = setTimeout(() => fail('overall time limit reached'), waitMs * 4);
 
-  const browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: [
-      '--headless=new',
-      '--no-sandbox',
-      '--no-first-run',
-      '--disable-sync',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  let browser;
+  try {
+    ({ browser } = await launchChromium());
+  } catch (e) {
+    fail(e.message);
+  }
   const logs = [];
   const open = async (label) => {
     const context = await browser.newContext();
