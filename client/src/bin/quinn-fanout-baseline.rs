@@ -36,6 +36,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use strait_client::load::fanout::FanoutArgs;
 use strait_client::load::procfs::{self, CpuMark};
 use strait_client::load::stats::{median, pct};
 use strait_client::load::{Error, Result};
@@ -48,120 +49,25 @@ const ALPN: &[u8] = b"quinn-fanout-baseline";
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 const DATAGRAM_BUFFER: usize = 64 * 1024;
 
-const USAGE: &str = "\
-quinn-fanout-baseline: server CPU per datagram of bare quinn at 1 -> N fan-out
-
-usage: quinn-fanout-baseline [options]
-       quinn-fanout-baseline serve      (the server child; started by the driver)
-
-  --subscribers N,N,...       fan-out sizes (default 1,10,100)
-  --seconds S                 length of the send phase (default 10)
-  --rate R                    publisher datagrams per second (default 500)
-  --max-forward-rate F        cap the publisher rate at F/N (default: none)
-  --size B                    datagram size in bytes (default 1000)
-  --runs K                    runs per N; with K > 1 a table of medians follows (default 1)
-  --idle-seconds S            idle window measured before the send phase (default 2)
-  --connect-concurrency C     connections opening at once (default 32)
-  --json                      one JSON object per run instead of the tables
-";
-
-#[derive(Debug, Clone)]
+/// Server CPU per datagram of bare quinn at 1 → N fan-out. `quinn-fanout-baseline serve` is the
+/// server child, started by the driver.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "quinn-fanout-baseline")]
 struct Args {
-    subscribers: Vec<usize>,
-    seconds: f64,
-    rate: u32,
-    max_forward_rate: Option<u64>,
-    size: usize,
-    runs: usize,
-    idle_seconds: f64,
-    connect_concurrency: usize,
-    json: bool,
+    #[command(flatten)]
+    fanout: FanoutArgs,
 }
 
-fn number<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    s.parse().map_err(|e| format!("{flag}: `{s}`: {e}").into())
-}
+impl std::ops::Deref for Args {
+    type Target = FanoutArgs;
 
-impl Args {
-    fn parse(args: Vec<String>) -> Result<Args> {
-        let mut out = Args {
-            subscribers: vec![1, 10, 100],
-            seconds: 10.0,
-            rate: 500,
-            max_forward_rate: None,
-            size: 1000,
-            runs: 1,
-            idle_seconds: 2.0,
-            connect_concurrency: 32,
-            json: false,
-        };
-        let mut it = args.into_iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-                _ => (arg.clone(), None),
-            };
-            let mut value = || -> Result<String> {
-                inline
-                    .clone()
-                    .or_else(|| it.next())
-                    .ok_or_else(|| format!("{flag} needs a value").into())
-            };
-            match flag.as_str() {
-                "--subscribers" => {
-                    out.subscribers = value()?
-                        .split(',')
-                        .map(|s| s.trim().parse::<usize>())
-                        .collect::<std::result::Result<_, _>>()
-                        .map_err(|e| format!("--subscribers: {e}"))?;
-                }
-                "--seconds" => out.seconds = number(&flag, &value()?)?,
-                "--rate" => out.rate = number(&flag, &value()?)?,
-                "--max-forward-rate" => out.max_forward_rate = Some(number(&flag, &value()?)?),
-                "--size" => out.size = number(&flag, &value()?)?,
-                "--runs" => out.runs = number(&flag, &value()?)?,
-                "--idle-seconds" => out.idle_seconds = number(&flag, &value()?)?,
-                "--connect-concurrency" => out.connect_concurrency = number(&flag, &value()?)?,
-                "--json" => out.json = true,
-                "--help" | "-h" => {
-                    print!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other => return Err(format!("unknown argument `{other}`\n\n{USAGE}").into()),
-            }
-        }
-        if out.subscribers.is_empty() || out.subscribers.contains(&0) {
-            return Err("--subscribers: every N must be at least 1".into());
-        }
-        if !(out.seconds > 0.0 && out.seconds <= 3600.0) {
-            return Err("--seconds must be in (0, 3600]".into());
-        }
-        if out.rate == 0 || out.runs == 0 || out.connect_concurrency == 0 {
-            return Err("--rate, --runs and --connect-concurrency must be at least 1".into());
-        }
-        if !(0.0..=60.0).contains(&out.idle_seconds) {
-            return Err("--idle-seconds must be in [0, 60]".into());
-        }
-        if !(16..=1100).contains(&out.size) {
-            return Err(
-                "--size must be between 16 and 1100 bytes (quinn starts at MTU 1200)".into(),
-            );
-        }
-        Ok(out)
-    }
-
-    fn rate_for(&self, n: usize) -> u32 {
-        match self.max_forward_rate {
-            Some(cap) => u32::try_from(cap / n as u64)
-                .unwrap_or(u32::MAX)
-                .clamp(1, self.rate),
-            None => self.rate,
-        }
+    fn deref(&self) -> &FanoutArgs {
+        &self.fanout
     }
 }
+
+/// quinn starts at an MTU of 1200 bytes.
+const MAX_SIZE: usize = 1100;
 
 fn udp_socket(bind: SocketAddr) -> Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -639,13 +545,11 @@ async fn main() {
         }
         return;
     }
-    let args = match Args::parse(argv) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("quinn-fanout-baseline: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
+    if let Err(e) = args.validate(MAX_SIZE) {
+        eprintln!("quinn-fanout-baseline: {e}");
+        std::process::exit(2);
+    }
     if !args.json {
         println!(
             "quinn-fanout-baseline: {} s per run, {}-byte datagrams",

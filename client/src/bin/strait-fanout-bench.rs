@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strait_client::load::fanout::FanoutArgs;
 use strait_client::load::gateway::{GatewayChild, mint_token, scrape};
 use strait_client::load::procfs::{clock_ticks_per_second, cpu_split, cpu_ticks, status_kib};
 use strait_client::load::stats::{median, pct};
@@ -36,127 +37,27 @@ use strait_client::load::{Error, Result};
 use strait_client::protocol::{Codec, MediaId, TrackId, TrackKind};
 use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, Session, Trust};
 
-const USAGE: &str = "\
-strait-fanout-bench: CPU per forwarded packet of the gateway's QUIC path at 1 -> N fan-out
-
-usage: strait-fanout-bench [options]
-
-  --strait PATH               the gateway binary (default target/release/strait)
-  --subscribers N,N,...       fan-out sizes to measure (default 1,10,100)
-  --seconds S                 length of the send phase (default 10)
-  --rate R                    publisher packets per second (default 500)
-  --max-forward-rate F        cap the publisher rate at F/N so that N * rate <= F (default: none)
-  --size B                    RTP packet size in bytes, header included (default 1000)
-  --runs K                    runs per N; with K > 1 a table of medians follows (default 1)
-  --idle-seconds S            idle window measured before the send phase (default 2, 0 = skip)
-  --connect-concurrency C     sessions connecting at once (default 32)
-  --json                      print one JSON object per run instead of the tables
-  --help                      this text
-";
-
-/// The command line.
-#[derive(Debug, Clone)]
+/// CPU per forwarded packet of the gateway's QUIC path at 1 → N fan-out.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "strait-fanout-bench")]
 struct Args {
+    /// The gateway binary.
+    #[arg(long, default_value = "target/release/strait")]
     strait: PathBuf,
-    subscribers: Vec<usize>,
-    seconds: f64,
-    rate: u32,
-    max_forward_rate: Option<u64>,
-    size: usize,
-    runs: usize,
-    idle_seconds: f64,
-    connect_concurrency: usize,
-    json: bool,
+    #[command(flatten)]
+    fanout: FanoutArgs,
 }
 
-impl Args {
-    fn parse() -> Result<Args> {
-        let mut args = Args {
-            strait: PathBuf::from("target/release/strait"),
-            subscribers: vec![1, 10, 100],
-            seconds: 10.0,
-            rate: 500,
-            max_forward_rate: None,
-            size: 1000,
-            runs: 1,
-            idle_seconds: 2.0,
-            connect_concurrency: 32,
-            json: false,
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-                _ => (arg.clone(), None),
-            };
-            let mut value = || -> Result<String> {
-                inline
-                    .clone()
-                    .or_else(|| it.next())
-                    .ok_or_else(|| format!("{flag} needs a value").into())
-            };
-            match flag.as_str() {
-                "--strait" => args.strait = PathBuf::from(value()?),
-                "--subscribers" => {
-                    args.subscribers = value()?
-                        .split(',')
-                        .map(|s| s.trim().parse::<usize>())
-                        .collect::<std::result::Result<_, _>>()
-                        .map_err(|e| format!("--subscribers: {e}"))?;
-                }
-                "--seconds" => args.seconds = number(&flag, &value()?)?,
-                "--rate" => args.rate = number(&flag, &value()?)?,
-                "--max-forward-rate" => args.max_forward_rate = Some(number(&flag, &value()?)?),
-                "--size" => args.size = number(&flag, &value()?)?,
-                "--runs" => args.runs = number(&flag, &value()?)?,
-                "--idle-seconds" => args.idle_seconds = number(&flag, &value()?)?,
-                "--connect-concurrency" => args.connect_concurrency = number(&flag, &value()?)?,
-                "--json" => args.json = true,
-                "--help" | "-h" => {
-                    print!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other => return Err(format!("unknown argument `{other}`\n\n{USAGE}").into()),
-            }
-        }
-        if args.subscribers.is_empty() || args.subscribers.contains(&0) {
-            return Err("--subscribers: every N must be at least 1".into());
-        }
-        if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
-            return Err("--seconds must be in (0, 3600]".into());
-        }
-        if args.rate == 0 || args.runs == 0 || args.connect_concurrency == 0 {
-            return Err("--rate, --runs and --connect-concurrency must be at least 1".into());
-        }
-        if !(args.idle_seconds >= 0.0 && args.idle_seconds <= 60.0) {
-            return Err("--idle-seconds must be in [0, 60]".into());
-        }
-        if !(16..=1400).contains(&args.size) {
-            return Err("--size must be between 16 and 1400 bytes".into());
-        }
-        Ok(args)
-    }
+impl std::ops::Deref for Args {
+    type Target = FanoutArgs;
 
-    /// The publisher's rate for fan-out `n`.
-    fn rate_for(&self, n: usize) -> u32 {
-        match self.max_forward_rate {
-            Some(cap) => {
-                let capped = cap / n as u64;
-                u32::try_from(capped)
-                    .unwrap_or(u32::MAX)
-                    .clamp(1, self.rate)
-            }
-            None => self.rate,
-        }
+    fn deref(&self) -> &FanoutArgs {
+        &self.fanout
     }
 }
 
-fn number<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    s.parse().map_err(|e| format!("{flag}: `{s}`: {e}").into())
-}
+/// RTP packets up to 1400 bytes fit the gateway's datagrams on loopback.
+const MAX_SIZE: usize = 1400;
 
 /// Starts the gateway sized for `n` subscribers: every session comes from 127.0.0.1 and joins one
 /// room.
@@ -606,13 +507,11 @@ fn median_by(runs: &[RunResult], key: fn(&RunResult) -> f64) -> &RunResult {
 
 #[tokio::main]
 async fn main() {
-    let args = match Args::parse() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("strait-fanout-bench: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
+    if let Err(e) = args.validate(MAX_SIZE) {
+        eprintln!("strait-fanout-bench: {e}");
+        std::process::exit(2);
+    }
     if !args.json {
         println!(
             "strait-fanout-bench: {} s per run, {}-byte packets, gateway {}",

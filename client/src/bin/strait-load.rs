@@ -56,103 +56,49 @@ use strait_client::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
-const USAGE: &str = "\
-strait-load: runs a load scenario against a Strait gateway and reports what it measured
-
-usage: strait-load SCENARIO.toml [options]
-
-  --set KEY=VALUE        override a scenario value (dotted key, TOML value); repeatable
-  --strait PATH          the gateway binary to start on loopback (default target/release/strait)
-  --quic ADDR            use a running gateway at this QUIC address instead (with --http and
-  --http ADDR            --cert-sha256; its CPU and memory are read only with --gateway-pid)
-  --cert-sha256 HEX      the running gateway's certificate hash (AA:BB:… or hex)
-  --gateway-pid PID      the running gateway's process id, for /proc
-  --json                 print the report as one JSON object
-  --no-progress          no progress bar
-  --help                 this text
-";
-
-#[derive(Debug)]
+/// Runs a load scenario against a Strait gateway and reports what it measured.
+#[derive(Debug, clap::Parser)]
+#[command(name = "strait-load")]
 struct Args {
+    /// The scenario file (TOML, see client/scenarios/).
     scenario: PathBuf,
+    /// Overrides a scenario value (dotted key, TOML value); repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// The gateway binary to start on loopback.
+    #[arg(long, default_value = "target/release/strait")]
     strait: PathBuf,
+    /// Use a running gateway at this QUIC address instead (with --http and --cert-sha256).
+    #[arg(long, requires_all = ["http", "cert"])]
     quic: Option<SocketAddr>,
+    /// The running gateway's HTTP address.
+    #[arg(long, requires_all = ["quic", "cert"])]
     http: Option<SocketAddr>,
+    /// The running gateway's certificate hash (AA:BB:… or hex).
+    #[arg(long = "cert-sha256", value_name = "HEX", value_parser = parse_sha256, requires_all = ["quic", "http"])]
     cert: Option<[u8; 32]>,
+    /// The running gateway's process id, for its CPU and memory from /proc.
+    #[arg(long)]
     gateway_pid: Option<u32>,
+    /// Prints the report as one JSON object.
+    #[arg(long)]
     json: bool,
+    /// No progress bar.
+    #[arg(long = "no-progress", action = clap::ArgAction::SetFalse)]
     progress: bool,
 }
 
-impl Args {
-    fn parse() -> Result<Args> {
-        let mut scenario = None;
-        let mut args = Args {
-            scenario: PathBuf::new(),
-            sets: Vec::new(),
-            strait: PathBuf::from("target/release/strait"),
-            quic: None,
-            http: None,
-            cert: None,
-            gateway_pid: None,
-            json: false,
-            progress: true,
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") && f != "--set" => {
-                    (f.to_owned(), Some(v.to_owned()))
-                }
-                _ => (arg.clone(), None),
-            };
-            let mut value = || -> Result<String> {
-                inline
-                    .clone()
-                    .or_else(|| it.next())
-                    .ok_or_else(|| format!("{flag} needs a value").into())
-            };
-            match flag.as_str() {
-                "--set" => args.sets.push(value()?),
-                "--strait" => args.strait = PathBuf::from(value()?),
-                "--quic" => args.quic = Some(value()?.parse()?),
-                "--http" => args.http = Some(value()?.parse()?),
-                "--cert-sha256" => {
-                    let text = value()?.replace(':', "");
-                    let mut out = [0u8; 32];
-                    if text.len() != 64 {
-                        return Err("--cert-sha256: 32 bytes in hex".into());
-                    }
-                    for (i, byte) in out.iter_mut().enumerate() {
-                        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)?;
-                    }
-                    args.cert = Some(out);
-                }
-                "--gateway-pid" => args.gateway_pid = Some(value()?.parse()?),
-                "--json" => args.json = true,
-                "--no-progress" => args.progress = false,
-                "--help" | "-h" => {
-                    print!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other if !other.starts_with('-') && scenario.is_none() => {
-                    scenario = Some(PathBuf::from(other));
-                }
-                other => return Err(format!("unknown argument `{other}`\n\n{USAGE}").into()),
-            }
-        }
-        args.scenario = scenario.ok_or_else(|| format!("no scenario file\n\n{USAGE}"))?;
-        let external = [
-            args.quic.is_some(),
-            args.http.is_some(),
-            args.cert.is_some(),
-        ];
-        if external.iter().any(|x| *x) && !external.iter().all(|x| *x) {
-            return Err("--quic, --http and --cert-sha256 go together".into());
-        }
-        Ok(args)
+/// A SHA-256 in hex, with or without colons.
+fn parse_sha256(text: &str) -> std::result::Result<[u8; 32], String> {
+    let text = text.replace(':', "");
+    if text.len() != 64 {
+        return Err("32 bytes in hex".into());
     }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1439,13 +1385,7 @@ async fn run(args: &Args) -> Result<bool> {
 
 #[tokio::main]
 async fn main() {
-    let args = match Args::parse() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("strait-load: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     match run(&args).await {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

@@ -1,7 +1,8 @@
 //! Shared pieces of the load tools (`strait-load`, `strait-fanout-bench`,
 //! `quinn-fanout-baseline`): starting the `strait` binary as a child and reading its banner,
-//! minting tokens and scraping `/metrics` over a tiny HTTP/1.1 client, reading a process's CPU
-//! and memory from `/proc`, and the statistics the reports print.
+//! minting tokens and scraping `/metrics` over a tiny HTTP/1.1 client, the fan-out programs'
+//! shared command line, reading a process's CPU and memory from `/proc`, and the statistics the
+//! reports print.
 //!
 //! Not part of the SDK's API: it is public only so that the binaries of this crate can share it.
 //! Linux only (`/proc`).
@@ -10,6 +11,7 @@
     reason = "internal to the load tools; hidden from the SDK's documentation"
 )]
 
+pub mod fanout;
 pub mod gateway;
 pub mod procfs;
 pub mod rtp;
