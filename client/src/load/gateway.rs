@@ -36,8 +36,8 @@ impl Drop for GatewayChild {
 
 impl GatewayChild {
     /// Starts `strait serve` on loopback port 0 (QUIC, HTTP and the WebRTC bridge's UDP port)
-    /// with `settings` (`key=value`, each passed as `--set`) and `log.filter=warn`, and reads the
-    /// addresses and the certificate fingerprint it prints.
+    /// with `settings` (`key=value`, each passed as `--set`) and `log.filter=warn,rtc=error`, and
+    /// reads the addresses and the certificate fingerprint it prints.
     pub async fn start(strait: &Path, settings: &[String]) -> Result<GatewayChild> {
         let mut command = Command::new(strait);
         command.arg("serve").args([
@@ -53,7 +53,7 @@ impl GatewayChild {
         }
         command
             .arg("--set")
-            .arg("log.filter=warn")
+            .arg("log.filter=warn,rtc=error")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

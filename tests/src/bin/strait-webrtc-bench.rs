@@ -1,0 +1,322 @@
+//! `strait-webrtc-bench`: gateway CPU per packet forwarded on the WebRTC leg, 1 → N.
+//!
+//! Starts the `strait` binary on loopback (`--strait`, default `target/release/strait`; its CPU
+//! from `/proc/<pid>/stat`), publishes a VP8-like track from a native `strait-client` session at
+//! `--rate` packets per second, and subscribes N WHEP peers (the `webrtc` crate, in this process)
+//! to it; after every peer has received a packet, it measures the gateway's CPU over `--seconds`
+//! against the change of `strait_packets_out_total{transport="webrtc"}` (each packet SRTP-
+//! protected and sent on the bridge's one UDP socket). The peers share the two cores with the
+//! gateway, as in every benchmark here.
+//!
+//! ```text
+//! cargo build --release -p strait-gateway -p strait-tests --bin strait --bin strait-webrtc-bench
+//! target/release/strait-webrtc-bench --subscribers 1,10,50,100 --rate 200 --seconds 10
+//! ```
+//!
+//! Bounded: every wait has a timeout, traffic stays on loopback, the gateway is killed at the end.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+use rtc::rtp_transceiver::RTCRtpTransceiverInit;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use strait_client::load::gateway::{GatewayChild, http, mint_token};
+use strait_client::load::procfs::{CpuMark, clock_ticks_per_second};
+use strait_client::protocol::{Codec, TrackKind};
+use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, SessionEvent, Trust};
+use strait_tests::fixture::rtp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, register_default_interceptors,
+};
+use webrtc::runtime::default_runtime;
+
+/// CPU per packet forwarded on the gateway's WebRTC leg at 1 → N.
+#[derive(Debug, Parser)]
+#[command(name = "strait-webrtc-bench")]
+struct Args {
+    /// The gateway binary.
+    #[arg(long, default_value = "target/release/strait")]
+    strait: PathBuf,
+    /// Numbers of WHEP subscribers, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
+    subscribers: Vec<usize>,
+    /// Publisher packets per second.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Length of the measured window, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+struct Handler {
+    gathered: mpsc::UnboundedSender<()>,
+    connected: mpsc::UnboundedSender<()>,
+    tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(());
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected {
+            let _ = self.connected.send(());
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tracks.send(track);
+    }
+}
+
+/// One WHEP subscriber; counts the RTP packets it receives.
+async fn whep_subscriber(
+    gateway: &GatewayChild,
+    path: &str,
+    token: &str,
+    received: Arc<AtomicU64>,
+) -> Result<Box<dyn PeerConnection>> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_default_codecs()?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
+    let (connected_tx, mut connected) = mpsc::unbounded_channel();
+    let (tracks_tx, mut tracks) = mpsc::unbounded_channel();
+    let pc = PeerConnectionBuilder::new()
+        .with_setting_engine(
+            SettingEngineBuilder::new()
+                .with_include_loopback_candidate(true)
+                .build(),
+        )
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler {
+            gathered: gathered_tx,
+            connected: connected_tx,
+            tracks: tracks_tx,
+        }))
+        .with_runtime(default_runtime().ok_or_else(|| anyhow!("no async runtime"))?)
+        .with_udp_addrs(vec!["127.0.0.1:0"])
+        .build()
+        .await?;
+    pc.add_transceiver_from_kind(
+        RtpCodecKind::Video,
+        Some(RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Recvonly,
+            ..Default::default()
+        }),
+    )
+    .await?;
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    tokio::time::timeout(WAIT, gathered.recv())
+        .await
+        .context("ICE gathering")?;
+    let offer = pc.local_description().await.context("no offer")?.sdp;
+    let answer = post_sdp(gateway.http, path, token, &offer).await?;
+    pc.set_remote_description(RTCSessionDescription::answer(answer)?)
+        .await?;
+    tokio::time::timeout(WAIT, connected.recv())
+        .await
+        .context("the WHEP peer did not connect")?;
+    let track = tokio::time::timeout(WAIT, tracks.recv())
+        .await
+        .context("no track")?
+        .context("no track")?;
+    tokio::spawn(async move {
+        while let Some(event) = track.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(_) = event {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    Ok(Box::new(pc))
+}
+
+/// `POST path` with an SDP offer and a bearer token; the answer of a `201 Created`.
+async fn post_sdp(addr: SocketAddr, path: &str, token: &str, sdp: &str) -> Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .context("WHEP answer")??;
+    let text = String::from_utf8(response)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
+    if !head.starts_with("HTTP/1.1 201") {
+        bail!("WHEP refused: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
+}
+
+/// `strait_packets_out_total{transport="webrtc"}`.
+async fn webrtc_packets_out(addr: SocketAddr) -> Result<u64> {
+    let body = http(addr, "GET", "/metrics", None)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(body
+        .lines()
+        .find(|l| l.starts_with("strait_packets_out_total{transport=\"webrtc\"}"))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64)
+}
+
+async fn run(args: &Args, n: usize) -> Result<()> {
+    let settings = vec![
+        format!("limits.max_participants_per_room={}", n + 16),
+        format!("limits.max_sessions_per_ip={}", n + 16),
+    ];
+    let gateway = GatewayChild::start(&args.strait, &settings)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let room = "bench";
+    let token = mint_token(gateway.http, room, "publisher")
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let config = ClientConfig::new(gateway.quic, Trust::Hashes(vec![gateway.cert]), token);
+    let publisher = Arc::new(Client::connect(config).await?);
+    publisher.join(room).await?;
+    let track = publisher
+        .publish(PublishSpec {
+            kind: TrackKind::Video,
+            codec: Codec {
+                name: "VP8".into(),
+                payload_type: 96,
+                clock_rate: 90_000,
+                channels: 0,
+                fmtp: String::new(),
+            },
+            source: "camera".into(),
+            layers: vec![LayerSpec::default()],
+            muted: false,
+        })
+        .await?;
+    let media = track.media[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (session, stop, rate) = (Arc::clone(&publisher), Arc::clone(&stop), args.rate);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+            // Bounded: at most ten minutes of packets.
+            for index in 0u32..rate.saturating_mul(600) {
+                tick.tick().await;
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let mut key = index == 0;
+                while let Some(event) = session.try_next_event() {
+                    key |= matches!(event, SessionEvent::KeyframeRequested { .. });
+                }
+                let packet = rtp::vp8(index as u16, index * 3000, 0x00be_0c00, key, index);
+                let _ = session.send_rtp(media, &packet);
+            }
+        })
+    };
+
+    let path = format!("/whep/{room}/{}", track.track.0);
+    let mut peers = Vec::with_capacity(n);
+    let mut counters = Vec::with_capacity(n);
+    let setup = Instant::now();
+    for i in 0..n {
+        let token = mint_token(gateway.http, room, &format!("viewer-{i}"))
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        let received = Arc::new(AtomicU64::new(0));
+        peers.push(whep_subscriber(&gateway, &path, &token, Arc::clone(&received)).await?);
+        counters.push(received);
+    }
+    // Warm-up: every subscriber has media.
+    let deadline = Instant::now() + WAIT;
+    while counters.iter().any(|c| c.load(Ordering::Relaxed) == 0) {
+        if Instant::now() > deadline {
+            bail!("not every WHEP subscriber received media within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let setup_s = setup.elapsed().as_secs_f64();
+
+    let pid = gateway.pid.to_string();
+    let cpu_before = CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?;
+    let out_before = webrtc_packets_out(gateway.http).await?;
+    let received_before: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    let cpu = cpu_before.until(
+        &CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?,
+        clock_ticks_per_second(),
+    );
+    let out = webrtc_packets_out(gateway.http).await? - out_before;
+    let received = counters
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum::<u64>()
+        - received_before;
+    println!(
+        "{n:>6} {:>8} {:>8.1} {:>10} {:>10} {:>9.2} {:>6.0} {:>9.2}",
+        args.rate,
+        setup_s,
+        out,
+        received,
+        cpu.cpu_s,
+        cpu.system_pct,
+        if out > 0 {
+            cpu.cpu_s * 1e6 / out as f64
+        } else {
+            f64::NAN
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = sender.await;
+    for pc in peers {
+        let _ = pc.close().await;
+    }
+    publisher.close().await;
+    gateway.stop().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.subscribers.contains(&0)
+        || args.rate == 0
+        || args.seconds.is_nan()
+        || args.seconds <= 0.0
+    {
+        bail!("--subscribers, --rate and --seconds must be positive");
+    }
+    println!(
+        "strait-webrtc-bench: {} s per run, VP8-like packets, gateway {}",
+        args.seconds,
+        args.strait.display()
+    );
+    println!("     N   rate/s  setup s  webrtc out   received  gw CPU s  sys %  µs/pkt");
+    for &n in &args.subscribers {
+        run(&args, n).await?;
+    }
+    Ok(())
+}
