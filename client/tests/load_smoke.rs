@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn gateway_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("STRAIT_BIN") {
@@ -30,7 +30,7 @@ fn smoke_scenario_joins_everyone_and_delivers_media() {
         strait.display()
     );
     let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strait-load"))
+    let child = Command::new(env!("CARGO_BIN_EXE_strait-load"))
         .arg(&scenario)
         .arg("--strait")
         .arg(&strait)
@@ -39,16 +39,22 @@ fn smoke_scenario_joins_everyone_and_delivers_media() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("strait-load starts");
-    // Bounded: the scenario takes a few seconds; a hung run is killed.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("strait-load did not finish within 120 s");
+    // Bounded: the scenario takes a few seconds; a hung run is killed. A thread waits for the
+    // process and hands over its output; this one waits for that, with a deadline.
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let output = match finished.recv_timeout(Duration::from_secs(120)) {
+        Ok(output) => output.expect("strait-load's output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("strait-load did not finish within 120 s; killed");
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let output = child.wait_with_output().expect("output");
+    };
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "strait-load failed: {stdout}");
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON report");

@@ -13,6 +13,8 @@
 //! - [`relay`]: a user-space UDP relay for impairment (delay, jitter, loss, reordering, duplication,
 //!   rate limits) and migration tests (it moves a client to a new port or IP mid-session).
 //! - [`ws`]: a client of the WebSocket signaling path (`/ws/rtc`).
+//! - [`webrtc_peer`]: a `webrtc`-crate peer connection, the legacy WebRTC peer of the bridge's
+//!   tests and benchmarks.
 //! - [`browser`]: what the headless-Chromium tests share (tool checks, process-group cleanup).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -21,4 +23,5 @@ pub mod browser;
 pub mod fixture;
 pub mod relay;
 pub mod turn_client;
+pub mod webrtc_peer;
 pub mod ws;

@@ -267,28 +267,36 @@ async fn websocket_sessions_count_against_the_session_limits() {
         }
         other => panic!("expected a 503 refusal, got {:?}", other.map(|_| ())),
     }
-    // The slot comes back when the first session ends.
+    // The slot comes back when the first session ends: wait for the admission's own signal
+    // that a session ended, registered before the count is checked.
+    let admission = gw.gateway.shared.admission.clone();
+    let max = gw.gateway.shared.config.limits.max_sessions;
     first
         .send(&ControlMessage::Leave(Leave {
             request: RequestId(1),
         }))
         .await;
     while first.next().await.is_some() {}
-    let second = tokio::time::timeout(WAIT, async {
+    tokio::time::timeout(WAIT, async {
         loop {
-            let url = format!(
-                "ws://{}/ws/rtc?token={}",
-                gw.http_addr(),
-                gw.token("hall", "second")
-            );
-            if let Ok((socket, _)) = tokio_tungstenite::connect_async(url).await {
-                return socket;
+            let ended = admission.changed();
+            if admission.sessions_in_use(max) == 0 {
+                return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            ended.await;
         }
     })
     .await
     .expect("the slot is released when the first session ends");
+    let url = format!(
+        "ws://{}/ws/rtc?token={}",
+        gw.http_addr(),
+        gw.token("hall", "second")
+    );
+    let (second, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("an answer in time")
+        .expect("the freed slot admits the second session");
     drop(second);
     gw.stop().await;
 }

@@ -30,16 +30,11 @@ use strait_client::load::gateway::{GatewayChild, http, mint_token};
 use strait_client::load::procfs::{CpuMark, clock_ticks_per_second};
 use strait_client::protocol::{Codec, TrackKind};
 use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, SessionEvent, Trust};
-use strait_tests::fixture::rtp;
+use strait_tests::fixture::{WAIT, rtp};
+use strait_tests::webrtc_peer::Peer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder, register_default_interceptors,
-};
-use webrtc::runtime::default_runtime;
+use webrtc::media_stream::track_remote::TrackRemoteEvent;
+use webrtc::peer_connection::PeerConnection;
 
 /// CPU per packet forwarded on the gateway's WebRTC leg at 1 → N.
 #[derive(Debug, Parser)]
@@ -59,34 +54,6 @@ struct Args {
     seconds: f64,
 }
 
-const WAIT: Duration = Duration::from_secs(30);
-
-#[derive(Clone)]
-struct Handler {
-    gathered: mpsc::UnboundedSender<()>,
-    connected: mpsc::UnboundedSender<()>,
-    tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(());
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        if state == RTCPeerConnectionState::Connected {
-            let _ = self.connected.send(());
-        }
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.tracks.send(track);
-    }
-}
-
 /// One WHEP subscriber; counts the RTP packets it receives.
 async fn whep_subscriber(
     gateway: &GatewayChild,
@@ -94,50 +61,20 @@ async fn whep_subscriber(
     token: &str,
     received: Arc<AtomicU64>,
 ) -> Result<Box<dyn PeerConnection>> {
-    let mut media_engine = MediaEngine::default();
-    media_engine.register_default_codecs()?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
-    let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
-    let (connected_tx, mut connected) = mpsc::unbounded_channel();
-    let (tracks_tx, mut tracks) = mpsc::unbounded_channel();
-    let pc = PeerConnectionBuilder::new()
-        .with_setting_engine(
-            SettingEngineBuilder::new()
-                .with_include_loopback_candidate(true)
-                .build(),
+    let mut peer = Peer::new().await;
+    peer.pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
         )
-        .with_media_engine(media_engine)
-        .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler {
-            gathered: gathered_tx,
-            connected: connected_tx,
-            tracks: tracks_tx,
-        }))
-        .with_runtime(default_runtime().ok_or_else(|| anyhow!("no async runtime"))?)
-        .with_udp_addrs(vec!["127.0.0.1:0"])
-        .build()
         .await?;
-    pc.add_transceiver_from_kind(
-        RtpCodecKind::Video,
-        Some(RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Recvonly,
-            ..Default::default()
-        }),
-    )
-    .await?;
-    let offer = pc.create_offer(None).await?;
-    pc.set_local_description(offer).await?;
-    tokio::time::timeout(WAIT, gathered.recv())
-        .await
-        .context("ICE gathering")?;
-    let offer = pc.local_description().await.context("no offer")?.sdp;
+    let offer = peer.offer().await;
     let answer = post_sdp(gateway.http, path, token, &offer).await?;
-    pc.set_remote_description(RTCSessionDescription::answer(answer)?)
-        .await?;
-    tokio::time::timeout(WAIT, connected.recv())
-        .await
-        .context("the WHEP peer did not connect")?;
-    let track = tokio::time::timeout(WAIT, tracks.recv())
+    peer.finish(&answer).await;
+    let track = tokio::time::timeout(WAIT, peer.tracks.recv())
         .await
         .context("no track")?
         .context("no track")?;
@@ -148,7 +85,7 @@ async fn whep_subscriber(
             }
         }
     });
-    Ok(Box::new(pc))
+    Ok(peer.pc)
 }
 
 /// `POST path` with an SDP offer and a bearer token; the answer of a `201 Created`.
