@@ -6,12 +6,18 @@
 //! | `POST /whip/{room}` | publish: the body is the SDP offer (`application/sdp`) | `201 Created`, `Location`, the answer |
 //! | `POST /whep/{room}/{id}` | subscribe to track `id`, or to every track of participant `id` | `201 Created`, `Location`, the answer |
 //! | `DELETE {Location}` | leave the room and close the peer | `200 OK` |
-//! | `PATCH {Location}` | trickle ICE or ICE restart: not supported | `405` |
+//! | `PATCH {Location}` | trickle ICE (`application/trickle-ice-sdpfrag` with candidates) | `204 No Content` |
+//! | `PATCH {Location}` | ICE restart (a fragment with a new `a=ice-ufrag` and `a=ice-pwd`) | `200 OK`, the bridge's new credentials and candidates as a fragment |
 //!
 //! Every request carries `Authorization: Bearer <access token>`: the token must grant the room,
 //! and `publish` (WHIP) or `subscribe` (WHEP). Only the token's identity (or an admin token) may
-//! delete a session. The offer must hold the peer's candidates (gather before posting); the
-//! answer holds the bridge's host candidates and `a=ice-lite`.
+//! delete or patch a session. The answer holds the bridge's host candidates and `a=ice-lite`.
+//! The bridge is ICE-lite: it answers the peer's checks and needs none of its candidates, so
+//! trickled candidates are acknowledged and not used, and an offer may be posted before
+//! gathering ends. The `201`, `204` and `200` responses carry an `ETag` (it changes at each ICE
+//! restart); a `PATCH` with `If-Match` naming another tag than the session's (other than `*`) is
+//! refused with `412`. An ICE restart keeps the session's tracks and DTLS; the peer's checks then
+//! name the new credentials, from whatever address it has moved to.
 //!
 //! Refusals carry a one-line reason in a `text/plain` body:
 //!
@@ -20,10 +26,11 @@
 //! | 400 | the body is not SDP (or not UTF-8), the room name is invalid, the WebRTC stack refused the offer |
 //! | 401 | no bearer token, or an invalid or expired one (`WWW-Authenticate: Bearer`) |
 //! | 403 | the token is for another room, lacks the grant, or the session is someone else's |
+//! | 400 | a `PATCH` fragment with lines other than `a=`/`m=`, a ufrag without a password, or malformed credentials |
 //! | 404 | no such track, participant or session |
-//! | 405 | `PATCH` (no trickle ICE or ICE restart) |
-//! | 413 | the offer is longer than `webrtc.max_sdp_bytes` |
-//! | 415 | the `Content-Type` is not `application/sdp` |
+//! | 412 | a `PATCH` whose `If-Match` is not the session's `ETag` |
+//! | 413 | the offer or fragment is longer than `webrtc.max_sdp_bytes` |
+//! | 415 | the `Content-Type` is not `application/sdp` (`application/trickle-ice-sdpfrag` for `PATCH`) |
 //! | 422 | valid SDP the bridge cannot use: no audio or video, only unsupported codecs, no section to receive the requested tracks |
 //! | 503 | draining, peer or room limits reached |
 
@@ -37,12 +44,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use strait_media::sfu::SfuError;
-use strait_media::webrtc::{WebRtcError, check_offer};
+use strait_media::webrtc::{IceFragment, WebRtcError, check_offer};
 use strait_protocol::{ParticipantId, RoomId};
 
 use crate::Shared;
 use crate::auth::VerifiedToken;
-use crate::worker::bridge::{BridgeError, OfferRole, WebRtcDelete, WebRtcOffer};
+use crate::worker::bridge::{BridgeError, IcePatched, OfferRole, WebRtcOffer, WebRtcResource};
 
 /// Adds the WHIP and WHEP routes.
 pub fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
@@ -50,12 +57,12 @@ pub fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
         .route("/whip/{room}", post(whip_post))
         .route(
             "/whip/{room}/{resource}",
-            axum::routing::delete(whip_delete).patch(patch),
+            axum::routing::delete(whip_delete).patch(whip_patch),
         )
         .route("/whep/{room}/{target}", post(whep_post))
         .route(
             "/whep/{room}/{target}/{resource}",
-            axum::routing::delete(whep_delete).patch(patch),
+            axum::routing::delete(whep_delete).patch(whep_patch),
         )
 }
 
@@ -121,6 +128,7 @@ impl From<BridgeError> for Refusal {
             BridgeError::NoMatchingSection => StatusCode::UNPROCESSABLE_ENTITY,
             BridgeError::StackFailed => StatusCode::BAD_REQUEST,
             BridgeError::NotOwner => StatusCode::FORBIDDEN,
+            BridgeError::EntityTagMismatch(_) => StatusCode::PRECONDITION_FAILED,
             BridgeError::Disabled => StatusCode::NOT_FOUND,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -169,9 +177,16 @@ async fn offer(
                     (header::LOCATION, location),
                     (header::CONTENT_TYPE, "application/sdp".to_owned()),
                 ],
-                answer,
+                answer.clone(),
             )
                 .into_response();
+            if let Some(tag) = answer
+                .lines()
+                .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+                .and_then(|ufrag| HeaderValue::from_str(&format!("\"{ufrag}\"")).ok())
+            {
+                response.headers_mut().insert(header::ETAG, tag);
+            }
             for link in ice_servers {
                 response.headers_mut().append(header::LINK, link);
             }
@@ -346,7 +361,7 @@ async fn delete(
         let room = room_id(room)?;
         shared
             .worker
-            .webrtc_delete(WebRtcDelete {
+            .webrtc_delete(WebRtcResource {
                 room,
                 resource,
                 publisher,
@@ -363,16 +378,101 @@ async fn delete(
     }
 }
 
-async fn patch() -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        [
-            (header::ALLOW, "DELETE"),
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-        ],
-        "trickle ICE and ICE restart are not supported: post a new offer with all candidates\n",
-    )
-        .into_response()
+async fn whip_patch(
+    State(shared): State<Arc<Shared>>,
+    Path((room, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    patch(&shared, room, resource, true, &headers, body).await
+}
+
+async fn whep_patch(
+    State(shared): State<Arc<Shared>>,
+    Path((room, _target, resource)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    patch(&shared, room, resource, false, &headers, body).await
+}
+
+/// Trickle ICE or an ICE restart (RFC 9725 §4.3); see the module docs.
+async fn patch(
+    shared: &Shared,
+    room: String,
+    resource: String,
+    publisher: bool,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let token = authenticate(shared, headers)?;
+        let room = room_id(room)?;
+        let is_fragment = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/trickle-ice-sdpfrag")
+            });
+        if !is_fragment {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a PATCH must be sent as application/trickle-ice-sdpfrag",
+            ));
+        }
+        let max = shared.config.webrtc.max_sdp_bytes;
+        let body = axum::body::to_bytes(body, max).await.map_err(|_| {
+            Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the fragment is longer than {max} bytes"),
+            )
+        })?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "the fragment is not UTF-8"))?;
+        let fragment =
+            IceFragment::parse(text, max).map_err(|e| Refusal::from(BridgeError::Offer(e)))?;
+        let if_match = headers
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let target = WebRtcResource {
+            room,
+            resource,
+            publisher,
+            identity: token.identity.clone(),
+            admin: token.grants.admin,
+        };
+        shared
+            .worker
+            .webrtc_patch(target, fragment, if_match)
+            .await
+            .map_err(Refusal::from)
+    }
+    .await;
+    let tag = |t: String| HeaderValue::from_str(&t).unwrap_or(HeaderValue::from_static("\"\""));
+    match result {
+        Ok(IcePatched::Trickled { entity_tag }) => {
+            (StatusCode::NO_CONTENT, [(header::ETAG, tag(entity_tag))]).into_response()
+        }
+        Ok(IcePatched::Restarted {
+            entity_tag,
+            fragment,
+        }) => (
+            StatusCode::OK,
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+                ),
+                (header::ETAG, tag(entity_tag)),
+            ],
+            fragment,
+        )
+            .into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<VerifiedToken, Refusal> {

@@ -36,7 +36,7 @@ use crate::link::{DatagramSendError, Link};
 use crate::metrics::{DropReason, Metrics, TransportLabel};
 use crate::translate::{self, Principal};
 
-use self::bridge::{Bridge, BridgeError, WebRtcDelete, WebRtcOffer};
+use self::bridge::{Bridge, BridgeError, IcePatched, WebRtcOffer, WebRtcResource};
 
 /// A session asks to be attached to a participant (new, or resumed).
 #[derive(Debug)]
@@ -105,7 +105,18 @@ pub enum WorkerCommand {
         oneshot::Sender<Result<String, BridgeError>>,
     ),
     /// A DELETE of a WHIP or WHEP resource.
-    WebRtcDelete(WebRtcDelete, oneshot::Sender<Result<(), BridgeError>>),
+    WebRtcDelete(WebRtcResource, oneshot::Sender<Result<(), BridgeError>>),
+    /// A PATCH of a WHIP or WHEP resource: trickle ICE or an ICE restart.
+    WebRtcPatch {
+        /// The resource and who asks.
+        target: WebRtcResource,
+        /// The request's trickle-ICE fragment.
+        fragment: strait_media::webrtc::IceFragment,
+        /// The request's `If-Match`, if any.
+        if_match: Option<String>,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<IcePatched, BridgeError>>,
+    },
     /// A WebSocket signaling session starts: a new participant whose messages go to `control`
     /// and whose media, once it has sent an offer, runs on the bridge.
     AttachSignaling {
@@ -200,8 +211,28 @@ impl WorkerHandle {
         rx.await.unwrap_or(Err(BridgeError::ShuttingDown))
     }
 
+    /// Trickle ICE or an ICE restart on a WHIP or WHEP session.
+    pub async fn webrtc_patch(
+        &self,
+        target: WebRtcResource,
+        fragment: strait_media::webrtc::IceFragment,
+        if_match: Option<String>,
+    ) -> Result<IcePatched, BridgeError> {
+        let (tx, rx) = oneshot::channel();
+        let command = WorkerCommand::WebRtcPatch {
+            target,
+            fragment,
+            if_match,
+            reply: tx,
+        };
+        if self.commands.send(command).await.is_err() {
+            return Err(BridgeError::ShuttingDown);
+        }
+        rx.await.unwrap_or(Err(BridgeError::ShuttingDown))
+    }
+
     /// Ends a WHIP or WHEP session.
-    pub async fn webrtc_delete(&self, delete: WebRtcDelete) -> Result<(), BridgeError> {
+    pub async fn webrtc_delete(&self, delete: WebRtcResource) -> Result<(), BridgeError> {
         let (tx, rx) = oneshot::channel();
         if self
             .commands
@@ -273,12 +304,7 @@ pub fn spawn(
         ..SfuConfig::default()
     };
     let bridge = match webrtc {
-        Some(socket) => Some(Bridge::new(
-            socket,
-            &config.webrtc,
-            &metrics,
-            seed.rotate_left(17),
-        )?),
+        Some(socket) => Some(Bridge::new(socket, &config.webrtc, &metrics)?),
         None => None,
     };
     let worker = Worker {
@@ -427,6 +453,15 @@ impl Worker {
             }
             WorkerCommand::WebRtcDelete(delete, reply) => {
                 let _ = reply.send(self.webrtc_delete(&delete, now));
+            }
+            WorkerCommand::WebRtcPatch {
+                target,
+                fragment,
+                if_match,
+                reply,
+            } => {
+                let patched = self.webrtc_patch(&target, &fragment, if_match.as_deref(), now);
+                let _ = reply.send(patched);
             }
             WorkerCommand::AttachSignaling {
                 participant,

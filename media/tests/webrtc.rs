@@ -51,7 +51,7 @@ impl Bridge {
             ..WebRtcConfig::default()
         };
         Self {
-            endpoint: Endpoint::new(config, 7),
+            endpoint: Endpoint::new(config),
             socket,
             local,
             events: VecDeque::new(),
@@ -568,7 +568,7 @@ fn bad_offers_get_typed_errors() {
         local_addrs: vec!["127.0.0.1:4000".parse().unwrap()],
         ..WebRtcConfig::default()
     };
-    let mut endpoint = Endpoint::new(config, 1);
+    let mut endpoint = Endpoint::new(config);
     let now = Instant::now();
 
     let err = endpoint
@@ -607,7 +607,7 @@ fn stray_datagrams_are_dropped_and_counted() {
         local_addrs: vec!["127.0.0.1:4000".parse().unwrap()],
         ..WebRtcConfig::default()
     };
-    let mut endpoint = Endpoint::new(config, 1);
+    let mut endpoint = Endpoint::new(config);
     let local = "127.0.0.1:4000".parse().unwrap();
     let from = "127.0.0.1:5000".parse().unwrap();
     let mut stun = vec![0x00, 0x01, 0x00, 0x10, 0x21, 0x12, 0xa4, 0x42];
@@ -775,7 +775,7 @@ proptest::proptest! {
             local_addrs: vec!["127.0.0.1:4000".parse().unwrap()],
             ..WebRtcConfig::default()
         };
-        let mut endpoint = Endpoint::new(config, 3);
+        let mut endpoint = Endpoint::new(config);
         let tracks = if with_tracks {
             vec![SendTrack { kind: TrackKind::Video, codec: vp8(), ssrc: 9 }]
         } else {
@@ -793,7 +793,7 @@ fn the_offer_to_mutate_is_accepted_as_it_is() {
         local_addrs: vec!["127.0.0.1:4000".parse().unwrap()],
         ..WebRtcConfig::default()
     };
-    let mut endpoint = Endpoint::new(config, 3);
+    let mut endpoint = Endpoint::new(config);
     let (_, answer) = endpoint
         .accept_offer(VALID_OFFER, Instant::now())
         .expect("the base offer is valid");

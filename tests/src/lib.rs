@@ -21,6 +21,7 @@
 
 pub mod browser;
 pub mod fixture;
+pub mod http;
 pub mod relay;
 pub mod turn_client;
 pub mod webrtc_peer;

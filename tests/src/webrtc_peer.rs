@@ -69,6 +69,16 @@ impl Peer {
 
     /// A peer with an ICE configuration (servers, transport policy).
     pub async fn with_configuration(configuration: Option<RTCConfiguration>) -> Self {
+        Self::build(configuration, true).await
+    }
+
+    /// A peer whose SRTP accepts a packet it has already received (no replay window), so that
+    /// a retransmission of such a packet reaches its track: how a test sees NACKs answered.
+    pub async fn without_srtp_replay_protection() -> Self {
+        Self::build(None, false).await
+    }
+
+    async fn build(configuration: Option<RTCConfiguration>, replay_protection: bool) -> Self {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs().unwrap();
         let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
@@ -86,11 +96,14 @@ impl Peer {
             builder = builder.with_configuration(configuration);
         }
         let pc = builder
-            .with_setting_engine(
-                SettingEngineBuilder::new()
-                    .with_include_loopback_candidate(true)
-                    .build(),
-            )
+            .with_setting_engine({
+                let mut settings =
+                    SettingEngineBuilder::new().with_include_loopback_candidate(true);
+                if !replay_protection {
+                    settings = settings.with_srtp_replay_protection_window(0);
+                }
+                settings.build()
+            })
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
             .with_handler(handler)
@@ -117,14 +130,19 @@ impl Peer {
         self.pc.local_description().await.unwrap().sdp
     }
 
+    /// Waits until the peer connection reports `connected` (again, after an ICE restart).
+    pub async fn wait_connected(&mut self) {
+        tokio::time::timeout(WAIT, self.connected.recv())
+            .await
+            .expect("the peer connects to the bridge");
+    }
+
     /// Applies the answer and waits until ICE and DTLS are up.
     pub async fn finish(&mut self, answer: &str) {
         self.pc
             .set_remote_description(RTCSessionDescription::answer(answer.to_owned()).unwrap())
             .await
             .unwrap();
-        tokio::time::timeout(WAIT, self.connected.recv())
-            .await
-            .expect("the peer connects to the bridge");
+        self.wait_connected().await;
     }
 }

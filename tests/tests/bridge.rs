@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -21,9 +22,9 @@ use strait_gateway::auth::Grants;
 use strait_protocol::{Codec, ParticipantId, TrackId, TrackKind};
 use strait_protocol::{ControlMessage, SdpType, SessionDescription};
 use strait_tests::fixture::{TestGateway, rtp};
+use strait_tests::http::{HttpResponse, bearer, delete, http, patch, post_offer};
 use strait_tests::webrtc_peer::Peer;
 use strait_tests::ws::WsClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -35,134 +36,6 @@ use webrtc::peer_connection::{
 
 /// Longest any single wait may take (DTLS with fresh certificates is slow in debug builds).
 const WAIT: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------------------------------------
-// A minimal HTTP/1.1 client (the tests need no HTTP client crate).
-
-#[derive(Debug)]
-struct HttpResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Sends one request (`Connection: close`) and reads the whole response. The body is written
-/// while the response is read, so a server that answers before reading everything (413) is
-/// seen answering.
-async fn http(
-    gw: &TestGateway,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> HttpResponse {
-    let addr = gw.http_addr();
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect http");
-    let (mut reader, mut writer) = stream.into_split();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    let mut bytes = request.into_bytes();
-    bytes.extend_from_slice(body);
-    let write = tokio::spawn(async move {
-        let _ = writer.write_all(&bytes).await;
-        writer
-    });
-    let mut raw = Vec::new();
-    let read = tokio::time::timeout(WAIT, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "no http response in time");
-    drop(write.await);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an http response");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers.iter().any(|(n, v)| {
-        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-/// POSTs an offer as `application/sdp` with `token`.
-async fn post_offer(gw: &TestGateway, path: &str, token: &str, sdp: &str) -> HttpResponse {
-    let auth = bearer(token);
-    http(
-        gw,
-        "POST",
-        path,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/sdp"),
-        ],
-        sdp.as_bytes(),
-    )
-    .await
-}
-
-async fn delete(gw: &TestGateway, path: &str, token: &str) -> HttpResponse {
-    let auth = bearer(token);
-    http(gw, "DELETE", path, &[("Authorization", &auth)], b"").await
-}
 
 // ---------------------------------------------------------------------------------------------
 // A legacy WebRTC peer.
@@ -234,6 +107,8 @@ struct WhipPublisher {
     links: Vec<String>,
     /// Keyframe requests (PLI/FIR) the peer received.
     keyframe_requests: Arc<Count>,
+    /// Video packets written so far (the next one's payload index).
+    sent: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -312,9 +187,11 @@ impl WhipPublisher {
                 }
             })
         };
+        let sent = Arc::new(AtomicU32::new(0));
         let sender = {
             let requests = Arc::clone(&keyframe_requests);
             let stop = Arc::clone(&stop);
+            let sent = Arc::clone(&sent);
             tokio::spawn(async move {
                 let mut answered = 0;
                 let mut tick = tokio::time::interval(Duration::from_millis(5));
@@ -330,6 +207,7 @@ impl WhipPublisher {
                     let bytes = rtp::vp8(index as u16, index * 3000, ssrc, key, index);
                     let packet = rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap();
                     let _ = track.write_rtp(packet).await;
+                    sent.store(index + 1, Ordering::Relaxed);
                     if let Some(audio) = &audio_track {
                         let bytes = rtp::opus(index as u16, index * 240, audio_ssrc, index);
                         let packet = rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap();
@@ -351,6 +229,7 @@ impl WhipPublisher {
             offer,
             links,
             keyframe_requests,
+            sent,
             stop,
             tasks: vec![watcher, sender],
         }
@@ -667,45 +546,49 @@ async fn whip_publisher_reaches_a_native_subscriber_and_receives_its_keyframe_re
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publisher() {
-    let gw = start_gateway().await;
-    let presenter = Arc::new(gw.native("show", "presenter").await);
-    // The native leg uses a payload type the WebRTC leg will not negotiate for VP8.
-    let mut spec = vp8_spec();
-    spec.codec.payload_type = NATIVE_VP8_PT;
-    let published = presenter.publish(spec).await.expect("publish");
-    let media = published.media[0];
-
-    // The native publisher: a keyframe first and after every keyframe request it is sent.
+/// A native publisher's VP8 on `media` (payload type `pt`) every 5 ms from `session`: a
+/// keyframe first and after every keyframe request it is sent (counted). Stops when told.
+fn native_vp8_sender(
+    session: Arc<Session>,
+    media: strait_protocol::MediaId,
+    pt: u8,
+) -> (Arc<Count>, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
     let keyframe_requests = Arc::new(Count::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let session = Arc::clone(&presenter);
-        let requests = Arc::clone(&keyframe_requests);
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(5));
-            for index in 0u32..12_000 {
-                tick.tick().await;
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let mut key = index == 0;
-                while let Some(event) = session.try_next_event() {
-                    if matches!(event, SessionEvent::KeyframeRequested { .. }) {
-                        requests.add(1);
-                        key = true;
-                    }
-                }
-                let mut packet = rtp::vp8(index as u16, index * 3000, 0x0051_0000, key, index);
-                packet[1] = (packet[1] & 0x80) | NATIVE_VP8_PT;
-                let _ = session.send_rtp(media, &packet);
+    let requests = Arc::clone(&keyframe_requests);
+    let stopped = Arc::clone(&stop);
+    let sender = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        // Bounded: at most 60 s of packets.
+        for index in 0u32..12_000 {
+            tick.tick().await;
+            if stopped.load(Ordering::Relaxed) {
+                break;
             }
-        })
-    };
+            let mut key = index == 0;
+            while let Some(event) = session.try_next_event() {
+                if matches!(event, SessionEvent::KeyframeRequested { .. }) {
+                    requests.add(1);
+                    key = true;
+                }
+            }
+            let mut packet = rtp::vp8(index as u16, index * 3000, 0x0051_0000, key, index);
+            packet[1] = (packet[1] & 0x80) | pt;
+            let _ = session.send_rtp(media, &packet);
+        }
+    });
+    (keyframe_requests, stop, sender)
+}
 
-    let mut viewer = Peer::new().await;
+/// `viewer` subscribes to `track` of `room` with WHEP (one recvonly video section, a
+/// subscribe-only token) and connects. Returns the response, its `Location`, the token and the
+/// remote track.
+async fn whep_subscribe(
+    gw: &TestGateway,
+    viewer: &mut Peer,
+    room: &str,
+    track: TrackId,
+) -> (HttpResponse, String, String, Arc<dyn TrackRemote>) {
     viewer
         .pc
         .add_transceiver_from_kind(
@@ -719,7 +602,7 @@ async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publis
         .unwrap();
     let offer = viewer.offer().await;
     let token = gw.token_with(
-        "show",
+        room,
         "watcher",
         Grants {
             publish: false,
@@ -727,31 +610,292 @@ async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publis
             admin: false,
         },
     );
-    let path = format!("/whep/show/{}", published.track.0);
-    let response = post_offer(&gw, &path, &token, &offer).await;
+    let path = format!("/whep/{room}/{}", track.0);
+    let response = post_offer(gw, &path, &token, &offer).await;
     assert_eq!(response.status, 201, "WHEP answered {response:?}");
     let location = response.header("location").expect("Location").to_owned();
     assert!(location.starts_with(&format!("{path}/")), "{location}");
     viewer.finish(&response.body).await;
-
-    // The subscriber receives the native publisher's VP8, starting at a keyframe, with the SSRC
-    // its answer announced and consecutive sequence numbers.
     let remote = tokio::time::timeout(WAIT, viewer.tracks.recv())
         .await
         .expect("on_track fires")
         .expect("a track");
-    let ssrc = remote.ssrcs().await[0];
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let reader = Arc::clone(&remote);
-    tokio::spawn(async move {
-        while let Some(event) = reader.poll().await {
-            if let TrackRemoteEvent::OnRtpPacket(packet) = event
-                && tx.send(packet).is_err()
-            {
-                break;
+    (response, location, token, remote)
+}
+
+/// The first `a=ice-ufrag` and `a=ice-pwd` of an SDP or fragment.
+fn ice_credentials(sdp: &str) -> (String, String) {
+    let find = |prefix: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim_end().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {sdp}"))
+            .to_owned()
+    };
+    (find("a=ice-ufrag:"), find("a=ice-pwd:"))
+}
+
+/// `sdp` with its ICE credentials replaced.
+fn replace_ice_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
+    sdp.lines()
+        .map(|l| {
+            if l.starts_with("a=ice-ufrag:") {
+                format!("a=ice-ufrag:{ufrag}\r\n")
+            } else if l.starts_with("a=ice-pwd:") {
+                format!("a=ice-pwd:{pwd}\r\n")
+            } else {
+                format!("{}\r\n", l.trim_end())
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_patch_trickles_and_restarts_ice_and_media_goes_on() {
+    let gw = start_gateway().await;
+    let viewer = gw.native("patch", "viewer").await;
+    let token = gw.token("patch", "camera");
+    let publisher = WhipPublisher::start(&gw, "patch", &token).await;
+    let camera = wait_for_participant(&viewer, "camera").await;
+    let track = wait_for_track_of(&viewer, camera).await;
+    let sub = viewer.subscribe(track, None).await.expect("subscribe");
+    let before = receive_vp8(&viewer, sub.media.0, sub.ssrc, 10).await;
+    let location = publisher.location.clone();
+    let (old_ufrag, _) = ice_credentials(&publisher.answer);
+    let old_tag = format!("\"{old_ufrag}\"");
+
+    // Trickled candidates are acknowledged with the session's entity tag.
+    let candidates =
+        "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n";
+    let trickled = patch(&gw, &location, &token, Some(&old_tag), candidates).await;
+    assert_eq!(trickled.status, 204, "{trickled:?}");
+    assert_eq!(trickled.header("etag"), Some(old_tag.as_str()));
+
+    // Refusals: another entity tag, someone else's session, bad fragments, a wrong type.
+    let stale = patch(&gw, &location, &token, Some("\"stale\""), candidates).await;
+    assert_eq!(stale.status, 412, "{stale:?}");
+    let intruder = patch(
+        &gw,
+        &location,
+        &gw.token("patch", "intruder"),
+        None,
+        candidates,
+    )
+    .await;
+    assert_eq!(intruder.status, 403, "{intruder:?}");
+    for (fragment, why) in [
+        ("a=ice-ufrag:abcd\r\n", "together"),
+        ("v=0\r\n", "a= and m="),
+        (
+            "a=ice-ufrag:ab\r\na=ice-pwd:abcdefghijklmnopqrstuvwxyz\r\n",
+            "ice-ufrag",
+        ),
+    ] {
+        let bad = patch(&gw, &location, &token, None, fragment).await;
+        assert_eq!(bad.status, 400, "{fragment:?}: {bad:?}");
+        assert!(bad.body.contains(why), "{fragment:?}: {bad:?}");
+    }
+    let auth = bearer(&token);
+    let wrong_type = http(
+        &gw,
+        "PATCH",
+        &location,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/sdp"),
+        ],
+        candidates.as_bytes(),
+    )
+    .await;
+    assert_eq!(wrong_type.status, 415, "{wrong_type:?}");
+    let huge = "a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n".repeat(1000);
+    let too_long = patch(&gw, &location, &token, None, &huge).await;
+    assert_eq!(too_long.status, 413, "{too_long:?}");
+
+    // ICE restart: the peer's new credentials in a fragment; the bridge answers with new ones.
+    publisher.peer.pc.restart_ice().await.unwrap();
+    let offer = publisher.peer.pc.create_offer(None).await.unwrap();
+    publisher
+        .peer
+        .pc
+        .set_local_description(offer.clone())
+        .await
+        .unwrap();
+    let (ufrag, pwd) = ice_credentials(&offer.sdp);
+    let fragment = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+    let restarted = patch(&gw, &location, &token, Some("*"), &fragment).await;
+    assert_eq!(restarted.status, 200, "{restarted:?}");
+    assert_eq!(
+        restarted.header("content-type"),
+        Some("application/trickle-ice-sdpfrag")
+    );
+    let (new_ufrag, new_pwd) = ice_credentials(&restarted.body);
+    assert_ne!(new_ufrag, old_ufrag, "the bridge's credentials change");
+    assert_eq!(
+        restarted.header("etag"),
+        Some(format!("\"{new_ufrag}\"").as_str())
+    );
+    assert!(
+        restarted.body.contains("a=candidate:"),
+        "{}",
+        restarted.body
+    );
+    let answer = replace_ice_credentials(&publisher.answer, &new_ufrag, &new_pwd);
+    publisher
+        .peer
+        .pc
+        .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        .await
+        .unwrap();
+
+    // The peer's checks now name the new credentials, and only those are routed: the old ufrag
+    // is unknown to the bridge. Media keeps flowing over the restarted ICE.
+    let stray = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let unknown_before = gw
+        .metric_where("strait_drops_total", "reason=\"webrtc_unknown_ufrag\"")
+        .await;
+    stray
+        .send_to(
+            &stun_binding_request(format!("{old_ufrag}:x").as_bytes()),
+            gw.webrtc_addr(),
+        )
+        .await
+        .unwrap();
+    gw.wait_metric_where(
+        "strait_drops_total",
+        "reason=\"webrtc_unknown_ufrag\"",
+        |v| v > unknown_before,
+    )
+    .await;
+    // Both directions work over the restarted ICE (a restart drops the selected pair on both
+    // sides, so nothing flows until the new checks succeed): packets the publisher sends after
+    // the restart reach the viewer, and then (the pair is selected on both sides) a keyframe
+    // request reaches the publisher.
+    let sent = publisher.sent.load(Ordering::Relaxed);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let packet = viewer.recv_media().await.expect("media");
+            if packet.media.0 == sub.media.0 && rtp::index_at(&packet.rtp, 16) >= sent + 20 {
+                return;
             }
         }
-    });
+    })
+    .await
+    .expect("packets sent after the ICE restart reach the viewer");
+    let asked = publisher.keyframe_requests();
+    viewer
+        .request_keyframe(track, None)
+        .await
+        .expect("keyframe request");
+    publisher
+        .keyframe_requests
+        .wait_above(asked, "a PLI over the restarted ICE")
+        .await;
+    assert!(before.windows(2).all(|w| w[0] < w[1]), "{before:?}");
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 1.0);
+
+    publisher.close().await;
+    viewer.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_subscribers_nack_is_answered_from_the_tracks_packet_cache() {
+    let gw = TestGateway::start_with(|c| {
+        c.media.keyframe_request_interval = Duration::from_millis(50);
+        c.webrtc.nack_cache_packets = 64;
+    })
+    .await;
+    let presenter = Arc::new(gw.native("nack", "presenter").await);
+    let published = presenter.publish(vp8_spec()).await.expect("publish");
+    let (_requests, stop, sender) =
+        native_vp8_sender(Arc::clone(&presenter), published.media[0], rtp::VP8_PT);
+    // Without a replay window, a retransmission of a packet the subscriber has reaches it.
+    let mut viewer = Peer::without_srtp_replay_protection().await;
+    let (_, _, _, remote) = whep_subscribe(&gw, &mut viewer, "nack", published.track).await;
+    let ssrc = remote.ssrcs().await[0];
+    let mut rx = rtp_of(Arc::clone(&remote));
+
+    // 150 packets: by the last one the first is far beyond a 64-packet cache.
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while received.len() < 150 {
+            received.push(rx.recv().await.expect("rtp"));
+        }
+    })
+    .await
+    .expect("150 packets reach the WHEP subscriber");
+    let old = received[0].header.sequence_number;
+    let recent = received.last().unwrap().clone();
+
+    // One NACK for both, the old one first: the bridge answers in order, so once the recent
+    // packet is back, the old one would have come before it had it been kept.
+    remote
+        .write_rtcp(vec![Box::new(TransportLayerNack {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+            nacks: vec![
+                NackPair {
+                    packet_id: old,
+                    lost_packets: 0,
+                },
+                NackPair {
+                    packet_id: recent.header.sequence_number,
+                    lost_packets: 0,
+                },
+            ],
+        })])
+        .await
+        .unwrap();
+    let mut after = Vec::new();
+    let again = tokio::time::timeout(WAIT, async {
+        loop {
+            let packet = rx.recv().await.expect("rtp");
+            if packet.header.sequence_number == recent.header.sequence_number {
+                return packet;
+            }
+            after.push(packet.header.sequence_number);
+        }
+    })
+    .await
+    .expect("the NACKed packet is sent again");
+    assert_eq!(
+        again.payload, recent.payload,
+        "the same packet, from the cache"
+    );
+    assert_eq!(again.header.timestamp, recent.header.timestamp);
+    assert!(
+        !after.contains(&old),
+        "a packet older than the cache was resent: {after:?}"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(WAIT, sender).await;
+    let _ = viewer.pc.close().await;
+    presenter.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publisher() {
+    let gw = start_gateway().await;
+    let presenter = Arc::new(gw.native("show", "presenter").await);
+    // The native leg uses a payload type the WebRTC leg will not negotiate for VP8.
+    let mut spec = vp8_spec();
+    spec.codec.payload_type = NATIVE_VP8_PT;
+    let published = presenter.publish(spec).await.expect("publish");
+    let media = published.media[0];
+
+    // The native publisher: a keyframe first and after every keyframe request it is sent.
+    let (keyframe_requests, stop, sender) =
+        native_vp8_sender(Arc::clone(&presenter), media, NATIVE_VP8_PT);
+
+    // The subscriber receives the native publisher's VP8, starting at a keyframe, with the SSRC
+    // its answer announced and consecutive sequence numbers.
+    let mut viewer = Peer::new().await;
+    let (response, location, token, remote) =
+        whep_subscribe(&gw, &mut viewer, "show", published.track).await;
+    let ssrc = remote.ssrcs().await[0];
+    let mut rx = rtp_of(Arc::clone(&remote));
     let mut packets = Vec::new();
     tokio::time::timeout(WAIT, async {
         while packets.len() < 20 {
@@ -1240,6 +1384,90 @@ async fn a_websocket_peer_renegotiates_as_tracks_come_and_go() {
 // ---------------------------------------------------------------------------------------------
 // Bad input.
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_peer_restarts_ice_with_a_new_offer() {
+    let gw = start_gateway().await;
+    let presenter = Arc::new(gw.native("lounge", "presenter").await);
+    let published = presenter.publish(vp8_spec()).await.expect("publish");
+    let (keyframe_requests, stop, sender) =
+        native_vp8_sender(Arc::clone(&presenter), published.media[0], rtp::VP8_PT);
+
+    let mut ws = WsClient::hello(&gw, &gw.token("lounge", "legacy")).await;
+    ws.join("lounge").await;
+    let mut peer = Peer::new().await;
+    peer.pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let offer = peer.offer().await;
+    let (first_answer, subscribed) = signal_offer(&mut ws, offer, 1).await;
+    peer.finish(&first_answer).await;
+    let remote = tokio::time::timeout(WAIT, peer.tracks.recv())
+        .await
+        .expect("on_track fires")
+        .expect("a track");
+    let ssrc = subscribed[0].ssrc;
+    let mut rx = rtp_of(Arc::clone(&remote));
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("RTP before the restart")
+        .expect("rtp");
+
+    // The peer restarts ICE: its new offer has new credentials, and so has the answer; no track
+    // is added or lost.
+    peer.pc.restart_ice().await.unwrap();
+    let offer = reoffer(&mut peer).await;
+    let (answer, subscribed) = signal_offer(&mut ws, offer, 0).await;
+    assert!(subscribed.is_empty());
+    assert_ne!(
+        ice_credentials(&answer),
+        ice_credentials(&first_answer),
+        "the bridge's credentials change"
+    );
+    peer.pc
+        .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        .await
+        .unwrap();
+
+    // Both directions work over the restarted ICE (a restart drops the selected pair on both
+    // sides): 100 more packets (half a second, more than were in flight at the restart) reach
+    // the peer, and then (the pair is selected on both sides) the peer's PLI reaches the
+    // publisher.
+    while rx.try_recv().is_ok() {}
+    tokio::time::timeout(WAIT, async {
+        for _ in 0..100 {
+            let packet = rx.recv().await.expect("rtp");
+            assert_eq!(packet.header.ssrc, ssrc);
+        }
+    })
+    .await
+    .expect("media reaches the peer after the ICE restart");
+    let asked = keyframe_requests.get();
+    remote
+        .write_rtcp(vec![Box::new(PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        })])
+        .await
+        .unwrap();
+    keyframe_requests
+        .wait_above(asked, "a PLI over the restarted ICE")
+        .await;
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(WAIT, sender).await;
+    let _ = peer.pc.close().await;
+    drop(ws);
+    presenter.close().await;
+    gw.stop().await;
+}
+
 /// The address in the first host candidate of an SDP.
 fn host_candidate(sdp: &str) -> std::net::SocketAddr {
     sdp.lines()
@@ -1529,8 +1757,8 @@ async fn whip_needs_a_token_for_its_room_and_grant() {
     let unknown = delete(&gw, "/whip/calm/0123456789abcdef", &gw.token("calm", "x")).await;
     assert_eq!(unknown.status, 404, "{unknown:?}");
 
-    // No trickle ICE or ICE restart.
-    let patch = http(
+    // Patching needs a token too, and an unknown resource is not found.
+    let anonymous = http(
         &gw,
         "PATCH",
         "/whip/calm/0123456789abcdef",
@@ -1538,7 +1766,16 @@ async fn whip_needs_a_token_for_its_room_and_grant() {
         b"a=end-of-candidates\r\n",
     )
     .await;
-    assert_eq!(patch.status, 405, "{patch:?}");
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    let unknown = patch(
+        &gw,
+        "/whip/calm/0123456789abcdef",
+        &gw.token("calm", "x"),
+        None,
+        "a=end-of-candidates\r\n",
+    )
+    .await;
+    assert_eq!(unknown.status, 404, "{unknown:?}");
 
     assert_eq!(gw.metric("strait_webrtc_offers_refused_total").await, 5.0);
     assert_eq!(gw.metric("strait_webrtc_peers").await, 0.0);

@@ -50,8 +50,8 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use strait_media::sfu::{self, LayerSpec, LeaveReason, ParticipantMeta, SfuError, TrackSpec};
 use strait_media::webrtc::{
-    Endpoint, PeerId, SendTrack, WebRtcConfig as EndpointConfig, WebRtcError, WebRtcEvent,
-    WebRtcStats,
+    Endpoint, IceFragment, PeerId, SendTrack, WebRtcConfig as EndpointConfig, WebRtcError,
+    WebRtcEvent, WebRtcStats, ice_fragment_of_answer,
 };
 use strait_protocol::{
     ControlMessage, ErrorCode, ErrorMessage, ParticipantId, RequestId, RoomId, SdpType,
@@ -92,9 +92,9 @@ pub struct WebRtcOffer {
     pub sdp: String,
 }
 
-/// A DELETE of a WHIP or WHEP resource.
+/// A request (DELETE or PATCH) on an existing WHIP or WHEP resource, and who makes it.
 #[derive(Debug)]
-pub struct WebRtcDelete {
+pub struct WebRtcResource {
     /// The room in the URL.
     pub room: RoomId,
     /// The resource id in the URL.
@@ -107,7 +107,24 @@ pub struct WebRtcDelete {
     pub admin: bool,
 }
 
-/// Why the bridge refused an offer or a delete.
+/// What a WHIP or WHEP `PATCH` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IcePatched {
+    /// Candidates only: nothing to do (answer `204 No Content`).
+    Trickled {
+        /// The session's entity tag (`ETag`).
+        entity_tag: String,
+    },
+    /// ICE restarted (answer `200 OK` with the fragment).
+    Restarted {
+        /// The session's new entity tag.
+        entity_tag: String,
+        /// The bridge's new credentials and candidates, as `application/trickle-ice-sdpfrag`.
+        fragment: String,
+    },
+}
+
+/// Why the bridge refused an offer, a delete or a patch.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BridgeError {
@@ -138,6 +155,9 @@ pub enum BridgeError {
     /// The gateway is stopping.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// A PATCH's `If-Match` names another entity tag than the session's.
+    #[error("If-Match does not match the session's entity tag {0}")]
+    EntityTagMismatch(String),
     /// The WebRTC stack failed on the offer (a panic, contained).
     #[error("the webrtc stack could not handle the offer")]
     StackFailed,
@@ -221,7 +241,6 @@ impl Bridge {
         socket: std::net::UdpSocket,
         config: &WebRtcConfig,
         metrics: &Metrics,
-        seed: u64,
     ) -> std::io::Result<Bridge> {
         socket.set_nonblocking(true)?;
         let bound = socket.local_addr()?;
@@ -235,17 +254,15 @@ impl Bridge {
                 .map(|ip| SocketAddr::new(*ip, bound.port()))
                 .collect()
         };
-        let endpoint = Endpoint::new(
-            EndpointConfig {
-                local_addrs: local_addrs.clone(),
-                max_sdp_len: config.max_sdp_bytes,
-                max_peers: config.max_peers,
-                ice_disconnected_timeout: (config.ice_timeout / 5).max(Duration::from_millis(200)),
-                ice_failed_timeout: config.ice_timeout,
-                ..EndpointConfig::default()
-            },
-            seed,
-        );
+        let endpoint = Endpoint::new(EndpointConfig {
+            local_addrs: local_addrs.clone(),
+            max_sdp_len: config.max_sdp_bytes,
+            max_peers: config.max_peers,
+            ice_disconnected_timeout: (config.ice_timeout / 5).max(Duration::from_millis(200)),
+            ice_failed_timeout: config.ice_timeout,
+            nack_cache_packets: config.nack_cache_packets,
+            ..EndpointConfig::default()
+        });
         let label = TransportLabel {
             transport: Transport::Webrtc,
         };
@@ -585,29 +602,95 @@ impl Worker {
     /// Ends a WHIP or WHEP session on its owner's request.
     pub(super) fn webrtc_delete(
         &mut self,
-        delete: &WebRtcDelete,
+        delete: &WebRtcResource,
         now: Instant,
     ) -> Result<(), BridgeError> {
-        let Some(bridge) = self.bridge.as_mut() else {
+        let participant = self.owned_leg(delete)?;
+        self.drop_leg(participant, LeaveReason::Left, now);
+        Ok(())
+    }
+
+    /// The participant of a WHIP or WHEP resource, if the request may act on it.
+    fn owned_leg(&self, target: &WebRtcResource) -> Result<ParticipantId, BridgeError> {
+        let Some(bridge) = self.bridge.as_ref() else {
             return Err(BridgeError::Disabled);
         };
         let participant = *bridge
             .by_resource
-            .get(&delete.resource)
+            .get(&target.resource)
             .ok_or(BridgeError::UnknownResource)?;
         let leg = bridge
             .legs
             .get(&participant)
             .ok_or(BridgeError::UnknownResource)?;
         let is_publisher = leg.publisher.is_some();
-        if leg.room != delete.room || is_publisher != delete.publisher {
+        if leg.room != target.room || is_publisher != target.publisher {
             return Err(BridgeError::UnknownResource);
         }
-        if leg.identity != delete.identity && !delete.admin {
+        if leg.identity != target.identity && !target.admin {
             return Err(BridgeError::NotOwner);
         }
-        self.drop_leg(participant, LeaveReason::Left, now);
-        Ok(())
+        Ok(participant)
+    }
+
+    /// A WHIP or WHEP `PATCH` (RFC 9725 §4.3): trickled candidates are acknowledged (an ICE-lite
+    /// bridge learns the peer's addresses from its checks), new credentials restart ICE. The
+    /// entity tag is the bridge's current ICE ufrag, so it changes at each restart.
+    pub(super) fn webrtc_patch(
+        &mut self,
+        target: &WebRtcResource,
+        fragment: &IceFragment,
+        if_match: Option<&str>,
+        now: Instant,
+    ) -> Result<IcePatched, BridgeError> {
+        let participant = self.owned_leg(target)?;
+        let Some(bridge) = self.bridge.as_mut() else {
+            return Err(BridgeError::Disabled);
+        };
+        let peer = bridge
+            .legs
+            .get(&participant)
+            .map(|leg| leg.peer)
+            .ok_or(BridgeError::UnknownResource)?;
+        let entity_tag = |ufrag: &str| format!("\"{ufrag}\"");
+        let current = entity_tag(
+            bridge
+                .endpoint
+                .local_ufrag(peer)
+                .ok_or(BridgeError::UnknownResource)?,
+        );
+        if let Some(tag) = if_match.map(str::trim)
+            && tag != "*"
+            && tag != current
+        {
+            return Err(BridgeError::EntityTagMismatch(current));
+        }
+        let Some(credentials) = &fragment.credentials else {
+            return Ok(IcePatched::Trickled {
+                entity_tag: current,
+            });
+        };
+        let endpoint = &mut bridge.endpoint;
+        let restarted = contained("ice restart", || {
+            endpoint.restart_ice(peer, credentials, now)
+        })
+        .ok_or(BridgeError::StackFailed)
+        .and_then(|r| r.map_err(BridgeError::from));
+        match restarted {
+            Ok(answer) => {
+                let ufrag = bridge.endpoint.local_ufrag(peer).unwrap_or_default();
+                debug!(participant = participant.0, peer = %peer, "whip/whep ice restart");
+                Ok(IcePatched::Restarted {
+                    entity_tag: entity_tag(ufrag),
+                    fragment: ice_fragment_of_answer(&answer),
+                })
+            }
+            Err(e) => {
+                // The peer may be half-restarted: it leaves rather than linger broken.
+                self.drop_leg(participant, LeaveReason::Left, now);
+                Err(e)
+            }
+        }
     }
 
     /// Removes a WebRTC participant: closes its peer (if still there) and leaves its room.

@@ -54,6 +54,12 @@ pub enum WebRtcError {
     /// The RTP packet handed to `send_rtp` does not parse.
     #[error("malformed rtp packet")]
     MalformedRtp,
+    /// A trickle-ICE fragment (WHIP `PATCH`) is malformed or names bad credentials.
+    #[error("bad ice fragment: {0}")]
+    BadIceFragment(String),
+    /// The peer has no remote description to restart ICE on.
+    #[error("peer {0} has not been negotiated")]
+    NotNegotiated(PeerId),
     /// `rtc` refused the offer, the answer or a write.
     #[error("webrtc stack refused: {0}")]
     Rtc(#[from] RtcError),

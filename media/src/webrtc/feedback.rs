@@ -9,9 +9,17 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry, Slot,
+    StreamInfo, TaggedPacket,
+};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
 use rtc::sansio::Protocol;
 
 use super::RtcError;
@@ -33,6 +41,36 @@ impl std::fmt::Debug for DeliverKeyframeRequests {
             .field("writes", &self.writes.len())
             .finish()
     }
+}
+
+/// `rtc`'s default interceptors (NACK generator and responder, RTCP reports, TWCC receiver,
+/// simulcast header extensions) with a NACK responder that keeps `nack_cache_packets` packets per
+/// send stream (a power of two), after the interceptors already in `registry`.
+pub(crate) fn register_interceptors(
+    registry: Registry,
+    media_engine: &mut MediaEngine,
+    nack_cache_packets: u16,
+) -> Result<Registry, RtcError> {
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    let registry = registry
+        .with(
+            Slot::NackResponder,
+            NackResponderBuilder::new()
+                .with_size(nack_cache_packets)
+                .build(),
+        )
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    configure_simulcast_extension_headers(media_engine)?;
+    let registry = configure_twcc_receiver_only(registry, media_engine)?;
+    Ok(configure_rtcp_reports(registry))
 }
 
 /// Whether an RTCP packet asks for a keyframe.

@@ -5,10 +5,17 @@
 //! All of them share the one socket the gateway gives the endpoint: a datagram from an address
 //! that has not done ICE yet is routed by the server half of its STUN USERNAME
 //! (`"<server ufrag>:<client ufrag>"`, RFC 8445 §7.2.2), and later datagrams by their source
-//! address. The endpoint itself never touches the socket, the clock or a global RNG (its ICE
-//! credentials come from the seeded RNG). `rtc` is not fully deterministic underneath: it draws
-//! DTLS, SRTP and certificate randomness from its own RNG and generates a self-signed DTLS
-//! certificate per peer, dated by the wall clock.
+//! address. The endpoint itself never touches the socket or the clock. `rtc` is not
+//! deterministic underneath: it draws ICE credentials, DTLS, SRTP and certificate randomness from
+//! its own RNG and generates a self-signed DTLS certificate per peer, dated by the wall clock.
+//!
+//! ICE restart (RFC 8445 §9): a new offer with new ICE credentials ([`Endpoint::renegotiate`],
+//! or [`Endpoint::restart_ice`] with only the credentials, as a WHIP `PATCH` carries them) gives
+//! the peer new local credentials too; the peer is then routed by its new ufrag, and by any new
+//! address its checks come from, while the old addresses keep routing to it.
+//!
+//! NACKs from subscriber peers are answered by `rtc`'s NACK responder from a buffer of the last
+//! [`WebRtcConfig::nack_cache_packets`] packets of each send track.
 //!
 //! What it is not: it does not forward anything between peers — it hands received RTP out as
 //! [`WebRtcEvent::Rtp`] and takes RTP to send through [`Endpoint::send_rtp`]; the gateway puts the
@@ -24,7 +31,8 @@
 //!   [`peer_count`](Endpoint::peer_count), [`is_connected`](Endpoint::is_connected);
 //! - **mutators**: [`accept_offer`](Endpoint::accept_offer),
 //!   [`accept_offer_with_tracks`](Endpoint::accept_offer_with_tracks),
-//!   [`renegotiate`](Endpoint::renegotiate), [`remove_send_track`](Endpoint::remove_send_track),
+//!   [`renegotiate`](Endpoint::renegotiate), [`restart_ice`](Endpoint::restart_ice),
+//!   [`remove_send_track`](Endpoint::remove_send_track),
 //!   [`send_rtp`](Endpoint::send_rtp), [`request_keyframe`](Endpoint::request_keyframe),
 //!   [`close`](Endpoint::close);
 //! - **handlers**: [`handle_datagram`](Endpoint::handle_datagram) for every datagram read from
@@ -37,6 +45,7 @@
 
 mod error;
 mod feedback;
+mod ice;
 mod offer;
 
 use std::collections::VecDeque;
@@ -45,12 +54,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
@@ -73,7 +79,8 @@ use tracing::{debug, trace};
 
 pub use self::error::{RtcError, WebRtcError};
 pub use self::feedback::DeliverKeyframeRequests;
-use self::feedback::is_keyframe_request;
+use self::feedback::{is_keyframe_request, register_interceptors};
+pub use self::ice::{IceCredentials, IceFragment, ice_fragment_of_answer};
 use self::offer::{Datagram, classify, validate_offer};
 use crate::sfu::{CodecSpec, TrackKind};
 
@@ -109,6 +116,10 @@ pub struct WebRtcConfig {
     /// Most datagrams queued for [`poll_transmit`](Endpoint::poll_transmit) (default 4096);
     /// when full the oldest is dropped and counted, as a UDP socket would.
     pub max_queued_transmits: usize,
+    /// Packets kept per video send track to answer NACKs with (default 512; a power of two
+    /// from 1 to 32 768). A NACK for an older packet goes unanswered. Each kept packet is a copy:
+    /// about 1.2 KiB of video, so 512 cost ~600 KiB per video track a subscriber receives.
+    pub nack_cache_packets: u16,
 }
 
 impl Default for WebRtcConfig {
@@ -120,6 +131,7 @@ impl Default for WebRtcConfig {
             ice_disconnected_timeout: Duration::from_secs(5),
             ice_failed_timeout: Duration::from_secs(25),
             max_queued_transmits: 4096,
+            nack_cache_packets: 512,
         }
     }
 }
@@ -258,7 +270,6 @@ impl fmt::Debug for Peer {
 #[derive(Debug)]
 pub struct Endpoint {
     config: WebRtcConfig,
-    rng: StdRng,
     next_peer: u64,
     peers: FxHashMap<PeerId, Peer>,
     by_ufrag: FxHashMap<String, PeerId>,
@@ -269,10 +280,6 @@ pub struct Endpoint {
     stats: WebRtcStats,
 }
 
-const UFRAG_LEN: usize = 16;
-const PWD_LEN: usize = 32;
-const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
 /// Checks an offer the way [`Endpoint::accept_offer`] does before it spends a peer connection
 /// on it: at most `max_len` bytes (checked before parsing), valid SDP, at least one live audio or
 /// video section, and a codec the bridge forwards. Callers use it to refuse a bad offer before
@@ -282,11 +289,18 @@ pub fn check_offer(sdp: &str, max_len: usize) -> Result<(), WebRtcError> {
 }
 
 impl Endpoint {
-    /// An endpoint with no peers; `seed` seeds the RNG of ICE credentials.
-    pub fn new(config: WebRtcConfig, seed: u64) -> Self {
+    /// An endpoint with no peers.
+    ///
+    /// # Panics
+    ///
+    /// If `config.nack_cache_packets` is not a power of two (`rtc` requires one).
+    pub fn new(config: WebRtcConfig) -> Self {
+        assert!(
+            config.nack_cache_packets.is_power_of_two(),
+            "nack_cache_packets must be a power of two"
+        );
         Self {
             config,
-            rng: StdRng::seed_from_u64(seed),
             next_peer: 1,
             peers: FxHashMap::default(),
             by_ufrag: FxHashMap::default(),
@@ -359,17 +373,9 @@ impl Endpoint {
         if self.config.local_addrs.is_empty() {
             return Err(WebRtcError::NoLocalAddress);
         }
-        let ufrag = loop {
-            let candidate = self.random_ice_string(UFRAG_LEN);
-            if !self.by_ufrag.contains_key(&candidate) {
-                break candidate;
-            }
-        };
-        let pwd = self.random_ice_string(PWD_LEN);
-
+        // Empty credentials: `rtc` draws them, and new ones at every ICE restart.
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
-            .with_ice_credentials(ufrag.clone(), pwd)
             .with_ice_timeouts(
                 Some(self.config.ice_disconnected_timeout),
                 Some(self.config.ice_failed_timeout),
@@ -380,7 +386,8 @@ impl Endpoint {
         media_engine.register_default_codecs()?;
         // The slot number only orders interceptors; any custom slot works for a marker.
         let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
-        let registry = register_default_interceptors(registry, &mut media_engine)?;
+        let registry =
+            register_interceptors(registry, &mut media_engine, self.config.nack_cache_packets)?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)
@@ -414,6 +421,13 @@ impl Endpoint {
             .local_description()
             .map(|d| d.sdp)
             .ok_or(WebRtcError::Rtc(RtcError::ErrPeerConnLocalDescriptionNil))?;
+        let ufrag = ice::sdp_ufrag(&answer_sdp)
+            .ok_or(WebRtcError::Rtc(RtcError::ErrLocalUfragInsufficientBits))?
+            .to_owned();
+        if self.by_ufrag.contains_key(&ufrag) {
+            // 16 random letters from `rtc`: a clash means a broken RNG, not bad luck.
+            return Err(WebRtcError::Rtc(RtcError::ErrLocalUfragInsufficientBits));
+        }
 
         self.next_peer += 1;
         self.by_ufrag.insert(ufrag.clone(), id);
@@ -462,9 +476,55 @@ impl Endpoint {
             .local_description()
             .map(|d| d.sdp)
             .ok_or(WebRtcError::Rtc(RtcError::ErrPeerConnLocalDescriptionNil))?;
+        // An offer with new ICE credentials restarted ICE, and the answer has new ones too.
+        if let Some(ufrag) = ice::sdp_ufrag(&answer_sdp)
+            && *ufrag != state.ufrag
+        {
+            let old = std::mem::replace(&mut state.ufrag, ufrag.to_owned());
+            self.by_ufrag.remove(&old);
+            self.by_ufrag.insert(ufrag.to_owned(), peer);
+            debug!(peer = %peer, "webrtc peer restarted ice");
+        }
         debug!(peer = %peer, tracks = tracks.len(), "webrtc peer renegotiated");
         self.drive(peer);
         Ok(answer_sdp)
+    }
+
+    /// Restarts ICE with the peer's new `credentials` (a WHIP `PATCH`): its last offer is applied
+    /// again with them, and the answer — with the endpoint's new credentials — is returned.
+    /// Tracks and DTLS stay as they are. Credentials equal to the current ones restart nothing
+    /// and return the current answer.
+    ///
+    /// On error the peer may be unusable; close it.
+    pub fn restart_ice(
+        &mut self,
+        peer: PeerId,
+        credentials: &IceCredentials,
+        now: Instant,
+    ) -> Result<String, WebRtcError> {
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(WebRtcError::UnknownPeer(peer))?;
+        let offer = state
+            .pc
+            .current_remote_description()
+            .ok_or(WebRtcError::NotNegotiated(peer))?
+            .sdp
+            .clone();
+        if ice::has_credentials(&offer, credentials) {
+            return state
+                .pc
+                .local_description()
+                .map(|d| d.sdp)
+                .ok_or(WebRtcError::NotNegotiated(peer));
+        }
+        self.renegotiate(peer, &ice::with_credentials(&offer, credentials), &[], now)
+    }
+
+    /// The ICE ufrag the peer's checks must name now (it changes at an ICE restart).
+    pub fn local_ufrag(&self, peer: PeerId) -> Option<&str> {
+        self.peers.get(&peer).map(|p| p.ufrag.as_str())
     }
 
     /// Stops sending the track named by `ssrc` (its section goes inactive at the next
@@ -481,12 +541,6 @@ impl Endpoint {
         state.pc.remove_track(out.sender)?;
         self.drive(peer);
         Ok(())
-    }
-
-    fn random_ice_string(&mut self, len: usize) -> String {
-        (0..len)
-            .map(|_| char::from(ICE_CHARS[self.rng.random_range(0..ICE_CHARS.len())]))
-            .collect()
     }
 
     /// Feeds a datagram read from the shared socket at `local` from `from`.
