@@ -215,7 +215,26 @@ pub mod rtp {
         packet(VP8_PT, true, seq, ts, ssrc, &payload)
     }
 
-    /// The index carried by a packet built by [`opus`] (offset 12) or [`vp8`] (offset 16).
+    /// An H.264 packet (RFC 6184) in the shape of [`vp8`]: one NAL unit, an IDR slice (type 5)
+    /// when `key`, else a non-IDR slice (type 1); the index at offset 16.
+    pub fn h264(pt: u8, seq: u16, ts: u32, ssrc: u32, key: bool, index: u32) -> Vec<u8> {
+        let mut payload = vec![if key { 0x65 } else { 0x41 }, 0x88, 0x84, 0x21];
+        payload.extend_from_slice(&index.to_be_bytes());
+        payload.extend_from_slice(&[0xab; 400]);
+        packet(pt, true, seq, ts, ssrc, &payload)
+    }
+
+    /// A VP9 packet (RFC 9628) in the shape of [`vp8`]: a descriptor with B and E set, and P
+    /// (inter-predicted) unless `key`; the index at offset 16.
+    pub fn vp9(pt: u8, seq: u16, ts: u32, ssrc: u32, key: bool, index: u32) -> Vec<u8> {
+        let mut payload = vec![if key { 0x0c } else { 0x4c }, 0, 0, 0];
+        payload.extend_from_slice(&index.to_be_bytes());
+        payload.extend_from_slice(&[0xab; 400]);
+        packet(pt, true, seq, ts, ssrc, &payload)
+    }
+
+    /// The index carried by a packet built by [`opus`] (offset 12) or [`vp8`], [`h264`] and
+    /// [`vp9`] (offset 16).
     pub fn index_at(packet: &[u8], offset: usize) -> u32 {
         u32::from_be_bytes(packet[offset..offset + 4].try_into().expect("4 bytes"))
     }

@@ -40,17 +40,11 @@ const WAIT: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------------------------
 // A legacy WebRTC peer.
 
-fn vp8_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: "video/VP8".into(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: String::new(),
-        rtcp_feedback: vec![],
-    }
+fn local_vp8_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    local_video_track(ssrc, VideoCodec::Vp8)
 }
 
-fn local_vp8_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+fn local_video_track(ssrc: u32, codec: VideoCodec) -> Arc<TrackLocalStaticRTP> {
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "whip-stream".into(),
         "whip-video".into(),
@@ -61,10 +55,76 @@ fn local_vp8_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
                 ssrc: Some(ssrc),
                 ..Default::default()
             },
-            codec: vp8_codec(),
+            codec: codec.rtc(),
             ..Default::default()
         }],
     )))
+}
+
+/// The video codecs the tests send through the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VideoCodec {
+    Vp8,
+    Vp9,
+    H264,
+}
+
+impl VideoCodec {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Vp8 => "VP8",
+            Self::Vp9 => "VP9",
+            Self::H264 => "H264",
+        }
+    }
+
+    fn fmtp(self) -> &'static str {
+        match self {
+            Self::H264 => "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            Self::Vp8 | Self::Vp9 => "",
+        }
+    }
+
+    fn rtc(self) -> RTCRtpCodec {
+        RTCRtpCodec {
+            mime_type: format!("video/{}", self.name()),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: self.fmtp().into(),
+            rtcp_feedback: vec![],
+        }
+    }
+
+    /// A packet with payload type `pt`; its index at offset 16, as `rtp::vp8` puts it.
+    fn packet(self, pt: u8, seq: u16, ts: u32, ssrc: u32, key: bool, index: u32) -> Vec<u8> {
+        match self {
+            Self::Vp8 => {
+                let mut p = rtp::vp8(seq, ts, ssrc, key, index);
+                p[1] = (p[1] & 0x80) | pt;
+                p
+            }
+            Self::Vp9 => rtp::vp9(pt, seq, ts, ssrc, key, index),
+            Self::H264 => rtp::h264(pt, seq, ts, ssrc, key, index),
+        }
+    }
+
+    /// Whether a whole RTP packet (12-byte header, no extensions) starts a keyframe.
+    fn is_keyframe(self, packet: &[u8]) -> bool {
+        let payload = &packet[12..];
+        match self {
+            Self::Vp8 => strait_media::keyframe::vp8_keyframe_start(payload),
+            Self::Vp9 => strait_media::keyframe::vp9_keyframe_start(payload),
+            Self::H264 => strait_media::keyframe::h264_keyframe_start(payload),
+        }
+    }
+
+    fn spec(self, pt: u8) -> strait_client::PublishSpec {
+        let mut spec = vp8_spec();
+        spec.codec.name = self.name().into();
+        spec.codec.payload_type = pt;
+        spec.codec.fmtp = self.fmtp().into();
+        spec
+    }
 }
 
 fn local_opus_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
@@ -88,11 +148,6 @@ fn local_opus_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
             ..Default::default()
         }],
     )))
-}
-
-/// Whether a VP8 RTP packet (as `rtp::vp8` builds it) starts a keyframe.
-fn is_vp8_keyframe(packet: &[u8]) -> bool {
-    packet.len() > 13 && packet[12] & 0x10 != 0 && packet[13] & 0x01 == 0
 }
 
 /// A WHIP publisher: a peer with one VP8 track, connected, sending packets every 5 ms (a
@@ -131,9 +186,30 @@ impl WhipPublisher {
         audio: bool,
         configuration: Option<RTCConfiguration>,
     ) -> WhipPublisher {
+        Self::start_full(gw, room, token, audio, configuration, VideoCodec::Vp8).await
+    }
+
+    /// Like [`start`](Self::start), sending `codec` instead of VP8.
+    async fn start_codec(
+        gw: &TestGateway,
+        room: &str,
+        token: &str,
+        codec: VideoCodec,
+    ) -> WhipPublisher {
+        Self::start_full(gw, room, token, false, None, codec).await
+    }
+
+    async fn start_full(
+        gw: &TestGateway,
+        room: &str,
+        token: &str,
+        audio: bool,
+        configuration: Option<RTCConfiguration>,
+        codec: VideoCodec,
+    ) -> WhipPublisher {
         let mut peer = Peer::with_configuration(configuration).await;
         let ssrc = 0x00c0_ffee;
-        let track = local_vp8_track(ssrc);
+        let track = local_video_track(ssrc, codec);
         peer.pc
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await
@@ -163,6 +239,8 @@ impl WhipPublisher {
         );
         assert!(response.body.contains("a=ice-lite"), "{}", response.body);
         peer.finish(&response.body).await;
+        // The payload type the answer gave the codec.
+        let pt = payload_type_of(&response.body, codec.name());
 
         let keyframe_requests = Arc::new(Count::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -204,7 +282,7 @@ impl WhipPublisher {
                     let asked = requests.get();
                     let key = index == 0 || asked > answered;
                     answered = asked;
-                    let bytes = rtp::vp8(index as u16, index * 3000, ssrc, key, index);
+                    let bytes = codec.packet(pt, index as u16, index * 3000, ssrc, key, index);
                     let packet = rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap();
                     let _ = track.write_rtp(packet).await;
                     sent.store(index + 1, Ordering::Relaxed);
@@ -268,6 +346,15 @@ async fn wait_for_participant(session: &Session, identity: &str) -> ParticipantI
 
 /// Waits until `session` learns of a track published by `participant`.
 async fn wait_for_track_of(session: &Session, participant: ParticipantId) -> TrackId {
+    wait_for_video_of(session, participant, VideoCodec::Vp8).await
+}
+
+/// Waits until `session` learns of a `codec` video track published by `participant`.
+async fn wait_for_video_of(
+    session: &Session,
+    participant: ParticipantId,
+    codec: VideoCodec,
+) -> TrackId {
     tokio::time::timeout(WAIT, async {
         loop {
             if let Some(t) = session
@@ -276,7 +363,11 @@ async fn wait_for_track_of(session: &Session, participant: ParticipantId) -> Tra
                 .find(|t| t.participant == participant)
             {
                 assert_eq!(t.kind, TrackKind::Video);
-                assert!(t.codec.name.eq_ignore_ascii_case("vp8"), "{:?}", t.codec);
+                assert!(
+                    t.codec.name.eq_ignore_ascii_case(codec.name()),
+                    "{:?}",
+                    t.codec
+                );
                 return t.track;
             }
             session.next_event().await.expect("session open");
@@ -307,6 +398,17 @@ async fn wait_for_leave(session: &Session, participant: ParticipantId) {
 /// Receives `count` packets on `media`; asserts they carry `ssrc`, consecutive sequence numbers,
 /// and start with a keyframe. Returns their payload indices.
 async fn receive_vp8(session: &Session, media: u32, ssrc: u32, count: usize) -> Vec<u32> {
+    receive_video(session, media, ssrc, count, VideoCodec::Vp8).await
+}
+
+/// [`receive_vp8`] for any codec.
+async fn receive_video(
+    session: &Session,
+    media: u32,
+    ssrc: u32,
+    count: usize,
+    codec: VideoCodec,
+) -> Vec<u32> {
     let mut packets: Vec<Bytes> = Vec::new();
     tokio::time::timeout(WAIT, async {
         while packets.len() < count {
@@ -319,7 +421,7 @@ async fn receive_vp8(session: &Session, media: u32, ssrc: u32, count: usize) -> 
     .await
     .unwrap_or_else(|_| panic!("only {} packets arrived", packets.len()));
     assert!(
-        is_vp8_keyframe(&packets[0]),
+        codec.is_keyframe(&packets[0]),
         "forwarding starts at a keyframe"
     );
     let first = rtp::seq(&packets[0]);
@@ -378,19 +480,73 @@ fn candidate_ports(sdp: &str) -> Vec<u16> {
 /// A VP8 payload type a native publisher uses in one test, unlike any the WebRTC leg negotiates.
 const NATIVE_VP8_PT: u8 = 120;
 
+/// `sdp` without the codec `name`: its payload types (and the RTX types that repair them) leave
+/// the `m=` lines and their `a=rtpmap`, `a=fmtp` and `a=rtcp-fb` lines go.
+fn without_codec(sdp: &str, name: &str) -> String {
+    let prefix = format!("{}/", name.to_ascii_uppercase());
+    let mut gone: Vec<String> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, codec)| codec.to_ascii_uppercase().starts_with(&prefix))
+        .map(|(pt, _)| pt.to_owned())
+        .collect();
+    let rtx: Vec<String> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=fmtp:"))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, params)| {
+            gone.iter()
+                .any(|pt| params.trim_end() == format!("apt={pt}"))
+        })
+        .map(|(pt, _)| pt.to_owned())
+        .collect();
+    gone.extend(rtx);
+    let names = |l: &str, attr: &str| {
+        l.strip_prefix(attr)
+            .and_then(|rest| rest.split([' ', '\r']).next())
+            .is_some_and(|pt| gone.iter().any(|g| g == pt))
+    };
+    sdp.lines()
+        .filter(|l| {
+            !["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"]
+                .iter()
+                .any(|a| names(l, a))
+        })
+        .map(|l| match l.strip_prefix("m=") {
+            Some(m) => {
+                let fields: Vec<&str> = m
+                    .split_whitespace()
+                    .enumerate()
+                    .filter(|(i, f)| *i < 3 || !gone.iter().any(|g| g == f))
+                    .map(|(_, f)| f)
+                    .collect();
+                format!("m={}\r\n", fields.join(" "))
+            }
+            None => format!("{}\r\n", l.trim_end()),
+        })
+        .collect()
+}
+
 /// The payload type an SDP maps to VP8.
 fn vp8_payload_type(sdp: &str) -> u8 {
+    payload_type_of(sdp, "VP8")
+}
+
+/// The payload type an SDP maps to the codec `name`.
+fn payload_type_of(sdp: &str, name: &str) -> u8 {
+    let prefix = format!("{}/", name.to_ascii_uppercase());
     sdp.lines()
         .filter_map(|l| l.strip_prefix("a=rtpmap:"))
         .find_map(|l| {
             let (pt, codec) = l.split_once(' ')?;
             codec
                 .to_ascii_uppercase()
-                .starts_with("VP8/")
+                .starts_with(&prefix)
                 .then(|| pt.parse().ok())
                 .flatten()
         })
-        .expect("the answer maps VP8")
+        .unwrap_or_else(|| panic!("the SDP maps no {name}"))
 }
 
 fn vp8_spec() -> strait_client::PublishSpec {
@@ -553,6 +709,16 @@ fn native_vp8_sender(
     media: strait_protocol::MediaId,
     pt: u8,
 ) -> (Arc<Count>, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    native_video_sender(session, media, pt, VideoCodec::Vp8)
+}
+
+/// [`native_vp8_sender`] for any codec.
+fn native_video_sender(
+    session: Arc<Session>,
+    media: strait_protocol::MediaId,
+    pt: u8,
+    codec: VideoCodec,
+) -> (Arc<Count>, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
     let keyframe_requests = Arc::new(Count::default());
     let stop = Arc::new(AtomicBool::new(false));
     let requests = Arc::clone(&keyframe_requests);
@@ -572,8 +738,7 @@ fn native_vp8_sender(
                     key = true;
                 }
             }
-            let mut packet = rtp::vp8(index as u16, index * 3000, 0x0051_0000, key, index);
-            packet[1] = (packet[1] & 0x80) | pt;
+            let packet = codec.packet(pt, index as u16, index * 3000, 0x0051_0000, key, index);
             let _ = session.send_rtp(media, &packet);
         }
     });
@@ -867,6 +1032,98 @@ async fn a_whep_subscribers_nack_is_answered_from_the_tracks_packet_cache() {
         !after.contains(&old),
         "a packet older than the cache was resent: {after:?}"
     );
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(WAIT, sender).await;
+    let _ = viewer.pc.close().await;
+    presenter.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_from_a_whip_publisher_reaches_a_native_subscriber() {
+    let gw = start_gateway().await;
+    let viewer = gw.native("avc", "viewer").await;
+    let token = gw.token("avc", "camera");
+    let publisher = WhipPublisher::start_codec(&gw, "avc", &token, VideoCodec::H264).await;
+    assert!(
+        publisher.answer.contains("H264/90000"),
+        "{}",
+        publisher.answer
+    );
+    let camera = wait_for_participant(&viewer, "camera").await;
+    let track = wait_for_video_of(&viewer, camera, VideoCodec::H264).await;
+    let sub = viewer.subscribe(track, None).await.expect("subscribe");
+    // From an IDR on (the keyframe request reached the publisher), payloads intact.
+    let indices = receive_video(&viewer, sub.media.0, sub.ssrc, 20, VideoCodec::H264).await;
+    assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
+    assert!(publisher.keyframe_requests() >= 1);
+    publisher.close().await;
+    viewer.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp9_from_a_native_publisher_reaches_a_whep_subscriber_that_negotiates_it() {
+    let gw = start_gateway().await;
+    let presenter = Arc::new(gw.native("vp9", "presenter").await);
+    let published = presenter
+        .publish(VideoCodec::Vp9.spec(NATIVE_VP8_PT))
+        .await
+        .expect("publish");
+    let (_requests, stop, sender) = native_video_sender(
+        Arc::clone(&presenter),
+        published.media[0],
+        NATIVE_VP8_PT,
+        VideoCodec::Vp9,
+    );
+    // A WHEP offer that cannot receive VP9 is refused in words, before any media.
+    let mut vp8_only = Peer::new().await;
+    vp8_only
+        .pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let offer = without_codec(&vp8_only.offer().await, "VP9");
+    assert!(!offer.contains("VP9"), "{offer}");
+    let token = gw.token("vp9", "old-viewer");
+    let path = format!("/whep/vp9/{}", published.track.0);
+    let refused = post_offer(&gw, &path, &token, &offer).await;
+    assert_eq!(refused.status, 422, "{refused:?}");
+    assert!(refused.body.contains("codec"), "{refused:?}");
+    let _ = vp8_only.pc.close().await;
+
+    let mut viewer = Peer::new().await;
+    let (response, _, _, remote) = whep_subscribe(&gw, &mut viewer, "vp9", published.track).await;
+    let negotiated = payload_type_of(&response.body, "VP9");
+    let mut rx = rtp_of(remote);
+    let mut packets = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while packets.len() < 20 {
+            packets.push(rx.recv().await.expect("rtp"));
+        }
+    })
+    .await
+    .expect("20 VP9 packets reach the WHEP subscriber");
+    // The first packets may go before the track's reader is attached; a keyframe comes among
+    // the first (the subscription asked for one).
+    assert!(
+        packets.iter().any(|p| p.payload[0] == 0x0c),
+        "a VP9 keyframe arrives"
+    );
+    for p in &packets {
+        assert_eq!(
+            p.header.payload_type, negotiated,
+            "the leg's VP9 payload type"
+        );
+        assert_eq!(p.payload[0] & !0x40, 0x0c, "the VP9 descriptor is intact");
+    }
 
     stop.store(true, Ordering::Relaxed);
     let _ = tokio::time::timeout(WAIT, sender).await;
@@ -1185,7 +1442,7 @@ async fn whip_opus_and_vp8_reach_a_webtransport_subscriber() {
     }
     let indices: Vec<u32> = audio_packets.iter().map(|p| rtp::index_at(p, 12)).collect();
     assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
-    assert!(is_vp8_keyframe(&video_packets[0]));
+    assert!(VideoCodec::Vp8.is_keyframe(&video_packets[0]));
     assert!(video_packets.iter().all(|p| rtp::ssrc(p) == video_sub.ssrc));
 
     publisher.close().await;

@@ -137,8 +137,9 @@ pub enum BridgeError {
     /// No track and no participant with this id in the room.
     #[error("no track or participant {0} in the room")]
     NoSuchTarget(u64),
-    /// The WHEP offer has no section that can receive the target's tracks.
-    #[error("the offer has no receiving section for the requested tracks")]
+    /// The WHEP offer has no section that can receive the target's tracks (of their kind, with
+    /// their codec).
+    #[error("the offer has no receiving section with the codec of the requested tracks")]
     NoMatchingSection,
     /// No WHIP/WHEP session at this URL (never was, or it has ended).
     #[error("no such session")]
@@ -295,6 +296,47 @@ impl Bridge {
         contained("rtp", || endpoint.send_rtp(peer, fwd.ssrc(), scratch, now))
             .unwrap_or(Err(WebRtcError::MalformedRtp))
     }
+}
+
+/// Whether a section of `kind` of an offer that can receive media lists the codec `name` (an
+/// `a=rtpmap` encoding name, compared case-insensitively): a track is only sent to a peer that
+/// can decode it.
+fn offers_codec(sdp: &str, kind: sfu::TrackKind, name: &str) -> bool {
+    let wanted = match kind {
+        sfu::TrackKind::Audio => "audio",
+        sfu::TrackKind::Video => "video",
+    };
+    // (of the wanted kind and live, can receive, lists the codec)
+    let mut current: Option<(bool, bool)> = None;
+    let mut found = false;
+    let mut finish = |section: Option<(bool, bool)>| {
+        found |= section == Some((true, true));
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            finish(current.take());
+            let mut fields = rest.split_whitespace();
+            let (kind, port) = (fields.next(), fields.next());
+            if kind == Some(wanted) && port != Some("0") {
+                current = Some((true, false));
+            }
+        } else if let Some((receives, lists)) = current.as_mut() {
+            if line == "a=sendonly" || line == "a=inactive" {
+                *receives = false;
+            } else if let Some((_, codec)) = line
+                .strip_prefix("a=rtpmap:")
+                .and_then(|map| map.split_once(' '))
+                && codec
+                    .split('/')
+                    .next()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(name))
+            {
+                *lists = true;
+            }
+        }
+    }
+    finish(current);
+    found
 }
 
 /// How many sections of each kind (audio, video) of an offer can receive media: a WHEP offer
@@ -500,6 +542,9 @@ impl Worker {
             let mut audio_left = sections.0.saturating_sub(before.0);
             let mut video_left = sections.1.saturating_sub(before.1);
             for track in snapshot.tracks.iter().filter(|t| !have.contains(&t.track)) {
+                if !offers_codec(sdp, track.kind, &track.codec.name) {
+                    continue;
+                }
                 let left = match track.kind {
                     sfu::TrackKind::Audio => &mut audio_left,
                     sfu::TrackKind::Video => &mut video_left,
@@ -1012,6 +1057,9 @@ fn subscribe_target(
     let mut sends = Vec::new();
     let mut tracks = HashMap::new();
     for track in wanted {
+        if !offers_codec(sdp, track.kind, &track.codec.name) {
+            continue;
+        }
         let left = match track.kind {
             sfu::TrackKind::Audio => &mut audio_left,
             sfu::TrackKind::Video => &mut video_left,
@@ -1040,7 +1088,7 @@ fn subscribe_target(
 
 #[cfg(test)]
 mod tests {
-    use super::{contained, receiving_sections};
+    use super::{contained, offers_codec, receiving_sections};
 
     #[test]
     fn a_panic_in_the_stack_is_contained() {
@@ -1058,5 +1106,26 @@ mod tests {
                    m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
         assert_eq!(receiving_sections(sdp), (1, 1));
         assert_eq!(receiving_sections("garbage"), (0, 0));
+    }
+
+    #[test]
+    fn finds_a_codec_in_a_receiving_section_of_its_kind() {
+        use strait_media::sfu::TrackKind::{Audio, Video};
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 98\r\na=sendonly\r\na=rtpmap:98 VP9/90000\r\n\
+                   m=video 0 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
+        assert!(offers_codec(sdp, Audio, "OPUS"));
+        assert!(offers_codec(sdp, Video, "vp8"));
+        assert!(
+            !offers_codec(sdp, Video, "VP9"),
+            "only in a sending section"
+        );
+        assert!(
+            !offers_codec(sdp, Video, "H264"),
+            "only in a rejected section"
+        );
+        assert!(!offers_codec(sdp, Audio, "VP8"), "not of that kind");
+        assert!(!offers_codec("garbage", Video, "VP8"));
     }
 }
