@@ -72,9 +72,10 @@ pub enum DropReason {
     WebrtcUnknownUfrag,
     /// A datagram on the WebRTC port came from an address that never completed ICE.
     WebrtcUnknownSource,
-    /// A WebRTC peer's stack refused a datagram with an error, or panicked on it (contained).
-    /// Datagrams failing DTLS or SRTP authentication are dropped inside `rtc` without an error,
-    /// so they are not counted here.
+    /// A WebRTC peer's stack refused a datagram with an error, or panicked on it (contained), or
+    /// an RTP datagram of a connected peer yielded no packet (SRTP authentication or replay check
+    /// failed, unknown payload type). Failed DTLS records and SRTCP are dropped inside `rtc`
+    /// without a trace, so they are not counted here.
     WebrtcRejected,
     /// RTP for a WebRTC subscriber could not be written to its leg (not connected yet, or its
     /// codec not negotiated).

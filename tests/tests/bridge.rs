@@ -684,6 +684,12 @@ async fn whip_publisher_reaches_a_native_subscriber_and_receives_its_keyframe_re
             .await
             >= 20.0
     );
+    assert_eq!(
+        gw.metric_where("strait_drops_total", "reason=\"webrtc_rejected\"")
+            .await,
+        0.0,
+        "a well-behaved publisher's packets are not counted as rejected"
+    );
 
     // Someone else's token cannot end the session; the publisher's own can.
     let intruder = gw.token("stage", "intruder");
@@ -1778,8 +1784,8 @@ async fn malformed_srtp_and_srtcp_after_dtls_disturb_no_one() {
     let port = gw.webrtc_addr();
 
     // From the publisher's own 5-tuple, after DTLS: RTP and RTCP that fail SRTP authentication,
-    // and a truncated RTP header. The peer's `rtc` stack drops them itself (it reports no error
-    // the bridge could count).
+    // and a truncated RTP header. The peer's `rtc` stack drops them; the two RTP datagrams are
+    // counted as rejected (SRTCP that fails is dropped inside `rtc` unseen).
     let mut rtp_junk = rtp::vp8(7, 7, 0x00c0_ffee, true, 7);
     rtp_junk.extend_from_slice(&[0xee; 10]);
     let rtcp_junk = [
@@ -1807,6 +1813,12 @@ async fn malformed_srtp_and_srtcp_after_dtls_disturb_no_one() {
         gw.metric_where("strait_drops_total", "reason=\"webrtc_unknown_source\"")
             .await,
         1.0
+    );
+    assert_eq!(
+        gw.metric_where("strait_drops_total", "reason=\"webrtc_rejected\"")
+            .await,
+        2.0,
+        "the junk RTP and the truncated RTP are counted"
     );
 
     // The publisher whose address was used keeps going, and so does everyone else.

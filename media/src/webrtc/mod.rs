@@ -209,7 +209,9 @@ pub struct DroppedDatagrams {
     /// A non-STUN datagram (or STUN other than a Binding request) from an address that never
     /// completed a STUN check with a peer.
     pub unknown_source: u64,
-    /// A peer's stack refused the datagram.
+    /// A peer's stack refused the datagram with an error, or — for an RTP datagram of a
+    /// connected peer — delivered no RTP packet from it (SRTP authentication or replay check
+    /// failed, unknown payload type or stream). Failed SRTCP is dropped inside `rtc` unseen.
     pub rejected_by_peer: u64,
 }
 
@@ -585,6 +587,11 @@ impl Endpoint {
             self.stats.dropped.unknown_source += 1;
             return;
         };
+        // SRTP (RFC 7983: first byte 128..=191; RFC 5761: payload types 192..=223 are RTCP).
+        let srtp = peer.connected
+            && bytes.first().is_some_and(|b| (128..=191).contains(b))
+            && bytes.get(1).is_some_and(|pt| !(192..=223).contains(pt));
+        let events_before = self.events.len();
         let read = peer.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -598,8 +605,22 @@ impl Endpoint {
         if let Err(err) = read {
             self.stats.dropped.rejected_by_peer += 1;
             trace!(peer = %id, error = %err, "datagram rejected by peer");
+            self.drive(id);
+            return;
         }
         self.drive(id);
+        // `rtc` drops SRTP that fails authentication with only a log line: a connected peer's
+        // RTP datagram that yielded no packet was refused.
+        if srtp
+            && !self
+                .events
+                .iter()
+                .skip(events_before)
+                .any(|e| matches!(e, WebRtcEvent::Rtp { peer, .. } if *peer == id))
+        {
+            self.stats.dropped.rejected_by_peer += 1;
+            trace!(peer = %id, "rtp datagram yielded no packet");
+        }
     }
 
     /// Writes an RTP packet to a subscriber peer on the send track named by `ssrc`. The packet's
