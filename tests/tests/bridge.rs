@@ -1073,12 +1073,24 @@ fn simulcast_layer_of(packet: &[u8]) -> (u32, bool) {
     )
 }
 
-/// A WHIP publisher sending one VP8 track as four simulcast encodings (rids `q`, `h`, `f`, `x`,
+/// How a test publisher signals its offer.
+#[derive(Debug, Clone, Copy)]
+enum Signaling {
+    /// WHIP, with restrictions (`max-br`, `max-width`, `max-height`) added to its rids.
+    Whip,
+    /// `/ws/rtc`, the offer as the peer wrote it.
+    WebSocket,
+}
+
+/// A WebRTC publisher sending one VP8 track as four simulcast encodings (rids `q`, `h`, `f`, `x`,
 /// each with its own SSRC), a packet on each every 5 ms. Each payload carries its layer in the
 /// top byte of its index; each layer sends a keyframe first and after each PLI naming its SSRC.
 struct SimulcastPublisher {
     peer: Peer,
-    location: String,
+    /// The WHIP resource, when it signaled with WHIP.
+    location: Option<String>,
+    /// Its `/ws/rtc` session, when it signaled over a WebSocket.
+    ws: Option<WsClient>,
     /// PLIs the peer received, per layer (by the SSRC they name).
     plis: Arc<[Count; 4]>,
     stop: Arc<AtomicBool>,
@@ -1086,7 +1098,12 @@ struct SimulcastPublisher {
 }
 
 impl SimulcastPublisher {
-    async fn start(gw: &TestGateway, room: &str, token: &str) -> SimulcastPublisher {
+    async fn start(
+        gw: &TestGateway,
+        room: &str,
+        token: &str,
+        signaling: Signaling,
+    ) -> SimulcastPublisher {
         let mut peer = Peer::new().await;
         let codings = RIDS
             .iter()
@@ -1115,28 +1132,35 @@ impl SimulcastPublisher {
             .unwrap();
         let offer = peer.offer().await;
         assert!(offer.contains("a=simulcast:send q;h;f;x"), "{offer}");
-        // Restrictions on each rid, as an application may add them to its offer.
-        let mut restricted = offer.clone();
-        for (k, (rid, bitrate)) in RIDS.iter().zip(RID_BITRATES).enumerate() {
-            let line = format!("a=rid:{rid} send\r\n");
-            assert!(restricted.contains(&line), "{offer}");
-            let (width, height) = (320 << k, 180 << k);
-            restricted = restricted.replace(
-                &line,
-                &format!(
-                    "a=rid:{rid} send max-br={bitrate};max-width={width};max-height={height}\r\n"
-                ),
-            );
-        }
-        let response = post_offer(gw, &format!("/whip/{room}"), token, &restricted).await;
-        assert_eq!(response.status, 201, "WHIP answered {response:?}");
-        assert!(
-            response.body.contains("a=simulcast:recv q;h;f;x"),
-            "{}",
-            response.body
-        );
-        let location = response.header("location").expect("Location").to_owned();
-        peer.finish(&response.body).await;
+        let (answer, location, ws) = match signaling {
+            Signaling::Whip => {
+                // Restrictions on each rid, as an application may add them to its offer.
+                let mut restricted = offer.clone();
+                for (k, (rid, bitrate)) in RIDS.iter().zip(RID_BITRATES).enumerate() {
+                    let line = format!("a=rid:{rid} send\r\n");
+                    assert!(restricted.contains(&line), "{offer}");
+                    let (width, height) = (320 << k, 180 << k);
+                    restricted = restricted.replace(
+                        &line,
+                        &format!(
+                            "a=rid:{rid} send max-br={bitrate};max-width={width};max-height={height}\r\n"
+                        ),
+                    );
+                }
+                let response = post_offer(gw, &format!("/whip/{room}"), token, &restricted).await;
+                assert_eq!(response.status, 201, "WHIP answered {response:?}");
+                let location = response.header("location").expect("Location").to_owned();
+                (response.body, Some(location), None)
+            }
+            Signaling::WebSocket => {
+                let mut ws = WsClient::hello(gw, token).await;
+                ws.join(room).await;
+                let (answer, _) = signal_offer(&mut ws, offer.clone(), 0).await;
+                (answer, None, Some(ws))
+            }
+        };
+        assert!(answer.contains("a=simulcast:recv q;h;f;x"), "{answer}");
+        peer.finish(&answer).await;
 
         let params = sender.get_parameters().await.unwrap();
         let extension = |uri: &str| {
@@ -1227,6 +1251,7 @@ impl SimulcastPublisher {
         SimulcastPublisher {
             peer,
             location,
+            ws,
             plis,
             stop,
             tasks: vec![watcher, sending],
@@ -1239,6 +1264,7 @@ impl SimulcastPublisher {
             let _ = tokio::time::timeout(WAIT, task).await;
         }
         let _ = self.peer.pc.close().await;
+        drop(self.ws);
     }
 }
 
@@ -1261,7 +1287,7 @@ async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers
     let gw = start_gateway().await;
     let viewer = gw.native("sim", "viewer").await;
     let token = gw.token("sim", "camera");
-    let publisher = SimulcastPublisher::start(&gw, "sim", &token).await;
+    let publisher = SimulcastPublisher::start(&gw, "sim", &token, Signaling::Whip).await;
 
     // One track for the section, with the first three rids as its layers, lowest first, and the
     // restrictions of their a=rid lines.
@@ -1433,13 +1459,56 @@ async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers
     );
 
     // The publisher leaves: its track goes with all its layers.
-    let deleted = delete(&gw, &publisher.location, &token).await;
+    let location = publisher.location.clone().expect("a WHIP resource");
+    let deleted = delete(&gw, &location, &token).await;
     assert_eq!(deleted.status, 200, "{deleted:?}");
     wait_for_leave(&viewer, camera).await;
     assert!(!viewer.tracks().iter().any(|t| t.track == track));
 
     let _ = watcher.pc.close().await;
     publisher.close().await;
+    viewer.close().await;
+    gw.stop().await;
+}
+
+/// A `/ws/rtc` peer publishes simulcast the same way: one track whose layers are its first three
+/// rids (sizes and bitrates unknown), each subscriber on the layer its cap allows; when its
+/// session ends, the track goes with all its layers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_peer_publishes_simulcast_too() {
+    let gw = start_gateway().await;
+    let viewer = gw.native("sim", "viewer").await;
+    let token = gw.token("sim", "legacy");
+    let publisher = SimulcastPublisher::start(&gw, "sim", &token, Signaling::WebSocket).await;
+    let legacy = wait_for_participant(&viewer, "legacy").await;
+    let track = wait_for_track_of(&viewer, legacy).await;
+    let info = viewer
+        .tracks()
+        .into_iter()
+        .find(|t| t.track == track)
+        .expect("the track");
+    assert_eq!(info.layers.len(), 3);
+    assert!(
+        info.layers
+            .iter()
+            .all(|l| l.max_bitrate == 0 && l.width == 0)
+    );
+
+    let sub = viewer.subscribe(track, Some(1)).await.expect("subscribe");
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        received.push(next_packet_on(&viewer, sub.media.0).await);
+    }
+    assert!(simulcast_layer_of(&received[0]).1, "starts at a keyframe");
+    assert!(received.iter().all(|p| simulcast_layer_of(p).0 == 1));
+    assert!(
+        publisher.plis[1].get() >= 1,
+        "a PLI on the middle layer's SSRC"
+    );
+
+    publisher.close().await;
+    wait_for_leave(&viewer, legacy).await;
+    assert!(!viewer.tracks().iter().any(|t| t.track == track));
     viewer.close().await;
     gw.stop().await;
 }

@@ -1088,7 +1088,55 @@ fn subscribe_target(
 
 #[cfg(test)]
 mod tests {
-    use super::{contained, receiving_sections};
+    use super::{Publisher, contained, note_simulcast, receiving_sections};
+    use strait_media::webrtc::{RidLayer, SimulcastSection};
+
+    fn section(mid: &str, rids: &[&str]) -> SimulcastSection {
+        SimulcastSection {
+            mid: mid.into(),
+            layers: rids
+                .iter()
+                .map(|rid| RidLayer {
+                    rid: (*rid).into(),
+                    max_bitrate: 0,
+                    width: 0,
+                    height: 0,
+                    paused: false,
+                })
+                .collect(),
+            ignored: Vec::new(),
+        }
+    }
+
+    fn rids(publisher: &Publisher, mid: &str) -> Vec<String> {
+        publisher.simulcast[mid]
+            .iter()
+            .map(|l| l.rid.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_renegotiation_changes_only_sections_not_yet_published() {
+        let mut publisher = Publisher::default();
+        note_simulcast(
+            &mut publisher,
+            vec![section("0", &["q", "h"]), section("1", &["a"])],
+        );
+        // Section 0 is published with its two layers; section 2 is new.
+        publisher.layered.insert("0".into(), None);
+        publisher.mids.insert("0".into());
+        note_simulcast(
+            &mut publisher,
+            vec![
+                section("0", &["q", "h", "f"]),
+                section("1", &["a", "b"]),
+                section("2", &["x", "y"]),
+            ],
+        );
+        assert_eq!(rids(&publisher, "0"), ["q", "h"]);
+        assert_eq!(rids(&publisher, "1"), ["a", "b"]);
+        assert_eq!(rids(&publisher, "2"), ["x", "y"]);
+    }
 
     #[test]
     fn a_panic_in_the_stack_is_contained() {
