@@ -277,8 +277,9 @@ const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 
 /// Checks an offer the way [`Endpoint::accept_offer`] does before it spends a peer connection
 /// on it: at most `max_len` bytes (checked before parsing), valid SDP, at least one live audio or
-/// video section, a codec the bridge forwards, and well-formed simulcast ([`simulcast`]). Callers use it to refuse a bad offer before
-/// any other work (a signaling server before it queues the offer).
+/// video section, a codec the bridge forwards, and well-formed simulcast ([`simulcast`]). Callers
+/// use it to refuse a bad offer before any other work (a signaling server before it queues the
+/// offer).
 pub fn check_offer(sdp: &str, max_len: usize) -> Result<(), WebRtcError> {
     validate_offer(sdp, max_len)
 }
