@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use strait_media::sfu::{CodecSpec, TrackKind};
-use strait_media::webrtc::{Endpoint, PeerId, SendTrack, WebRtcConfig, WebRtcError, WebRtcEvent};
+use strait_media::webrtc::{
+    Endpoint, PeerId, SendTrack, WebRtcConfig, WebRtcError, WebRtcEvent, simulcast_sections,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -798,4 +800,196 @@ fn the_offer_to_mutate_is_accepted_as_it_is() {
         .accept_offer(VALID_OFFER, Instant::now())
         .expect("the base offer is valid");
     assert!(answer.contains("a=ice-lite"), "{answer}");
+}
+
+/// A client publishing one VP8 track as simulcast encodings `rids` (SSRCs `first_ssrc`, +1, …).
+fn local_simulcast_track(rids: &[&str], first_ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    let codings = rids
+        .iter()
+        .zip(first_ssrc..)
+        .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                rid: (*rid).into(),
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: "video/VP8".into(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        })
+        .collect();
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "client-stream".into(),
+        "client-simulcast".into(),
+        "client-simulcast".into(),
+        RtpCodecKind::Video,
+        codings,
+    )))
+}
+
+/// `rtc` answers a simulcast offer as an ICE-lite answerer (`a=simulcast:recv`, one `a=rid … recv`
+/// per layer), binds each layer's SSRC by the mid and rid header extensions of its packets, and
+/// the endpoint reports each layer as a `Track` with its rid, then its RTP under its own SSRC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layers_are_reported_by_rid() {
+    let mut bridge = Bridge::start().await;
+    let client = Client::new().await;
+    let rids = ["q", "h", "f"];
+    let first_ssrc = 0x5150_0000;
+    let track = local_simulcast_track(&rids, first_ssrc);
+    let sender = client
+        .pc
+        .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let offer = client.offer().await;
+    let sections = simulcast_sections(&offer, 64 * 1024).unwrap();
+    assert_eq!(sections.len(), 1);
+    let layers: Vec<&str> = sections[0].layers.iter().map(|l| l.rid.as_str()).collect();
+    assert_eq!(layers, rids);
+    let (peer, answer) = bridge
+        .endpoint
+        .accept_offer(&offer, Instant::now())
+        .unwrap();
+    assert!(answer.contains("a=simulcast:recv q;h;f"), "{answer}");
+    for rid in rids {
+        assert!(answer.contains(&format!("a=rid:{rid} recv")), "{answer}");
+    }
+    client
+        .pc
+        .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        .await
+        .unwrap();
+    bridge.flush().await;
+    bridge
+        .wait_for("connected", |e| {
+            (*e == WebRtcEvent::Connected(peer)).then_some(())
+        })
+        .await;
+
+    let params = sender.get_parameters().await.unwrap();
+    let extension = |uri: &str| {
+        params
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == uri)
+            .map(|e| e.id as u8)
+            .unwrap_or_else(|| panic!("{uri} negotiated"))
+    };
+    let mid_id = extension("urn:ietf:params:rtp-hdrext:sdes:mid");
+    let rid_id = extension("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id");
+    let mid = sections[0].mid.clone();
+    for seq in 1..=5u16 {
+        for (k, rid) in rids.iter().enumerate() {
+            let ssrc = first_ssrc + k as u32;
+            let mut packet = rtp_packet(96, ssrc, seq, &[0x10, k as u8, 0, 0]);
+            packet
+                .header
+                .set_extension(mid_id, Bytes::from(mid.clone().into_bytes()))
+                .unwrap();
+            packet
+                .header
+                .set_extension(rid_id, Bytes::from_static(rid.as_bytes()))
+                .unwrap();
+            track.write_rtp(packet).await.unwrap();
+        }
+        bridge.step(Duration::from_millis(5)).await;
+    }
+    for (k, rid) in rids.iter().enumerate() {
+        let ssrc = first_ssrc + k as u32;
+        let (got_mid, got_rid, codec) = bridge
+            .wait_for("a layer's track", |e| match e {
+                WebRtcEvent::Track {
+                    peer: p,
+                    ssrc: s,
+                    mid,
+                    rid,
+                    codec,
+                    ..
+                } if *p == peer && *s == ssrc => Some((mid.clone(), rid.clone(), codec.clone())),
+                _ => None,
+            })
+            .await;
+        assert_eq!(got_mid.as_deref(), Some(mid.as_str()));
+        assert_eq!(got_rid.as_deref(), Some(*rid));
+        assert!(codec.expect("a codec").name.eq_ignore_ascii_case("vp8"));
+        let packet = bridge
+            .wait_for("a layer's rtp", |e| match e {
+                WebRtcEvent::Rtp {
+                    peer: p,
+                    ssrc: s,
+                    packet,
+                } if *p == peer && *s == ssrc => Some(packet.clone()),
+                _ => None,
+            })
+            .await;
+        let parsed = {
+            use rtc::shared::marshal::Unmarshal;
+            rtc::rtp::Packet::unmarshal(&mut &packet[..]).unwrap()
+        };
+        assert_eq!(parsed.payload[1], k as u8, "the layer's own payload");
+        // The bridge can ask each layer for a keyframe.
+        bridge
+            .endpoint
+            .request_keyframe(peer, ssrc, Instant::now())
+            .unwrap();
+    }
+    bridge.flush().await;
+    client.pc.close().await.unwrap();
+}
+
+/// Simulcast beyond three rids is accepted (the extra rids are listed as ignored); a malformed
+/// simulcast description is refused with a typed error before any peer exists.
+#[test]
+fn simulcast_offers_are_bounded_and_checked() {
+    let config = WebRtcConfig {
+        local_addrs: vec!["127.0.0.1:4000".parse().unwrap()],
+        ..WebRtcConfig::default()
+    };
+    let mut endpoint = Endpoint::new(config);
+    let now = Instant::now();
+    let video = |lines: &str| {
+        VALID_OFFER.replace(
+            "a=rtpmap:96 VP8/90000\r\n",
+            &format!("a=rtpmap:96 VP8/90000\r\n{lines}"),
+        )
+    };
+
+    let five = video(
+        "a=rid:a send\r\na=rid:b send\r\na=rid:c send\r\na=rid:d send\r\na=rid:e send\r\n\
+         a=simulcast:send a;b;c;d;e\r\n",
+    );
+    let sections = simulcast_sections(&five, 64 * 1024).unwrap();
+    assert_eq!(sections[0].layers.len(), 3);
+    assert_eq!(sections[0].ignored, ["d", "e"]);
+    let (_, answer) = endpoint.accept_offer(&five, now).unwrap();
+    assert!(answer.contains("a=simulcast:recv a;b;c;d;e"), "{answer}");
+
+    for bad in [
+        "a=rid:q send\r\na=simulcast:send q;q\r\n",
+        "a=rid:q send\r\na=simulcast:send q;h\r\n",
+        "a=rid:q send max-br=lots\r\na=simulcast:send q\r\n",
+        "a=rid:q send\r\na=simulcast:across q\r\n",
+    ] {
+        let err = endpoint.accept_offer(&video(bad), now).unwrap_err();
+        assert!(
+            matches!(err, WebRtcError::BadSimulcast { .. }),
+            "{bad:?}: {err}"
+        );
+        assert!(
+            matches!(
+                strait_media::webrtc::check_offer(&video(bad), 64 * 1024),
+                Err(WebRtcError::BadSimulcast { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(endpoint.stats().offers_refused, 4);
+    assert_eq!(endpoint.peer_count(), 1);
 }

@@ -24,5 +24,6 @@ pub mod fixture;
 pub mod http;
 pub mod relay;
 pub mod turn_client;
+pub mod turn_peer;
 pub mod webrtc_peer;
 pub mod ws;

@@ -183,6 +183,28 @@ impl TurnClient {
         }
     }
 
+    /// Feeds the client one message (a datagram or a frame) read from the server.
+    pub fn feed(&mut self, message: &[u8]) {
+        let tagged = TaggedBytesMut {
+            now: Instant::now(),
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: self.server,
+                transport_protocol: self.protocol,
+                ecn: None,
+            },
+            message: BytesMut::from(message),
+        };
+        let _ = self.client.handle_read(tagged);
+    }
+
+    /// Sends what the client has queued for the server.
+    pub async fn flush(&mut self) {
+        while let Some(t) = self.client.poll_write() {
+            self.link.send(&t.message, self.server).await;
+        }
+    }
+
     /// Drives the client until `pick` accepts an event.
     pub async fn until<T>(&mut self, mut pick: impl FnMut(Event) -> Option<T>) -> T {
         let run = async {
@@ -201,18 +223,7 @@ impl TurnClient {
                     .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
                 tokio::select! {
                     msg = self.link.recv() => {
-                        let msg = msg.expect("the server closed the connection");
-                        let tagged = TaggedBytesMut {
-                            now: Instant::now(),
-                            transport: TransportContext {
-                                local_addr: self.local,
-                                peer_addr: self.server,
-                                transport_protocol: self.protocol,
-                                ecn: None,
-                            },
-                            message: BytesMut::from(&msg[..]),
-                        };
-                        let _ = self.client.handle_read(tagged);
+                        self.feed(&msg.expect("the server closed the connection"));
                     }
                     () = tokio::time::sleep_until(wake.into()) => {
                         let _ = self.client.handle_timeout(Instant::now());
@@ -259,9 +270,7 @@ impl TurnClient {
             .unwrap()
             .send_to(Instant::now(), data, peer)
             .expect("send");
-        while let Some(t) = self.client.poll_write() {
-            self.link.send(&t.message, self.server).await;
-        }
+        self.flush().await;
     }
 
     /// Waits for data from a peer; returns the channel it came over (`None` for a Data

@@ -23,6 +23,8 @@ use strait_protocol::{Codec, ParticipantId, TrackId, TrackKind};
 use strait_protocol::{ControlMessage, SdpType, SessionDescription};
 use strait_tests::fixture::{TestGateway, rtp};
 use strait_tests::http::{HttpResponse, bearer, delete, http, patch, post_offer};
+use strait_tests::turn_client::TurnClient;
+use strait_tests::turn_peer::TurnPublisher;
 use strait_tests::webrtc_peer::Peer;
 use strait_tests::ws::WsClient;
 use tokio::sync::mpsc;
@@ -579,17 +581,9 @@ async fn start_gateway() -> TestGateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_only_whip_publisher_reaches_a_native_subscriber_through_the_embedded_turn() {
-    // The bridge and the embedded TURN server (UDP) on loopback; nothing else configured: the
+    // The bridge and the embedded TURN server on loopback; nothing else configured: the
     // bridge's port is the relay's media address by itself.
-    let gw = TestGateway::start_with(|c| {
-        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        c.turn.enabled = true;
-        c.turn.udp_listen = any;
-        c.turn.tcp_listen = any;
-        c.turn.tls_listen = any;
-        c.media.keyframe_request_interval = Duration::from_millis(50);
-    })
-    .await;
+    let gw = start_gateway_with_turn().await;
     let viewer = gw.native("stage", "viewer").await;
     let token = gw.token("stage", "camera");
     let turn = gw.gateway.shared.turn.addrs.udp.expect("TURN over UDP");
@@ -641,13 +635,82 @@ async fn a_relay_only_whip_publisher_reaches_a_native_subscriber_through_the_emb
         udp[start..start + len].to_owned()
     };
     let (username, password) = (field("username"), field("credential"));
-    let mut client = strait_tests::turn_client::TurnClient::udp(turn, &username, &password).await;
+    let mut client = TurnClient::udp(turn, &username, &password).await;
     let relay = client.allocate().await;
     assert_eq!(relay.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
 
     publisher.close().await;
     viewer.close().await;
     gw.stop().await;
+}
+
+/// A gateway with the bridge and the embedded TURN server on UDP, TCP and TLS (loopback).
+async fn start_gateway_with_turn() -> TestGateway {
+    TestGateway::start_with(|c| {
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        c.turn.enabled = true;
+        c.turn.udp_listen = any;
+        c.turn.tcp_listen = any;
+        c.turn.tls_listen = any;
+        c.media.keyframe_request_interval = Duration::from_millis(50);
+    })
+    .await
+}
+
+/// A relay-only publisher (webrtc-rs's `rtc` over a TURN client on `transport`) reaches a
+/// native subscriber through the embedded TURN server.
+async fn relay_only_rtc_publisher(transport: &str) {
+    let gw = start_gateway_with_turn().await;
+    let viewer = gw.native("relay", "viewer").await;
+    let token = gw.token("relay", "camera");
+    let credentials = gw
+        .gateway
+        .shared
+        .turn
+        .mint("camera", std::time::SystemTime::now())
+        .expect("credentials");
+    let (user, pass) = (&credentials.username, &credentials.password);
+    let addrs = &gw.gateway.shared.turn.addrs;
+    let client = match transport {
+        "udp" => TurnClient::udp(addrs.udp.expect("TURN over UDP"), user, pass).await,
+        "tcp" => TurnClient::tcp(addrs.tcp.expect("TURN over TCP"), user, pass).await,
+        _ => TurnClient::tls(&gw, addrs.tls.expect("TURN over TLS"), user, pass).await,
+    };
+    let publisher = TurnPublisher::start(&gw, client, "relay", &token).await;
+    assert!(publisher.offer.contains("typ relay"), "{}", publisher.offer);
+    assert!(!publisher.offer.contains("typ host"), "{}", publisher.offer);
+    assert_eq!(publisher.relay.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+
+    let camera = wait_for_participant(&viewer, "camera").await;
+    let track = wait_for_track_of(&viewer, camera).await;
+    let sub = viewer.subscribe(track, None).await.expect("subscribe");
+    let indices = receive_vp8(&viewer, sub.media.0, sub.ssrc, 20).await;
+    assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
+    // Through the relay: the TURN server relayed the media to the bridge, over `transport`.
+    let relayed = gw
+        .metric_where("strait_turn_relayed_packets_total", "direction=\"to_peer\"")
+        .await;
+    assert!(relayed >= 20.0, "relayed {relayed}");
+    assert_eq!(gw.metric("strait_turn_allocations").await, 1.0);
+
+    publisher.close().await;
+    viewer.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_rtc_publisher_reaches_a_native_subscriber_through_turn_over_udp() {
+    relay_only_rtc_publisher("udp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_rtc_publisher_reaches_a_native_subscriber_through_turn_over_tcp() {
+    relay_only_rtc_publisher("tcp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_rtc_publisher_reaches_a_native_subscriber_through_turn_over_tls() {
+    relay_only_rtc_publisher("tls").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1453,6 +1516,521 @@ async fn whip_opus_and_vp8_reach_a_webtransport_subscriber() {
 
     publisher.close().await;
     viewer.close().await;
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Simulcast from a WebRTC publisher.
+
+/// The rids the simulcast publisher sends, lowest first; the fourth is one too many.
+const RIDS: [&str; 4] = ["q", "h", "f", "x"];
+/// The `max-br` each rid declares in the offer.
+const RID_BITRATES: [u32; 4] = [100_000, 300_000, 900_000, 2_000_000];
+
+fn simulcast_ssrc(layer: usize) -> u32 {
+    0x5100_0000 + layer as u32
+}
+
+/// The layer a simulcast test packet was sent on and whether it starts a keyframe, read from the
+/// packet as a subscriber receives it (header extensions, if any, skipped).
+fn simulcast_layer_of(packet: &[u8]) -> (u32, bool) {
+    let parsed = rtc::rtp::Packet::unmarshal(&mut &packet[..]).expect("an rtp packet");
+    let payload = &parsed.payload;
+    let index = u32::from_be_bytes(payload[4..8].try_into().expect("4 bytes"));
+    (
+        index >> 24,
+        payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0,
+    )
+}
+
+/// How a test publisher signals its offer.
+#[derive(Debug, Clone, Copy)]
+enum Signaling {
+    /// WHIP, with restrictions (`max-br`, `max-width`, `max-height`) added to its rids.
+    Whip,
+    /// `/ws/rtc`, the offer as the peer wrote it.
+    WebSocket,
+}
+
+/// A WebRTC publisher sending one VP8 track as four simulcast encodings (rids `q`, `h`, `f`, `x`,
+/// each with its own SSRC), a packet on each every 5 ms. Each payload carries its layer in the
+/// top byte of its index; each layer sends a keyframe first and after each PLI naming its SSRC.
+struct SimulcastPublisher {
+    peer: Peer,
+    /// The WHIP resource, when it signaled with WHIP.
+    location: Option<String>,
+    /// Its `/ws/rtc` session, when it signaled over a WebSocket.
+    ws: Option<WsClient>,
+    /// PLIs the peer received, per layer (by the SSRC they name).
+    plis: Arc<[Count; 4]>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SimulcastPublisher {
+    async fn start(
+        gw: &TestGateway,
+        room: &str,
+        token: &str,
+        signaling: Signaling,
+    ) -> SimulcastPublisher {
+        let mut peer = Peer::new().await;
+        let codings = RIDS
+            .iter()
+            .enumerate()
+            .map(|(k, rid)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: (*rid).into(),
+                    ssrc: Some(simulcast_ssrc(k)),
+                    ..Default::default()
+                },
+                codec: VideoCodec::Vp8.rtc(),
+                ..Default::default()
+            })
+            .collect();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "whip-stream".into(),
+            "whip-simulcast".into(),
+            "whip-simulcast".into(),
+            RtpCodecKind::Video,
+            codings,
+        )));
+        let sender = peer
+            .pc
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await
+            .unwrap();
+        let offer = peer.offer().await;
+        assert!(offer.contains("a=simulcast:send q;h;f;x"), "{offer}");
+        let (answer, location, ws) = match signaling {
+            Signaling::Whip => {
+                // Restrictions on each rid, as an application may add them to its offer.
+                let mut restricted = offer.clone();
+                for (k, (rid, bitrate)) in RIDS.iter().zip(RID_BITRATES).enumerate() {
+                    let line = format!("a=rid:{rid} send\r\n");
+                    assert!(restricted.contains(&line), "{offer}");
+                    let (width, height) = (320 << k, 180 << k);
+                    restricted = restricted.replace(
+                        &line,
+                        &format!(
+                            "a=rid:{rid} send max-br={bitrate};max-width={width};max-height={height}\r\n"
+                        ),
+                    );
+                }
+                let response = post_offer(gw, &format!("/whip/{room}"), token, &restricted).await;
+                assert_eq!(response.status, 201, "WHIP answered {response:?}");
+                let location = response.header("location").expect("Location").to_owned();
+                (response.body, Some(location), None)
+            }
+            Signaling::WebSocket => {
+                let mut ws = WsClient::hello(gw, token).await;
+                ws.join(room).await;
+                let (answer, _) = signal_offer(&mut ws, offer.clone(), 0).await;
+                (answer, None, Some(ws))
+            }
+        };
+        assert!(answer.contains("a=simulcast:recv q;h;f;x"), "{answer}");
+        peer.finish(&answer).await;
+
+        let params = sender.get_parameters().await.unwrap();
+        let extension = |uri: &str| {
+            params
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == uri)
+                .map(|e| e.id as u8)
+                .unwrap_or_else(|| panic!("{uri} is negotiated"))
+        };
+        let mid_id = extension("urn:ietf:params:rtp-hdrext:sdes:mid");
+        let rid_id = extension("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id");
+        let mid = offer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .expect("a mid")
+            .to_owned();
+
+        let plis: Arc<[Count; 4]> = Arc::new(Default::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let track = Arc::clone(&track);
+            let plis = Arc::clone(&plis);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(100), track.poll()).await {
+                        Ok(Some(TrackLocalEvent::OnRtcpPacket(packets))) => {
+                            for packet in &packets {
+                                let Some(pli) =
+                                    packet.as_any().downcast_ref::<PictureLossIndication>()
+                                else {
+                                    continue;
+                                };
+                                if let Some(k) =
+                                    (0..RIDS.len()).find(|&k| simulcast_ssrc(k) == pli.media_ssrc)
+                                {
+                                    plis[k].add(1);
+                                }
+                            }
+                        }
+                        Ok(Some(_)) | Err(_) => {}
+                        Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            })
+        };
+        let sending = {
+            let plis = Arc::clone(&plis);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut answered = [0u32; 4];
+                let mut tick = tokio::time::interval(Duration::from_millis(5));
+                // Bounded: at most 60 s of packets.
+                for index in 0u32..12_000 {
+                    tick.tick().await;
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    for (k, rid) in RIDS.iter().enumerate() {
+                        let asked = plis[k].get();
+                        let key = index == 0 || asked > answered[k];
+                        answered[k] = asked;
+                        // Each layer has its own sequence and timestamp spaces, as in a browser.
+                        let layer = k as u32;
+                        let bytes = rtp::vp8(
+                            (index as u16).wrapping_add(k as u16 * 10_000),
+                            index * 3000 + layer * 1_000_000,
+                            simulcast_ssrc(k),
+                            key,
+                            (layer << 24) | index,
+                        );
+                        let mut packet = rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap();
+                        packet
+                            .header
+                            .set_extension(mid_id, Bytes::from(mid.clone().into_bytes()))
+                            .unwrap();
+                        packet
+                            .header
+                            .set_extension(rid_id, Bytes::from_static(rid.as_bytes()))
+                            .unwrap();
+                        let _ = track.write_rtp(packet).await;
+                    }
+                }
+            })
+        };
+        SimulcastPublisher {
+            peer,
+            location,
+            ws,
+            plis,
+            stop,
+            tasks: vec![watcher, sending],
+        }
+    }
+
+    async fn close(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(WAIT, task).await;
+        }
+        let _ = self.peer.pc.close().await;
+        drop(self.ws);
+    }
+}
+
+/// The next packet `session` receives on `media`.
+async fn next_packet_on(session: &Session, media: u32) -> Bytes {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let packet = session.recv_media().await.expect("media");
+            if packet.media.0 == media {
+                return packet.rtp;
+            }
+        }
+    })
+    .await
+    .expect("a packet on the subscription")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers_at_keyframes() {
+    let gw = start_gateway().await;
+    let viewer = gw.native("sim", "viewer").await;
+    let token = gw.token("sim", "camera");
+    let publisher = SimulcastPublisher::start(&gw, "sim", &token, Signaling::Whip).await;
+
+    // One track for the section, with the first three rids as its layers, lowest first, and the
+    // restrictions of their a=rid lines.
+    let camera = wait_for_participant(&viewer, "camera").await;
+    let track = wait_for_track_of(&viewer, camera).await;
+    let info = viewer
+        .tracks()
+        .into_iter()
+        .find(|t| t.track == track)
+        .expect("the track");
+    let layers: Vec<(u32, u16, u16)> = info
+        .layers
+        .iter()
+        .map(|l| (l.max_bitrate, l.width, l.height))
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            (100_000, 320, 180),
+            (300_000, 640, 360),
+            (900_000, 1280, 720)
+        ]
+    );
+
+    // Capped at the lowest layer: the subscriber receives layer 0 only, from a keyframe asked
+    // for by a PLI on that layer's SSRC.
+    let sub = viewer.subscribe(track, Some(0)).await.expect("subscribe");
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        received.push(next_packet_on(&viewer, sub.media.0).await);
+    }
+    assert!(simulcast_layer_of(&received[0]).1, "starts at a keyframe");
+    assert!(received.iter().all(|p| simulcast_layer_of(p).0 == 0));
+    assert!(
+        publisher.plis[0].get() >= 1,
+        "a PLI on the lowest layer's SSRC"
+    );
+    assert_eq!(
+        publisher.plis[2].get(),
+        0,
+        "nothing asked of the top layer yet"
+    );
+
+    // Raised to the top layer: its keyframe is asked for by a PLI on its own SSRC, and the lowest
+    // layer keeps flowing until that keyframe arrives; from it on, only the top layer.
+    viewer
+        .set_layer_preference(track, Some(2))
+        .await
+        .expect("layer preference");
+    publisher.plis[2]
+        .wait_above(0, "a PLI on the top layer's SSRC")
+        .await;
+    let switch_at = loop {
+        let packet = next_packet_on(&viewer, sub.media.0).await;
+        let (layer, _) = simulcast_layer_of(&packet);
+        received.push(packet);
+        if layer == 2 {
+            break received.len() - 1;
+        }
+        assert_eq!(layer, 0, "the old layer until the switch");
+        assert!(received.len() < 5_000, "the switch never happened");
+    };
+    assert!(
+        simulcast_layer_of(&received[switch_at]).1,
+        "the switch happens at a keyframe of the new layer"
+    );
+    for _ in 0..20 {
+        received.push(next_packet_on(&viewer, sub.media.0).await);
+    }
+    assert!(
+        received[switch_at..]
+            .iter()
+            .all(|p| simulcast_layer_of(p).0 == 2)
+    );
+    // One stream for the subscriber across the switch: its SSRC, consecutive sequence numbers,
+    // timestamps that move forward.
+    let first = rtp::seq(&received[0]);
+    for (k, packet) in received.iter().enumerate() {
+        assert_eq!(rtp::ssrc(packet), sub.ssrc, "the subscription's SSRC");
+        assert_eq!(
+            rtp::seq(packet),
+            first.wrapping_add(k as u16),
+            "consecutive"
+        );
+    }
+    let timestamp = |p: &Bytes| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+    let step = timestamp(&received[switch_at]).wrapping_sub(timestamp(&received[switch_at - 1]));
+    assert!(
+        step > 0 && step < 90_000,
+        "timestamp step at the switch: {step}"
+    );
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match viewer.next_event().await.expect("session open") {
+                SessionEvent::LayerSwitched { track: t, layer } if t == track => {
+                    assert_eq!(layer, 2);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("LayerSwitched to the top layer");
+
+    // A WHEP subscriber of the simulcast track gets the core's choice (the top layer, with no
+    // bandwidth estimate) as one stream, without the publisher's rid extension.
+    let mut watcher = Peer::new().await;
+    watcher
+        .pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let offer = watcher.offer().await;
+    let whep_token = gw.token("sim", "watcher");
+    let response = post_offer(&gw, &format!("/whep/sim/{}", track.0), &whep_token, &offer).await;
+    assert_eq!(response.status, 201, "WHEP answered {response:?}");
+    watcher.finish(&response.body).await;
+    let remote = tokio::time::timeout(WAIT, watcher.tracks.recv())
+        .await
+        .expect("on_track fires")
+        .expect("a track");
+    let ssrc = remote.ssrcs().await[0];
+    let mut rx = rtp_of(remote);
+    let mut packets = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while packets.len() < 20 {
+            packets.push(rx.recv().await.expect("rtp"));
+        }
+    })
+    .await
+    .expect("20 packets reach the WHEP subscriber");
+    for (k, p) in packets.iter().enumerate() {
+        let index = u32::from_be_bytes(p.payload[4..8].try_into().unwrap());
+        assert_eq!(index >> 24, 2, "the top layer only");
+        assert_eq!(p.header.ssrc, ssrc);
+        assert_eq!(
+            p.header.sequence_number,
+            packets[0].header.sequence_number.wrapping_add(k as u16)
+        );
+        assert!(
+            p.header.extensions.iter().all(|e| e.payload != b"f"[..]),
+            "the publisher's rid is not passed on"
+        );
+    }
+
+    // The fourth rid is answered but not forwarded: its packets are dropped and counted.
+    gw.wait_metric_where(
+        "strait_drops_total",
+        "reason=\"webrtc_unsupported_stream\"",
+        |v| v > 0.0,
+    )
+    .await;
+    assert_eq!(publisher.plis[3].get(), 0);
+    assert_eq!(
+        viewer
+            .tracks()
+            .iter()
+            .filter(|t| t.participant == camera)
+            .count(),
+        1,
+        "one track for all the layers"
+    );
+
+    // The publisher leaves: its track goes with all its layers.
+    let location = publisher.location.clone().expect("a WHIP resource");
+    let deleted = delete(&gw, &location, &token).await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    wait_for_leave(&viewer, camera).await;
+    assert!(!viewer.tracks().iter().any(|t| t.track == track));
+
+    let _ = watcher.pc.close().await;
+    publisher.close().await;
+    viewer.close().await;
+    gw.stop().await;
+}
+
+/// A `/ws/rtc` peer publishes simulcast the same way: one track whose layers are its first three
+/// rids (sizes and bitrates unknown), each subscriber on the layer its cap allows; when its
+/// session ends, the track goes with all its layers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_peer_publishes_simulcast_too() {
+    let gw = start_gateway().await;
+    let viewer = gw.native("sim", "viewer").await;
+    let token = gw.token("sim", "legacy");
+    let publisher = SimulcastPublisher::start(&gw, "sim", &token, Signaling::WebSocket).await;
+    let legacy = wait_for_participant(&viewer, "legacy").await;
+    let track = wait_for_track_of(&viewer, legacy).await;
+    let info = viewer
+        .tracks()
+        .into_iter()
+        .find(|t| t.track == track)
+        .expect("the track");
+    assert_eq!(info.layers.len(), 3);
+    assert!(
+        info.layers
+            .iter()
+            .all(|l| l.max_bitrate == 0 && l.width == 0)
+    );
+
+    let sub = viewer.subscribe(track, Some(1)).await.expect("subscribe");
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        received.push(next_packet_on(&viewer, sub.media.0).await);
+    }
+    assert!(simulcast_layer_of(&received[0]).1, "starts at a keyframe");
+    assert!(received.iter().all(|p| simulcast_layer_of(p).0 == 1));
+    assert!(
+        publisher.plis[1].get() >= 1,
+        "a PLI on the middle layer's SSRC"
+    );
+
+    publisher.close().await;
+    wait_for_leave(&viewer, legacy).await;
+    assert!(!viewer.tracks().iter().any(|t| t.track == track));
+    viewer.close().await;
+    gw.stop().await;
+}
+
+/// An offer whose simulcast description does not parse is refused with 400 and a reason, before
+/// any peer is created; the gateway carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_simulcast_offer_is_refused_with_its_reason() {
+    let gw = start_gateway().await;
+    let token = gw.token("sim", "camera");
+    let mut peer = Peer::new().await;
+    let codings = ["q", "h"]
+        .iter()
+        .enumerate()
+        .map(|(k, rid)| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                rid: (*rid).into(),
+                ssrc: Some(simulcast_ssrc(k)),
+                ..Default::default()
+            },
+            codec: VideoCodec::Vp8.rtc(),
+            ..Default::default()
+        })
+        .collect();
+    peer.pc
+        .add_track(Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "s".into(),
+            "v".into(),
+            "v".into(),
+            RtpCodecKind::Video,
+            codings,
+        ))) as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let offer = peer.offer().await;
+    for (bad, reason) in [
+        ("a=simulcast:send q;h;q", "listed twice"),
+        ("a=simulcast:send q;h;z", "has no a=rid:z send"),
+        ("a=simulcast:send q,h", "alternatives"),
+        ("a=simulcast:upward q;h", "unknown a=simulcast direction"),
+    ] {
+        let sdp = offer.replace("a=simulcast:send q;h", bad);
+        assert_ne!(sdp, offer);
+        let response = post_offer(&gw, "/whip/sim", &token, &sdp).await;
+        assert_eq!(response.status, 400, "{bad}: {response:?}");
+        assert!(response.body.contains(reason), "{bad}: {}", response.body);
+    }
+    assert_eq!(gw.metric("strait_webrtc_peers").await, 0.0);
+    // The same offer, well formed, is accepted.
+    let response = post_offer(&gw, "/whip/sim", &token, &offer).await;
+    assert_eq!(response.status, 201, "{response:?}");
+    let _ = peer.pc.close().await;
     gw.stop().await;
 }
 

@@ -21,16 +21,23 @@
 //! - A WHIP offer creates a peer and joins the room as a new participant (identity and name from
 //!   the token). Each stream it sends is published as a one-layer track when its first RTP packet
 //!   arrives (that is when `rtc` reports it, with its SSRC and codec); later packets of that SSRC
-//!   are forwarded on the track's media id. A second stream on the same media section (a
-//!   simulcast layer) is not forwarded (`webrtc_unsupported_stream`).
+//!   are forwarded on the track's media id. A second stream on the same media section is not
+//!   forwarded (`webrtc_unsupported_stream`) — unless the offer declared the section simulcast
+//!   (`a=simulcast:send` with `a=rid` lines, read by
+//!   [`simulcast_sections`](strait_media::webrtc::simulcast_sections)): then the section is one
+//!   track with one layer per rid (lowest first, at most three), published with all of them
+//!   when the first layer's stream arrives; each layer's SSRC, as it arrives, is forwarded on
+//!   that layer's media id. Streams of rids beyond the third are not forwarded
+//!   (`webrtc_unsupported_stream`). Leaving the room unpublishes the track with all its layers.
 //! - A WHEP offer joins the room, subscribes to the named track (or to every track of the named
 //!   participant, as many of each kind as the offer has sections for), and answers with one send
 //!   track per subscription whose SSRC is the subscription's, so the core's rewritten packets go
 //!   out as they are (payload type and header extensions mapped to the leg by the endpoint).
-//! - Keyframe requests: the core's request for a WebRTC publisher's track becomes a PLI on that
-//!   stream; a WebRTC subscriber's PLI or FIR becomes the core's `request_keyframe` for the
-//!   subscribed track, which reaches a QUIC publisher as `KeyframeRequest`. When a subscriber's
-//!   DTLS completes, keyframes are requested for its tracks (anything sent before was lost).
+//! - Keyframe requests: the core's request for a WebRTC publisher's track (for one of its
+//!   layers) becomes a PLI on that stream (that layer's SSRC); a WebRTC subscriber's PLI or FIR
+//!   becomes the core's `request_keyframe` for the subscribed track, which reaches a QUIC
+//!   publisher as `KeyframeRequest`. When a subscriber's DTLS completes, keyframes are requested
+//!   for its tracks (anything sent before was lost).
 //! - A peer leaves its room when its resource is deleted (`LeaveReason::Left`) or when its ICE
 //!   fails (`LeaveReason::Timeout`). There is no grace period: a WebRTC peer cannot resume.
 //!
@@ -50,8 +57,8 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use strait_media::sfu::{self, LayerSpec, LeaveReason, ParticipantMeta, SfuError, TrackSpec};
 use strait_media::webrtc::{
-    Endpoint, IceFragment, PeerId, SendTrack, WebRtcConfig as EndpointConfig, WebRtcError,
-    WebRtcEvent, WebRtcStats, ice_fragment_of_answer,
+    Endpoint, IceFragment, PeerId, RidLayer, SendTrack, SimulcastSection,
+    WebRtcConfig as EndpointConfig, WebRtcError, WebRtcEvent, WebRtcStats, ice_fragment_of_answer,
 };
 use strait_protocol::{
     ControlMessage, ErrorCode, ErrorMessage, ParticipantId, RequestId, RoomId, SdpType,
@@ -225,6 +232,11 @@ struct Publisher {
     /// Media sections that already carry a published stream.
     mids: HashSet<String>,
     next_media: u32,
+    /// Simulcast sections of the peer's offers: mid → layers, lowest first.
+    simulcast: HashMap<String, Vec<RidLayer>>,
+    /// A simulcast section's published track: mid → its layers' media ids (`None`: the core
+    /// refused it).
+    layered: HashMap<String, Option<Vec<sfu::MediaId>>>,
 }
 
 struct Subscriber {
@@ -407,6 +419,8 @@ impl Worker {
         };
         let (peer, answer, publisher, subscriber) = match role {
             OfferRole::Publish => {
+                let max_sdp = bridge.endpoint.config().max_sdp_len;
+                let sections = strait_media::webrtc::simulcast_sections(&sdp, max_sdp)?;
                 let endpoint = &mut bridge.endpoint;
                 let (peer, answer) = contained("offer", || endpoint.accept_offer(&sdp, now))
                     .ok_or(BridgeError::StackFailed)??;
@@ -414,7 +428,9 @@ impl Worker {
                     let _ = bridge.endpoint.close(peer);
                     return Err(e.into());
                 }
-                (peer, answer, Some(Publisher::default()), None)
+                let mut publisher = Publisher::default();
+                note_simulcast(&mut publisher, sections);
+                (peer, answer, Some(publisher), None)
             }
             OfferRole::Subscribe(target) => {
                 let snapshot = self.sfu.join(me, room.as_str(), meta, now)?;
@@ -504,6 +520,7 @@ impl Worker {
         // Refuse a bad offer before subscribing to anything for it.
         let max_sdp = bridge.endpoint.config().max_sdp_len;
         strait_media::webrtc::check_offer(sdp, max_sdp)?;
+        let simulcast = strait_media::webrtc::simulcast_sections(sdp, max_sdp)?;
         let me = pid(participant);
         let snapshot = self.sfu.room_snapshot(me).ok_or(BridgeError::NotJoined)?;
 
@@ -589,6 +606,9 @@ impl Worker {
         };
         match bridge.legs.get_mut(&participant) {
             Some(leg) => {
+                if let Some(publisher) = leg.publisher.as_mut() {
+                    note_simulcast(publisher, simulcast);
+                }
                 if let Some(sub) = leg.subscriber.as_mut() {
                     sub.tracks
                         .extend(tracks.iter().map(|(&ssrc, &t)| (ssrc, t)));
@@ -608,7 +628,11 @@ impl Worker {
                         resource: None,
                         room,
                         identity,
-                        publisher: grants.publish.then(Publisher::default),
+                        publisher: grants.publish.then(|| {
+                            let mut publisher = Publisher::default();
+                            note_simulcast(&mut publisher, simulcast);
+                            publisher
+                        }),
                         subscriber: Some(Subscriber { tracks, sections }),
                     },
                 );
@@ -833,6 +857,7 @@ impl Worker {
             WebRtcEvent::Track {
                 peer,
                 mid,
+                rid,
                 ssrc,
                 kind,
                 codec,
@@ -849,6 +874,19 @@ impl Worker {
                     return;
                 };
                 if publisher.streams.contains_key(&ssrc) {
+                    return;
+                }
+                if let Some(section) = mid
+                    .as_ref()
+                    .filter(|m| publisher.simulcast.contains_key(*m))
+                {
+                    let stream = SimulcastStream {
+                        mid: section,
+                        rid: rid.as_deref(),
+                        ssrc,
+                        kind,
+                    };
+                    publish_layer(&mut self.sfu, publisher, participant, stream, codec, now);
                     return;
                 }
                 let mid_taken = mid.as_ref().is_some_and(|m| publisher.mids.contains(m));
@@ -1026,6 +1064,99 @@ impl Worker {
     }
 }
 
+/// A stream of a simulcast section, as its `Track` event names it.
+#[derive(Clone, Copy)]
+struct SimulcastStream<'a> {
+    mid: &'a str,
+    rid: Option<&'a str>,
+    ssrc: u32,
+    kind: sfu::TrackKind,
+}
+
+/// Notes the simulcast sections of an offer the publisher's peer answered. A section not yet
+/// published takes the offer's layers; a published one keeps those it was published with.
+fn note_simulcast(publisher: &mut Publisher, sections: Vec<SimulcastSection>) {
+    for section in sections {
+        if !section.ignored.is_empty() {
+            debug!(
+                mid = section.mid,
+                ignored = ?section.ignored,
+                "simulcast rids beyond the layer limit are not forwarded"
+            );
+        }
+        if publisher.layered.contains_key(&section.mid) || publisher.mids.contains(&section.mid) {
+            continue;
+        }
+        publisher.simulcast.insert(section.mid, section.layers);
+    }
+}
+
+/// Maps a stream of a simulcast section to its layer: the section's track is published, with
+/// every layer its offer names, when the first of them arrives (and has a codec); each later
+/// layer's SSRC maps to its own media id. A rid that is not one of the section's layers (beyond
+/// the limit, or none) is not forwarded.
+fn publish_layer(
+    sfu: &mut sfu::Sfu,
+    publisher: &mut Publisher,
+    participant: ParticipantId,
+    stream: SimulcastStream<'_>,
+    codec: Option<sfu::CodecSpec>,
+    now: Instant,
+) {
+    let Some(layers) = publisher.simulcast.get(stream.mid) else {
+        return;
+    };
+    let index = stream
+        .rid
+        .and_then(|rid| layers.iter().position(|l| l.rid == rid));
+    let media = match (index, publisher.layered.get(stream.mid)) {
+        (None, _) => None,
+        (Some(index), Some(published)) => published.as_ref().and_then(|m| m.get(index).copied()),
+        (Some(index), None) => codec.and_then(|codec| {
+            let first = publisher.next_media + 1;
+            let medias: Vec<sfu::MediaId> = (0..layers.len() as u32)
+                .map(|k| sfu::MediaId(first + k))
+                .collect();
+            publisher.next_media += layers.len() as u32;
+            let spec = TrackSpec {
+                kind: stream.kind,
+                codec,
+                source: "camera".into(),
+                layers: layers
+                    .iter()
+                    .zip(&medias)
+                    .map(|(layer, &media)| LayerSpec {
+                        media,
+                        max_bitrate: layer.max_bitrate,
+                        width: layer.width,
+                        height: layer.height,
+                    })
+                    .collect(),
+                muted: false,
+            };
+            let published = match sfu.publish(pid(participant), spec, now) {
+                Ok(track) => {
+                    debug!(participant = participant.0, %track, layers = medias.len(), "webrtc simulcast track published");
+                    Some(medias)
+                }
+                Err(e) => {
+                    debug!(participant = participant.0, error = %e, "webrtc simulcast track refused");
+                    None
+                }
+            };
+            publisher.mids.insert(stream.mid.to_owned());
+            publisher
+                .layered
+                .insert(stream.mid.to_owned(), published.clone());
+            published.and_then(|m| m.get(index).copied())
+        }),
+    };
+    publisher.streams.insert(stream.ssrc, media);
+    if let Some(media) = media {
+        publisher.ssrcs.insert(media, stream.ssrc);
+    }
+}
+
 /// Subscribes a WHEP participant that just joined to its target and answers its offer.
 fn subscribe_target(
     sfu: &mut sfu::Sfu,
@@ -1088,7 +1219,55 @@ fn subscribe_target(
 
 #[cfg(test)]
 mod tests {
-    use super::{contained, offers_codec, receiving_sections};
+    use super::{Publisher, contained, note_simulcast, offers_codec, receiving_sections};
+    use strait_media::webrtc::{RidLayer, SimulcastSection};
+
+    fn section(mid: &str, rids: &[&str]) -> SimulcastSection {
+        SimulcastSection {
+            mid: mid.into(),
+            layers: rids
+                .iter()
+                .map(|rid| RidLayer {
+                    rid: (*rid).into(),
+                    max_bitrate: 0,
+                    width: 0,
+                    height: 0,
+                    paused: false,
+                })
+                .collect(),
+            ignored: Vec::new(),
+        }
+    }
+
+    fn rids(publisher: &Publisher, mid: &str) -> Vec<String> {
+        publisher.simulcast[mid]
+            .iter()
+            .map(|l| l.rid.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_renegotiation_changes_only_sections_not_yet_published() {
+        let mut publisher = Publisher::default();
+        note_simulcast(
+            &mut publisher,
+            vec![section("0", &["q", "h"]), section("1", &["a"])],
+        );
+        // Section 0 is published with its two layers; section 2 is new.
+        publisher.layered.insert("0".into(), None);
+        publisher.mids.insert("0".into());
+        note_simulcast(
+            &mut publisher,
+            vec![
+                section("0", &["q", "h", "f"]),
+                section("1", &["a", "b"]),
+                section("2", &["x", "y"]),
+            ],
+        );
+        assert_eq!(rids(&publisher, "0"), ["q", "h"]);
+        assert_eq!(rids(&publisher, "1"), ["a", "b"]);
+        assert_eq!(rids(&publisher, "2"), ["x", "y"]);
+    }
 
     #[test]
     fn a_panic_in_the_stack_is_contained() {

@@ -30,6 +30,15 @@ pub enum WebRtcError {
         /// Encoding names the offer listed.
         offered: Vec<String>,
     },
+    /// A section's simulcast description is malformed (see [`simulcast`](super::simulcast) for
+    /// the rules).
+    #[error("offer's simulcast in section {mid:?} is malformed: {reason}")]
+    BadSimulcast {
+        /// The section's `a=mid` (empty when it has none).
+        mid: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// [`WebRtcConfig::max_peers`](super::WebRtcConfig::max_peers) peers exist already.
     #[error("peer limit of {0} reached")]
     TooManyPeers(usize),

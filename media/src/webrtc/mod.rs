@@ -47,6 +47,7 @@ mod error;
 mod feedback;
 mod ice;
 mod offer;
+pub mod simulcast;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -82,6 +83,7 @@ pub use self::feedback::DeliverKeyframeRequests;
 use self::feedback::{is_keyframe_request, register_interceptors};
 pub use self::ice::{IceCredentials, IceFragment, ice_fragment_of_answer};
 use self::offer::{Datagram, classify, validate_offer};
+pub use self::simulcast::{RidLayer, SimulcastSection, simulcast_sections};
 use crate::sfu::{CodecSpec, TrackKind};
 
 /// A WebRTC peer of an [`Endpoint`], numbered from 1 in creation order.
@@ -284,8 +286,9 @@ pub struct Endpoint {
 
 /// Checks an offer the way [`Endpoint::accept_offer`] does before it spends a peer connection
 /// on it: at most `max_len` bytes (checked before parsing), valid SDP, at least one live audio or
-/// video section, and a codec the bridge forwards. Callers use it to refuse a bad offer before
-/// any other work (a signaling server before it queues the offer).
+/// video section, a codec the bridge forwards, and well-formed simulcast ([`simulcast`]). Callers
+/// use it to refuse a bad offer before any other work (a signaling server before it queues the
+/// offer).
 pub fn check_offer(sdp: &str, max_len: usize) -> Result<(), WebRtcError> {
     validate_offer(sdp, max_len)
 }
@@ -625,8 +628,9 @@ impl Endpoint {
 
     /// Writes an RTP packet to a subscriber peer on the send track named by `ssrc`. The packet's
     /// SSRC and payload type are set to the track's; header extensions whose id the leg did not
-    /// negotiate are removed (map ids per leg before calling to keep them). Sequence numbers and
-    /// timestamps are sent as given.
+    /// negotiate are removed (map ids per leg before calling to keep them), and so are those the
+    /// leg negotiated for `sdes:mid` and the rid extensions (their values are another leg's).
+    /// Sequence numbers and timestamps are sent as given.
     pub fn send_rtp(
         &mut self,
         peer: PeerId,
@@ -664,9 +668,12 @@ impl Endpoint {
             }
         };
         let negotiated = &params.rtp_parameters.header_extensions;
-        rtp.header
-            .extensions
-            .retain(|ext| negotiated.iter().any(|n| n.id as u8 == ext.id));
+        // The publisher's mid and rid values name its own leg's streams, not this one's.
+        rtp.header.extensions.retain(|ext| {
+            negotiated
+                .iter()
+                .any(|n| n.id as u8 == ext.id && !simulcast::is_stream_identity(&n.uri))
+        });
         if rtp.header.extensions.is_empty() {
             rtp.header.extension = false;
         }

@@ -14,7 +14,8 @@ use super::WebRtcError;
 pub(crate) const SUPPORTED_CODECS: [&str; 5] = ["opus", "VP8", "VP9", "H264", "AV1"];
 
 /// Parses `sdp` and checks that it has at least one live audio or video section offering a
-/// supported codec. The length is checked first, so an oversized offer is never parsed.
+/// supported codec, and that its simulcast sections are well formed. The length is checked
+/// first, so an oversized offer is never parsed.
 pub(crate) fn validate_offer(sdp: &str, max_len: usize) -> Result<(), WebRtcError> {
     if sdp.len() > max_len {
         return Err(WebRtcError::SdpTooLarge {
@@ -24,6 +25,7 @@ pub(crate) fn validate_offer(sdp: &str, max_len: usize) -> Result<(), WebRtcErro
     }
     let parsed = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(|err| WebRtcError::MalformedSdp(err.to_string()))?;
+    super::simulcast::sections_of(&parsed)?;
     let mut offered = Vec::new();
     let mut has_media = false;
     for media in &parsed.media_descriptions {
