@@ -23,6 +23,7 @@ pub mod browser;
 pub mod fixture;
 pub mod http;
 pub mod relay;
+pub mod sdp;
 pub mod turn_client;
 pub mod turn_peer;
 pub mod webrtc_peer;

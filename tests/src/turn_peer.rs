@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 
 use crate::fixture::{TestGateway, WAIT, rtp};
 use crate::http::{HttpResponse, post_offer};
+use crate::sdp::{host_candidates, payload_type_of};
 use crate::turn_client::TurnClient;
 
 /// The SSRC of the publisher's VP8 track.
@@ -169,39 +170,6 @@ fn vp8_track() -> MediaStreamTrack {
     )
 }
 
-/// The addresses of an SDP's host candidates, each once (every section repeats them).
-fn host_candidates(sdp: &str) -> Vec<SocketAddr> {
-    let mut addrs: Vec<SocketAddr> = sdp
-        .lines()
-        .filter_map(|l| l.trim_end().strip_prefix("a=candidate:"))
-        .filter(|c| c.contains(" typ host"))
-        .filter_map(|c| {
-            let fields: Vec<&str> = c.split_whitespace().collect();
-            format!("{}:{}", fields.get(4)?, fields.get(5)?)
-                .parse()
-                .ok()
-        })
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    addrs
-}
-
-/// The payload type an SDP maps to VP8.
-fn vp8_payload_type(sdp: &str) -> u8 {
-    sdp.lines()
-        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
-        .find_map(|l| {
-            let (pt, codec) = l.split_once(' ')?;
-            codec
-                .to_ascii_uppercase()
-                .starts_with("VP8/")
-                .then(|| pt.parse().ok())
-                .flatten()
-        })
-        .expect("VP8 in the answer")
-}
-
 /// The event loop: the peer connection's datagrams through the relay and back, its timers and
 /// the TURN client's, and VP8 once connected. Bounded by `stop` and at most 60 s of packets.
 async fn drive(
@@ -215,7 +183,7 @@ async fn drive(
 ) {
     let pt = pc
         .remote_description()
-        .map(|d| vp8_payload_type(&d.sdp))
+        .map(|d| payload_type_of(&d.sdp, "VP8"))
         .unwrap_or(rtp::VP8_PT);
     let mut connected_tx = Some(connected_tx);
     let mut next_rtp: Option<Instant> = None;

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 
 use rtc::interceptor::Slot;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use strait_media::webrtc::DeliverKeyframeRequests;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -118,6 +120,20 @@ impl Peer {
             connected,
             tracks,
         }
+    }
+
+    /// Adds a section that receives `kind` only (a subscriber's).
+    pub async fn receive_only(&mut self, kind: RtpCodecKind) {
+        self.pc
+            .add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
     }
 
     /// Creates the offer and waits for gathering, so that it carries the host candidate.

@@ -15,7 +15,6 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLa
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::shared::marshal::Unmarshal;
 use strait_client::{Session, SessionEvent};
 use strait_gateway::auth::Grants;
@@ -23,6 +22,7 @@ use strait_protocol::{Codec, ParticipantId, TrackId, TrackKind};
 use strait_protocol::{ControlMessage, SdpType, SessionDescription};
 use strait_tests::fixture::{TestGateway, rtp};
 use strait_tests::http::{HttpResponse, bearer, delete, http, patch, post_offer};
+use strait_tests::sdp::{host_candidates, payload_type_of};
 use strait_tests::turn_client::TurnClient;
 use strait_tests::turn_peer::TurnPublisher;
 use strait_tests::webrtc_peer::Peer;
@@ -535,22 +535,6 @@ fn vp8_payload_type(sdp: &str) -> u8 {
     payload_type_of(sdp, "VP8")
 }
 
-/// The payload type an SDP maps to the codec `name`.
-fn payload_type_of(sdp: &str, name: &str) -> u8 {
-    let prefix = format!("{}/", name.to_ascii_uppercase());
-    sdp.lines()
-        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
-        .find_map(|l| {
-            let (pt, codec) = l.split_once(' ')?;
-            codec
-                .to_ascii_uppercase()
-                .starts_with(&prefix)
-                .then(|| pt.parse().ok())
-                .flatten()
-        })
-        .unwrap_or_else(|| panic!("the SDP maps no {name}"))
-}
-
 fn vp8_spec() -> strait_client::PublishSpec {
     strait_client::PublishSpec {
         kind: TrackKind::Video,
@@ -823,17 +807,7 @@ async fn whep_subscribe(
     room: &str,
     track: TrackId,
 ) -> (HttpResponse, String, String, Arc<dyn TrackRemote>) {
-    viewer
-        .pc
-        .add_transceiver_from_kind(
-            RtpCodecKind::Video,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    viewer.receive_only(RtpCodecKind::Video).await;
     let offer = viewer.offer().await;
     let token = gw.token_with(
         room,
@@ -1148,17 +1122,7 @@ async fn vp9_from_a_native_publisher_reaches_a_whep_subscriber_that_negotiates_i
     );
     // A WHEP offer that cannot receive VP9 is refused in words, before any media.
     let mut vp8_only = Peer::new().await;
-    vp8_only
-        .pc
-        .add_transceiver_from_kind(
-            RtpCodecKind::Video,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    vp8_only.receive_only(RtpCodecKind::Video).await;
     let offer = without_codec(&vp8_only.offer().await, "VP9");
     assert!(!offer.contains("VP9"), "{offer}");
     let token = gw.token("vp9", "old-viewer");
@@ -1303,17 +1267,7 @@ async fn webrtc_publisher_and_subscriber_share_one_udp_port() {
     // per receiving section of its offer.
     let mut viewer = Peer::new().await;
     for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-        viewer
-            .pc
-            .add_transceiver_from_kind(
-                kind,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .unwrap();
+        viewer.receive_only(kind).await;
     }
     let offer = viewer.offer().await;
     let token = gw.token("duo", "viewer");
@@ -1408,16 +1362,7 @@ async fn a_websocket_peer_whose_webrtc_goes_silent_is_told_and_leaves() {
     ws.join("quiet").await;
     let legacy = wait_for_participant(&observer, "legacy").await;
     let mut peer = Peer::new().await;
-    peer.pc
-        .add_transceiver_from_kind(
-            RtpCodecKind::Video,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    peer.receive_only(RtpCodecKind::Video).await;
     let offer = peer.offer().await;
     let (answer, _) = signal_offer(&mut ws, offer, 1).await;
     peer.finish(&answer).await;
@@ -1866,17 +1811,7 @@ async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers
     // A WHEP subscriber of the simulcast track gets the core's choice (the top layer, with no
     // bandwidth estimate) as one stream, without the publisher's rid extension.
     let mut watcher = Peer::new().await;
-    watcher
-        .pc
-        .add_transceiver_from_kind(
-            RtpCodecKind::Video,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    watcher.receive_only(RtpCodecKind::Video).await;
     let offer = watcher.offer().await;
     let whep_token = gw.token("sim", "watcher");
     let response = post_offer(&gw, &format!("/whep/sim/{}", track.0), &whep_token, &offer).await;
@@ -2037,16 +1972,7 @@ async fn a_malformed_simulcast_offer_is_refused_with_its_reason() {
 /// Adds a recvonly video section to `peer` and returns its new offer (gathering is complete
 /// already: the candidates of the first offer are in it).
 async fn reoffer_with_video_section(peer: &mut Peer) -> String {
-    peer.pc
-        .add_transceiver_from_kind(
-            RtpCodecKind::Video,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    peer.receive_only(RtpCodecKind::Video).await;
     reoffer(peer).await
 }
 
@@ -2139,16 +2065,7 @@ async fn a_websocket_peer_renegotiates_as_tracks_come_and_go() {
     let mut ws = WsClient::hello(&gw, &gw.token("forum", "legacy")).await;
     ws.join("forum").await;
     let mut peer = Peer::new().await;
-    peer.pc
-        .add_transceiver_from_kind(
-            RtpCodecKind::Video,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    peer.receive_only(RtpCodecKind::Video).await;
     let offer = peer.offer().await;
     let (answer, subscribed) = signal_offer(&mut ws, offer, 1).await;
     assert_eq!(subscribed[0].track, first.track);
@@ -2236,16 +2153,7 @@ async fn a_websocket_peer_restarts_ice_with_a_new_offer() {
     let mut ws = WsClient::hello(&gw, &gw.token("lounge", "legacy")).await;
     ws.join("lounge").await;
     let mut peer = Peer::new().await;
-    peer.pc
-        .add_transceiver_from_kind(
-            RtpCodecKind::Video,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    peer.receive_only(RtpCodecKind::Video).await;
     let offer = peer.offer().await;
     let (first_answer, subscribed) = signal_offer(&mut ws, offer, 1).await;
     peer.finish(&first_answer).await;
@@ -2311,19 +2219,7 @@ async fn a_websocket_peer_restarts_ice_with_a_new_offer() {
 
 /// The address in the first host candidate of an SDP.
 fn host_candidate(sdp: &str) -> std::net::SocketAddr {
-    sdp.lines()
-        .filter_map(|l| l.strip_prefix("a=candidate:"))
-        .find_map(|c| {
-            let fields: Vec<&str> = c.split_whitespace().collect();
-            (fields.get(7) == Some(&"host"))
-                .then(|| {
-                    format!("{}:{}", fields.get(4)?, fields.get(5)?)
-                        .parse()
-                        .ok()
-                })
-                .flatten()
-        })
-        .expect("a host candidate")
+    *host_candidates(sdp).first().expect("a host candidate")
 }
 
 /// Sends `payload` as a UDP datagram from `from` to `to` (both IPv4) through a raw socket, as if
@@ -2530,17 +2426,7 @@ async fn whep_for_an_unknown_track_is_not_found() {
     let gw = start_gateway().await;
     let bystanders = Bystanders::start(&gw).await;
     let mut viewer = Peer::new().await;
-    viewer
-        .pc
-        .add_transceiver_from_kind(
-            RtpCodecKind::Video,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    viewer.receive_only(RtpCodecKind::Video).await;
     let offer = viewer.offer().await;
     let token = gw.token("calm", "viewer2");
     let response = post_offer(&gw, "/whep/calm/424242", &token, &offer).await;

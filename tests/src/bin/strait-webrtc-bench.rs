@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
-use rtc::rtp_transceiver::RTCRtpTransceiverInit;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use strait_client::load::gateway::{GatewayChild, http, mint_token};
 use strait_client::load::procfs::{CpuMark, clock_ticks_per_second};
@@ -62,15 +60,7 @@ async fn whep_subscriber(
     received: Arc<AtomicU64>,
 ) -> Result<Box<dyn PeerConnection>> {
     let mut peer = Peer::new().await;
-    peer.pc
-        .add_transceiver_from_kind(
-            RtpCodecKind::Video,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await?;
+    peer.receive_only(RtpCodecKind::Video).await;
     let offer = peer.offer().await;
     let answer = post_sdp(gateway.http, path, token, &offer).await?;
     peer.finish(&answer).await;
