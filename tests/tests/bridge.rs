@@ -1918,6 +1918,93 @@ async fn a_websocket_peer_publishes_simulcast_too() {
     gw.stop().await;
 }
 
+/// A `/ws/rtc` subscriber of a simulcast track gets one layer — the top one until it asks — and
+/// picks another with `SetLayerPreference`, as a QUIC subscriber does: the switch happens at the
+/// new layer's keyframe, on one SSRC with continuous sequence numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_subscriber_chooses_its_simulcast_layer() {
+    let gw = start_gateway().await;
+    let viewer = gw.native("sim", "viewer").await;
+    let token = gw.token("sim", "camera");
+    let publisher = SimulcastPublisher::start(&gw, "sim", &token, Signaling::Whip).await;
+    let camera = wait_for_participant(&viewer, "camera").await;
+    let track = wait_for_track_of(&viewer, camera).await;
+
+    let mut ws = WsClient::hello(&gw, &gw.token("sim", "legacy")).await;
+    ws.join("sim").await;
+    let mut peer = Peer::new().await;
+    peer.receive_only(RtpCodecKind::Video).await;
+    let offer = peer.offer().await;
+    let (answer, subscribed) = signal_offer(&mut ws, offer, 1).await;
+    assert_eq!(subscribed[0].track, track);
+    peer.finish(&answer).await;
+    let remote = tokio::time::timeout(WAIT, peer.tracks.recv())
+        .await
+        .expect("on_track fires")
+        .expect("a track");
+    let mut rx = rtp_of(remote);
+    let layer_of = |p: &rtc::rtp::Packet| {
+        u32::from_be_bytes(p.payload[4..8].try_into().expect("4 bytes")) >> 24
+    };
+    let first = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("RTP")
+        .expect("rtp");
+    assert_eq!(layer_of(&first), 2, "the top layer first");
+
+    ws.send(&ControlMessage::SetLayerPreference(
+        strait_protocol::SetLayerPreference {
+            request: strait_protocol::RequestId(41),
+            track,
+            max_layer: Some(0),
+        },
+    ))
+    .await;
+    ws.expect(|m| {
+        matches!(m, ControlMessage::LayerSwitched(s) if s.track == track && s.layer == 0)
+            .then_some(())
+    })
+    .await;
+    // Layer 2 until layer 0's keyframe, then layer 0 only, the sequence running on.
+    let mut previous = first;
+    let mut on_zero = 0;
+    tokio::time::timeout(WAIT, async {
+        while on_zero < 20 {
+            let packet = rx.recv().await.expect("rtp");
+            assert_eq!(
+                packet.header.sequence_number,
+                previous.header.sequence_number.wrapping_add(1),
+                "one continuous sequence across the switch"
+            );
+            assert_eq!(packet.header.ssrc, previous.header.ssrc);
+            match (layer_of(&previous), layer_of(&packet)) {
+                (2, 0) => assert!(
+                    packet.payload[0] & 0x10 != 0 && packet.payload[1] & 0x01 == 0,
+                    "the switch happens at a keyframe"
+                ),
+                (0, 2) => panic!("back to layer 2 after the switch"),
+                _ => {}
+            }
+            if layer_of(&packet) == 0 {
+                on_zero += 1;
+            }
+            previous = packet;
+        }
+    })
+    .await
+    .expect("layer 0 reaches the WebSocket subscriber");
+    assert!(
+        publisher.plis[0].get() >= 1,
+        "a PLI on the lowest layer's SSRC"
+    );
+
+    let _ = peer.pc.close().await;
+    drop(ws);
+    publisher.close().await;
+    viewer.close().await;
+    gw.stop().await;
+}
+
 /// An offer whose simulcast description does not parse is refused with 400 and a reason, before
 /// any peer is created; the gateway carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
