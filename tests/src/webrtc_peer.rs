@@ -83,7 +83,8 @@ impl Peer {
     async fn build(configuration: Option<RTCConfiguration>, replay_protection: bool) -> Self {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs().unwrap();
-        let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+        let registry =
+            Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::all_rtcp());
         let registry = register_default_interceptors(registry, &mut media_engine).unwrap();
         let (gathered_tx, gathered) = mpsc::unbounded_channel();
         let (connected_tx, connected) = mpsc::unbounded_channel();

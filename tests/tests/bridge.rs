@@ -11,6 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -164,6 +166,8 @@ struct WhipPublisher {
     links: Vec<String>,
     /// Keyframe requests (PLI/FIR) the peer received.
     keyframe_requests: Arc<Count>,
+    /// RTCP receiver reports the peer received (the bridge reports on what it receives).
+    receiver_reports: Arc<Count>,
     /// Video packets written so far (the next one's payload index).
     sent: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -245,20 +249,22 @@ impl WhipPublisher {
         let pt = payload_type_of(&response.body, codec.name());
 
         let keyframe_requests = Arc::new(Count::default());
+        let receiver_reports = Arc::new(Count::default());
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = {
             let track = Arc::clone(&track);
             let requests = Arc::clone(&keyframe_requests);
+            let reports = Arc::clone(&receiver_reports);
             let stop = Arc::clone(&stop);
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     match tokio::time::timeout(Duration::from_millis(100), track.poll()).await {
                         Ok(Some(TrackLocalEvent::OnRtcpPacket(packets))) => {
-                            let asked = packets
-                                .iter()
-                                .filter(|p| p.as_any().is::<PictureLossIndication>())
-                                .count();
-                            requests.add(asked as u32);
+                            let count = |f: fn(&dyn std::any::Any) -> bool| {
+                                packets.iter().filter(|p| f(p.as_any())).count() as u32
+                            };
+                            requests.add(count(|p| p.is::<PictureLossIndication>()));
+                            reports.add(count(|p| p.is::<ReceiverReport>()));
                         }
                         Ok(Some(_)) | Err(_) => {}
                         // Not bound yet, or unbound: look again shortly.
@@ -309,6 +315,7 @@ impl WhipPublisher {
             offer,
             links,
             keyframe_requests,
+            receiver_reports,
             sent,
             stop,
             tasks: vec![watcher, sender],
@@ -714,6 +721,12 @@ async fn whip_publisher_reaches_a_native_subscriber_and_receives_its_keyframe_re
     let indices = receive_vp8(&viewer, sub.media.0, sub.ssrc, 20).await;
     assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
     assert!(publisher.keyframe_requests() >= 1);
+
+    // The bridge reports on what it receives from the publisher (RTCP receiver reports).
+    publisher
+        .receiver_reports
+        .wait_above(0, "a receiver report from the bridge")
+        .await;
 
     // An explicit keyframe request from the QUIC subscriber becomes another PLI.
     let before = publisher.keyframe_requests();
@@ -1185,7 +1198,7 @@ async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publis
     let (response, location, token, remote) =
         whep_subscribe(&gw, &mut viewer, "show", published.track).await;
     let ssrc = remote.ssrcs().await[0];
-    let mut rx = rtp_of(Arc::clone(&remote));
+    let (mut rx, sender_reports) = rtp_and_reports_of(Arc::clone(&remote));
     let mut packets = Vec::new();
     tokio::time::timeout(WAIT, async {
         while packets.len() < 20 {
@@ -1217,6 +1230,11 @@ async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publis
         );
         assert_eq!(p.payload[0], 0x10, "VP8 payload intact");
     }
+
+    // The leg sends RTCP sender reports about what it sends.
+    sender_reports
+        .wait_above(0, "a sender report on the WHEP leg")
+        .await;
 
     // A PLI from the WebRTC subscriber reaches the native publisher as a keyframe request.
     let before = keyframe_requests.get();
@@ -2101,17 +2119,33 @@ async fn signal_offer(
 
 /// Reads a remote track's RTP into a channel.
 fn rtp_of(track: Arc<dyn TrackRemote>) -> mpsc::UnboundedReceiver<rtc::rtp::Packet> {
+    rtp_and_reports_of(track).0
+}
+
+/// [`rtp_of`], and a count of the RTCP sender reports that arrive about the track.
+fn rtp_and_reports_of(
+    track: Arc<dyn TrackRemote>,
+) -> (mpsc::UnboundedReceiver<rtc::rtp::Packet>, Arc<Count>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let reports = Arc::new(Count::default());
+    let counted = Arc::clone(&reports);
     tokio::spawn(async move {
         while let Some(event) = track.poll().await {
-            if let TrackRemoteEvent::OnRtpPacket(packet) = event
-                && tx.send(packet).is_err()
-            {
+            let open = match event {
+                TrackRemoteEvent::OnRtpPacket(packet) => tx.send(packet).is_ok(),
+                TrackRemoteEvent::OnRtcpPacket(packets) => {
+                    let n = packets.iter().filter(|p| p.as_any().is::<SenderReport>());
+                    counted.add(n.count() as u32);
+                    true
+                }
+                _ => true,
+            };
+            if !open {
                 break;
             }
         }
     });
-    rx
+    (rx, reports)
 }
 
 /// A `webrtc` crate peer on `/ws/rtc` receives a native track present when it offers, then

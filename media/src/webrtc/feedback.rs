@@ -24,19 +24,34 @@ use rtc::sansio::Protocol;
 
 use super::RtcError;
 
-/// Marks inbound compound RTCP that carries a PLI or FIR for delivery to the application.
+/// Marks inbound compound RTCP that carries a PLI or FIR for delivery to the application (or,
+/// made with [`DeliverKeyframeRequests::all_rtcp`], every inbound RTCP packet).
 ///
 /// The endpoint installs it on every peer. It is public so that a `webrtc` (async) peer — a test
-/// client or a tool — can install it too and see the keyframe requests the bridge sends it.
+/// client or a tool — can install it too and see the keyframe requests (or the reports) the
+/// bridge sends it.
 #[derive(Default)]
 pub struct DeliverKeyframeRequests {
+    all: bool,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
+}
+
+impl DeliverKeyframeRequests {
+    /// One that delivers every inbound RTCP packet (reports included), not only keyframe
+    /// requests: for a peer that wants to see what the other side reports.
+    pub fn all_rtcp() -> Self {
+        Self {
+            all: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl std::fmt::Debug for DeliverKeyframeRequests {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeliverKeyframeRequests")
+            .field("all", &self.all)
             .field("reads", &self.reads.len())
             .field("writes", &self.writes.len())
             .finish()
@@ -88,7 +103,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+            && (self.all || packets.iter().any(|p| is_keyframe_request(p.as_ref())))
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
