@@ -5,8 +5,9 @@
 //! `--rate` packets per second, and subscribes N WHEP peers (the `webrtc` crate, in this process)
 //! to it; after every peer has received a packet, it measures the gateway's CPU over `--seconds`
 //! against the change of `strait_packets_out_total{transport="webrtc"}` (each packet SRTP-
-//! protected and sent on the bridge's one UDP socket). The peers share the two cores with the
-//! gateway, as in every benchmark here.
+//! protected and sent on the bridge's one UDP socket), and the growth of the gateway's RSS from
+//! before the first peer to the end, per peer. The peers share the two cores with the gateway, as
+//! in every benchmark here.
 //!
 //! ```text
 //! cargo build --release -p strait-gateway -p strait-tests --bin strait --bin strait-webrtc-bench
@@ -25,7 +26,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use strait_client::load::gateway::{GatewayChild, http, mint_token};
-use strait_client::load::procfs::{CpuMark, clock_ticks_per_second};
+use strait_client::load::procfs::{CpuMark, clock_ticks_per_second, status_kib};
 use strait_client::protocol::{Codec, TrackKind};
 use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, SessionEvent, Trust};
 use strait_tests::fixture::{WAIT, rtp};
@@ -165,6 +166,8 @@ async fn run(args: &Args, n: usize) -> Result<()> {
         })
     };
 
+    let pid = gateway.pid.to_string();
+    let rss_before = status_kib(&pid, "VmRSS:");
     let path = format!("/whep/{room}/{}", track.track.0);
     let mut peers = Vec::with_capacity(n);
     let mut counters = Vec::with_capacity(n);
@@ -187,7 +190,6 @@ async fn run(args: &Args, n: usize) -> Result<()> {
     }
     let setup_s = setup.elapsed().as_secs_f64();
 
-    let pid = gateway.pid.to_string();
     let cpu_before = CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?;
     let out_before = webrtc_packets_out(gateway.http).await?;
     let received_before: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
@@ -197,13 +199,15 @@ async fn run(args: &Args, n: usize) -> Result<()> {
         clock_ticks_per_second(),
     );
     let out = webrtc_packets_out(gateway.http).await? - out_before;
+    // The gateway's memory for the peers, their legs and their NACK buffers (full by now).
+    let rss_per_peer = status_kib(&pid, "VmRSS:").saturating_sub(rss_before) as f64 / n as f64;
     let received = counters
         .iter()
         .map(|c| c.load(Ordering::Relaxed))
         .sum::<u64>()
         - received_before;
     println!(
-        "{n:>6} {:>8} {:>8.1} {:>10} {:>10} {:>9.2} {:>6.0} {:>9.2}",
+        "{n:>6} {:>8} {:>8.1} {:>10} {:>10} {:>9.2} {:>6.0} {:>9.2} {:>10.0}",
         args.rate,
         setup_s,
         out,
@@ -215,6 +219,7 @@ async fn run(args: &Args, n: usize) -> Result<()> {
         } else {
             f64::NAN
         },
+        rss_per_peer,
     );
     stop.store(true, Ordering::Relaxed);
     let _ = sender.await;
@@ -241,7 +246,7 @@ async fn main() -> Result<()> {
         args.seconds,
         args.strait.display()
     );
-    println!("     N   rate/s  setup s  webrtc out   received  gw CPU s  sys %  µs/pkt");
+    println!("     N   rate/s  setup s  webrtc out   received  gw CPU s  sys %  µs/pkt  KiB/peer");
     for &n in &args.subscribers {
         run(&args, n).await?;
     }
