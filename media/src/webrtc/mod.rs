@@ -245,8 +245,16 @@ struct Inbound {
 struct Outbound {
     sender: RTCRtpSenderId,
     mime_type: String,
-    /// The payload type negotiated for the codec, found at the first send.
-    payload_type: Option<u8>,
+    /// What the leg negotiated for it, found at the first send after each negotiation.
+    negotiated: Option<Negotiated>,
+}
+
+/// The payload type and header extensions a send track's section negotiated.
+#[derive(Debug)]
+struct Negotiated {
+    payload_type: u8,
+    /// Extension ids passed on (the publisher's stream-identity extensions are not).
+    extension_ids: Vec<u8>,
 }
 
 struct Peer {
@@ -471,6 +479,10 @@ impl Endpoint {
             .get_mut(&peer)
             .ok_or(WebRtcError::UnknownPeer(peer))?;
         add_send_tracks(&mut state.pc, peer, tracks, &mut state.outbound)?;
+        // A new negotiation may map payload types and extensions anew.
+        for out in state.outbound.values_mut() {
+            out.negotiated = None;
+        }
         state
             .pc
             .set_remote_description(now, RTCSessionDescription::offer(offer_sdp.to_owned())?)?;
@@ -652,33 +664,41 @@ impl Endpoint {
             .pc
             .rtp_sender(out.sender)
             .ok_or(WebRtcError::UnknownSsrc { peer, ssrc })?;
-        let params = sender.get_parameters();
-        let payload_type = match out.payload_type {
-            Some(pt) => pt,
+        // What the leg negotiated, looked up once per negotiation (`get_parameters` clones the
+        // codec and extension lists: too dear for every packet).
+        let negotiated = match &out.negotiated {
+            Some(n) => n,
             None => {
-                let pt = params
+                let params = sender.get_parameters();
+                let payload_type = params
                     .rtp_parameters
                     .codecs
                     .iter()
                     .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&out.mime_type))
                     .map(|c| c.payload_type)
                     .ok_or_else(|| WebRtcError::CodecNotNegotiated(out.mime_type.clone()))?;
-                out.payload_type = Some(pt);
-                pt
+                // The publisher's mid and rid values name its own leg's streams, not this one's.
+                let extension_ids = params
+                    .rtp_parameters
+                    .header_extensions
+                    .iter()
+                    .filter(|n| !simulcast::is_stream_identity(&n.uri))
+                    .map(|n| n.id as u8)
+                    .collect();
+                out.negotiated.insert(Negotiated {
+                    payload_type,
+                    extension_ids,
+                })
             }
         };
-        let negotiated = &params.rtp_parameters.header_extensions;
-        // The publisher's mid and rid values name its own leg's streams, not this one's.
-        rtp.header.extensions.retain(|ext| {
-            negotiated
-                .iter()
-                .any(|n| n.id as u8 == ext.id && !simulcast::is_stream_identity(&n.uri))
-        });
+        rtp.header
+            .extensions
+            .retain(|ext| negotiated.extension_ids.contains(&ext.id));
         if rtp.header.extensions.is_empty() {
             rtp.header.extension = false;
         }
         rtp.header.ssrc = ssrc;
-        rtp.header.payload_type = payload_type;
+        rtp.header.payload_type = negotiated.payload_type;
         sender.write_rtp(now, rtp)?;
         self.drive(peer);
         Ok(())
@@ -957,7 +977,7 @@ fn add_send_tracks(
             Outbound {
                 sender,
                 mime_type,
-                payload_type: None,
+                negotiated: None,
             },
         );
     }
