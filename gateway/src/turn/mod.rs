@@ -55,6 +55,8 @@ const RECV_SLOTS: usize = quinn::udp::BATCH_SIZE;
 const SLOT_LEN: usize = 65_536;
 /// `recvmmsg` calls per wake-up of one socket before its task yields: up to 128 datagrams.
 const RECV_ROUNDS: usize = 4;
+/// `SO_RCVBUF` asked for each relay socket (the kernel caps it at `net.core.rmem_max`).
+const RELAY_RECV_BUFFER: usize = 1 << 20;
 /// The most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS`).
 const GSO_MAX_SEGMENTS: usize = 64;
 /// The most bytes in one GSO send (a UDP datagram's length field bounds the whole send).
@@ -808,6 +810,10 @@ fn bind_relay(
     core: &Weak<Mutex<Core>>,
 ) -> Option<SocketAddr> {
     let bound = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))
+        .inspect(|s| {
+            // Room for a burst while the reader waits for the lock or a core.
+            let _ = socket2::SockRef::from(s).set_recv_buffer_size(RELAY_RECV_BUFFER);
+        })
         .and_then(Socket::new)
         .and_then(|s| Ok((s.io.local_addr()?, s)));
     let (addr, socket) = match bound {
