@@ -3,13 +3,21 @@
 //! The protocol lives in [`strait_media::turn`] (sans-IO); this module owns what touches the
 //! operating system:
 //!
-//! - one task that owns the [`Server`] core and the UDP listener, and sends everything the core
-//!   emits — replies and ChannelData to clients, payloads to peers from relay sockets;
+//! - the [`Server`] core behind one lock, with every UDP socket it sends on;
+//! - one task that reads the UDP listener, takes the frames of stream connections and runs the
+//!   core's timer;
 //! - an accept loop per TCP and TLS listener and a task per connection, which split the byte
 //!   stream into STUN and ChannelData frames ([`framing::next_frame`]) and write the core's
 //!   replies back (padded ChannelData, RFC 8656 §12.5);
 //! - one UDP relay socket per allocation, bound to `turn.relay_ip` on a port from the OS, and a
 //!   reader task for it.
+//!
+//! UDP is read and written in batches through `quinn-udp`: a task woken for a readable socket
+//! takes the lock, reads up to 32 datagrams per `recvmmsg` (GRO on; a coalesced run is split at
+//! its stride), feeds them to the core and sends what it emitted before reading more — one
+//! GSO `sendmsg` per run of equal-sized datagrams for one destination through one socket
+//! (`Batch`). No datagram is queued from task to task, and payloads go out in buffers the core
+//! gets back ([`Server::recycle`]).
 //!
 //! The peer policy is enforced twice: by the core when a permission or channel is requested
 //! (403) and for every packet it emits, and here again just before a relay socket sends.
