@@ -7,13 +7,16 @@
 //! reach; the tests show it receives nothing. Every wait is for an event under a generous
 //! timeout.
 
+use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Instant, SystemTime};
 
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
+
 use rtc_turn::client::Event;
-use strait_gateway::metrics::{StaticLabel, TurnReasonLabel};
+use strait_gateway::metrics::{StaticLabel, TurnDirectionLabel, TurnReasonLabel};
 use strait_tests::fixture::{TestGateway, WAIT};
-use strait_tests::turn_client::TurnClient;
+use strait_tests::turn_client::{Link, TurnClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -61,8 +64,8 @@ fn creds(t: &TestGateway, identity: &str) -> (String, String) {
 }
 
 /// Allocates, relays to the media address (first as a Send indication while the channel is
-/// bound, then over the channel) and back.
-async fn relay_round_trip(client: &mut TurnClient, media: &UdpSocket) {
+/// bound, then over the channel) and back. Returns the relay address and the bound channel.
+async fn relay_round_trip(client: &mut TurnClient, media: &UdpSocket) -> (SocketAddr, u16) {
     let media_addr = media.local_addr().unwrap();
     let relay = client.allocate().await;
     assert_eq!(relay.ip(), LOCALHOST);
@@ -74,7 +77,7 @@ async fn relay_round_trip(client: &mut TurnClient, media: &UdpSocket) {
 
     // The first send also bound a channel; the media side answers and, once the binding is in
     // place, the answer arrives as ChannelData.
-    let mut over_channel = false;
+    let mut over_channel = None;
     for i in 0..50u32 {
         media
             .send_to(format!("echo {i}").as_bytes(), relay)
@@ -84,14 +87,175 @@ async fn relay_round_trip(client: &mut TurnClient, media: &UdpSocket) {
         assert_eq!(from, media_addr);
         assert_eq!(data, format!("echo {i}").as_bytes());
         if channel.is_some() {
-            over_channel = true;
+            over_channel = channel;
             break;
         }
     }
-    assert!(over_channel, "a channel was bound");
+    let channel = over_channel.expect("a channel was bound");
     client.send_to(relay, media_addr, b"over the channel").await;
     let (data, _) = recv_from(media).await;
     assert_eq!(data, b"over the channel");
+    (relay, channel)
+}
+
+fn channel_data(channel: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = channel.to_be_bytes().to_vec();
+    out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Payloads of mixed sizes, each filled with its own index: runs of equal sizes (which the
+/// relay sends with GSO), shorter ones ending a run, longer ones starting the next, an empty
+/// one, and sizes past the largest GSO segment.
+fn mixed_payloads(round: u8) -> Vec<Vec<u8>> {
+    let sizes = [
+        1200, 1200, 1200, 700, 1200, 1200, 1, 0, 1400, 1400, 1401, 1401, 900, 900, 900, 4000, 30,
+        30, 1200, 1199, 1200,
+    ];
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| vec![round.wrapping_mul(31).wrapping_add(i as u8); n])
+        .collect()
+}
+
+/// The next `n` datagrams on `socket`, each split at `stride` when GRO coalesced several.
+async fn datagrams(socket: &UdpSocket, state: Option<&UdpSocketState>, n: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while out.len() < n {
+        let got = tokio::time::timeout(WAIT, async {
+            match state {
+                None => socket.recv_from(&mut buf).await.map(|(len, _)| (len, len)),
+                Some(state) => loop {
+                    socket.readable().await?;
+                    let mut meta = [RecvMeta::default()];
+                    let r = socket.try_io(tokio::io::Interest::READABLE, || {
+                        state.recv(socket.into(), &mut [IoSliceMut::new(&mut buf)], &mut meta)
+                    });
+                    match r {
+                        Ok(_) => break Ok((meta[0].len, meta[0].stride)),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => break Err(e),
+                    }
+                },
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{} of {n} datagrams in time", out.len()))
+        .unwrap();
+        let (len, stride) = got;
+        if len == 0 {
+            out.push(Vec::new());
+        }
+        out.extend(buf[..len].chunks(stride.max(1)).map(<[u8]>::to_vec));
+    }
+    out
+}
+
+#[tokio::test]
+async fn bursts_of_mixed_sizes_are_relayed_whole_and_in_order_both_ways() {
+    let (media, media_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    let (user, pass) = creds(&t, "dave");
+    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let mut client = TurnClient::udp(server, &user, &pass).await;
+    let (relay, channel) = relay_round_trip(&mut client, &media).await;
+    let Link::Udp(socket) = &client.link else {
+        unreachable!("a UDP client")
+    };
+    let turn = &t.gateway.shared.metrics.turn;
+    let relayed = |direction| {
+        turn.relayed_packets
+            .get_or_create(&TurnDirectionLabel {
+                direction: StaticLabel(direction),
+            })
+            .get()
+    };
+    let (to_peer, to_client) = (relayed("to_peer"), relayed("to_client"));
+    let rounds = 5u8;
+    for round in 0..rounds {
+        // Sent back to back, without waiting: the gateway reads them in batches.
+        let payloads = mixed_payloads(round);
+        for p in &payloads {
+            socket
+                .send_to(&channel_data(channel, p), server)
+                .await
+                .unwrap();
+        }
+        assert_eq!(datagrams(&media, None, payloads.len()).await, payloads);
+        for p in &payloads {
+            media.send_to(p, relay).await.unwrap();
+        }
+        let expected: Vec<Vec<u8>> = payloads.iter().map(|p| channel_data(channel, p)).collect();
+        assert_eq!(datagrams(socket, None, payloads.len()).await, expected);
+    }
+    let n = (mixed_payloads(0).len() * usize::from(rounds)) as u64;
+    assert_eq!(relayed("to_peer") - to_peer, n);
+    assert_eq!(relayed("to_client") - to_client, n);
+    t.stop().await;
+}
+
+/// Sends datagrams that are equal in size but for a shorter last one with one GSO `sendmsg`,
+/// or one by one where the kernel has no GSO.
+fn send_run(state: &UdpSocketState, socket: &UdpSocket, to: SocketAddr, run: &[Vec<u8>]) {
+    let contents = run.concat();
+    let transmit = |contents, segment_size| Transmit {
+        destination: to,
+        ecn: None,
+        contents,
+        segment_size,
+        src_ip: None,
+    };
+    if state.max_gso_segments() >= run.len() {
+        state
+            .try_send(socket.into(), &transmit(&contents, Some(run[0].len())))
+            .expect("a GSO send");
+    } else {
+        for datagram in run {
+            state
+                .try_send(socket.into(), &transmit(datagram, None))
+                .expect("a send");
+        }
+    }
+}
+
+#[tokio::test]
+async fn datagrams_coalesced_by_gso_and_gro_are_relayed_one_by_one() {
+    let (media, media_addr) = listener().await;
+    let t = gateway(media_addr).await;
+    let (user, pass) = creds(&t, "erin");
+    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let mut client = TurnClient::udp(server, &user, &pass).await;
+    let (relay, channel) = relay_round_trip(&mut client, &media).await;
+    let Link::Udp(socket) = &client.link else {
+        unreachable!("a UDP client")
+    };
+    // Both ends send runs of equal-sized datagrams with one GSO `sendmsg` (where the kernel
+    // has GSO; otherwise one by one). A socket with GRO on may get such a run as one buffer;
+    // the gateway's listener and relay sockets have GRO on and must split it.
+    let client_state = UdpSocketState::new(socket.into()).unwrap();
+    let media_state = UdpSocketState::new((&media).into()).unwrap();
+    let sizes = [(1000, 7, 1000), (300, 12, 120), (1200, 3, 1)];
+    for (segment, count, last) in sizes {
+        let payloads: Vec<Vec<u8>> = (0..count)
+            .map(|i| vec![i as u8; if i + 1 == count { last } else { segment }])
+            .collect();
+        // ChannelData of equal payloads are equal in size: one GSO run to the listener.
+        let frames: Vec<Vec<u8>> = payloads.iter().map(|p| channel_data(channel, p)).collect();
+        send_run(&client_state, socket, server, &frames);
+        assert_eq!(
+            datagrams(&media, Some(&media_state), payloads.len()).await,
+            payloads
+        );
+        send_run(&media_state, &media, relay, &payloads);
+        assert_eq!(
+            datagrams(socket, Some(&client_state), payloads.len()).await,
+            frames
+        );
+    }
+    t.stop().await;
 }
 
 #[tokio::test]

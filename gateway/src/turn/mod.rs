@@ -3,13 +3,21 @@
 //! The protocol lives in [`strait_media::turn`] (sans-IO); this module owns what touches the
 //! operating system:
 //!
-//! - one task that owns the [`Server`] core and the UDP listener, and sends everything the core
-//!   emits — replies and ChannelData to clients, payloads to peers from relay sockets;
+//! - the [`Server`] core behind one lock, with every UDP socket it sends on;
+//! - one task that reads the UDP listener, takes the frames of stream connections and runs the
+//!   core's timer;
 //! - an accept loop per TCP and TLS listener and a task per connection, which split the byte
 //!   stream into STUN and ChannelData frames ([`framing::next_frame`]) and write the core's
 //!   replies back (padded ChannelData, RFC 8656 §12.5);
 //! - one UDP relay socket per allocation, bound to `turn.relay_ip` on a port from the OS, and a
 //!   reader task for it.
+//!
+//! UDP is read and written in batches through `quinn-udp`: a task woken for a readable socket
+//! takes the lock, reads up to 32 datagrams per `recvmmsg` (GRO on; a coalesced run is split at
+//! its stride), feeds them to the core and sends what it emitted before reading more — one
+//! GSO `sendmsg` per run of equal-sized datagrams for one destination through one socket
+//! (`Batch`). No datagram is queued from task to task, and payloads go out in buffers the core
+//! gets back ([`Server::recycle`]).
 //!
 //! The peer policy is enforced twice: by the core when a permission or channel is requested
 //! (403) and for every packet it emits, and here again just before a relay socket sends.
@@ -21,10 +29,12 @@
 pub mod config;
 
 use std::collections::HashMap;
+use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use quinn::udp::{RecvMeta, UdpSocketState};
 use serde::Serialize;
 use strait_media::turn::framing::{self, next_frame};
 use strait_media::turn::{
@@ -45,8 +55,23 @@ use crate::metrics::{Metrics, TurnMetrics};
 const INBOX: usize = 8_192;
 /// Frames queued toward one TCP or TLS client; beyond it they are dropped and counted.
 const STREAM_QUEUE: usize = 256;
-/// Datagrams or queued inputs handled per wake-up before the outputs are flushed.
+/// Queued stream inputs handled per wake-up before the outputs are flushed.
 const BATCH: usize = 64;
+/// Datagrams one `recvmmsg` reads (`quinn-udp`'s batch: 32 on Linux).
+const RECV_SLOTS: usize = quinn::udp::BATCH_SIZE;
+/// A receive slot holds the largest UDP datagram, or a run of datagrams GRO coalesced.
+const SLOT_LEN: usize = 65_536;
+/// `recvmmsg` calls per wake-up of one socket before its task yields: up to 128 datagrams.
+const RECV_ROUNDS: usize = 4;
+/// `SO_RCVBUF` asked for each relay socket (the kernel caps it at `net.core.rmem_max`).
+const RELAY_RECV_BUFFER: usize = 1 << 20;
+/// The most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// The most bytes in one GSO send (a UDP datagram's length field bounds the whole send).
+const GSO_MAX_BYTES: usize = 60_000;
+/// Datagrams longer than this are sent alone: a GSO segment must fit the interface MTU, and a
+/// refused GSO send turns GSO off for the socket.
+const GSO_MAX_SEGMENT: usize = 1_400;
 /// A TLS handshake must finish within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -290,15 +315,38 @@ enum Input {
     Closed {
         tuple: FiveTuple,
     },
-    Peer {
-        relay: SocketAddr,
-        peer: SocketAddr,
-        data: Vec<u8>,
-    },
+}
+
+/// A UDP socket with the state `quinn-udp` keeps for it (GSO support, its send fallbacks).
+struct Socket {
+    io: UdpSocket,
+    state: UdpSocketState,
+}
+
+impl Socket {
+    /// Takes a bound socket: non-blocking, GRO on where the kernel has it.
+    fn new(socket: std::net::UdpSocket) -> std::io::Result<Socket> {
+        let state = UdpSocketState::new((&socket).into())?;
+        Ok(Socket {
+            io: UdpSocket::from_std(socket)?,
+            state,
+        })
+    }
+
+    fn send(&self, to: SocketAddr, contents: &[u8], segment: Option<usize>) -> std::io::Result<()> {
+        let transmit = quinn::udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: segment,
+            src_ip: None,
+        };
+        self.state.try_send((&self.io).into(), &transmit)
+    }
 }
 
 struct Relay {
-    socket: Arc<UdpSocket>,
+    socket: Arc<Socket>,
     reader: tokio::task::AbortHandle,
 }
 
@@ -307,6 +355,304 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
+}
+
+/// Which socket a batch of datagrams is read from or sent on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// The UDP listener (to and from clients).
+    Listener,
+    /// The relay socket bound to this address (to and from peers).
+    Relay(SocketAddr),
+}
+
+/// Datagrams on their way to one destination through one socket, sent with one `sendmsg` and
+/// UDP GSO: every segment has the length of the first, except a shorter last one.
+#[derive(Debug)]
+struct Batch {
+    via: Via,
+    to: SocketAddr,
+    segment: usize,
+    count: usize,
+    /// A shorter datagram ended the batch.
+    closed: bool,
+    max_segments: usize,
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            via: Via::Listener,
+            to: SocketAddr::from(([0, 0, 0, 0], 0)),
+            segment: 0,
+            count: 0,
+            closed: false,
+            max_segments: 1,
+            bytes: Vec::with_capacity(GSO_MAX_BYTES),
+        }
+    }
+
+    /// Whether a datagram of `len` bytes for `to` through `via` can join this batch.
+    fn fits(&self, via: Via, to: SocketAddr, len: usize) -> bool {
+        self.count > 0
+            && !self.closed
+            && self.via == via
+            && self.to == to
+            && len > 0
+            && len <= self.segment
+            && self.segment <= GSO_MAX_SEGMENT
+            && self.count < self.max_segments
+            && self.bytes.len() + len <= GSO_MAX_BYTES
+    }
+
+    /// Starts a batch with one datagram; `max_segments` is what the socket supports.
+    fn start(&mut self, via: Via, to: SocketAddr, data: &[u8], max_segments: usize) {
+        self.bytes.clear();
+        self.bytes.extend_from_slice(data);
+        self.via = via;
+        self.to = to;
+        self.segment = data.len();
+        self.count = 1;
+        self.closed = false;
+        self.max_segments = max_segments.min(GSO_MAX_SEGMENTS);
+    }
+
+    /// Adds a datagram that [`Batch::fits`].
+    fn push(&mut self, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        self.count += 1;
+        self.closed = data.len() < self.segment;
+    }
+}
+
+/// The segment size to pass to GSO for `count` datagrams (`None` for a single one).
+fn segment_size(count: usize, segment: usize) -> Option<usize> {
+    (count > 1).then_some(segment)
+}
+
+/// Where a drain of one socket stopped.
+enum Drained {
+    /// The socket has nothing more to read.
+    Empty,
+    /// The round budget was used up with datagrams still queued.
+    More,
+    /// The socket failed (or the relay is gone); its reader stops.
+    Failed(Option<std::io::Error>),
+}
+
+/// The TURN core and every socket it sends on, behind one lock. The TURN task (listener, stream
+/// inputs, timer) and each relay socket's reader take the lock, read a batch of datagrams into
+/// the shared receive slots, feed them to the core and send what it emits, without handing
+/// packets from task to task.
+struct Core {
+    server: Server,
+    policy: PeerPolicy,
+    relay_ip: IpAddr,
+    metrics: Arc<Metrics>,
+    last: Stats,
+    listener: Option<(Arc<Socket>, SocketAddr)>,
+    relays: HashMap<SocketAddr, Relay>,
+    streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
+    /// `RECV_SLOTS` slots of `SLOT_LEN` bytes for `recvmmsg`.
+    slots: Vec<u8>,
+    meta: [RecvMeta; RECV_SLOTS],
+    batch: Batch,
+    this: Weak<Mutex<Core>>,
+}
+
+fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+    core.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Core {
+    /// Reads what `via` has queued, up to `RECV_ROUNDS` batches of `RECV_SLOTS` datagrams, and
+    /// sends what the core emits after each batch.
+    fn drain(&mut self, via: Via) -> Drained {
+        let socket = match via {
+            Via::Listener => self.listener.as_ref().map(|(s, _)| s.clone()),
+            Via::Relay(addr) => self.relays.get(&addr).map(|r| r.socket.clone()),
+        };
+        let Some(socket) = socket else {
+            return Drained::Failed(None);
+        };
+        for _ in 0..RECV_ROUNDS {
+            let received = {
+                let mut slots = self.slots.chunks_exact_mut(SLOT_LEN);
+                let mut bufs: [IoSliceMut<'_>; RECV_SLOTS] =
+                    std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
+                socket.io.try_io(tokio::io::Interest::READABLE, || {
+                    socket
+                        .state
+                        .recv((&socket.io).into(), &mut bufs, &mut self.meta)
+                })
+            };
+            let n = match received {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Drained::Empty,
+                // ICMP errors for earlier sends surface here; the socket is fine.
+                Err(e) if transient(&e) => continue,
+                Err(e) => return Drained::Failed(Some(e)),
+            };
+            self.feed(via, n);
+            self.flush();
+        }
+        Drained::More
+    }
+
+    /// Hands the `n` datagrams in the receive slots to the core. A slot holds several datagrams
+    /// of `stride` bytes when GRO coalesced them.
+    fn feed(&mut self, via: Via, n: usize) {
+        let now = Instant::now();
+        let unix = unix_now();
+        let Core {
+            server,
+            relays,
+            slots,
+            meta,
+            listener,
+            relay_ip,
+            this,
+            ..
+        } = self;
+        for (m, slot) in meta.iter().zip(slots.chunks_exact(SLOT_LEN)).take(n) {
+            let data = &slot[..m.len.min(SLOT_LEN)];
+            let empty: &[u8] = &[];
+            let datagrams = std::iter::once(empty)
+                .filter(|_| data.is_empty())
+                .chain(data.chunks(m.stride.max(1)));
+            for datagram in datagrams {
+                match via {
+                    Via::Listener => {
+                        let Some((_, local)) = listener else {
+                            return;
+                        };
+                        let tuple = FiveTuple {
+                            transport: Transport::Udp,
+                            client: m.addr,
+                            server: *local,
+                        };
+                        let _ = server.handle_client(tuple, datagram, now, unix, &mut |_| {
+                            bind_relay(relays, *relay_ip, this)
+                        });
+                    }
+                    Via::Relay(relay) => {
+                        let _ = server.handle_peer(relay, m.addr, datagram, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A datagram or frame from a TCP or TLS client.
+    fn feed_frame(&mut self, tuple: FiveTuple, data: &[u8]) {
+        let Core {
+            server,
+            relays,
+            relay_ip,
+            this,
+            ..
+        } = self;
+        let _ = server.handle_client(tuple, data, Instant::now(), unix_now(), &mut |_| {
+            bind_relay(relays, *relay_ip, this)
+        });
+    }
+
+    /// Sends everything the core emitted — datagrams to one destination through one socket
+    /// batched with GSO — and acts on its events.
+    fn flush(&mut self) {
+        // The counters first: whoever sees a packet arrive sees it counted.
+        sync_stats(self.server.stats(), &mut self.last, &self.metrics.turn);
+        while let Some(t) = self.server.poll_transmit() {
+            match t {
+                Transmit::Client { to, data } => match to.transport {
+                    Transport::Udp => self.queue(Via::Listener, to.client, data),
+                    Transport::Tcp | Transport::Tls => {
+                        if let Some(tx) = self.streams.get(&to)
+                            && tx.try_send(data).is_err()
+                        {
+                            self.metrics.turn.drop_reason("stream_queue_full");
+                        }
+                    }
+                },
+                Transmit::Peer { relay, peer, data } => {
+                    // The core checked the policy; check again at the socket.
+                    if let Err(denial) = self.policy.check(peer) {
+                        self.metrics.turn.denial(denial.as_str());
+                        self.server.recycle(data);
+                        continue;
+                    }
+                    self.queue(Via::Relay(relay), peer, data);
+                }
+            }
+        }
+        self.send_batch();
+        while let Some(event) = self.server.poll_event() {
+            match event {
+                Event::Allocated { relay, client } => {
+                    tracing::debug!(%relay, transport = client.transport.as_str(), "turn allocation");
+                }
+                Event::Closed { relay, reason, .. } => {
+                    tracing::debug!(%relay, ?reason, "turn allocation closed");
+                    if let Some(r) = self.relays.remove(&relay) {
+                        r.reader.abort();
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.metrics
+            .turn
+            .allocations
+            .set(self.server.allocation_count() as i64);
+    }
+
+    /// Adds a datagram to the batch, sending the batch first when it cannot join it.
+    fn queue(&mut self, via: Via, to: SocketAddr, data: Vec<u8>) {
+        if self.batch.fits(via, to, data.len()) {
+            self.batch.push(&data);
+        } else {
+            self.send_batch();
+            let max_segments = self.socket(via).map_or(1, |s| s.state.max_gso_segments());
+            self.batch.start(via, to, &data, max_segments);
+        }
+        self.server.recycle(data);
+    }
+
+    fn socket(&self, via: Via) -> Option<&Arc<Socket>> {
+        match via {
+            Via::Listener => self.listener.as_ref().map(|(s, _)| s),
+            Via::Relay(addr) => self.relays.get(&addr).map(|r| &r.socket),
+        }
+    }
+
+    /// Sends the batch with one `sendmsg`. When GSO is refused (a NIC or driver without it;
+    /// `quinn-udp` then stops using it on that socket) the datagrams go one by one.
+    fn send_batch(&mut self) {
+        let count = std::mem::take(&mut self.batch.count);
+        if count == 0 {
+            return;
+        }
+        let batch = &self.batch;
+        let failed = match self.socket(batch.via) {
+            None => count,
+            Some(socket) => {
+                match socket.send(batch.to, &batch.bytes, segment_size(count, batch.segment)) {
+                    Ok(()) => 0,
+                    Err(e) if count > 1 && e.kind() != std::io::ErrorKind::WouldBlock => batch
+                        .bytes
+                        .chunks(batch.segment)
+                        .filter(|d| socket.send(batch.to, d, None).is_err())
+                        .count(),
+                    Err(_) => count,
+                }
+            }
+        };
+        if failed > 0 {
+            self.metrics.turn.drops_by("send_failed", failed as u64);
+        }
+    }
 }
 
 /// Runs the embedded TURN server until `stop` is cancelled.
@@ -324,17 +670,16 @@ pub async fn serve(
     let mut seed = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
         .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
-    let mut server = Server::new(server_config, seed)?;
+    let server = Server::new(server_config, seed)?;
 
     let (inbox_tx, mut inbox) = mpsc::channel::<Input>(INBOX);
-    let mut udp = match sockets.udp {
+    let listener = match sockets.udp {
         Some(s) => {
-            s.set_nonblocking(true)?;
-            Some(UdpSocket::from_std(s)?)
+            let local = s.local_addr()?;
+            Some((Arc::new(Socket::new(s)?), local))
         }
         None => None,
     };
-    let udp_local = udp.as_ref().map(UdpSocket::local_addr).transpose()?;
     let limit = Arc::new(Semaphore::new(config.max_stream_connections));
     let mut accept = tokio::task::JoinSet::new();
     if let Some(listener) = sockets.tcp {
@@ -362,17 +707,31 @@ pub async fn serve(
 
     let addrs = state.turn.addrs;
     tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, "turn is serving");
-    let mut relays: HashMap<SocketAddr, Relay> = HashMap::new();
-    let mut streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>> = HashMap::new();
-    let mut buf = vec![0u8; 65_536];
-    let mut last = Stats::default();
-    let relay_ip = config.relay_ip;
-    let turn = &metrics.turn;
+    let mut udp = listener.as_ref().map(|(s, _)| s.clone());
+    let core = Arc::new_cyclic(|this| {
+        Mutex::new(Core {
+            server,
+            policy,
+            relay_ip: config.relay_ip,
+            metrics: metrics.clone(),
+            last: Stats::default(),
+            listener,
+            relays: HashMap::new(),
+            streams: HashMap::new(),
+            slots: vec![0u8; RECV_SLOTS * SLOT_LEN],
+            meta: [RecvMeta::default(); RECV_SLOTS],
+            batch: Batch::new(),
+            this: this.clone(),
+        })
+    });
     let timer = tokio::time::sleep(Duration::from_secs(3_600));
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    // Keeps the inbox open when no stream listener holds a sender.
+    let _inbox = inbox_tx;
+    let mut more = false;
     loop {
-        let wake = server.poll_timeout();
+        let wake = lock(&core).server.poll_timeout();
         // One timer, re-armed only when the core's deadline moves (not one per packet).
         if wake != armed {
             if let Some(at) = wake {
@@ -380,49 +739,36 @@ pub async fn serve(
             }
             armed = wake;
         }
-        macro_rules! feed {
-            ($tuple:expr, $data:expr) => {
-                let _ =
-                    server.handle_client($tuple, $data, Instant::now(), unix_now(), &mut |_| {
-                        bind_relay(&mut relays, relay_ip, &inbox_tx, turn)
-                    });
-            };
-        }
         tokio::select! {
             () = stop.cancelled() => break,
-            r = recv(udp.as_ref(), &mut buf) => {
-                if let Err(e) = &r
-                    && !transient(e)
-                {
-                    tracing::warn!(error = %e, "turn udp listener failed; it stops");
-                    udp = None;
-                }
-                if let (Ok((n, from)), Some(local)) = (r, udp_local) {
-                    feed!(FiveTuple { transport: Transport::Udp, client: from, server: local }, &buf[..n]);
-                    // Take what else is queued without going back through select! and the timer.
-                    if let Some(socket) = &udp {
-                        for _ in 1..BATCH {
-                            let Ok((n, from)) = socket.try_recv_from(&mut buf) else {
-                                break;
-                            };
-                            feed!(FiveTuple { transport: Transport::Udp, client: from, server: local }, &buf[..n]);
-                        }
+            r = readable(udp.as_deref()) => {
+                let mut c = lock(&core);
+                let failed = match r.map(|()| c.drain(Via::Listener)) {
+                    Err(e) | Ok(Drained::Failed(Some(e))) => Some(e.to_string()),
+                    Ok(Drained::Failed(None)) => Some("gone".to_owned()),
+                    Ok(Drained::More) => {
+                        more = true;
+                        None
                     }
+                    Ok(Drained::Empty) => None,
+                };
+                if let Some(error) = failed {
+                    tracing::warn!(%error, "turn udp listener failed; it stops");
+                    udp = None;
+                    c.listener = None;
                 }
             }
             Some(input) = inbox.recv() => {
+                let mut c = lock(&core);
                 let mut next = Some(input);
                 let mut taken = 0;
                 while let Some(input) = next.take() {
                     match input {
-                        Input::Opened { tuple, tx } => { streams.insert(tuple, tx); }
-                        Input::Frame { tuple, data } => { feed!(tuple, &data); }
+                        Input::Opened { tuple, tx } => { c.streams.insert(tuple, tx); }
+                        Input::Frame { tuple, data } => c.feed_frame(tuple, &data),
                         Input::Closed { tuple } => {
-                            streams.remove(&tuple);
-                            server.handle_client_closed(&tuple);
-                        }
-                        Input::Peer { relay, peer, data } => {
-                            let _ = server.handle_peer(relay, peer, &data, Instant::now());
+                            c.streams.remove(&tuple);
+                            c.server.handle_client_closed(&tuple);
                         }
                     }
                     taken += 1;
@@ -430,79 +776,38 @@ pub async fn serve(
                         next = inbox.try_recv().ok();
                     }
                 }
+                c.flush();
             }
             () = &mut timer, if armed.is_some() => {
                 armed = None;
-                server.handle_timeout(Instant::now());
+                let mut c = lock(&core);
+                c.server.handle_timeout(Instant::now());
+                c.flush();
             }
         }
-        while let Some(t) = server.poll_transmit() {
-            match t {
-                Transmit::Client { to, data } => match to.transport {
-                    Transport::Udp => {
-                        if let Some(udp) = &udp
-                            && udp.try_send_to(&data, to.client).is_err()
-                        {
-                            turn.drop_reason("send_failed");
-                        }
-                    }
-                    Transport::Tcp | Transport::Tls => {
-                        if let Some(tx) = streams.get(&to)
-                            && tx.try_send(data).is_err()
-                        {
-                            turn.drop_reason("stream_queue_full");
-                        }
-                    }
-                },
-                Transmit::Peer { relay, peer, data } => {
-                    // The core checked the policy; check again at the socket.
-                    if let Err(denial) = policy.check(peer) {
-                        turn.denial(denial.as_str());
-                        continue;
-                    }
-                    match relays.get(&relay) {
-                        Some(r) if r.socket.try_send_to(&data, peer).is_ok() => {}
-                        _ => turn.drop_reason("send_failed"),
-                    }
-                }
-            }
+        // A drain that stopped on its budget resumes on the next turn, after other tasks ran.
+        if std::mem::take(&mut more) {
+            tokio::task::yield_now().await;
         }
-        while let Some(event) = server.poll_event() {
-            match event {
-                Event::Allocated { relay, client } => {
-                    tracing::debug!(%relay, transport = client.transport.as_str(), "turn allocation");
-                }
-                Event::Closed { relay, reason, .. } => {
-                    tracing::debug!(%relay, ?reason, "turn allocation closed");
-                    if let Some(r) = relays.remove(&relay) {
-                        r.reader.abort();
-                    }
-                }
-                _ => {}
-            }
-        }
-        sync_stats(server.stats(), &mut last, turn);
-        turn.allocations.set(server.allocation_count() as i64);
     }
-    for (_, r) in relays.drain() {
+    let mut c = lock(&core);
+    for (_, r) in c.relays.drain() {
         r.reader.abort();
     }
     accept.abort_all();
-    turn.allocations.set(0);
+    c.metrics.turn.allocations.set(0);
     Ok(())
 }
 
 fn transient(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, Interrupted, WouldBlock};
-    matches!(
-        e.kind(),
-        ConnectionRefused | ConnectionReset | Interrupted | WouldBlock
-    )
+    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, Interrupted};
+    matches!(e.kind(), ConnectionRefused | ConnectionReset | Interrupted)
 }
 
-async fn recv(udp: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+/// Waits until the listener is readable (forever without one).
+async fn readable(udp: Option<&Socket>) -> std::io::Result<()> {
     match udp {
-        Some(udp) => udp.recv_from(buf).await,
+        Some(udp) => udp.io.readable().await,
         None => std::future::pending().await,
     }
 }
@@ -510,19 +815,24 @@ async fn recv(udp: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize
 fn bind_relay(
     relays: &mut HashMap<SocketAddr, Relay>,
     ip: IpAddr,
-    inbox: &mpsc::Sender<Input>,
-    metrics: &TurnMetrics,
+    core: &Weak<Mutex<Core>>,
 ) -> Option<SocketAddr> {
-    let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).ok()?;
-    socket.set_nonblocking(true).ok()?;
-    let socket = Arc::new(UdpSocket::from_std(socket).ok()?);
-    let addr = socket.local_addr().ok()?;
-    let reader = tokio::spawn(relay_reader(
-        socket.clone(),
-        addr,
-        inbox.clone(),
-        metrics.relay_queue_full.clone(),
-    ));
+    let bound = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))
+        .inspect(|s| {
+            // Room for a burst while the reader waits for the lock or a core.
+            let _ = socket2::SockRef::from(s).set_recv_buffer_size(RELAY_RECV_BUFFER);
+        })
+        .and_then(Socket::new)
+        .and_then(|s| Ok((s.io.local_addr()?, s)));
+    let (addr, socket) = match bound {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(error = %e, "turn relay socket could not be bound");
+            return None;
+        }
+    };
+    let socket = Arc::new(socket);
+    let reader = tokio::spawn(relay_reader(socket.clone(), addr, core.clone()));
     relays.insert(
         addr,
         Relay {
@@ -533,34 +843,25 @@ fn bind_relay(
     Some(addr)
 }
 
-async fn relay_reader(
-    socket: Arc<UdpSocket>,
-    relay: SocketAddr,
-    inbox: mpsc::Sender<Input>,
-    queue_full: prometheus_client::metrics::counter::Counter,
-) {
-    let mut buf = vec![0u8; 65_536];
+/// Reads one relay socket: on each wake-up, takes the core's lock and drains the socket.
+async fn relay_reader(socket: Arc<Socket>, relay: SocketAddr, core: Weak<Mutex<Core>>) {
     loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            // ICMP errors for earlier sends surface here on some systems; the socket is fine.
-            Err(e) if transient(&e) => continue,
-            Err(e) => {
-                tracing::debug!(%relay, error = %e, "turn relay socket failed");
+        if socket.io.readable().await.is_err() {
+            return;
+        }
+        let Some(core) = core.upgrade() else {
+            return;
+        };
+        let drained = lock(&core).drain(Via::Relay(relay));
+        match drained {
+            Drained::Empty => {}
+            Drained::More => tokio::task::yield_now().await,
+            Drained::Failed(error) => {
+                if let Some(e) = error {
+                    tracing::debug!(%relay, error = %e, "turn relay socket failed");
+                }
                 return;
             }
-        };
-        let input = Input::Peer {
-            relay,
-            peer,
-            data: buf[..n].to_vec(),
-        };
-        match inbox.try_send(input) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                queue_full.inc();
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
     }
 }
@@ -760,6 +1061,79 @@ pub async fn credentials_endpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Feeds datagrams of `sizes` for one destination through a batch as `Core::queue` does;
+    /// returns the sends: (segment size, datagram count, bytes).
+    fn batches(sizes: &[usize], max_segments: usize) -> Vec<(Option<usize>, usize, usize)> {
+        let to: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let via = Via::Relay("127.0.0.1:5000".parse().unwrap());
+        let mut batch = Batch::new();
+        let mut sent = Vec::new();
+        let mut flush = |b: &mut Batch| {
+            let count = std::mem::take(&mut b.count);
+            if count > 0 {
+                let segment = segment_size(count, b.segment);
+                // What GSO splits the bytes into is what was queued.
+                if let Some(s) = segment {
+                    assert_eq!(b.bytes.len().div_ceil(s), count);
+                }
+                sent.push((segment, count, b.bytes.len()));
+            }
+        };
+        for (i, &n) in sizes.iter().enumerate() {
+            let data = vec![i as u8; n];
+            if batch.fits(via, to, n) {
+                batch.push(&data);
+            } else {
+                flush(&mut batch);
+                batch.start(via, to, &data, max_segments);
+            }
+        }
+        flush(&mut batch);
+        sent
+    }
+
+    #[test]
+    fn a_batch_is_a_run_of_equal_sizes_ended_by_a_shorter_one() {
+        assert_eq!(
+            batches(&[1200, 1200, 1200, 700, 1200], 64),
+            vec![(Some(1200), 4, 4300), (None, 1, 1200)]
+        );
+        // A longer datagram starts a new batch; an empty one goes alone.
+        assert_eq!(
+            batches(&[500, 600, 600, 0, 600, 0], 64),
+            vec![
+                (None, 1, 500),
+                (Some(600), 2, 1200),
+                (None, 1, 0),
+                (None, 1, 600),
+                (None, 1, 0)
+            ]
+        );
+        // Past the largest GSO segment every datagram goes alone.
+        assert_eq!(
+            batches(&[1401, 1401, 1400, 1400], 64),
+            vec![(None, 1, 1401), (None, 1, 1401), (Some(1400), 2, 2800)]
+        );
+    }
+
+    #[test]
+    fn a_batch_stops_at_the_segment_and_byte_limits() {
+        // A socket without GSO: one datagram per send.
+        assert_eq!(batches(&[100, 100, 100], 1), vec![(None, 1, 100); 3]);
+        // 64 segments at most, whatever the socket claims.
+        let sent = batches(&[10; 130], 1_000);
+        assert_eq!(
+            sent,
+            vec![(Some(10), 64, 640), (Some(10), 64, 640), (Some(10), 2, 20)]
+        );
+        // 60 000 bytes at most.
+        let sent = batches(&[1_400; 50], 64);
+        let per = GSO_MAX_BYTES / 1_400;
+        assert_eq!(sent[0], (Some(1_400), per, per * 1_400));
+        assert_eq!(sent.iter().map(|s| s.1).sum::<usize>(), 50);
+        assert!(sent.iter().all(|s| s.2 <= GSO_MAX_BYTES));
+    }
 
     #[test]
     fn external_turn_only_mints_credentials_for_its_urls() {

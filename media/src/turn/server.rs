@@ -12,6 +12,9 @@
 //!   and [`Server::poll_event`] (allocations made and closed: the caller binds and drops relay
 //!   sockets) until they return `None` after every handler call.
 //! - **Getters**: [`Server::stats`] (cumulative counters), [`Server::allocation_count`].
+//! - **Buffers** (optional): hand the `data` of a sent [`Transmit`] back with
+//!   [`Server::recycle`] and the core copies the next relayed payload into it instead of
+//!   allocating; a relay running at full rate then allocates nothing per packet.
 //!
 //! A relay socket is bound by the caller during `handle_client`, through the `bind_relay`
 //! callback, when an Allocate request has passed every check; the callback returns the relay's
@@ -68,6 +71,11 @@ pub const MAX_PAYLOAD: usize = 65_535 - 64;
 /// Permissions one allocation may hold (each costs a map entry).
 pub const MAX_PERMISSIONS: usize = 128;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Buffers kept by [`Server::recycle`] for reuse; more are freed.
+const SPARE_BUFFERS: usize = 256;
+/// A recycled buffer larger than this is freed rather than kept (a rare jumbo payload does not
+/// pin its memory).
+const SPARE_CAPACITY: usize = 2_048;
 const PROTO_UDP: u8 = 17;
 
 /// How a client reached the server.
@@ -448,6 +456,7 @@ pub struct Server {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    spare: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -483,6 +492,7 @@ impl Server {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            spare: Vec::new(),
         })
     }
 
@@ -504,6 +514,21 @@ impl Server {
     /// The next packet to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// Takes back the `data` of a [`Transmit`] that was sent: relayed payloads are copied into
+    /// such buffers before new ones are allocated. Up to 256 buffers of up to 2 KiB capacity are
+    /// kept; others are freed.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_CAPACITY {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
+    /// An empty buffer for an outgoing packet: a recycled one when there is one.
+    fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
     }
 
     /// The next event.
@@ -670,13 +695,13 @@ impl Server {
         {
             return Err(DropReason::Bandwidth);
         }
+        let relay = alloc.relay;
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += payload.len() as u64;
-        self.transmits.push_back(Transmit::Peer {
-            relay: alloc.relay,
-            peer,
-            data: payload.to_vec(),
-        });
+        let mut data = self.buffer();
+        data.extend_from_slice(payload);
+        self.transmits
+            .push_back(Transmit::Peer { relay, peer, data });
         Ok(())
     }
 
@@ -716,7 +741,8 @@ impl Server {
             .filter(|n| alloc.channels.get(n).is_some_and(|(_, exp)| *exp > now));
         let out = match channel {
             Some(number) => {
-                let mut out = Vec::with_capacity(4 + data.len() + 3);
+                let mut out = self.buffer();
+                out.reserve(4 + data.len() + 3);
                 out.extend_from_slice(&number.to_be_bytes());
                 out.extend_from_slice(&(data.len() as u16).to_be_bytes());
                 out.extend_from_slice(data);

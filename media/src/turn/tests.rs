@@ -381,6 +381,63 @@ fn a_full_relay_through_a_channel_to_the_media_address() {
 }
 
 #[test]
+fn recycled_buffers_carry_only_the_new_payload_both_ways() {
+    let mut h = Harness::new(config());
+    let mut auth = h.creds("42");
+    let relay = h.allocated(udp(1000), &mut auth);
+    let bound = h.peer_request(
+        udp(1000),
+        METHOD_CHANNEL_BIND,
+        media(),
+        &[channel_attr(0x4001)],
+        &auth,
+    );
+    assert_eq!(bound.class(), CLASS_SUCCESS_RESPONSE, "{:?}", bound.code());
+
+    // Buffers handed back dirty, with room to spare: each relayed packet is exactly its own
+    // bytes, whichever buffer it lands in.
+    for _ in 0..3 {
+        let mut dirty = vec![0xee; 1_500];
+        dirty.reserve(100);
+        h.server.recycle(dirty);
+    }
+    // One too large to keep is freed, not reused.
+    h.server.recycle(Vec::with_capacity(64 * 1024));
+    let payloads: [&[u8]; 4] = [b"a", &[7; 1_200], b"", &[9; 33]];
+    for payload in payloads {
+        h.feed(udp(1000), &channel_data(0x4001, payload)).unwrap();
+        let out = h.transmits();
+        assert_eq!(peer_transmits(&out), vec![(media(), payload.to_vec())]);
+        let kept = out.into_iter().map(|t| match t {
+            Transmit::Peer { data, .. } | Transmit::Client { data, .. } => data,
+        });
+        for data in kept {
+            assert!(data.capacity() <= 2_048, "{}", data.capacity());
+            h.server.recycle(data);
+        }
+
+        h.server
+            .handle_peer(relay, media(), payload, h.now)
+            .unwrap();
+        let out = h.transmits();
+        assert_eq!(
+            out,
+            vec![Transmit::Client {
+                to: udp(1000),
+                data: channel_data(0x4001, payload)
+            }]
+        );
+        for t in out {
+            if let Transmit::Client { data, .. } = t {
+                h.server.recycle(data);
+            }
+        }
+    }
+    let stats = h.server.stats();
+    assert_eq!((stats.to_peer_packets, stats.to_client_packets), (4, 4));
+}
+
+#[test]
 fn peers_without_a_channel_get_data_indications() {
     let mut h = Harness::new(config());
     let mut auth = h.creds("42");
