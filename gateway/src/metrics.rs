@@ -428,8 +428,6 @@ pub struct TurnMetrics {
     pub auth_failures: Family<TurnReasonLabel, Counter>,
     /// Inputs dropped without a reply, and sends that failed, by reason.
     pub drops: Family<TurnReasonLabel, Counter>,
-    /// Datagrams from peers dropped because the TURN task's queue was full.
-    pub relay_queue_full: Counter,
     /// TCP and TLS connections now.
     pub stream_connections: Gauge,
     /// TCP and TLS connections closed by the server, by reason (garbage, idle, ...).
@@ -477,11 +475,6 @@ impl TurnMetrics {
             "drops",
             "TURN inputs dropped without a reply, by reason",
             self.drops.clone(),
-        );
-        r.register(
-            "relay_queue_full",
-            "Peer datagrams dropped on a full TURN queue",
-            self.relay_queue_full.clone(),
         );
         r.register(
             "stream_connections",
