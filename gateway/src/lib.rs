@@ -92,7 +92,34 @@ pub struct Shared {
     ids: Mutex<rand::rngs::StdRng>,
 }
 
+/// What a reloaded configuration changed in a running gateway ([`Shared::reload`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reload {
+    /// Whether the TURN secrets were replaced, or why not.
+    pub turn_secrets: Result<bool, String>,
+    /// Whether the new configuration differs in anything else, which applies only at the next
+    /// start.
+    pub needs_restart: bool,
+}
+
 impl Shared {
+    /// Applies a reloaded configuration (the binary does it on SIGHUP). Only the TURN secrets
+    /// change while running — they rotate with an overlap: list the new secret first and keep
+    /// the old one until the credentials it minted have expired. Everything else in `new` is
+    /// compared and reported, not applied.
+    pub fn reload(&self, new: &ValidConfig) -> Reload {
+        let turn_secrets = self.turn.rotate(&turn_config(new, self.webrtc_addr));
+        let mut rest = new.get().clone();
+        rest.turn.secrets.clone_from(&self.config.turn.secrets);
+        rest.turn
+            .external_secret
+            .clone_from(&self.config.turn.external_secret);
+        Reload {
+            turn_secrets,
+            needs_restart: rest != *self.config.get(),
+        }
+    }
+
     /// A fresh, random participant id (never 0).
     pub fn new_participant_id(&self) -> ParticipantId {
         let mut rng = self.ids.lock().unwrap_or_else(|e| e.into_inner());

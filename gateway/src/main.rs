@@ -21,7 +21,7 @@ struct Cli {
 }
 
 /// Where the configuration comes from (file, then `STRAIT_SECTION__KEY` variables, then flags).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct ConfigArgs {
     /// TOML configuration file.
     #[arg(short, long, env = "STRAIT_CONFIG")]
@@ -216,6 +216,8 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
             eprintln!("  development mode: API key id {} secret {}", key.id(), key.reveal_secret());
             eprintln!("  mint a token:        curl -s -X POST http://{http}/v1/dev/token -H 'content-type: application/json' -d '{{\"room\":\"lobby\",\"identity\":\"alice\"}}'");
         }
+        #[cfg(unix)]
+        tokio::spawn(reload_on_sighup(args.clone(), std::sync::Arc::clone(&gateway.shared)));
         wait_for_signal().await;
         tracing::info!("signal received: draining (a second signal exits at once)");
         gateway.begin_shutdown();
@@ -227,6 +229,38 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// On every SIGHUP: loads the configuration again (file, environment, flags) and applies what can
+/// change while running (the TURN secrets); a configuration that does not load changes nothing.
+#[cfg(unix)]
+async fn reload_on_sighup(args: ConfigArgs, shared: std::sync::Arc<strait_gateway::Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: the configuration cannot be reloaded");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let config = match args.load() {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::warn!("configuration reload refused, nothing changed: {e:#}");
+                continue;
+            }
+        };
+        let reload = shared.reload(&config);
+        match reload.turn_secrets {
+            Ok(true) => tracing::info!("configuration reloaded: TURN secrets replaced"),
+            Ok(false) => tracing::info!("configuration reloaded: TURN secrets unchanged"),
+            Err(why) => tracing::warn!("configuration reloaded: TURN secrets kept: {why}"),
+        }
+        if reload.needs_restart {
+            tracing::warn!(
+                "configuration reloaded: settings other than the TURN secrets changed; they apply \
+                 at the next start"
+            );
+        }
+    }
 }
 
 async fn wait_for_signal() {

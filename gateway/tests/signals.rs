@@ -1,5 +1,6 @@
 //! The `strait` binary: SIGTERM with a connected client sends it go-away and exits within the drain
-//! deadline; `config print` redacts secrets; `token create` needs a configured key.
+//! deadline; SIGHUP rotates the TURN secrets; `config print` redacts secrets; `token create`
+//! needs a configured key.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -103,6 +104,100 @@ async fn dev_token(http: SocketAddr) -> String {
     let json = response.split_once("\r\n\r\n").expect("body").1;
     let start = json.find("\"token\":\"").expect("token field") + 9;
     json[start..].split('"').next().expect("token").to_owned()
+}
+
+/// `POST /v1/turn/credentials` with `token`: the minted username and password.
+async fn turn_credentials(http: SocketAddr, token: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http).await.expect("connect");
+    let request = format!(
+        "POST /v1/turn/credentials HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let json = response.split_once("\r\n\r\n").expect("body").1;
+    let field = |name: &str| {
+        let key = format!("\"{name}\":\"");
+        let start = json
+            .find(&key)
+            .unwrap_or_else(|| panic!("{name} in {json}"))
+            + key.len();
+        json[start..].split('"').next().expect(name).to_owned()
+    };
+    (field("username"), field("password"))
+}
+
+/// Waits for a line of the child's log that contains `what`.
+fn wait_for_line(lines: &mpsc::Receiver<String>, what: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no log line with {what:?} in time"));
+        if line.contains(what) {
+            return line;
+        }
+    }
+}
+
+fn signal(child: &Killed, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_the_turn_secrets_and_a_broken_file_changes_nothing() {
+    const FIRST: &str = "the first secret, long enough";
+    const SECOND: &str = "the second secret, long enough";
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("strait.toml");
+    let write = |secrets: &[&str], extra: &str| {
+        let list: Vec<String> = secrets.iter().map(|s| format!("\"{s}\"")).collect();
+        std::fs::write(
+            &path,
+            format!(
+                "{extra}[turn]\nenabled = true\nudp_listen = \"127.0.0.1:0\"\n\
+                 tcp_listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n\
+                 secrets = [{}]\n",
+                list.join(", ")
+            ),
+        )
+        .expect("write the configuration");
+    };
+    let password_under = |secret: &str, username: &str| {
+        strait_media::turn::credentials::TurnSecret::new(secret.as_bytes().to_vec())
+            .password(username)
+    };
+    write(&[FIRST], "");
+    let (child, started, lines) = start(&["--config", path.to_str().expect("a UTF-8 path")]);
+    let token = dev_token(started.http).await;
+    let (username, password) = turn_credentials(started.http, &token).await;
+    assert_eq!(password, password_under(FIRST, &username));
+
+    // The new secret first, the old one kept: the new one mints from now on.
+    write(&[SECOND, FIRST], "");
+    signal(&child, "HUP");
+    wait_for_line(&lines, "TURN secrets replaced");
+    let (username, password) = turn_credentials(started.http, &token).await;
+    assert_eq!(password, password_under(SECOND, &username));
+
+    // A file that does not load changes nothing, and the gateway keeps serving.
+    std::fs::write(&path, "[turn\nenabled = maybe\n").expect("write");
+    signal(&child, "HUP");
+    wait_for_line(&lines, "configuration reload refused");
+    let (username, password) = turn_credentials(started.http, &token).await;
+    assert_eq!(password, password_under(SECOND, &username));
+
+    // Other settings are reported as waiting for a restart.
+    write(&[SECOND], "[limits]\nmax_sessions = 77\n");
+    signal(&child, "HUP");
+    wait_for_line(&lines, "TURN secrets replaced");
+    wait_for_line(&lines, "apply at the next start");
+    drop(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,6 +162,8 @@ pub struct TurnState {
     secrets: TurnSecrets,
     ttl: Duration,
     uris: Vec<String>,
+    /// Whether the credentials are for external TURN servers.
+    external: bool,
 }
 
 impl TurnState {
@@ -176,6 +178,7 @@ impl TurnState {
                 secrets: TurnSecrets::new(vec![TurnSecret::new(secret.into_bytes())]),
                 ttl: config.credential_ttl,
                 uris: config.external_urls.clone(),
+                external: true,
             });
         }
         if !config.enabled {
@@ -216,7 +219,40 @@ impl TurnState {
             secrets: TurnSecrets::new(secrets),
             ttl: config.credential_ttl,
             uris,
+            external: false,
         })
+    }
+
+    /// Replaces the secrets with those of `config` (a reloaded configuration), for minting and
+    /// for the running server at once; returns whether they changed. The embedded server's
+    /// random secret (no `turn.secrets` configured) and a configuration that switches between
+    /// embedded and external TURN are refused: those need a restart.
+    pub fn rotate(&self, config: &TurnConfig) -> Result<bool, String> {
+        let secrets: Vec<TurnSecret> = if !config.external_urls.is_empty() {
+            let secret = config.external_secret.clone().unwrap_or_default();
+            vec![TurnSecret::new(secret.into_bytes())]
+        } else if config.enabled && !config.secrets.is_empty() {
+            config
+                .secrets
+                .iter()
+                .map(|s| TurnSecret::new(s.as_bytes().to_vec()))
+                .collect()
+        } else if config.enabled {
+            return Err("turn.secrets is empty: the running server keeps its random secret".into());
+        } else {
+            return Ok(false);
+        };
+        let external = !config.external_urls.is_empty();
+        if !self.available() || self.external != external {
+            return Err(
+                "switching TURN on, off, or between embedded and external needs a restart".into(),
+            );
+        }
+        if self.secrets.all() == secrets {
+            return Ok(false);
+        }
+        self.secrets.replace(secrets);
+        Ok(true)
     }
 
     /// Whether credentials can be minted (embedded or external TURN is configured).
@@ -1061,6 +1097,53 @@ pub async fn credentials_endpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotated_secrets_reach_the_running_server_and_minting() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = TurnConfig {
+            enabled: true,
+            udp_listen: any,
+            tcp_listen: any,
+            tls_listen: any,
+            secrets: vec!["the first secret, long enough".into()],
+            ..TurnConfig::default()
+        };
+        let sockets = TurnSockets::bind(&config).unwrap();
+        let state = TurnState::new(&config, &sockets).unwrap();
+        let server = state.server_config(&config).unwrap();
+        let now = SystemTime::now();
+        let before = state.mint("42", now).unwrap();
+
+        config
+            .secrets
+            .insert(0, "the second secret, long enough".into());
+        assert_eq!(state.rotate(&config), Ok(true));
+        assert_eq!(
+            state.rotate(&config),
+            Ok(false),
+            "nothing new the second time"
+        );
+        // The server core holds the same list: it now accepts both, newest first.
+        let passwords: Vec<String> = server.secrets.passwords(&before.username).collect();
+        assert_eq!(passwords.len(), 2);
+        assert_eq!(
+            passwords[1], before.password,
+            "the old secret still verifies"
+        );
+        let after = state.mint("42", now).unwrap();
+        assert_ne!(after.password, before.password, "the new secret mints");
+        assert_eq!(
+            server.secrets.passwords(&after.username).next(),
+            Some(after.password)
+        );
+
+        config.secrets.clear();
+        assert!(state.rotate(&config).unwrap_err().contains("random secret"));
+        config.secrets = vec!["x".repeat(20)];
+        config.external_urls = vec!["turn:turn.example.net:3478".into()];
+        assert!(state.rotate(&config).unwrap_err().contains("restart"));
+    }
 
     /// Feeds datagrams of `sizes` for one destination through a batch as `Core::queue` does;
     /// returns the sends: (segment size, datagram count, bytes).

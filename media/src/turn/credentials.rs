@@ -10,6 +10,7 @@
 //! Time is an argument (unix seconds); nothing here reads a clock.
 
 use std::fmt;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -89,20 +90,50 @@ impl fmt::Debug for Credentials {
 }
 
 /// The secrets in use: the first mints, all verify.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Clones share one list: [`replace`](TurnSecrets::replace) changes it for every holder at once
+/// (the server core that verifies and the gateway that mints), which is how secrets rotate while
+/// the server runs.
+#[derive(Clone, Default)]
 pub struct TurnSecrets {
-    secrets: Vec<TurnSecret>,
+    secrets: Arc<RwLock<Arc<[TurnSecret]>>>,
 }
+
+impl fmt::Debug for TurnSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TurnSecrets(<{} redacted>)", self.snapshot().len())
+    }
+}
+
+impl PartialEq for TurnSecrets {
+    fn eq(&self, other: &Self) -> bool {
+        self.snapshot() == other.snapshot()
+    }
+}
+
+impl Eq for TurnSecrets {}
 
 impl TurnSecrets {
     /// The secrets, newest first.
     pub fn new(secrets: Vec<TurnSecret>) -> TurnSecrets {
-        TurnSecrets { secrets }
+        TurnSecrets {
+            secrets: Arc::new(RwLock::new(secrets.into())),
+        }
+    }
+
+    /// Replaces the secrets, newest first, for every clone. Credentials minted under a secret
+    /// that is no longer listed are refused from then on.
+    pub fn replace(&self, secrets: Vec<TurnSecret>) {
+        *self.secrets.write().unwrap_or_else(|e| e.into_inner()) = secrets.into();
+    }
+
+    fn snapshot(&self) -> Arc<[TurnSecret]> {
+        Arc::clone(&self.secrets.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Every secret, newest first.
-    pub fn all(&self) -> &[TurnSecret] {
-        &self.secrets
+    pub fn all(&self) -> Vec<TurnSecret> {
+        self.snapshot().to_vec()
     }
 
     /// Mints a credential for `identity` valid from `now_unix` for `ttl`.
@@ -112,7 +143,8 @@ impl TurnSecrets {
         now_unix: u64,
         ttl: Duration,
     ) -> Result<Credentials, CredentialError> {
-        let secret = self.secrets.first().ok_or(CredentialError::NoSecret)?;
+        let secrets = self.snapshot();
+        let secret = secrets.first().ok_or(CredentialError::NoSecret)?;
         if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN {
             return Err(CredentialError::BadIdentity);
         }
@@ -128,8 +160,9 @@ impl TurnSecrets {
     }
 
     /// The passwords `username` would have under each secret, newest first.
-    pub fn passwords<'a>(&'a self, username: &'a str) -> impl Iterator<Item = String> + 'a {
-        self.secrets.iter().map(move |s| s.password(username))
+    pub fn passwords<'a>(&self, username: &'a str) -> impl Iterator<Item = String> + 'a {
+        let secrets = self.snapshot();
+        (0..secrets.len()).map(move |i| secrets[i].password(username))
     }
 }
 

@@ -537,6 +537,46 @@ fn a_credential_from_another_secret_gets_401_and_rotation_accepts_the_old_one() 
 }
 
 #[test]
+fn secrets_replaced_while_running_rotate_with_an_overlap() {
+    // The gateway keeps a clone of the server's secrets and replaces them on reload.
+    let cfg = config();
+    let handle = cfg.secrets.clone();
+    let mut h = Harness::new(cfg);
+    let minted_under = |secret: &[u8]| {
+        let c = TurnSecrets::new(vec![TurnSecret::new(secret.to_vec())])
+            .mint("42", T0, Duration::from_secs(300))
+            .unwrap();
+        Auth {
+            username: c.username,
+            password: c.password,
+            nonce: String::new(),
+        }
+    };
+    let mut old = minted_under(SECRET);
+    let mut new = minted_under(b"the next secret");
+    assert_eq!(h.allocate(udp(1000), &mut new.clone()).code(), Some(401));
+
+    // The new secret first, the old one still listed: both are accepted, the new one mints.
+    handle.replace(vec![
+        TurnSecret::new(b"the next secret".to_vec()),
+        TurnSecret::new(SECRET.to_vec()),
+    ]);
+    h.allocated(udp(1001), &mut new);
+    h.allocated(udp(1002), &mut old.clone());
+    assert_eq!(
+        handle
+            .mint("42", T0, Duration::from_secs(300))
+            .unwrap()
+            .password,
+        minted_under(b"the next secret").password
+    );
+
+    // The old one dropped: its credentials are refused.
+    handle.replace(vec![TurnSecret::new(b"the next secret".to_vec())]);
+    assert_eq!(h.allocate(udp(1003), &mut old).code(), Some(401));
+}
+
+#[test]
 fn expired_credential_gets_401() {
     let mut h = Harness::new(config());
     let mut auth = h.creds("42");
