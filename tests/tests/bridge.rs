@@ -1023,7 +1023,7 @@ async fn whip_patch_trickles_and_restarts_ice_and_media_goes_on() {
 async fn a_whep_subscribers_nack_is_answered_from_the_tracks_packet_cache() {
     let gw = TestGateway::start_with(|c| {
         c.media.keyframe_request_interval = Duration::from_millis(50);
-        c.webrtc.nack_cache_packets = 64;
+        c.webrtc.nack_cache_packets = 256;
     })
     .await;
     let presenter = Arc::new(gw.native("nack", "presenter").await);
@@ -1036,15 +1036,16 @@ async fn a_whep_subscribers_nack_is_answered_from_the_tracks_packet_cache() {
     let ssrc = remote.ssrcs().await[0];
     let mut rx = rtp_of(Arc::clone(&remote));
 
-    // 150 packets: by the last one the first is far beyond a 64-packet cache.
+    // 400 packets: by the last one the first is far beyond a 256-packet cache, and the last
+    // stays in it for more than a second (256 packets at 5 ms) while the NACK travels.
     let mut received = Vec::new();
     tokio::time::timeout(WAIT, async {
-        while received.len() < 150 {
+        while received.len() < 400 {
             received.push(rx.recv().await.expect("rtp"));
         }
     })
     .await
-    .expect("150 packets reach the WHEP subscriber");
+    .expect("400 packets reach the WHEP subscriber");
     let old = received[0].header.sequence_number;
     let recent = received.last().unwrap().clone();
 
