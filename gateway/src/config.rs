@@ -56,7 +56,8 @@ pub struct QuicConfig {
     /// SO_RCVBUF / SO_SNDBUF requested for the UDP socket, in bytes. Larger buffers absorb bursts
     /// of fan-out at the cost of kernel memory.
     pub socket_buffer: usize,
-    /// How often an idle connection is kept alive with a PING.
+    /// How often an idle connection is kept alive with a PING. Longer than the Strait client's
+    /// 5 s, so that only one end pings a connection both keep alive (docs/OPERATIONS.md).
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
     /// A connection silent for this long is closed (and its participant enters the grace period).
@@ -77,7 +78,7 @@ impl Default for QuicConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             socket_buffer: 4 * 1024 * 1024,
-            keep_alive: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(7),
             idle_timeout: Duration::from_secs(15),
             datagram_send_buffer: 64 * 1024,
             retry_above_handshakes: 64,

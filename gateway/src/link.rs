@@ -212,10 +212,36 @@ impl Link {
 
     /// Estimated sending rate toward the client in bits per second: congestion window per RTT.
     pub fn bandwidth_estimate(&self) -> u64 {
-        let quic = self.quic();
-        let cwnd = quic.congestion_state().window();
-        let rtt = quic.rtt().max(Duration::from_millis(1));
-        let bps = u128::from(cwnd) * 8 * 1_000_000 / rtt.as_micros().max(1);
-        u64::try_from(bps).unwrap_or(u64::MAX)
+        self.vitals().bandwidth
     }
+
+    /// The connection's address, bandwidth estimate and traffic so far, read at once (one lock
+    /// of the connection, no allocation).
+    pub fn vitals(&self) -> Vitals {
+        let quic = self.quic();
+        let stats = quic.stats();
+        let rtt = stats.path.rtt.max(Duration::from_millis(1));
+        let bps = u128::from(stats.path.cwnd) * 8 * 1_000_000 / rtt.as_micros().max(1);
+        Vitals {
+            remote: quic.remote_address(),
+            bandwidth: u64::try_from(bps).unwrap_or(u64::MAX),
+            traffic: stats.frame_tx.stream
+                + stats.frame_rx.stream
+                + stats.frame_tx.datagram
+                + stats.frame_rx.datagram,
+        }
+    }
+}
+
+/// What a session watches on its connection ([`Link::vitals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vitals {
+    /// The client's current address.
+    pub remote: SocketAddr,
+    /// Estimated sending rate toward the client, bits per second (congestion window per RTT).
+    pub bandwidth: u64,
+    /// Stream and datagram frames carried so far, both directions: it grows while media or
+    /// control messages flow, and stays put on a connection that only keeps itself alive
+    /// (pings and acknowledgements are not counted).
+    pub traffic: u64,
 }

@@ -75,6 +75,11 @@ impl RateLimit {
     }
 }
 
+/// Bytes taken from the control stream per read. Control messages are small (a `ClientHello`
+/// with its token is a few hundred bytes); a larger frame is assembled over several reads. Every
+/// session holds this buffer for its whole life, so it is kept small.
+const READ_BUFFER: usize = 2048;
+
 /// Reads frames from the control stream.
 struct ControlReader {
     recv: ControlRecv,
@@ -98,8 +103,16 @@ impl ControlReader {
             recv,
             frames: FrameReader::new(max_frame_size),
             pending: Bytes::new(),
-            buf: vec![0; 16 * 1024],
+            buf: vec![0; READ_BUFFER],
         }
+    }
+
+    /// [`next`](Self::next) that hands the reader back with the message: an owned future, which
+    /// the session loop keeps pinned from one turn to the next instead of making a new read
+    /// (and locking the connection for it) every time anything else wakes the session.
+    async fn into_next(mut self) -> (Self, Incoming) {
+        let incoming = self.next().await;
+        (self, incoming)
     }
 
     /// Cancel safety: a frame is only taken out of `pending` once complete, and bytes read from
@@ -123,30 +136,81 @@ impl ControlReader {
 
 /// Writes control messages as frames. Runs as its own task; ends when the queue closes or the
 /// stream fails.
+///
+/// Whatever is queued goes out in one write. A batch made only of membership events (someone
+/// joined or left the room) waits up to [`COALESCE`] for company before it is written: nobody
+/// waits on those, and in a busy room they come in bursts (every member hears of every join), so
+/// one packet carries several instead of one packet, and one acknowledgement, each. Any other
+/// message (an answer, a keyframe request, a track event) ends the wait at once.
 async fn writer(
     mut send: ControlSend,
     mut queue: mpsc::Receiver<ControlMessage>,
     max_frame: usize,
 ) {
-    let mut out = Vec::with_capacity(4096);
+    let mut out = Vec::new();
     while let Some(first) = queue.recv().await {
         out.clear();
-        let mut next = Some(first);
-        // Batch whatever is queued into one write.
-        while let Some(message) = next.take() {
-            if let Err(e) = strait_protocol::encode_frame(&message, max_frame, &mut out) {
-                tracing::warn!(error = %e, kind = message.kind(), "control message not sent");
-            }
-            if out.len() < 64 * 1024 {
-                next = queue.try_recv().ok();
+        let mut lazy = encode_queued(first, &mut queue, max_frame, &mut out);
+        if lazy {
+            let until = tokio::time::Instant::now() + COALESCE;
+            while lazy && out.len() < WRITE_BATCH {
+                tokio::select! {
+                    next = queue.recv() => match next {
+                        Some(message) => {
+                            lazy = encode_queued(message, &mut queue, max_frame, &mut out);
+                        }
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(until) => break,
+                }
             }
         }
         if send.write_all(&out).await.is_err() {
             return;
         }
+        if queue.is_empty() {
+            // An idle session keeps no write buffer.
+            out = Vec::new();
+        }
     }
     send.finish_and_wait(CLOSE_FLUSH).await;
 }
+
+/// Appends `first` and whatever else is queued now (up to [`WRITE_BATCH`] bytes) to `out`;
+/// returns whether all of it were membership events, which may wait (see [`writer`]).
+fn encode_queued(
+    first: ControlMessage,
+    queue: &mut mpsc::Receiver<ControlMessage>,
+    max_frame: usize,
+    out: &mut Vec<u8>,
+) -> bool {
+    let mut lazy = true;
+    let mut next = Some(first);
+    while let Some(message) = next.take() {
+        lazy &= may_wait(&message);
+        if let Err(e) = strait_protocol::encode_frame(&message, max_frame, out) {
+            tracing::warn!(error = %e, kind = message.kind(), "control message not sent");
+        }
+        if out.len() < WRITE_BATCH {
+            next = queue.try_recv().ok();
+        }
+    }
+    lazy
+}
+
+/// Membership events: what [`writer`] may hold back for [`COALESCE`].
+fn may_wait(message: &ControlMessage) -> bool {
+    matches!(
+        message,
+        ControlMessage::ParticipantJoined(_) | ControlMessage::ParticipantLeft(_)
+    )
+}
+
+/// How long membership events may wait for company before they are written.
+const COALESCE: Duration = Duration::from_millis(20);
+
+/// Most bytes of frames gathered into one write.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// How long a closing session waits for the client to acknowledge its last control frames.
 const CLOSE_FLUSH: Duration = Duration::from_millis(500);
@@ -411,15 +475,7 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
     );
 
     // 4. The session's life.
-    let mut end = session_loop(
-        shared,
-        link,
-        participant,
-        &mut reader,
-        &control_tx,
-        accepted_at,
-    )
-    .await;
+    let mut end = session_loop(shared, link, participant, reader, &control_tx, accepted_at).await;
     if matches!(end, SessionEnd::Lost(_)) && link.closed_by_peer_cleanly() {
         // A close with NONE is a leave (PROTOCOL.md 7.9).
         end = SessionEnd::Left;
@@ -468,7 +524,7 @@ async fn session_loop(
     shared: &Arc<Shared>,
     link: &Link,
     participant: ParticipantId,
-    reader: &mut ControlReader,
+    reader: ControlReader,
     control: &mpsc::Sender<ControlMessage>,
     accepted_at: Instant,
 ) -> SessionEnd {
@@ -478,21 +534,32 @@ async fn session_loop(
         config.limits.message_burst,
         Instant::now(),
     );
-    let mut address = link.remote_address();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let vitals = link.vitals();
+    let mut address = vitals.remote;
+    let mut watch = Watch::new(vitals.traffic);
     let mut reported_bandwidth = 0u64;
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let drain = shared.drain.clone();
+    let look = tokio::time::sleep(WATCH_ACTIVE);
+    let drain = shared.drain.clone().cancelled_owned();
     let mut draining = false;
     let transport = link.transport();
     let label = TransportLabel { transport };
     let packets_in = shared.metrics.packets_in.get_or_create(&label).clone();
     let bytes_in = shared.metrics.bytes_in.get_or_create(&label).clone();
     let mut join_timed = false;
+    // The reads live across the loop's turns: a wake-up for one branch does not start the
+    // others over.
+    let reading = reader.into_next();
+    let receiving = link.read_datagram();
+    tokio::pin!(look, drain, reading, receiving);
 
     loop {
         tokio::select! {
-            incoming = reader.next() => match incoming {
+            (reader, incoming) = &mut reading => {
+                reading.set(reader.into_next());
+                if watch.wake() {
+                    look.as_mut().reset(tokio::time::Instant::now() + WATCH_ACTIVE);
+                }
+                match incoming {
                 Incoming::Message(message) => {
                     if !rate.allow(Instant::now()) {
                         shared.metrics.rate_limited.inc();
@@ -541,30 +608,43 @@ async fn session_loop(
                     return violation(control, code, format!("malformed control frame: {e}"));
                 }
                 Incoming::Failed(e) => return SessionEnd::Lost(e),
+                }
             },
-            datagram = link.read_datagram() => match datagram {
-                Ok(bytes) => handle_datagram(shared, link, participant, &bytes, &packets_in, &bytes_in),
-                Err(e) => return SessionEnd::Lost(e),
+            datagram = &mut receiving => {
+                receiving.set(link.read_datagram());
+                match datagram {
+                    Ok(bytes) => {
+                        if watch.wake() {
+                            look.as_mut().reset(tokio::time::Instant::now() + WATCH_ACTIVE);
+                        }
+                        handle_datagram(shared, link, participant, &bytes, &packets_in, &bytes_in);
+                    }
+                    Err(e) => return SessionEnd::Lost(e),
+                }
             },
-            _ = tick.tick() => {
-                let now_addr = link.remote_address();
-                if now_addr != address {
-                    address = now_addr;
+            () = &mut look => {
+                let vitals = link.vitals();
+                let moved = vitals.remote != address;
+                if moved {
+                    address = vitals.remote;
                     shared.metrics.migrations.inc();
                     tracing::debug!("client address changed");
                 }
                 // The worker only hears of the estimate when it moved by more than an eighth, so
                 // that idle sessions cost it nothing.
-                let estimate = link.bandwidth_estimate();
-                if estimate.abs_diff(reported_bandwidth) > reported_bandwidth / 8 {
+                let estimate = vitals.bandwidth;
+                let reported = estimate.abs_diff(reported_bandwidth) > reported_bandwidth / 8;
+                if reported {
                     reported_bandwidth = estimate;
                     shared.worker.send(WorkerCommand::Bandwidth {
                         participant,
                         bits_per_second: estimate,
                     }).await;
                 }
+                let pause = watch.looked(vitals.traffic, moved || reported);
+                look.as_mut().reset(tokio::time::Instant::now() + pause);
             },
-            () = drain.cancelled(), if !draining => {
+            () = &mut drain, if !draining => {
                 draining = true;
                 let _ = control.try_send(ControlMessage::GoAway(GoAway {
                     code: ErrorCode::GOING_AWAY,
@@ -572,6 +652,59 @@ async fn session_loop(
                 }));
             },
         }
+    }
+}
+
+/// How often a session looks at its connection (address, bandwidth estimate) while it carries
+/// traffic: media or control messages, either way.
+const WATCH_ACTIVE: Duration = Duration::from_millis(250);
+
+/// The longest pause between two looks at a connection that carries nothing but keep-alives.
+const WATCH_QUIET_MAX: Duration = Duration::from_secs(4);
+
+/// When a session looks at its connection next.
+///
+/// QUIC gives no event for a client's new address or a new congestion window, so the session
+/// polls them. A session in use is looked at every [`WATCH_ACTIVE`]: a migration is counted
+/// within that, and the SFU's layer choice gets estimates that fresh. A look that finds nothing
+/// changed and no traffic since the previous one doubles the pause, up to [`WATCH_QUIET_MAX`], so
+/// an idle session costs a wake-up every few seconds rather than four a second; its migration is
+/// still counted, within that pause. Anything the session receives itself (a control message, a
+/// datagram) brings the short pause back at once, and traffic it only sends (media toward a
+/// subscriber, room events) keeps it at the next look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Watch {
+    pause: Duration,
+    traffic: u64,
+}
+
+impl Watch {
+    fn new(traffic: u64) -> Watch {
+        Watch {
+            pause: WATCH_ACTIVE,
+            traffic,
+        }
+    }
+
+    /// After a look that saw `traffic` frames so far and found the address or the estimate
+    /// `changed` (or not): the pause until the next look.
+    fn looked(&mut self, traffic: u64, changed: bool) -> Duration {
+        let quiet = !changed && traffic == self.traffic;
+        self.traffic = traffic;
+        self.pause = if quiet {
+            (self.pause * 2).min(WATCH_QUIET_MAX)
+        } else {
+            WATCH_ACTIVE
+        };
+        self.pause
+    }
+
+    /// The session received something. Returns whether the next look must come sooner (the
+    /// watch was pausing longer than [`WATCH_ACTIVE`]).
+    fn wake(&mut self) -> bool {
+        let slower = self.pause > WATCH_ACTIVE;
+        self.pause = WATCH_ACTIVE;
+        slower
     }
 }
 
@@ -643,5 +776,77 @@ pub(crate) fn session_limits(config: &crate::config::Config) -> SessionLimits {
         max_tracks: u32::try_from(l.max_tracks_per_participant).unwrap_or(u32::MAX),
         max_subscriptions: u32::try_from(l.max_subscriptions_per_participant).unwrap_or(u32::MAX),
         max_messages_per_second: l.max_messages_per_second,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_connection_is_looked_at_less_and_less_often_up_to_the_maximum() {
+        let mut watch = Watch::new(7);
+        let pauses: Vec<_> = (0..6).map(|_| watch.looked(7, false)).collect();
+        assert_eq!(
+            pauses,
+            [
+                Duration::from_millis(500),
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(4),
+                WATCH_QUIET_MAX,
+                WATCH_QUIET_MAX,
+            ]
+        );
+    }
+
+    #[test]
+    fn traffic_or_a_change_brings_the_short_pause_back() {
+        let mut watch = Watch::new(0);
+        for _ in 0..5 {
+            watch.looked(0, false);
+        }
+        assert_eq!(watch.looked(1, false), WATCH_ACTIVE, "frames flowed");
+        for _ in 0..5 {
+            watch.looked(1, false);
+        }
+        assert_eq!(
+            watch.looked(1, true),
+            WATCH_ACTIVE,
+            "the address or estimate moved"
+        );
+        assert_eq!(watch.looked(1, false), WATCH_ACTIVE * 2);
+    }
+
+    #[test]
+    fn receiving_something_cuts_a_long_pause_short_once() {
+        let mut watch = Watch::new(0);
+        assert!(!watch.wake(), "already at the short pause");
+        watch.looked(0, false);
+        watch.looked(0, false);
+        assert!(watch.wake(), "a long pause is cut short");
+        assert!(!watch.wake(), "and only once");
+        assert_eq!(watch.looked(0, false), WATCH_ACTIVE * 2);
+    }
+
+    #[test]
+    fn only_membership_events_may_wait_for_company() {
+        use strait_protocol::{Ack, ParticipantInfo, ParticipantLeft, RequestId};
+        let joined = ControlMessage::ParticipantJoined(ParticipantInfo {
+            participant: ParticipantId(2),
+            identity: "bob".into(),
+            name: String::new(),
+        });
+        let left = ControlMessage::ParticipantLeft(ParticipantLeft {
+            participant: ParticipantId(2),
+            reason: ErrorCode::NONE,
+        });
+        assert!(may_wait(&joined));
+        assert!(may_wait(&left));
+        let ack = ControlMessage::Ack(Ack {
+            request: RequestId(1),
+        });
+        assert!(!may_wait(&ack));
+        assert!(!may_wait(&ControlMessage::Pong(Pong { nonce: 1 })));
     }
 }

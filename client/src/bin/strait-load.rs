@@ -111,6 +111,7 @@ struct Target {
     cert: [u8; 32],
     pid: Option<String>,
     child: Option<GatewayChild>,
+    bind: Option<SocketAddr>,
 }
 
 impl Target {
@@ -127,6 +128,7 @@ impl Target {
                 cert,
                 pid: args.gateway_pid.map(|p| p.to_string()),
                 child: None,
+                bind: scenario.bind_ip.map(|ip| SocketAddr::new(ip, 0)),
             });
         }
         // Raise the limits the scenario would hit by design; the scenario's own settings come
@@ -159,6 +161,7 @@ impl Target {
             cert: child.cert,
             pid: Some(child.pid.to_string()),
             child: Some(child),
+            bind: scenario.bind_ip.map(|ip| SocketAddr::new(ip, 0)),
         })
     }
 
@@ -182,6 +185,7 @@ impl Target {
         config.request_timeout = Duration::from_secs(30);
         // Many sessions in one process: modest socket buffers.
         config.socket_buffer = 512 * 1024;
+        config.bind = self.bind;
         config
     }
 }

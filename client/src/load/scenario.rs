@@ -39,6 +39,12 @@ pub struct Scenario {
     /// Seed of the media generators' randomness (frame sizes).
     #[serde(default)]
     pub seed: u64,
+    /// Local IP address the sessions' sockets bind to (port 0). By default the unspecified
+    /// address, which shares one ephemeral port range (about 28 000 ports on Linux) among all
+    /// sessions of the machine; load processes bound to different loopback addresses
+    /// (`127.0.0.2`, `127.0.0.3`, …) each have a range of their own.
+    #[serde(default)]
+    pub bind_ip: Option<std::net::IpAddr>,
 }
 
 /// How sessions connect.

@@ -272,3 +272,66 @@ async fn webtransport_client_behind_a_rebinding_nat_keeps_its_session() {
     call.subscriber.close().await;
     gw.stop().await;
 }
+
+/// Waits for the room event `pick` accepts; an event that says the session was lost, resumed or
+/// closed fails the test on the spot.
+async fn room_event<T>(
+    session: &Session,
+    who: &str,
+    pick: impl Fn(&SessionEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let event = session.next_event().await.expect("the session is alive");
+            assert!(
+                !matches!(
+                    event,
+                    SessionEvent::ConnectionLost { .. }
+                        | SessionEvent::Resumed { .. }
+                        | SessionEvent::ResumeFailed { .. }
+                        | SessionEvent::Closed(_)
+                ),
+                "{who} saw {event:?}: the move must not cost the session"
+            );
+            if let Some(t) = pick(&event) {
+                return t;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{who}: the room event in time"))
+}
+
+/// A participant with no media either way (its session looks at the connection at the slow,
+/// idle pace) is still seen moving, and room events still reach it on its new path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_native_participant_that_rebinds_is_counted_and_keeps_its_session() {
+    let gw = TestGateway::start().await;
+    let idle = gw.native("migrate-idle", "idle").await;
+    let id = idle.participant();
+    let old = idle.local_address().expect("local address");
+    let before = gw.metric(MIGRATIONS).await;
+
+    let new = idle.rebind().expect("rebind");
+    assert_ne!(new.port(), old.port(), "a new local port");
+    gw.wait_metric(MIGRATIONS, |m| m > before).await;
+
+    // Membership events (which the gateway batches) arrive on the new path, in order.
+    let other = gw.native("migrate-idle", "other").await;
+    let other_id = other.participant();
+    room_event(&idle, "the idle participant", |e| match e {
+        SessionEvent::ParticipantJoined(p) if p.participant == other_id => Some(()),
+        _ => None,
+    })
+    .await;
+    other.close().await;
+    room_event(&idle, "the idle participant", |e| match e {
+        SessionEvent::ParticipantLeft { participant, .. } if *participant == other_id => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_survived(&idle, id, "the idle participant");
+    assert_eq!(idle.stats().rebinds, 1);
+    idle.close().await;
+    gw.stop().await;
+}
