@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use strait_client::load::gateway::dechunk;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fixture::TestGateway;
@@ -99,21 +100,6 @@ pub async fn http(
         headers,
         body,
     }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// The `Authorization` value for `token`.

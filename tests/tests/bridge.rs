@@ -386,6 +386,22 @@ async fn wait_for_video_of(
     .expect("the WebRTC publisher's track is announced")
 }
 
+/// Waits until `identity` joins `session`'s room and publishes its VP8 track; returns the
+/// participant, the track and what `session` knows of it.
+async fn published_video_of(
+    session: &Session,
+    identity: &str,
+) -> (ParticipantId, TrackId, strait_protocol::TrackInfo) {
+    let participant = wait_for_participant(session, identity).await;
+    let track = wait_for_track_of(session, participant).await;
+    let info = session
+        .tracks()
+        .into_iter()
+        .find(|t| t.track == track)
+        .expect("the track");
+    (participant, track, info)
+}
+
 /// Waits until `participant` leaves `session`'s room.
 async fn wait_for_leave(session: &Session, participant: ParticipantId) {
     tokio::time::timeout(WAIT, async {
@@ -1725,13 +1741,7 @@ async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers
 
     // One track for the section, with the first three rids as its layers, lowest first, and the
     // restrictions of their a=rid lines.
-    let camera = wait_for_participant(&viewer, "camera").await;
-    let track = wait_for_track_of(&viewer, camera).await;
-    let info = viewer
-        .tracks()
-        .into_iter()
-        .find(|t| t.track == track)
-        .expect("the track");
+    let (camera, track, info) = published_video_of(&viewer, "camera").await;
     let layers: Vec<(u32, u16, u16)> = info
         .layers
         .iter()
@@ -1904,13 +1914,7 @@ async fn a_websocket_peer_publishes_simulcast_too() {
     let viewer = gw.native("sim", "viewer").await;
     let token = gw.token("sim", "legacy");
     let publisher = SimulcastPublisher::start(&gw, "sim", &token, Signaling::WebSocket).await;
-    let legacy = wait_for_participant(&viewer, "legacy").await;
-    let track = wait_for_track_of(&viewer, legacy).await;
-    let info = viewer
-        .tracks()
-        .into_iter()
-        .find(|t| t.track == track)
-        .expect("the track");
+    let (legacy, track, info) = published_video_of(&viewer, "legacy").await;
     assert_eq!(info.layers.len(), 3);
     assert!(
         info.layers

@@ -176,7 +176,9 @@ pub async fn http(
     })
 }
 
-fn dechunk(mut body: &str) -> String {
+/// The body of an HTTP/1.1 response sent with `Transfer-Encoding: chunked`, joined (chunk
+/// extensions ignored; stops at the last chunk or at anything malformed).
+pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(size) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
