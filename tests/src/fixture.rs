@@ -244,6 +244,23 @@ pub mod rtp {
         u16::from_be_bytes([packet[2], packet[3]])
     }
 
+    /// Asserts that `packets`, put in the publisher's order (the index at `offset` in each),
+    /// carry consecutive sequence numbers: the rewrite follows the publisher's numbering, not
+    /// the order of arrival. Datagrams may arrive reordered — a WebTransport receiver reads them
+    /// from two paths — so arrival order is not checked.
+    pub fn assert_consecutive_in_publisher_order<P: AsRef<[u8]>>(packets: &[P], offset: usize) {
+        let mut ordered: Vec<&[u8]> = packets.iter().map(AsRef::as_ref).collect();
+        ordered.sort_by_key(|p| index_at(p, offset));
+        let first = seq(ordered[0]);
+        for (k, p) in ordered.iter().enumerate() {
+            assert_eq!(
+                seq(p),
+                first.wrapping_add(k as u16),
+                "consecutive sequence numbers in the publisher's order"
+            );
+        }
+    }
+
     /// SSRC of an RTP packet.
     pub fn ssrc(packet: &[u8]) -> u32 {
         u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]])

@@ -97,14 +97,7 @@ async fn two_native_and_one_webtransport_client_exchange_media() {
                     "SSRC rewritten to the subscription's"
                 );
             }
-            let first = rtp::seq(&packets[0]);
-            for (k, p) in packets.iter().enumerate() {
-                assert_eq!(
-                    rtp::seq(p),
-                    first.wrapping_add(k as u16),
-                    "consecutive sequence numbers"
-                );
-            }
+            rtp::assert_consecutive_in_publisher_order(packets, 12);
             // The publisher's own numbering (1000…) is not what the subscriber sees.
             assert!(
                 packets
