@@ -404,7 +404,19 @@ impl Driver {
         }
     }
 
+    /// Applies a control message, then tells [`Session::room_changes`] watchers that the room
+    /// state may have changed.
+    ///
+    /// [`Session::room_changes`]: crate::Session::room_changes
     fn handle_message(&mut self, message: ControlMessage) -> Option<Next> {
+        let next = self.apply_message(message);
+        self.shared
+            .room_changes
+            .send_modify(|generation| *generation += 1);
+        next
+    }
+
+    fn apply_message(&mut self, message: ControlMessage) -> Option<Next> {
         let shared = self.shared.clone();
         let me = lock(&shared.hello).participant;
         match message {

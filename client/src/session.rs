@@ -235,6 +235,15 @@ impl Session {
         lock(&self.shared.state).tracks.values().cloned().collect()
     }
 
+    /// A watch that changes after every control message the session applies to its room
+    /// state ([`participants`](Self::participants), [`tracks`](Self::tracks), subscriptions).
+    /// Unlike [`next_event`](Self::next_event) it takes nothing from anyone: take one, read the
+    /// state, and `changed().await` before reading it again.
+    #[must_use]
+    pub fn room_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.room_changes.subscribe()
+    }
+
     /// This session's published tracks.
     #[must_use]
     pub fn published(&self) -> Vec<PublishedTrack> {

@@ -142,6 +142,9 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     /// `Some` once the session is over, with why.
     pub(crate) terminal: watch::Sender<Option<ClientError>>,
+    /// Counts control messages applied to the room state (participants, tracks,
+    /// subscriptions), so that a caller can wait for the state to change.
+    pub(crate) room_changes: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -173,6 +176,7 @@ impl Shared {
             next_ping: AtomicU32::new(1),
             started: Instant::now(),
             terminal,
+            room_changes: watch::channel(0).0,
         }
     }
 

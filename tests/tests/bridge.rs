@@ -154,6 +154,27 @@ fn local_opus_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
     )))
 }
 
+/// Hands every RTCP compound packet a local track receives to `on_rtcp` until `stop`. The test
+/// peer delivers all RTCP to the application (`DeliverKeyframeRequests::all_rtcp`).
+fn watch_rtcp(
+    track: Arc<TrackLocalStaticRTP>,
+    stop: Arc<AtomicBool>,
+    mut on_rtcp: impl FnMut(&[Box<dyn rtc::rtcp::Packet>]) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // The stop flag is looked at every 100 ms at most.
+        while !stop.load(Ordering::Relaxed) {
+            match tokio::time::timeout(Duration::from_millis(100), track.poll()).await {
+                Ok(Some(TrackLocalEvent::OnRtcpPacket(packets))) => on_rtcp(&packets),
+                Ok(Some(_)) | Err(_) => {}
+                // Not bound to the sender yet (the `webrtc` crate reports no binding event), or
+                // unbound: look again shortly.
+                Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+}
+
 /// A WHIP publisher: a peer with one VP8 track, connected, sending packets every 5 ms (a
 /// keyframe first and after each keyframe request it sees) until stopped.
 struct WhipPublisher {
@@ -252,25 +273,14 @@ impl WhipPublisher {
         let receiver_reports = Arc::new(Count::default());
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = {
-            let track = Arc::clone(&track);
             let requests = Arc::clone(&keyframe_requests);
             let reports = Arc::clone(&receiver_reports);
-            let stop = Arc::clone(&stop);
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_millis(100), track.poll()).await {
-                        Ok(Some(TrackLocalEvent::OnRtcpPacket(packets))) => {
-                            let count = |f: fn(&dyn std::any::Any) -> bool| {
-                                packets.iter().filter(|p| f(p.as_any())).count() as u32
-                            };
-                            requests.add(count(|p| p.is::<PictureLossIndication>()));
-                            reports.add(count(|p| p.is::<ReceiverReport>()));
-                        }
-                        Ok(Some(_)) | Err(_) => {}
-                        // Not bound yet, or unbound: look again shortly.
-                        Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
-                    }
-                }
+            watch_rtcp(Arc::clone(&track), Arc::clone(&stop), move |packets| {
+                let count = |f: fn(&dyn std::any::Any) -> bool| {
+                    packets.iter().filter(|p| f(p.as_any())).count() as u32
+                };
+                requests.add(count(|p| p.is::<PictureLossIndication>()));
+                reports.add(count(|p| p.is::<ReceiverReport>()));
             })
         };
         let sent = Arc::new(AtomicU32::new(0));
@@ -1628,28 +1638,15 @@ impl SimulcastPublisher {
         let plis: Arc<[Count; 4]> = Arc::new(Default::default());
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = {
-            let track = Arc::clone(&track);
             let plis = Arc::clone(&plis);
-            let stop = Arc::clone(&stop);
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_millis(100), track.poll()).await {
-                        Ok(Some(TrackLocalEvent::OnRtcpPacket(packets))) => {
-                            for packet in &packets {
-                                let Some(pli) =
-                                    packet.as_any().downcast_ref::<PictureLossIndication>()
-                                else {
-                                    continue;
-                                };
-                                if let Some(k) =
-                                    (0..RIDS.len()).find(|&k| simulcast_ssrc(k) == pli.media_ssrc)
-                                {
-                                    plis[k].add(1);
-                                }
-                            }
-                        }
-                        Ok(Some(_)) | Err(_) => {}
-                        Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
+            watch_rtcp(Arc::clone(&track), Arc::clone(&stop), move |packets| {
+                for packet in packets {
+                    let Some(pli) = packet.as_any().downcast_ref::<PictureLossIndication>() else {
+                        continue;
+                    };
+                    if let Some(k) = (0..RIDS.len()).find(|&k| simulcast_ssrc(k) == pli.media_ssrc)
+                    {
+                        plis[k].add(1);
                     }
                 }
             })

@@ -36,7 +36,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use strait_client::load::fanout::FanoutArgs;
+use strait_client::load::fanout::{FanoutArgs, Report, settle};
 use strait_client::load::procfs::{self, CpuMark};
 use strait_client::load::stats::{median, pct};
 use strait_client::load::{Error, Result};
@@ -389,7 +389,8 @@ async fn run_once(args: &Args, n: usize) -> Result<RunResult> {
             return Err("some subscribers received nothing in warm-up".into());
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The warm-up's last datagrams arrive before the idle window starts.
+    settle(total_received).await;
 
     let idle_cpu_per_s = if args.idle_seconds > 0.0 {
         let before = CpuMark::read(&pid)?;
@@ -406,15 +407,8 @@ async fn run_once(args: &Args, n: usize) -> Result<RunResult> {
     let before = CpuMark::read(&pid)?;
     let total = (args.seconds * f64::from(rate)).round().max(1.0) as u64;
     let sent = send_paced(&publisher, &mut payload, rate, total).await;
-    let settle_until = Instant::now() + Duration::from_secs(3);
-    let mut last = total_received();
-    let mut still = 0;
-    while still < 2 && Instant::now() < settle_until {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = total_received();
-        still = if now == last { still + 1 } else { 0 };
-        last = now;
-    }
+    // Let the last packets arrive: until the count stops moving (at most 3 s).
+    settle(total_received).await;
     let after = CpuMark::read(&pid)?;
     let driver = driver_before.until(&CpuMark::read("self")?, ticks);
     let stats_after = server.stats().await?;
@@ -557,33 +551,14 @@ async fn main() {
         );
         println!("{HEADER}");
     }
-    let mut all = Vec::new();
-    let mut failures = 0;
-    for &n in &args.subscribers {
-        let mut runs = Vec::new();
-        for _ in 0..args.runs {
-            match run_once(&args, n).await {
-                Ok(r) => {
-                    println!("{}", if args.json { json(&r) } else { row(&r) });
-                    runs.push(r);
-                }
-                Err(e) => {
-                    failures += 1;
-                    eprintln!("quinn-fanout-baseline: N = {n}: {e}");
-                }
-            }
-        }
-        if !runs.is_empty() {
-            all.push(runs);
-        }
-    }
-    if args.runs > 1 && !args.json && !all.is_empty() {
-        println!("\nmedians of {} runs per N:", args.runs);
-        println!("{HEADER}");
-        for runs in &all {
-            println!("{}", row(&medians(runs)));
-        }
-    }
+    let report = Report {
+        program: "quinn-fanout-baseline",
+        header: HEADER,
+        row,
+        json,
+        medians,
+    };
+    let failures = report.run_all(&args.fanout, |n| run_once(&args, n)).await;
     if failures > 0 {
         std::process::exit(1);
     }

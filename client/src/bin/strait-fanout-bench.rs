@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strait_client::load::fanout::FanoutArgs;
+use strait_client::load::fanout::{FanoutArgs, Report, settle};
 use strait_client::load::gateway::{GatewayChild, mint_token, scrape};
 use strait_client::load::procfs::{clock_ticks_per_second, cpu_split, cpu_ticks, status_kib};
 use strait_client::load::stats::{median, pct};
@@ -319,7 +319,8 @@ async fn measure(
             return Err(format!("{silent} of {n} subscribers received nothing in warm-up").into());
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The warm-up's last datagrams arrive before the idle window starts.
+    settle(|| received(&subscribers)).await;
 
     // 4. The gateway's idle CPU (keep-alives, per-session timers), to subtract.
     let idle_cpu_per_s = if args.idle_seconds > 0.0 {
@@ -341,15 +342,7 @@ async fn measure(
     let total = (args.seconds * f64::from(rate)).round().max(1.0) as u64;
     let (sent, send_errors) = send_paced(&publisher, media, &mut source, rate, total).await;
     // Let the last packets arrive: until the count stops moving (at most 3 s).
-    let settle_until = Instant::now() + Duration::from_secs(3);
-    let mut last = received(&subscribers);
-    let mut still = 0;
-    while still < 2 && Instant::now() < settle_until {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = received(&subscribers);
-        still = if now == last { still + 1 } else { 0 };
-        last = now;
-    }
+    settle(|| received(&subscribers)).await;
     let (user_after, system_after) = cpu_split(&pid)?;
     let window_s = window_started.elapsed().as_secs_f64();
     let bench_after = cpu_ticks("self")?;
@@ -521,33 +514,14 @@ async fn main() {
         );
         println!("{HEADER}");
     }
-    let mut all: Vec<Vec<RunResult>> = Vec::new();
-    let mut failures = 0;
-    for &n in &args.subscribers {
-        let mut runs = Vec::new();
-        for _ in 0..args.runs {
-            match run_once(&args, n).await {
-                Ok(r) => {
-                    println!("{}", if args.json { json(&r) } else { row(&r) });
-                    runs.push(r);
-                }
-                Err(e) => {
-                    failures += 1;
-                    eprintln!("strait-fanout-bench: N = {n}: {e}");
-                }
-            }
-        }
-        if !runs.is_empty() {
-            all.push(runs);
-        }
-    }
-    if args.runs > 1 && !args.json && !all.is_empty() {
-        println!("\nmedians of {} runs per N:", args.runs);
-        println!("{HEADER}");
-        for runs in &all {
-            println!("{}", row(&medians(runs)));
-        }
-    }
+    let report = Report {
+        program: "strait-fanout-bench",
+        header: HEADER,
+        row,
+        json,
+        medians,
+    };
+    let failures = report.run_all(&args.fanout, |n| run_once(&args, n)).await;
     if failures > 0 {
         std::process::exit(1);
     }

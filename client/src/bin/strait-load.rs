@@ -283,6 +283,8 @@ struct Run {
     received_total: AtomicU64,
     ready: AtomicUsize,
     failed: AtomicUsize,
+    /// Raised whenever `ready` or `failed` moves.
+    settled: tokio::sync::Notify,
     first_error: Mutex<Option<String>>,
     joins: Mutex<JoinTimes>,
     stop: watch::Sender<bool>,
@@ -307,6 +309,7 @@ impl Run {
 
     fn fail(&self, e: impl std::fmt::Display) {
         self.failed.fetch_add(1, Ordering::Relaxed);
+        self.settled.notify_one();
         self.first_error
             .lock()
             .expect("poisoned")
@@ -445,7 +448,8 @@ async fn participant_inner(
     let own = usize::from(rooms.audio.is_some()) + usize::from(rooms.video.is_some());
     let expected = own * (rooms.publishers - usize::from(role.publisher.is_some()));
     let me = session.participant();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut changes = session.room_changes();
     let tracks = loop {
         let tracks: Vec<_> = session
             .tracks()
@@ -455,10 +459,13 @@ async fn participant_inner(
         if tracks.len() >= expected {
             break tracks;
         }
-        if Instant::now() > deadline {
-            return Err(format!("saw {} of {expected} tracks in 60 s", tracks.len()).into());
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err("the session ended while waiting for tracks".into()),
+            Err(_) => {
+                return Err(format!("saw {} of {expected} tracks in 60 s", tracks.len()).into());
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let names: HashMap<_, _> = session
         .participants()
@@ -479,6 +486,7 @@ async fn participant_inner(
         }
     }
     run.ready.fetch_add(1, Ordering::Relaxed);
+    run.settled.notify_one();
     drop(permit);
 
     // Receivers that move: their schedules (none for publishers).
@@ -888,6 +896,7 @@ async fn run_rooms(
         received_total: AtomicU64::new(0),
         ready: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
+        settled: tokio::sync::Notify::new(),
         first_error: Mutex::new(None),
         joins: Mutex::new(JoinTimes::default()),
         stop,
@@ -923,15 +932,19 @@ async fn run_rooms(
             (run.ready.load(Ordering::Relaxed) + run.failed.load(Ordering::Relaxed)) as u64,
         );
     }
-    // Until every session is ready or failed (bounded).
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Until every session is ready or failed (bounded). `notify_one` keeps a wake-up raised
+    // between the count and the wait.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let done = run.ready.load(Ordering::Relaxed) + run.failed.load(Ordering::Relaxed);
         bar.set_position(done as u64);
-        if done >= total || Instant::now() > deadline {
+        if done >= total
+            || tokio::time::timeout_at(deadline, run.settled.notified())
+                .await
+                .is_err()
+        {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ramp_seconds = ramp_started.elapsed().as_secs_f64();
     bar.finish_and_clear();
@@ -1191,7 +1204,6 @@ async fn run_storm(
         .map(|i| (format!("storm-{}", i / storm.room_size), format!("s{i}")))
         .collect();
     let tokens = mint_all(target, &who).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = target.rss_mib("VmRSS:");
     let cpu_before = target.cpu();
 

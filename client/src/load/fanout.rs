@@ -67,6 +67,81 @@ impl FanoutArgs {
     }
 }
 
+/// Waits until `received` stops moving: two looks 100 ms apart that see the same count, at most
+/// 3 s. Datagrams in flight give no signal of their own; this is how both programs let the last
+/// ones arrive before reading the clocks.
+pub async fn settle(received: impl Fn() -> u64) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut last = received();
+    let mut still = 0;
+    while still < 2 && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = received();
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+}
+
+/// How one program prints its runs: one row (or JSON object) per run as it ends, then a table of
+/// medians per N when there were several runs.
+#[derive(Debug)]
+pub struct Report<R> {
+    /// The program's name, for error lines.
+    pub program: &'static str,
+    /// The table's header line.
+    pub header: &'static str,
+    /// One run as a table row.
+    pub row: fn(&R) -> String,
+    /// One run as a JSON object.
+    pub json: fn(&R) -> String,
+    /// The medians of several runs of one N.
+    pub medians: fn(&[R]) -> R,
+}
+
+impl<R> Report<R> {
+    /// Runs `run_once` `args.runs` times per N, printing as it goes; returns how many runs
+    /// failed (each said on standard error).
+    pub async fn run_all<F, Fut>(&self, args: &FanoutArgs, mut run_once: F) -> usize
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<R>>,
+    {
+        let mut all = Vec::new();
+        let mut failures = 0;
+        for &n in &args.subscribers {
+            let mut runs = Vec::new();
+            for _ in 0..args.runs {
+                match run_once(n).await {
+                    Ok(r) => {
+                        let line = if args.json {
+                            (self.json)(&r)
+                        } else {
+                            (self.row)(&r)
+                        };
+                        println!("{line}");
+                        runs.push(r);
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        eprintln!("{}: N = {n}: {e}", self.program);
+                    }
+                }
+            }
+            if !runs.is_empty() {
+                all.push(runs);
+            }
+        }
+        if args.runs > 1 && !args.json && !all.is_empty() {
+            println!("\nmedians of {} runs per N:", args.runs);
+            println!("{}", self.header);
+            for runs in &all {
+                println!("{}", (self.row)(&(self.medians)(runs)));
+            }
+        }
+        failures
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;

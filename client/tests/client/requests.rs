@@ -296,3 +296,26 @@ async fn server_events_and_keyframe_requests_become_session_events() {
         }
     ));
 }
+
+#[tokio::test]
+async fn room_changes_wake_a_waiter_without_taking_events() {
+    let server = TestServer::start();
+    let (session, mut peer) = joined_session(&server).await;
+    let mut changes = session.room_changes();
+    assert!(session.tracks().is_empty());
+
+    peer.send(&[ControlMessage::TrackPublished(track_info(300, 2))])
+        .await;
+    tokio::time::timeout(WAIT, changes.changed())
+        .await
+        .expect("the room changes in time")
+        .expect("the session is open");
+    assert_eq!(session.tracks()[0].track, TrackId(300));
+    // The event is still there for whoever reads events.
+    let track = event(&session, |e| match e {
+        SessionEvent::TrackPublished(t) => Some(t.track),
+        _ => None,
+    })
+    .await;
+    assert_eq!(track, TrackId(300));
+}

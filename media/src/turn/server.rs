@@ -442,6 +442,28 @@ struct Allocation {
     bucket: TokenBucket,
 }
 
+impl Allocation {
+    /// Whether `len` bytes may be relayed between this allocation and `peer` now, in either
+    /// direction: the peer's IP needs a live permission (RFC 8656 §10.3, §11.3: otherwise the
+    /// datagram is discarded), and the allocation's bandwidth bucket (`bandwidth` bytes per
+    /// second, 0 for none) must hold them.
+    fn admit(
+        &mut self,
+        peer: SocketAddr,
+        len: usize,
+        bandwidth: u64,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        if self.permissions.get(&peer.ip()).is_none_or(|e| *e <= now) {
+            return Err(DropReason::NoPermission);
+        }
+        if bandwidth > 0 && !self.bucket.take(len as u64, bandwidth, bandwidth, now) {
+            return Err(DropReason::Bandwidth);
+        }
+        Ok(())
+    }
+}
+
 /// The TURN server.
 pub struct Server {
     config: ServerConfig,
@@ -685,16 +707,7 @@ impl Server {
             .allocations
             .get_mut(&client)
             .ok_or(DropReason::NoAllocation)?;
-        if alloc.permissions.get(&peer.ip()).is_none_or(|e| *e <= now) {
-            return Err(DropReason::NoPermission);
-        }
-        if bandwidth > 0
-            && !alloc
-                .bucket
-                .take(payload.len() as u64, bandwidth, bandwidth, now)
-        {
-            return Err(DropReason::Bandwidth);
-        }
+        alloc.admit(peer, payload.len(), bandwidth, now)?;
         let relay = alloc.relay;
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += payload.len() as u64;
@@ -723,17 +736,7 @@ impl Server {
             .allocations
             .get_mut(&client)
             .ok_or(DropReason::NoAllocation)?;
-        // RFC 8656 §10.3: without a permission for the peer's IP the datagram is discarded.
-        if alloc.permissions.get(&peer.ip()).is_none_or(|e| *e <= now) {
-            return Err(DropReason::NoPermission);
-        }
-        if bandwidth > 0
-            && !alloc
-                .bucket
-                .take(data.len() as u64, bandwidth, bandwidth, now)
-        {
-            return Err(DropReason::Bandwidth);
-        }
+        alloc.admit(peer, data.len(), bandwidth, now)?;
         let channel = alloc
             .peers
             .get(&peer)

@@ -53,12 +53,13 @@ struct Args {
     seconds: f64,
 }
 
-/// One WHEP subscriber; counts the RTP packets it receives.
+/// One WHEP subscriber; counts the RTP packets it receives and raises `first` at the first.
 async fn whep_subscriber(
     gateway: &GatewayChild,
     path: &str,
     token: &str,
     received: Arc<AtomicU64>,
+    first: Arc<tokio::sync::Notify>,
 ) -> Result<Box<dyn PeerConnection>> {
     let mut peer = Peer::new().await;
     peer.receive_only(RtpCodecKind::Video).await;
@@ -71,8 +72,10 @@ async fn whep_subscriber(
         .context("no track")?;
     tokio::spawn(async move {
         while let Some(event) = track.poll().await {
-            if let TrackRemoteEvent::OnRtpPacket(_) = event {
-                received.fetch_add(1, Ordering::Relaxed);
+            if let TrackRemoteEvent::OnRtpPacket(_) = event
+                && received.fetch_add(1, Ordering::Relaxed) == 0
+            {
+                first.notify_one();
             }
         }
     });
@@ -171,22 +174,33 @@ async fn run(args: &Args, n: usize) -> Result<()> {
     let path = format!("/whep/{room}/{}", track.track.0);
     let mut peers = Vec::with_capacity(n);
     let mut counters = Vec::with_capacity(n);
+    let first = Arc::new(tokio::sync::Notify::new());
     let setup = Instant::now();
     for i in 0..n {
         let token = mint_token(gateway.http, room, &format!("viewer-{i}"))
             .await
             .map_err(|e| anyhow!("{e}"))?;
         let received = Arc::new(AtomicU64::new(0));
-        peers.push(whep_subscriber(&gateway, &path, &token, Arc::clone(&received)).await?);
+        let subscriber = whep_subscriber(
+            &gateway,
+            &path,
+            &token,
+            Arc::clone(&received),
+            Arc::clone(&first),
+        );
+        peers.push(subscriber.await?);
         counters.push(received);
     }
-    // Warm-up: every subscriber has media.
-    let deadline = Instant::now() + WAIT;
+    // Warm-up: every subscriber has media (each raises `first` once; `notify_one` keeps a
+    // raise between the count and the wait).
+    let deadline = tokio::time::Instant::now() + WAIT;
     while counters.iter().any(|c| c.load(Ordering::Relaxed) == 0) {
-        if Instant::now() > deadline {
+        if tokio::time::timeout_at(deadline, first.notified())
+            .await
+            .is_err()
+        {
             bail!("not every WHEP subscriber received media within {WAIT:?}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let setup_s = setup.elapsed().as_secs_f64();
 
