@@ -11,14 +11,19 @@
 //!
 //! ## Shape
 //!
-//! - [`frontdoor`]: the QUIC endpoint, admission, ALPN dispatch, WebTransport session requests.
-//! - [`session`]: one task per session (hello, auth, control stream, datagrams, migration).
-//! - [`worker`]: the media worker that owns the SFU core and forwards RTP; the WebRTC bridge
-//!   ([`worker::bridge`]) runs in it.
-//! - [`whip`]: WHIP and WHEP signaling on the HTTP port.
-//! - [`translate`]: the only module where protocol messages and SFU calls meet.
-//! - [`turn`]: the embedded TURN server's sockets and tasks, and TURN credentials.
-//! - [`http`], [`metrics`], [`tls`], [`auth`], [`config`].
+//! The public surface is what an embedder needs: [`Gateway`] (or [`run`]) with its [`Sockets`],
+//! the [`config`], access tokens ([`auth`]) and the [`metrics`]. Inside, by surface:
+//!
+//! - `config/`: the configuration, validated before anything starts;
+//! - `auth/`: access tokens and resume tokens;
+//! - `quic/`: the QUIC endpoint (admission, ALPN dispatch, WebTransport session requests), a
+//!   session's connection (`Link`) and TLS;
+//! - `session/`: the session core (hello, auth, resume, rate limits, go-away) and its drivers;
+//! - `http/`: health, metrics, certificate hashes, the web demo, development tokens, WHIP/WHEP,
+//!   `/ws/rtc`, TURN credentials;
+//! - `worker/`: the media hub (the SFU core, every participant's sending side and the WebRTC
+//!   bridge, sans-IO), its driver task, and the one translator between protocol and media types;
+//! - `turn/`: the embedded TURN server's sockets and tasks, and TURN credentials.
 //!
 //! [`run`] takes a validated configuration, pre-bound sockets and a shutdown future; when the
 //! future resolves the gateway drains (refuses new sessions, sends go-away, waits for sessions up
@@ -28,17 +33,15 @@
 
 pub mod auth;
 pub mod config;
-pub mod frontdoor;
-pub mod http;
-pub mod link;
+pub(crate) mod http;
 pub mod metrics;
-pub mod session;
-pub mod tls;
-pub mod translate;
-pub mod turn;
-pub mod whip;
-pub mod worker;
-pub mod ws;
+pub(crate) mod quic;
+pub(crate) mod session;
+pub(crate) mod turn;
+pub(crate) mod worker;
+
+pub use crate::quic::bind_udp;
+pub use crate::turn::{TurnAddrs, TurnCredentials, TurnSockets};
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -53,14 +56,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AccessClaims, ApiKey, Grants, KeyRing, ResumeSigner, Secret};
 use crate::config::ValidConfig;
-use crate::frontdoor::Admission;
 use crate::metrics::Metrics;
-use crate::tls::CertStore;
+use crate::quic::tls::CertStore;
+use crate::session::Admission;
 use crate::worker::WorkerHandle;
 
 /// State shared by every task of one gateway.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The configuration.
     pub config: ValidConfig,
     /// Keys that verify (and in development mode mint) access tokens.
@@ -102,12 +105,22 @@ pub struct Reload {
     pub needs_restart: bool,
 }
 
-impl Shared {
+/// Applies reloaded configurations to a running gateway, from any task.
+#[derive(Debug, Clone)]
+pub struct Reloader(Arc<Shared>);
+
+impl Reloader {
     /// Applies a reloaded configuration (the binary does it on SIGHUP). Only the TURN secrets
     /// change while running — they rotate with an overlap: list the new secret first and keep
     /// the old one until the credentials it minted have expired. Everything else in `new` is
     /// compared and reported, not applied.
     pub fn reload(&self, new: &ValidConfig) -> Reload {
+        self.0.reload(new)
+    }
+}
+
+impl Shared {
+    fn reload(&self, new: &ValidConfig) -> Reload {
         let turn_secrets = self.turn.rotate(&turn_config(new, self.webrtc_addr));
         let mut rest = new.get().clone();
         rest.turn.secrets.clone_from(&self.config.turn.secrets);
@@ -121,7 +134,7 @@ impl Shared {
     }
 
     /// A fresh, random participant id (never 0).
-    pub fn new_participant_id(&self) -> ParticipantId {
+    pub(crate) fn new_participant_id(&self) -> ParticipantId {
         let mut rng = self.ids.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let id: u64 = rng.random();
@@ -134,7 +147,7 @@ impl Shared {
     }
 
     /// Whether a WebTransport request with this `Origin` may open a session.
-    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+    pub(crate) fn origin_allowed(&self, origin: Option<&str>) -> bool {
         let wt = &self.config.webtransport;
         let Some(origin) = origin else {
             return wt.allow_missing_origin;
@@ -150,7 +163,7 @@ impl Shared {
     }
 
     /// `host:port` clients use to reach the QUIC port.
-    pub fn public_quic_authority(&self) -> String {
+    pub(crate) fn public_quic_authority(&self) -> String {
         let addr = self.quic_addr;
         if addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", addr.port())
@@ -160,7 +173,7 @@ impl Shared {
     }
 
     /// Mints an access token with the minting key.
-    pub fn mint(&self, claims: &AccessClaims) -> Result<String, auth::MintError> {
+    pub(crate) fn mint(&self, claims: &AccessClaims) -> Result<String, auth::MintError> {
         self.keys.mint(&self.mint_key, claims)
     }
 }
@@ -181,11 +194,11 @@ pub struct Sockets {
 impl Sockets {
     /// Binds the addresses of the configuration.
     pub fn bind(config: &ValidConfig) -> std::io::Result<Sockets> {
-        let quic = frontdoor::bind_udp(config.quic.listen, config.quic.socket_buffer)?;
+        let quic = quic::bind_udp(config.quic.listen, config.quic.socket_buffer)?;
         let http = TcpListener::bind(config.http.listen)?;
         http.set_nonblocking(true)?;
         let webrtc = if config.webrtc.enabled {
-            Some(frontdoor::bind_udp(
+            Some(quic::bind_udp(
                 config.webrtc.listen,
                 config.webrtc.socket_buffer,
             )?)
@@ -205,8 +218,7 @@ impl Sockets {
 /// A gateway that is running, as [`Gateway::start`] returns it.
 #[derive(Debug)]
 pub struct Gateway {
-    /// Shared state (metrics, keys, configuration).
-    pub shared: Arc<Shared>,
+    shared: Arc<Shared>,
     /// The QUIC port's address.
     pub quic_addr: SocketAddr,
     /// The HTTP port's address.
@@ -246,6 +258,80 @@ impl Gateway {
         self.shared.certs.current().fingerprint
     }
 
+    /// `host:port` clients use to reach the QUIC port.
+    pub fn public_quic_authority(&self) -> String {
+        self.shared.public_quic_authority()
+    }
+
+    /// Where the embedded TURN server listens (all `None` when it is off).
+    pub fn turn_addrs(&self) -> TurnAddrs {
+        self.shared.turn.addrs
+    }
+
+    /// TURN credentials for `identity`, valid from `now` (as `POST /v1/turn/credentials` mints
+    /// them); an error when no TURN server is configured.
+    pub fn turn_credentials(
+        &self,
+        identity: &str,
+        now: SystemTime,
+    ) -> Result<TurnCredentials, strait_media::turn::CredentialError> {
+        self.shared.turn.mint(identity, now)
+    }
+
+    /// The gateway's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Mints an access token with the gateway's minting key.
+    pub fn mint(&self, claims: &AccessClaims) -> Result<String, auth::MintError> {
+        self.shared.mint(claims)
+    }
+
+    /// Takes one step of the development certificate rotation as if it were `now` (the gateway
+    /// takes one on its own every day): mint the next certificate, publish its hash, serve it,
+    /// each when `policy` says. Returns when the next step is due. A gateway serving a
+    /// certificate from files has nothing to rotate and returns an error.
+    pub fn rotate_certificates(
+        &self,
+        policy: &strait_certs::RotationPolicy,
+        now: SystemTime,
+    ) -> anyhow::Result<SystemTime> {
+        if self.shared.config.tls.cert.is_some() {
+            anyhow::bail!("the certificate comes from files: it is not rotated by the gateway");
+        }
+        Ok(self
+            .shared
+            .certs
+            .rotate_step(policy, &self.shared.config.tls.dev_names, now)?)
+    }
+
+    /// Sessions open now (QUIC, WebTransport and `/ws/rtc`; each holds an admission slot).
+    pub fn sessions(&self) -> usize {
+        self.shared
+            .admission
+            .sessions_in_use(self.shared.config.limits.max_sessions)
+    }
+
+    /// Waits until at most `n` sessions are open (woken by each session's end, not by a timer).
+    pub async fn sessions_at_most(&self, n: usize) {
+        loop {
+            // Register for the wake-up before looking at the count, so no end is missed.
+            let ended = self.shared.admission.changed();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.sessions() <= n {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// A handle that applies reloaded configurations to this gateway ([`Reloader::reload`]).
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.shared.clone())
+    }
+
     /// Mints an access token for `identity` in `room` with the given grants, valid for an hour.
     pub fn token(&self, room: &str, identity: &str, grants: Grants) -> String {
         let claims = AccessClaims::new(
@@ -283,7 +369,7 @@ struct Parts {
 
 fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts, Option<ApiKey>)> {
     let now = SystemTime::now();
-    let identity = tls::initial_identity(&config, now)?;
+    let identity = quic::tls::initial_identity(&config, now)?;
     let certs = CertStore::new(identity)?;
 
     let mut keys = KeyRing::new();
@@ -416,7 +502,7 @@ async fn serve(
     } = parts;
     let config = shared.config.clone();
 
-    let server_config = tls::quinn_server_config(shared.certs.clone(), &config)?;
+    let server_config = quic::tls::quinn_server_config(shared.certs.clone(), &config)?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(server_config),
@@ -431,9 +517,12 @@ async fn serve(
     );
 
     let background = CancellationToken::new();
-    let accept = tokio::spawn(frontdoor::accept_loop(shared.clone(), endpoint.clone()));
+    let accept = tokio::spawn(quic::frontdoor::accept_loop(
+        shared.clone(),
+        endpoint.clone(),
+    ));
     let rotation = if config.tls.cert.is_none() {
-        Some(tokio::spawn(tls::rotation_task(
+        Some(tokio::spawn(quic::tls::rotation_task(
             shared.certs.clone(),
             config.tls.dev_names.clone(),
             background.clone(),

@@ -200,13 +200,13 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
         let gateway = strait_gateway::Gateway::start(config, sockets).await?;
         let http = gateway.http_addr;
         eprintln!("strait {} is serving", env!("CARGO_PKG_VERSION"));
-        eprintln!("  QUIC / WebTransport  {} (https://{}/rtc)", gateway.quic_addr, gateway.shared.public_quic_authority());
+        eprintln!("  QUIC / WebTransport  {} (https://{}/rtc)", gateway.quic_addr, gateway.public_quic_authority());
         eprintln!("  HTTP                 http://{http}");
         if let Some(webrtc) = gateway.webrtc_addr {
             eprintln!("  WebRTC (WHIP/WHEP)   udp {webrtc}, http://{http}/whip/<room>");
         }
         eprintln!("  certificate sha-256  {}", gateway.cert_fingerprint().to_hex_colon());
-        let turn = gateway.shared.turn.addrs;
+        let turn = gateway.turn_addrs();
         for (name, addr) in [("UDP", turn.udp), ("TCP", turn.tcp), ("TLS", turn.tls)] {
             if let Some(addr) = addr {
                 eprintln!("  TURN {name}             {addr}");
@@ -217,7 +217,7 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
             eprintln!("  mint a token:        curl -s -X POST http://{http}/v1/dev/token -H 'content-type: application/json' -d '{{\"room\":\"lobby\",\"identity\":\"alice\"}}'");
         }
         #[cfg(unix)]
-        tokio::spawn(reload_on_sighup(args.clone(), std::sync::Arc::clone(&gateway.shared)));
+        tokio::spawn(reload_on_sighup(args.clone(), gateway.reloader()));
         wait_for_signal().await;
         tracing::info!("signal received: draining (a second signal exits at once)");
         gateway.begin_shutdown();
@@ -234,7 +234,7 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
 /// On every SIGHUP: loads the configuration again (file, environment, flags) and applies what can
 /// change while running (the TURN secrets); a configuration that does not load changes nothing.
 #[cfg(unix)]
-async fn reload_on_sighup(args: ConfigArgs, shared: std::sync::Arc<strait_gateway::Shared>) {
+async fn reload_on_sighup(args: ConfigArgs, reloader: strait_gateway::Reloader) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!("no SIGHUP handler: the configuration cannot be reloaded");
@@ -248,7 +248,7 @@ async fn reload_on_sighup(args: ConfigArgs, shared: std::sync::Arc<strait_gatewa
                 continue;
             }
         };
-        let reload = shared.reload(&config);
+        let reload = reloader.reload(&config);
         match reload.turn_secrets {
             Ok(true) => tracing::info!("configuration reloaded: TURN secrets replaced"),
             Ok(false) => tracing::info!("configuration reloaded: TURN secrets unchanged"),

@@ -76,8 +76,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod keyframe;
-pub mod rtp;
 pub mod sfu;
 pub mod turn;
 pub mod webrtc;

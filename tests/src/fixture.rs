@@ -33,16 +33,15 @@ impl TestGateway {
         config.webrtc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         tweak(&mut config);
         let config: ValidConfig = config.validate().expect("test configuration is valid");
-        let quic = strait_gateway::frontdoor::bind_udp(config.quic.listen, 4 * 1024 * 1024)
-            .expect("bind quic");
+        let quic =
+            strait_gateway::bind_udp(config.quic.listen, 4 * 1024 * 1024).expect("bind quic");
         let http = TcpListener::bind(config.http.listen).expect("bind http");
         http.set_nonblocking(true).expect("nonblocking");
         // The WebRTC bridge's one UDP port, from the OS like the others.
         let webrtc = config.webrtc.enabled.then(|| {
-            strait_gateway::frontdoor::bind_udp(config.webrtc.listen, 1024 * 1024)
-                .expect("bind webrtc")
+            strait_gateway::bind_udp(config.webrtc.listen, 1024 * 1024).expect("bind webrtc")
         });
-        let turn = strait_gateway::turn::TurnSockets::bind(&config.turn).expect("bind turn");
+        let turn = strait_gateway::TurnSockets::bind(&config.turn).expect("bind turn");
         let gateway = Gateway::start(
             config,
             Sockets {
@@ -142,11 +141,6 @@ impl TestGateway {
             .await
             .expect("gateway stops in time")
             .expect("gateway stops cleanly");
-    }
-
-    /// Shared gateway state (metrics, configuration).
-    pub fn shared(&self) -> &Arc<strait_gateway::Shared> {
-        &self.gateway.shared
     }
 }
 
@@ -312,11 +306,7 @@ impl TestGateway {
             issued,
             Duration::from_secs(3600),
         );
-        let shared = self.shared();
-        shared
-            .keys
-            .mint(&shared.mint_key, &claims)
-            .expect("mint an expired token")
+        self.gateway.mint(&claims).expect("mint an expired token")
     }
 }
 

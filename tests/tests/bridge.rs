@@ -116,9 +116,9 @@ impl VideoCodec {
     fn is_keyframe(self, packet: &[u8]) -> bool {
         let payload = &packet[12..];
         match self {
-            Self::Vp8 => strait_media::keyframe::vp8_keyframe_start(payload),
-            Self::Vp9 => strait_media::keyframe::vp9_keyframe_start(payload),
-            Self::H264 => strait_media::keyframe::h264_keyframe_start(payload),
+            Self::Vp8 => strait_media::sfu::keyframe::vp8_keyframe_start(payload),
+            Self::Vp9 => strait_media::sfu::keyframe::vp9_keyframe_start(payload),
+            Self::H264 => strait_media::sfu::keyframe::h264_keyframe_start(payload),
         }
     }
 
@@ -603,12 +603,10 @@ async fn a_relay_only_whip_publisher_reaches_a_native_subscriber_through_the_emb
     let gw = start_gateway_with_turn().await;
     let viewer = gw.native("stage", "viewer").await;
     let token = gw.token("stage", "camera");
-    let turn = gw.gateway.shared.turn.addrs.udp.expect("TURN over UDP");
+    let turn = gw.gateway.turn_addrs().udp.expect("TURN over UDP");
     let credentials = gw
         .gateway
-        .shared
-        .turn
-        .mint("camera", std::time::SystemTime::now())
+        .turn_credentials("camera", std::time::SystemTime::now())
         .expect("credentials");
     let configuration = RTCConfigurationBuilder::new()
         .with_ice_servers(vec![RTCIceServer {
@@ -682,12 +680,10 @@ async fn relay_only_rtc_publisher(transport: &str) {
     let token = gw.token("relay", "camera");
     let credentials = gw
         .gateway
-        .shared
-        .turn
-        .mint("camera", std::time::SystemTime::now())
+        .turn_credentials("camera", std::time::SystemTime::now())
         .expect("credentials");
     let (user, pass) = (&credentials.username, &credentials.password);
-    let addrs = &gw.gateway.shared.turn.addrs;
+    let addrs = gw.gateway.turn_addrs();
     let client = match transport {
         "udp" => TurnClient::udp(addrs.udp.expect("TURN over UDP"), user, pass).await,
         "tcp" => TurnClient::tcp(addrs.tcp.expect("TURN over TCP"), user, pass).await,

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use strait_client::protocol::{Codec, MediaId, TrackInfo, TrackKind};
 use strait_client::{LayerSpec, PublishSpec, Session, SessionEvent, Subscription};
-use strait_media::keyframe::vp8_keyframe_start;
-use strait_media::rtp::RtpHeader;
+use strait_media::sfu::keyframe::vp8_keyframe_start;
+use strait_media::sfu::rtp::RtpHeader;
 use strait_tests::browser::{
     ProcessGroup, repo_root, require_chromium, require_node, require_playwright,
 };

@@ -70,9 +70,7 @@ async fn relay_publish(transport: &str) {
     let token = gw.token(&room, "chromium");
     let credentials = gw
         .gateway
-        .shared
-        .turn
-        .mint("chromium", SystemTime::now())
+        .turn_credentials("chromium", SystemTime::now())
         .expect("credentials");
     let (scheme, query) = match transport {
         "udp" => ("turn:", "?transport=udp"),

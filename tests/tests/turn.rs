@@ -56,9 +56,7 @@ async fn recv_from(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
 fn creds(t: &TestGateway, identity: &str) -> (String, String) {
     let c = t
         .gateway
-        .shared
-        .turn
-        .mint(identity, SystemTime::now())
+        .turn_credentials(identity, SystemTime::now())
         .expect("credentials");
     (c.username, c.password)
 }
@@ -159,13 +157,13 @@ async fn bursts_of_mixed_sizes_are_relayed_whole_and_in_order_both_ways() {
     let (media, media_addr) = listener().await;
     let t = gateway(media_addr).await;
     let (user, pass) = creds(&t, "dave");
-    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let server = t.gateway.turn_addrs().udp.unwrap();
     let mut client = TurnClient::udp(server, &user, &pass).await;
     let (relay, channel) = relay_round_trip(&mut client, &media).await;
     let Link::Udp(socket) = &client.link else {
         unreachable!("a UDP client")
     };
-    let turn = &t.gateway.shared.metrics.turn;
+    let turn = &t.gateway.metrics().turn;
     let relayed = |direction| {
         turn.relayed_packets
             .get_or_create(&TurnDirectionLabel {
@@ -226,7 +224,7 @@ async fn datagrams_coalesced_by_gso_and_gro_are_relayed_one_by_one() {
     let (media, media_addr) = listener().await;
     let t = gateway(media_addr).await;
     let (user, pass) = creds(&t, "erin");
-    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let server = t.gateway.turn_addrs().udp.unwrap();
     let mut client = TurnClient::udp(server, &user, &pass).await;
     let (relay, channel) = relay_round_trip(&mut client, &media).await;
     let Link::Udp(socket) = &client.link else {
@@ -263,11 +261,11 @@ async fn udp_allocation_relays_through_a_channel_to_the_media_address() {
     let (media, media_addr) = listener().await;
     let t = gateway(media_addr).await;
     let (user, pass) = creds(&t, "alice");
-    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let server = t.gateway.turn_addrs().udp.unwrap();
     let mut client = TurnClient::udp(server, &user, &pass).await;
     relay_round_trip(&mut client, &media).await;
 
-    let turn = &t.gateway.shared.metrics.turn;
+    let turn = &t.gateway.metrics().turn;
     assert_eq!(turn.allocations.get(), 1);
     assert!(turn.allocations_created.get() >= 1);
     t.stop().await;
@@ -278,7 +276,7 @@ async fn tcp_allocation_relays_to_the_media_address() {
     let (media, media_addr) = listener().await;
     let t = gateway(media_addr).await;
     let (user, pass) = creds(&t, "bob");
-    let server = t.gateway.shared.turn.addrs.tcp.unwrap();
+    let server = t.gateway.turn_addrs().tcp.unwrap();
     let mut client = TurnClient::tcp(server, &user, &pass).await;
     relay_round_trip(&mut client, &media).await;
     t.stop().await;
@@ -289,7 +287,7 @@ async fn tls_allocation_relays_to_the_media_address() {
     let (media, media_addr) = listener().await;
     let t = gateway(media_addr).await;
     let (user, pass) = creds(&t, "carol");
-    let server = t.gateway.shared.turn.addrs.tls.unwrap();
+    let server = t.gateway.turn_addrs().tls.unwrap();
     let mut client = TurnClient::tls(&t, server, &user, &pass).await;
     relay_round_trip(&mut client, &media).await;
     t.stop().await;
@@ -302,7 +300,7 @@ async fn every_denied_peer_gets_403_and_nothing_reaches_loopback() {
     let (internal, internal_addr) = listener().await;
     let t = gateway(media_addr).await;
     let (user, pass) = creds(&t, "mallory");
-    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let server = t.gateway.turn_addrs().udp.unwrap();
     let mut client = TurnClient::udp(server, &user, &pass).await;
     let relay = client.allocate().await;
 
@@ -347,7 +345,7 @@ async fn every_denied_peer_gets_403_and_nothing_reaches_loopback() {
         "nothing reached the internal listener"
     );
 
-    let turn = &t.gateway.shared.metrics.turn;
+    let turn = &t.gateway.metrics().turn;
     let denials = |reason| {
         turn.denials
             .get_or_create(&TurnReasonLabel {
@@ -368,7 +366,7 @@ async fn wrong_password_is_refused_and_counted() {
     let (_media, media_addr) = listener().await;
     let t = gateway(media_addr).await;
     let (user, _) = creds(&t, "eve");
-    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let server = t.gateway.turn_addrs().udp.unwrap();
     let mut client = TurnClient::udp(server, &user, "not the password").await;
     client.client.allocate(Instant::now()).unwrap();
     let err = client
@@ -379,7 +377,7 @@ async fn wrong_password_is_refused_and_counted() {
         })
         .await;
     assert_ne!(err, "allocated");
-    let turn = &t.gateway.shared.metrics.turn;
+    let turn = &t.gateway.metrics().turn;
     let failures = turn
         .auth_failures
         .get_or_create(&TurnReasonLabel {
@@ -397,7 +395,7 @@ async fn wrong_password_is_refused_and_counted() {
 async fn a_tcp_connection_sending_garbage_is_closed_and_counted() {
     let (media, media_addr) = listener().await;
     let t = gateway(media_addr).await;
-    let server = t.gateway.shared.turn.addrs.tcp.unwrap();
+    let server = t.gateway.turn_addrs().tcp.unwrap();
     let mut garbage = TcpStream::connect(server).await.unwrap();
     garbage
         .write_all(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -411,8 +409,7 @@ async fn a_tcp_connection_sending_garbage_is_closed_and_counted() {
     assert_eq!(n, 0, "closed without a reply");
     let closes = t
         .gateway
-        .shared
-        .metrics
+        .metrics()
         .turn
         .stream_closes
         .get_or_create(&TurnReasonLabel {
@@ -470,7 +467,7 @@ async fn credentials_are_served_to_token_holders() {
 
     // The password works against the embedded server.
     let password = json["password"].as_str().unwrap();
-    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let server = t.gateway.turn_addrs().udp.unwrap();
     let mut client = TurnClient::udp(server, username, password).await;
     client.allocate().await;
     t.stop().await;
@@ -494,15 +491,14 @@ async fn an_expired_credential_is_refused() {
     let t = gateway(media_addr).await;
     // Minted ten minutes ago with a five-minute lifetime.
     let minted = SystemTime::now() - std::time::Duration::from_secs(600);
-    let c = t.gateway.shared.turn.mint("frank", minted).unwrap();
-    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let c = t.gateway.turn_credentials("frank", minted).unwrap();
+    let server = t.gateway.turn_addrs().udp.unwrap();
     let mut client = TurnClient::udp(server, &c.username, &c.password).await;
     let err = allocate_error(&mut client).await;
     assert_ne!(err, "allocated");
     let expired = t
         .gateway
-        .shared
-        .metrics
+        .metrics()
         .turn
         .auth_failures
         .get_or_create(&TurnReasonLabel {
@@ -519,20 +515,20 @@ async fn the_allocation_quota_per_credential_gets_486() {
     let t = TestGateway::start_with(|c| {
         let any = SocketAddr::new(LOCALHOST, 0);
         c.turn.enabled = true;
-        c.turn.transports = vec![strait_gateway::turn::Listener::Udp];
+        c.turn.transports = vec![strait_gateway::config::TurnListener::Udp];
         c.turn.udp_listen = any;
         c.turn.media_addresses = vec![media_addr];
         c.turn.max_allocations_per_credential = 1;
     })
     .await;
     let (user, pass) = creds(&t, "grace");
-    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let server = t.gateway.turn_addrs().udp.unwrap();
     let mut first = TurnClient::udp(server, &user, &pass).await;
     first.allocate().await;
     let mut second = TurnClient::udp(server, &user, &pass).await;
     let err = allocate_error(&mut second).await;
     assert!(err.contains("486"), "{err}");
-    assert_eq!(t.gateway.shared.metrics.turn.quota_refusals.get(), 1);
+    assert_eq!(t.gateway.metrics().turn.quota_refusals.get(), 1);
     t.stop().await;
 }
 
@@ -552,7 +548,7 @@ async fn server_hello_carries_turn_credentials_for_the_participant() {
         "{username}"
     );
     // The credentials work against the embedded server.
-    let udp = t.gateway.shared.turn.addrs.udp.unwrap();
+    let udp = t.gateway.turn_addrs().udp.unwrap();
     let mut client = TurnClient::udp(udp, &username, server.credential.as_deref().unwrap()).await;
     relay_round_trip(&mut client, &media).await;
     drop(session);
@@ -583,7 +579,7 @@ async fn the_bridge_port_is_a_media_address_without_configuration() {
     .await;
     let bridge = t.webrtc_addr();
     let (user, pass) = creds(&t, "dave");
-    let server = t.gateway.shared.turn.addrs.udp.unwrap();
+    let server = t.gateway.turn_addrs().udp.unwrap();
     let mut client = TurnClient::udp(server, &user, &pass).await;
     let relay = client.allocate().await;
     client
@@ -619,7 +615,7 @@ async fn websocket_signaling_carries_turn_credentials_for_the_participant() {
         username.ends_with(&format!(":{}", hello.participant.0)),
         "{username}"
     );
-    let udp = t.gateway.shared.turn.addrs.udp.unwrap();
+    let udp = t.gateway.turn_addrs().udp.unwrap();
     let mut client = TurnClient::udp(udp, &username, server.credential.as_deref().unwrap()).await;
     relay_round_trip(&mut client, &media).await;
     ws.leave().await;

@@ -268,26 +268,16 @@ async fn websocket_sessions_count_against_the_session_limits() {
         other => panic!("expected a 503 refusal, got {:?}", other.map(|_| ())),
     }
     // The slot comes back when the first session ends: wait for the admission's own signal
-    // that a session ended, registered before the count is checked.
-    let admission = gw.gateway.shared.admission.clone();
-    let max = gw.gateway.shared.config.limits.max_sessions;
+    // that a session ended.
     first
         .send(&ControlMessage::Leave(Leave {
             request: RequestId(1),
         }))
         .await;
     while first.next().await.is_some() {}
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let ended = admission.changed();
-            if admission.sessions_in_use(max) == 0 {
-                return;
-            }
-            ended.await;
-        }
-    })
-    .await
-    .expect("the slot is released when the first session ends");
+    tokio::time::timeout(WAIT, gw.gateway.sessions_at_most(0))
+        .await
+        .expect("the slot is released when the first session ends");
     let url = format!(
         "ws://{}/ws/rtc?token={}",
         gw.http_addr(),

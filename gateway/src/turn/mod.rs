@@ -26,8 +26,6 @@
 //! server, or for external TURN servers when `turn.external_urls` is set — and
 //! `POST /v1/turn/credentials` serves them to holders of an access token.
 
-pub mod config;
-
 use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
@@ -46,7 +44,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Listener, TurnConfig};
+pub(crate) use crate::config::{TurnConfig, TurnListener as Listener};
 
 use crate::metrics::{Metrics, TurnMetrics};
 
@@ -103,7 +101,7 @@ impl TurnSockets {
         Ok(TurnSockets {
             udp: config
                 .listen(Listener::Udp)
-                .map(|a| crate::frontdoor::bind_udp(a, 4 * 1024 * 1024))
+                .map(|a| crate::quic::bind_udp(a, 4 * 1024 * 1024))
                 .transpose()?,
             tcp: tcp(config.listen(Listener::Tcp))?,
             tls: tcp(config.listen(Listener::Tls))?,
@@ -156,7 +154,7 @@ impl std::fmt::Debug for TurnCredentials {
 
 /// TURN as the rest of the gateway sees it: where it listens and how to mint credentials.
 #[derive(Debug, Default)]
-pub struct TurnState {
+pub(crate) struct TurnState {
     /// The embedded server's listeners (empty when it is off).
     pub addrs: TurnAddrs,
     secrets: TurnSecrets,
@@ -169,7 +167,7 @@ pub struct TurnState {
 impl TurnState {
     /// From the configuration and the bound listeners. Without configured secrets the embedded
     /// server gets a random one.
-    pub fn new(config: &TurnConfig, sockets: &TurnSockets) -> anyhow::Result<TurnState> {
+    pub(crate) fn new(config: &TurnConfig, sockets: &TurnSockets) -> anyhow::Result<TurnState> {
         let addrs = sockets.addrs();
         if !config.external_urls.is_empty() {
             let secret = config.external_secret.clone().unwrap_or_default();
@@ -227,7 +225,7 @@ impl TurnState {
     /// for the running server at once; returns whether they changed. The embedded server's
     /// random secret (no `turn.secrets` configured) and a configuration that switches between
     /// embedded and external TURN are refused: those need a restart.
-    pub fn rotate(&self, config: &TurnConfig) -> Result<bool, String> {
+    pub(crate) fn rotate(&self, config: &TurnConfig) -> Result<bool, String> {
         let secrets: Vec<TurnSecret> = if !config.external_urls.is_empty() {
             let secret = config.external_secret.clone().unwrap_or_default();
             vec![TurnSecret::new(secret.into_bytes())]
@@ -256,12 +254,12 @@ impl TurnState {
     }
 
     /// Whether credentials can be minted (embedded or external TURN is configured).
-    pub fn available(&self) -> bool {
+    pub(crate) fn available(&self) -> bool {
         !self.uris.is_empty()
     }
 
     /// Mints credentials for `identity` (a participant) valid from `now`.
-    pub fn mint(
+    pub(crate) fn mint(
         &self,
         identity: &str,
         now: SystemTime,
@@ -281,7 +279,7 @@ impl TurnState {
 
     /// The `ice_servers` of a participant's `ServerHello`: one entry with every TURN URL and
     /// credentials minted for the participant id, or none when TURN is not configured.
-    pub fn ice_servers(
+    pub(crate) fn ice_servers(
         &self,
         participant: u64,
         now: SystemTime,
@@ -692,7 +690,7 @@ impl Core {
 }
 
 /// Runs the embedded TURN server until `stop` is cancelled.
-pub async fn serve(
+pub(crate) async fn serve(
     state: Arc<crate::Shared>,
     sockets: TurnSockets,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -1057,8 +1055,10 @@ fn sync_stats(now: &Stats, last: &mut Stats, m: &TurnMetrics) {
 
 /// The rustls configuration of the TLS listener: the gateway's certificates, TLS 1.2 and 1.3,
 /// no ALPN (RFC 7443's `stun.turn` is optional and browsers do not send it).
-pub fn tls_config(store: Arc<crate::tls::CertStore>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+pub(crate) fn tls_config(
+    store: Arc<crate::quic::tls::CertStore>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let config = rustls::ServerConfig::builder_with_provider(crate::quic::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(store);
@@ -1067,7 +1067,7 @@ pub fn tls_config(store: Arc<crate::tls::CertStore>) -> anyhow::Result<Arc<rustl
 
 /// `POST /v1/turn/credentials` with `Authorization: Bearer <access token>`: TURN credentials
 /// for the token's identity. 404 when TURN is not configured, 401 without a valid token.
-pub async fn credentials_endpoint(
+pub(crate) async fn credentials_endpoint(
     axum::extract::State(shared): axum::extract::State<Arc<crate::Shared>>,
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {

@@ -1,20 +1,24 @@
-//! The WebRTC bridge, inside the media worker: WHIP publishers and WHEP subscribers are
-//! participants of the SFU core like any QUIC or WebTransport session, and all of them share one
-//! UDP socket.
+//! The WebRTC bridge, a part of the media [hub](super::hub): WHIP publishers and WHEP
+//! subscribers are participants of the SFU core like any QUIC or WebTransport session, and all
+//! of them share one UDP socket.
 //!
-//! ## Why it lives in the worker task
+//! ## Why it lives in the hub
 //!
 //! The bridge's [`Endpoint`] (ICE-lite, DTLS, SRTP for every WebRTC peer) and the SFU core are
 //! both sans-IO state machines, and a packet crosses between them on every hop: a WebRTC
 //! publisher's RTP comes out of the endpoint and goes straight into
 //! [`Sfu::handle_rtp`](strait_media::sfu::Sfu::handle_rtp); each forwarded copy for a WebRTC
-//! subscriber goes straight back into the endpoint to be encrypted. Owning both in the one task
+//! subscriber goes straight back into the endpoint to be encrypted. Owning both in the one hub
 //! makes each crossing a function call — no queue, no lock, no second copy — and keeps room
-//! state (who is a member, which SSRC is which track) in one place. The task reads the UDP socket
-//! itself in its `select!` loop (after commands, which stay first), takes every datagram already
-//! waiting in one go, and sends with `try_send_to`, which never waits: a full socket buffer drops
-//! the datagram and counts `udp_send_failed`. The price is that SRTP and DTLS run on the worker's
-//! task, next to QUIC forwarding.
+//! state (who is a member, which SSRC is which track) in one place. The bridge owns no socket:
+//! the hub's driver reads the UDP socket in its loop (after commands, which stay first), hands
+//! every datagram already waiting to [`Hub::handle_udp`](super::hub::Hub::handle_udp), and sends
+//! what [`Hub::poll_transmit`](super::hub::Hub::poll_transmit) gives with `try_send_to`, which
+//! never waits: a full socket buffer drops the datagram and counts `udp_send_failed`. The price
+//! is that SRTP and DTLS run on the hub's thread, next to QUIC forwarding.
+//!
+//! The bridge's methods act on the hub's room state through [`Core`]: the SFU core, the
+//! members, and the messages for their sessions.
 //!
 //! ## How a peer maps to the core
 //!
@@ -46,36 +50,31 @@
 //! Offers, datagrams and publishers' RTP from the network reach `rtc`, a young stack. Each call
 //! that feeds it network input runs under `contained`: a panic inside costs that offer
 //! (refused), that datagram (dropped, counted `webrtc_rejected`) or that packet (dropped, counted
-//! `webrtc_send_failed`) and a `warn` line — not the worker, which carries every room's media.
+//! `webrtc_send_failed`) and a `warn` line — not the hub, which carries every room's media.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use strait_media::sfu::{self, LayerSpec, LeaveReason, ParticipantMeta, SfuError, TrackSpec};
 use strait_media::webrtc::{
-    Endpoint, IceFragment, PeerId, RidLayer, SendTrack, SimulcastSection,
+    Endpoint, IceFragment, PeerId, RidLayer, SendTrack, SimulcastSection, Transmit,
     WebRtcConfig as EndpointConfig, WebRtcError, WebRtcEvent, WebRtcStats, ice_fragment_of_answer,
 };
-use strait_protocol::{
-    ControlMessage, ErrorCode, ErrorMessage, ParticipantId, RequestId, RoomId, SdpType,
-    SessionDescription,
-};
-use tokio::net::UdpSocket;
+use strait_protocol::{ParticipantId, RoomId};
 use tracing::{debug, warn};
 
-use super::{Slot, Worker};
+use super::hub::{BridgedRtp, Core};
+use super::translate::{self, Principal};
 use crate::auth::VerifiedToken;
 use crate::config::WebRtcConfig;
 use crate::metrics::{DropReason, Metrics, Transport, TransportLabel};
-use crate::translate::Principal;
 
 /// What a WHIP or WHEP offer asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OfferRole {
+pub(crate) enum OfferRole {
     /// WHIP: publish what the offer sends.
     Publish,
     /// WHEP: receive a track, or every track of a participant, named by its id.
@@ -84,7 +83,7 @@ pub enum OfferRole {
 
 /// A WHIP or WHEP offer, checked by the HTTP surface (token, room, grants, size, SDP).
 #[derive(Debug)]
-pub struct WebRtcOffer {
+pub(crate) struct WebRtcOffer {
     /// The new participant's id.
     pub participant: ParticipantId,
     /// The resource id its URL carries (unguessable).
@@ -101,7 +100,7 @@ pub struct WebRtcOffer {
 
 /// A request (DELETE or PATCH) on an existing WHIP or WHEP resource, and who makes it.
 #[derive(Debug)]
-pub struct WebRtcResource {
+pub(crate) struct WebRtcResource {
     /// The room in the URL.
     pub room: RoomId,
     /// The resource id in the URL.
@@ -116,7 +115,7 @@ pub struct WebRtcResource {
 
 /// What a WHIP or WHEP `PATCH` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IcePatched {
+pub(crate) enum IcePatched {
     /// Candidates only: nothing to do (answer `204 No Content`).
     Trickled {
         /// The session's entity tag (`ETag`).
@@ -134,7 +133,7 @@ pub enum IcePatched {
 /// Why the bridge refused an offer, a delete or a patch.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BridgeError {
+pub(crate) enum BridgeError {
     /// The endpoint refused the offer (bad SDP, no usable media, peer limit…).
     #[error(transparent)]
     Offer(#[from] WebRtcError),
@@ -183,22 +182,23 @@ fn contained<T>(what: &'static str, f: impl FnOnce() -> T) -> Option<T> {
     }
 }
 
-/// The bridge's state in the worker.
-pub(super) struct Bridge {
-    pub(super) endpoint: Endpoint,
-    pub(super) socket: Arc<UdpSocket>,
+/// The bridge's state in the hub: the WebRTC endpoint and what each peer is in the room.
+pub(crate) struct Bridge {
+    endpoint: Endpoint,
     /// The address every datagram is handed to the endpoint with: its first advertised address
     /// (`rtc` pairs candidates by it).
     local: SocketAddr,
-    legs: HashMap<ParticipantId, Leg>,
-    by_peer: HashMap<PeerId, ParticipantId>,
-    by_resource: HashMap<String, ParticipantId>,
+    legs: HashMap<sfu::ParticipantId, Leg>,
+    by_peer: HashMap<PeerId, sfu::ParticipantId>,
+    by_resource: HashMap<String, sfu::ParticipantId>,
     /// Endpoint counters already added to the metrics.
     seen: WebRtcStats,
     /// Reused to write each rewritten packet before the endpoint encrypts it.
     scratch: Vec<u8>,
     packets_in: Counter,
     bytes_in: Counter,
+    packets_out: Counter,
+    bytes_out: Counter,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -247,17 +247,18 @@ struct Subscriber {
     sections: (usize, usize),
 }
 
+/// The answer to a WebSocket participant's offer: the SDP, and the subscriptions made for it
+/// (one per new track it receives, in section order of each kind).
+#[derive(Debug)]
+pub(crate) struct SignalingAnswer {
+    pub(crate) sdp: String,
+    pub(crate) subscriptions: Vec<sfu::SubscriptionInfo>,
+}
+
 impl Bridge {
-    /// The bridge on `socket` (already bound), advertising `config.public_ips` (or the bound
+    /// A bridge for the socket bound at `bound`, advertising `config.public_ips` (or the bound
     /// address) with the bound port.
-    pub(super) fn new(
-        socket: std::net::UdpSocket,
-        config: &WebRtcConfig,
-        metrics: &Metrics,
-    ) -> std::io::Result<Bridge> {
-        socket.set_nonblocking(true)?;
-        let bound = socket.local_addr()?;
-        let socket = UdpSocket::from_std(socket)?;
+    pub(crate) fn new(config: &WebRtcConfig, bound: SocketAddr, metrics: &Metrics) -> Bridge {
         let local_addrs: Vec<SocketAddr> = if config.public_ips.is_empty() {
             vec![bound]
         } else {
@@ -279,9 +280,8 @@ impl Bridge {
         let label = TransportLabel {
             transport: Transport::Webrtc,
         };
-        Ok(Bridge {
+        Bridge {
             endpoint,
-            socket: Arc::new(socket),
             local: local_addrs[0],
             legs: HashMap::new(),
             by_peer: HashMap::new(),
@@ -290,29 +290,36 @@ impl Bridge {
             scratch: Vec::with_capacity(2048),
             packets_in: metrics.packets_in.get_or_create(&label).clone(),
             bytes_in: metrics.bytes_in.get_or_create(&label).clone(),
-        })
+            packets_out: metrics.packets_out.get_or_create(&label).clone(),
+            bytes_out: metrics.bytes_out.get_or_create(&label).clone(),
+        }
     }
 
     /// Writes a forwarded packet to a WebRTC subscriber's leg.
-    pub(super) fn send(
+    pub(crate) fn send(
         &mut self,
+        metrics: &Metrics,
         peer: PeerId,
         fwd: &sfu::Forward<'_>,
         now: Instant,
-    ) -> Result<(), WebRtcError> {
+    ) {
         self.scratch.clear();
         self.scratch.resize(fwd.len(), 0);
         fwd.write_into(&mut self.scratch);
         // The packet is a publisher's, from the network: `rtc` parses it again.
         let (endpoint, scratch) = (&mut self.endpoint, &self.scratch);
-        contained("rtp", || endpoint.send_rtp(peer, fwd.ssrc(), scratch, now))
-            .unwrap_or(Err(WebRtcError::MalformedRtp))
+        let sent = contained("rtp", || endpoint.send_rtp(peer, fwd.ssrc(), scratch, now))
+            .unwrap_or(Err(WebRtcError::MalformedRtp));
+        match sent {
+            Ok(()) => {
+                self.packets_out.inc();
+                self.bytes_out.inc_by(fwd.len() as u64);
+            }
+            Err(_) => metrics.count_drop(DropReason::WebrtcSendFailed),
+        }
     }
 }
 
-/// Whether a section of `kind` of an offer that can receive media lists the codec `name` (an
-/// `a=rtpmap` encoding name, compared case-insensitively): a track is only sent to a peer that
-/// can decode it.
 fn offers_codec(sdp: &str, kind: sfu::TrackKind, name: &str) -> bool {
     let wanted = match kind {
         sfu::TrackKind::Audio => "audio",
@@ -386,24 +393,18 @@ fn receiving_sections(sdp: &str) -> (usize, usize) {
     (audio, video)
 }
 
-fn pid(p: ParticipantId) -> sfu::ParticipantId {
-    sfu::ParticipantId(p.0)
-}
-
 fn gauge(v: usize) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-impl Worker {
+impl Bridge {
     /// Answers a WHIP or WHEP offer: a new peer and a new participant of the room.
-    pub(super) fn webrtc_offer(
+    pub(crate) fn offer(
         &mut self,
+        core: &mut Core,
         offer: WebRtcOffer,
         now: Instant,
     ) -> Result<String, BridgeError> {
-        let Some(bridge) = self.bridge.as_mut() else {
-            return Err(BridgeError::Disabled);
-        };
         let WebRtcOffer {
             participant,
             resource,
@@ -412,20 +413,20 @@ impl Worker {
             role,
             sdp,
         } = offer;
-        let me = pid(participant);
+        let me = translate::participant_in(participant);
         let meta = ParticipantMeta {
             identity: token.identity.clone(),
             name: token.name.clone().unwrap_or_default(),
         };
         let (peer, answer, publisher, subscriber) = match role {
             OfferRole::Publish => {
-                let max_sdp = bridge.endpoint.config().max_sdp_len;
+                let max_sdp = self.endpoint.config().max_sdp_len;
                 let sections = strait_media::webrtc::simulcast_sections(&sdp, max_sdp)?;
-                let endpoint = &mut bridge.endpoint;
+                let endpoint = &mut self.endpoint;
                 let (peer, answer) = contained("offer", || endpoint.accept_offer(&sdp, now))
                     .ok_or(BridgeError::StackFailed)??;
-                if let Err(e) = self.sfu.join(me, room.as_str(), meta, now) {
-                    let _ = bridge.endpoint.close(peer);
+                if let Err(e) = core.sfu.join(me, room.as_str(), meta, now) {
+                    let _ = self.endpoint.close(peer);
                     return Err(e.into());
                 }
                 let mut publisher = Publisher::default();
@@ -433,10 +434,10 @@ impl Worker {
                 (peer, answer, Some(publisher), None)
             }
             OfferRole::Subscribe(target) => {
-                let snapshot = self.sfu.join(me, room.as_str(), meta, now)?;
+                let snapshot = core.sfu.join(me, room.as_str(), meta, now)?;
                 let result = subscribe_target(
-                    &mut self.sfu,
-                    &mut bridge.endpoint,
+                    &mut core.sfu,
+                    &mut self.endpoint,
                     me,
                     &snapshot,
                     target,
@@ -452,34 +453,25 @@ impl Worker {
                         (peer, answer, None, Some(subscriber))
                     }
                     Err(e) => {
-                        let _ = self.sfu.leave(me, LeaveReason::Left, now);
+                        let _ = core.sfu.leave(me, LeaveReason::Left, now);
                         return Err(e);
                     }
                 }
             }
         };
         let identity = token.identity.clone();
-        let label = TransportLabel {
-            transport: Transport::Webrtc,
-        };
-        self.slots.insert(
-            participant,
-            Slot {
-                principal: Principal {
-                    token,
-                    room: Some(room.clone()),
-                },
-                link: None,
-                control: None,
-                webrtc: Some(peer),
-                packets_out: self.metrics.packets_out.get_or_create(&label).clone(),
-                bytes_out: self.metrics.bytes_out.get_or_create(&label).clone(),
+        core.add_webrtc_member(
+            me,
+            Principal {
+                token,
+                room: Some(room.clone()),
             },
+            peer,
         );
-        bridge.by_peer.insert(peer, participant);
-        bridge.by_resource.insert(resource.clone(), participant);
-        bridge.legs.insert(
-            participant,
+        self.by_peer.insert(peer, me);
+        self.by_resource.insert(resource.clone(), me);
+        self.legs.insert(
+            me,
             Leg {
                 peer,
                 resource: Some(resource),
@@ -489,7 +481,7 @@ impl Worker {
                 subscriber,
             },
         );
-        debug!(participant = participant.0, peer = %peer, "webrtc participant joined");
+        debug!(participant = me.0, peer = %peer, "webrtc participant joined");
         Ok(answer)
     }
 
@@ -497,35 +489,27 @@ impl Worker {
     /// publishes what the offer sends (with the publish grant) and receives tracks of the room
     /// present now, one per receiving section of their kind (with the subscribe grant). A later
     /// offer of the same peer renegotiates: tracks unpublished since are no longer sent, and the
-    /// new receiving sections get tracks not yet received. Returns the messages for the session:
-    /// the answer, then one `Subscribed` (request id 0) per new track, in section order of each
-    /// kind.
-    pub(super) fn signaling_offer(
+    /// new receiving sections get tracks not yet received.
+    pub(crate) fn signaling_offer(
         &mut self,
-        participant: ParticipantId,
+        core: &mut Core,
+        me: sfu::ParticipantId,
         sdp: &str,
         now: Instant,
-    ) -> Result<Vec<ControlMessage>, BridgeError> {
-        let Some(bridge) = self.bridge.as_mut() else {
-            return Err(BridgeError::Disabled);
-        };
-        let Some(slot) = self.slots.get(&participant) else {
-            return Err(BridgeError::NotJoined);
-        };
-        let Some(room) = slot.principal.room.clone() else {
-            return Err(BridgeError::NotJoined);
-        };
-        let grants = slot.principal.token.grants;
-        let identity = slot.principal.token.identity.clone();
+    ) -> Result<SignalingAnswer, BridgeError> {
+        let principal = core.principal(me).ok_or(BridgeError::NotJoined)?;
+        let room = principal.room.clone().ok_or(BridgeError::NotJoined)?;
+        let grants = principal.token.grants;
+        let identity = principal.token.identity.clone();
         // Refuse a bad offer before subscribing to anything for it.
-        let max_sdp = bridge.endpoint.config().max_sdp_len;
+        let max_sdp = self.endpoint.config().max_sdp_len;
         strait_media::webrtc::check_offer(sdp, max_sdp)?;
         let simulcast = strait_media::webrtc::simulcast_sections(sdp, max_sdp)?;
-        let me = pid(participant);
-        let snapshot = self.sfu.room_snapshot(me).ok_or(BridgeError::NotJoined)?;
+        let snapshot = core.sfu.room_snapshot(me).ok_or(BridgeError::NotJoined)?;
 
         // What the peer already has (a renegotiation), less what went away.
-        let existing = bridge.legs.get_mut(&participant).map(|leg| {
+        let endpoint = &mut self.endpoint;
+        let existing = self.legs.get_mut(&me).map(|leg| {
             let peer = leg.peer;
             let sub = leg.subscriber.get_or_insert_with(|| Subscriber {
                 tracks: HashMap::new(),
@@ -539,7 +523,7 @@ impl Worker {
                 .collect();
             for ssrc in gone {
                 sub.tracks.remove(&ssrc);
-                let _ = bridge.endpoint.remove_send_track(peer, ssrc);
+                let _ = endpoint.remove_send_track(peer, ssrc);
             }
             (
                 peer,
@@ -554,7 +538,7 @@ impl Worker {
         let sections = receiving_sections(sdp);
         let mut sends = Vec::new();
         let mut tracks = HashMap::new();
-        let mut answers = Vec::new();
+        let mut subscriptions = Vec::new();
         if grants.subscribe {
             let mut audio_left = sections.0.saturating_sub(before.0);
             let mut video_left = sections.1.saturating_sub(before.1);
@@ -569,10 +553,10 @@ impl Worker {
                 if *left == 0 {
                     continue;
                 }
-                let info = match self.sfu.subscribe(me, track.track, None, now) {
+                let info = match core.sfu.subscribe(me, track.track, None, now) {
                     Ok(info) => info,
                     Err(e) => {
-                        debug!(participant = participant.0, error = %e, "webrtc subscription refused");
+                        debug!(participant = me.0, error = %e, "webrtc subscription refused");
                         continue;
                     }
                 };
@@ -583,10 +567,10 @@ impl Worker {
                     ssrc: info.ssrc,
                 });
                 tracks.insert(info.ssrc, track.track);
-                answers.push(crate::translate::subscribed(RequestId::UNSOLICITED, &info));
+                subscriptions.push(info);
             }
         }
-        let endpoint = &mut bridge.endpoint;
+        let endpoint = &mut self.endpoint;
         let accepted = contained("offer", || match existing {
             Some((peer, ..)) => endpoint
                 .renegotiate(peer, sdp, &sends, now)
@@ -599,12 +583,12 @@ impl Worker {
             Ok(accepted) => accepted,
             Err(e) => {
                 for track in tracks.values() {
-                    let _ = self.sfu.unsubscribe(me, *track, now);
+                    let _ = core.sfu.unsubscribe(me, *track, now);
                 }
                 return Err(e);
             }
         };
-        match bridge.legs.get_mut(&participant) {
+        match self.legs.get_mut(&me) {
             Some(leg) => {
                 if let Some(publisher) = leg.publisher.as_mut() {
                     note_simulcast(publisher, simulcast);
@@ -616,13 +600,13 @@ impl Worker {
                 }
                 // The peer is connected already: the new tracks start at a keyframe.
                 for track in tracks.values() {
-                    let _ = self.sfu.request_keyframe(me, *track, now);
+                    let _ = core.sfu.request_keyframe(me, *track, now);
                 }
             }
             None => {
-                bridge.by_peer.insert(peer, participant);
-                bridge.legs.insert(
-                    participant,
+                self.by_peer.insert(peer, me);
+                self.legs.insert(
+                    me,
                     Leg {
                         peer,
                         resource: None,
@@ -636,59 +620,31 @@ impl Worker {
                         subscriber: Some(Subscriber { tracks, sections }),
                     },
                 );
-                if let Some(slot) = self.slots.get_mut(&participant) {
-                    slot.webrtc = Some(peer);
-                }
+                core.set_webrtc_peer(me, peer);
             }
         }
-        debug!(participant = participant.0, peer = %peer, "websocket participant negotiated");
-        answers.insert(
-            0,
-            ControlMessage::Sdp(SessionDescription {
-                kind: SdpType::Answer,
-                sdp: answer,
-            }),
-        );
-        Ok(answers)
+        debug!(participant = me.0, peer = %peer, "websocket participant negotiated");
+        Ok(SignalingAnswer {
+            sdp: answer,
+            subscriptions,
+        })
     }
 
-    /// A WebSocket session ended: its participant leaves the room now (there is no resume on
-    /// this path) and its peer, if any, is closed.
-    pub(super) fn signaling_closed(&mut self, participant: ParticipantId, now: Instant) {
-        let has_leg = self
-            .bridge
-            .as_ref()
-            .is_some_and(|b| b.legs.contains_key(&participant));
-        if has_leg {
-            self.drop_leg(participant, LeaveReason::Left, now);
-        } else if let Some(slot) = self.slots.remove(&participant)
-            && slot.principal.room.is_some()
-        {
-            let _ = self.sfu.leave(pid(participant), LeaveReason::Left, now);
-        }
-    }
-
-    /// Ends a WHIP or WHEP session on its owner's request.
-    pub(super) fn webrtc_delete(
-        &mut self,
-        delete: &WebRtcResource,
-        now: Instant,
-    ) -> Result<(), BridgeError> {
-        let participant = self.owned_leg(delete)?;
-        self.drop_leg(participant, LeaveReason::Left, now);
-        Ok(())
+    /// Whether the participant has a WebRTC peer.
+    pub(crate) fn has_leg(&self, participant: sfu::ParticipantId) -> bool {
+        self.legs.contains_key(&participant)
     }
 
     /// The participant of a WHIP or WHEP resource, if the request may act on it.
-    fn owned_leg(&self, target: &WebRtcResource) -> Result<ParticipantId, BridgeError> {
-        let Some(bridge) = self.bridge.as_ref() else {
-            return Err(BridgeError::Disabled);
-        };
-        let participant = *bridge
+    pub(crate) fn owned_leg(
+        &self,
+        target: &WebRtcResource,
+    ) -> Result<sfu::ParticipantId, BridgeError> {
+        let participant = *self
             .by_resource
             .get(&target.resource)
             .ok_or(BridgeError::UnknownResource)?;
-        let leg = bridge
+        let leg = self
             .legs
             .get(&participant)
             .ok_or(BridgeError::UnknownResource)?;
@@ -705,26 +661,23 @@ impl Worker {
     /// A WHIP or WHEP `PATCH` (RFC 9725 §4.3): trickled candidates are acknowledged (an ICE-lite
     /// bridge learns the peer's addresses from its checks), new credentials restart ICE. The
     /// entity tag is the bridge's current ICE ufrag, so it changes at each restart.
-    pub(super) fn webrtc_patch(
+    pub(crate) fn patch(
         &mut self,
+        core: &mut Core,
         target: &WebRtcResource,
         fragment: &IceFragment,
         if_match: Option<&str>,
         now: Instant,
     ) -> Result<IcePatched, BridgeError> {
         let participant = self.owned_leg(target)?;
-        let Some(bridge) = self.bridge.as_mut() else {
-            return Err(BridgeError::Disabled);
-        };
-        let peer = bridge
+        let peer = self
             .legs
             .get(&participant)
             .map(|leg| leg.peer)
             .ok_or(BridgeError::UnknownResource)?;
         let entity_tag = |ufrag: &str| format!("\"{ufrag}\"");
         let current = entity_tag(
-            bridge
-                .endpoint
+            self.endpoint
                 .local_ufrag(peer)
                 .ok_or(BridgeError::UnknownResource)?,
         );
@@ -739,7 +692,7 @@ impl Worker {
                 entity_tag: current,
             });
         };
-        let endpoint = &mut bridge.endpoint;
+        let endpoint = &mut self.endpoint;
         let restarted = contained("ice restart", || {
             endpoint.restart_ice(peer, credentials, now)
         })
@@ -747,7 +700,7 @@ impl Worker {
         .and_then(|r| r.map_err(BridgeError::from));
         match restarted {
             Ok(answer) => {
-                let ufrag = bridge.endpoint.local_ufrag(peer).unwrap_or_default();
+                let ufrag = self.endpoint.local_ufrag(peer).unwrap_or_default();
                 debug!(participant = participant.0, peer = %peer, "whip/whep ice restart");
                 Ok(IcePatched::Restarted {
                     entity_tag: entity_tag(ufrag),
@@ -756,40 +709,36 @@ impl Worker {
             }
             Err(e) => {
                 // The peer may be half-restarted: it leaves rather than linger broken.
-                self.drop_leg(participant, LeaveReason::Left, now);
+                self.drop_leg(core, participant, LeaveReason::Left, now);
                 Err(e)
             }
         }
     }
 
     /// Removes a WebRTC participant: closes its peer (if still there) and leaves its room.
-    fn drop_leg(&mut self, participant: ParticipantId, reason: LeaveReason, now: Instant) {
-        let Some(bridge) = self.bridge.as_mut() else {
+    pub(crate) fn drop_leg(
+        &mut self,
+        core: &mut Core,
+        participant: sfu::ParticipantId,
+        reason: LeaveReason,
+        now: Instant,
+    ) {
+        let Some(leg) = self.legs.remove(&participant) else {
             return;
         };
-        let Some(leg) = bridge.legs.remove(&participant) else {
-            return;
-        };
-        bridge.by_peer.remove(&leg.peer);
+        self.by_peer.remove(&leg.peer);
         if let Some(resource) = &leg.resource {
-            bridge.by_resource.remove(resource);
+            self.by_resource.remove(resource);
         }
         // Already gone when its ICE failed; the Disconnected event that follows a close is
         // ignored (the peer is unmapped above).
-        let _ = bridge.endpoint.close(leg.peer);
+        let _ = self.endpoint.close(leg.peer);
         if leg.resource.is_none() && matches!(reason, LeaveReason::Timeout) {
             // A WebSocket participant hears why before its session closes.
-            self.tell(
-                participant,
-                ControlMessage::Error(ErrorMessage {
-                    request: None,
-                    code: ErrorCode::TIMEOUT,
-                    reason: "the webrtc connection was lost".into(),
-                }),
-            );
+            core.tell(participant, translate::webrtc_lost());
         }
-        self.slots.remove(&participant);
-        let _ = self.sfu.leave(pid(participant), reason, now);
+        core.remove_member(participant);
+        let _ = core.sfu.leave(participant, reason, now);
         debug!(
             participant = participant.0,
             ?reason,
@@ -797,60 +746,62 @@ impl Worker {
         );
     }
 
-    /// Feeds the datagram in `buf` from `from` to the endpoint.
-    pub(super) fn webrtc_datagram(&mut self, buf: &[u8], from: SocketAddr) {
-        if let Some(bridge) = self.bridge.as_mut() {
-            let local = bridge.local;
-            let endpoint = &mut bridge.endpoint;
-            let handled = contained("datagram", || {
-                endpoint.handle_datagram(Instant::now(), local, from, buf);
-            });
-            if handled.is_none() {
-                self.metrics.count_drop(DropReason::WebrtcRejected);
-            }
+    /// Feeds a datagram of the WebRTC socket from `from` to the endpoint.
+    pub(crate) fn handle_datagram(
+        &mut self,
+        metrics: &Metrics,
+        from: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+    ) {
+        let local = self.local;
+        let endpoint = &mut self.endpoint;
+        let handled = contained("datagram", || {
+            endpoint.handle_datagram(now, local, from, bytes);
+        });
+        if handled.is_none() {
+            metrics.count_drop(DropReason::WebrtcRejected);
         }
     }
 
     /// Runs the endpoint's timers.
-    pub(super) fn webrtc_timeout(&mut self, now: Instant) {
-        if let Some(bridge) = self.bridge.as_mut() {
-            let endpoint = &mut bridge.endpoint;
-            let _ = contained("timeout", || endpoint.handle_timeout(now));
-        }
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let endpoint = &mut self.endpoint;
+        let _ = contained("timeout", || endpoint.handle_timeout(now));
     }
 
     /// When the endpoint needs its timers run.
-    pub(super) fn webrtc_poll_timeout(&mut self) -> Option<Instant> {
-        self.bridge.as_mut()?.endpoint.poll_timeout()
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        self.endpoint.poll_timeout()
     }
 
-    /// Handles every queued endpoint event; returns whether there was one.
-    pub(super) fn drain_webrtc_events(&mut self) -> bool {
-        let mut any = false;
-        while let Some(event) = self.bridge.as_mut().and_then(|b| b.endpoint.poll_event()) {
-            any = true;
-            self.webrtc_event(event);
-        }
-        any
+    /// The endpoint's next event.
+    pub(crate) fn poll_event(&mut self) -> Option<WebRtcEvent> {
+        self.endpoint.poll_event()
     }
 
-    fn webrtc_event(&mut self, event: WebRtcEvent) {
-        let now = Instant::now();
-        let Some(bridge) = self.bridge.as_mut() else {
-            return;
-        };
+    /// The endpoint's next datagram for the socket.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.endpoint.poll_transmit()
+    }
+
+    /// Handles one endpoint event; a publisher's RTP packet comes back for the hub to forward.
+    pub(crate) fn handle_event(
+        &mut self,
+        core: &mut Core,
+        event: WebRtcEvent,
+        now: Instant,
+    ) -> Option<BridgedRtp> {
         match event {
             WebRtcEvent::Connected(peer) => {
-                let Some(&participant) = bridge.by_peer.get(&peer) else {
-                    return;
-                };
-                if let Some(sub) = bridge
+                let participant = *self.by_peer.get(&peer)?;
+                if let Some(sub) = self
                     .legs
                     .get(&participant)
                     .and_then(|l| l.subscriber.as_ref())
                 {
                     for &track in sub.tracks.values() {
-                        let _ = self.sfu.request_keyframe(pid(participant), track, now);
+                        let _ = core.sfu.request_keyframe(participant, track, now);
                     }
                 }
             }
@@ -863,18 +814,13 @@ impl Worker {
                 codec,
                 ..
             } => {
-                let Some(&participant) = bridge.by_peer.get(&peer) else {
-                    return;
-                };
-                let Some(publisher) = bridge
+                let participant = *self.by_peer.get(&peer)?;
+                let publisher = self
                     .legs
                     .get_mut(&participant)
-                    .and_then(|l| l.publisher.as_mut())
-                else {
-                    return;
-                };
+                    .and_then(|l| l.publisher.as_mut())?;
                 if publisher.streams.contains_key(&ssrc) {
-                    return;
+                    return None;
                 }
                 if let Some(section) = mid
                     .as_ref()
@@ -886,13 +832,13 @@ impl Worker {
                         ssrc,
                         kind,
                     };
-                    publish_layer(&mut self.sfu, publisher, participant, stream, codec, now);
-                    return;
+                    publish_layer(&mut core.sfu, publisher, participant, stream, codec, now);
+                    return None;
                 }
                 let mid_taken = mid.as_ref().is_some_and(|m| publisher.mids.contains(m));
                 let Some(codec) = codec.filter(|_| !mid_taken) else {
                     publisher.streams.insert(ssrc, None);
-                    return;
+                    return None;
                 };
                 publisher.next_media += 1;
                 let media = sfu::MediaId(publisher.next_media);
@@ -912,7 +858,7 @@ impl Worker {
                     }],
                     muted: false,
                 };
-                match self.sfu.publish(pid(participant), spec, now) {
+                match core.sfu.publish(participant, spec, now) {
                     Ok(track) => {
                         debug!(participant = participant.0, %track, ssrc, "webrtc track published");
                         publisher.streams.insert(ssrc, Some(media));
@@ -928,89 +874,71 @@ impl Worker {
                 }
             }
             WebRtcEvent::Rtp { peer, ssrc, packet } => {
-                let Some(&participant) = bridge.by_peer.get(&peer) else {
-                    return;
-                };
-                let media = bridge
+                let participant = *self.by_peer.get(&peer)?;
+                let media = self
                     .legs
                     .get(&participant)
                     .and_then(|l| l.publisher.as_ref())
                     .and_then(|p| p.streams.get(&ssrc).copied().flatten());
                 let Some(media) = media else {
-                    self.metrics.count_drop(DropReason::WebrtcUnsupportedStream);
-                    return;
+                    core.metrics.count_drop(DropReason::WebrtcUnsupportedStream);
+                    return None;
                 };
-                bridge.packets_in.inc();
-                bridge.bytes_in.inc_by(packet.len() as u64);
-                self.forward(participant, media, &packet, now);
+                self.packets_in.inc();
+                self.bytes_in.inc_by(packet.len() as u64);
+                return Some(BridgedRtp {
+                    participant,
+                    media,
+                    packet,
+                });
             }
             WebRtcEvent::KeyframeRequest { peer, ssrc } => {
-                let Some(&participant) = bridge.by_peer.get(&peer) else {
-                    return;
-                };
-                let track = bridge
+                let participant = *self.by_peer.get(&peer)?;
+                let track = self
                     .legs
                     .get(&participant)
                     .and_then(|l| l.subscriber.as_ref())
                     .and_then(|s| s.tracks.get(&ssrc).copied());
                 if let Some(track) = track {
-                    self.metrics.webrtc_keyframe_requests_in.inc();
-                    let _ = self.sfu.request_keyframe(pid(participant), track, now);
+                    core.metrics.webrtc_keyframe_requests_in.inc();
+                    let _ = core.sfu.request_keyframe(participant, track, now);
                 }
             }
             WebRtcEvent::Disconnected(peer) => {
-                if let Some(participant) = bridge.by_peer.remove(&peer) {
-                    self.drop_leg(participant, LeaveReason::Timeout, now);
+                if let Some(participant) = self.by_peer.remove(&peer) {
+                    self.drop_leg(core, participant, LeaveReason::Timeout, now);
                 }
             }
             _ => {}
         }
+        None
     }
 
     /// Sends the core's keyframe request to a WebRTC publisher as a PLI. Returns `false` when
     /// `to` is not a WebRTC participant.
-    pub(super) fn webrtc_keyframe_request(
+    pub(crate) fn request_keyframe(
         &mut self,
-        to: ParticipantId,
+        metrics: &Metrics,
+        to: sfu::ParticipantId,
         media: sfu::MediaId,
+        now: Instant,
     ) -> bool {
-        let Some(bridge) = self.bridge.as_mut() else {
-            return false;
-        };
-        let Some(leg) = bridge.legs.get(&to) else {
+        let Some(leg) = self.legs.get(&to) else {
             return false;
         };
         if let Some(p) = &leg.publisher
             && let Some(&ssrc) = p.ssrcs.get(&media)
-            && bridge
-                .endpoint
-                .request_keyframe(leg.peer, ssrc, Instant::now())
-                .is_ok()
+            && self.endpoint.request_keyframe(leg.peer, ssrc, now).is_ok()
         {
-            self.metrics.webrtc_keyframe_requests_out.inc();
+            metrics.webrtc_keyframe_requests_out.inc();
         }
         true
     }
 
-    /// Sends every datagram the endpoint has queued.
-    pub(super) fn flush_webrtc(&mut self) {
-        let Some(bridge) = self.bridge.as_mut() else {
-            return;
-        };
-        while let Some(t) = bridge.endpoint.poll_transmit() {
-            if bridge.socket.try_send_to(&t.bytes, t.to).is_err() {
-                self.metrics.count_drop(DropReason::UdpSendFailed);
-            }
-        }
-    }
-
     /// Brings the bridge's gauges and drop counters up to date.
-    pub(super) fn update_webrtc_gauges(&mut self) {
-        let Some(bridge) = self.bridge.as_mut() else {
-            return;
-        };
-        let stats = bridge.endpoint.stats();
-        let seen = std::mem::replace(&mut bridge.seen, stats);
+    pub(crate) fn update_gauges(&mut self, metrics: &Metrics) {
+        let stats = self.endpoint.stats();
+        let seen = std::mem::replace(&mut self.seen, stats);
         for (reason, now, before) in [
             (
                 DropReason::WebrtcUnknownUfrag,
@@ -1034,33 +962,27 @@ impl Worker {
             ),
         ] {
             if now > before {
-                self.metrics
+                metrics
                     .drops
                     .get_or_create(&crate::metrics::DropLabel { reason })
                     .inc_by(now - before);
             }
         }
-        self.metrics.webrtc_peers.set(gauge(stats.peers));
-        self.metrics
+        metrics.webrtc_peers.set(gauge(stats.peers));
+        metrics
             .sessions
             .get_or_create(&TransportLabel {
                 transport: Transport::Webrtc,
             })
-            .set(gauge(bridge.legs.len()));
+            .set(gauge(self.legs.len()));
     }
 
-    /// Closes every peer (DTLS close_notify goes out) at shutdown.
-    pub(super) fn close_webrtc(&mut self) {
-        let now = Instant::now();
-        let participants: Vec<ParticipantId> = self
-            .bridge
-            .as_ref()
-            .map(|b| b.legs.keys().copied().collect())
-            .unwrap_or_default();
+    /// Closes every peer (DTLS close_notify is queued) at shutdown.
+    pub(crate) fn close_all(&mut self, core: &mut Core, now: Instant) {
+        let participants: Vec<sfu::ParticipantId> = self.legs.keys().copied().collect();
         for participant in participants {
-            self.drop_leg(participant, LeaveReason::Shutdown, now);
+            self.drop_leg(core, participant, LeaveReason::Shutdown, now);
         }
-        self.flush_webrtc();
     }
 }
 
@@ -1098,7 +1020,7 @@ fn note_simulcast(publisher: &mut Publisher, sections: Vec<SimulcastSection>) {
 fn publish_layer(
     sfu: &mut sfu::Sfu,
     publisher: &mut Publisher,
-    participant: ParticipantId,
+    participant: sfu::ParticipantId,
     stream: SimulcastStream<'_>,
     codec: Option<sfu::CodecSpec>,
     now: Instant,
@@ -1134,7 +1056,7 @@ fn publish_layer(
                     .collect(),
                 muted: false,
             };
-            let published = match sfu.publish(pid(participant), spec, now) {
+            let published = match sfu.publish(participant, spec, now) {
                 Ok(track) => {
                     debug!(participant = participant.0, %track, layers = medias.len(), "webrtc simulcast track published");
                     Some(medias)

@@ -3,6 +3,7 @@
 use thiserror::Error;
 
 use super::ids::{MediaId, ParticipantId, TrackId};
+use super::rtp::RtpError;
 
 /// Why a call to the SFU core was refused. Nothing changed when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -72,4 +73,27 @@ pub enum SfuError {
     /// The codec description cannot be used (for example a zero clock rate).
     #[error("invalid codec: {0}")]
     InvalidCodec(&'static str),
+}
+
+/// Why [`Sfu::handle_rtp`](super::Sfu::handle_rtp) did not forward a packet. Each is counted in
+/// [`SfuStats::drops`](super::SfuStats::drops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RoutingError {
+    /// The publisher is in a room, but none of its live layers uses this media id (never
+    /// published, or unpublished since).
+    #[error("no published layer on media id {media}")]
+    UnknownMedia {
+        /// The media id the packet came on.
+        media: MediaId,
+    },
+    /// The sender is not in any room (media before its join, or after it left).
+    #[error("participant {participant} has not joined a room")]
+    NotJoined {
+        /// The sender.
+        participant: ParticipantId,
+    },
+    /// The packet's RTP header does not parse.
+    #[error(transparent)]
+    Malformed(#[from] RtpError),
 }

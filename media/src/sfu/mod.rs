@@ -11,6 +11,8 @@ mod config;
 mod error;
 mod forward;
 mod ids;
+pub mod keyframe;
+pub mod rtp;
 mod stats;
 mod types;
 
@@ -24,7 +26,7 @@ use slab::Slab;
 use tracing::debug;
 
 pub use self::config::SfuConfig;
-pub use self::error::SfuError;
+pub use self::error::{RoutingError, SfuError};
 pub use self::forward::Forward;
 pub use self::ids::{MediaId, ParticipantId, RoomName, TrackId};
 pub use self::stats::{DropStats, SfuStats};
@@ -34,11 +36,9 @@ pub use self::types::{
     TrackSpec,
 };
 
-pub use crate::rtp::RtpError;
-
 use self::forward::{Mapped, Rewriter};
-use crate::keyframe::PayloadFormat;
-use crate::rtp::RtpHeader;
+use self::keyframe::PayloadFormat;
+use self::rtp::RtpHeader;
 
 /// Most simulcast layers a track may have.
 pub const MAX_LAYERS: usize = 3;
@@ -400,7 +400,7 @@ impl Sfu {
         packet: &[u8],
         now: Instant,
         out: &mut impl FnMut(Forward<'_>),
-    ) -> Result<(), RtpError> {
+    ) -> Result<(), RoutingError> {
         let Self {
             tracks,
             incoming,
@@ -415,10 +415,10 @@ impl Sfu {
         let Some(&(slot, layer)) = incoming.get(&(publisher, media)) else {
             if participants.contains_key(&publisher) {
                 stats.drops.unknown_media += 1;
-                return Err(RtpError::UnknownMedia { media });
+                return Err(RoutingError::UnknownMedia { media });
             }
             stats.drops.not_joined += 1;
-            return Err(RtpError::NotJoined {
+            return Err(RoutingError::NotJoined {
                 participant: publisher,
             });
         };
@@ -426,7 +426,7 @@ impl Sfu {
             Ok(header) => header,
             Err(e) => {
                 stats.drops.malformed += 1;
-                return Err(e);
+                return Err(RoutingError::Malformed(e));
             }
         };
         let track = &mut tracks[slot];

@@ -1,9 +1,9 @@
 //! Keyframe detection per codec, and RTP header parsing, on hand-built bytes.
 
-use strait_media::keyframe::{
+use strait_media::sfu::keyframe::{
     PayloadFormat, av1_keyframe_start, h264_keyframe_start, vp8_keyframe_start, vp9_keyframe_start,
 };
-use strait_media::rtp::RtpHeader;
+use strait_media::sfu::rtp::RtpHeader;
 
 use crate::fixture::{Harness, Stream, p, video_track};
 

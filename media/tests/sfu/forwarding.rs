@@ -1,6 +1,7 @@
 //! The hot path: rewrite, fan-out, and what is refused.
 
-use strait_media::rtp::RtpError;
+use strait_media::sfu::RoutingError;
+use strait_media::sfu::rtp::RtpError;
 use strait_media::sfu::{MediaId, SubscriptionInfo, TrackId};
 
 use crate::fixture::{Harness, Stream, audio_track, header_of, opus_payload, p, rtp};
@@ -164,50 +165,50 @@ fn malformed_packets_and_unknown_media_are_typed_errors_and_counted() {
     };
     assert_eq!(
         sfu_call(1, 7, &[0x80, 111, 0]),
-        Err(RtpError::TooShort { len: 3 })
+        Err(RoutingError::Malformed(RtpError::TooShort { len: 3 }))
     );
     let mut v1 = rtp(111, 1, 1, 1, &[1]);
     v1[0] = 0x40;
     assert_eq!(
         sfu_call(1, 7, &v1),
-        Err(RtpError::BadVersion { version: 1 })
+        Err(RoutingError::Malformed(RtpError::BadVersion { version: 1 }))
     );
     let mut csrcs = rtp(111, 1, 1, 1, &[1, 2, 3, 4]);
     csrcs[0] = 0x82; // two CSRCs: 20 bytes of header in a 16-byte packet
     assert_eq!(
         sfu_call(1, 7, &csrcs),
-        Err(RtpError::HeaderTooLong {
+        Err(RoutingError::Malformed(RtpError::HeaderTooLong {
             header_len: 20,
             len: 16
-        })
+        }))
     );
     let mut ext = rtp(111, 1, 1, 1, &[0xbe, 0xde, 0, 9]);
     ext[0] = 0x90; // extension of nine words in a 16-byte packet
     assert_eq!(
         sfu_call(1, 7, &ext),
-        Err(RtpError::HeaderTooLong {
+        Err(RoutingError::Malformed(RtpError::HeaderTooLong {
             header_len: 52,
             len: 16
-        })
+        }))
     );
     let mut pad = rtp(111, 1, 1, 1, &[1, 9]);
     pad[0] = 0xa0; // padding of 9 in a 2-byte payload
     assert_eq!(
         sfu_call(1, 7, &pad),
-        Err(RtpError::BadPadding {
+        Err(RoutingError::Malformed(RtpError::BadPadding {
             padding: 9,
             payload_len: 2
-        })
+        }))
     );
     let good = rtp(111, 1, 1, 1, &[1]);
     assert_eq!(
         sfu_call(1, 8, &good),
-        Err(RtpError::UnknownMedia { media: MediaId(8) })
+        Err(RoutingError::UnknownMedia { media: MediaId(8) })
     );
     // A subscriber sending on the publisher's media id is not the publisher.
     assert_eq!(
         sfu_call(2, 7, &good),
-        Err(RtpError::UnknownMedia { media: MediaId(7) })
+        Err(RoutingError::UnknownMedia { media: MediaId(7) })
     );
 
     let stats = h.sfu.stats();

@@ -126,18 +126,18 @@ fn main() -> Result<()> {
             let t = TestGateway::start_with(|c| {
                 c.log.filter = "warn".into();
                 c.turn.enabled = true;
-                c.turn.transports = vec![strait_gateway::turn::Listener::Udp];
+                c.turn.transports = vec![strait_gateway::config::TurnListener::Udp];
                 c.turn.udp_listen = "127.0.0.1:0".parse().unwrap();
                 c.turn.media_addresses = vec![media_addr];
                 c.turn.bandwidth_per_allocation = 0;
             })
             .await;
-            let creds = t.gateway.shared.turn.mint("bench", SystemTime::now())?;
+            let creds = t.gateway.turn_credentials("bench", SystemTime::now())?;
             let tid = std::fs::read_link("/proc/thread-self")?;
             started_tx.send(Started {
                 tid_stat: format!("/proc/{}/stat", tid.display()),
-                metrics: t.gateway.shared.metrics.clone(),
-                server: t.gateway.shared.turn.addrs.udp.context("udp listener")?,
+                metrics: t.gateway.metrics().clone(),
+                server: t.gateway.turn_addrs().udp.context("udp listener")?,
                 username: creds.username,
                 password: creds.password,
             })?;

@@ -16,11 +16,10 @@ async fn rotation_publishes_both_hashes_and_keeps_sessions() {
     // Drive the rotation policy as if eleven days had passed: mint, publish, then serve the next.
     let policy = RotationPolicy::default();
     let later = SystemTime::now() + Duration::from_secs(11 * 24 * 3600);
-    let certs = &gw.shared().certs;
     let mut steps = 0;
-    while certs.current().fingerprint == old {
-        certs
-            .rotate_step(&policy, &[], later)
+    while gw.gateway.cert_fingerprint() == old {
+        gw.gateway
+            .rotate_certificates(&policy, later)
             .expect("rotation step");
         steps += 1;
         assert!(

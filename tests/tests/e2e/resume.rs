@@ -258,7 +258,11 @@ async fn a_participant_that_never_comes_back_leaves_when_its_grace_period_ends()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_or_expired_resume_tokens_give_a_fresh_session_or_none() {
-    let gw = TestGateway::start().await;
+    // A known resume secret, so that the test can sign a token the gateway accepts as genuine.
+    const RESUME_SECRET: &str = "a resume secret of at least thirty-two bytes";
+    let gw = TestGateway::start_with(|c| c.auth.resume_secret = Some(RESUME_SECRET.into())).await;
+    let signer =
+        strait_gateway::auth::ResumeSigner::new(RESUME_SECRET.as_bytes()).expect("a resume signer");
 
     // Garbage resume token, valid access token: a fresh session and a non-closing error.
     let (mut raw, hello) = RawSession::hello_with(
@@ -277,7 +281,7 @@ async fn forged_or_expired_resume_tokens_give_a_fresh_session_or_none() {
     let last = tampered.pop().expect("non-empty token");
     tampered.push(if last == 'A' { 'B' } else { 'A' });
     // A correctly signed token that has expired.
-    let expired = gw.shared().resume.issue(
+    let expired = signer.issue(
         hello.participant.0,
         0,
         SystemTime::now() - Duration::from_secs(60),

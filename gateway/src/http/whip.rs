@@ -52,7 +52,7 @@ use crate::auth::VerifiedToken;
 use crate::worker::bridge::{BridgeError, IcePatched, OfferRole, WebRtcOffer, WebRtcResource};
 
 /// Adds the WHIP and WHEP routes.
-pub fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+pub(crate) fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
     router
         .route("/whip/{room}", post(whip_post))
         .route(

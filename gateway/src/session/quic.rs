@@ -26,13 +26,14 @@ use tracing::Instrument;
 use crate::auth::AuthError;
 
 use crate::Shared;
-use crate::link::{ControlRecv, ControlSend, Link};
 use crate::metrics::{DropReason, RefusalReason, ResumeLabel, ResumeResult, TransportLabel};
-use crate::worker::{Attach, AttachOutcome, WorkerCommand};
+use crate::quic::link::{ControlRecv, ControlSend, Link};
+use crate::worker::hub::{Attached, ConnId};
+use crate::worker::{Attach, WorkerCommand};
 
 /// How a session ended, from the gateway's point of view.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionEnd {
+pub(crate) enum SessionEnd {
     /// The client left (`Leave`) or closed cleanly: the participant leaves its room now.
     Left,
     /// The connection was lost: the participant waits for a resume during the grace period.
@@ -43,7 +44,7 @@ pub enum SessionEnd {
     Closed(ErrorCode, String),
 }
 
-/// A token bucket for control messages (also used by the WebSocket path, [`crate::ws`]).
+/// A token bucket for control messages (also used by the WebSocket path, [`crate::http::ws`]).
 #[derive(Debug)]
 pub(crate) struct RateLimit {
     tokens: f64,
@@ -217,7 +218,7 @@ const CLOSE_FLUSH: Duration = Duration::from_millis(500);
 
 /// Runs a session on an established connection until it ends. The caller holds the admission
 /// permits for its lifetime.
-pub async fn run(shared: Arc<Shared>, link: Link, accepted_at: Instant) {
+pub(crate) async fn run(shared: Arc<Shared>, link: Link, accepted_at: Instant) {
     let span = tracing::info_span!(
         "session",
         conn = link.stable_id(),
@@ -374,9 +375,9 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
             })
             .await;
         match reply {
-            AttachOutcome::Resumed => outcome = Some((participant, true)),
-            AttachOutcome::Refused(why) => resume_failed = Some(why),
-            AttachOutcome::Attached => outcome = Some((participant, false)),
+            Ok(Attached::Resumed { .. }) => outcome = Some((participant, true)),
+            Err(why) => resume_failed = Some(why.to_string()),
+            Ok(Attached::New) => outcome = Some((participant, false)),
         }
     }
     let (participant, resumed) = match outcome {
@@ -401,10 +402,11 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
                 })
                 .await
             {
-                AttachOutcome::Attached | AttachOutcome::Resumed => {}
-                AttachOutcome::Refused(why) => {
-                    close_with_error(link, &mut send, ErrorCode::INTERNAL, &why).await;
-                    return SessionEnd::Closed(ErrorCode::INTERNAL, why);
+                Ok(_) => {}
+                Err(e) => {
+                    let (code, why) = (e.code(), e.to_string());
+                    close_with_error(link, &mut send, code, &why).await;
+                    return SessionEnd::Closed(code, why);
                 }
             }
             (participant, false)
@@ -460,7 +462,7 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
             .worker
             .send(WorkerCommand::Detached {
                 participant,
-                conn: link.stable_id(),
+                conn: ConnId(link.stable_id() as u64),
             })
             .await;
         return SessionEnd::Lost("control stream failed".into());
@@ -488,7 +490,7 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
                 .worker
                 .send(WorkerCommand::Leave {
                     participant,
-                    conn: link.stable_id(),
+                    conn: ConnId(link.stable_id() as u64),
                 })
                 .await;
         }
@@ -497,7 +499,7 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
                 .worker
                 .send(WorkerCommand::Detached {
                     participant,
-                    conn: link.stable_id(),
+                    conn: ConnId(link.stable_id() as u64),
                 })
                 .await;
         }

@@ -1,23 +1,28 @@
 //! The one place where protocol messages meet the SFU core: `strait_protocol` types in,
-//! `strait_media::sfu` calls out, and SFU notifications back into protocol messages.
+//! `strait_media::sfu` calls out, and SFU notifications back into protocol messages. Ids cross
+//! here too: the protocol's participant and media ids become the SFU core's, and back.
 //!
 //! Everything else in the gateway handles protocol messages as opaque values or SFU types as
 //! opaque values; keeping the mapping here means a change on either side touches one module.
 
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use strait_media::sfu::{self, Sfu, SfuError};
+use strait_media::webrtc::WebRtcError;
 use strait_protocol::{
     Ack, Codec, ControlMessage, ErrorCode, ErrorMessage, Joined, KeyframeRequest, LayerInfo,
     LayerSwitched, MediaId, ParticipantId, ParticipantInfo, ParticipantLeft, Published, RequestId,
-    RoomId, Subscribed, TrackId, TrackInfo, TrackKind, TrackMuted, TrackUnpublished,
+    RoomId, SdpType, SessionDescription, Subscribed, TrackId, TrackInfo, TrackKind, TrackMuted,
+    TrackUnpublished, datagram,
 };
 
+use super::bridge::{BridgeError, SignalingAnswer};
 use crate::auth::VerifiedToken;
 
 /// What a participant's session is allowed to do and who it is.
 #[derive(Debug, Clone)]
-pub struct Principal {
+pub(crate) struct Principal {
     /// The verified access token.
     pub token: VerifiedToken,
     /// The room joined, once joined.
@@ -25,7 +30,11 @@ pub struct Principal {
 }
 
 /// A refused request: the `Error` to send back.
-pub fn error(request: RequestId, code: ErrorCode, reason: impl Into<String>) -> ControlMessage {
+pub(crate) fn error(
+    request: RequestId,
+    code: ErrorCode,
+    reason: impl Into<String>,
+) -> ControlMessage {
     ControlMessage::Error(ErrorMessage {
         request: Some(request),
         code,
@@ -33,8 +42,9 @@ pub fn error(request: RequestId, code: ErrorCode, reason: impl Into<String>) -> 
     })
 }
 
-fn sfu_error(request: RequestId, e: &SfuError) -> ControlMessage {
-    let code = match e {
+/// The code a client is told for a refusal of the SFU core.
+pub(crate) fn sfu_error_code(e: &SfuError) -> ErrorCode {
+    match e {
         SfuError::RoomFull { .. }
         | SfuError::TooManyRooms { .. }
         | SfuError::TooManyTracks { .. }
@@ -42,12 +52,21 @@ fn sfu_error(request: RequestId, e: &SfuError) -> ControlMessage {
         SfuError::UnknownTrack(_) | SfuError::UnknownParticipant(_) => ErrorCode::NOT_FOUND,
         SfuError::NotOwner { .. } => ErrorCode::FORBIDDEN,
         _ => ErrorCode::INVALID_REQUEST,
-    };
-    error(request, code, e.to_string())
+    }
 }
 
-fn pid(p: ParticipantId) -> sfu::ParticipantId {
+fn sfu_error(request: RequestId, e: &SfuError) -> ControlMessage {
+    error(request, sfu_error_code(e), e.to_string())
+}
+
+/// A protocol participant id as the SFU core's.
+pub(crate) fn participant_in(p: ParticipantId) -> sfu::ParticipantId {
     sfu::ParticipantId(p.0)
+}
+
+/// A protocol media id as the SFU core's.
+pub(crate) fn media_in(m: MediaId) -> sfu::MediaId {
+    sfu::MediaId(m.0)
 }
 
 fn tid(t: TrackId) -> sfu::TrackId {
@@ -55,7 +74,7 @@ fn tid(t: TrackId) -> sfu::TrackId {
 }
 
 /// The SFU's participant id in protocol terms.
-pub fn participant_out(p: sfu::ParticipantId) -> ParticipantId {
+pub(crate) fn participant_out(p: sfu::ParticipantId) -> ParticipantId {
     ParticipantId(p.0)
 }
 
@@ -84,7 +103,7 @@ fn codec_out(c: &sfu::CodecSpec) -> Codec {
 }
 
 /// A participant as the protocol describes it.
-pub fn participant_info(p: &sfu::ParticipantInfo) -> ParticipantInfo {
+pub(crate) fn participant_info(p: &sfu::ParticipantInfo) -> ParticipantInfo {
     ParticipantInfo {
         participant: participant_out(p.participant),
         identity: p.identity.clone(),
@@ -93,7 +112,7 @@ pub fn participant_info(p: &sfu::ParticipantInfo) -> ParticipantInfo {
 }
 
 /// A track as the protocol describes it.
-pub fn track_info(t: &sfu::TrackInfo) -> TrackInfo {
+pub(crate) fn track_info(t: &sfu::TrackInfo) -> TrackInfo {
     TrackInfo {
         track: TrackId(t.track.0),
         participant: participant_out(t.participant),
@@ -114,7 +133,7 @@ pub fn track_info(t: &sfu::TrackInfo) -> TrackInfo {
 }
 
 /// A subscription as the protocol describes it.
-pub fn subscribed(request: RequestId, s: &sfu::SubscriptionInfo) -> ControlMessage {
+pub(crate) fn subscribed(request: RequestId, s: &sfu::SubscriptionInfo) -> ControlMessage {
     ControlMessage::Subscribed(Subscribed {
         request,
         track: TrackId(s.track.0),
@@ -126,7 +145,10 @@ pub fn subscribed(request: RequestId, s: &sfu::SubscriptionInfo) -> ControlMessa
 
 /// The messages that tell a client the state of its room: `Joined`, then everyone present, then
 /// every track. Used after a join and after a resume (with request id 0).
-pub fn room_snapshot(request: RequestId, snapshot: &sfu::RoomSnapshot) -> Vec<ControlMessage> {
+pub(crate) fn room_snapshot(
+    request: RequestId,
+    snapshot: &sfu::RoomSnapshot,
+) -> Vec<ControlMessage> {
     let mut out = Vec::with_capacity(1 + snapshot.participants.len() + snapshot.tracks.len());
     out.push(ControlMessage::Joined(Joined {
         request,
@@ -151,7 +173,7 @@ pub fn room_snapshot(request: RequestId, snapshot: &sfu::RoomSnapshot) -> Vec<Co
 /// A resumed session's snapshot, all with request id 0: the room (`Joined`, everyone else
 /// present, every track of the others), its subscriptions, and `Ack` to mark the end. Its own
 /// tracks are not repeated: they are unchanged and the client published them.
-pub fn resume_snapshot(snapshot: &sfu::ResumeSnapshot) -> Vec<ControlMessage> {
+pub(crate) fn resume_snapshot(snapshot: &sfu::ResumeSnapshot) -> Vec<ControlMessage> {
     let mut out = room_snapshot(RequestId::UNSOLICITED, &snapshot.room);
     out.extend(
         snapshot
@@ -164,12 +186,12 @@ pub fn resume_snapshot(snapshot: &sfu::ResumeSnapshot) -> Vec<ControlMessage> {
 }
 
 /// The end of a resume snapshot: `Ack` with request id 0.
-pub fn snapshot_end() -> ControlMessage {
+pub(crate) fn snapshot_end() -> ControlMessage {
     ack(RequestId::UNSOLICITED)
 }
 
 /// A notification from the SFU as the message its recipient gets.
-pub fn notification(n: &sfu::Notification) -> Option<ControlMessage> {
+pub(crate) fn notification(n: &sfu::Notification) -> Option<ControlMessage> {
     Some(match n {
         sfu::Notification::ParticipantJoined(p) => {
             ControlMessage::ParticipantJoined(participant_info(p))
@@ -208,23 +230,22 @@ pub fn notification(n: &sfu::Notification) -> Option<ControlMessage> {
 }
 
 /// A keyframe request for a publisher.
-pub fn keyframe_request(track: sfu::TrackId, layer: u8) -> ControlMessage {
+pub(crate) fn keyframe_request(track: sfu::TrackId, layer: u8) -> ControlMessage {
     ControlMessage::KeyframeRequest(KeyframeRequest {
         track: TrackId(track.0),
         layer: Some(layer),
     })
 }
 
-/// Applies one request of `participant` to the SFU; returns the messages to send back (the
+/// Applies one request of participant `me` to the SFU; returns the messages to send back (the
 /// answer, or an `Error`).
-pub fn request(
+pub(crate) fn request(
     sfu: &mut Sfu,
-    participant: ParticipantId,
+    me: sfu::ParticipantId,
     principal: &mut Principal,
     message: ControlMessage,
     now: Instant,
 ) -> Vec<ControlMessage> {
-    let me = pid(participant);
     match message {
         ControlMessage::Join(join) => {
             if principal.room.is_some() {
@@ -363,4 +384,64 @@ pub fn request(
 
 fn ack(request: RequestId) -> ControlMessage {
     ControlMessage::Ack(Ack { request })
+}
+
+/// A forwarded packet as the media datagram its subscriber gets (section 8 of PROTOCOL.md:
+/// the media header with the subscription's media id, then the rewritten RTP), written into a
+/// slice of `scratch`. Returns the datagram and its RTP length.
+pub(crate) fn media_datagram(fwd: &sfu::Forward<'_>, scratch: &mut BytesMut) -> (Bytes, usize) {
+    let media = MediaId(fwd.media.0);
+    let header = datagram::media_header_len(media);
+    let len = header + fwd.len();
+    if scratch.capacity() < len {
+        // One allocation serves many datagrams: each is a slice of this buffer.
+        scratch.reserve(len.max(64 * 1024));
+    }
+    scratch.resize(len, 0);
+    let written = datagram::write_media_header(media, &mut scratch[..]).unwrap_or(header);
+    fwd.write_into(&mut scratch[written..]);
+    (scratch.split_to(len).freeze(), fwd.len())
+}
+
+/// The code and message for an offer the bridge refused on the WebSocket path: a session-level
+/// `Error`, after which the session closes.
+pub(crate) fn offer_refused(e: &BridgeError) -> ControlMessage {
+    let code = match e {
+        BridgeError::Offer(WebRtcError::TooManyPeers(_)) | BridgeError::Room(_) => {
+            ErrorCode::LIMIT_EXCEEDED
+        }
+        BridgeError::Disabled | BridgeError::ShuttingDown => ErrorCode::GOING_AWAY,
+        _ => ErrorCode::INVALID_REQUEST,
+    };
+    ControlMessage::Error(ErrorMessage {
+        request: None,
+        code,
+        reason: format!("offer refused: {e}"),
+    })
+}
+
+/// The bridge's answer to a WebSocket participant's offer: the `Sdp` answer, then one
+/// `Subscribed` (request id 0) per track the peer will receive.
+pub(crate) fn signaling_answer(answer: &SignalingAnswer) -> Vec<ControlMessage> {
+    let mut out = Vec::with_capacity(1 + answer.subscriptions.len());
+    out.push(ControlMessage::Sdp(SessionDescription {
+        kind: SdpType::Answer,
+        sdp: answer.sdp.clone(),
+    }));
+    out.extend(
+        answer
+            .subscriptions
+            .iter()
+            .map(|s| subscribed(RequestId::UNSOLICITED, s)),
+    );
+    out
+}
+
+/// What a WebSocket participant hears when its WebRTC connection is lost (its session closes).
+pub(crate) fn webrtc_lost() -> ControlMessage {
+    ControlMessage::Error(ErrorMessage {
+        request: None,
+        code: ErrorCode::TIMEOUT,
+        reason: "the webrtc connection was lost".into(),
+    })
 }

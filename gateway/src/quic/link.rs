@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strait_protocol::{ErrorCode, datagram};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 
 use crate::metrics::Transport;
 
@@ -17,7 +17,7 @@ use crate::metrics::Transport;
 /// QUIC connection discards stream data not yet delivered, and an `Error` that explains a close
 /// must not be lost that way.
 #[derive(Debug)]
-pub enum ControlSend {
+pub(crate) enum ControlSend {
     /// Raw QUIC.
     Quic(quinn::SendStream),
     /// WebTransport.
@@ -33,7 +33,7 @@ impl ControlSend {
     }
 
     /// Writes all of `bytes`.
-    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         match self {
             ControlSend::Quic(s) => AsyncWriteExt::write_all(s, bytes).await,
@@ -43,7 +43,7 @@ impl ControlSend {
 
     /// Finishes the stream and waits (at most `limit`) until the client has acknowledged
     /// everything written on it.
-    pub async fn finish_and_wait(&mut self, limit: Duration) {
+    pub(crate) async fn finish_and_wait(&mut self, limit: Duration) {
         let finished = match self {
             ControlSend::Quic(s) => s.finish().is_ok(),
             ControlSend::WebTransport(s) => s.quic_stream_mut().finish().is_ok(),
@@ -54,11 +54,11 @@ impl ControlSend {
     }
 }
 /// The reading half of a control stream.
-pub type ControlRecv = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type ControlRecv = Box<dyn AsyncRead + Send + Unpin>;
 
 /// A session's connection. Cloning is cheap (both variants are handles).
 #[derive(Clone, Debug)]
-pub enum Link {
+pub(crate) enum Link {
     /// Raw QUIC.
     Quic(quinn::Connection),
     /// WebTransport (its QUIC connection is `conn.quic_connection()`).
@@ -67,7 +67,7 @@ pub enum Link {
 
 /// Why a datagram was not sent. The caller counts it; nothing is queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatagramSendError {
+pub(crate) enum DatagramSendError {
     /// Larger than the path allows now.
     TooLarge,
     /// The connection is closed or datagrams are off.
@@ -76,7 +76,7 @@ pub enum DatagramSendError {
 
 impl Link {
     /// The underlying QUIC connection.
-    pub fn quic(&self) -> &quinn::Connection {
+    pub(crate) fn quic(&self) -> &quinn::Connection {
         match self {
             Link::Quic(c) => c,
             Link::WebTransport(c) => c.quic_connection(),
@@ -84,7 +84,7 @@ impl Link {
     }
 
     /// Which transport this is.
-    pub fn transport(&self) -> Transport {
+    pub(crate) fn transport(&self) -> Transport {
         match self {
             Link::Quic(_) => Transport::Quic,
             Link::WebTransport(_) => Transport::Webtransport,
@@ -92,7 +92,7 @@ impl Link {
     }
 
     /// Accepts the control stream: the first bidirectional stream the client opens.
-    pub async fn accept_control(&self) -> Result<(ControlSend, ControlRecv), String> {
+    pub(crate) async fn accept_control(&self) -> Result<(ControlSend, ControlRecv), String> {
         match self {
             Link::Quic(c) => {
                 let (send, recv) = c.accept_bi().await.map_err(|e| e.to_string())?;
@@ -113,7 +113,7 @@ impl Link {
     /// backlog turns into seconds of latency (docs/BENCHMARKS.md §5.2). The driver still reads
     /// whenever its slot is free, so both are polled, its channel first: a datagram it took is
     /// delivered before any read after it. A datagram naming another session is skipped.
-    pub async fn read_datagram(&self) -> Result<Bytes, String> {
+    pub(crate) async fn read_datagram(&self) -> Result<Bytes, String> {
         match self {
             Link::Quic(c) => c.read_datagram().await.map_err(|e| e.to_string()),
             Link::WebTransport(c) => {
@@ -137,7 +137,7 @@ impl Link {
     }
 
     /// Largest datagram payload that can be sent now, if datagrams are on.
-    pub fn max_datagram_size(&self) -> Option<usize> {
+    pub(crate) fn max_datagram_size(&self) -> Option<usize> {
         match self {
             Link::Quic(c) => c.max_datagram_size(),
             Link::WebTransport(c) => c.max_datagram_size(),
@@ -147,7 +147,7 @@ impl Link {
     /// Sends a datagram without waiting. When the connection's datagram buffer is full, quinn
     /// makes room by dropping the oldest queued datagram (newest wins, which is what live media
     /// wants); that displacement is reported as `Ok(true)` so the caller can count it.
-    pub fn send_datagram(&self, payload: Bytes) -> Result<bool, DatagramSendError> {
+    pub(crate) fn send_datagram(&self, payload: Bytes) -> Result<bool, DatagramSendError> {
         // WebTransport adds its session id (a varint, 1 to 8 bytes) in front of the payload.
         let displaced = self.quic().datagram_send_buffer_space() < payload.len() + 8;
         match self {
@@ -163,19 +163,8 @@ impl Link {
         .map(|()| displaced)
     }
 
-    /// Opens a unidirectional stream (for RTP packets too large for a datagram).
-    pub async fn open_uni(&self) -> Result<Box<dyn AsyncWrite + Send + Unpin>, String> {
-        match self {
-            Link::Quic(c) => Ok(Box::new(c.open_uni().await.map_err(|e| e.to_string())?)),
-            Link::WebTransport(c) => {
-                let opening = c.open_uni().await.map_err(|e| e.to_string())?;
-                Ok(Box::new(opening.await.map_err(|e| e.to_string())?))
-            }
-        }
-    }
-
     /// Closes the connection with a protocol error code.
-    pub fn close(&self, code: ErrorCode, reason: &str) {
+    pub(crate) fn close(&self, code: ErrorCode, reason: &str) {
         let code = quinn::VarInt::from_u32(code.0);
         match self {
             Link::Quic(c) => c.close(code, reason.as_bytes()),
@@ -187,7 +176,7 @@ impl Link {
     }
 
     /// Whether the client closed the connection on purpose with `NONE` (a leave).
-    pub fn closed_by_peer_cleanly(&self) -> bool {
+    pub(crate) fn closed_by_peer_cleanly(&self) -> bool {
         matches!(
             self.quic().close_reason(),
             Some(quinn::ConnectionError::ApplicationClosed(close))
@@ -195,29 +184,14 @@ impl Link {
         )
     }
 
-    /// The client's current address (changes when the client migrates).
-    pub fn remote_address(&self) -> SocketAddr {
-        self.quic().remote_address()
-    }
-
     /// Stable id of the QUIC connection (never the address).
-    pub fn stable_id(&self) -> usize {
+    pub(crate) fn stable_id(&self) -> usize {
         self.quic().stable_id()
-    }
-
-    /// Smoothed RTT.
-    pub fn rtt(&self) -> Duration {
-        self.quic().rtt()
-    }
-
-    /// Estimated sending rate toward the client in bits per second: congestion window per RTT.
-    pub fn bandwidth_estimate(&self) -> u64 {
-        self.vitals().bandwidth
     }
 
     /// The connection's address, bandwidth estimate and traffic so far, read at once (one lock
     /// of the connection, no allocation).
-    pub fn vitals(&self) -> Vitals {
+    pub(crate) fn vitals(&self) -> Vitals {
         let quic = self.quic();
         let stats = quic.stats();
         let rtt = stats.path.rtt.max(Duration::from_millis(1));
@@ -235,7 +209,7 @@ impl Link {
 
 /// What a session watches on its connection ([`Link::vitals`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Vitals {
+pub(crate) struct Vitals {
     /// The client's current address.
     pub remote: SocketAddr,
     /// Estimated sending rate toward the client, bits per second (congestion window per RTT).

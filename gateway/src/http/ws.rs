@@ -3,7 +3,7 @@
 //! The WebSocket carries the control protocol of `docs/PROTOCOL.md`: each binary message is one
 //! frame (varint length + bincode body), bounded by `limits.max_frame_size`. The peer is a full
 //! participant: it joins with `Join`, hears `ParticipantJoined`/`Left` and `TrackPublished`/
-//! `Unpublished` like a QUIC session (the worker drives it through the same [`crate::translate`]
+//! `Unpublished` like a QUIC session (the worker drives it through the same [`crate::worker::translate`]
 //! requests), and moves media over WebRTC on the bridge's one UDP socket: it sends an `Sdp` offer
 //! and gets the answer, then one `Subscribed` (request id 0) per track it will receive.
 //!
@@ -51,11 +51,11 @@ use tracing::Instrument;
 use crate::Shared;
 use crate::auth::VerifiedToken;
 use crate::metrics::RefusalReason;
-use crate::session::RateLimit;
+use crate::session::quic::RateLimit;
 use crate::worker::WorkerCommand;
 
 /// Adds the `/ws/rtc` route.
-pub fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+pub(crate) fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
     router.route("/ws/rtc", get(upgrade))
 }
 
@@ -163,7 +163,7 @@ async fn run(
         ice_servers: shared
             .turn
             .ice_servers(participant.0, std::time::SystemTime::now()),
-        limits: crate::session::session_limits(config),
+        limits: crate::session::quic::session_limits(config),
         max_datagram_size: 0,
     });
     let end = if send(&mut socket, &hello).await {
@@ -384,12 +384,12 @@ async fn serve(
                             format!("the access token does not grant room `{}`", join.room),
                         );
                     }
-                    ControlMessage::Publish(p) => Some(crate::translate::error(
+                    ControlMessage::Publish(p) => Some(crate::worker::translate::error(
                         p.request,
                         ErrorCode::INVALID_REQUEST,
                         "on the WebSocket path, publish by sending tracks in the SDP offer",
                     )),
-                    ControlMessage::Subscribe(s) => Some(crate::translate::error(
+                    ControlMessage::Subscribe(s) => Some(crate::worker::translate::error(
                         s.request,
                         ErrorCode::INVALID_REQUEST,
                         "on the WebSocket path, subscribe by receiving sections in the SDP offer",

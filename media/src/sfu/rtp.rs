@@ -6,12 +6,10 @@
 
 use thiserror::Error;
 
-use crate::sfu::{MediaId, ParticipantId};
-
 /// Length of the RTP fixed header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC.
 pub const FIXED_HEADER_LEN: usize = 12;
 
-/// Why an RTP packet was refused by [`Sfu::handle_rtp`](crate::sfu::Sfu::handle_rtp).
+/// Why an RTP header does not parse (RFC 3550 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum RtpError {
@@ -42,19 +40,6 @@ pub enum RtpError {
         padding: u8,
         /// Bytes between the header and the end of the packet.
         payload_len: usize,
-    },
-    /// The publisher is in a room, but none of its live layers uses this media id (never
-    /// published, or unpublished since).
-    #[error("no published layer on media id {media}")]
-    UnknownMedia {
-        /// The media id the packet came on.
-        media: MediaId,
-    },
-    /// The sender is not in any room (media before its join, or after it left).
-    #[error("participant {participant} has not joined a room")]
-    NotJoined {
-        /// The sender.
-        participant: ParticipantId,
     },
 }
 

@@ -15,6 +15,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+mod turn;
+
+pub use self::turn::{Listener as TurnListener, TurnConfig};
+
 /// The whole configuration, as written in the TOML file. Every field has a default, so an empty
 /// file (or none) is a complete development configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -43,7 +47,7 @@ pub struct Config {
     /// Logging.
     pub log: LogConfig,
     /// The embedded TURN server, or credentials for an external one.
-    pub turn: crate::turn::TurnConfig,
+    pub turn: TurnConfig,
 }
 
 /// The QUIC front door.

@@ -21,12 +21,12 @@ use thiserror::Error;
 use crate::config::ValidConfig;
 
 /// ALPN of WebTransport (HTTP/3).
-pub const ALPN_H3: &[u8] = b"h3";
+pub(crate) const ALPN_H3: &[u8] = b"h3";
 
 /// Why TLS could not be set up.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// The configured certificate or key could not be loaded.
     #[error(transparent)]
     Load(#[from] strait_certs::LoadError),
@@ -42,13 +42,13 @@ pub enum TlsError {
 }
 
 /// The process-wide crypto provider: ring, explicitly (never the process default).
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The certificates the gateway serves and publishes.
 #[derive(Debug)]
-pub struct CertStore {
+pub(crate) struct CertStore {
     provider: Arc<CryptoProvider>,
     inner: RwLock<StoreInner>,
 }
@@ -61,7 +61,7 @@ struct StoreInner {
 
 impl CertStore {
     /// A store serving `identity`.
-    pub fn new(identity: Identity) -> Result<Arc<CertStore>, TlsError> {
+    pub(crate) fn new(identity: Identity) -> Result<Arc<CertStore>, TlsError> {
         let provider = provider();
         let serving = certified_key(&provider, &identity)?;
         Ok(Arc::new(CertStore {
@@ -74,18 +74,18 @@ impl CertStore {
     }
 
     /// The certificate being served.
-    pub fn current(&self) -> IdentityInfo {
+    pub(crate) fn current(&self) -> IdentityInfo {
         self.read().state.current().info()
     }
 
     /// SHA-256 hashes of every certificate a client may meet now or soon: the current one, the
     /// next one once minted, and the previous one until it expires.
-    pub fn published(&self, policy: &RotationPolicy, now: SystemTime) -> Vec<Fingerprint> {
+    pub(crate) fn published(&self, policy: &RotationPolicy, now: SystemTime) -> Vec<Fingerprint> {
         self.read().state.decide(policy, now).publish
     }
 
     /// Applies one step of the rotation policy; returns when to call again.
-    pub fn rotate_step(
+    pub(crate) fn rotate_step(
         &self,
         policy: &RotationPolicy,
         names: &[String],
@@ -140,7 +140,10 @@ fn certified_key(
 }
 
 /// Loads the configured certificate, or makes a development one.
-pub fn initial_identity(config: &ValidConfig, now: SystemTime) -> Result<Identity, TlsError> {
+pub(crate) fn initial_identity(
+    config: &ValidConfig,
+    now: SystemTime,
+) -> Result<Identity, TlsError> {
     match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Ok(Identity::from_pem_files(cert, key, now)?),
         _ => {
@@ -154,7 +157,7 @@ pub fn initial_identity(config: &ValidConfig, now: SystemTime) -> Result<Identit
 }
 
 /// The rustls configuration of the QUIC port: TLS 1.3, both ALPNs, certificates from `store`.
-pub fn rustls_config(store: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsError> {
+pub(crate) fn rustls_config(store: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -164,7 +167,7 @@ pub fn rustls_config(store: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsE
 }
 
 /// The quinn server configuration: the rustls configuration plus transport parameters.
-pub fn quinn_server_config(
+pub(crate) fn quinn_server_config(
     store: Arc<CertStore>,
     config: &ValidConfig,
 ) -> Result<quinn::ServerConfig, TlsError> {
@@ -177,7 +180,7 @@ pub fn quinn_server_config(
 }
 
 /// Transport parameters shared by every connection.
-pub fn transport_config(config: &ValidConfig) -> quinn::TransportConfig {
+pub(crate) fn transport_config(config: &ValidConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(config.quic.keep_alive));
     t.max_idle_timeout(quinn::IdleTimeout::try_from(config.quic.idle_timeout).ok());
@@ -191,7 +194,7 @@ pub fn transport_config(config: &ValidConfig) -> quinn::TransportConfig {
 }
 
 /// Runs the development-certificate rotation until `shutdown` resolves.
-pub async fn rotation_task(
+pub(crate) async fn rotation_task(
     store: Arc<CertStore>,
     names: Vec<String>,
     shutdown: tokio_util::sync::CancellationToken,
@@ -218,7 +221,7 @@ pub async fn rotation_task(
 }
 
 /// Hashes in the form `/v1/cert-hashes` serves them.
-pub fn hashes_json(fingerprints: &[Fingerprint]) -> Vec<CertHash> {
+pub(crate) fn hashes_json(fingerprints: &[Fingerprint]) -> Vec<CertHash> {
     fingerprints
         .iter()
         .map(|f| CertHash {
@@ -231,7 +234,7 @@ pub fn hashes_json(fingerprints: &[Fingerprint]) -> Vec<CertHash> {
 
 /// One published certificate hash.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct CertHash {
+pub(crate) struct CertHash {
     /// Always `sha-256`, as `serverCertificateHashes` expects.
     pub algorithm: &'static str,
     /// The hash, base64 (decode to bytes for `serverCertificateHashes`).

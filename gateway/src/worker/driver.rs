@@ -1,0 +1,358 @@
+//! The worker's task: a thin driver around the [`Hub`].
+//!
+//! It owns what the hub must not: the queues from sessions, each session's port (its connection
+//! and control queue), the WebRTC socket and the clock. Each turn of its loop takes one kind of
+//! input (commands first, then a batch of media, then the datagrams waiting on the WebRTC socket,
+//! then the hub's timer), hands it to the hub with the current time, and carries out everything
+//! the hub asks for before it waits again.
+//!
+//! Sends never wait. A media datagram goes to quinn without waiting: when a subscriber's datagram
+//! buffer is full, quinn drops its oldest queued datagram for the new one (newest wins) and it is
+//! counted as `send_buffer_full`. A control message goes to the session's bounded queue: a
+//! session whose queue is full is not reading its control stream, and it is closed with
+//! `LIMIT_EXCEEDED` rather than silently losing messages. A WebRTC datagram goes out with
+//! `try_send_to`: a full socket buffer drops it (`udp_send_failed`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::metrics::counter::Counter;
+use strait_protocol::{ControlMessage, ErrorCode, ParticipantId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{AttachRequest, Attached, ConnId, Hub, Output};
+use super::{Attach, MediaIn, WorkerCommand};
+use crate::metrics::{DropReason, Metrics, Transport, TransportLabel};
+use crate::quic::link::{DatagramSendError, Link};
+
+/// Longest datagram read from the WebRTC socket; longer ones are truncated (and then refused by
+/// the peer's DTLS or SRTP). Peers keep to the path MTU, well below.
+const MAX_UDP_DATAGRAM: usize = 2048;
+
+/// Most datagrams taken from the WebRTC socket per turn of the loop, so commands and QUIC media
+/// are not starved by a flood.
+const DATAGRAM_BATCH: usize = 64;
+
+/// Most media packets taken from the queue per turn of the loop.
+const MEDIA_BATCH: usize = 64;
+
+/// The connection id of a WebSocket signaling session (its participant has no other).
+const SIGNALING_CONN: ConnId = ConnId(0);
+
+/// Where the hub's outputs for one participant go.
+#[derive(Debug)]
+struct Port {
+    conn: ConnId,
+    /// The connection, for media datagrams and closing (none on the WebSocket path).
+    link: Option<Link>,
+    /// The session's control queue; `None` once it overflowed.
+    control: Option<mpsc::Sender<ControlMessage>>,
+    packets_out: Counter,
+    bytes_out: Counter,
+}
+
+pub(super) struct Driver {
+    hub: Hub,
+    ports: HashMap<ParticipantId, Port>,
+    socket: Option<tokio::net::UdpSocket>,
+    metrics: Arc<Metrics>,
+}
+
+impl Driver {
+    pub(super) fn new(
+        hub: Hub,
+        socket: Option<tokio::net::UdpSocket>,
+        metrics: Arc<Metrics>,
+    ) -> Driver {
+        Driver {
+            hub,
+            ports: HashMap::new(),
+            socket,
+            metrics,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<WorkerCommand>,
+        mut media: mpsc::Receiver<MediaIn>,
+        stop: CancellationToken,
+    ) {
+        let mut batch = Vec::with_capacity(MEDIA_BATCH);
+        let mut buf = vec![0u8; MAX_UDP_DATAGRAM];
+        loop {
+            let deadline = self.hub.poll_timeout();
+            let mut datagram: Option<(usize, SocketAddr)> = None;
+            tokio::select! {
+                // Commands first: a subscribe should not wait behind a burst of media.
+                biased;
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    None => break,
+                },
+                n = media.recv_many(&mut batch, MEDIA_BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for packet in batch.drain(..) {
+                        self.hub.handle_media(packet.participant, packet.media, &packet.rtp, packet.at);
+                        self.flush();
+                    }
+                },
+                received = recv_from(self.socket.as_ref(), &mut buf) => match received {
+                    Ok(received) => datagram = Some(received),
+                    Err(e) => tracing::trace!(error = %e, "webrtc socket receive failed"),
+                },
+                () = sleep_until(deadline) => self.hub.handle_timeout(Instant::now()),
+                () = stop.cancelled() => break,
+            }
+            if let Some((n, from)) = datagram {
+                self.hub.handle_udp(from, &buf[..n], Instant::now());
+                // Take what else is already waiting, so a burst is not paced by this loop.
+                for _ in 1..DATAGRAM_BATCH {
+                    let Some(Ok((n, from))) =
+                        self.socket.as_ref().map(|s| s.try_recv_from(&mut buf))
+                    else {
+                        break;
+                    };
+                    self.hub.handle_udp(from, &buf[..n], Instant::now());
+                }
+            }
+            self.flush();
+            self.hub.update_gauges();
+        }
+        // Shutdown: WebRTC peers hear DTLS close_notify; sessions still attached are closed.
+        self.hub.close_all(Instant::now());
+        self.flush();
+        for port in self.ports.values() {
+            if let Some(link) = &port.link {
+                link.close(ErrorCode::GOING_AWAY, "shutting down");
+            }
+        }
+    }
+
+    fn command(&mut self, command: WorkerCommand) {
+        let now = Instant::now();
+        match command {
+            WorkerCommand::Attach(attach, reply) => {
+                let _ = reply.send(self.attach(attach, now));
+            }
+            WorkerCommand::Request {
+                participant,
+                message,
+                join_started,
+            } => self
+                .hub
+                .handle_request(participant, message, join_started, now),
+            WorkerCommand::KeyframeForMedia { participant, media } => {
+                self.hub.request_keyframe_for_media(participant, media, now);
+            }
+            WorkerCommand::Bandwidth {
+                participant,
+                bits_per_second,
+            } => self.hub.set_bandwidth(participant, bits_per_second, now),
+            WorkerCommand::WebRtcOffer(offer, reply) => {
+                let _ = reply.send(self.hub.webrtc_offer(*offer, now));
+            }
+            WorkerCommand::WebRtcDelete(target, reply) => {
+                let _ = reply.send(self.hub.webrtc_delete(&target, now));
+            }
+            WorkerCommand::WebRtcPatch {
+                target,
+                fragment,
+                if_match,
+                reply,
+            } => {
+                let patched = self
+                    .hub
+                    .webrtc_patch(&target, &fragment, if_match.as_deref(), now);
+                let _ = reply.send(patched);
+            }
+            WorkerCommand::AttachSignaling {
+                participant,
+                token,
+                control,
+            } => {
+                if let Err(e) = self
+                    .hub
+                    .attach_signaling(participant, token, SIGNALING_CONN)
+                {
+                    // Dropping `control` ends the session.
+                    tracing::debug!(participant = participant.0, error = %e, "signaling refused");
+                    return;
+                }
+                let port = Port::new(
+                    SIGNALING_CONN,
+                    None,
+                    control,
+                    Transport::Webrtc,
+                    &self.metrics,
+                );
+                self.ports.insert(participant, port);
+            }
+            WorkerCommand::SignalingOffer { participant, sdp } => {
+                self.hub.signaling_offer(participant, &sdp, now);
+            }
+            WorkerCommand::SignalingClosed { participant } => {
+                self.ports.remove(&participant);
+                self.hub.signaling_closed(participant, now);
+            }
+            WorkerCommand::Detached { participant, conn } => {
+                if self.ports.get(&participant).is_some_and(|p| p.conn == conn) {
+                    self.ports.remove(&participant);
+                }
+                self.hub.detach(participant, conn, now);
+            }
+            WorkerCommand::Leave { participant, conn } => {
+                if self.ports.get(&participant).is_some_and(|p| p.conn == conn) {
+                    self.ports.remove(&participant);
+                }
+                self.hub.leave(participant, conn, now);
+            }
+        }
+        self.flush();
+    }
+
+    fn attach(
+        &mut self,
+        attach: Attach,
+        now: Instant,
+    ) -> Result<Attached, super::hub::AttachError> {
+        let Attach {
+            participant,
+            link,
+            control,
+            resume,
+            token,
+        } = attach;
+        let conn = ConnId(link.stable_id() as u64);
+        let request = AttachRequest {
+            participant,
+            conn,
+            resume,
+            token,
+        };
+        let transport = link.transport();
+        let attached = self.hub.attach(request, now)?;
+        let port = Port::new(conn, Some(link), control, transport, &self.metrics);
+        if let Some(old) = self.ports.insert(participant, port)
+            && old.conn != conn
+            && let Some(link) = &old.link
+        {
+            link.close(
+                ErrorCode::REPLACED,
+                "the session resumed on another connection",
+            );
+        }
+        Ok(attached)
+    }
+
+    /// Carries out everything the hub asks for.
+    fn flush(&mut self) {
+        while let Some(output) = self.hub.poll_output() {
+            match output {
+                Output::Datagram {
+                    to,
+                    datagram,
+                    rtp_len,
+                } => {
+                    let Some(port) = self.ports.get(&to) else {
+                        self.metrics.count_drop(DropReason::SubscriberAway);
+                        continue;
+                    };
+                    let Some(link) = &port.link else {
+                        self.metrics.count_drop(DropReason::SubscriberAway);
+                        continue;
+                    };
+                    match link.send_datagram(datagram) {
+                        Ok(displaced) => {
+                            port.packets_out.inc();
+                            port.bytes_out.inc_by(rtp_len as u64);
+                            if displaced {
+                                self.metrics.count_drop(DropReason::SendBufferFull);
+                            }
+                        }
+                        Err(DatagramSendError::TooLarge) => {
+                            self.metrics.count_drop(DropReason::TooLargeForDatagram);
+                        }
+                        Err(DatagramSendError::Failed) => {
+                            self.metrics.count_drop(DropReason::SendFailed);
+                        }
+                    }
+                }
+                Output::Control { to, message } => {
+                    let Some(port) = self.ports.get_mut(&to) else {
+                        continue;
+                    };
+                    let Some(control) = &port.control else {
+                        continue;
+                    };
+                    if control.try_send(message).is_err() {
+                        tracing::debug!(
+                            participant = to.0,
+                            "control queue full; closing the session"
+                        );
+                        if let Some(link) = port.link.take() {
+                            link.close(
+                                ErrorCode::LIMIT_EXCEEDED,
+                                "control queue overflow: the client does not read",
+                            );
+                        }
+                        port.control = None;
+                    }
+                }
+                Output::Gone { participant } => {
+                    self.ports.remove(&participant);
+                }
+            }
+        }
+        if let Some(socket) = &self.socket {
+            while let Some(transmit) = self.hub.poll_transmit() {
+                if socket.try_send_to(&transmit.bytes, transmit.to).is_err() {
+                    self.metrics.count_drop(DropReason::UdpSendFailed);
+                }
+            }
+        }
+    }
+}
+
+impl Port {
+    fn new(
+        conn: ConnId,
+        link: Option<Link>,
+        control: mpsc::Sender<ControlMessage>,
+        transport: Transport,
+        metrics: &Metrics,
+    ) -> Port {
+        let label = TransportLabel { transport };
+        Port {
+            conn,
+            link,
+            control: Some(control),
+            packets_out: metrics.packets_out.get_or_create(&label).clone(),
+            bytes_out: metrics.bytes_out.get_or_create(&label).clone(),
+        }
+    }
+}
+
+/// Receives from the WebRTC socket, or never when there is none. Cancel-safe (tokio's
+/// `recv_from` is).
+async fn recv_from(
+    socket: Option<&tokio::net::UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

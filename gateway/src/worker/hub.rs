@@ -1,0 +1,745 @@
+//! The media hub: the SFU core, every participant's sending side and the WebRTC bridge behind one
+//! sans-IO state machine.
+//!
+//! The hub owns no socket, no connection, no task and no clock. Its driver ([`super::driver`])
+//! feeds it what arrives and carries out what it asks for; tests drive it with virtual time.
+//!
+//! ## Drive contract
+//!
+//! Like the cores it holds ([`Sfu`], [`Endpoint`](strait_media::webrtc::Endpoint)), the hub's
+//! methods come in four classes:
+//!
+//! - **mutators** for what sessions and the HTTP surface ask: [`attach`](Hub::attach),
+//!   [`attach_signaling`](Hub::attach_signaling), [`handle_request`](Hub::handle_request),
+//!   [`detach`](Hub::detach), [`leave`](Hub::leave), [`webrtc_offer`](Hub::webrtc_offer),
+//!   [`signaling_offer`](Hub::signaling_offer), [`webrtc_patch`](Hub::webrtc_patch),
+//!   [`webrtc_delete`](Hub::webrtc_delete), [`signaling_closed`](Hub::signaling_closed),
+//!   [`set_bandwidth`](Hub::set_bandwidth), [`request_keyframe_for_media`](Hub::request_keyframe_for_media),
+//!   [`close_all`](Hub::close_all); those that answer a request return the answer;
+//! - **handlers** for input from the network and the clock: [`handle_media`](Hub::handle_media)
+//!   (a QUIC or WebTransport publisher's RTP, the hot path), [`handle_udp`](Hub::handle_udp) (a
+//!   datagram on the WebRTC socket), [`handle_timeout`](Hub::handle_timeout);
+//! - **pollers** for output: [`poll_output`](Hub::poll_output) (control messages and media
+//!   datagrams for sessions, in order), [`poll_transmit`](Hub::poll_transmit) (datagrams for the
+//!   WebRTC socket) and [`poll_timeout`](Hub::poll_timeout) (when to call `handle_timeout`);
+//! - **getters**: [`stats`](Hub::stats).
+//!
+//! Every call takes `now`. After any mutator or handler, drain `poll_output` and `poll_transmit`
+//! until they return `None`, then wait for input or for `poll_timeout`. Events between the SFU
+//! core and the WebRTC endpoint (a WebRTC publisher's RTP, a keyframe request for it) are settled
+//! inside each call: a packet crosses between them as a function call, with no queue and no copy.
+//!
+//! ## Ids
+//!
+//! Inside the hub there is one id space, the SFU core's ([`sfu::ParticipantId`],
+//! [`sfu::MediaId`]). Sessions speak the protocol's ids; the hub converts at its edge, through
+//! [`translate`], the only module that maps between the two.
+//!
+//! ## Outputs
+//!
+//! [`Output::Control`] messages for one participant come out in the order they were made: a
+//! client sees answers and room events in the order they happened. A message for a participant
+//! without a session (in its grace period, or a WHIP/WHEP peer) is not made. A media datagram for
+//! a participant without a session is dropped and counted (`subscriber_away`); the driver counts
+//! what its connections refuse.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use strait_media::sfu::{self, Event, Sfu, SfuConfig, SfuError};
+use strait_media::webrtc::{IceFragment, PeerId, Transmit};
+use strait_protocol::{ControlMessage, ErrorCode, MediaId, ParticipantId};
+
+use super::bridge::{Bridge, BridgeError, IcePatched, WebRtcOffer, WebRtcResource};
+use super::translate::{self, Principal};
+use crate::auth::VerifiedToken;
+use crate::metrics::{DropReason, Metrics};
+
+/// Identifies one connection of a session (the QUIC connection's stable id, or a number the
+/// WebSocket path draws): a participant that resumed elsewhere is not detached by its old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConnId(pub(crate) u64);
+
+/// What the hub asks its driver to do for a session.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Output {
+    /// Queue a control message on the participant's session.
+    Control {
+        /// The recipient.
+        to: ParticipantId,
+        /// The message.
+        message: ControlMessage,
+    },
+    /// The hub let go of the participant (it left, or its grace period ended): drop its session's
+    /// port. A session still running ends on its own (its control queue closes).
+    Gone {
+        /// The participant.
+        participant: ParticipantId,
+    },
+    /// Send a media datagram (header and RTP, ready to go) on the participant's connection.
+    Datagram {
+        /// The recipient.
+        to: ParticipantId,
+        /// The datagram.
+        datagram: Bytes,
+        /// Bytes of RTP in it (for the byte counters).
+        rtp_len: usize,
+    },
+}
+
+/// A session asks to be attached to a participant (new, or resumed).
+#[derive(Debug)]
+pub(crate) struct AttachRequest {
+    /// The participant.
+    pub(crate) participant: ParticipantId,
+    /// The session's connection.
+    pub(crate) conn: ConnId,
+    /// Take back an existing participant (from a resume token).
+    pub(crate) resume: bool,
+    /// The verified access token (required for a new participant).
+    pub(crate) token: Option<VerifiedToken>,
+}
+
+/// The hub's answer to an [`AttachRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attached {
+    /// A new participant is attached.
+    New,
+    /// The participant was taken back; its state snapshot is queued. The connection it had,
+    /// if any, is named so that the driver closes it (`REPLACED`).
+    Resumed {
+        /// The connection the participant had until now.
+        replaced: Option<ConnId>,
+    },
+}
+
+/// Why an attach was refused. Each reaches the client with its own code ([`AttachError::code`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum AttachError {
+    /// A resume names a participant that is gone (left, or its grace period ended).
+    #[error("the participant is gone")]
+    ParticipantGone,
+    /// A new participant needs a verified access token.
+    #[error("no access token")]
+    NoToken,
+    /// The participant id is already attached (ids are drawn at random: this is a collision).
+    #[error("the participant id is in use")]
+    IdInUse,
+    /// The SFU core refused to take the participant back.
+    #[error(transparent)]
+    Room(#[from] SfuError),
+    /// The gateway is stopping.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl AttachError {
+    /// The error code a client is told.
+    pub(crate) fn code(&self) -> ErrorCode {
+        match self {
+            AttachError::ParticipantGone => ErrorCode::RESUME_FAILED,
+            AttachError::NoToken => ErrorCode::UNAUTHORIZED,
+            AttachError::IdInUse => ErrorCode::INTERNAL,
+            AttachError::Room(e) => translate::sfu_error_code(e),
+            AttachError::ShuttingDown => ErrorCode::GOING_AWAY,
+        }
+    }
+}
+
+/// A participant's sending side, as the hub holds it.
+#[derive(Debug)]
+struct Member {
+    principal: Principal,
+    /// The session attached now; `None` during the grace period and for WHIP/WHEP peers.
+    session: Option<ConnId>,
+    /// The WebRTC peer, once the participant has one.
+    webrtc: Option<PeerId>,
+}
+
+/// The hub's room state: the SFU core, its members and the outputs for sessions. The
+/// [`Bridge`] acts on it through these methods.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) sfu: Sfu,
+    members: HashMap<sfu::ParticipantId, Member>,
+    outputs: VecDeque<Output>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Reused for every packet's datagrams: each is a slice of it.
+    scratch: BytesMut,
+}
+
+impl Core {
+    /// Queues a message for a participant's session, if it has one.
+    pub(crate) fn tell(&mut self, to: sfu::ParticipantId, message: ControlMessage) {
+        if self.members.get(&to).is_some_and(|m| m.session.is_some()) {
+            self.outputs.push_back(Output::Control {
+                to: translate::participant_out(to),
+                message,
+            });
+        }
+    }
+
+    /// The principal of a member.
+    pub(crate) fn principal(&self, participant: sfu::ParticipantId) -> Option<&Principal> {
+        self.members.get(&participant).map(|m| &m.principal)
+    }
+
+    /// Adds a member that joined through the bridge (WHIP/WHEP: no session).
+    pub(crate) fn add_webrtc_member(
+        &mut self,
+        participant: sfu::ParticipantId,
+        principal: Principal,
+        peer: PeerId,
+    ) {
+        self.members.insert(
+            participant,
+            Member {
+                principal,
+                session: None,
+                webrtc: Some(peer),
+            },
+        );
+    }
+
+    /// Notes the WebRTC peer of a member signaled over a WebSocket.
+    pub(crate) fn set_webrtc_peer(&mut self, participant: sfu::ParticipantId, peer: PeerId) {
+        if let Some(member) = self.members.get_mut(&participant) {
+            member.webrtc = Some(peer);
+        }
+    }
+
+    /// Removes a member (its room state is the caller's to end); the driver drops its port.
+    pub(crate) fn remove_member(&mut self, participant: sfu::ParticipantId) -> Option<Principal> {
+        let member = self.members.remove(&participant)?;
+        self.outputs.push_back(Output::Gone {
+            participant: translate::participant_out(participant),
+        });
+        Some(member.principal)
+    }
+}
+
+/// The media hub (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Hub {
+    core: Core,
+    bridge: Option<Bridge>,
+}
+
+/// What the hub holds, for gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct HubStats {
+    pub(crate) rooms: u64,
+    pub(crate) participants: u64,
+    pub(crate) tracks: u64,
+    pub(crate) subscriptions: u64,
+}
+
+impl Hub {
+    /// A hub with the SFU configured by `config`, seeded with `seed`, and the WebRTC bridge when
+    /// one is given.
+    pub(crate) fn new(
+        config: SfuConfig,
+        seed: u64,
+        bridge: Option<Bridge>,
+        metrics: Arc<Metrics>,
+    ) -> Hub {
+        Hub {
+            core: Core {
+                sfu: Sfu::new(config, seed),
+                members: HashMap::new(),
+                outputs: VecDeque::new(),
+                metrics,
+                scratch: BytesMut::with_capacity(64 * 1024),
+            },
+            bridge,
+        }
+    }
+
+    // ---- pollers ----
+
+    /// The next thing to do for a session.
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+        self.core.outputs.pop_front()
+    }
+
+    /// The next datagram for the WebRTC socket.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.bridge.as_mut()?.poll_transmit()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        let sfu = self.core.sfu.poll_timeout();
+        let webrtc = self.bridge.as_mut().and_then(Bridge::poll_timeout);
+        match (sfu, webrtc) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- getters ----
+
+    /// What the hub holds now.
+    pub(crate) fn stats(&self) -> HubStats {
+        let stats = self.core.sfu.stats();
+        HubStats {
+            rooms: stats.rooms,
+            participants: stats.participants,
+            tracks: stats.tracks,
+            subscriptions: stats.subscriptions,
+        }
+    }
+
+    // ---- handlers ----
+
+    /// One RTP packet from a QUIC or WebTransport publisher: forwarded to every subscriber,
+    /// whatever its transport.
+    pub(crate) fn handle_media(
+        &mut self,
+        publisher: ParticipantId,
+        media: MediaId,
+        rtp: &[u8],
+        now: Instant,
+    ) {
+        forward(
+            &mut self.core,
+            self.bridge.as_mut(),
+            translate::participant_in(publisher),
+            translate::media_in(media),
+            rtp,
+            now,
+        );
+        self.settle(now);
+    }
+
+    /// A datagram that arrived on the WebRTC socket from `from`.
+    pub(crate) fn handle_udp(&mut self, from: std::net::SocketAddr, bytes: &[u8], now: Instant) {
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.handle_datagram(&self.core.metrics, from, bytes, now);
+        }
+        self.settle(now);
+    }
+
+    /// Runs the timers of the SFU core and the WebRTC endpoint.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.core.sfu.handle_timeout(now);
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.handle_timeout(now);
+        }
+        self.settle(now);
+    }
+
+    // ---- mutators: sessions ----
+
+    /// Attaches a session to a new participant, or takes a participant back on a resume.
+    pub(crate) fn attach(
+        &mut self,
+        request: AttachRequest,
+        now: Instant,
+    ) -> Result<Attached, AttachError> {
+        let AttachRequest {
+            participant,
+            conn,
+            resume,
+            token,
+        } = request;
+        let id = translate::participant_in(participant);
+        let attached = if resume {
+            let core = &mut self.core;
+            let Some(member) = core.members.get_mut(&id) else {
+                return Err(AttachError::ParticipantGone);
+            };
+            if member.webrtc.is_some() {
+                // A WebRTC participant has no session to resume.
+                return Err(AttachError::ParticipantGone);
+            }
+            let replaced = member.session.replace(conn).filter(|old| *old != conn);
+            if member.principal.room.is_some() {
+                match core.sfu.reconnect(id, now) {
+                    Ok(snapshot) => {
+                        for message in translate::resume_snapshot(&snapshot) {
+                            core.tell(id, message);
+                        }
+                    }
+                    Err(e) => {
+                        core.remove_member(id);
+                        return Err(e.into());
+                    }
+                }
+            } else {
+                core.tell(id, translate::snapshot_end());
+            }
+            Attached::Resumed { replaced }
+        } else {
+            let Some(token) = token else {
+                return Err(AttachError::NoToken);
+            };
+            if self.core.members.contains_key(&id) {
+                return Err(AttachError::IdInUse);
+            }
+            self.core.members.insert(
+                id,
+                Member {
+                    principal: Principal { token, room: None },
+                    session: Some(conn),
+                    webrtc: None,
+                },
+            );
+            Attached::New
+        };
+        self.settle(now);
+        Ok(attached)
+    }
+
+    /// A WebSocket signaling session starts: a new participant whose messages go to its
+    /// session and whose media, once it has sent an offer, runs on the bridge.
+    pub(crate) fn attach_signaling(
+        &mut self,
+        participant: ParticipantId,
+        token: VerifiedToken,
+        conn: ConnId,
+    ) -> Result<(), AttachError> {
+        let id = translate::participant_in(participant);
+        if self.core.members.contains_key(&id) {
+            return Err(AttachError::IdInUse);
+        }
+        self.core.members.insert(
+            id,
+            Member {
+                principal: Principal { token, room: None },
+                session: Some(conn),
+                webrtc: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// A room or track request of a participant; the answer (or an `Error`) is queued for its
+    /// session. `join_started` is when the session's connection was accepted, for a `Join`'s
+    /// latency.
+    pub(crate) fn handle_request(
+        &mut self,
+        participant: ParticipantId,
+        message: ControlMessage,
+        join_started: Option<Instant>,
+        now: Instant,
+    ) {
+        let id = translate::participant_in(participant);
+        let core = &mut self.core;
+        let Some(member) = core.members.get_mut(&id) else {
+            return;
+        };
+        let was_joined = member.principal.room.is_some();
+        let answers = translate::request(&mut core.sfu, id, &mut member.principal, message, now);
+        if !was_joined
+            && member.principal.room.is_some()
+            && let Some(started) = join_started
+        {
+            core.metrics
+                .join_latency
+                .observe(now.saturating_duration_since(started).as_secs_f64());
+        }
+        for answer in answers {
+            core.tell(id, answer);
+        }
+        self.settle(now);
+    }
+
+    /// A subscriber's keyframe request by its outgoing media id (from a control datagram).
+    pub(crate) fn request_keyframe_for_media(
+        &mut self,
+        participant: ParticipantId,
+        media: MediaId,
+        now: Instant,
+    ) {
+        let _ = self.core.sfu.request_keyframe_for_media(
+            translate::participant_in(participant),
+            translate::media_in(media),
+            now,
+        );
+        self.settle(now);
+    }
+
+    /// A connection's bandwidth estimate toward its participant.
+    pub(crate) fn set_bandwidth(
+        &mut self,
+        participant: ParticipantId,
+        bits_per_second: u64,
+        now: Instant,
+    ) {
+        let _ = self.core.sfu.set_bandwidth(
+            translate::participant_in(participant),
+            bits_per_second,
+            now,
+        );
+        self.settle(now);
+    }
+
+    /// The connection `conn` of a participant was lost: its grace period starts. Ignored when
+    /// another connection has taken the participant over.
+    pub(crate) fn detach(&mut self, participant: ParticipantId, conn: ConnId, now: Instant) {
+        let id = translate::participant_in(participant);
+        let Some(member) = self.core.members.get_mut(&id) else {
+            return;
+        };
+        if member.session != Some(conn) {
+            return;
+        }
+        member.session = None;
+        if member.principal.room.is_some() {
+            let _ = self.core.sfu.disconnect(id, now);
+        } else {
+            self.core.remove_member(id);
+        }
+        self.settle(now);
+    }
+
+    /// The participant left for good from connection `conn` (ignored when another connection
+    /// has taken it over).
+    pub(crate) fn leave(&mut self, participant: ParticipantId, conn: ConnId, now: Instant) {
+        let id = translate::participant_in(participant);
+        let current = self.core.members.get(&id).and_then(|m| m.session);
+        if current.is_some_and(|c| c != conn) {
+            return;
+        }
+        if let Some(principal) = self.core.remove_member(id)
+            && principal.room.is_some()
+        {
+            let _ = self.core.sfu.leave(id, sfu::LeaveReason::Left, now);
+        }
+        self.settle(now);
+    }
+
+    // ---- mutators: the WebRTC bridge ----
+
+    /// Answers a WHIP or WHEP offer: a new peer and a new participant of the room.
+    pub(crate) fn webrtc_offer(
+        &mut self,
+        offer: WebRtcOffer,
+        now: Instant,
+    ) -> Result<String, BridgeError> {
+        let bridge = self.bridge.as_mut().ok_or(BridgeError::Disabled)?;
+        let answer = bridge.offer(&mut self.core, offer, now);
+        self.settle(now);
+        answer
+    }
+
+    /// The offer of a participant signaled over a WebSocket; the answer (or a session-level
+    /// `Error`) is queued for its session.
+    pub(crate) fn signaling_offer(&mut self, participant: ParticipantId, sdp: &str, now: Instant) {
+        let id = translate::participant_in(participant);
+        let result = match self.bridge.as_mut() {
+            Some(bridge) => bridge.signaling_offer(&mut self.core, id, sdp, now),
+            None => Err(BridgeError::Disabled),
+        };
+        match result {
+            Ok(answer) => {
+                for message in translate::signaling_answer(&answer) {
+                    self.core.tell(id, message);
+                }
+            }
+            Err(e) => {
+                self.core.metrics.webrtc_offers_refused.inc();
+                // Session-level: the session closes once it has sent it.
+                self.core.tell(id, translate::offer_refused(&e));
+            }
+        }
+        self.settle(now);
+    }
+
+    /// A WebSocket signaling session ended: its participant leaves now.
+    pub(crate) fn signaling_closed(&mut self, participant: ParticipantId, now: Instant) {
+        let id = translate::participant_in(participant);
+        match self.bridge.as_mut() {
+            Some(bridge) if bridge.has_leg(id) => {
+                bridge.drop_leg(&mut self.core, id, sfu::LeaveReason::Left, now);
+            }
+            _ => {
+                if let Some(principal) = self.core.remove_member(id)
+                    && principal.room.is_some()
+                {
+                    let _ = self.core.sfu.leave(id, sfu::LeaveReason::Left, now);
+                }
+            }
+        }
+        self.settle(now);
+    }
+
+    /// Ends a WHIP or WHEP session on its owner's request.
+    pub(crate) fn webrtc_delete(
+        &mut self,
+        target: &WebRtcResource,
+        now: Instant,
+    ) -> Result<(), BridgeError> {
+        let bridge = self.bridge.as_mut().ok_or(BridgeError::Disabled)?;
+        let participant = bridge.owned_leg(target)?;
+        bridge.drop_leg(&mut self.core, participant, sfu::LeaveReason::Left, now);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// A WHIP or WHEP `PATCH`: trickle ICE or an ICE restart.
+    pub(crate) fn webrtc_patch(
+        &mut self,
+        target: &WebRtcResource,
+        fragment: &IceFragment,
+        if_match: Option<&str>,
+        now: Instant,
+    ) -> Result<IcePatched, BridgeError> {
+        let bridge = self.bridge.as_mut().ok_or(BridgeError::Disabled)?;
+        let patched = bridge.patch(&mut self.core, target, fragment, if_match, now);
+        self.settle(now);
+        patched
+    }
+
+    /// Closes every WebRTC peer (their DTLS `close_notify` is queued for the socket) and lets go
+    /// of every session, at shutdown.
+    pub(crate) fn close_all(&mut self, now: Instant) {
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.close_all(&mut self.core, now);
+        }
+        self.settle(now);
+    }
+
+    /// Brings the metrics' gauges and the bridge's counters up to date.
+    pub(crate) fn update_gauges(&mut self) {
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.update_gauges(&self.core.metrics);
+        }
+        let stats = self.stats();
+        let metrics = &self.core.metrics;
+        metrics.rooms.set(gauge(stats.rooms));
+        metrics.participants.set(gauge(stats.participants));
+        metrics.tracks.set(gauge(stats.tracks));
+        metrics.subscriptions.set(gauge(stats.subscriptions));
+    }
+
+    /// Handles the events of the WebRTC endpoint and of the SFU core until both are quiet: the
+    /// bridge's events feed the core and the core's events reach WebRTC peers.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            let webrtc = self.drain_webrtc_events(now);
+            let sfu = self.drain_sfu_events(now);
+            if !webrtc && !sfu {
+                break;
+            }
+        }
+    }
+
+    fn drain_webrtc_events(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(event) = self.bridge.as_mut().and_then(Bridge::poll_event) {
+            any = true;
+            let Some(bridge) = self.bridge.as_mut() else {
+                break;
+            };
+            if let Some(rtp) = bridge.handle_event(&mut self.core, event, now) {
+                forward(
+                    &mut self.core,
+                    self.bridge.as_mut(),
+                    rtp.participant,
+                    rtp.media,
+                    &rtp.packet,
+                    now,
+                );
+            }
+        }
+        any
+    }
+
+    fn drain_sfu_events(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(event) = self.core.sfu.poll_event() {
+            any = true;
+            match event {
+                Event::Notify { to, notification } => {
+                    if let Some(message) = translate::notification(&notification) {
+                        self.core.tell(to, message);
+                    }
+                }
+                Event::KeyframeRequest {
+                    to,
+                    track,
+                    layer,
+                    media,
+                } => {
+                    let sent = self
+                        .bridge
+                        .as_mut()
+                        .is_some_and(|b| b.request_keyframe(&self.core.metrics, to, media, now));
+                    if !sent {
+                        self.core
+                            .tell(to, translate::keyframe_request(track, layer));
+                    }
+                }
+                Event::ParticipantRemoved { participant, .. } => {
+                    self.core.remove_member(participant);
+                }
+                _ => {}
+            }
+        }
+        any
+    }
+}
+
+/// A WebRTC publisher's packet, out of the bridge, for [`forward`].
+#[derive(Debug)]
+pub(crate) struct BridgedRtp {
+    pub(crate) participant: sfu::ParticipantId,
+    pub(crate) media: sfu::MediaId,
+    pub(crate) packet: Bytes,
+}
+
+/// Forwards one publisher packet to every subscriber, whatever its transport.
+fn forward(
+    core: &mut Core,
+    mut bridge: Option<&mut Bridge>,
+    publisher: sfu::ParticipantId,
+    media: sfu::MediaId,
+    rtp: &[u8],
+    now: Instant,
+) {
+    let Core {
+        sfu,
+        members,
+        outputs,
+        metrics,
+        scratch,
+    } = core;
+    let result = sfu.handle_rtp(publisher, media, rtp, now, &mut |fwd: sfu::Forward<'_>| {
+        let Some(member) = members.get(&fwd.to) else {
+            return;
+        };
+        if let Some(peer) = member.webrtc {
+            let Some(bridge) = bridge.as_deref_mut() else {
+                return;
+            };
+            bridge.send(metrics, peer, &fwd, now);
+            return;
+        }
+        if member.session.is_none() {
+            metrics.count_drop(DropReason::SubscriberAway);
+            return;
+        }
+        let (datagram, rtp_len) = translate::media_datagram(&fwd, scratch);
+        outputs.push_back(Output::Datagram {
+            to: translate::participant_out(fwd.to),
+            datagram,
+            rtp_len,
+        });
+    });
+    if let Err(e) = result {
+        metrics.count_drop(match e {
+            sfu::RoutingError::UnknownMedia { .. } => DropReason::UnknownMedia,
+            sfu::RoutingError::NotJoined { .. } => DropReason::NotJoined,
+            _ => DropReason::MalformedDatagram,
+        });
+    }
+}
+
+fn gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
