@@ -41,18 +41,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde::Deserialize;
-use strait_protocol::{
-    ControlMessage, Decoded, ErrorCode, ErrorMessage, FrameReader, PROTOCOL_VERSION, ParticipantId,
-    Pong, ResumeToken, SdpType, ServerHello,
-};
+use strait_protocol::{ControlMessage, Decoded, ErrorCode, FrameReader, ParticipantId};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::Shared;
 use crate::auth::VerifiedToken;
 use crate::metrics::RefusalReason;
-use crate::session::quic::RateLimit;
+use crate::session::core::{
+    Credentials, HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
+    SessionSettings,
+};
 use crate::worker::WorkerCommand;
+use crate::worker::hub::Attached;
 
 /// Adds the `/ws/rtc` route.
 pub(crate) fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
@@ -112,78 +113,44 @@ async fn upgrade(
         })
 }
 
-/// How a WebSocket session ends.
-#[derive(Debug)]
-enum End {
-    /// The client left or closed the WebSocket.
-    Left,
-    /// The gateway closes it with this code and reason (already told in an `Error` when
-    /// `told`).
-    Closed {
-        code: ErrorCode,
-        reason: String,
-        told: bool,
-    },
-    /// The WebSocket failed.
-    Lost,
-}
-
 async fn run(
     shared: Arc<Shared>,
     mut socket: WebSocket,
     participant: ParticipantId,
     verified: Result<VerifiedToken, (ErrorCode, String)>,
 ) {
-    let token = match verified {
-        Ok(token) => token,
-        Err((code, reason)) => {
-            shared.metrics.refuse(RefusalReason::Auth);
-            close(&mut socket, code, &reason, false).await;
-            return;
-        }
-    };
     let config = &shared.config;
+    let mut core = SessionCore::websocket(
+        SessionSettings::new(config),
+        shared.metrics.clone(),
+        verified,
+        Instant::now(),
+    );
     let (control_tx, mut control_rx) = mpsc::channel(config.limits.control_queue);
-    let room_grant = token.clone();
-    shared
-        .worker
-        .send(WorkerCommand::AttachSignaling {
-            participant,
-            token,
-            control: control_tx,
-        })
-        .await;
-    let hello = ControlMessage::ServerHello(ServerHello {
-        version: PROTOCOL_VERSION,
+    let mut control_tx = Some(control_tx);
+    let mut attached = false;
+    let end = match serve(
+        &shared,
+        &mut socket,
         participant,
-        // This path does not resume.
-        resume_token: ResumeToken(String::new()),
-        resumed: false,
-        // TURN servers with credentials for this participant, when TURN is configured.
-        ice_servers: shared
-            .turn
-            .ice_servers(participant.0, std::time::SystemTime::now()),
-        limits: crate::session::quic::session_limits(config),
-        max_datagram_size: 0,
-    });
-    let end = if send(&mut socket, &hello).await {
-        serve(
-            &shared,
-            &mut socket,
-            participant,
-            &room_grant,
-            &mut control_rx,
-        )
-        .await
-    } else {
-        End::Lost
+        &mut core,
+        &mut control_tx,
+        &mut attached,
+        &mut control_rx,
+    )
+    .await
+    {
+        Ok(end) => end,
+        Err(Lost) => SessionEnd::Lost("the websocket failed".into()),
     };
-    shared
-        .worker
-        .send(WorkerCommand::SignalingClosed { participant })
-        .await;
+    if attached {
+        shared
+            .worker
+            .send(WorkerCommand::SignalingClosed { participant })
+            .await;
+    }
     match end {
-        End::Left => {
+        SessionEnd::Left => {
             let _ = socket
                 .send(Message::Close(Some(CloseFrame {
                     code: close_code::NORMAL,
@@ -192,40 +159,36 @@ async fn run(
                 .await;
             closing_handshake(&mut socket).await;
         }
-        End::Closed { code, reason, told } => {
+        SessionEnd::Closed(code, reason) | SessionEnd::Violation(code, reason) => {
             if code == ErrorCode::PROTOCOL_VIOLATION || code == ErrorCode::FRAME_TOO_LARGE {
                 shared.metrics.protocol_errors.inc();
             }
-            close(&mut socket, code, &reason, told).await;
+            close(&mut socket, code, &reason).await;
         }
-        End::Lost => {}
+        SessionEnd::Lost(_) => {}
     }
     tracing::debug!("websocket session ended");
 }
 
-/// Sends one message as one binary WebSocket message; `false` when the socket failed.
-async fn send(socket: &mut WebSocket, message: &ControlMessage) -> bool {
+/// The WebSocket failed.
+struct Lost;
+
+/// Sends one message as one binary WebSocket message.
+async fn send(socket: &mut WebSocket, message: &ControlMessage) -> Result<(), Lost> {
     let mut out = Vec::with_capacity(64);
     if let Err(e) = strait_protocol::encode_frame(message, usize::MAX, &mut out) {
         tracing::warn!(error = %e, kind = message.kind(), "control message not sent");
-        return true;
+        return Ok(());
     }
-    socket.send(Message::Binary(Bytes::from(out))).await.is_ok()
+    socket
+        .send(Message::Binary(Bytes::from(out)))
+        .await
+        .map_err(|_| Lost)
 }
 
-/// Tells the client why (unless it was told already) and closes the WebSocket.
-async fn close(socket: &mut WebSocket, code: ErrorCode, reason: &str, told: bool) {
-    if !told {
-        let _ = send(
-            socket,
-            &ControlMessage::Error(ErrorMessage {
-                request: None,
-                code,
-                reason: reason.to_owned(),
-            }),
-        )
-        .await;
-    }
+/// Closes the WebSocket with the close code that matches `code` (the client was told why in an
+/// `Error` already).
+async fn close(socket: &mut WebSocket, code: ErrorCode, reason: &str) {
     let ws_code = if code == ErrorCode::FRAME_TOO_LARGE {
         close_code::SIZE
     } else if code == ErrorCode::GOING_AWAY {
@@ -293,190 +256,133 @@ fn decode(bytes: Bytes, max_frame_size: usize) -> Result<Decoded, (ErrorCode, St
     }
 }
 
+/// What one WebSocket message gives the session core.
+fn incoming(message: Option<Result<Message, axum::Error>>, max_frame: usize) -> Option<Incoming> {
+    Some(match message {
+        None | Some(Ok(Message::Close(_))) => Incoming::Finished,
+        Some(Err(e)) => Incoming::Failed(e.to_string()),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => return None,
+        Some(Ok(Message::Text(_))) => Incoming::Refused(
+            ErrorCode::PROTOCOL_VIOLATION,
+            "text messages are not used: send each frame as a binary message".into(),
+        ),
+        Some(Ok(Message::Binary(bytes))) => match decode(bytes, max_frame) {
+            Ok(Decoded::Message(m)) => Incoming::Message(m),
+            Ok(Decoded::UnknownKind(kind)) => Incoming::Unknown(kind),
+            Err((code, reason)) => Incoming::Refused(code, reason),
+        },
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // the session's parts, borrowed for its life
 async fn serve(
     shared: &Arc<Shared>,
     socket: &mut WebSocket,
     participant: ParticipantId,
-    token: &VerifiedToken,
+    core: &mut SessionCore,
+    control_tx: &mut Option<mpsc::Sender<ControlMessage>>,
+    attached: &mut bool,
     control: &mut mpsc::Receiver<ControlMessage>,
-) -> End {
+) -> Result<SessionEnd, Lost> {
     let config = &shared.config;
     let max_frame = config.limits.max_frame_size;
-    let mut rate = RateLimit::new(
-        config.limits.max_messages_per_second,
-        config.limits.message_burst,
-        Instant::now(),
-    );
     let drain = shared.drain.clone();
     let mut draining = false;
-    // Liveness: a WebSocket Ping every `keep_alive` (browsers answer on their own); a session
-    // that sends nothing for `idle_timeout` is closed, and one that has not joined within
-    // `hello_timeout` too.
-    let idle_timeout = config.quic.idle_timeout;
-    let join_deadline = tokio::time::Instant::now() + config.session.hello_timeout;
-    let mut joined = false;
-    let mut last_heard = tokio::time::Instant::now();
+    // Liveness: a WebSocket Ping every `keep_alive` (browsers answer on their own); the core
+    // closes a session that sends nothing for `idle_timeout`, or that has not joined within
+    // `hello_timeout`.
     let mut keep_alive = tokio::time::interval(config.quic.keep_alive);
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let violation = |code: ErrorCode, reason: String| End::Closed {
-        code,
-        reason,
-        told: false,
-    };
     loop {
+        // What the core asks for.
+        while let Some(output) = core.poll_output() {
+            match output {
+                SessionOutput::Send(message) => send(socket, &message).await?,
+                SessionOutput::Attach { token, .. } => {
+                    let (Some(token), Some(control)) = (token, control_tx.take()) else {
+                        continue;
+                    };
+                    shared
+                        .worker
+                        .send(WorkerCommand::AttachSignaling {
+                            participant,
+                            token,
+                            control,
+                        })
+                        .await;
+                    *attached = true;
+                    let facts = HelloFacts {
+                        // TURN servers with credentials for this participant, when configured.
+                        ice_servers: shared.turn.ice_servers(participant.0, SystemTime::now()),
+                        max_datagram_size: 0,
+                    };
+                    let credentials = Credentials {
+                        keys: &shared.keys,
+                        resume: &shared.resume,
+                    };
+                    core.handle_attached(
+                        participant,
+                        Ok(Attached::New),
+                        facts,
+                        credentials,
+                        SystemTime::now(),
+                    );
+                }
+                SessionOutput::Hub(HubRequest::Request { message, .. }) => {
+                    shared
+                        .worker
+                        .send(WorkerCommand::Request {
+                            participant,
+                            message,
+                            join_started: None,
+                        })
+                        .await;
+                }
+                SessionOutput::Hub(HubRequest::Offer { sdp }) => {
+                    shared
+                        .worker
+                        .send(WorkerCommand::SignalingOffer { participant, sdp })
+                        .await;
+                }
+                SessionOutput::End(end) => return Ok(end),
+            }
+        }
+        let deadline = core.poll_timeout();
         tokio::select! {
             // Cancel-safe: `recv` is a stream's `next`.
-            incoming = socket.recv() => {
-                last_heard = tokio::time::Instant::now();
-                let bytes = match incoming {
-                    None | Some(Ok(Message::Close(_))) => return End::Left,
-                    Some(Err(_)) => return End::Lost,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Text(_))) => {
-                        return violation(
-                            ErrorCode::PROTOCOL_VIOLATION,
-                            "text messages are not used: send each frame as a binary message".into(),
-                        );
-                    }
-                    Some(Ok(Message::Binary(bytes))) => bytes,
-                };
-                let message = match decode(bytes, max_frame) {
-                    Ok(Decoded::Message(m)) => m,
-                    Ok(Decoded::UnknownKind(kind)) => {
-                        tracing::debug!(kind, "skipped an unknown message kind");
-                        continue;
-                    }
-                    Err((code, reason)) => return violation(code, reason),
-                };
-                if !rate.allow(Instant::now()) {
-                    shared.metrics.rate_limited.inc();
-                    if let Some(request) = message.request() {
-                        let refused = ControlMessage::Error(ErrorMessage {
-                            request: Some(request),
-                            code: ErrorCode::RATE_LIMITED,
-                            reason: format!(
-                                "more than {} control messages per second",
-                                config.limits.max_messages_per_second
-                            ),
-                        });
-                        if !send(socket, &refused).await {
-                            return End::Lost;
-                        }
-                    }
-                    continue;
-                }
-                let reply = match message {
-                    ControlMessage::Ping(p) => Some(ControlMessage::Pong(Pong { nonce: p.nonce })),
-                    ControlMessage::Pong(_) | ControlMessage::IceCandidate(_) => None,
-                    ControlMessage::Leave(l) => {
-                        let _ = send(socket, &ControlMessage::Ack(strait_protocol::Ack { request: l.request })).await;
-                        return End::Left;
-                    }
-                    ControlMessage::ClientHello(_) => {
-                        return violation(
-                            ErrorCode::PROTOCOL_VIOLATION,
-                            "no ClientHello on the WebSocket path: the token is in the URL".into(),
-                        );
-                    }
-                    ControlMessage::Join(join) if !token.allows_room(&join.room) => {
-                        return violation(
-                            ErrorCode::FORBIDDEN,
-                            format!("the access token does not grant room `{}`", join.room),
-                        );
-                    }
-                    ControlMessage::Publish(p) => Some(crate::worker::translate::error(
-                        p.request,
-                        ErrorCode::INVALID_REQUEST,
-                        "on the WebSocket path, publish by sending tracks in the SDP offer",
-                    )),
-                    ControlMessage::Subscribe(s) => Some(crate::worker::translate::error(
-                        s.request,
-                        ErrorCode::INVALID_REQUEST,
-                        "on the WebSocket path, subscribe by receiving sections in the SDP offer",
-                    )),
-                    ControlMessage::Sdp(description) => {
-                        if description.kind != SdpType::Offer {
-                            return violation(
-                                ErrorCode::PROTOCOL_VIOLATION,
-                                "the gateway sends no offers: send an offer, not an answer".into(),
-                            );
-                        }
-                        shared.worker.send(WorkerCommand::SignalingOffer {
-                            participant,
-                            sdp: description.sdp,
-                        }).await;
-                        None
-                    }
-                    request => {
-                        shared.worker.send(WorkerCommand::Request {
-                            participant,
-                            message: request,
-                            join_started: None,
-                        }).await;
-                        None
-                    }
-                };
-                if let Some(reply) = reply
-                    && !send(socket, &reply).await
-                {
-                    return End::Lost;
+            message = socket.recv() => {
+                let now = Instant::now();
+                core.handle_heard(now);
+                if let Some(incoming) = incoming(message, max_frame) {
+                    let credentials = Credentials { keys: &shared.keys, resume: &shared.resume };
+                    core.handle_message(incoming, credentials, now, SystemTime::now());
                 }
             },
             out = control.recv() => match out {
                 Some(message) => {
-                    joined |= matches!(message, ControlMessage::Joined(_));
-                    if !send(socket, &message).await {
-                        return End::Lost;
-                    }
-                    if let ControlMessage::Error(ErrorMessage { request: None, code, reason }) = message {
-                        return End::Closed { code, reason, told: true };
-                    }
+                    send(socket, &message).await?;
+                    core.handle_outgoing(&message);
                 }
                 // The worker let go of the participant: the gateway is stopping, or the session
                 // did not read its messages fast enough (its queue overflowed).
-                None => {
-                    let (code, reason) = if draining || drain.is_cancelled() {
-                        (ErrorCode::GOING_AWAY, "the gateway is shutting down")
-                    } else {
-                        (ErrorCode::LIMIT_EXCEEDED, "control queue overflow: the client does not read")
-                    };
-                    return End::Closed {
-                        code,
-                        reason: reason.into(),
-                        told: false,
-                    };
-                }
+                None => core.handle_hub_gone(draining || drain.is_cancelled()),
             },
             _ = keep_alive.tick() => {
-                if last_heard.elapsed() >= idle_timeout {
-                    return End::Closed {
-                        code: ErrorCode::TIMEOUT,
-                        reason: format!("nothing heard from the client for {idle_timeout:?}"),
-                        told: false,
-                    };
-                }
-                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
-                    return End::Lost;
-                }
+                socket.send(Message::Ping(Bytes::new())).await.map_err(|_| Lost)?;
             },
-            () = tokio::time::sleep_until(join_deadline), if !joined => {
-                return End::Closed {
-                    code: ErrorCode::TIMEOUT,
-                    reason: "no Join in time".into(),
-                    told: false,
-                };
-            },
+            () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
             () = drain.cancelled(), if !draining => {
                 draining = true;
-                let go_away = ControlMessage::GoAway(strait_protocol::GoAway {
-                    code: ErrorCode::GOING_AWAY,
-                    redirect: None,
-                });
-                if !send(socket, &go_away).await {
-                    return End::Lost;
-                }
+                core.handle_drain();
             },
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -16,65 +16,21 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use strait_protocol::datagram::{self, Datagram};
 use strait_protocol::{
-    ControlMessage, DatagramControl, Decoded, ErrorCode, ErrorMessage, FrameReader, GoAway,
-    PROTOCOL_VERSION, ParticipantId, Pong, ResumeToken, ServerHello, SessionLimits,
+    ControlMessage, DatagramControl, Decoded, ErrorCode, FrameReader, ParticipantId,
 };
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::auth::AuthError;
-
+use super::core::{
+    Credentials, HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
+    SessionSettings,
+};
 use crate::Shared;
-use crate::metrics::{DropReason, RefusalReason, ResumeLabel, ResumeResult, TransportLabel};
+use crate::metrics::{DropReason, RefusalReason, TransportLabel};
 use crate::quic::link::{ControlRecv, ControlSend, Link};
-use crate::worker::hub::{Attached, ConnId};
+use crate::worker::hub::ConnId;
 use crate::worker::{Attach, WorkerCommand};
-
-/// How a session ended, from the gateway's point of view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SessionEnd {
-    /// The client left (`Leave`) or closed cleanly: the participant leaves its room now.
-    Left,
-    /// The connection was lost: the participant waits for a resume during the grace period.
-    Lost(String),
-    /// The session broke the protocol; it is closed with this code and reason.
-    Violation(ErrorCode, String),
-    /// The gateway closed it (timeout, refused hello, failed authentication).
-    Closed(ErrorCode, String),
-}
-
-/// A token bucket for control messages (also used by the WebSocket path, [`crate::http::ws`]).
-#[derive(Debug)]
-pub(crate) struct RateLimit {
-    tokens: f64,
-    burst: f64,
-    per_second: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    pub(crate) fn new(per_second: u32, burst: u32, now: Instant) -> Self {
-        Self {
-            tokens: f64::from(burst),
-            burst: f64::from(burst),
-            per_second: f64::from(per_second),
-            last: now,
-        }
-    }
-
-    pub(crate) fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// Bytes taken from the control stream per read. Control messages are small (a `ClientHello`
 /// with its token is a few hundred bytes); a larger frame is assembled over several reads. Every
@@ -87,15 +43,6 @@ struct ControlReader {
     frames: FrameReader,
     pending: Bytes,
     buf: Vec<u8>,
-}
-
-/// What the control stream gave.
-enum Incoming {
-    Message(ControlMessage),
-    Unknown(u32),
-    Finished,
-    Malformed(strait_protocol::DecodeError),
-    Failed(String),
 }
 
 impl ControlReader {
@@ -245,14 +192,20 @@ pub(crate) async fn run(shared: Arc<Shared>, link: Link, accepted_at: Instant) {
     .await;
 }
 
-async fn close_with_error(link: &Link, send: &mut ControlSend, code: ErrorCode, reason: &str) {
+/// Writes `messages` as frames on the control stream and closes the connection with `code`:
+/// how a session that never got its writer (a refused hello) ends.
+async fn close_with_messages(
+    link: &Link,
+    send: &mut ControlSend,
+    messages: &[ControlMessage],
+    code: ErrorCode,
+    reason: &str,
+) {
     let mut out = Vec::new();
-    let message = ControlMessage::Error(ErrorMessage {
-        request: None,
-        code,
-        reason: reason.into(),
-    });
-    if strait_protocol::encode_frame(&message, usize::MAX, &mut out).is_ok() {
+    for message in messages {
+        let _ = strait_protocol::encode_frame(message, usize::MAX, &mut out);
+    }
+    if !out.is_empty() {
         // Bounded: the peer may be gone. Waiting for the acknowledgement keeps the close from
         // discarding the explanation.
         let _ = tokio::time::timeout(CLOSE_FLUSH, async {
@@ -265,199 +218,113 @@ async fn close_with_error(link: &Link, send: &mut ControlSend, code: ErrorCode, 
     link.close(code, reason);
 }
 
+fn credentials(shared: &Shared) -> Credentials<'_> {
+    Credentials {
+        keys: &shared.keys,
+        resume: &shared.resume,
+    }
+}
+
 async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> SessionEnd {
     let config = &shared.config;
-    let hello_timeout = config.session.hello_timeout;
+    let mut core = SessionCore::quic(
+        SessionSettings::new(config),
+        shared.metrics.clone(),
+        accepted_at,
+    );
 
-    // 1. The control stream and the ClientHello, within the hello timeout.
-    let deadline = tokio::time::Instant::now() + hello_timeout;
-    let (mut send, recv) = match tokio::time::timeout_at(deadline, link.accept_control()).await {
-        Ok(Ok(parts)) => parts,
-        Ok(Err(reason)) => {
-            // The connection went away before it opened a stream.
-            shared.metrics.refuse(RefusalReason::Hello);
-            return SessionEnd::Lost(reason);
-        }
-        Err(_) => {
-            shared.metrics.refuse(RefusalReason::Hello);
-            let reason = "no control stream in time".to_owned();
-            link.close(ErrorCode::TIMEOUT, &reason);
-            return SessionEnd::Closed(ErrorCode::TIMEOUT, reason);
-        }
-    };
+    // 1. The control stream, within the hello timeout.
+    let deadline = core.poll_timeout().unwrap_or(accepted_at);
+    let (mut send, recv) =
+        match tokio::time::timeout_at(deadline.into(), link.accept_control()).await {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(reason)) => {
+                // The connection went away before it opened a stream.
+                shared.metrics.refuse(RefusalReason::Hello);
+                return SessionEnd::Lost(reason);
+            }
+            Err(_) => {
+                shared.metrics.refuse(RefusalReason::Hello);
+                let reason = "no control stream in time".to_owned();
+                link.close(ErrorCode::TIMEOUT, &reason);
+                return SessionEnd::Closed(ErrorCode::TIMEOUT, reason);
+            }
+        };
     let mut reader = ControlReader::new(recv, config.limits.max_frame_size);
-    let first = tokio::time::timeout_at(deadline, async {
-        let violation = |reason: String| (ErrorCode::PROTOCOL_VIOLATION, reason);
-        loop {
-            match reader.next().await {
-                Incoming::Message(ControlMessage::ClientHello(h)) => return Ok(h),
-                Incoming::Unknown(_) => continue,
-                Incoming::Message(other) => {
-                    return Err(violation(format!(
-                        "expected ClientHello, got kind {}",
-                        other.kind()
-                    )));
-                }
-                // A frame over the limit is FRAME_TOO_LARGE before the hello too (section 2).
-                Incoming::Malformed(e) => {
-                    return Err((decode_error_code(&e), format!("malformed frame: {e}")));
-                }
-                Incoming::Finished => {
-                    return Err(violation(
-                        "control stream finished before ClientHello".into(),
-                    ));
-                }
-                Incoming::Failed(e) => return Err(violation(e)),
-            }
-        }
-    })
-    .await;
-    let hello = match first {
-        Ok(Ok(hello)) => hello,
-        Ok(Err((code, reason))) => {
-            shared.metrics.refuse(RefusalReason::Hello);
-            close_with_error(link, &mut send, code, &reason).await;
-            return SessionEnd::Violation(code, reason);
-        }
-        Err(_) => {
-            shared.metrics.refuse(RefusalReason::Hello);
-            let reason = "no ClientHello in time".to_owned();
-            close_with_error(link, &mut send, ErrorCode::TIMEOUT, &reason).await;
-            return SessionEnd::Closed(ErrorCode::TIMEOUT, reason);
-        }
-    };
-    if hello.version != PROTOCOL_VERSION {
-        shared.metrics.refuse(RefusalReason::Hello);
-        let reason = format!(
-            "version {} is not supported; this server speaks {PROTOCOL_VERSION}",
-            hello.version
-        );
-        close_with_error(link, &mut send, ErrorCode::UNSUPPORTED_VERSION, &reason).await;
-        return SessionEnd::Closed(ErrorCode::UNSUPPORTED_VERSION, reason);
-    }
 
-    // 2. Resume, or authenticate a new participant.
-    let now = SystemTime::now();
+    // 2. The hello: what the core says before the session is live is written at once, ahead
+    // of anything the hub queues.
     let (control_tx, control_rx) = mpsc::channel(config.limits.control_queue);
-    let mut resume_failed = None;
-    let mut attach = None;
-    if let Some(token) = &hello.resume {
-        match shared.resume.verify(&token.0, now) {
-            Ok(claims) => {
-                attach = Some(ParticipantId(claims.participant));
-            }
-            Err(e) => resume_failed = Some(e.to_string()),
-        }
-    }
-    let token = match shared.keys.verify(&hello.token, now) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            if attach.is_none() {
-                shared.metrics.refuse(RefusalReason::Auth);
-                let code = e.code();
-                let reason = auth_reason(&e);
-                close_with_error(link, &mut send, code, &reason).await;
-                return SessionEnd::Closed(code, reason);
-            }
-            None
-        }
-    };
-    let mut outcome = None;
-    if let Some(participant) = attach {
-        let reply = shared
-            .worker
-            .attach(Attach {
-                participant,
-                link: link.clone(),
-                control: control_tx.clone(),
-                resume: true,
-                token: token.clone(),
-            })
-            .await;
-        match reply {
-            Ok(Attached::Resumed { .. }) => outcome = Some((participant, true)),
-            Err(why) => resume_failed = Some(why.to_string()),
-            Ok(Attached::New) => outcome = Some((participant, false)),
-        }
-    }
-    let (participant, resumed) = match outcome {
-        Some(o) => o,
-        None => {
-            // A fresh participant: it needs a valid access token.
-            let Some(token) = token.clone() else {
-                shared.metrics.refuse(RefusalReason::Auth);
-                let reason = "resume failed and no valid access token".to_owned();
-                close_with_error(link, &mut send, ErrorCode::UNAUTHORIZED, &reason).await;
-                return SessionEnd::Closed(ErrorCode::UNAUTHORIZED, reason);
-            };
-            let participant = shared.new_participant_id();
-            match shared
-                .worker
-                .attach(Attach {
-                    participant,
-                    link: link.clone(),
-                    control: control_tx.clone(),
-                    resume: false,
-                    token: Some(token),
-                })
-                .await
-            {
-                Ok(_) => {}
-                Err(e) => {
-                    let (code, why) = (e.code(), e.to_string());
-                    close_with_error(link, &mut send, code, &why).await;
-                    return SessionEnd::Closed(code, why);
+    let mut first: Vec<ControlMessage> = Vec::new();
+    loop {
+        while let Some(output) = core.poll_output() {
+            match output {
+                SessionOutput::Send(message) => first.push(message),
+                SessionOutput::Attach { resume, token } => {
+                    let participant = resume.unwrap_or_else(|| shared.new_participant_id());
+                    let result = shared
+                        .worker
+                        .attach(Attach {
+                            participant,
+                            link: link.clone(),
+                            control: control_tx.clone(),
+                            resume: resume.is_some(),
+                            token,
+                        })
+                        .await;
+                    let facts = HelloFacts {
+                        ice_servers: shared.turn.ice_servers(participant.0, SystemTime::now()),
+                        max_datagram_size: link
+                            .max_datagram_size()
+                            .and_then(|s| u32::try_from(s).ok())
+                            .unwrap_or(0),
+                    };
+                    core.handle_attached(
+                        participant,
+                        result,
+                        facts,
+                        credentials(shared),
+                        SystemTime::now(),
+                    );
                 }
+                SessionOutput::End(end) => {
+                    let (code, reason) = match &end {
+                        SessionEnd::Violation(code, reason) | SessionEnd::Closed(code, reason) => {
+                            (*code, reason.as_str())
+                        }
+                        SessionEnd::Left | SessionEnd::Lost(_) => (ErrorCode::NONE, ""),
+                    };
+                    close_with_messages(link, &mut send, &first, code, reason).await;
+                    return end;
+                }
+                SessionOutput::Hub(_) => {}
             }
-            (participant, false)
         }
+        if core.is_live() {
+            break;
+        }
+        let deadline = core.poll_timeout().unwrap_or_else(Instant::now);
+        match tokio::time::timeout_at(deadline.into(), reader.next()).await {
+            Ok(incoming) => core.handle_message(
+                incoming,
+                credentials(shared),
+                Instant::now(),
+                SystemTime::now(),
+            ),
+            Err(_) => core.handle_timeout(Instant::now()),
+        }
+    }
+    let Some(participant) = core.participant() else {
+        return SessionEnd::Lost("attached without a participant".into());
     };
     tracing::Span::current().record("participant", participant.0);
-    if hello.resume.is_some() {
-        let result = if resumed {
-            ResumeResult::Resumed
-        } else {
-            ResumeResult::Failed
-        };
-        shared
-            .metrics
-            .resumes
-            .get_or_create(&ResumeLabel { result })
-            .inc();
-    }
 
-    // 3. ServerHello, written before anything the worker queued.
-    let resume_token = shared.resume.issue(
-        participant.0,
-        0,
-        now + config.session.grace_period + config.quic.idle_timeout,
-    );
-    let server_hello = ControlMessage::ServerHello(ServerHello {
-        version: PROTOCOL_VERSION,
-        participant,
-        resume_token: ResumeToken(resume_token),
-        resumed,
-        ice_servers: shared.turn.ice_servers(participant.0, now),
-        limits: session_limits(config),
-        max_datagram_size: link
-            .max_datagram_size()
-            .and_then(|s| u32::try_from(s).ok())
-            .unwrap_or(0),
-    });
-    let mut first = Vec::new();
-    let _ = strait_protocol::encode_frame(&server_hello, usize::MAX, &mut first);
-    if let Some(why) = &resume_failed {
-        let _ = strait_protocol::encode_frame(
-            &ControlMessage::Error(ErrorMessage {
-                request: None,
-                code: ErrorCode::RESUME_FAILED,
-                reason: format!("resume failed: {why}; joined as a new participant"),
-            }),
-            usize::MAX,
-            &mut first,
-        );
+    // 3. ServerHello (and a failed resume's Error), written before anything the worker queued.
+    let mut out = Vec::new();
+    for message in &first {
+        let _ = strait_protocol::encode_frame(message, usize::MAX, &mut out);
     }
-    if send.write_all(&first).await.is_err() {
+    if send.write_all(&out).await.is_err() {
         shared
             .worker
             .send(WorkerCommand::Detached {
@@ -477,30 +344,25 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
     );
 
     // 4. The session's life.
-    let mut end = session_loop(shared, link, participant, reader, &control_tx, accepted_at).await;
+    let mut end = session_loop(shared, link, participant, &mut core, reader, &control_tx).await;
     if matches!(end, SessionEnd::Lost(_)) && link.closed_by_peer_cleanly() {
         // A close with NONE is a leave (PROTOCOL.md 7.9).
         end = SessionEnd::Left;
     }
+    let conn = ConnId(link.stable_id() as u64);
     match &end {
         // A session closed for breaking the protocol may not resume (section 7.9): its
         // participant leaves now rather than haunting the room for the grace period.
         SessionEnd::Left | SessionEnd::Violation(..) => {
             shared
                 .worker
-                .send(WorkerCommand::Leave {
-                    participant,
-                    conn: ConnId(link.stable_id() as u64),
-                })
+                .send(WorkerCommand::Leave { participant, conn })
                 .await;
         }
         _ => {
             shared
                 .worker
-                .send(WorkerCommand::Detached {
-                    participant,
-                    conn: ConnId(link.stable_id() as u64),
-                })
+                .send(WorkerCommand::Detached { participant, conn })
                 .await;
         }
     }
@@ -518,36 +380,59 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
     end
 }
 
-fn auth_reason(e: &AuthError) -> String {
-    format!("access token refused: {e}")
+/// Carries out what the core asks of a live session; returns how it ended, if it did.
+async fn carry_out(
+    shared: &Arc<Shared>,
+    core: &mut SessionCore,
+    participant: ParticipantId,
+    control: &mpsc::Sender<ControlMessage>,
+) -> Option<SessionEnd> {
+    while let Some(output) = core.poll_output() {
+        match output {
+            // Queued behind what the hub queued before: answers and events stay in order. A
+            // full queue is the client not reading; the hub closes such a session.
+            SessionOutput::Send(message) => {
+                let _ = control.try_send(message);
+            }
+            SessionOutput::Hub(HubRequest::Request {
+                message,
+                join_started,
+            }) => {
+                shared
+                    .worker
+                    .send(WorkerCommand::Request {
+                        participant,
+                        message,
+                        join_started,
+                    })
+                    .await;
+            }
+            SessionOutput::Hub(HubRequest::Offer { .. }) | SessionOutput::Attach { .. } => {}
+            SessionOutput::End(end) => return Some(end),
+        }
+    }
+    None
 }
 
 async fn session_loop(
     shared: &Arc<Shared>,
     link: &Link,
     participant: ParticipantId,
+    core: &mut SessionCore,
     reader: ControlReader,
     control: &mpsc::Sender<ControlMessage>,
-    accepted_at: Instant,
 ) -> SessionEnd {
-    let config = &shared.config;
-    let mut rate = RateLimit::new(
-        config.limits.max_messages_per_second,
-        config.limits.message_burst,
-        Instant::now(),
-    );
     let vitals = link.vitals();
     let mut address = vitals.remote;
     let mut watch = Watch::new(vitals.traffic);
     let mut reported_bandwidth = 0u64;
     let look = tokio::time::sleep(WATCH_ACTIVE);
     let drain = shared.drain.clone().cancelled_owned();
-    let mut draining = false;
     let transport = link.transport();
     let label = TransportLabel { transport };
     let packets_in = shared.metrics.packets_in.get_or_create(&label).clone();
     let bytes_in = shared.metrics.bytes_in.get_or_create(&label).clone();
-    let mut join_timed = false;
+    let mut draining = false;
     // The reads live across the loop's turns: a wake-up for one branch does not start the
     // others over.
     let reading = reader.into_next();
@@ -561,56 +446,7 @@ async fn session_loop(
                 if watch.wake() {
                     look.as_mut().reset(tokio::time::Instant::now() + WATCH_ACTIVE);
                 }
-                match incoming {
-                Incoming::Message(message) => {
-                    if !rate.allow(Instant::now()) {
-                        shared.metrics.rate_limited.inc();
-                        // A refused request is answered; anything else (a ping) is dropped and
-                        // counted, because an Error without a request id would mean a close.
-                        if let Some(request) = message.request() {
-                            let _ = control.try_send(ControlMessage::Error(ErrorMessage {
-                                request: Some(request),
-                                code: ErrorCode::RATE_LIMITED,
-                                reason: format!(
-                                    "more than {} control messages per second",
-                                    config.limits.max_messages_per_second
-                                ),
-                            }));
-                        }
-                        continue;
-                    }
-                    match message {
-                        ControlMessage::Ping(p) => {
-                            let _ = control.try_send(ControlMessage::Pong(Pong { nonce: p.nonce }));
-                        }
-                        ControlMessage::Pong(_) => {}
-                        ControlMessage::Leave(l) => {
-                            let _ = control.try_send(ControlMessage::Ack(strait_protocol::Ack { request: l.request }));
-                            return SessionEnd::Left;
-                        }
-                        ControlMessage::ClientHello(_) => {
-                            return violation(control, ErrorCode::PROTOCOL_VIOLATION, "a second ClientHello".into());
-                        }
-                        request => {
-                            let join_started = (!join_timed && matches!(request, ControlMessage::Join(_)))
-                                .then_some(accepted_at);
-                            join_timed |= join_started.is_some();
-                            shared.worker.send(WorkerCommand::Request {
-                                participant,
-                                message: request,
-                                join_started,
-                            }).await;
-                        }
-                    }
-                }
-                Incoming::Unknown(kind) => tracing::debug!(kind, "skipped an unknown message kind"),
-                Incoming::Finished => return SessionEnd::Left,
-                Incoming::Malformed(e) => {
-                    let code = decode_error_code(&e);
-                    return violation(control, code, format!("malformed control frame: {e}"));
-                }
-                Incoming::Failed(e) => return SessionEnd::Lost(e),
-                }
+                core.handle_message(incoming, credentials(shared), Instant::now(), SystemTime::now());
             },
             datagram = &mut receiving => {
                 receiving.set(link.read_datagram());
@@ -648,11 +484,11 @@ async fn session_loop(
             },
             () = &mut drain, if !draining => {
                 draining = true;
-                let _ = control.try_send(ControlMessage::GoAway(GoAway {
-                    code: ErrorCode::GOING_AWAY,
-                    redirect: None,
-                }));
+                core.handle_drain();
             },
+        }
+        if let Some(end) = carry_out(shared, core, participant, control).await {
+            return end;
         }
     }
 }
@@ -710,29 +546,6 @@ impl Watch {
     }
 }
 
-/// The close code for a control frame that does not decode (section 2): `FRAME_TOO_LARGE` for a
-/// length over the limit, `PROTOCOL_VIOLATION` for anything else.
-fn decode_error_code(e: &strait_protocol::DecodeError) -> ErrorCode {
-    match e {
-        strait_protocol::DecodeError::FrameTooLarge { .. } => ErrorCode::FRAME_TOO_LARGE,
-        _ => ErrorCode::PROTOCOL_VIOLATION,
-    }
-}
-
-/// Queues the `Error` that explains a violation; the session closes once it is flushed.
-fn violation(
-    control: &mpsc::Sender<ControlMessage>,
-    code: ErrorCode,
-    reason: String,
-) -> SessionEnd {
-    let _ = control.try_send(ControlMessage::Error(ErrorMessage {
-        request: None,
-        code,
-        reason: reason.clone(),
-    }));
-    SessionEnd::Violation(code, reason)
-}
-
 fn handle_datagram(
     shared: &Arc<Shared>,
     link: &Link,
@@ -767,17 +580,6 @@ fn handle_datagram(
         // "A variant index this version does not know is dropped and counted" (section 8.5).
         Ok(Datagram::UnknownControl(_)) => shared.metrics.count_drop(DropReason::MalformedDatagram),
         Err(_) => shared.metrics.count_drop(DropReason::MalformedDatagram),
-    }
-}
-
-/// The limits a `ServerHello` announces, from the configuration.
-pub(crate) fn session_limits(config: &crate::config::Config) -> SessionLimits {
-    let l = &config.limits;
-    SessionLimits {
-        max_frame_size: u32::try_from(l.max_frame_size).unwrap_or(u32::MAX),
-        max_tracks: u32::try_from(l.max_tracks_per_participant).unwrap_or(u32::MAX),
-        max_subscriptions: u32::try_from(l.max_subscriptions_per_participant).unwrap_or(u32::MAX),
-        max_messages_per_second: l.max_messages_per_second,
     }
 }
 
@@ -849,6 +651,8 @@ mod tests {
             request: RequestId(1),
         });
         assert!(!may_wait(&ack));
-        assert!(!may_wait(&ControlMessage::Pong(Pong { nonce: 1 })));
+        assert!(!may_wait(&ControlMessage::Pong(strait_protocol::Pong {
+            nonce: 1
+        })));
     }
 }
