@@ -35,67 +35,80 @@ pub mod auth;
 pub mod config;
 pub(crate) mod http;
 pub mod metrics;
+pub(crate) mod net;
 pub(crate) mod quic;
 pub(crate) mod session;
 pub(crate) mod turn;
 pub(crate) mod worker;
 
-pub use crate::quic::bind_udp;
+pub use crate::net::bind_udp;
 pub use crate::turn::{TurnAddrs, TurnCredentials, TurnSockets};
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::registry::Registry;
 use rand::{Rng, SeedableRng};
 use strait_certs::Fingerprint;
-use strait_protocol::{ErrorCode, ParticipantId};
+use strait_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AccessClaims, ApiKey, Grants, KeyRing, ResumeSigner, Secret};
+use crate::auth::{AccessClaims, ApiKey, Authority, Grants, KeyRing, ResumeSigner, Secret};
 use crate::config::ValidConfig;
+use crate::http::HttpState;
 use crate::metrics::Metrics;
+use crate::quic::frontdoor::FrontDoor;
 use crate::quic::tls::CertStore;
-use crate::session::Admission;
-use crate::worker::WorkerHandle;
+use crate::session::{Admission, SessionContext};
+use crate::turn::TurnState;
 
-/// State shared by every task of one gateway.
+/// One running gateway's parts, as `Gateway` and the drain see them. Each part of the gateway
+/// gets only its own context ([`SessionContext`], [`HttpState`], [`FrontDoor`]); nothing but
+/// this file sees all of them.
 #[derive(Debug)]
-pub(crate) struct Shared {
-    /// The configuration.
-    pub config: ValidConfig,
-    /// Keys that verify (and in development mode mint) access tokens.
-    pub keys: KeyRing,
-    /// The key id used to mint tokens (the development key, or the first configured key).
-    pub mint_key: String,
-    /// Signs and checks resume tokens.
-    pub resume: ResumeSigner,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// The registry behind `/metrics`.
-    pub registry: Registry,
-    /// Certificates served and published.
-    pub certs: Arc<CertStore>,
-    /// Session slots.
-    pub admission: Arc<Admission>,
-    /// Cancelled when the drain starts.
-    pub drain: CancellationToken,
-    /// The media worker.
-    pub worker: WorkerHandle,
-    /// The QUIC port's bound address.
-    pub quic_addr: SocketAddr,
-    /// The HTTP port's bound address (its origins are allowed by default).
-    pub http_addr: SocketAddr,
-    /// The WebRTC bridge's UDP address, when the bridge runs.
-    pub webrtc_addr: Option<SocketAddr>,
-    /// TURN listeners and credential minting.
-    pub turn: turn::TurnState,
-    ids: Mutex<rand::rngs::StdRng>,
+struct Node {
+    sessions: Arc<SessionContext>,
+    http: Arc<HttpState>,
+    front: Arc<FrontDoor>,
+    certs: Arc<CertStore>,
+    turn: Arc<TurnState>,
+    admission: Arc<Admission>,
+    quic_addr: SocketAddr,
+    webrtc_addr: Option<SocketAddr>,
 }
 
-/// What a reloaded configuration changed in a running gateway ([`Shared::reload`]).
+impl Node {
+    fn config(&self) -> &ValidConfig {
+        &self.sessions.config
+    }
+
+    fn reload(&self, new: &ValidConfig) -> Reload {
+        let turn_secrets = self.turn.rotate(&new.turn_with_media(self.webrtc_addr));
+        let config = self.config();
+        let mut rest = new.get().clone();
+        rest.turn.secrets.clone_from(&config.turn.secrets);
+        rest.turn
+            .external_secret
+            .clone_from(&config.turn.external_secret);
+        Reload {
+            turn_secrets,
+            needs_restart: rest != *config.get(),
+        }
+    }
+}
+
+/// `host:port` clients use to reach the QUIC port bound at `addr`.
+fn public_authority(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// What a reloaded configuration changed in a running gateway ([`Reloader::reload`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reload {
     /// Whether the TURN secrets were replaced, or why not.
@@ -107,7 +120,7 @@ pub struct Reload {
 
 /// Applies reloaded configurations to a running gateway, from any task.
 #[derive(Debug, Clone)]
-pub struct Reloader(Arc<Shared>);
+pub struct Reloader(Arc<Node>);
 
 impl Reloader {
     /// Applies a reloaded configuration (the binary does it on SIGHUP). Only the TURN secrets
@@ -116,65 +129,6 @@ impl Reloader {
     /// compared and reported, not applied.
     pub fn reload(&self, new: &ValidConfig) -> Reload {
         self.0.reload(new)
-    }
-}
-
-impl Shared {
-    fn reload(&self, new: &ValidConfig) -> Reload {
-        let turn_secrets = self.turn.rotate(&turn_config(new, self.webrtc_addr));
-        let mut rest = new.get().clone();
-        rest.turn.secrets.clone_from(&self.config.turn.secrets);
-        rest.turn
-            .external_secret
-            .clone_from(&self.config.turn.external_secret);
-        Reload {
-            turn_secrets,
-            needs_restart: rest != *self.config.get(),
-        }
-    }
-
-    /// A fresh, random participant id (never 0).
-    pub(crate) fn new_participant_id(&self) -> ParticipantId {
-        let mut rng = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let id: u64 = rng.random();
-            // Ids stay below 2^53 so that JavaScript clients can hold them in a Number.
-            let id = id & ((1 << 53) - 1);
-            if id != 0 {
-                return ParticipantId(id);
-            }
-        }
-    }
-
-    /// Whether a WebTransport request with this `Origin` may open a session.
-    pub(crate) fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        let wt = &self.config.webtransport;
-        let Some(origin) = origin else {
-            return wt.allow_missing_origin;
-        };
-        if wt.allowed_origins.is_empty() {
-            let port = self.http_addr.port();
-            return origin == format!("http://127.0.0.1:{port}")
-                || origin == format!("http://localhost:{port}")
-                || origin == format!("https://127.0.0.1:{port}")
-                || origin == format!("https://localhost:{port}");
-        }
-        wt.allowed_origins.iter().any(|o| o == "*" || o == origin)
-    }
-
-    /// `host:port` clients use to reach the QUIC port.
-    pub(crate) fn public_quic_authority(&self) -> String {
-        let addr = self.quic_addr;
-        if addr.ip().is_unspecified() {
-            format!("127.0.0.1:{}", addr.port())
-        } else {
-            addr.to_string()
-        }
-    }
-
-    /// Mints an access token with the minting key.
-    pub(crate) fn mint(&self, claims: &AccessClaims) -> Result<String, auth::MintError> {
-        self.keys.mint(&self.mint_key, claims)
     }
 }
 
@@ -194,11 +148,11 @@ pub struct Sockets {
 impl Sockets {
     /// Binds the addresses of the configuration.
     pub fn bind(config: &ValidConfig) -> std::io::Result<Sockets> {
-        let quic = quic::bind_udp(config.quic.listen, config.quic.socket_buffer)?;
+        let quic = net::bind_udp(config.quic.listen, config.quic.socket_buffer)?;
         let http = TcpListener::bind(config.http.listen)?;
         http.set_nonblocking(true)?;
         let webrtc = if config.webrtc.enabled {
-            Some(quic::bind_udp(
+            Some(net::bind_udp(
                 config.webrtc.listen,
                 config.webrtc.socket_buffer,
             )?)
@@ -218,7 +172,7 @@ impl Sockets {
 /// A gateway that is running, as [`Gateway::start`] returns it.
 #[derive(Debug)]
 pub struct Gateway {
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     /// The QUIC port's address.
     pub quic_addr: SocketAddr,
     /// The HTTP port's address.
@@ -236,14 +190,14 @@ impl Gateway {
     pub async fn start(config: ValidConfig, mut sockets: Sockets) -> anyhow::Result<Gateway> {
         let shutdown = CancellationToken::new();
         let (parts, dev_key) = prepare(config, &mut sockets)?;
-        let shared = parts.shared.clone();
+        let node = parts.node.clone();
         let quic_addr = sockets.quic.local_addr()?;
         let http_addr = sockets.http.local_addr()?;
-        let webrtc_addr = shared.webrtc_addr;
+        let webrtc_addr = node.webrtc_addr;
         let stop = shutdown.clone();
         let task = tokio::spawn(serve(parts, sockets, async move { stop.cancelled().await }));
         Ok(Gateway {
-            shared,
+            node,
             quic_addr,
             http_addr,
             webrtc_addr,
@@ -255,17 +209,17 @@ impl Gateway {
 
     /// The SHA-256 of the certificate served now.
     pub fn cert_fingerprint(&self) -> Fingerprint {
-        self.shared.certs.current().fingerprint
+        self.node.certs.current().fingerprint
     }
 
     /// `host:port` clients use to reach the QUIC port.
     pub fn public_quic_authority(&self) -> String {
-        self.shared.public_quic_authority()
+        public_authority(self.node.quic_addr)
     }
 
     /// Where the embedded TURN server listens (all `None` when it is off).
     pub fn turn_addrs(&self) -> TurnAddrs {
-        self.shared.turn.addrs
+        self.node.turn.addrs
     }
 
     /// TURN credentials for `identity`, valid from `now` (as `POST /v1/turn/credentials` mints
@@ -275,17 +229,17 @@ impl Gateway {
         identity: &str,
         now: SystemTime,
     ) -> Result<TurnCredentials, strait_media::turn::CredentialError> {
-        self.shared.turn.mint(identity, now)
+        self.node.turn.mint(identity, now)
     }
 
     /// The gateway's metrics (what `/metrics` serves).
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.shared.metrics
+        &self.node.sessions.metrics
     }
 
     /// Mints an access token with the gateway's minting key.
     pub fn mint(&self, claims: &AccessClaims) -> Result<String, auth::MintError> {
-        self.shared.mint(claims)
+        self.node.sessions.auth.mint(claims)
     }
 
     /// Takes one step of the development certificate rotation as if it were `now` (the gateway
@@ -297,27 +251,27 @@ impl Gateway {
         policy: &strait_certs::RotationPolicy,
         now: SystemTime,
     ) -> anyhow::Result<SystemTime> {
-        if self.shared.config.tls.cert.is_some() {
+        if self.node.config().tls.cert.is_some() {
             anyhow::bail!("the certificate comes from files: it is not rotated by the gateway");
         }
         Ok(self
-            .shared
+            .node
             .certs
-            .rotate_step(policy, &self.shared.config.tls.dev_names, now)?)
+            .rotate_step(policy, &self.node.config().tls.dev_names, now)?)
     }
 
     /// Sessions open now (QUIC, WebTransport and `/ws/rtc`; each holds an admission slot).
     pub fn sessions(&self) -> usize {
-        self.shared
+        self.node
             .admission
-            .sessions_in_use(self.shared.config.limits.max_sessions)
+            .sessions_in_use(self.node.config().limits.max_sessions)
     }
 
     /// Waits until at most `n` sessions are open (woken by each session's end, not by a timer).
     pub async fn sessions_at_most(&self, n: usize) {
         loop {
             // Register for the wake-up before looking at the count, so no end is missed.
-            let ended = self.shared.admission.changed();
+            let ended = self.node.admission.changed();
             tokio::pin!(ended);
             ended.as_mut().enable();
             if self.sessions() <= n {
@@ -329,7 +283,7 @@ impl Gateway {
 
     /// A handle that applies reloaded configurations to this gateway ([`Reloader::reload`]).
     pub fn reloader(&self) -> Reloader {
-        Reloader(self.shared.clone())
+        Reloader(self.node.clone())
     }
 
     /// Mints an access token for `identity` in `room` with the given grants, valid for an hour.
@@ -341,7 +295,7 @@ impl Gateway {
             SystemTime::now(),
             Duration::from_secs(3600),
         );
-        self.shared.mint(&claims).unwrap_or_default()
+        self.node.sessions.auth.mint(&claims).unwrap_or_default()
     }
 
     /// Starts the drain (as SIGTERM does) and waits until the gateway has stopped.
@@ -362,7 +316,7 @@ impl Gateway {
 }
 
 struct Parts {
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     worker_task: tokio::task::JoinHandle<()>,
     worker_stop: CancellationToken,
 }
@@ -416,26 +370,51 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         config.limits.max_sessions_per_ip,
         config.limits.max_handshakes,
     );
-    let shared = Arc::new(Shared {
-        quic_addr: sockets.quic.local_addr()?,
-        http_addr: sockets.http.local_addr()?,
-        webrtc_addr,
-        turn: turn::TurnState::new(&turn_config(&config, webrtc_addr), &sockets.turn)?,
-        config,
+    let turn = Arc::new(TurnState::new(
+        &config.turn_with_media(webrtc_addr),
+        &sockets.turn,
+    )?);
+    let quic_addr = sockets.quic.local_addr()?;
+    let http_addr = sockets.http.local_addr()?;
+    let auth = Authority {
         keys,
         mint_key,
         resume,
+    };
+    let sessions = Arc::new(SessionContext::new(
+        config,
+        auth,
         metrics,
-        registry,
-        certs,
-        admission,
-        drain: CancellationToken::new(),
         worker,
-        ids: Mutex::new(rand::rngs::StdRng::from_seed(random_seed()?)),
+        turn.clone(),
+        random_seed()?,
+    ));
+    let http = Arc::new(HttpState {
+        sessions: sessions.clone(),
+        admission: admission.clone(),
+        registry,
+        certs: certs.clone(),
+        webrtc_addr,
+        quic_authority: public_authority(quic_addr),
+    });
+    let front = Arc::new(FrontDoor {
+        sessions: sessions.clone(),
+        admission: admission.clone(),
+        http_addr,
+    });
+    let node = Arc::new(Node {
+        sessions,
+        http,
+        front,
+        certs,
+        turn,
+        admission,
+        quic_addr,
+        webrtc_addr,
     });
     Ok((
         Parts {
-            shared,
+            node,
             worker_task,
             worker_stop,
         },
@@ -451,26 +430,6 @@ fn random_seed() -> anyhow::Result<[u8; 32]> {
         .fill(&mut seed)
         .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
     Ok(seed)
-}
-
-/// The TURN configuration with this node's WebRTC addresses (each advertised IP with the bound
-/// port) added to `media_addresses`, so that the relay reaches the bridge without more settings.
-pub(crate) fn turn_config(config: &config::Config, webrtc: Option<SocketAddr>) -> turn::TurnConfig {
-    let mut turn = config.turn.clone();
-    if let Some(bound) = webrtc {
-        let ips = if config.webrtc.public_ips.is_empty() {
-            vec![bound.ip()]
-        } else {
-            config.webrtc.public_ips.clone()
-        };
-        for ip in ips {
-            let addr = SocketAddr::new(ip, bound.port());
-            if !turn.media_addresses.contains(&addr) {
-                turn.media_addresses.push(addr);
-            }
-        }
-    }
-    turn
 }
 
 /// Runs a gateway until `shutdown` resolves, then drains and stops.
@@ -496,13 +455,13 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let Parts {
-        shared,
+        node,
         worker_task,
         worker_stop,
     } = parts;
-    let config = shared.config.clone();
+    let config = node.config().clone();
 
-    let server_config = quic::tls::quinn_server_config(shared.certs.clone(), &config)?;
+    let server_config = quic::tls::quinn_server_config(node.certs.clone(), &config)?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(server_config),
@@ -518,12 +477,12 @@ async fn serve(
 
     let background = CancellationToken::new();
     let accept = tokio::spawn(quic::frontdoor::accept_loop(
-        shared.clone(),
+        node.front.clone(),
         endpoint.clone(),
     ));
     let rotation = if config.tls.cert.is_none() {
         Some(tokio::spawn(quic::tls::rotation_task(
-            shared.certs.clone(),
+            node.certs.clone(),
             config.tls.dev_names.clone(),
             background.clone(),
         )))
@@ -531,7 +490,7 @@ async fn serve(
         None
     };
     let http_stop = background.clone();
-    let router = http::router(shared.clone());
+    let router = http::router(node.http.clone());
     let http_task = tokio::spawn(async move {
         // The peer address is what `/ws/rtc` admits WebSocket sessions by.
         let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -540,9 +499,11 @@ async fn serve(
             .await
     });
     let turn_task = if config.turn.enabled {
-        let tls = turn::tls_config(shared.certs.clone())?;
+        let tls = quic::tls::turn_tls_config(node.certs.clone())?;
         Some(tokio::spawn(turn::serve(
-            shared.clone(),
+            config.turn_with_media(node.webrtc_addr),
+            node.turn.clone(),
+            node.sessions.metrics.clone(),
             sockets.turn,
             Some(tls),
             background.clone(),
@@ -555,9 +516,9 @@ async fn serve(
 
     // Drain: refuse new sessions, go-away to everyone, wait for them up to the deadline.
     tracing::info!("draining");
-    shared.drain.cancel();
+    node.sessions.drain.cancel();
     let deadline = Instant::now() + config.shutdown.drain_deadline;
-    let sessions = shared.admission.clone();
+    let sessions = node.admission.clone();
     let max = config.limits.max_sessions;
     loop {
         // Register for the wake-up before looking at the count, so no session end is missed.
@@ -592,7 +553,7 @@ async fn serve(
     }
     // Every session has ended or been closed: stop the worker.
     worker_stop.cancel();
-    drop(shared);
+    drop(node);
     let _ = worker_task.await;
     tracing::info!("stopped");
     Ok(())

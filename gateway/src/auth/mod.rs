@@ -865,6 +865,25 @@ impl ResumeSigner {
 // Tests
 // ---------------------------------------------------------------------------------------------
 
+/// The gateway's token authority: the keys that verify access tokens (and mint them, with the
+/// minting key), and the signer of resume tokens.
+#[derive(Debug)]
+pub(crate) struct Authority {
+    /// Keys that verify (and in development mode mint) access tokens.
+    pub(crate) keys: KeyRing,
+    /// The key id used to mint tokens (the development key, or the first configured key).
+    pub(crate) mint_key: String,
+    /// Signs and checks resume tokens.
+    pub(crate) resume: ResumeSigner,
+}
+
+impl Authority {
+    /// Mints an access token with the minting key.
+    pub(crate) fn mint(&self, claims: &AccessClaims) -> Result<String, MintError> {
+        self.keys.mint(&self.mint_key, claims)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -615,6 +615,27 @@ impl Config {
 pub struct ValidConfig(Config);
 
 impl ValidConfig {
+    /// The TURN settings with this node's WebRTC addresses (each advertised IP with the port
+    /// bound at `webrtc`) added to `media_addresses`, so that the relay reaches the bridge
+    /// without more settings.
+    pub(crate) fn turn_with_media(&self, webrtc: Option<SocketAddr>) -> TurnConfig {
+        let mut turn = self.turn.clone();
+        if let Some(bound) = webrtc {
+            let ips = if self.webrtc.public_ips.is_empty() {
+                vec![bound.ip()]
+            } else {
+                self.webrtc.public_ips.clone()
+            };
+            for ip in ips {
+                let addr = SocketAddr::new(ip, bound.port());
+                if !turn.media_addresses.contains(&addr) {
+                    turn.media_addresses.push(addr);
+                }
+            }
+        }
+        turn
+    }
+
     /// The validated values.
     #[must_use]
     pub fn get(&self) -> &Config {

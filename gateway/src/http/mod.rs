@@ -24,52 +24,68 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use crate::Shared;
+use crate::quic::tls::CertStore;
+use crate::session::{Admission, SessionContext};
 
 mod assets;
 mod tokens;
+mod turn;
 pub(crate) mod whip;
 pub(crate) mod ws;
 
+/// What the HTTP surface needs from its gateway.
+#[derive(Debug)]
+pub(crate) struct HttpState {
+    /// What sessions (`/ws/rtc`) and WHIP/WHEP need: configuration, tokens, the worker, TURN.
+    pub(crate) sessions: Arc<SessionContext>,
+    /// Session slots (`/ws/rtc` sessions take one).
+    pub(crate) admission: Arc<Admission>,
+    /// The registry behind `/metrics`.
+    pub(crate) registry: prometheus_client::registry::Registry,
+    /// Certificates published at `/v1/cert-hashes`.
+    pub(crate) certs: Arc<CertStore>,
+    /// The WebRTC bridge's UDP address, when the bridge runs.
+    pub(crate) webrtc_addr: Option<std::net::SocketAddr>,
+    /// `host:port` clients use to reach the QUIC port.
+    pub(crate) quic_authority: String,
+}
+
 /// Builds the router.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(state: Arc<HttpState>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/cert-hashes", get(cert_hashes))
-        .route(
-            "/v1/turn/credentials",
-            post(crate::turn::credentials_endpoint),
-        );
-    if shared.config.dev_token_endpoint() {
+        .route("/v1/turn/credentials", post(turn::credentials));
+    if state.sessions.config.dev_token_endpoint() {
         router = router.route("/v1/dev/token", post(tokens::dev_token));
     }
-    if shared.webrtc_addr.is_some() {
+    if state.webrtc_addr.is_some() {
         router = whip::routes(router);
         router = ws::routes(router);
     }
     for asset in assets::DEMO {
         router = router.route(asset.path, get(move || async move { asset.response() }));
     }
-    router.with_state(shared)
+    router.with_state(state)
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.drain.is_cancelled() {
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    if state.sessions.drain.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else {
         (StatusCode::OK, "ready\n").into_response()
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &shared.registry) {
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         Ok(()) => (
             [(
                 header::CONTENT_TYPE,
@@ -90,11 +106,11 @@ struct CertHashes {
 /// The hashes browsers may pin. Browsers accept `serverCertificateHashes` only for certificates
 /// valid for at most 14 days, so a long-lived certificate (one from a CA, loaded from PEM files) is
 /// not listed: an empty list tells the page to let the browser verify the certificate normally.
-async fn cert_hashes(State(shared): State<Arc<Shared>>) -> Json<CertHashes> {
-    let pinnable = shared.certs.current().lifetime() <= strait_certs::MAX_DEV_VALIDITY;
+async fn cert_hashes(State(state): State<Arc<HttpState>>) -> Json<CertHashes> {
+    let pinnable = state.certs.current().lifetime() <= strait_certs::MAX_DEV_VALIDITY;
     let hashes = if pinnable {
         let policy = strait_certs::RotationPolicy::default();
-        crate::quic::tls::hashes_json(&shared.certs.published(&policy, SystemTime::now()))
+        crate::quic::tls::hashes_json(&state.certs.published(&policy, SystemTime::now()))
     } else {
         Vec::new()
     };

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::Shared;
+use super::HttpState;
 use crate::auth::{AccessClaims, Grants};
 
 /// Body of `POST /v1/dev/token`.
@@ -33,7 +33,7 @@ struct TokenResponse {
 }
 
 pub(crate) async fn dev_token(
-    State(shared): State<Arc<Shared>>,
+    State(state): State<Arc<HttpState>>,
     Json(request): Json<TokenRequest>,
 ) -> Response {
     let ttl = Duration::from_secs(request.ttl.unwrap_or(3600).clamp(1, 86_400));
@@ -48,13 +48,12 @@ pub(crate) async fn dev_token(
     if let Some(name) = request.name {
         claims = claims.with_name(name);
     }
-    match shared.mint(&claims) {
+    match state.sessions.auth.mint(&claims) {
         Ok(token) => Json(TokenResponse {
             token,
             url: format!(
                 "https://{}{}",
-                shared.public_quic_authority(),
-                shared.config.webtransport.path
+                state.quic_authority, state.sessions.config.webtransport.path
             ),
         })
         .into_response(),

@@ -47,12 +47,13 @@ use strait_media::sfu::SfuError;
 use strait_media::webrtc::{IceFragment, WebRtcError, check_offer};
 use strait_protocol::{ParticipantId, RoomId};
 
-use crate::Shared;
+use super::HttpState;
 use crate::auth::VerifiedToken;
+use crate::session::SessionContext;
 use crate::worker::bridge::{BridgeError, IcePatched, OfferRole, WebRtcOffer, WebRtcResource};
 
 /// Adds the WHIP and WHEP routes.
-pub(crate) fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+pub(crate) fn routes(router: Router<Arc<HttpState>>) -> Router<Arc<HttpState>> {
     router
         .route("/whip/{room}", post(whip_post))
         .route(
@@ -137,16 +138,16 @@ impl From<BridgeError> for Refusal {
 }
 
 async fn whip_post(
-    State(shared): State<Arc<Shared>>,
+    State(http): State<Arc<HttpState>>,
     Path(room): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    offer(&shared, room, Ok(OfferRole::Publish), &headers, body).await
+    offer(&http.sessions, room, Ok(OfferRole::Publish), &headers, body).await
 }
 
 async fn whep_post(
-    State(shared): State<Arc<Shared>>,
+    State(http): State<Arc<HttpState>>,
     Path((room, target)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -155,11 +156,11 @@ async fn whep_post(
         .parse::<u64>()
         .map(OfferRole::Subscribe)
         .map_err(|_| target);
-    offer(&shared, room, role, &headers, body).await
+    offer(&http.sessions, room, role, &headers, body).await
 }
 
 async fn offer(
-    shared: &Shared,
+    shared: &SessionContext,
     room: String,
     role: Result<OfferRole, String>,
     headers: &HeaderMap,
@@ -211,7 +212,7 @@ struct Accepted {
 
 /// `Link` header values (WHIP, RFC 9725 §4.4) for every TURN URL the gateway hands out, with
 /// credentials minted for the peer's participant id (as in `ServerHello`); none when TURN is off.
-fn ice_server_links(shared: &Shared, participant: ParticipantId) -> Vec<HeaderValue> {
+fn ice_server_links(shared: &SessionContext, participant: ParticipantId) -> Vec<HeaderValue> {
     let Ok(credentials) = shared
         .turn
         .mint(&participant.0.to_string(), SystemTime::now())
@@ -238,7 +239,7 @@ fn ice_server_links(shared: &Shared, participant: ParticipantId) -> Vec<HeaderVa
 /// Checks a WHIP or WHEP request in order of cost (no body is read before the token is good)
 /// and hands the offer to the worker.
 async fn accept(
-    shared: &Shared,
+    shared: &SessionContext,
     room: String,
     role: Result<OfferRole, String>,
     headers: &HeaderMap,
@@ -334,23 +335,23 @@ async fn accept(
 }
 
 async fn whip_delete(
-    State(shared): State<Arc<Shared>>,
+    State(http): State<Arc<HttpState>>,
     Path((room, resource)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    delete(&shared, room, resource, true, &headers).await
+    delete(&http.sessions, room, resource, true, &headers).await
 }
 
 async fn whep_delete(
-    State(shared): State<Arc<Shared>>,
+    State(http): State<Arc<HttpState>>,
     Path((room, _target, resource)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    delete(&shared, room, resource, false, &headers).await
+    delete(&http.sessions, room, resource, false, &headers).await
 }
 
 async fn delete(
-    shared: &Shared,
+    shared: &SessionContext,
     room: String,
     resource: String,
     publisher: bool,
@@ -379,26 +380,26 @@ async fn delete(
 }
 
 async fn whip_patch(
-    State(shared): State<Arc<Shared>>,
+    State(http): State<Arc<HttpState>>,
     Path((room, resource)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    patch(&shared, room, resource, true, &headers, body).await
+    patch(&http.sessions, room, resource, true, &headers, body).await
 }
 
 async fn whep_patch(
-    State(shared): State<Arc<Shared>>,
+    State(http): State<Arc<HttpState>>,
     Path((room, _target, resource)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    patch(&shared, room, resource, false, &headers, body).await
+    patch(&http.sessions, room, resource, false, &headers, body).await
 }
 
 /// Trickle ICE or an ICE restart (RFC 9725 §4.3); see the module docs.
 async fn patch(
-    shared: &Shared,
+    shared: &SessionContext,
     room: String,
     resource: String,
     publisher: bool,
@@ -475,7 +476,7 @@ async fn patch(
     }
 }
 
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<VerifiedToken, Refusal> {
+fn authenticate(shared: &SessionContext, headers: &HeaderMap) -> Result<VerifiedToken, Refusal> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -486,6 +487,7 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<VerifiedToken, R
         .map(|(_, token)| token.trim())
         .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "a bearer token is required"))?;
     shared
+        .auth
         .keys
         .verify(token, SystemTime::now())
         .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, e.to_string()))

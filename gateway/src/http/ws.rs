@@ -45,18 +45,18 @@ use strait_protocol::{ControlMessage, Decoded, ErrorCode, FrameReader, Participa
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::Shared;
+use super::HttpState;
 use crate::auth::VerifiedToken;
 use crate::metrics::RefusalReason;
+use crate::session::SessionContext;
 use crate::session::core::{
-    Credentials, HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
-    SessionSettings,
+    HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
 };
 use crate::worker::WorkerCommand;
 use crate::worker::hub::Attached;
 
 /// Adds the `/ws/rtc` route.
-pub(crate) fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+pub(crate) fn routes(router: Router<Arc<HttpState>>) -> Router<Arc<HttpState>> {
     router.route("/ws/rtc", get(upgrade))
 }
 
@@ -67,18 +67,19 @@ struct Params {
 }
 
 async fn upgrade(
-    State(shared): State<Arc<Shared>>,
+    State(http): State<Arc<HttpState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<Params>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let shared = http.sessions.clone();
     if shared.drain.is_cancelled() {
         shared.metrics.refuse(RefusalReason::Draining);
         return (StatusCode::SERVICE_UNAVAILABLE, "the gateway is draining\n").into_response();
     }
     // The same session limits as QUIC sessions (per node, per source address), held for the
     // session's life; the drain waits for these sessions too.
-    let permit = match shared.admission.admit(peer.ip()) {
+    let permit = match http.admission.admit(peer.ip()) {
         Ok(permit) => permit,
         Err(reason) => {
             shared.metrics.refuse(reason);
@@ -89,6 +90,7 @@ async fn upgrade(
     // can read it (it cannot read the status of a refused upgrade).
     let verified = match params.token.as_deref() {
         Some(token) => shared
+            .auth
             .keys
             .verify(token, SystemTime::now())
             .map_err(|e| (e.code(), format!("access token refused: {e}"))),
@@ -114,14 +116,14 @@ async fn upgrade(
 }
 
 async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<SessionContext>,
     mut socket: WebSocket,
     participant: ParticipantId,
     verified: Result<VerifiedToken, (ErrorCode, String)>,
 ) {
     let config = &shared.config;
     let mut core = SessionCore::websocket(
-        SessionSettings::new(config),
+        shared.settings.clone(),
         shared.metrics.clone(),
         verified,
         Instant::now(),
@@ -276,7 +278,7 @@ fn incoming(message: Option<Result<Message, axum::Error>>, max_frame: usize) -> 
 
 #[allow(clippy::too_many_arguments)] // the session's parts, borrowed for its life
 async fn serve(
-    shared: &Arc<Shared>,
+    shared: &Arc<SessionContext>,
     socket: &mut WebSocket,
     participant: ParticipantId,
     core: &mut SessionCore,
@@ -316,15 +318,11 @@ async fn serve(
                         ice_servers: shared.turn.ice_servers(participant.0, SystemTime::now()),
                         max_datagram_size: 0,
                     };
-                    let credentials = Credentials {
-                        keys: &shared.keys,
-                        resume: &shared.resume,
-                    };
                     core.handle_attached(
                         participant,
                         Ok(Attached::New),
                         facts,
-                        credentials,
+                        shared.credentials(),
                         SystemTime::now(),
                     );
                 }
@@ -354,8 +352,7 @@ async fn serve(
                 let now = Instant::now();
                 core.handle_heard(now);
                 if let Some(incoming) = incoming(message, max_frame) {
-                    let credentials = Credentials { keys: &shared.keys, resume: &shared.resume };
-                    core.handle_message(incoming, credentials, now, SystemTime::now());
+                    core.handle_message(incoming, shared.credentials(), now, SystemTime::now());
                 }
             },
             out = control.recv() => match out {

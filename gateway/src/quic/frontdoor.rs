@@ -9,13 +9,46 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::net::SocketAddr;
+
 use super::link::Link;
 use super::tls::ALPN_H3;
-use crate::Shared;
 use crate::metrics::RefusalReason;
+use crate::session::{Admission, SessionContext};
+
+/// What the front door needs: the sessions it starts, the admission it applies, and the HTTP
+/// port (whose origins WebTransport requests may come from by default).
+#[derive(Debug)]
+pub(crate) struct FrontDoor {
+    /// What sessions need.
+    pub(crate) sessions: Arc<SessionContext>,
+    /// Session and handshake slots.
+    pub(crate) admission: Arc<Admission>,
+    /// The HTTP port's bound address.
+    pub(crate) http_addr: SocketAddr,
+}
+
+impl FrontDoor {
+    /// Whether a WebTransport request with this `Origin` may open a session.
+    fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        let wt = &self.sessions.config.webtransport;
+        let Some(origin) = origin else {
+            return wt.allow_missing_origin;
+        };
+        if wt.allowed_origins.is_empty() {
+            let port = self.http_addr.port();
+            return origin == format!("http://127.0.0.1:{port}")
+                || origin == format!("http://localhost:{port}")
+                || origin == format!("https://127.0.0.1:{port}")
+                || origin == format!("https://localhost:{port}");
+        }
+        wt.allowed_origins.iter().any(|o| o == "*" || o == origin)
+    }
+}
 
 /// Accepts connections until the endpoint is closed, refusing them while the gateway drains.
-pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
+pub(crate) async fn accept_loop(front: Arc<FrontDoor>, endpoint: quinn::Endpoint) {
+    let shared = &front.sessions;
     let max_handshakes = shared.config.limits.max_handshakes;
     // The loop ends when the endpoint is closed; while draining it refuses everything.
     while let Some(incoming) = endpoint.accept().await {
@@ -26,7 +59,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
         }
         let ip = incoming.remote_address().ip();
         // Admission before work: the node's and the source's session counts.
-        let permit = match shared.admission.admit(ip) {
+        let permit = match front.admission.admit(ip) {
             Ok(p) => p,
             Err(reason) => {
                 shared.metrics.refuse(reason);
@@ -34,7 +67,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
                 continue;
             }
         };
-        let in_progress = shared.admission.handshakes_in_progress(max_handshakes);
+        let in_progress = front.admission.handshakes_in_progress(max_handshakes);
         if in_progress >= shared.config.quic.retry_above_handshakes
             && !incoming.remote_address_validated()
             && incoming.may_retry()
@@ -45,25 +78,26 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
             let _ = incoming.retry();
             continue;
         }
-        let Ok(handshake) = shared.admission.handshake() else {
+        let Ok(handshake) = front.admission.handshake() else {
             shared.metrics.refuse(RefusalReason::Handshakes);
             incoming.refuse();
             continue;
         };
-        let shared = shared.clone();
+        let front = front.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let link = handshake_and_dispatch(&shared, incoming).await;
+            let link = handshake_and_dispatch(&front, incoming).await;
             drop(handshake);
             if let Some(link) = link {
-                crate::session::quic::run(shared, link, started).await;
+                super::session::run(front.sessions.clone(), link, started).await;
             }
             drop(permit);
         });
     }
 }
 
-async fn handshake_and_dispatch(shared: &Arc<Shared>, incoming: quinn::Incoming) -> Option<Link> {
+async fn handshake_and_dispatch(front: &FrontDoor, incoming: quinn::Incoming) -> Option<Link> {
+    let shared = &front.sessions;
     let mut connecting = match incoming.accept() {
         Ok(c) => c,
         Err(e) => {
@@ -113,7 +147,7 @@ async fn handshake_and_dispatch(shared: &Arc<Shared>, incoming: quinn::Incoming)
                 request.not_found().await;
                 return None;
             }
-            if !shared.origin_allowed(request.origin()) {
+            if !front.origin_allowed(request.origin()) {
                 shared.metrics.refuse(RefusalReason::Origin);
                 request.forbidden().await;
                 return None;

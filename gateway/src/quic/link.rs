@@ -11,6 +11,8 @@ use strait_protocol::{ErrorCode, datagram};
 use tokio::io::AsyncRead;
 
 use crate::metrics::Transport;
+use crate::worker::hub::ConnId;
+use crate::worker::{Connection, DatagramSendError};
 
 /// The writing half of a control stream. Concrete (not a boxed writer) so that the session can
 /// wait until the client has acknowledged its last frames before the connection closes: closing a
@@ -63,15 +65,6 @@ pub(crate) enum Link {
     Quic(quinn::Connection),
     /// WebTransport (its QUIC connection is `conn.quic_connection()`).
     WebTransport(wtransport::Connection),
-}
-
-/// Why a datagram was not sent. The caller counts it; nothing is queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DatagramSendError {
-    /// Larger than the path allows now.
-    TooLarge,
-    /// The connection is closed or datagrams are off.
-    Failed,
 }
 
 impl Link {
@@ -218,4 +211,22 @@ pub(crate) struct Vitals {
     /// control messages flow, and stays put on a connection that only keeps itself alive
     /// (pings and acknowledgements are not counted).
     pub traffic: u64,
+}
+
+impl Connection for Link {
+    fn conn_id(&self) -> ConnId {
+        ConnId(self.stable_id() as u64)
+    }
+
+    fn transport(&self) -> Transport {
+        Link::transport(self)
+    }
+
+    fn send_datagram(&self, datagram: Bytes) -> Result<bool, DatagramSendError> {
+        Link::send_datagram(self, datagram)
+    }
+
+    fn close(&self, code: ErrorCode, reason: &str) {
+        Link::close(self, code, reason);
+    }
 }

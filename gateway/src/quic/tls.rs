@@ -242,3 +242,13 @@ pub(crate) struct CertHash {
     /// The same hash in lowercase hex.
     pub hex: String,
 }
+
+/// The rustls configuration of the TURN TLS listener: the gateway's certificates, TLS 1.2 and 1.3,
+/// no ALPN (RFC 7443's `stun.turn` is optional and browsers do not send it).
+pub(crate) fn turn_tls_config(store: Arc<CertStore>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    Ok(Arc::new(config))
+}

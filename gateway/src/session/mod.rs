@@ -1,16 +1,94 @@
 //! Sessions: a client's life from its hello to its end.
 //!
 //! - [`core`]: the session core, sans-IO: hello, auth, resume, the attach to the hub, rate
-//!   limits, violations, timeouts, go-away — the same for every transport;
-//! - [`quic`]: its driver for raw QUIC and WebTransport (the WebSocket driver is
-//!   `http::ws`);
+//!   limits, violations, timeouts, go-away — the same for every transport. Its drivers are
+//!   `quic::session` (raw QUIC and WebTransport) and `http::ws` (`/ws/rtc`);
+//! - [`SessionContext`]: what every session's driver needs from its gateway;
 //! - `admission`: session slots per node and per source address.
 
 mod admission;
 pub(crate) mod core;
-pub(crate) mod quic;
 
 #[cfg(test)]
 mod tests;
+
+use std::sync::{Arc, Mutex};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use strait_protocol::ParticipantId;
+use tokio_util::sync::CancellationToken;
+
+use self::core::{Credentials, SessionSettings};
+use crate::auth::Authority;
+use crate::config::ValidConfig;
+use crate::metrics::Metrics;
+use crate::turn::TurnState;
+use crate::worker::WorkerHandle;
+
+/// What every session's driver needs from its gateway, and nothing else.
+#[derive(Debug)]
+pub(crate) struct SessionContext {
+    /// The configuration.
+    pub(crate) config: ValidConfig,
+    /// The session core's settings, from the configuration.
+    pub(crate) settings: SessionSettings,
+    /// Access and resume tokens.
+    pub(crate) auth: Authority,
+    /// Metrics.
+    pub(crate) metrics: Arc<Metrics>,
+    /// The media worker.
+    pub(crate) worker: WorkerHandle,
+    /// Cancelled when the drain starts.
+    pub(crate) drain: CancellationToken,
+    /// TURN credentials for the `ServerHello`.
+    pub(crate) turn: Arc<TurnState>,
+    /// Draws participant ids.
+    ids: Mutex<StdRng>,
+}
+
+impl SessionContext {
+    /// The context; participant ids are drawn from an RNG seeded with `seed`.
+    pub(crate) fn new(
+        config: ValidConfig,
+        auth: Authority,
+        metrics: Arc<Metrics>,
+        worker: WorkerHandle,
+        turn: Arc<TurnState>,
+        seed: [u8; 32],
+    ) -> SessionContext {
+        SessionContext {
+            settings: SessionSettings::new(&config),
+            config,
+            auth,
+            metrics,
+            worker,
+            drain: CancellationToken::new(),
+            turn,
+            ids: Mutex::new(StdRng::from_seed(seed)),
+        }
+    }
+
+    /// A fresh, random participant id (never 0).
+    pub(crate) fn new_participant_id(&self) -> ParticipantId {
+        let mut rng = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let id: u64 = rng.random();
+            // Ids stay below 2^53 so that JavaScript clients can hold them in a Number.
+            let id = id & ((1 << 53) - 1);
+            if id != 0 {
+                return ParticipantId(id);
+            }
+        }
+    }
+
+    /// What the session core checks tokens with.
+    pub(crate) fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            keys: &self.auth.keys,
+            resume: &self.auth.resume,
+        }
+    }
+}
 
 pub(crate) use self::admission::Admission;

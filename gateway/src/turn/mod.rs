@@ -23,7 +23,7 @@
 //! (403) and for every packet it emits, and here again just before a relay socket sends.
 //!
 //! [`TurnState::mint`] hands out TURN REST credentials for a participant — for the embedded
-//! server, or for external TURN servers when `turn.external_urls` is set — and
+//! server, or for external TURN servers when `turn.external_urls` is set; the HTTP port's
 //! `POST /v1/turn/credentials` serves them to holders of an access token.
 
 use std::collections::HashMap;
@@ -101,7 +101,7 @@ impl TurnSockets {
         Ok(TurnSockets {
             udp: config
                 .listen(Listener::Udp)
-                .map(|a| crate::quic::bind_udp(a, 4 * 1024 * 1024))
+                .map(|a| crate::net::bind_udp(a, 4 * 1024 * 1024))
                 .transpose()?,
             tcp: tcp(config.listen(Listener::Tcp))?,
             tls: tcp(config.listen(Listener::Tls))?,
@@ -689,17 +689,17 @@ impl Core {
     }
 }
 
-/// Runs the embedded TURN server until `stop` is cancelled.
+/// Runs the embedded TURN server until `stop` is cancelled. `config` holds the node's media
+/// addresses ([`TurnConfig::with_media_of`]); `tls` is the TLS listener's configuration.
 pub(crate) async fn serve(
-    state: Arc<crate::Shared>,
+    config: TurnConfig,
+    state: Arc<TurnState>,
+    metrics: Arc<Metrics>,
     sockets: TurnSockets,
     tls: Option<Arc<rustls::ServerConfig>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    // The configured TURN settings, with the bridge's WebRTC addresses as media addresses.
-    let config = crate::turn_config(&state.config, state.webrtc_addr);
-    let metrics = state.metrics.clone();
-    let server_config = state.turn.server_config(&config)?;
+    let server_config = state.server_config(&config)?;
     let policy = server_config.policy.clone();
     let mut seed = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
@@ -739,7 +739,7 @@ pub(crate) async fn serve(
         ));
     }
 
-    let addrs = state.turn.addrs;
+    let addrs = state.addrs;
     tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, "turn is serving");
     let mut udp = listener.as_ref().map(|(s, _)| s.clone());
     let core = Arc::new_cyclic(|this| {
@@ -1051,47 +1051,6 @@ fn sync_stats(now: &Stats, last: &mut Stats, m: &TurnMetrics) {
         }
     }
     *last = now.clone();
-}
-
-/// The rustls configuration of the TLS listener: the gateway's certificates, TLS 1.2 and 1.3,
-/// no ALPN (RFC 7443's `stun.turn` is optional and browsers do not send it).
-pub(crate) fn tls_config(
-    store: Arc<crate::quic::tls::CertStore>,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let config = rustls::ServerConfig::builder_with_provider(crate::quic::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(store);
-    Ok(Arc::new(config))
-}
-
-/// `POST /v1/turn/credentials` with `Authorization: Bearer <access token>`: TURN credentials
-/// for the token's identity. 404 when TURN is not configured, 401 without a valid token.
-pub(crate) async fn credentials_endpoint(
-    axum::extract::State(shared): axum::extract::State<Arc<crate::Shared>>,
-    headers: axum::http::HeaderMap,
-) -> axum::response::Response {
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-    if !shared.turn.available() {
-        return (StatusCode::NOT_FOUND, "TURN is not configured\n").into_response();
-    }
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let now = SystemTime::now();
-    let Some(Ok(verified)) = token.map(|t| shared.keys.verify(t, now)) else {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "a valid access token is required\n",
-        )
-            .into_response();
-    };
-    match shared.turn.mint(&verified.identity, now) {
-        Ok(creds) => axum::Json(creds).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-    }
 }
 
 #[cfg(test)]

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::hub::{AttachRequest, Attached, ConnId, Hub, Output};
 use super::{Attach, MediaIn, WorkerCommand};
+use super::{Connection, DatagramSendError};
 use crate::metrics::{DropReason, Metrics, Transport, TransportLabel};
-use crate::quic::link::{DatagramSendError, Link};
 
 /// Longest datagram read from the WebRTC socket; longer ones are truncated (and then refused by
 /// the peer's DTLS or SRTP). Peers keep to the path MTU, well below.
@@ -47,7 +47,7 @@ const SIGNALING_CONN: ConnId = ConnId(0);
 struct Port {
     conn: ConnId,
     /// The connection, for media datagrams and closing (none on the WebSocket path).
-    link: Option<Link>,
+    link: Option<Arc<dyn Connection>>,
     /// The session's control queue; `None` once it overflowed.
     control: Option<mpsc::Sender<ControlMessage>>,
     packets_out: Counter,
@@ -228,7 +228,7 @@ impl Driver {
             resume,
             token,
         } = attach;
-        let conn = ConnId(link.stable_id() as u64);
+        let conn = link.conn_id();
         let request = AttachRequest {
             participant,
             conn,
@@ -322,7 +322,7 @@ impl Driver {
 impl Port {
     fn new(
         conn: ConnId,
-        link: Option<Link>,
+        link: Option<Arc<dyn Connection>>,
         control: mpsc::Sender<ControlMessage>,
         transport: Transport,
         metrics: &Metrics,

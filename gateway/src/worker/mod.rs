@@ -32,8 +32,30 @@ use self::bridge::{Bridge, BridgeError, IcePatched, WebRtcOffer, WebRtcResource}
 use self::hub::{AttachError, Attached, ConnId, Hub};
 use crate::auth::VerifiedToken;
 use crate::config::ValidConfig;
-use crate::metrics::{DropReason, Metrics};
-use crate::quic::link::Link;
+use crate::metrics::{DropReason, Metrics, Transport};
+
+/// A session's connection as the worker uses it: media datagrams out, and a close. The QUIC
+/// port's `Link` (raw QUIC or WebTransport) is one; the worker knows nothing else of QUIC.
+pub(crate) trait Connection: std::fmt::Debug + Send + Sync {
+    /// Identifies the connection (stable across migrations).
+    fn conn_id(&self) -> ConnId;
+    /// Which transport carries it, for the metrics' labels.
+    fn transport(&self) -> Transport;
+    /// Queues a datagram without waiting; `Ok(true)` when an older queued datagram was dropped
+    /// to make room for it (newest wins).
+    fn send_datagram(&self, datagram: Bytes) -> Result<bool, DatagramSendError>;
+    /// Closes the connection with a protocol error code.
+    fn close(&self, code: strait_protocol::ErrorCode, reason: &str);
+}
+
+/// Why a datagram was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DatagramSendError {
+    /// Larger than the connection's largest datagram now.
+    TooLarge,
+    /// The connection is closed, or the peer does not take datagrams.
+    Failed,
+}
 
 /// A session asks to be attached to a participant (new, or resumed).
 #[derive(Debug)]
@@ -41,7 +63,7 @@ pub(crate) struct Attach {
     /// The participant.
     pub participant: ParticipantId,
     /// The session's connection.
-    pub link: Link,
+    pub link: Arc<dyn Connection>,
     /// The session's control queue.
     pub control: mpsc::Sender<ControlMessage>,
     /// Take back an existing participant (from a resume token).

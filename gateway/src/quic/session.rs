@@ -1,7 +1,8 @@
 //! One session: a client's connection from its `ClientHello` to its end, the same for WebTransport
 //! and raw QUIC.
 //!
-//! Tasks per session: this one (reads control frames and datagrams, watches the connection) and a
+//! The session core ([`crate::session::core`]) holds the session's rules; this is its driver for
+//! QUIC and WebTransport. Tasks per session: this one (reads control frames and datagrams, watches the connection) and a
 //! writer (drains the session's bounded control queue into frames on the control stream). Room and
 //! track requests go to the media worker, which answers through the same control queue as it sends
 //! room events, so a client sees responses and events in the order they happened.
@@ -22,13 +23,12 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::core::{
-    Credentials, HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
-    SessionSettings,
-};
-use crate::Shared;
+use super::link::{ControlRecv, ControlSend, Link};
 use crate::metrics::{DropReason, RefusalReason, TransportLabel};
-use crate::quic::link::{ControlRecv, ControlSend, Link};
+use crate::session::SessionContext;
+use crate::session::core::{
+    HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
+};
 use crate::worker::hub::ConnId;
 use crate::worker::{Attach, WorkerCommand};
 
@@ -165,7 +165,7 @@ const CLOSE_FLUSH: Duration = Duration::from_millis(500);
 
 /// Runs a session on an established connection until it ends. The caller holds the admission
 /// permits for its lifetime.
-pub(crate) async fn run(shared: Arc<Shared>, link: Link, accepted_at: Instant) {
+pub(crate) async fn run(shared: Arc<SessionContext>, link: Link, accepted_at: Instant) {
     let span = tracing::info_span!(
         "session",
         conn = link.stable_id(),
@@ -218,20 +218,9 @@ async fn close_with_messages(
     link.close(code, reason);
 }
 
-fn credentials(shared: &Shared) -> Credentials<'_> {
-    Credentials {
-        keys: &shared.keys,
-        resume: &shared.resume,
-    }
-}
-
-async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> SessionEnd {
+async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) -> SessionEnd {
     let config = &shared.config;
-    let mut core = SessionCore::quic(
-        SessionSettings::new(config),
-        shared.metrics.clone(),
-        accepted_at,
-    );
+    let mut core = SessionCore::quic(shared.settings.clone(), shared.metrics.clone(), accepted_at);
 
     // 1. The control stream, within the hello timeout.
     let deadline = core.poll_timeout().unwrap_or(accepted_at);
@@ -266,7 +255,7 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
                         .worker
                         .attach(Attach {
                             participant,
-                            link: link.clone(),
+                            link: Arc::new(link.clone()),
                             control: control_tx.clone(),
                             resume: resume.is_some(),
                             token,
@@ -283,7 +272,7 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
                         participant,
                         result,
                         facts,
-                        credentials(shared),
+                        shared.credentials(),
                         SystemTime::now(),
                     );
                 }
@@ -307,7 +296,7 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
         match tokio::time::timeout_at(deadline.into(), reader.next()).await {
             Ok(incoming) => core.handle_message(
                 incoming,
-                credentials(shared),
+                shared.credentials(),
                 Instant::now(),
                 SystemTime::now(),
             ),
@@ -382,7 +371,7 @@ async fn serve(shared: &Arc<Shared>, link: &Link, accepted_at: Instant) -> Sessi
 
 /// Carries out what the core asks of a live session; returns how it ended, if it did.
 async fn carry_out(
-    shared: &Arc<Shared>,
+    shared: &Arc<SessionContext>,
     core: &mut SessionCore,
     participant: ParticipantId,
     control: &mpsc::Sender<ControlMessage>,
@@ -415,7 +404,7 @@ async fn carry_out(
 }
 
 async fn session_loop(
-    shared: &Arc<Shared>,
+    shared: &Arc<SessionContext>,
     link: &Link,
     participant: ParticipantId,
     core: &mut SessionCore,
@@ -446,7 +435,7 @@ async fn session_loop(
                 if watch.wake() {
                     look.as_mut().reset(tokio::time::Instant::now() + WATCH_ACTIVE);
                 }
-                core.handle_message(incoming, credentials(shared), Instant::now(), SystemTime::now());
+                core.handle_message(incoming, shared.credentials(), Instant::now(), SystemTime::now());
             },
             datagram = &mut receiving => {
                 receiving.set(link.read_datagram());
@@ -547,7 +536,7 @@ impl Watch {
 }
 
 fn handle_datagram(
-    shared: &Arc<Shared>,
+    shared: &Arc<SessionContext>,
     link: &Link,
     participant: ParticipantId,
     bytes: &Bytes,
