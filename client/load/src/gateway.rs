@@ -209,8 +209,11 @@ pub async fn mint_token(http_addr: SocketAddr, room: &str, identity: &str) -> Re
 /// The counters of `/metrics` the load tools read.
 #[derive(Debug, Default, Clone)]
 pub struct Scrape {
+    /// `strait_packets_in_total`, summed over its labels.
     pub packets_in: u64,
+    /// `strait_packets_out_total`, summed over its labels.
     pub packets_out: u64,
+    /// `strait_drops_total` by `reason`, summed over its other labels.
     pub drops: Vec<(String, u64)>,
 }
 

@@ -1,7 +1,7 @@
 //! # strait-load
 //!
-//! The load generator of Strait: it runs a scenario (a TOML file, `client/scenarios/`) against a
-//! gateway and prints what it measured.
+//! The load generator of Strait: it runs a scenario (a TOML file, `client/load/scenarios/`)
+//! against a gateway and prints what it measured.
 //!
 //! A **rooms** scenario opens `rooms.count` rooms of `rooms.publishers` publishers (each sends an
 //! Opus-like audio track and/or a VP8-like video track, and receives every other publisher) and
@@ -28,9 +28,9 @@
 //! the address it is given, and kills the gateway it started when it ends.
 //!
 //! ```text
-//! cargo build --release -p strait-gateway -p strait-client --bin strait --bin strait-load
-//! target/release/strait-load client/scenarios/fanout.toml --set rooms.subscribers=200
-//! target/release/strait-load client/scenarios/smoke.toml --json
+//! cargo build --release -p strait-gateway -p strait-load --bin strait --bin strait-load
+//! target/release/strait-load client/load/scenarios/fanout.toml --set rooms.subscribers=200
+//! target/release/strait-load client/load/scenarios/smoke.toml --json
 //! ```
 //!
 //! Linux only for the `/proc` figures.
@@ -43,16 +43,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use strait_client::load::gateway::{self, GatewayChild, Scrape};
-use strait_client::load::procfs::{self, CpuMark, CpuUse};
-use strait_client::load::rtp::{AUDIO_PT, AudioSource, Stamp, VIDEO_PT, VideoSource};
-use strait_client::load::scenario::{JoinStorm, Rooms, Scenario, TransportChoice};
-use strait_client::load::stats::{Histogram, pct};
-use strait_client::load::{Error, Result};
 use strait_client::protocol::{Codec, TrackKind};
 use strait_client::{
     Client, ClientConfig, LayerSpec, PublishSpec, Session, SessionEvent, Transport, Trust,
 };
+use strait_load::gateway::{self, GatewayChild, Scrape};
+use strait_load::procfs::{self, CpuMark, CpuUse};
+use strait_load::rtp::{AUDIO_PT, AudioSource, Stamp, VIDEO_PT, VideoSource};
+use strait_load::scenario::{JoinStorm, Rooms, Scenario, TransportChoice};
+use strait_load::stats::{Histogram, pct};
+use strait_load::{Error, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
@@ -60,7 +60,7 @@ use tokio::time::Instant;
 #[derive(Debug, clap::Parser)]
 #[command(name = "strait-load")]
 struct Args {
-    /// The scenario file (TOML, see client/scenarios/).
+    /// The scenario file (TOML, see client/load/scenarios/).
     scenario: PathBuf,
     /// Overrides a scenario value (dotted key, TOML value); repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]

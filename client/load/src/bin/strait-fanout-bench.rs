@@ -19,7 +19,7 @@
 //! to loopback, and the gateway child is killed when its guard is dropped, whatever happened.
 //!
 //! ```text
-//! cargo build --release -p strait-gateway -p strait-client --bin strait --bin strait-fanout-bench
+//! cargo build --release -p strait-gateway -p strait-load --bin strait --bin strait-fanout-bench
 //! target/release/strait-fanout-bench --subscribers 1,10,100 --seconds 10 --rate 500
 //! ```
 //!
@@ -29,13 +29,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strait_client::load::fanout::{FanoutArgs, Report, settle};
-use strait_client::load::gateway::{GatewayChild, mint_token, scrape};
-use strait_client::load::procfs::{clock_ticks_per_second, cpu_split, cpu_ticks, status_kib};
-use strait_client::load::stats::{median, pct};
-use strait_client::load::{Error, Result};
 use strait_client::protocol::{Codec, MediaId, TrackId, TrackKind};
 use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, Session, Trust};
+use strait_load::fanout::{FanoutArgs, Report, settle};
+use strait_load::gateway::{GatewayChild, mint_token, scrape};
+use strait_load::procfs::{clock_ticks_per_second, cpu_split, cpu_ticks, status_kib};
+use strait_load::stats::{median, pct};
+use strait_load::{Error, Result};
 
 /// CPU per forwarded packet of the gateway's QUIC path at 1 → N fan-out.
 #[derive(Debug, Clone, clap::Parser)]

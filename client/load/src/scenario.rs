@@ -1,4 +1,4 @@
-//! Scenarios of `strait-load`, as data: a TOML file (`client/scenarios/*.toml`), with `--set
+//! Scenarios of `strait-load`, as data: a TOML file (`client/load/scenarios/*.toml`), with `--set
 //! key=value` overrides applied to the TOML before it is read. Unknown keys are errors.
 
 use serde::Deserialize;

@@ -232,7 +232,7 @@ impl VideoSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::scenario::Video;
+    use crate::scenario::Video;
 
     fn video() -> Video {
         Video {

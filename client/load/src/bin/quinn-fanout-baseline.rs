@@ -21,7 +21,7 @@
 //! subscribers, and the driver's own CPU.
 //!
 //! ```text
-//! cargo build --release -p strait-client --bin quinn-fanout-baseline
+//! cargo build --release -p strait-load --bin quinn-fanout-baseline
 //! target/release/quinn-fanout-baseline --subscribers 10,100,1000 --rate 500 \
 //!     --max-forward-rate 50000 --seconds 10 --runs 3
 //! ```
@@ -36,11 +36,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use strait_client::load::fanout::{FanoutArgs, Report, settle};
-use strait_client::load::procfs::{self, CpuMark};
-use strait_client::load::stats::{median, pct};
-use strait_client::load::{Error, Result};
 use strait_client::{Trust, certificate_hash, tls_client_config};
+use strait_load::fanout::{FanoutArgs, Report, settle};
+use strait_load::procfs::{self, CpuMark};
+use strait_load::stats::{median, pct};
+use strait_load::{Error, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 

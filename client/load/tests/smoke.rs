@@ -1,4 +1,4 @@
-//! `strait-load` end to end: the CI smoke scenario (`client/scenarios/smoke.toml`, about 2 s,
+//! `strait-load` end to end: the CI smoke scenario (`client/load/scenarios/smoke.toml`, about 2 s,
 //! eight sessions over raw QUIC and WebTransport, audio and video, receivers resuming once a
 //! second) against the `strait` binary.
 //!
