@@ -10,7 +10,9 @@ use strait_media::sfu::{
     Event, LeaveReason, MediaId, ParticipantId, ParticipantMeta, TrackId, TrackKind,
 };
 
-use crate::fixture::{Harness, audio_track, header_of, opus_payload, p, rtp, video_track, vp8};
+use crate::sfu::fixture::{
+    Harness, audio_track, header_of, opus_payload, p, rtp, video_track, vp8,
+};
 
 #[derive(Debug, Clone, Copy)]
 enum Op {

@@ -2,7 +2,7 @@
 
 use strait_media::sfu::{MediaId, Notification, TrackId};
 
-use crate::fixture::{HIGH, Harness, LOW, MID, Stream, p, video_track, vp8};
+use crate::sfu::fixture::{HIGH, Harness, LOW, MID, Stream, p, video_track, vp8};
 
 /// 1 publishes VP8 simulcast on media 10 (low), 11 (mid), 12 (high); 2 is in the room.
 fn simulcast_room() -> (Harness, TrackId, [Stream; 3]) {
@@ -24,7 +24,7 @@ fn send_all(
     h: &mut Harness,
     streams: &mut [Stream; 3],
     key: bool,
-) -> Vec<crate::fixture::Received> {
+) -> Vec<crate::sfu::fixture::Received> {
     let mut out = Vec::new();
     for stream in streams.iter_mut() {
         let packet = stream.next(&vp8(key));

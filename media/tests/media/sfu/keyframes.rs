@@ -2,7 +2,7 @@
 
 use strait_media::sfu::{Event, MediaId, SfuError, TrackId};
 
-use crate::fixture::{Harness, Stream, audio_track, p, video_track, vp8, vp8_continuation};
+use crate::sfu::fixture::{Harness, Stream, audio_track, p, video_track, vp8, vp8_continuation};
 
 /// 1 publishes a single-layer VP8 track on media 5; 2 and 3 are in the room.
 fn video_room() -> (Harness, TrackId) {

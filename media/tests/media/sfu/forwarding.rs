@@ -3,7 +3,7 @@
 use strait_media::rtp::RtpError;
 use strait_media::sfu::{MediaId, SubscriptionInfo, TrackId};
 
-use crate::fixture::{Harness, Stream, audio_track, header_of, opus_payload, p, rtp};
+use crate::sfu::fixture::{Harness, Stream, audio_track, header_of, opus_payload, p, rtp};
 
 /// A room where 1 publishes audio on media 7 and 2..=n subscribe.
 fn audio_room(n: u64) -> (Harness, TrackId, Vec<SubscriptionInfo>, Stream) {

@@ -1,5 +1,4 @@
-//! Integration tests of the SFU core, driven with virtual time and synthetic RTP. One binary, a
-//! module per area.
+//! The SFU core, driven with virtual time and synthetic RTP: a module per area.
 
 mod fixture;
 

@@ -5,7 +5,7 @@ use strait_media::keyframe::{
 };
 use strait_media::rtp::RtpHeader;
 
-use crate::fixture::{Harness, Stream, p, video_track};
+use crate::sfu::fixture::{Harness, Stream, p, video_track};
 
 #[test]
 fn vp8() {

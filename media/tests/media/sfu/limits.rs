@@ -2,7 +2,7 @@
 
 use strait_media::sfu::{LeaveReason, ParticipantMeta, SfuConfig, SfuError};
 
-use crate::fixture::{Harness, audio_track, p};
+use crate::sfu::fixture::{Harness, audio_track, p};
 
 fn small() -> Harness {
     Harness::with_config(SfuConfig {

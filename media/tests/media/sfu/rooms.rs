@@ -4,7 +4,7 @@ use strait_media::sfu::{
     Event, LeaveReason, Notification, ParticipantInfo, RoomName, SfuError, TrackKind,
 };
 
-use crate::fixture::{Harness, audio_track, p, video_track};
+use crate::sfu::fixture::{Harness, audio_track, p, video_track};
 
 #[test]
 fn joiner_gets_a_snapshot_and_the_others_are_told_in_join_order() {
@@ -162,7 +162,7 @@ fn leave_unpublishes_then_says_goodbye_and_ends_subscriptions() {
         (2, 1, 0)
     );
     // Its media ids are gone: a packet on them is unknown.
-    let packet = crate::fixture::rtp(111, 1, 1, 1, &[1]);
+    let packet = crate::sfu::fixture::rtp(111, 1, 1, 1, &[1]);
     let err = h.sfu.handle_rtp(
         p(1),
         strait_media::sfu::MediaId(1),

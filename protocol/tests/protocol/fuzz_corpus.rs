@@ -2,12 +2,12 @@
 //! (`fuzz/corpus/<target>/`) and over a seeded sweep of mutations of it, so that they run in CI
 //! where cargo-fuzz cannot.
 //!
-//! The checks themselves live in `fuzz/src/checks.rs`, shared with the fuzz targets. This file also
-//! holds the seed generator: `STRAIT_REGENERATE_CORPUS=1 cargo test -p strait-protocol --test
-//! fuzz_corpus` rewrites the generated seeds (see `fuzz/README.md`); without the variable the test
-//! checks that the committed seeds are exactly what the generator produces.
+//! The checks themselves live in `fuzz/src/checks.rs`, shared with the fuzz targets. This module
+//! also holds the seed generator: `STRAIT_REGENERATE_CORPUS=1 cargo test -p strait-protocol --test
+//! protocol fuzz_corpus` rewrites the generated seeds (see `fuzz/README.md`); without the variable
+//! the test checks that the committed seeds are exactly what the generator produces.
 
-#[path = "../fuzz/src/checks.rs"]
+#[path = "../../fuzz/src/checks.rs"]
 mod checks;
 
 use std::path::{Path, PathBuf};

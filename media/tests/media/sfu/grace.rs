@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use strait_media::sfu::{Event, LeaveReason, MediaId, Notification, SfuError};
 
-use crate::fixture::{Harness, Stream, audio_track, opus_payload, p, video_track, vp8};
+use crate::sfu::fixture::{Harness, Stream, audio_track, opus_payload, p, video_track, vp8};
 
 #[test]
 fn nothing_is_forwarded_to_a_disconnected_subscriber() {
