@@ -1,10 +1,6 @@
 //! The web demo in a real browser: headless Chromium, driven by `web-demo/test/browser.mjs`
 //! (playwright-core), against a gateway started in-process; and the demo's JavaScript codec
 //! against the golden vectors under node.
-//!
-//! These tests need node (≥ 20), Chromium at `/usr/bin/chromium` (or `STRAIT_CHROMIUM`) and
-//! `npm ci` run in `web-demo/`. `./scripts/test` installs all three; where one is missing the
-//! test fails and says what to install — it never passes without having run.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

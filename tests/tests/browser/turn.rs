@@ -4,9 +4,7 @@
 //! same room receives its VP8, and the page's `getStats()` shows a selected candidate pair whose
 //! local candidate is a relay candidate of that transport.
 //!
-//! Driven by `web-demo/test/turn.mjs` (playwright-core). Needs node, Chromium at
-//! `/usr/bin/chromium` (or `STRAIT_CHROMIUM`) and `npm ci` in `web-demo/`; `./scripts/test`
-//! installs them, and where one is missing the test fails saying what to install.
+//! Driven by `web-demo/test/turn.mjs` (playwright-core).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

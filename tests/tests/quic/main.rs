@@ -1,4 +1,5 @@
-//! End-to-end tests over real QUIC on loopback: an in-process gateway and real clients.
+//! End-to-end tests over real QUIC on loopback: an in-process gateway and real clients (raw QUIC
+//! and WebTransport).
 //!
 //! One test binary, a module per area.
 

@@ -1,6 +1,6 @@
 //! WebSocket signaling (`GET /ws/rtc?token=…`): a legacy WebRTC peer's control session, in the
 //! same rooms as native clients. The media side (an offer with real tracks) is exercised by
-//! headless Chromium in `tests/browser.rs`; these tests cover the signaling and its bad input.
+//! headless Chromium in `tests/browser/demo.rs`; these tests cover the signaling and its bad input.
 
 use bytes::Bytes;
 use strait_client::SessionEvent;
