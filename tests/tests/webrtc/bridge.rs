@@ -1,507 +1,49 @@
 //! The WebRTC bridge end to end: legacy WebRTC peers (the async `webrtc` crate) publish with WHIP
 //! and subscribe with WHEP to an in-process gateway, in the same rooms as native QUIC clients.
 //!
-//! Every wait is bounded and waits for something to happen (an event, a packet, a metric); all
-//! ports come from the OS.
+//! The set-up (a gateway, WHIP and WHEP peers, native publishers, waits on a native session) is
+//! the fixture of `strait_tests::bridge`. Every wait is bounded and waits for something to happen
+//! (an event, a packet, a metric); all ports come from the OS.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::shared::marshal::Unmarshal;
 use strait_client::{Session, SessionEvent};
 use strait_gateway::auth::Grants;
-use strait_protocol::{Codec, ParticipantId, TrackId, TrackKind};
-use strait_protocol::{ControlMessage, SdpType, SessionDescription};
+use strait_protocol::{ControlMessage, TrackKind};
+use strait_tests::bridge::{
+    Count, VideoCodec, WAIT, WhipOptions, WhipPublisher, WsSubscriber, local_vp8_track,
+    next_packet_on, next_remote_track, published_video_of, receive_rtp, receive_video, receive_vp8,
+    reoffer, reoffer_with_video_section, rtp_and_reports_of, rtp_of, signal_offer,
+    subscribe_to_video_of, vp8_spec, wait_for_leave, wait_for_leave_reason, wait_for_participant,
+    wait_for_tracks_of, watch_rtcp,
+};
 use strait_tests::fixture::{TestGateway, rtp};
-use strait_tests::http::{HttpResponse, bearer, delete, http, patch, post_offer};
+use strait_tests::http::{bearer, delete, http, patch, post_offer};
 use strait_tests::sdp::{host_candidates, payload_type_of};
 use strait_tests::turn_client::TurnClient;
 use strait_tests::turn_peer::TurnPublisher;
 use strait_tests::webrtc_peer::Peer;
 use strait_tests::ws::WsClient;
 use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::{
-    RTCConfiguration, RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy,
-    RTCSessionDescription,
+    RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy, RTCSessionDescription,
 };
 
-/// Longest any single wait may take (DTLS with fresh certificates is slow in debug builds).
-const WAIT: Duration = Duration::from_secs(20);
-
 // ---------------------------------------------------------------------------------------------
-// A legacy WebRTC peer.
-
-fn local_vp8_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
-    local_video_track(ssrc, VideoCodec::Vp8)
-}
-
-fn local_video_track(ssrc: u32, codec: VideoCodec) -> Arc<TrackLocalStaticRTP> {
-    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        "whip-stream".into(),
-        "whip-video".into(),
-        "whip-video".into(),
-        RtpCodecKind::Video,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: codec.rtc(),
-            ..Default::default()
-        }],
-    )))
-}
-
-/// The video codecs the tests send through the bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum VideoCodec {
-    Vp8,
-    Vp9,
-    H264,
-}
-
-impl VideoCodec {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Vp8 => "VP8",
-            Self::Vp9 => "VP9",
-            Self::H264 => "H264",
-        }
-    }
-
-    fn fmtp(self) -> &'static str {
-        match self {
-            Self::H264 => "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-            Self::Vp8 | Self::Vp9 => "",
-        }
-    }
-
-    fn rtc(self) -> RTCRtpCodec {
-        RTCRtpCodec {
-            mime_type: format!("video/{}", self.name()),
-            clock_rate: 90_000,
-            channels: 0,
-            sdp_fmtp_line: self.fmtp().into(),
-            rtcp_feedback: vec![],
-        }
-    }
-
-    /// A packet with payload type `pt`; its index at offset 16, as `rtp::vp8` puts it.
-    fn packet(self, pt: u8, seq: u16, ts: u32, ssrc: u32, key: bool, index: u32) -> Vec<u8> {
-        match self {
-            Self::Vp8 => {
-                let mut p = rtp::vp8(seq, ts, ssrc, key, index);
-                p[1] = (p[1] & 0x80) | pt;
-                p
-            }
-            Self::Vp9 => rtp::vp9(pt, seq, ts, ssrc, key, index),
-            Self::H264 => rtp::h264(pt, seq, ts, ssrc, key, index),
-        }
-    }
-
-    /// Whether a whole RTP packet (12-byte header, no extensions) starts a keyframe.
-    fn is_keyframe(self, packet: &[u8]) -> bool {
-        let payload = &packet[12..];
-        match self {
-            Self::Vp8 => strait_media::keyframe::vp8_keyframe_start(payload),
-            Self::Vp9 => strait_media::keyframe::vp9_keyframe_start(payload),
-            Self::H264 => strait_media::keyframe::h264_keyframe_start(payload),
-        }
-    }
-
-    fn spec(self, pt: u8) -> strait_client::PublishSpec {
-        let mut spec = vp8_spec();
-        spec.codec.name = self.name().into();
-        spec.codec.payload_type = pt;
-        spec.codec.fmtp = self.fmtp().into();
-        spec
-    }
-}
-
-fn local_opus_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
-    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        "whip-stream".into(),
-        "whip-audio".into(),
-        "whip-audio".into(),
-        RtpCodecKind::Audio,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: "audio/opus".into(),
-                clock_rate: 48_000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                rtcp_feedback: vec![],
-            },
-            ..Default::default()
-        }],
-    )))
-}
-
-/// Hands every RTCP compound packet a local track receives to `on_rtcp` until `stop`. The test
-/// peer delivers all RTCP to the application (`DeliverKeyframeRequests::all_rtcp`).
-fn watch_rtcp(
-    track: Arc<TrackLocalStaticRTP>,
-    stop: Arc<AtomicBool>,
-    mut on_rtcp: impl FnMut(&[Box<dyn rtc::rtcp::Packet>]) + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        // The stop flag is looked at every 100 ms at most.
-        while !stop.load(Ordering::Relaxed) {
-            match tokio::time::timeout(Duration::from_millis(100), track.poll()).await {
-                Ok(Some(TrackLocalEvent::OnRtcpPacket(packets))) => on_rtcp(&packets),
-                Ok(Some(_)) | Err(_) => {}
-                // Not bound to the sender yet (the `webrtc` crate reports no binding event), or
-                // unbound: look again shortly.
-                Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    })
-}
-
-/// A WHIP publisher: a peer with one VP8 track, connected, sending packets every 5 ms (a
-/// keyframe first and after each keyframe request it sees) until stopped.
-struct WhipPublisher {
-    peer: Peer,
-    location: String,
-    answer: String,
-    /// The offer it posted (its host candidate is its address).
-    offer: String,
-    /// The `Link` headers of the answer (TURN servers, when the gateway has them).
-    links: Vec<String>,
-    /// Keyframe requests (PLI/FIR) the peer received.
-    keyframe_requests: Arc<Count>,
-    /// RTCP receiver reports the peer received (the bridge reports on what it receives).
-    receiver_reports: Arc<Count>,
-    /// Video packets written so far (the next one's payload index).
-    sent: Arc<AtomicU32>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl WhipPublisher {
-    async fn start(gw: &TestGateway, room: &str, token: &str) -> WhipPublisher {
-        Self::start_with(gw, room, token, false).await
-    }
-
-    /// With `audio`, it also publishes an Opus track and sends one packet per tick on it.
-    async fn start_with(gw: &TestGateway, room: &str, token: &str, audio: bool) -> WhipPublisher {
-        Self::start_configured(gw, room, token, audio, None).await
-    }
-
-    /// Like [`start_with`](Self::start_with), with an ICE configuration for the peer.
-    async fn start_configured(
-        gw: &TestGateway,
-        room: &str,
-        token: &str,
-        audio: bool,
-        configuration: Option<RTCConfiguration>,
-    ) -> WhipPublisher {
-        Self::start_full(gw, room, token, audio, configuration, VideoCodec::Vp8).await
-    }
-
-    /// Like [`start`](Self::start), sending `codec` instead of VP8.
-    async fn start_codec(
-        gw: &TestGateway,
-        room: &str,
-        token: &str,
-        codec: VideoCodec,
-    ) -> WhipPublisher {
-        Self::start_full(gw, room, token, false, None, codec).await
-    }
-
-    async fn start_full(
-        gw: &TestGateway,
-        room: &str,
-        token: &str,
-        audio: bool,
-        configuration: Option<RTCConfiguration>,
-        codec: VideoCodec,
-    ) -> WhipPublisher {
-        let mut peer = Peer::with_configuration(configuration).await;
-        let ssrc = 0x00c0_ffee;
-        let track = local_video_track(ssrc, codec);
-        peer.pc
-            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
-            .await
-            .unwrap();
-        let audio_ssrc = 0x00a0_d10a;
-        let audio_track = if audio {
-            let t = local_opus_track(audio_ssrc);
-            peer.pc
-                .add_track(Arc::clone(&t) as Arc<dyn TrackLocal>)
-                .await
-                .unwrap();
-            Some(t)
-        } else {
-            None
-        };
-        let offer = peer.offer().await;
-        let response = post_offer(gw, &format!("/whip/{room}"), token, &offer).await;
-        assert_eq!(response.status, 201, "WHIP answered {response:?}");
-        assert_eq!(response.header("content-type"), Some("application/sdp"));
-        let location = response
-            .header("location")
-            .expect("a Location header")
-            .to_owned();
-        assert!(
-            location.starts_with(&format!("/whip/{room}/")),
-            "{location}"
-        );
-        assert!(response.body.contains("a=ice-lite"), "{}", response.body);
-        peer.finish(&response.body).await;
-        // The payload type the answer gave the codec.
-        let pt = payload_type_of(&response.body, codec.name());
-
-        let keyframe_requests = Arc::new(Count::default());
-        let receiver_reports = Arc::new(Count::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let watcher = {
-            let requests = Arc::clone(&keyframe_requests);
-            let reports = Arc::clone(&receiver_reports);
-            watch_rtcp(Arc::clone(&track), Arc::clone(&stop), move |packets| {
-                let count = |f: fn(&dyn std::any::Any) -> bool| {
-                    packets.iter().filter(|p| f(p.as_any())).count() as u32
-                };
-                requests.add(count(|p| p.is::<PictureLossIndication>()));
-                reports.add(count(|p| p.is::<ReceiverReport>()));
-            })
-        };
-        let sent = Arc::new(AtomicU32::new(0));
-        let sender = {
-            let requests = Arc::clone(&keyframe_requests);
-            let stop = Arc::clone(&stop);
-            let sent = Arc::clone(&sent);
-            tokio::spawn(async move {
-                let mut answered = 0;
-                let mut tick = tokio::time::interval(Duration::from_millis(5));
-                // Bounded: at most 60 s of packets.
-                for index in 0u32..12_000 {
-                    tick.tick().await;
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let asked = requests.get();
-                    let key = index == 0 || asked > answered;
-                    answered = asked;
-                    let bytes = codec.packet(pt, index as u16, index * 3000, ssrc, key, index);
-                    let packet = rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap();
-                    let _ = track.write_rtp(packet).await;
-                    sent.store(index + 1, Ordering::Relaxed);
-                    if let Some(audio) = &audio_track {
-                        let bytes = rtp::opus(index as u16, index * 240, audio_ssrc, index);
-                        let packet = rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap();
-                        let _ = audio.write_rtp(packet).await;
-                    }
-                }
-            })
-        };
-        let links = response
-            .headers
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case("link"))
-            .map(|(_, value)| value.clone())
-            .collect();
-        WhipPublisher {
-            peer,
-            location,
-            answer: response.body,
-            offer,
-            links,
-            keyframe_requests,
-            receiver_reports,
-            sent,
-            stop,
-            tasks: vec![watcher, sender],
-        }
-    }
-
-    fn keyframe_requests(&self) -> u32 {
-        self.keyframe_requests.get()
-    }
-
-    async fn close(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            let _ = tokio::time::timeout(WAIT, task).await;
-        }
-        let _ = self.peer.pc.close().await;
-    }
-}
-
-/// Waits until `session` learns of a participant with `identity` and returns its id.
-async fn wait_for_participant(session: &Session, identity: &str) -> ParticipantId {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(p) = session
-                .participants()
-                .into_iter()
-                .find(|p| p.identity == identity)
-            {
-                return p.participant;
-            }
-            session.next_event().await.expect("session open");
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{identity} never joined"))
-}
-
-/// Waits until `session` learns of a track published by `participant`.
-async fn wait_for_track_of(session: &Session, participant: ParticipantId) -> TrackId {
-    wait_for_video_of(session, participant, VideoCodec::Vp8).await
-}
-
-/// Waits until `session` learns of a `codec` video track published by `participant`.
-async fn wait_for_video_of(
-    session: &Session,
-    participant: ParticipantId,
-    codec: VideoCodec,
-) -> TrackId {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(t) = session
-                .tracks()
-                .into_iter()
-                .find(|t| t.participant == participant)
-            {
-                assert_eq!(t.kind, TrackKind::Video);
-                assert!(
-                    t.codec.name.eq_ignore_ascii_case(codec.name()),
-                    "{:?}",
-                    t.codec
-                );
-                return t.track;
-            }
-            session.next_event().await.expect("session open");
-        }
-    })
-    .await
-    .expect("the WebRTC publisher's track is announced")
-}
-
-/// Waits until `identity` joins `session`'s room and publishes its VP8 track; returns the
-/// participant, the track and what `session` knows of it.
-async fn published_video_of(
-    session: &Session,
-    identity: &str,
-) -> (ParticipantId, TrackId, strait_protocol::TrackInfo) {
-    let participant = wait_for_participant(session, identity).await;
-    let track = wait_for_track_of(session, participant).await;
-    let info = session
-        .tracks()
-        .into_iter()
-        .find(|t| t.track == track)
-        .expect("the track");
-    (participant, track, info)
-}
-
-/// Waits until `participant` leaves `session`'s room.
-async fn wait_for_leave(session: &Session, participant: ParticipantId) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if !session
-                .participants()
-                .iter()
-                .any(|p| p.participant == participant)
-            {
-                return;
-            }
-            session.next_event().await.expect("session open");
-        }
-    })
-    .await
-    .expect("the WebRTC participant leaves the room");
-}
-
-/// Receives `count` packets on `media`; asserts they carry `ssrc`, consecutive sequence numbers,
-/// and start with a keyframe. Returns their payload indices.
-async fn receive_vp8(session: &Session, media: u32, ssrc: u32, count: usize) -> Vec<u32> {
-    receive_video(session, media, ssrc, count, VideoCodec::Vp8).await
-}
-
-/// [`receive_vp8`] for any codec.
-async fn receive_video(
-    session: &Session,
-    media: u32,
-    ssrc: u32,
-    count: usize,
-    codec: VideoCodec,
-) -> Vec<u32> {
-    let mut packets: Vec<Bytes> = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        while packets.len() < count {
-            let packet = session.recv_media().await.expect("media");
-            if packet.media.0 == media {
-                packets.push(packet.rtp);
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("only {} packets arrived", packets.len()));
-    assert!(
-        codec.is_keyframe(&packets[0]),
-        "forwarding starts at a keyframe"
-    );
-    let first = rtp::seq(&packets[0]);
-    for (k, p) in packets.iter().enumerate() {
-        assert_eq!(rtp::ssrc(p), ssrc, "the subscription's SSRC");
-        assert_eq!(rtp::seq(p), first.wrapping_add(k as u16), "consecutive");
-    }
-    packets.iter().map(|p| rtp::index_at(p, 16)).collect()
-}
-
-/// A count that another task raises, with a wait for it to pass a value (no polling).
-#[derive(Debug, Default)]
-struct Count {
-    value: AtomicU32,
-    raised: tokio::sync::Notify,
-}
-
-impl Count {
-    fn add(&self, n: u32) {
-        if n > 0 {
-            self.value.fetch_add(n, Ordering::Relaxed);
-            self.raised.notify_waiters();
-        }
-    }
-
-    fn get(&self) -> u32 {
-        self.value.load(Ordering::Relaxed)
-    }
-
-    /// Waits until the count is above `before`, or fails naming `what`.
-    async fn wait_above(&self, before: u32, what: &str) {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                // Registered before the check, so a raise in between is not missed.
-                let raised = self.raised.notified();
-                if self.get() > before {
-                    return;
-                }
-                raised.await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-    }
-}
+// SDP helpers.
 
 /// Candidate ports an SDP names.
 fn candidate_ports(sdp: &str) -> Vec<u16> {
@@ -568,31 +110,6 @@ fn vp8_payload_type(sdp: &str) -> u8 {
     payload_type_of(sdp, "VP8")
 }
 
-fn vp8_spec() -> strait_client::PublishSpec {
-    strait_client::PublishSpec {
-        kind: TrackKind::Video,
-        codec: Codec {
-            name: "VP8".into(),
-            payload_type: rtp::VP8_PT,
-            clock_rate: 90_000,
-            channels: 0,
-            fmtp: String::new(),
-        },
-        source: "camera".into(),
-        layers: vec![strait_client::LayerSpec::default()],
-        muted: false,
-    }
-}
-
-async fn start_gateway() -> TestGateway {
-    TestGateway::start_with(|c| {
-        // Keyframe requests close together in a test are not held back long.
-        c.media.keyframe_request_interval = Duration::from_millis(50);
-        c.webrtc.max_sdp_bytes = 16 * 1024;
-    })
-    .await
-}
-
 // ---------------------------------------------------------------------------------------------
 // Media across the bridge.
 
@@ -600,9 +117,8 @@ async fn start_gateway() -> TestGateway {
 async fn a_relay_only_whip_publisher_reaches_a_native_subscriber_through_the_embedded_turn() {
     // The bridge and the embedded TURN server on loopback; nothing else configured: the
     // bridge's port is the relay's media address by itself.
-    let gw = start_gateway_with_turn().await;
+    let gw = TestGateway::start_bridge_with_turn().await;
     let viewer = gw.native("stage", "viewer").await;
-    let token = gw.token("stage", "camera");
     let turn = gw.gateway.shared.turn.addrs.udp.expect("TURN over UDP");
     let credentials = gw
         .gateway
@@ -618,16 +134,22 @@ async fn a_relay_only_whip_publisher_reaches_a_native_subscriber_through_the_emb
         }])
         .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
         .build();
-    let publisher =
-        WhipPublisher::start_configured(&gw, "stage", &token, false, Some(configuration)).await;
+    let publisher = gw
+        .whip_publisher_with(
+            "stage",
+            "camera",
+            WhipOptions {
+                configuration: Some(configuration),
+                ..WhipOptions::default()
+            },
+        )
+        .await;
     // Relay candidates only: the offer names the relay's address, not the peer's own socket.
     assert!(publisher.offer.contains("typ relay"), "{}", publisher.offer);
     assert!(!publisher.offer.contains("typ host"), "{}", publisher.offer);
 
-    let camera = wait_for_participant(&viewer, "camera").await;
-    let track = wait_for_track_of(&viewer, camera).await;
-    let sub = viewer.subscribe(track, None).await.expect("subscribe");
-    let indices = receive_vp8(&viewer, sub.media.0, sub.ssrc, 20).await;
+    let (_, _, sub) = subscribe_to_video_of(&viewer, "camera", VideoCodec::Vp8).await;
+    let indices = receive_vp8(&viewer, &sub, 20).await;
     assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
     // Through the relay: the TURN server relayed the media to the bridge.
     let relayed = gw
@@ -661,23 +183,10 @@ async fn a_relay_only_whip_publisher_reaches_a_native_subscriber_through_the_emb
     gw.stop().await;
 }
 
-/// A gateway with the bridge and the embedded TURN server on UDP, TCP and TLS (loopback).
-async fn start_gateway_with_turn() -> TestGateway {
-    TestGateway::start_with(|c| {
-        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        c.turn.enabled = true;
-        c.turn.udp_listen = any;
-        c.turn.tcp_listen = any;
-        c.turn.tls_listen = any;
-        c.media.keyframe_request_interval = Duration::from_millis(50);
-    })
-    .await
-}
-
 /// A relay-only publisher (webrtc-rs's `rtc` over a TURN client on `transport`) reaches a
 /// native subscriber through the embedded TURN server.
 async fn relay_only_rtc_publisher(transport: &str) {
-    let gw = start_gateway_with_turn().await;
+    let gw = TestGateway::start_bridge_with_turn().await;
     let viewer = gw.native("relay", "viewer").await;
     let token = gw.token("relay", "camera");
     let credentials = gw
@@ -698,10 +207,8 @@ async fn relay_only_rtc_publisher(transport: &str) {
     assert!(!publisher.offer.contains("typ host"), "{}", publisher.offer);
     assert_eq!(publisher.relay.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
 
-    let camera = wait_for_participant(&viewer, "camera").await;
-    let track = wait_for_track_of(&viewer, camera).await;
-    let sub = viewer.subscribe(track, None).await.expect("subscribe");
-    let indices = receive_vp8(&viewer, sub.media.0, sub.ssrc, 20).await;
+    let (_, _, sub) = subscribe_to_video_of(&viewer, "camera", VideoCodec::Vp8).await;
+    let indices = receive_vp8(&viewer, &sub, 20).await;
     assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
     // Through the relay: the TURN server relayed the media to the bridge, over `transport`.
     let relayed = gw
@@ -732,19 +239,17 @@ async fn a_relay_only_rtc_publisher_reaches_a_native_subscriber_through_turn_ove
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_publisher_reaches_a_native_subscriber_and_receives_its_keyframe_requests() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let viewer = gw.native("stage", "viewer").await;
-    let token = gw.token("stage", "camera");
-    let publisher = WhipPublisher::start(&gw, "stage", &token).await;
+    let publisher = gw.whip_publisher("stage", "camera").await;
+    let token = &publisher.token;
 
     // The WebRTC peer is a participant like any other: it joins, then publishes.
-    let camera = wait_for_participant(&viewer, "camera").await;
-    let track = wait_for_track_of(&viewer, camera).await;
-    let sub = viewer.subscribe(track, None).await.expect("subscribe");
+    let (camera, track, sub) = subscribe_to_video_of(&viewer, "camera", VideoCodec::Vp8).await;
 
     // The subscription's keyframe request reaches the WebRTC publisher as a PLI; it answers with
     // a keyframe, and the native subscriber receives from there, rewritten to its own leg.
-    let indices = receive_vp8(&viewer, sub.media.0, sub.ssrc, 20).await;
+    let indices = receive_vp8(&viewer, &sub, 20).await;
     assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
     assert!(publisher.keyframe_requests() >= 1);
 
@@ -782,92 +287,16 @@ async fn whip_publisher_reaches_a_native_subscriber_and_receives_its_keyframe_re
     let refused = delete(&gw, &publisher.location, &intruder).await;
     assert_eq!(refused.status, 403, "{refused:?}");
     assert_eq!(gw.metric("strait_webrtc_peers").await, 1.0);
-    let deleted = delete(&gw, &publisher.location, &token).await;
+    let deleted = delete(&gw, &publisher.location, token).await;
     assert_eq!(deleted.status, 200, "{deleted:?}");
     wait_for_leave(&viewer, camera).await;
     gw.wait_metric("strait_webrtc_peers", |v| v == 0.0).await;
-    let again = delete(&gw, &publisher.location, &token).await;
+    let again = delete(&gw, &publisher.location, token).await;
     assert_eq!(again.status, 404, "{again:?}");
 
     publisher.close().await;
     viewer.close().await;
     gw.stop().await;
-}
-
-/// A native publisher's VP8 on `media` (payload type `pt`) every 5 ms from `session`: a
-/// keyframe first and after every keyframe request it is sent (counted). Stops when told.
-fn native_vp8_sender(
-    session: Arc<Session>,
-    media: strait_protocol::MediaId,
-    pt: u8,
-) -> (Arc<Count>, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
-    native_video_sender(session, media, pt, VideoCodec::Vp8)
-}
-
-/// [`native_vp8_sender`] for any codec.
-fn native_video_sender(
-    session: Arc<Session>,
-    media: strait_protocol::MediaId,
-    pt: u8,
-    codec: VideoCodec,
-) -> (Arc<Count>, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
-    let keyframe_requests = Arc::new(Count::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let requests = Arc::clone(&keyframe_requests);
-    let stopped = Arc::clone(&stop);
-    let sender = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(5));
-        // Bounded: at most 60 s of packets.
-        for index in 0u32..12_000 {
-            tick.tick().await;
-            if stopped.load(Ordering::Relaxed) {
-                break;
-            }
-            let mut key = index == 0;
-            while let Some(event) = session.try_next_event() {
-                if matches!(event, SessionEvent::KeyframeRequested { .. }) {
-                    requests.add(1);
-                    key = true;
-                }
-            }
-            let packet = codec.packet(pt, index as u16, index * 3000, 0x0051_0000, key, index);
-            let _ = session.send_rtp(media, &packet);
-        }
-    });
-    (keyframe_requests, stop, sender)
-}
-
-/// `viewer` subscribes to `track` of `room` with WHEP (one recvonly video section, a
-/// subscribe-only token) and connects. Returns the response, its `Location`, the token and the
-/// remote track.
-async fn whep_subscribe(
-    gw: &TestGateway,
-    viewer: &mut Peer,
-    room: &str,
-    track: TrackId,
-) -> (HttpResponse, String, String, Arc<dyn TrackRemote>) {
-    viewer.receive_only(RtpCodecKind::Video).await;
-    let offer = viewer.offer().await;
-    let token = gw.token_with(
-        room,
-        "watcher",
-        Grants {
-            publish: false,
-            subscribe: true,
-            admin: false,
-        },
-    );
-    let path = format!("/whep/{room}/{}", track.0);
-    let response = post_offer(gw, &path, &token, &offer).await;
-    assert_eq!(response.status, 201, "WHEP answered {response:?}");
-    let location = response.header("location").expect("Location").to_owned();
-    assert!(location.starts_with(&format!("{path}/")), "{location}");
-    viewer.finish(&response.body).await;
-    let remote = tokio::time::timeout(WAIT, viewer.tracks.recv())
-        .await
-        .expect("on_track fires")
-        .expect("a track");
-    (response, location, token, remote)
 }
 
 /// The first `a=ice-ufrag` and `a=ice-pwd` of an SDP or fragment.
@@ -898,14 +327,12 @@ fn replace_ice_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_patch_trickles_and_restarts_ice_and_media_goes_on() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let viewer = gw.native("patch", "viewer").await;
-    let token = gw.token("patch", "camera");
-    let publisher = WhipPublisher::start(&gw, "patch", &token).await;
-    let camera = wait_for_participant(&viewer, "camera").await;
-    let track = wait_for_track_of(&viewer, camera).await;
-    let sub = viewer.subscribe(track, None).await.expect("subscribe");
-    let before = receive_vp8(&viewer, sub.media.0, sub.ssrc, 10).await;
+    let publisher = gw.whip_publisher("patch", "camera").await;
+    let token = publisher.token.clone();
+    let (_, track, sub) = subscribe_to_video_of(&viewer, "camera", VideoCodec::Vp8).await;
+    let before = receive_vp8(&viewer, &sub, 10).await;
     let location = publisher.location.clone();
     let (old_ufrag, _) = ice_credentials(&publisher.answer);
     let old_tag = format!("\"{old_ufrag}\"");
@@ -1052,26 +479,18 @@ async fn a_whep_subscribers_nack_is_answered_from_the_tracks_packet_cache() {
         c.webrtc.nack_cache_packets = 256;
     })
     .await;
-    let presenter = Arc::new(gw.native("nack", "presenter").await);
-    let published = presenter.publish(vp8_spec()).await.expect("publish");
-    let (_requests, stop, sender) =
-        native_vp8_sender(Arc::clone(&presenter), published.media[0], rtp::VP8_PT);
+    let presenter = gw
+        .native_video_publisher("nack", "presenter", VideoCodec::Vp8, rtp::VP8_PT)
+        .await;
     // Without a replay window, a retransmission of a packet the subscriber has reaches it.
-    let mut viewer = Peer::without_srtp_replay_protection().await;
-    let (_, _, _, remote) = whep_subscribe(&gw, &mut viewer, "nack", published.track).await;
-    let ssrc = remote.ssrcs().await[0];
-    let mut rx = rtp_of(Arc::clone(&remote));
+    let peer = Peer::without_srtp_replay_protection().await;
+    let viewer = gw.whep_subscriber_on(peer, "nack", presenter.track()).await;
+    let (remote, ssrc) = (&viewer.remote, viewer.ssrc().await);
+    let mut rx = rtp_of(Arc::clone(remote));
 
     // 400 packets: by the last one the first is far beyond a 256-packet cache, and the last
     // stays in it for more than a second (256 packets at 5 ms) while the NACK travels.
-    let mut received = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        while received.len() < 400 {
-            received.push(rx.recv().await.expect("rtp"));
-        }
-    })
-    .await
-    .expect("400 packets reach the WHEP subscriber");
+    let received = receive_rtp(&mut rx, 400, "400 packets reach the WHEP subscriber").await;
     let old = received[0].header.sequence_number;
     let recent = received.last().unwrap().clone();
 
@@ -1116,29 +535,33 @@ async fn a_whep_subscribers_nack_is_answered_from_the_tracks_packet_cache() {
         "a packet older than the cache was resent: {after:?}"
     );
 
-    stop.store(true, Ordering::Relaxed);
-    let _ = tokio::time::timeout(WAIT, sender).await;
-    let _ = viewer.pc.close().await;
+    viewer.close().await;
     presenter.close().await;
     gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_from_a_whip_publisher_reaches_a_native_subscriber() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let viewer = gw.native("avc", "viewer").await;
-    let token = gw.token("avc", "camera");
-    let publisher = WhipPublisher::start_codec(&gw, "avc", &token, VideoCodec::H264).await;
+    let publisher = gw
+        .whip_publisher_with(
+            "avc",
+            "camera",
+            WhipOptions {
+                codec: Some(VideoCodec::H264),
+                ..WhipOptions::default()
+            },
+        )
+        .await;
     assert!(
         publisher.answer.contains("H264/90000"),
         "{}",
         publisher.answer
     );
-    let camera = wait_for_participant(&viewer, "camera").await;
-    let track = wait_for_video_of(&viewer, camera, VideoCodec::H264).await;
-    let sub = viewer.subscribe(track, None).await.expect("subscribe");
+    let (_, _, sub) = subscribe_to_video_of(&viewer, "camera", VideoCodec::H264).await;
     // From an IDR on (the keyframe request reached the publisher), payloads intact.
-    let indices = receive_video(&viewer, sub.media.0, sub.ssrc, 20, VideoCodec::H264).await;
+    let indices = receive_video(&viewer, &sub, 20, VideoCodec::H264).await;
     assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
     assert!(publisher.keyframe_requests() >= 1);
     publisher.close().await;
@@ -1148,18 +571,11 @@ async fn h264_from_a_whip_publisher_reaches_a_native_subscriber() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vp9_from_a_native_publisher_reaches_a_whep_subscriber_that_negotiates_it() {
-    let gw = start_gateway().await;
-    let presenter = Arc::new(gw.native("vp9", "presenter").await);
-    let published = presenter
-        .publish(VideoCodec::Vp9.spec(NATIVE_VP8_PT))
-        .await
-        .expect("publish");
-    let (_requests, stop, sender) = native_video_sender(
-        Arc::clone(&presenter),
-        published.media[0],
-        NATIVE_VP8_PT,
-        VideoCodec::Vp9,
-    );
+    let gw = TestGateway::start_bridge().await;
+    let presenter = gw
+        .native_video_publisher("vp9", "presenter", VideoCodec::Vp9, NATIVE_VP8_PT)
+        .await;
+    let published = &presenter.published;
     // A WHEP offer that cannot receive VP9 is refused in words, before any media.
     let mut vp8_only = Peer::new().await;
     vp8_only.receive_only(RtpCodecKind::Video).await;
@@ -1172,18 +588,10 @@ async fn vp9_from_a_native_publisher_reaches_a_whep_subscriber_that_negotiates_i
     assert!(refused.body.contains("codec"), "{refused:?}");
     let _ = vp8_only.pc.close().await;
 
-    let mut viewer = Peer::new().await;
-    let (response, _, _, remote) = whep_subscribe(&gw, &mut viewer, "vp9", published.track).await;
-    let negotiated = payload_type_of(&response.body, "VP9");
-    let mut rx = rtp_of(remote);
-    let mut packets = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        while packets.len() < 20 {
-            packets.push(rx.recv().await.expect("rtp"));
-        }
-    })
-    .await
-    .expect("20 VP9 packets reach the WHEP subscriber");
+    let viewer = gw.whep_subscriber("vp9", published.track).await;
+    let negotiated = payload_type_of(&viewer.response.body, "VP9");
+    let mut rx = rtp_of(Arc::clone(&viewer.remote));
+    let packets = receive_rtp(&mut rx, 20, "20 VP9 packets reach the WHEP subscriber").await;
     // The first packets may go before the track's reader is attached; a keyframe comes among
     // the first (the subscription asked for one).
     assert!(
@@ -1198,45 +606,30 @@ async fn vp9_from_a_native_publisher_reaches_a_whep_subscriber_that_negotiates_i
         assert_eq!(p.payload[0] & !0x40, 0x0c, "the VP9 descriptor is intact");
     }
 
-    stop.store(true, Ordering::Relaxed);
-    let _ = tokio::time::timeout(WAIT, sender).await;
-    let _ = viewer.pc.close().await;
+    viewer.close().await;
     presenter.close().await;
     gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publisher() {
-    let gw = start_gateway().await;
-    let presenter = Arc::new(gw.native("show", "presenter").await);
-    // The native leg uses a payload type the WebRTC leg will not negotiate for VP8.
-    let mut spec = vp8_spec();
-    spec.codec.payload_type = NATIVE_VP8_PT;
-    let published = presenter.publish(spec).await.expect("publish");
-    let media = published.media[0];
-
-    // The native publisher: a keyframe first and after every keyframe request it is sent.
-    let (keyframe_requests, stop, sender) =
-        native_vp8_sender(Arc::clone(&presenter), media, NATIVE_VP8_PT);
+    let gw = TestGateway::start_bridge().await;
+    // The native leg uses a payload type the WebRTC leg will not negotiate for VP8. The native
+    // publisher sends a keyframe first and after every keyframe request it is sent.
+    let presenter = gw
+        .native_video_publisher("show", "presenter", VideoCodec::Vp8, NATIVE_VP8_PT)
+        .await;
+    let keyframe_requests = &presenter.keyframe_requests;
 
     // The subscriber receives the native publisher's VP8, starting at a keyframe, with the SSRC
     // its answer announced and consecutive sequence numbers.
-    let mut viewer = Peer::new().await;
-    let (response, location, token, remote) =
-        whep_subscribe(&gw, &mut viewer, "show", published.track).await;
-    let ssrc = remote.ssrcs().await[0];
-    let (mut rx, sender_reports) = rtp_and_reports_of(Arc::clone(&remote));
-    let mut packets = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        while packets.len() < 20 {
-            packets.push(rx.recv().await.expect("rtp"));
-        }
-    })
-    .await
-    .expect("20 packets reach the WHEP subscriber");
+    let viewer = gw.whep_subscriber("show", presenter.track()).await;
+    let (remote, ssrc) = (&viewer.remote, viewer.ssrc().await);
+    let (mut rx, sender_reports) = rtp_and_reports_of(Arc::clone(remote));
+    let packets = receive_rtp(&mut rx, 20, "20 packets reach the WHEP subscriber").await;
     // Per leg: the payload type the answer negotiated for VP8, the SSRC it announced, consecutive
     // sequence numbers, and timestamps that keep the publisher's spacing.
-    let negotiated = vp8_payload_type(&response.body);
+    let negotiated = vp8_payload_type(&viewer.response.body);
     assert_ne!(negotiated, NATIVE_VP8_PT);
     let indices: Vec<u32> = packets
         .iter()
@@ -1277,36 +670,37 @@ async fn native_publisher_reaches_a_whep_subscriber_whose_pli_reaches_the_publis
         .await;
     assert!(gw.metric("strait_webrtc_keyframe_requests_in_total").await >= 1.0);
 
-    let deleted = delete(&gw, &location, &token).await;
+    let deleted = delete(&gw, &viewer.location, &viewer.token).await;
     assert_eq!(deleted.status, 200, "{deleted:?}");
     gw.wait_metric("strait_webrtc_peers", |v| v == 0.0).await;
 
-    stop.store(true, Ordering::Relaxed);
-    let _ = tokio::time::timeout(WAIT, sender).await;
-    let _ = viewer.pc.close().await;
+    viewer.close().await;
     presenter.close().await;
     gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webrtc_publisher_and_subscriber_share_one_udp_port() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let observer = gw.native("duo", "observer").await;
-    let publisher = WhipPublisher::start_with(&gw, "duo", &gw.token("duo", "camera"), true).await;
+    let publisher = gw
+        .whip_publisher_with(
+            "duo",
+            "camera",
+            WhipOptions {
+                audio: true,
+                ..WhipOptions::default()
+            },
+        )
+        .await;
     let camera = wait_for_participant(&observer, "camera").await;
-    tokio::time::timeout(WAIT, async {
-        while observer
-            .tracks()
-            .iter()
-            .filter(|t| t.participant == camera)
-            .count()
-            < 2
-        {
-            observer.next_event().await.expect("session open");
-        }
-    })
-    .await
-    .expect("both tracks of the WHIP publisher are announced");
+    wait_for_tracks_of(
+        &observer,
+        camera,
+        2,
+        "both tracks of the WHIP publisher to be announced",
+    )
+    .await;
 
     // A WHEP subscriber names the WHIP publisher (a participant id): it gets all its tracks, one
     // per receiving section of its offer.
@@ -1321,10 +715,7 @@ async fn webrtc_publisher_and_subscriber_share_one_udp_port() {
     viewer.finish(&response.body).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     for _ in 0..2 {
-        let remote = tokio::time::timeout(WAIT, viewer.tracks.recv())
-            .await
-            .expect("on_track fires for audio and video")
-            .expect("a track");
+        let remote = next_remote_track(&mut viewer, "audio and video").await;
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(event) = remote.poll().await {
@@ -1374,24 +765,12 @@ async fn webrtc_publisher_and_subscriber_share_one_udp_port() {
 async fn a_webrtc_peer_that_goes_silent_leaves_its_room_at_the_ice_timeout() {
     let gw = TestGateway::start_with(|c| c.webrtc.ice_timeout = Duration::from_secs(1)).await;
     let observer = gw.native("quiet", "observer").await;
-    let publisher = WhipPublisher::start(&gw, "quiet", &gw.token("quiet", "camera")).await;
+    let publisher = gw.whip_publisher("quiet", "camera").await;
     let camera = wait_for_participant(&observer, "camera").await;
 
     // The peer vanishes without a DELETE: no more consent checks reach the bridge.
     publisher.close().await;
-    let reason = tokio::time::timeout(WAIT, async {
-        loop {
-            match observer.next_event().await.expect("session open") {
-                SessionEvent::ParticipantLeft {
-                    participant,
-                    reason,
-                } if participant == camera => return reason,
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("the silent peer leaves the room");
+    let reason = wait_for_leave_reason(&observer, camera).await;
     assert_eq!(reason, strait_protocol::ErrorCode::TIMEOUT);
     gw.wait_metric("strait_webrtc_peers", |v| v == 0.0).await;
     observer.close().await;
@@ -1403,14 +782,8 @@ async fn a_websocket_peer_whose_webrtc_goes_silent_is_told_and_leaves() {
     let gw = TestGateway::start_with(|c| c.webrtc.ice_timeout = Duration::from_secs(1)).await;
     let observer = gw.native("quiet", "observer").await;
     observer.publish(vp8_spec()).await.expect("publish");
-    let mut ws = WsClient::hello(&gw, &gw.token("quiet", "legacy")).await;
-    ws.join("quiet").await;
+    let WsSubscriber { mut ws, peer, .. } = gw.ws_subscriber("quiet", "legacy", 1).await;
     let legacy = wait_for_participant(&observer, "legacy").await;
-    let mut peer = Peer::new().await;
-    peer.receive_only(RtpCodecKind::Video).await;
-    let offer = peer.offer().await;
-    let (answer, _) = signal_offer(&mut ws, offer, 1).await;
-    peer.finish(&answer).await;
 
     // The WebRTC side vanishes while the WebSocket stays open: the session is told and closed,
     // and the room sees the participant leave.
@@ -1419,20 +792,7 @@ async fn a_websocket_peer_whose_webrtc_goes_silent_is_told_and_leaves() {
         .expect_closed_with(strait_protocol::ErrorCode::TIMEOUT)
         .await;
     assert!(reason.contains("webrtc"), "{reason}");
-    let left = tokio::time::timeout(WAIT, async {
-        loop {
-            if let SessionEvent::ParticipantLeft {
-                participant,
-                reason,
-            } = observer.next_event().await.expect("session open")
-                && participant == legacy
-            {
-                return reason;
-            }
-        }
-    })
-    .await
-    .expect("the silent peer leaves the room");
+    let left = wait_for_leave_reason(&observer, legacy).await;
     assert_eq!(left, strait_protocol::ErrorCode::TIMEOUT);
     gw.wait_metric("strait_webrtc_peers", |v| v == 0.0).await;
     observer.close().await;
@@ -1441,27 +801,22 @@ async fn a_websocket_peer_whose_webrtc_goes_silent_is_told_and_leaves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_opus_and_vp8_reach_a_webtransport_subscriber() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let viewer = gw.webtransport("radio", "listener").await;
-    let publisher = WhipPublisher::start_with(&gw, "radio", &gw.token("radio", "host"), true).await;
+    let publisher = gw
+        .whip_publisher_with(
+            "radio",
+            "host",
+            WhipOptions {
+                audio: true,
+                ..WhipOptions::default()
+            },
+        )
+        .await;
     let host = wait_for_participant(&viewer, "host").await;
 
     // Both streams are announced as tracks of the WebRTC participant, with their codecs.
-    let tracks = tokio::time::timeout(WAIT, async {
-        loop {
-            let tracks: Vec<_> = viewer
-                .tracks()
-                .into_iter()
-                .filter(|t| t.participant == host)
-                .collect();
-            if tracks.len() == 2 {
-                return tracks;
-            }
-            viewer.next_event().await.expect("session open");
-        }
-    })
-    .await
-    .expect("two tracks announced");
+    let tracks = wait_for_tracks_of(&viewer, host, 2, "two tracks announced").await;
     let audio = tracks
         .iter()
         .find(|t| t.kind == TrackKind::Audio)
@@ -1710,23 +1065,9 @@ impl SimulcastPublisher {
     }
 }
 
-/// The next packet `session` receives on `media`.
-async fn next_packet_on(session: &Session, media: u32) -> Bytes {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let packet = session.recv_media().await.expect("media");
-            if packet.media.0 == media {
-                return packet.rtp;
-            }
-        }
-    })
-    .await
-    .expect("a packet on the subscription")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers_at_keyframes() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let viewer = gw.native("sim", "viewer").await;
     let token = gw.token("sim", "camera");
     let publisher = SimulcastPublisher::start(&gw, "sim", &token, Signaling::Whip).await;
@@ -1831,27 +1172,10 @@ async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers
 
     // A WHEP subscriber of the simulcast track gets the core's choice (the top layer, with no
     // bandwidth estimate) as one stream, without the publisher's rid extension.
-    let mut watcher = Peer::new().await;
-    watcher.receive_only(RtpCodecKind::Video).await;
-    let offer = watcher.offer().await;
-    let whep_token = gw.token("sim", "watcher");
-    let response = post_offer(&gw, &format!("/whep/sim/{}", track.0), &whep_token, &offer).await;
-    assert_eq!(response.status, 201, "WHEP answered {response:?}");
-    watcher.finish(&response.body).await;
-    let remote = tokio::time::timeout(WAIT, watcher.tracks.recv())
-        .await
-        .expect("on_track fires")
-        .expect("a track");
-    let ssrc = remote.ssrcs().await[0];
-    let mut rx = rtp_of(remote);
-    let mut packets = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        while packets.len() < 20 {
-            packets.push(rx.recv().await.expect("rtp"));
-        }
-    })
-    .await
-    .expect("20 packets reach the WHEP subscriber");
+    let watcher = gw.whep_subscriber("sim", track).await;
+    let ssrc = watcher.ssrc().await;
+    let mut rx = rtp_of(Arc::clone(&watcher.remote));
+    let packets = receive_rtp(&mut rx, 20, "20 packets reach the WHEP subscriber").await;
     for (k, p) in packets.iter().enumerate() {
         let index = u32::from_be_bytes(p.payload[4..8].try_into().unwrap());
         assert_eq!(index >> 24, 2, "the top layer only");
@@ -1891,7 +1215,7 @@ async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers
     wait_for_leave(&viewer, camera).await;
     assert!(!viewer.tracks().iter().any(|t| t.track == track));
 
-    let _ = watcher.pc.close().await;
+    watcher.close().await;
     publisher.close().await;
     viewer.close().await;
     gw.stop().await;
@@ -1902,7 +1226,7 @@ async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers
 /// session ends, the track goes with all its layers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_peer_publishes_simulcast_too() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let viewer = gw.native("sim", "viewer").await;
     let token = gw.token("sim", "legacy");
     let publisher = SimulcastPublisher::start(&gw, "sim", &token, Signaling::WebSocket).await;
@@ -1938,25 +1262,20 @@ async fn a_websocket_peer_publishes_simulcast_too() {
 /// new layer's keyframe, on one SSRC with continuous sequence numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_subscriber_chooses_its_simulcast_layer() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let viewer = gw.native("sim", "viewer").await;
     let token = gw.token("sim", "camera");
     let publisher = SimulcastPublisher::start(&gw, "sim", &token, Signaling::Whip).await;
-    let camera = wait_for_participant(&viewer, "camera").await;
-    let track = wait_for_track_of(&viewer, camera).await;
+    let (_, track, _) = published_video_of(&viewer, "camera").await;
 
-    let mut ws = WsClient::hello(&gw, &gw.token("sim", "legacy")).await;
-    ws.join("sim").await;
-    let mut peer = Peer::new().await;
-    peer.receive_only(RtpCodecKind::Video).await;
-    let offer = peer.offer().await;
-    let (answer, subscribed) = signal_offer(&mut ws, offer, 1).await;
+    let WsSubscriber {
+        mut ws,
+        mut peer,
+        subscribed,
+        ..
+    } = gw.ws_subscriber("sim", "legacy", 1).await;
     assert_eq!(subscribed[0].track, track);
-    peer.finish(&answer).await;
-    let remote = tokio::time::timeout(WAIT, peer.tracks.recv())
-        .await
-        .expect("on_track fires")
-        .expect("a track");
+    let remote = next_remote_track(&mut peer, "the simulcast track").await;
     let mut rx = rtp_of(remote);
     let layer_of = |p: &rtc::rtp::Packet| {
         u32::from_be_bytes(p.payload[4..8].try_into().expect("4 bytes")) >> 24
@@ -2024,7 +1343,7 @@ async fn a_websocket_subscriber_chooses_its_simulcast_layer() {
 /// any peer is created; the gateway carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_simulcast_offer_is_refused_with_its_reason() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let token = gw.token("sim", "camera");
     let mut peer = Peer::new().await;
     let codings = ["q", "h"]
@@ -2071,86 +1390,12 @@ async fn a_malformed_simulcast_offer_is_refused_with_its_reason() {
     gw.stop().await;
 }
 
-/// Adds a recvonly video section to `peer` and returns its new offer (gathering is complete
-/// already: the candidates of the first offer are in it).
-async fn reoffer_with_video_section(peer: &mut Peer) -> String {
-    peer.receive_only(RtpCodecKind::Video).await;
-    reoffer(peer).await
-}
-
-async fn reoffer(peer: &mut Peer) -> String {
-    let offer = peer.pc.create_offer(None).await.unwrap();
-    peer.pc.set_local_description(offer).await.unwrap();
-    peer.pc.local_description().await.unwrap().sdp
-}
-
-/// Sends an offer on the WebSocket; returns the answer and the `Subscribed` that follow it.
-async fn signal_offer(
-    ws: &mut WsClient,
-    sdp: String,
-    subscriptions: usize,
-) -> (String, Vec<strait_protocol::Subscribed>) {
-    ws.send(&ControlMessage::Sdp(SessionDescription {
-        kind: SdpType::Offer,
-        sdp,
-    }))
-    .await;
-    let answer = ws
-        .expect(|m| match m {
-            ControlMessage::Sdp(d) if d.kind == SdpType::Answer => Some(d.sdp.clone()),
-            _ => None,
-        })
-        .await;
-    let mut subscribed = Vec::new();
-    while subscribed.len() < subscriptions {
-        subscribed.push(
-            ws.expect(|m| match m {
-                ControlMessage::Subscribed(s) => Some(*s),
-                _ => None,
-            })
-            .await,
-        );
-    }
-    (answer, subscribed)
-}
-
-/// Reads a remote track's RTP into a channel.
-fn rtp_of(track: Arc<dyn TrackRemote>) -> mpsc::UnboundedReceiver<rtc::rtp::Packet> {
-    rtp_and_reports_of(track).0
-}
-
-/// [`rtp_of`], and a count of the RTCP sender reports that arrive about the track.
-fn rtp_and_reports_of(
-    track: Arc<dyn TrackRemote>,
-) -> (mpsc::UnboundedReceiver<rtc::rtp::Packet>, Arc<Count>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let reports = Arc::new(Count::default());
-    let counted = Arc::clone(&reports);
-    tokio::spawn(async move {
-        while let Some(event) = track.poll().await {
-            let open = match event {
-                TrackRemoteEvent::OnRtpPacket(packet) => tx.send(packet).is_ok(),
-                TrackRemoteEvent::OnRtcpPacket(packets) => {
-                    let n = packets.iter().filter(|p| p.as_any().is::<SenderReport>());
-                    counted.add(n.count() as u32);
-                    true
-                }
-                _ => true,
-            };
-            if !open {
-                break;
-            }
-        }
-    });
-    (rx, reports)
-}
-
 /// A `webrtc` crate peer on `/ws/rtc` receives a native track present when it offers, then
 /// renegotiates on the same connection for a track published later, and again after the first
 /// track is unpublished: each answer binds what the new offer asks for, and media keeps flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_peer_renegotiates_as_tracks_come_and_go() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let presenter = Arc::new(gw.native("forum", "presenter").await);
     let first = presenter.publish(vp8_spec()).await.expect("publish");
     let media = Arc::new(std::sync::Mutex::new(vec![first.media[0]]));
@@ -2180,18 +1425,14 @@ async fn a_websocket_peer_renegotiates_as_tracks_come_and_go() {
         })
     };
 
-    let mut ws = WsClient::hello(&gw, &gw.token("forum", "legacy")).await;
-    ws.join("forum").await;
-    let mut peer = Peer::new().await;
-    peer.receive_only(RtpCodecKind::Video).await;
-    let offer = peer.offer().await;
-    let (answer, subscribed) = signal_offer(&mut ws, offer, 1).await;
+    let WsSubscriber {
+        mut ws,
+        mut peer,
+        subscribed,
+        ..
+    } = gw.ws_subscriber("forum", "legacy", 1).await;
     assert_eq!(subscribed[0].track, first.track);
-    peer.finish(&answer).await;
-    let remote = tokio::time::timeout(WAIT, peer.tracks.recv())
-        .await
-        .expect("on_track fires for the first track")
-        .expect("a track");
+    let remote = next_remote_track(&mut peer, "the first track").await;
     assert_eq!(remote.ssrcs().await[0], subscribed[0].ssrc);
     let mut first_rtp = rtp_of(remote);
     tokio::time::timeout(WAIT, first_rtp.recv())
@@ -2213,10 +1454,7 @@ async fn a_websocket_peer_renegotiates_as_tracks_come_and_go() {
         .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
         .await
         .unwrap();
-    let remote = tokio::time::timeout(WAIT, peer.tracks.recv())
-        .await
-        .expect("on_track fires for the second track")
-        .expect("a track");
+    let remote = next_remote_track(&mut peer, "the second track").await;
     assert_eq!(remote.ssrcs().await[0], subscribed[0].ssrc);
     let mut second_rtp = rtp_of(remote);
     tokio::time::timeout(WAIT, second_rtp.recv())
@@ -2262,23 +1500,19 @@ async fn a_websocket_peer_renegotiates_as_tracks_come_and_go() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_peer_restarts_ice_with_a_new_offer() {
-    let gw = start_gateway().await;
-    let presenter = Arc::new(gw.native("lounge", "presenter").await);
-    let published = presenter.publish(vp8_spec()).await.expect("publish");
-    let (keyframe_requests, stop, sender) =
-        native_vp8_sender(Arc::clone(&presenter), published.media[0], rtp::VP8_PT);
+    let gw = TestGateway::start_bridge().await;
+    let presenter = gw
+        .native_video_publisher("lounge", "presenter", VideoCodec::Vp8, rtp::VP8_PT)
+        .await;
+    let keyframe_requests = &presenter.keyframe_requests;
 
-    let mut ws = WsClient::hello(&gw, &gw.token("lounge", "legacy")).await;
-    ws.join("lounge").await;
-    let mut peer = Peer::new().await;
-    peer.receive_only(RtpCodecKind::Video).await;
-    let offer = peer.offer().await;
-    let (first_answer, subscribed) = signal_offer(&mut ws, offer, 1).await;
-    peer.finish(&first_answer).await;
-    let remote = tokio::time::timeout(WAIT, peer.tracks.recv())
-        .await
-        .expect("on_track fires")
-        .expect("a track");
+    let WsSubscriber {
+        mut ws,
+        mut peer,
+        answer: first_answer,
+        subscribed,
+    } = gw.ws_subscriber("lounge", "legacy", 1).await;
+    let remote = next_remote_track(&mut peer, "the subscription").await;
     let ssrc = subscribed[0].ssrc;
     let mut rx = rtp_of(Arc::clone(&remote));
     tokio::time::timeout(WAIT, rx.recv())
@@ -2327,8 +1561,6 @@ async fn a_websocket_peer_restarts_ice_with_a_new_offer() {
         .wait_above(asked, "a PLI over the restarted ICE")
         .await;
 
-    stop.store(true, Ordering::Relaxed);
-    let _ = tokio::time::timeout(WAIT, sender).await;
     let _ = peer.pc.close().await;
     drop(ws);
     presenter.close().await;
@@ -2370,7 +1602,7 @@ fn spoof_udp(from: std::net::SocketAddr, to: std::net::SocketAddr, payload: &[u8
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_srtp_and_srtcp_after_dtls_disturb_no_one() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let bystanders = Bystanders::start(&gw).await;
     let peer = host_candidate(&bystanders.publisher.offer);
     let port = gw.webrtc_addr();
@@ -2442,11 +1674,9 @@ struct Bystanders {
 impl Bystanders {
     async fn start(gw: &TestGateway) -> Bystanders {
         let viewer = gw.native("calm", "viewer").await;
-        let publisher = WhipPublisher::start(gw, "calm", &gw.token("calm", "camera")).await;
-        let camera = wait_for_participant(&viewer, "camera").await;
-        let track = wait_for_track_of(&viewer, camera).await;
-        let sub = viewer.subscribe(track, None).await.expect("subscribe");
-        receive_vp8(&viewer, sub.media.0, sub.ssrc, 5).await;
+        let publisher = gw.whip_publisher("calm", "camera").await;
+        let (_, _, sub) = subscribe_to_video_of(&viewer, "camera", VideoCodec::Vp8).await;
+        receive_vp8(&viewer, &sub, 5).await;
         Bystanders {
             publisher,
             viewer,
@@ -2481,7 +1711,7 @@ impl Bystanders {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_offers_get_clear_statuses_and_disturb_no_one() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let bystanders = Bystanders::start(&gw).await;
     let token = gw.token("calm", "someone");
     let mut refused = 0.0;
@@ -2541,7 +1771,7 @@ async fn bad_offers_get_clear_statuses_and_disturb_no_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whep_for_an_unknown_track_is_not_found() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let bystanders = Bystanders::start(&gw).await;
     let mut viewer = Peer::new().await;
     viewer.receive_only(RtpCodecKind::Video).await;
@@ -2558,7 +1788,7 @@ async fn whep_for_an_unknown_track_is_not_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_needs_a_token_for_its_room_and_grant() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let offer = AUDIO_ONLY_PCMU;
 
     let none = http(
@@ -2649,7 +1879,7 @@ fn stun_binding_request(username: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strays_on_the_webrtc_port_are_dropped_and_counted() {
-    let gw = start_gateway().await;
+    let gw = TestGateway::start_bridge().await;
     let bystanders = Bystanders::start(&gw).await;
     let stray = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = gw.webrtc_addr();
@@ -2690,7 +1920,7 @@ async fn strays_on_the_webrtc_port_are_dropped_and_counted() {
 async fn offers_beyond_the_peer_limit_are_refused_with_503() {
     let gw = TestGateway::start_with(|c| c.webrtc.max_peers = 1).await;
     let observer = gw.native("full", "observer").await;
-    let first = WhipPublisher::start(&gw, "full", &gw.token("full", "first")).await;
+    let first = gw.whip_publisher("full", "first").await;
     wait_for_participant(&observer, "first").await;
 
     let mut second = Peer::new().await;
