@@ -4,7 +4,7 @@
 //!
 //! A test reads as what happens in the room:
 //!
-//! ```ignore
+//! ```text
 //! let gw = TestGateway::start_bridge().await;
 //! let viewer = gw.native("stage", "viewer").await;
 //! let publisher = gw.whip_publisher("stage", "camera").await;
