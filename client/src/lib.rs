@@ -5,8 +5,8 @@
 //! or over WebTransport (wtransport, the same protocol a browser speaks). It joins a room,
 //! publishes and receives RTP in datagrams, requests keyframes, and takes its session back with
 //! the resume token when the connection is lost. Applications, the end-to-end tests and the load
-//! generator `strait-load` use it. The wire format is `docs/PROTOCOL.md`, through
-//! `strait-protocol` (the only workspace crate this one depends on).
+//! tools (the `strait-load` crate, in `client/load/`) use it. The wire format is
+//! `docs/PROTOCOL.md`, through `strait-protocol` (the only workspace crate this one depends on).
 //!
 //! What it is not: a media stack. It carries RTP packets as they are; packetizing, jitter
 //! buffering and codecs are the application's.
@@ -72,8 +72,6 @@
 mod config;
 mod driver;
 mod error;
-#[doc(hidden)]
-pub mod load;
 mod queue;
 mod session;
 mod shared;

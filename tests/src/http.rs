@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use strait_client::load::gateway::dechunk;
+use strait_load::gateway::dechunk;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fixture::TestGateway;

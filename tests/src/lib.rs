@@ -15,10 +15,13 @@
 //! - [`ws`]: a client of the WebSocket signaling path (`/ws/rtc`).
 //! - [`webrtc_peer`]: a `webrtc`-crate peer connection, the legacy WebRTC peer of the bridge's
 //!   tests and benchmarks.
+//! - [`bridge`]: the bridge tests' fixture: WHIP and WHEP peers, `/ws/rtc` subscribers, native
+//!   video publishers, and the waits on a native session that go with them.
 //! - [`browser`]: what the headless-Chromium tests share (tool checks, process-group cleanup).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bridge;
 pub mod browser;
 pub mod fixture;
 pub mod http;

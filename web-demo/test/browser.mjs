@@ -10,8 +10,8 @@
 //   and fall back to WebRTC otherwise; a WebTransport that never connects and a browser without
 //   WebTransport fall back too.
 //
-// Run by tests/tests/browser.rs (`cargo test -p strait-tests --test browser`), which starts a
-// gateway and passes its HTTP origin:
+// Run by tests/tests/browser/demo.rs (`cargo test -p strait-tests --test browser`), which starts
+// a gateway and passes its HTTP origin:
 //
 //     STRAIT_DEMO_URL=http://127.0.0.1:8080/ node web-demo/test/browser.mjs
 //

@@ -2,7 +2,7 @@
 // publishes its fake camera with WHIP to a Strait gateway, through the gateway's embedded TURN
 // server, and reports the candidate pair its connection selected.
 //
-// Run by tests/tests/browser_turn.rs (`cargo test -p strait-tests --test browser_turn`), which
+// Run by tests/tests/browser/turn.rs (`cargo test -p strait-tests --test browser turn::`), which
 // starts the gateway, mints the credentials and watches the media arrive at a native client:
 //
 //     STRAIT_ORIGIN=http://127.0.0.1:8080 STRAIT_ROOM=r STRAIT_TOKEN=… \
@@ -18,7 +18,7 @@ import { launchChromium } from './chromium.mjs';
 if (process.env.NODE_TEST_CONTEXT) {
   // `node --test web-demo/test/` picks up every file of the directory; this one needs a gateway.
   const { test } = await import('node:test');
-  test('TURN relay in the browser', { skip: 'needs a gateway: run `cargo test -p strait-tests --test browser_turn`' }, () => {});
+  test('TURN relay in the browser', { skip: 'needs a gateway: run `cargo test -p strait-tests --test browser turn::`' }, () => {});
 } else {
   await main();
 }

@@ -7,10 +7,10 @@
 //   10); it then follows the room, and when a second video track is published it renegotiates
 //   (a new recvonly section on the same connection) and must decode that one too.
 //
-// Run by tests/tests/browser.rs, which starts the gateway, receives the camera's RTP with a native
-// client and publishes it again, natively, in the viewer's room. The camera keeps publishing until
-// the viewer has decoded frames (or failed). Prints one `ws-rtc: …` line per step; exit status 0
-// when every check passed.
+// Run by tests/tests/browser/demo.rs, which starts the gateway, receives the camera's RTP with a
+// native client and publishes it again, natively, in the viewer's room. The camera keeps publishing
+// until the viewer has decoded frames (or failed). Prints one `ws-rtc: …` line per step; exit
+// status 0 when every check passed.
 //
 // Environment: STRAIT_DEMO_URL, STRAIT_PUBLISH_TOKEN, STRAIT_PUBLISH_ROOM, STRAIT_VIEW_TOKEN,
 // STRAIT_VIEW_ROOM, STRAIT_WEBRTC_PORT (the bridge's UDP port: every candidate of every answer

@@ -1,9 +1,10 @@
 //! The properties the fuzz targets check, in one place.
 //!
 //! This file is compiled twice: by each cargo-fuzz target (`fuzz_targets/*.rs`) and by the plain
-//! test `protocol/tests/fuzz_corpus.rs`, which runs the same checks over the committed seed corpus
-//! and a seeded mutation sweep so that they also run where cargo-fuzz cannot. Both include it with
-//! `#[path]`, so it depends on nothing but `strait-protocol` and `bytes`.
+//! test module `protocol/tests/protocol/fuzz_corpus.rs`, which runs the same checks over the
+//! committed seed corpus and a seeded mutation sweep so that they also run where cargo-fuzz
+//! cannot. Both include it with `#[path]`, so it depends on nothing but `strait-protocol` and
+//! `bytes`.
 //!
 //! Every check panics when a property is broken; "the decoder refused the input" is never a
 //! failure, only a panic, an over-limit buffer or an inconsistent answer is.

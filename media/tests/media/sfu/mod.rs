@@ -1,0 +1,12 @@
+//! The SFU core, driven with virtual time and synthetic RTP: a module per area.
+
+mod fixture;
+
+mod detect;
+mod forwarding;
+mod grace;
+mod keyframes;
+mod limits;
+mod props;
+mod rooms;
+mod simulcast;

@@ -1,0 +1,14 @@
+//! Strait in a real browser: headless Chromium driven by the scripts of `web-demo/test/`
+//! (playwright-core) against a gateway started in-process. One binary, a module per area:
+//!
+//! - `demo`: the web demo over WebTransport and over its WebRTC fallback, WebSocket signaling,
+//!   and the demo's JavaScript codec against the golden vectors under node;
+//! - `turn`: a page restricted to TURN relay candidates publishing through the embedded TURN
+//!   server.
+//!
+//! They need node (≥ 20), Chromium at `/usr/bin/chromium` (or `STRAIT_CHROMIUM`) and `npm ci` run
+//! in `web-demo/`. `./scripts/test` installs all three; where one is missing a test fails and says
+//! what to install — it never passes without having run.
+
+mod demo;
+mod turn;
