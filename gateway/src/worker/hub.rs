@@ -211,6 +211,15 @@ impl Core {
         }
     }
 
+    /// The member leaves for good: it is let go, and leaves its room if it joined one.
+    fn leave(&mut self, participant: sfu::ParticipantId, now: Instant) {
+        if let Some(principal) = self.remove_member(participant)
+            && principal.room.is_some()
+        {
+            let _ = self.sfu.leave(participant, sfu::LeaveReason::Left, now);
+        }
+    }
+
     /// Removes a member (its room state is the caller's to end); the driver drops its port.
     pub(crate) fn remove_member(&mut self, participant: sfu::ParticipantId) -> Option<Principal> {
         let member = self.members.remove(&participant)?;
@@ -505,11 +514,7 @@ impl Hub {
         if current.is_some_and(|c| c != conn) {
             return;
         }
-        if let Some(principal) = self.core.remove_member(id)
-            && principal.room.is_some()
-        {
-            let _ = self.core.sfu.leave(id, sfu::LeaveReason::Left, now);
-        }
+        self.core.leave(id, now);
         self.settle(now);
     }
 
@@ -557,13 +562,7 @@ impl Hub {
             Some(bridge) if bridge.has_leg(id) => {
                 bridge.drop_leg(&mut self.core, id, sfu::LeaveReason::Left, now);
             }
-            _ => {
-                if let Some(principal) = self.core.remove_member(id)
-                    && principal.room.is_some()
-                {
-                    let _ = self.core.sfu.leave(id, sfu::LeaveReason::Left, now);
-                }
-            }
+            _ => self.core.leave(id, now),
         }
         self.settle(now);
     }
