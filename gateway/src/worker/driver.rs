@@ -356,3 +356,136 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use prometheus_client::registry::Registry;
+    use strait_media::sfu::SfuConfig;
+    use strait_protocol::{Join, RequestId, RoomId};
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::auth::{Grants, RoomGrant, VerifiedToken};
+
+    /// A connection that records how it was closed.
+    #[derive(Debug)]
+    struct Recorded {
+        id: u64,
+        closed: Mutex<Option<ErrorCode>>,
+    }
+
+    impl Connection for Recorded {
+        fn conn_id(&self) -> ConnId {
+            ConnId(self.id)
+        }
+
+        fn transport(&self) -> Transport {
+            Transport::Quic
+        }
+
+        fn send_datagram(&self, _: Bytes) -> Result<bool, DatagramSendError> {
+            Ok(false)
+        }
+
+        fn close(&self, code: ErrorCode, _: &str) {
+            *self.closed.lock().unwrap() = Some(code);
+        }
+    }
+
+    fn token(identity: &str) -> VerifiedToken {
+        let now = std::time::SystemTime::now();
+        VerifiedToken {
+            key_id: "test".into(),
+            identity: identity.into(),
+            room: RoomGrant::Room(RoomId("lobby".into())),
+            grants: Grants::participant(),
+            name: None,
+            issued_at: now,
+            expires_at: now + Duration::from_secs(60),
+            not_before: None,
+        }
+    }
+
+    /// Attaches participant `id` on connection `id` with a control queue of `capacity`, and
+    /// joins the lobby.
+    fn join(
+        driver: &mut Driver,
+        id: u64,
+        capacity: usize,
+    ) -> (Arc<Recorded>, mpsc::Receiver<ControlMessage>) {
+        let connection = Arc::new(Recorded {
+            id,
+            closed: Mutex::new(None),
+        });
+        let (control, queue) = mpsc::channel(capacity);
+        let (reply, _) = oneshot::channel();
+        driver.command(WorkerCommand::Attach(
+            Attach {
+                participant: ParticipantId(id),
+                link: connection.clone(),
+                control,
+                resume: false,
+                token: Some(token(&format!("user-{id}"))),
+            },
+            reply,
+        ));
+        driver.command(WorkerCommand::Request {
+            participant: ParticipantId(id),
+            message: ControlMessage::Join(Join {
+                request: RequestId(1),
+                room: RoomId("lobby".into()),
+                name: String::new(),
+            }),
+            join_started: None,
+        });
+        (connection, queue)
+    }
+
+    /// A session that does not read its control queue is closed with LIMIT_EXCEEDED; its
+    /// connection's detach then starts the grace period like any lost connection's, and the
+    /// participant leaves at its end. (The worker used to forget the closed connection, ignore
+    /// the detach, and keep the participant in its room for good.)
+    #[test]
+    fn a_session_that_does_not_read_its_queue_is_closed_and_then_leaves_its_room() {
+        let metrics = Arc::new(Metrics::new(&mut Registry::default()));
+        let config = SfuConfig {
+            grace_period: Duration::from_millis(10),
+            ..SfuConfig::default()
+        };
+        let hub = Hub::new(config, 1, None, metrics.clone());
+        let mut driver = Driver::new(hub, None, metrics);
+        let (_, mut alice) = join(&mut driver, 1, 64);
+        // Bob's queue holds two messages: his `Joined` and Alice's presence. Nobody reads it.
+        let (bob_connection, _bob) = join(&mut driver, 2, 2);
+        assert_eq!(*bob_connection.closed.lock().unwrap(), None);
+        // Carol joins: Bob's notice of her does not fit, and Bob is closed.
+        let (_, _carol) = join(&mut driver, 3, 64);
+        assert_eq!(
+            *bob_connection.closed.lock().unwrap(),
+            Some(ErrorCode::LIMIT_EXCEEDED)
+        );
+        // His session sees its connection closed and reports it lost.
+        driver.command(WorkerCommand::Detached {
+            participant: ParticipantId(2),
+            conn: ConnId(2),
+        });
+        driver
+            .hub
+            .handle_timeout(Instant::now() + Duration::from_secs(1));
+        driver.flush();
+        let mut left = None;
+        while let Ok(message) = alice.try_recv() {
+            if let ControlMessage::ParticipantLeft(l) = message {
+                left = Some(l);
+            }
+        }
+        let left = left.expect("alice hears bob leave");
+        assert_eq!(left.participant, ParticipantId(2));
+        assert_eq!(left.reason, ErrorCode::TIMEOUT);
+        assert!(!driver.ports.contains_key(&ParticipantId(2)));
+    }
+}
