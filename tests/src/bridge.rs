@@ -168,25 +168,42 @@ pub fn local_opus_track(ssrc: u32) -> Arc<TrackLocalStaticRTP> {
     )))
 }
 
-/// Hands every RTCP compound packet a local track receives to `on_rtcp` until `stop`. The test
-/// peer delivers all RTCP to the application (`DeliverKeyframeRequests::all_rtcp`).
+/// Hands every RTCP compound packet a local track receives to `on_rtcp`, until the track's
+/// sender lets go of it (its peer connection closed). The test peer delivers all RTCP to the
+/// application (`DeliverKeyframeRequests::all_rtcp`). Start it after `add_track`, which binds the
+/// track to its sender before it returns.
 pub fn watch_rtcp(
     track: Arc<TrackLocalStaticRTP>,
-    stop: Arc<AtomicBool>,
     mut on_rtcp: impl FnMut(&[Box<dyn rtc::rtcp::Packet>]) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        // The stop flag is looked at every 100 ms at most.
-        while !stop.load(Ordering::Relaxed) {
-            match tokio::time::timeout(Duration::from_millis(100), track.poll()).await {
-                Ok(Some(TrackLocalEvent::OnRtcpPacket(packets))) => on_rtcp(&packets),
-                Ok(Some(_)) | Err(_) => {}
-                // Not bound to the sender yet (the `webrtc` crate reports no binding event), or
-                // unbound: look again shortly.
-                Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
+        while let Some(event) = track.poll().await {
+            if let TrackLocalEvent::OnRtcpPacket(packets) = event {
+                on_rtcp(&packets);
             }
         }
     })
+}
+
+/// Ends a publisher of the tests: stops its `sender` task (which looks at `stop` before each
+/// packet), closes its peer connection, and waits for its RTCP `watcher`, which ends with the
+/// connection.
+pub async fn close_publisher(
+    stop: &AtomicBool,
+    sender: tokio::task::JoinHandle<()>,
+    peer: &Peer,
+    watcher: tokio::task::JoinHandle<()>,
+) {
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::timeout(WAIT, sender)
+        .await
+        .expect("the sender stops in time")
+        .expect("the sender ran to its end");
+    let _ = peer.pc.close().await;
+    tokio::time::timeout(WAIT, watcher)
+        .await
+        .expect("the RTCP watcher ends with the connection")
+        .expect("the watcher ran to its end");
 }
 
 /// A WHIP publisher: a peer with one VP8 track, connected, sending packets every 5 ms (a
@@ -212,7 +229,8 @@ pub struct WhipPublisher {
     /// Video packets written so far (the next one's payload index).
     pub sent: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    sender: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 /// How a [`WhipPublisher`] is set up; the default is one VP8 track over host candidates.
@@ -285,7 +303,7 @@ impl WhipPublisher {
         let watcher = {
             let requests = Arc::clone(&keyframe_requests);
             let reports = Arc::clone(&receiver_reports);
-            watch_rtcp(Arc::clone(&track), Arc::clone(&stop), move |packets| {
+            watch_rtcp(Arc::clone(&track), move |packets| {
                 let count = |f: fn(&dyn std::any::Any) -> bool| {
                     packets.iter().filter(|p| f(p.as_any())).count() as u32
                 };
@@ -339,7 +357,8 @@ impl WhipPublisher {
             receiver_reports,
             sent,
             stop,
-            tasks: vec![watcher, sender],
+            sender,
+            watcher,
         }
     }
 
@@ -350,11 +369,7 @@ impl WhipPublisher {
 
     /// Stops sending and closes the peer connection (no `DELETE`).
     pub async fn close(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            let _ = tokio::time::timeout(WAIT, task).await;
-        }
-        let _ = self.peer.pc.close().await;
+        close_publisher(&self.stop, self.sender, &self.peer, self.watcher).await;
     }
 }
 

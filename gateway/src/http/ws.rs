@@ -130,14 +130,12 @@ async fn run(
     );
     let (control_tx, mut control_rx) = mpsc::channel(config.limits.control_queue);
     let mut control_tx = Some(control_tx);
-    let mut attached = false;
     let end = match serve(
         &shared,
         &mut socket,
         participant,
         &mut core,
         &mut control_tx,
-        &mut attached,
         &mut control_rx,
     )
     .await
@@ -145,6 +143,8 @@ async fn run(
         Ok(end) => end,
         Err(Lost) => SessionEnd::Lost("the websocket failed".into()),
     };
+    // The queue's sender went to the hub with the attach.
+    let attached = control_tx.is_none();
     if attached {
         shared
             .worker
@@ -276,14 +276,12 @@ fn incoming(message: Option<Result<Message, axum::Error>>, max_frame: usize) -> 
     })
 }
 
-#[allow(clippy::too_many_arguments)] // the session's parts, borrowed for its life
 async fn serve(
     shared: &Arc<SessionContext>,
     socket: &mut WebSocket,
     participant: ParticipantId,
     core: &mut SessionCore,
     control_tx: &mut Option<mpsc::Sender<ControlMessage>>,
-    attached: &mut bool,
     control: &mut mpsc::Receiver<ControlMessage>,
 ) -> Result<SessionEnd, Lost> {
     let config = &shared.config;
@@ -312,7 +310,6 @@ async fn serve(
                             control,
                         })
                         .await;
-                    *attached = true;
                     let facts = HelloFacts {
                         // TURN servers with credentials for this participant, when configured.
                         ice_servers: shared.turn.ice_servers(participant.0, SystemTime::now()),
@@ -367,19 +364,13 @@ async fn serve(
             _ = keep_alive.tick() => {
                 socket.send(Message::Ping(Bytes::new())).await.map_err(|_| Lost)?;
             },
-            () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()),
+                if deadline.is_some() => core.handle_timeout(Instant::now()),
             () = drain.cancelled(), if !draining => {
                 draining = true;
                 core.handle_drain();
             },
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

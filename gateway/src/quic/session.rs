@@ -29,8 +29,7 @@ use crate::session::SessionContext;
 use crate::session::core::{
     HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
 };
-use crate::worker::hub::ConnId;
-use crate::worker::{Attach, WorkerCommand};
+use crate::worker::{Attach, Connection, WorkerCommand};
 
 /// Bytes taken from the control stream per read. Control messages are small (a `ClientHello`
 /// with its token is a few hundred bytes); a larger frame is assembled over several reads. Every
@@ -192,6 +191,15 @@ pub(crate) async fn run(shared: Arc<SessionContext>, link: Link, accepted_at: In
     .await;
 }
 
+/// `messages` as frames, in one buffer (what the session says before its writer runs).
+fn frames(messages: &[ControlMessage]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for message in messages {
+        let _ = strait_protocol::encode_frame(message, usize::MAX, &mut out);
+    }
+    out
+}
+
 /// Writes `messages` as frames on the control stream and closes the connection with `code`:
 /// how a session that never got its writer (a refused hello) ends.
 async fn close_with_messages(
@@ -201,10 +209,7 @@ async fn close_with_messages(
     code: ErrorCode,
     reason: &str,
 ) {
-    let mut out = Vec::new();
-    for message in messages {
-        let _ = strait_protocol::encode_frame(message, usize::MAX, &mut out);
-    }
+    let out = frames(messages);
     if !out.is_empty() {
         // Bounded: the peer may be gone. Waiting for the acknowledgement keeps the close from
         // discarding the explanation.
@@ -309,16 +314,12 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
     tracing::Span::current().record("participant", participant.0);
 
     // 3. ServerHello (and a failed resume's Error), written before anything the worker queued.
-    let mut out = Vec::new();
-    for message in &first {
-        let _ = strait_protocol::encode_frame(message, usize::MAX, &mut out);
-    }
-    if send.write_all(&out).await.is_err() {
+    if send.write_all(&frames(&first)).await.is_err() {
         shared
             .worker
             .send(WorkerCommand::Detached {
                 participant,
-                conn: ConnId(link.stable_id() as u64),
+                conn: link.conn_id(),
             })
             .await;
         return SessionEnd::Lost("control stream failed".into());
@@ -338,7 +339,7 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
         // A close with NONE is a leave (PROTOCOL.md 7.9).
         end = SessionEnd::Left;
     }
-    let conn = ConnId(link.stable_id() as u64);
+    let conn = link.conn_id();
     match &end {
         // A session closed for breaking the protocol may not resume (section 7.9): its
         // participant leaves now rather than haunting the room for the grace period.

@@ -363,7 +363,9 @@ impl SessionCore {
         }
     }
 
-    /// The client sent something (a message, or on a WebSocket a ping or pong frame).
+    /// The client sent something (a message, or on a WebSocket a ping or pong frame): the
+    /// WebSocket path's idle timeout starts again. The driver calls it for every frame it
+    /// reads, before [`handle_message`](Self::handle_message).
     pub(crate) fn handle_heard(&mut self, now: Instant) {
         self.last_heard = now;
     }
@@ -434,7 +436,6 @@ impl SessionCore {
         if self.is_ended() {
             return;
         }
-        self.last_heard = now;
         match incoming {
             Incoming::Message(message) => match self.state {
                 State::Hello { .. } => self.hello(message, credentials, wall),

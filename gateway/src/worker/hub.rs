@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use strait_media::sfu::{self, Event, Sfu, SfuConfig, SfuError};
+use strait_media::sfu::{self, Event, Sfu, SfuConfig, SfuError, SfuStats};
 use strait_media::webrtc::{IceFragment, PeerId, Transmit};
 use strait_protocol::{ControlMessage, ErrorCode, MediaId, ParticipantId};
 
@@ -237,15 +237,6 @@ pub(crate) struct Hub {
     bridge: Option<Bridge>,
 }
 
-/// What the hub holds, for gauges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct HubStats {
-    pub(crate) rooms: u64,
-    pub(crate) participants: u64,
-    pub(crate) tracks: u64,
-    pub(crate) subscriptions: u64,
-}
-
 impl Hub {
     /// A hub with the SFU configured by `config`, seeded with `seed`, and the WebRTC bridge when
     /// one is given.
@@ -291,15 +282,9 @@ impl Hub {
 
     // ---- getters ----
 
-    /// What the hub holds now.
-    pub(crate) fn stats(&self) -> HubStats {
-        let stats = self.core.sfu.stats();
-        HubStats {
-            rooms: stats.rooms,
-            participants: stats.participants,
-            tracks: stats.tracks,
-            subscriptions: stats.subscriptions,
-        }
+    /// What the hub holds now (the SFU core's counts).
+    pub(crate) fn stats(&self) -> &SfuStats {
+        self.core.sfu.stats()
     }
 
     // ---- handlers ----

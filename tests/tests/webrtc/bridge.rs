@@ -21,11 +21,11 @@ use strait_client::{Session, SessionEvent};
 use strait_gateway::auth::Grants;
 use strait_protocol::{ControlMessage, TrackKind};
 use strait_tests::bridge::{
-    Count, VideoCodec, WAIT, WhipOptions, WhipPublisher, WsSubscriber, local_vp8_track,
-    next_packet_on, next_remote_track, published_video_of, receive_rtp, receive_video, receive_vp8,
-    reoffer, reoffer_with_video_section, rtp_and_reports_of, rtp_of, signal_offer,
-    subscribe_to_video_of, vp8_spec, wait_for_leave, wait_for_leave_reason, wait_for_participant,
-    wait_for_tracks_of, watch_rtcp,
+    Count, VideoCodec, WAIT, WhipOptions, WhipPublisher, WsSubscriber, close_publisher,
+    local_vp8_track, next_packet_on, next_remote_track, published_video_of, receive_rtp,
+    receive_video, receive_vp8, reoffer, reoffer_with_video_section, rtp_and_reports_of, rtp_of,
+    signal_offer, subscribe_to_video_of, vp8_spec, wait_for_leave, wait_for_leave_reason,
+    wait_for_participant, wait_for_tracks_of, watch_rtcp,
 };
 use strait_tests::fixture::{TestGateway, rtp};
 use strait_tests::http::{bearer, delete, http, patch, post_offer};
@@ -900,7 +900,8 @@ struct SimulcastPublisher {
     /// PLIs the peer received, per layer (by the SSRC they name).
     plis: Arc<[Count; 4]>,
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    sending: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 impl SimulcastPublisher {
@@ -990,7 +991,7 @@ impl SimulcastPublisher {
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = {
             let plis = Arc::clone(&plis);
-            watch_rtcp(Arc::clone(&track), Arc::clone(&stop), move |packets| {
+            watch_rtcp(Arc::clone(&track), move |packets| {
                 for packet in packets {
                     let Some(pli) = packet.as_any().downcast_ref::<PictureLossIndication>() else {
                         continue;
@@ -1047,16 +1048,13 @@ impl SimulcastPublisher {
             ws,
             plis,
             stop,
-            tasks: vec![watcher, sending],
+            sending,
+            watcher,
         }
     }
 
     async fn close(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            let _ = tokio::time::timeout(WAIT, task).await;
-        }
-        let _ = self.peer.pc.close().await;
+        close_publisher(&self.stop, self.sending, &self.peer, self.watcher).await;
         drop(self.ws);
     }
 }
