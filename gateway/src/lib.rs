@@ -41,7 +41,7 @@ pub(crate) mod session;
 pub(crate) mod turn;
 pub(crate) mod worker;
 
-pub use crate::net::bind_udp;
+pub use crate::net::{bind_udp, bind_webrtc};
 pub use crate::turn::{TurnAddrs, TurnCredentials, TurnSockets};
 
 use std::future::Future;
@@ -76,7 +76,7 @@ struct Node {
     turn: Arc<TurnState>,
     admission: Arc<Admission>,
     quic_addr: SocketAddr,
-    webrtc_addr: Option<SocketAddr>,
+    webrtc_addrs: Vec<SocketAddr>,
 }
 
 impl Node {
@@ -85,7 +85,7 @@ impl Node {
     }
 
     fn reload(&self, new: &ValidConfig) -> Reload {
-        let turn_secrets = self.turn.rotate(&new.turn_with_media(self.webrtc_addr));
+        let turn_secrets = self.turn.rotate(&new.turn_with_media(&self.webrtc_addrs));
         let config = self.config();
         let mut rest = new.get().clone();
         rest.turn.secrets.clone_from(&config.turn.secrets);
@@ -139,8 +139,9 @@ pub struct Sockets {
     pub quic: UdpSocket,
     /// The HTTP port.
     pub http: TcpListener,
-    /// The WebRTC bridge's UDP port; required when `webrtc.enabled`, ignored otherwise.
-    pub webrtc: Option<UdpSocket>,
+    /// The WebRTC bridge's UDP sockets, one per media worker ([`bind_webrtc`]); required when
+    /// `webrtc.enabled`, ignored otherwise.
+    pub webrtc: Vec<UdpSocket>,
     /// The embedded TURN server's listeners (none when it is off).
     pub turn: turn::TurnSockets,
 }
@@ -151,14 +152,7 @@ impl Sockets {
         let quic = net::bind_udp(config.quic.listen, config.quic.socket_buffer)?;
         let http = TcpListener::bind(config.http.listen)?;
         http.set_nonblocking(true)?;
-        let webrtc = if config.webrtc.enabled {
-            Some(net::bind_udp(
-                config.webrtc.listen,
-                config.webrtc.socket_buffer,
-            )?)
-        } else {
-            None
-        };
+        let webrtc = net::bind_webrtc(config, config.webrtc.socket_buffer)?;
         let turn = turn::TurnSockets::bind(&config.turn)?;
         Ok(Sockets {
             quic,
@@ -177,8 +171,8 @@ pub struct Gateway {
     pub quic_addr: SocketAddr,
     /// The HTTP port's address.
     pub http_addr: SocketAddr,
-    /// The WebRTC bridge's UDP address, when the bridge runs.
-    pub webrtc_addr: Option<SocketAddr>,
+    /// The WebRTC bridge's UDP addresses, one per media worker (none when the bridge is off).
+    pub webrtc_addrs: Vec<SocketAddr>,
     /// The development API key, when no key was configured (print it for the operator).
     pub dev_key: Option<ApiKey>,
     shutdown: CancellationToken,
@@ -193,14 +187,14 @@ impl Gateway {
         let node = parts.node.clone();
         let quic_addr = sockets.quic.local_addr()?;
         let http_addr = sockets.http.local_addr()?;
-        let webrtc_addr = node.webrtc_addr;
+        let webrtc_addrs = node.webrtc_addrs.clone();
         let stop = shutdown.clone();
         let task = tokio::spawn(serve(parts, sockets, async move { stop.cancelled().await }));
         Ok(Gateway {
             node,
             quic_addr,
             http_addr,
-            webrtc_addr,
+            webrtc_addrs,
             dev_key,
             shutdown,
             task,
@@ -317,7 +311,7 @@ impl Gateway {
 
 struct Parts {
     node: Arc<Node>,
-    worker_task: tokio::task::JoinHandle<()>,
+    workers: worker::Threads,
     worker_stop: CancellationToken,
 }
 
@@ -350,20 +344,28 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
     let mut seed_rng = rand::rngs::StdRng::from_seed(random_seed()?);
     let worker_stop = CancellationToken::new();
     let webrtc = if config.webrtc.enabled {
-        let socket = sockets.webrtc.take().ok_or_else(|| {
-            anyhow::anyhow!("webrtc.enabled is set but no WebRTC socket was given")
-        })?;
-        Some(socket)
+        let sockets = std::mem::take(&mut sockets.webrtc);
+        anyhow::ensure!(
+            sockets.len() == config.media_workers(),
+            "webrtc.enabled is set: {} WebRTC sockets are needed (one per media worker), {} \
+             were given",
+            config.media_workers(),
+            sockets.len()
+        );
+        sockets
     } else {
-        None
+        Vec::new()
     };
-    let webrtc_addr = webrtc.as_ref().map(UdpSocket::local_addr).transpose()?;
-    let (worker, worker_task) = worker::spawn(
+    let webrtc_addrs = webrtc
+        .iter()
+        .map(UdpSocket::local_addr)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let (media, workers) = worker::spawn(
         &config,
-        metrics.clone(),
-        seed_rng.random(),
+        &metrics,
+        &mut || seed_rng.random(),
         webrtc,
-        worker_stop.clone(),
+        &worker_stop,
     )?;
     let admission = Admission::new(
         config.limits.max_sessions,
@@ -371,7 +373,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         config.limits.max_handshakes,
     );
     let turn = Arc::new(TurnState::new(
-        &config.turn_with_media(webrtc_addr),
+        &config.turn_with_media(&webrtc_addrs),
         &sockets.turn,
     )?);
     let quic_addr = sockets.quic.local_addr()?;
@@ -385,7 +387,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         config,
         auth,
         metrics,
-        worker,
+        media,
         turn.clone(),
         random_seed()?,
     ));
@@ -394,7 +396,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         admission: admission.clone(),
         registry,
         certs: certs.clone(),
-        webrtc_addr,
+        webrtc: !webrtc_addrs.is_empty(),
         quic_authority: public_authority(quic_addr),
     });
     let front = Arc::new(FrontDoor {
@@ -410,12 +412,12 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         turn,
         admission,
         quic_addr,
-        webrtc_addr,
+        webrtc_addrs,
     });
     Ok((
         Parts {
             node,
-            worker_task,
+            workers,
             worker_stop,
         },
         dev_key,
@@ -456,7 +458,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let Parts {
         node,
-        worker_task,
+        workers,
         worker_stop,
     } = parts;
     let config = node.config().clone();
@@ -501,7 +503,7 @@ async fn serve(
     let turn_task = if config.turn.enabled {
         let tls = quic::tls::turn_tls_config(node.certs.clone())?;
         Some(tokio::spawn(turn::serve(
-            config.turn_with_media(node.webrtc_addr),
+            config.turn_with_media(&node.webrtc_addrs),
             node.turn.clone(),
             node.sessions.metrics.clone(),
             sockets.turn,
@@ -551,10 +553,10 @@ async fn serve(
     if let Some(turn_task) = turn_task {
         let _ = turn_task.await;
     }
-    // Every session has ended or been closed: stop the worker.
+    // Every session has ended or been closed: stop the workers.
     worker_stop.cancel();
     drop(node);
-    let _ = worker_task.await;
+    workers.join().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -202,8 +202,13 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
         eprintln!("strait {} is serving", env!("CARGO_PKG_VERSION"));
         eprintln!("  QUIC / WebTransport  {} (https://{}/rtc)", gateway.quic_addr, gateway.public_quic_authority());
         eprintln!("  HTTP                 http://{http}");
-        if let Some(webrtc) = gateway.webrtc_addr {
-            eprintln!("  WebRTC (WHIP/WHEP)   udp {webrtc}, http://{http}/whip/<room>");
+        if let (Some(first), Some(last)) = (gateway.webrtc_addrs.first(), gateway.webrtc_addrs.last()) {
+            let ports = if first == last {
+                first.to_string()
+            } else {
+                format!("{first} to port {}", last.port())
+            };
+            eprintln!("  WebRTC (WHIP/WHEP)   udp {ports}, http://{http}/whip/<room>");
         }
         eprintln!("  certificate sha-256  {}", gateway.cert_fingerprint().to_hex_colon());
         let turn = gateway.turn_addrs();

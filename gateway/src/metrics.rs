@@ -44,6 +44,13 @@ pub struct TransportLabel {
     pub transport: Transport,
 }
 
+/// Label set with one `worker` label (a media worker's index).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabel {
+    /// The worker's index, from 0.
+    pub worker: u32,
+}
+
 /// Why a packet was not forwarded.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum DropReason {
@@ -225,6 +232,10 @@ pub struct Metrics {
     pub rooms: Gauge,
     /// Participants in rooms now (connected or within their grace period).
     pub participants: Gauge,
+    /// Participants in rooms now, per media worker.
+    pub worker_participants: Family<WorkerLabel, Gauge>,
+    /// Rooms now, per media worker.
+    pub worker_rooms: Family<WorkerLabel, Gauge>,
     /// Published tracks now.
     pub tracks: Gauge,
     /// Active subscriptions now.
@@ -272,6 +283,8 @@ impl Metrics {
             sessions: Family::default(),
             rooms: Gauge::default(),
             participants: Gauge::default(),
+            worker_participants: Family::default(),
+            worker_rooms: Family::default(),
             tracks: Gauge::default(),
             subscriptions: Gauge::default(),
             packets_in: Family::default(),
@@ -301,6 +314,16 @@ impl Metrics {
             "participants",
             "Participants in rooms now",
             m.participants.clone(),
+        );
+        r.register(
+            "worker_participants",
+            "Participants in rooms now, per media worker",
+            m.worker_participants.clone(),
+        );
+        r.register(
+            "worker_rooms",
+            "Rooms now, per media worker",
+            m.worker_rooms.clone(),
         );
         r.register("tracks", "Published tracks now", m.tracks.clone());
         r.register(

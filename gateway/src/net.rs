@@ -21,3 +21,32 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
+
+/// Binds the WebRTC bridge's sockets: one per media worker, on consecutive ports from
+/// `webrtc.listen`'s (each from the OS when that port is 0), with `buffer` bytes of buffers.
+/// None when the bridge is off.
+pub fn bind_webrtc(
+    config: &crate::config::ValidConfig,
+    buffer: usize,
+) -> std::io::Result<Vec<UdpSocket>> {
+    if !config.webrtc.enabled {
+        return Ok(Vec::new());
+    }
+    let first = config.webrtc.listen;
+    (0..config.media_workers())
+        .map(|i| {
+            let mut addr = first;
+            if first.port() != 0 {
+                let port = u16::try_from(usize::from(first.port()) + i).map_err(|_| {
+                    std::io::Error::other(format!(
+                        "webrtc.listen's port {} leaves no room for {} consecutive ports",
+                        first.port(),
+                        config.media_workers()
+                    ))
+                })?;
+                addr.set_port(port);
+            }
+            bind_udp(addr, buffer)
+        })
+        .collect()
+}

@@ -13,6 +13,15 @@ use strait_gateway::auth::Grants;
 use strait_gateway::config::{Config, ValidConfig};
 use strait_gateway::{Gateway, Sockets};
 
+/// How many media workers a test gateway runs: `STRAIT_TEST_MEDIA_WORKERS`, else 2 (more than
+/// one, so that every test crosses workers wherever its rooms land; a test may set its own).
+pub fn media_workers() -> usize {
+    std::env::var("STRAIT_TEST_MEDIA_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
 /// Generous bound for anything a test waits for on loopback.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -31,16 +40,15 @@ impl TestGateway {
         config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.webtransport.allowed_origins = vec!["*".into()];
         config.webrtc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.media.workers = Some(media_workers());
         tweak(&mut config);
         let config: ValidConfig = config.validate().expect("test configuration is valid");
         let quic =
             strait_gateway::bind_udp(config.quic.listen, 4 * 1024 * 1024).expect("bind quic");
         let http = TcpListener::bind(config.http.listen).expect("bind http");
         http.set_nonblocking(true).expect("nonblocking");
-        // The WebRTC bridge's one UDP port, from the OS like the others.
-        let webrtc = config.webrtc.enabled.then(|| {
-            strait_gateway::bind_udp(config.webrtc.listen, 1024 * 1024).expect("bind webrtc")
-        });
+        // The WebRTC bridge's UDP ports (one per media worker), from the OS like the others.
+        let webrtc = strait_gateway::bind_webrtc(&config, 1024 * 1024).expect("bind webrtc");
         let turn = strait_gateway::TurnSockets::bind(&config.turn).expect("bind turn");
         let gateway = Gateway::start(
             config,
@@ -71,9 +79,20 @@ impl TestGateway {
         self.gateway.http_addr
     }
 
-    /// The WebRTC bridge's UDP address (the bridge is on by default).
+    /// A WebRTC bridge UDP address: the first media worker's (the bridge is on by default).
+    /// Every worker's bridge treats input from strangers alike; a peer's own port is in its
+    /// answer's candidates.
     pub fn webrtc_addr(&self) -> SocketAddr {
-        self.gateway.webrtc_addr.expect("the webrtc bridge is on")
+        *self
+            .gateway
+            .webrtc_addrs
+            .first()
+            .expect("the webrtc bridge is on")
+    }
+
+    /// The WebRTC bridge's UDP addresses, one per media worker.
+    pub fn webrtc_addrs(&self) -> &[SocketAddr] {
+        &self.gateway.webrtc_addrs
     }
 
     /// A token for `identity` in `room` with publish and subscribe.

@@ -13,8 +13,8 @@
 // status 0 when every check passed.
 //
 // Environment: STRAIT_DEMO_URL, STRAIT_PUBLISH_TOKEN, STRAIT_PUBLISH_ROOM, STRAIT_VIEW_TOKEN,
-// STRAIT_VIEW_ROOM, STRAIT_WEBRTC_PORT (the bridge's UDP port: every candidate of every answer
-// must name it) (required); STRAIT_CHROMIUM (default /usr/bin/chromium); STRAIT_WAIT_MS (bound
+// STRAIT_VIEW_ROOM, STRAIT_WEBRTC_PORTS (the bridge's UDP ports, one per media worker, comma-separated:
+// every candidate of an answer must name one and the same of them) (required); STRAIT_CHROMIUM (default /usr/bin/chromium); STRAIT_WAIT_MS (bound
 // of each wait; default 30000).
 
 import { launchChromium } from './chromium.mjs';
@@ -42,7 +42,7 @@ async function main() {
   const demoUrl = new URL(required('STRAIT_DEMO_URL'));
   const publish = { token: required('STRAIT_PUBLISH_TOKEN'), room: required('STRAIT_PUBLISH_ROOM') };
   const view = { token: required('STRAIT_VIEW_TOKEN'), room: required('STRAIT_VIEW_ROOM') };
-  const webrtcPort = required('STRAIT_WEBRTC_PORT');
+  const webrtcPorts = required('STRAIT_WEBRTC_PORTS').split(',');
   const waitMs = Number(process.env.STRAIT_WAIT_MS ?? 30000);
 
   const watchdog = setTimeout(() => fail('overall time limit reached'), waitMs * 4);
@@ -103,8 +103,8 @@ async function main() {
     );
     console.log(`ws-rtc: camera publishes: ${JSON.stringify(published)}`);
     if (!(published.packetsSent > 0)) throw new Error('the camera page sent no RTP');
-    const onePort = (ports) => ports.length > 0 && ports.every((p) => p === webrtcPort);
-    if (!onePort(published.ports)) throw new Error(`the camera's answer names ports ${published.ports}, not only ${webrtcPort}`);
+    const onePort = (ports) => ports.length > 0 && webrtcPorts.includes(ports[0]) && ports.every((p) => p === ports[0]);
+    if (!onePort(published.ports)) throw new Error(`the camera's answer names ports ${published.ports}, not one of ${webrtcPorts}`);
     if (published.codec !== 'video/VP8') throw new Error(`the camera page sends ${published.codec}, not VP8`);
 
     const viewer = await open('viewer');
@@ -165,7 +165,7 @@ async function main() {
       { url: wsUrl(view.token), room: view.room, waitMs },
     );
     console.log(`ws-rtc: viewer receives: ${JSON.stringify(viewed)}`);
-    if (!onePort(viewed.ports)) throw new Error(`the viewer's answer names ports ${viewed.ports}, not only ${webrtcPort}`);
+    if (!onePort(viewed.ports)) throw new Error(`the viewer's answer names ports ${viewed.ports}, not one of ${webrtcPorts}`);
     if (viewed.subscribed !== viewed.track) throw new Error('the viewer was not subscribed to the published track');
     if (viewed.inboundSsrc !== viewed.ssrc) throw new Error('the inbound SSRC is not the one Subscribed announced');
     if (!(viewed.framesDecoded >= 10)) throw new Error(`the viewer decoded ${viewed.framesDecoded} frames, not 10`);

@@ -268,12 +268,16 @@ pub struct MediaConfig {
     /// Minimum interval between keyframe requests sent upstream for one track layer.
     #[serde(with = "humantime_serde")]
     pub keyframe_request_interval: Duration,
+    /// Media workers: threads that each hold a share of the rooms (their SFU state, their
+    /// participants' sending side and their WebRTC peers). Unset: one per available core.
+    pub workers: Option<usize>,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
         Self {
             keyframe_request_interval: Duration::from_millis(500),
+            workers: None,
         }
     }
 }
@@ -579,6 +583,13 @@ impl Config {
                 return invalid("webrtc.ice_timeout must be at least 1s".into());
             }
         }
+        if let Some(workers) = self.media.workers
+            && !(1..=MAX_MEDIA_WORKERS).contains(&workers)
+        {
+            return invalid(format!(
+                "media.workers must be from 1 to {MAX_MEDIA_WORKERS} (unset: one per core)"
+            ));
+        }
         if !self.webtransport.path.starts_with('/') {
             return invalid("webtransport.path must start with `/`".into());
         }
@@ -610,17 +621,30 @@ impl Config {
     }
 }
 
+/// Most media workers a node runs.
+pub const MAX_MEDIA_WORKERS: usize = 256;
+
 /// A configuration that passed [`Config::validate`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidConfig(Config);
 
 impl ValidConfig {
-    /// The TURN settings with this node's WebRTC addresses (each advertised IP with the port
-    /// bound at `webrtc`) added to `media_addresses`, so that the relay reaches the bridge
-    /// without more settings.
-    pub(crate) fn turn_with_media(&self, webrtc: Option<SocketAddr>) -> TurnConfig {
+    /// How many media workers run: `media.workers`, or one per available core.
+    #[must_use]
+    pub fn media_workers(&self) -> usize {
+        self.media.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(MAX_MEDIA_WORKERS)
+        })
+    }
+
+    /// The TURN settings with this node's WebRTC addresses (each advertised IP with each port
+    /// bound in `webrtc`, one per media worker) added to `media_addresses`, so that the relay
+    /// reaches the bridge without more settings.
+    pub(crate) fn turn_with_media(&self, webrtc: &[SocketAddr]) -> TurnConfig {
         let mut turn = self.turn.clone();
-        if let Some(bound) = webrtc {
+        for bound in webrtc {
             let ips = if self.webrtc.public_ips.is_empty() {
                 vec![bound.ip()]
             } else {

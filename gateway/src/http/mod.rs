@@ -44,8 +44,8 @@ pub(crate) struct HttpState {
     pub(crate) registry: prometheus_client::registry::Registry,
     /// Certificates published at `/v1/cert-hashes`.
     pub(crate) certs: Arc<CertStore>,
-    /// The WebRTC bridge's UDP address, when the bridge runs.
-    pub(crate) webrtc_addr: Option<std::net::SocketAddr>,
+    /// Whether the WebRTC bridge runs.
+    pub(crate) webrtc: bool,
     /// `host:port` clients use to reach the QUIC port.
     pub(crate) quic_authority: String,
 }
@@ -61,7 +61,7 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
     if state.sessions.config.dev_token_endpoint() {
         router = router.route("/v1/dev/token", post(tokens::dev_token));
     }
-    if state.webrtc_addr.is_some() {
+    if state.webrtc {
         router = whip::routes(router);
         router = ws::routes(router);
     }

@@ -316,8 +316,15 @@ async fn accept(
     };
     let participant = shared.new_participant_id();
     let ice_servers = ice_server_links(shared, participant);
+    // The peer joins its room on the room's worker (its UDP port is that worker's).
+    let worker = shared
+        .media
+        .placement()
+        .seat(participant, Some(&room))
+        .map_err(BridgeError::Placement)?;
     let answer = shared
-        .worker
+        .media
+        .worker(worker)
         .webrtc_offer(WebRtcOffer {
             participant,
             resource,
@@ -326,7 +333,8 @@ async fn accept(
             role,
             sdp,
         })
-        .await?;
+        .await
+        .inspect_err(|_| shared.media.placement().gone(participant))?;
     Ok(Accepted {
         location,
         answer,
@@ -360,8 +368,10 @@ async fn delete(
     let result = async {
         let token = authenticate(shared, headers)?;
         let room = room_id(room)?;
+        let worker = shared.media.placement().room_worker(&room).unwrap_or(0);
         shared
-            .worker
+            .media
+            .worker(worker)
             .webrtc_delete(WebRtcResource {
                 room,
                 resource,
@@ -445,8 +455,14 @@ async fn patch(
             identity: token.identity.clone(),
             admin: token.grants.admin,
         };
+        let worker = shared
+            .media
+            .placement()
+            .room_worker(&target.room)
+            .unwrap_or(0);
         shared
-            .worker
+            .media
+            .worker(worker)
             .webrtc_patch(target, fragment, if_match)
             .await
             .map_err(Refusal::from)

@@ -52,8 +52,8 @@ use crate::session::SessionContext;
 use crate::session::core::{
     HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
 };
-use crate::worker::WorkerCommand;
 use crate::worker::hub::Attached;
+use crate::worker::{WorkerCommand, WorkerHandle, translate};
 
 /// Adds the `/ws/rtc` route.
 pub(crate) fn routes(router: Router<Arc<HttpState>>) -> Router<Arc<HttpState>> {
@@ -130,6 +130,7 @@ async fn run(
     );
     let (control_tx, mut control_rx) = mpsc::channel(config.limits.control_queue);
     let mut control_tx = Some(control_tx);
+    let mut worker = None;
     let end = match serve(
         &shared,
         &mut socket,
@@ -137,6 +138,7 @@ async fn run(
         &mut core,
         &mut control_tx,
         &mut control_rx,
+        &mut worker,
     )
     .await
     {
@@ -144,10 +146,8 @@ async fn run(
         Err(Lost) => SessionEnd::Lost("the websocket failed".into()),
     };
     // The queue's sender went to the hub with the attach.
-    let attached = control_tx.is_none();
-    if attached {
-        shared
-            .worker
+    if let Some(worker) = worker {
+        worker
             .send(WorkerCommand::SignalingClosed { participant })
             .await;
     }
@@ -283,6 +283,7 @@ async fn serve(
     core: &mut SessionCore,
     control_tx: &mut Option<mpsc::Sender<ControlMessage>>,
     control: &mut mpsc::Receiver<ControlMessage>,
+    worker: &mut Option<WorkerHandle>,
 ) -> Result<SessionEnd, Lost> {
     let config = &shared.config;
     let max_frame = config.limits.max_frame_size;
@@ -299,17 +300,27 @@ async fn serve(
             match output {
                 SessionOutput::Send(message) => send(socket, &message).await?,
                 SessionOutput::Attach { token, .. } => {
-                    let (Some(token), Some(control)) = (token, control_tx.take()) else {
+                    let Some(token) = token else {
                         continue;
                     };
-                    shared
-                        .worker
-                        .send(WorkerCommand::AttachSignaling {
-                            participant,
-                            token,
-                            control,
-                        })
-                        .await;
+                    let attached = match shared.media.seat(participant, &token) {
+                        Ok(index) => {
+                            let Some(control) = control_tx.take() else {
+                                continue;
+                            };
+                            let handle = shared.media.worker(index).clone();
+                            handle
+                                .send(WorkerCommand::AttachSignaling {
+                                    participant,
+                                    token,
+                                    control,
+                                })
+                                .await;
+                            *worker = Some(handle);
+                            Ok(Attached::New)
+                        }
+                        Err(e) => Err(e),
+                    };
                     let facts = HelloFacts {
                         // TURN servers with credentials for this participant, when configured.
                         ice_servers: shared.turn.ice_servers(participant.0, SystemTime::now()),
@@ -317,15 +328,28 @@ async fn serve(
                     };
                     core.handle_attached(
                         participant,
-                        Ok(Attached::New),
+                        attached,
                         facts,
                         shared.credentials(),
                         SystemTime::now(),
                     );
                 }
                 SessionOutput::Hub(HubRequest::Request { message, .. }) => {
-                    shared
-                        .worker
+                    if let ControlMessage::Join(join) = &message {
+                        match shared.media.join(participant, &join.room).await {
+                            Ok(index) => *worker = Some(shared.media.worker(index).clone()),
+                            Err(e) => {
+                                let refusal =
+                                    translate::error(join.request, e.code(), e.to_string());
+                                send(socket, &refusal).await?;
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(worker) = worker.as_ref() else {
+                        continue;
+                    };
+                    worker
                         .send(WorkerCommand::Request {
                             participant,
                             message,
@@ -334,10 +358,11 @@ async fn serve(
                         .await;
                 }
                 SessionOutput::Hub(HubRequest::Offer { sdp }) => {
-                    shared
-                        .worker
-                        .send(WorkerCommand::SignalingOffer { participant, sdp })
-                        .await;
+                    if let Some(worker) = worker.as_ref() {
+                        worker
+                            .send(WorkerCommand::SignalingOffer { participant, sdp })
+                            .await;
+                    }
                 }
                 SessionOutput::End(end) => return Ok(end),
             }

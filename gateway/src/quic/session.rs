@@ -29,7 +29,7 @@ use crate::session::SessionContext;
 use crate::session::core::{
     HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
 };
-use crate::worker::{Attach, Connection, WorkerCommand};
+use crate::worker::{Attach, Connection, WorkerCommand, WorkerHandle, translate};
 
 /// Bytes taken from the control stream per read. Control messages are small (a `ClientHello`
 /// with its token is a few hundred bytes); a larger frame is assembled over several reads. Every
@@ -250,6 +250,7 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
     // of anything the hub queues.
     let (control_tx, control_rx) = mpsc::channel(config.limits.control_queue);
     let mut first: Vec<ControlMessage> = Vec::new();
+    let mut worker_index = 0;
     loop {
         while let Some(output) = core.poll_output() {
             match output {
@@ -257,7 +258,7 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
                 SessionOutput::Attach { resume, token } => {
                     let participant = resume.unwrap_or_else(|| shared.new_participant_id());
                     let result = shared
-                        .worker
+                        .media
                         .attach(Attach {
                             participant,
                             link: Arc::new(link.clone()),
@@ -265,7 +266,11 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
                             resume: resume.is_some(),
                             token,
                         })
-                        .await;
+                        .await
+                        .map(|(attached, worker)| {
+                            worker_index = worker;
+                            attached
+                        });
                     let facts = HelloFacts {
                         ice_servers: shared.turn.ice_servers(participant.0, SystemTime::now()),
                         max_datagram_size: link
@@ -311,12 +316,13 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
     let Some(participant) = core.participant() else {
         return SessionEnd::Lost("attached without a participant".into());
     };
+    // The worker that holds the participant; a `Join` may move it to its room's.
+    let mut worker = shared.media.worker(worker_index).clone();
     tracing::Span::current().record("participant", participant.0);
 
     // 3. ServerHello (and a failed resume's Error), written before anything the worker queued.
     if send.write_all(&frames(&first)).await.is_err() {
-        shared
-            .worker
+        worker
             .send(WorkerCommand::Detached {
                 participant,
                 conn: link.conn_id(),
@@ -334,7 +340,16 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
     );
 
     // 4. The session's life.
-    let mut end = session_loop(shared, link, participant, &mut core, reader, &control_tx).await;
+    let mut end = session_loop(
+        shared,
+        link,
+        participant,
+        &mut core,
+        reader,
+        &control_tx,
+        &mut worker,
+    )
+    .await;
     if matches!(end, SessionEnd::Lost(_)) && link.closed_by_peer_cleanly() {
         // A close with NONE is a leave (PROTOCOL.md 7.9).
         end = SessionEnd::Left;
@@ -344,14 +359,12 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
         // A session closed for breaking the protocol may not resume (section 7.9): its
         // participant leaves now rather than haunting the room for the grace period.
         SessionEnd::Left | SessionEnd::Violation(..) => {
-            shared
-                .worker
+            worker
                 .send(WorkerCommand::Leave { participant, conn })
                 .await;
         }
         _ => {
-            shared
-                .worker
+            worker
                 .send(WorkerCommand::Detached { participant, conn })
                 .await;
         }
@@ -376,6 +389,7 @@ async fn carry_out(
     core: &mut SessionCore,
     participant: ParticipantId,
     control: &mpsc::Sender<ControlMessage>,
+    worker: &mut WorkerHandle,
 ) -> Option<SessionEnd> {
     while let Some(output) = core.poll_output() {
         match output {
@@ -388,8 +402,20 @@ async fn carry_out(
                 message,
                 join_started,
             }) => {
-                shared
-                    .worker
+                if let ControlMessage::Join(join) = &message {
+                    match shared.media.join(participant, &join.room).await {
+                        Ok(index) => *worker = shared.media.worker(index).clone(),
+                        Err(e) => {
+                            let _ = control.try_send(translate::error(
+                                join.request,
+                                e.code(),
+                                e.to_string(),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                worker
                     .send(WorkerCommand::Request {
                         participant,
                         message,
@@ -411,6 +437,7 @@ async fn session_loop(
     core: &mut SessionCore,
     reader: ControlReader,
     control: &mpsc::Sender<ControlMessage>,
+    worker: &mut WorkerHandle,
 ) -> SessionEnd {
     let vitals = link.vitals();
     let mut address = vitals.remote;
@@ -445,7 +472,7 @@ async fn session_loop(
                         if watch.wake() {
                             look.as_mut().reset(tokio::time::Instant::now() + WATCH_ACTIVE);
                         }
-                        handle_datagram(shared, link, participant, &bytes, &packets_in, &bytes_in);
+                        handle_datagram(shared, worker, link, participant, &bytes, &packets_in, &bytes_in);
                     }
                     Err(e) => return SessionEnd::Lost(e),
                 }
@@ -464,7 +491,7 @@ async fn session_loop(
                 let reported = estimate.abs_diff(reported_bandwidth) > reported_bandwidth / 8;
                 if reported {
                     reported_bandwidth = estimate;
-                    shared.worker.send(WorkerCommand::Bandwidth {
+                    worker.send(WorkerCommand::Bandwidth {
                         participant,
                         bits_per_second: estimate,
                     }).await;
@@ -477,7 +504,7 @@ async fn session_loop(
                 core.handle_drain();
             },
         }
-        if let Some(end) = carry_out(shared, core, participant, control).await {
+        if let Some(end) = carry_out(shared, core, participant, control, worker).await {
             return end;
         }
     }
@@ -538,6 +565,7 @@ impl Watch {
 
 fn handle_datagram(
     shared: &Arc<SessionContext>,
+    worker: &WorkerHandle,
     link: &Link,
     participant: ParticipantId,
     bytes: &Bytes,
@@ -548,7 +576,7 @@ fn handle_datagram(
         Ok(Datagram::Media { media, rtp }) => {
             packets_in.inc();
             bytes_in.inc_by(rtp.len() as u64);
-            shared.worker.media(participant, media, rtp);
+            worker.media(participant, media, rtp);
         }
         Ok(Datagram::Control(DatagramControl::Ping { seq, timestamp_us })) => {
             let mut out = Vec::with_capacity(16);
@@ -562,9 +590,7 @@ fn handle_datagram(
             }
         }
         Ok(Datagram::Control(DatagramControl::KeyframeRequest { media })) => {
-            shared
-                .worker
-                .try_send(WorkerCommand::KeyframeForMedia { participant, media });
+            worker.try_send(WorkerCommand::KeyframeForMedia { participant, media });
         }
         Ok(Datagram::Control(_)) => {}
         // "A variant index this version does not know is dropped and counted" (section 8.5).

@@ -24,7 +24,7 @@ use crate::auth::Authority;
 use crate::config::ValidConfig;
 use crate::metrics::Metrics;
 use crate::turn::TurnState;
-use crate::worker::WorkerHandle;
+use crate::worker::Media;
 
 /// What every session's driver needs from its gateway, and nothing else.
 #[derive(Debug)]
@@ -37,8 +37,8 @@ pub(crate) struct SessionContext {
     pub(crate) auth: Authority,
     /// Metrics.
     pub(crate) metrics: Arc<Metrics>,
-    /// The media worker.
-    pub(crate) worker: WorkerHandle,
+    /// The media workers.
+    pub(crate) media: Media,
     /// Cancelled when the drain starts.
     pub(crate) drain: CancellationToken,
     /// TURN credentials for the `ServerHello`.
@@ -53,7 +53,7 @@ impl SessionContext {
         config: ValidConfig,
         auth: Authority,
         metrics: Arc<Metrics>,
-        worker: WorkerHandle,
+        media: Media,
         turn: Arc<TurnState>,
         seed: [u8; 32],
     ) -> SessionContext {
@@ -62,7 +62,7 @@ impl SessionContext {
             config,
             auth,
             metrics,
-            worker,
+            media,
             drain: CancellationToken::new(),
             turn,
             ids: Mutex::new(StdRng::from_seed(seed)),

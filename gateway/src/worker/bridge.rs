@@ -159,6 +159,9 @@ pub(crate) enum BridgeError {
     /// A WebSocket participant sent an offer before joining a room.
     #[error("join a room before sending an offer")]
     NotJoined,
+    /// The node could not place the room.
+    #[error(transparent)]
+    Placement(#[from] super::placement::PlacementError),
     /// The gateway is stopping.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -193,6 +196,8 @@ pub(crate) struct Bridge {
     by_resource: HashMap<String, sfu::ParticipantId>,
     /// Endpoint counters already added to the metrics.
     seen: WebRtcStats,
+    /// The legs last added to the sessions gauge.
+    legs_reported: i64,
     /// Reused to write each rewritten packet before the endpoint encrypts it.
     scratch: Vec<u8>,
     packets_in: Counter,
@@ -287,6 +292,7 @@ impl Bridge {
             by_peer: HashMap::new(),
             by_resource: HashMap::new(),
             seen: WebRtcStats::default(),
+            legs_reported: 0,
             scratch: Vec::with_capacity(2048),
             packets_in: metrics.packets_in.get_or_create(&label).clone(),
             bytes_in: metrics.bytes_in.get_or_create(&label).clone(),
@@ -398,6 +404,18 @@ fn gauge(v: usize) -> i64 {
 }
 
 impl Bridge {
+    /// Refuses a new peer when the node has `webrtc.max_peers` (every worker's bridge counts:
+    /// the gauge is their sum, brought up to date after each turn of every worker's loop, so
+    /// offers arriving at once on several workers may pass it by a few; each worker's endpoint
+    /// holds at most `max_peers` whatever happens).
+    fn check_node_peers(&self, metrics: &Metrics) -> Result<(), BridgeError> {
+        let max = self.endpoint.config().max_peers;
+        if usize::try_from(metrics.webrtc_peers.get()).unwrap_or(0) >= max {
+            return Err(WebRtcError::TooManyPeers(max).into());
+        }
+        Ok(())
+    }
+
     /// Answers a WHIP or WHEP offer: a new peer and a new participant of the room.
     pub(crate) fn offer(
         &mut self,
@@ -413,6 +431,7 @@ impl Bridge {
             role,
             sdp,
         } = offer;
+        self.check_node_peers(&core.metrics)?;
         let me = translate::participant_in(participant);
         let meta = ParticipantMeta {
             identity: token.identity.clone(),
@@ -507,6 +526,9 @@ impl Bridge {
         let simulcast = strait_media::webrtc::simulcast_sections(sdp, max_sdp)?;
         let snapshot = core.sfu.room_snapshot(me).ok_or(BridgeError::NotJoined)?;
 
+        if !self.legs.contains_key(&me) {
+            self.check_node_peers(&core.metrics)?;
+        }
         // What the peer already has (a renegotiation), less what went away.
         let endpoint = &mut self.endpoint;
         let existing = self.legs.get_mut(&me).map(|leg| {
@@ -968,13 +990,18 @@ impl Bridge {
                     .inc_by(now - before);
             }
         }
-        metrics.webrtc_peers.set(gauge(stats.peers));
+        // Every worker's bridge adds its own change: the gauges are the node's sums.
+        metrics
+            .webrtc_peers
+            .inc_by(gauge(stats.peers) - gauge(seen.peers));
+        let legs = gauge(self.legs.len());
         metrics
             .sessions
             .get_or_create(&TransportLabel {
                 transport: Transport::Webrtc,
             })
-            .set(gauge(self.legs.len()));
+            .inc_by(legs - self.legs_reported);
+        self.legs_reported = legs;
     }
 
     /// Closes every peer (DTLS close_notify is queued) at shutdown.

@@ -19,14 +19,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use strait_protocol::{ControlMessage, ErrorCode, ParticipantId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{AttachRequest, Attached, ConnId, Hub, Output};
-use super::{Attach, MediaIn, WorkerCommand};
+use super::placement::Placement;
+use super::{Attach, MediaIn, Transfer, WorkerCommand};
 use super::{Connection, DatagramSendError};
-use crate::metrics::{DropReason, Metrics, Transport, TransportLabel};
+use crate::metrics::{DropReason, Metrics, Transport, TransportLabel, WorkerLabel};
 
 /// Longest datagram read from the WebRTC socket; longer ones are truncated (and then refused by
 /// the peer's DTLS or SRTP). Peers keep to the path MTU, well below.
@@ -39,12 +41,16 @@ const DATAGRAM_BATCH: usize = 64;
 /// Most media packets taken from the queue per turn of the loop.
 const MEDIA_BATCH: usize = 64;
 
+/// Most commands taken from the queue per turn of the loop beyond the one that woke it (an
+/// offer costs far more than a packet).
+const COMMAND_BATCH: usize = 16;
+
 /// The connection id of a WebSocket signaling session (its participant has no other).
 const SIGNALING_CONN: ConnId = ConnId(0);
 
 /// Where the hub's outputs for one participant go.
 #[derive(Debug)]
-struct Port {
+pub(super) struct Port {
     conn: ConnId,
     /// The connection, for media datagrams and closing (none on the WebSocket path).
     link: Option<Arc<dyn Connection>>,
@@ -59,6 +65,10 @@ pub(super) struct Driver {
     ports: HashMap<ParticipantId, Port>,
     socket: Option<tokio::net::UdpSocket>,
     metrics: Arc<Metrics>,
+    placement: Arc<Placement>,
+    /// This worker's rooms and participants (`strait_worker_*`).
+    rooms: Gauge,
+    participants: Gauge,
 }
 
 impl Driver {
@@ -66,13 +76,33 @@ impl Driver {
         hub: Hub,
         socket: Option<tokio::net::UdpSocket>,
         metrics: Arc<Metrics>,
+        placement: Arc<Placement>,
+        index: usize,
     ) -> Driver {
+        let label = WorkerLabel {
+            worker: u32::try_from(index).unwrap_or(u32::MAX),
+        };
+        let rooms = metrics.worker_rooms.get_or_create(&label).clone();
+        let participants = metrics.worker_participants.get_or_create(&label).clone();
         Driver {
             hub,
             ports: HashMap::new(),
             socket,
+            rooms,
+            participants,
             metrics,
+            placement,
         }
+    }
+
+    /// Brings the metrics' gauges up to date.
+    fn update_gauges(&mut self) {
+        self.hub.update_gauges();
+        let stats = self.hub.stats();
+        self.rooms
+            .set(i64::try_from(stats.rooms).unwrap_or(i64::MAX));
+        self.participants
+            .set(i64::try_from(stats.participants).unwrap_or(i64::MAX));
     }
 
     pub(super) async fn run(
@@ -85,10 +115,9 @@ impl Driver {
         let mut buf = vec![0u8; MAX_UDP_DATAGRAM];
         loop {
             let deadline = self.hub.poll_timeout();
-            let mut datagram: Option<(usize, SocketAddr)> = None;
             tokio::select! {
-                // Commands first: a subscribe should not wait behind a burst of media.
                 biased;
+                () = stop.cancelled() => break,
                 command = commands.recv() => match command {
                     Some(command) => self.command(command),
                     None => break,
@@ -97,40 +126,72 @@ impl Driver {
                     if n == 0 {
                         break;
                     }
-                    for packet in batch.drain(..) {
-                        self.hub.handle_media(packet.participant, packet.media, &packet.rtp, packet.at);
-                        self.flush();
-                    }
+                    self.media(&mut batch);
                 },
                 received = recv_from(self.socket.as_ref(), &mut buf) => match received {
-                    Ok(received) => datagram = Some(received),
+                    Ok((n, from)) => self.hub.handle_udp(from, &buf[..n], Instant::now()),
                     Err(e) => tracing::trace!(error = %e, "webrtc socket receive failed"),
                 },
                 () = sleep_until(deadline) => self.hub.handle_timeout(Instant::now()),
-                () = stop.cancelled() => break,
             }
-            if let Some((n, from)) = datagram {
-                self.hub.handle_udp(from, &buf[..n], Instant::now());
-                // Take what else is already waiting, so a burst is not paced by this loop.
-                for _ in 1..DATAGRAM_BATCH {
-                    let Some(Ok((n, from))) =
-                        self.socket.as_ref().map(|s| s.try_recv_from(&mut buf))
-                    else {
-                        break;
-                    };
-                    self.hub.handle_udp(from, &buf[..n], Instant::now());
-                }
-            }
+            // Whatever woke the loop, every source gets its share of this turn: a flood of one
+            // (media, datagrams, commands) cannot starve the others or the timers.
+            self.sweep(&mut commands, &mut media, &mut batch, &mut buf);
             self.flush();
-            self.hub.update_gauges();
+            self.update_gauges();
         }
         // Shutdown: WebRTC peers hear DTLS close_notify; sessions still attached are closed.
         self.hub.close_all(Instant::now());
         self.flush();
+        self.update_gauges();
         for port in self.ports.values() {
             if let Some(link) = &port.link {
                 link.close(ErrorCode::GOING_AWAY, "shutting down");
             }
+        }
+    }
+
+    /// Takes what is already waiting from each source, a bounded batch of each, and runs the
+    /// timers when they are due.
+    fn sweep(
+        &mut self,
+        commands: &mut mpsc::Receiver<WorkerCommand>,
+        media: &mut mpsc::Receiver<MediaIn>,
+        batch: &mut Vec<MediaIn>,
+        buf: &mut [u8],
+    ) {
+        for _ in 0..COMMAND_BATCH {
+            let Ok(command) = commands.try_recv() else {
+                break;
+            };
+            self.command(command);
+        }
+        while batch.len() < MEDIA_BATCH {
+            let Ok(packet) = media.try_recv() else {
+                break;
+            };
+            batch.push(packet);
+        }
+        self.media(batch);
+        if let Some(socket) = &self.socket {
+            for _ in 0..DATAGRAM_BATCH {
+                let Ok((n, from)) = socket.try_recv_from(buf) else {
+                    break;
+                };
+                self.hub.handle_udp(from, &buf[..n], Instant::now());
+            }
+        }
+        let now = Instant::now();
+        if self.hub.poll_timeout().is_some_and(|at| at <= now) {
+            self.hub.handle_timeout(now);
+        }
+    }
+
+    fn media(&mut self, batch: &mut Vec<MediaIn>) {
+        for packet in batch.drain(..) {
+            self.hub
+                .handle_media(packet.participant, packet.media, &packet.rtp, packet.at);
+            self.flush();
         }
     }
 
@@ -205,6 +266,29 @@ impl Driver {
                     self.ports.remove(&participant);
                 }
                 self.hub.detach(participant, conn, now);
+            }
+            WorkerCommand::Release { participant, reply } => {
+                let transfer = if self.ports.contains_key(&participant) {
+                    self.hub.release(participant).and_then(|released| {
+                        let port = self.ports.remove(&participant)?;
+                        Some(Transfer { released, port })
+                    })
+                } else {
+                    None
+                };
+                let _ = reply.send(transfer);
+            }
+            WorkerCommand::Adopt {
+                participant,
+                transfer,
+                reply,
+            } => {
+                let Transfer { released, port } = transfer;
+                let adopted = self.hub.adopt(participant, released);
+                if adopted.is_ok() {
+                    self.ports.insert(participant, port);
+                }
+                let _ = reply.send(adopted);
             }
             WorkerCommand::Leave { participant, conn } => {
                 if self.ports.get(&participant).is_some_and(|p| p.conn == conn) {
@@ -306,9 +390,15 @@ impl Driver {
                 }
                 Output::Gone { participant } => {
                     self.ports.remove(&participant);
+                    self.placement.gone(participant);
                 }
             }
         }
+        self.flush_transmits();
+    }
+
+    /// Sends what the hub has for the WebRTC socket.
+    fn flush_transmits(&mut self) {
         if let Some(socket) = &self.socket {
             while let Some(transmit) = self.hub.poll_transmit() {
                 if socket.try_send_to(&transmit.bytes, transmit.to).is_err() {
@@ -457,7 +547,7 @@ mod tests {
             ..SfuConfig::default()
         };
         let hub = Hub::new(config, 1, None, metrics.clone());
-        let mut driver = Driver::new(hub, None, metrics);
+        let mut driver = Driver::new(hub, None, metrics, Arc::new(Placement::new(1, 10)), 0);
         let (_, mut alice) = join(&mut driver, 1, 64);
         // Bob's queue holds two messages: his `Joined` and Alice's presence. Nobody reads it.
         let (bob_connection, _bob) = join(&mut driver, 2, 2);

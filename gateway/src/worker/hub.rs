@@ -53,6 +53,7 @@ use strait_media::webrtc::{IceFragment, PeerId, Transmit};
 use strait_protocol::{ControlMessage, ErrorCode, MediaId, ParticipantId};
 
 use super::bridge::{Bridge, BridgeError, IcePatched, WebRtcOffer, WebRtcResource};
+use super::placement::PlacementError;
 use super::translate::{self, Principal};
 use crate::auth::VerifiedToken;
 use crate::metrics::{DropReason, Metrics};
@@ -115,6 +116,13 @@ pub(crate) enum Attached {
     },
 }
 
+/// A participant one hub let go of for another to take in (see [`Hub::release`]).
+#[derive(Debug)]
+pub(crate) struct Released {
+    principal: Principal,
+    session: Option<ConnId>,
+}
+
 /// Why an attach was refused. Each reaches the client with its own code ([`AttachError::code`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -131,6 +139,9 @@ pub(crate) enum AttachError {
     /// The SFU core refused to take the participant back.
     #[error(transparent)]
     Room(#[from] SfuError),
+    /// The node could not place the participant or its room.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
     /// The gateway is stopping.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -144,6 +155,7 @@ impl AttachError {
             AttachError::NoToken => ErrorCode::UNAUTHORIZED,
             AttachError::IdInUse => ErrorCode::INTERNAL,
             AttachError::Room(e) => translate::sfu_error_code(e),
+            AttachError::Placement(e) => e.code(),
             AttachError::ShuttingDown => ErrorCode::GOING_AWAY,
         }
     }
@@ -235,6 +247,8 @@ impl Core {
 pub(crate) struct Hub {
     core: Core,
     bridge: Option<Bridge>,
+    /// Rooms, participants, tracks and subscriptions last added to the metrics' gauges.
+    reported: [i64; 4],
 }
 
 impl Hub {
@@ -255,6 +269,7 @@ impl Hub {
                 scratch: BytesMut::with_capacity(64 * 1024),
             },
             bridge,
+            reported: [0; 4],
         }
     }
 
@@ -503,6 +518,43 @@ impl Hub {
         self.settle(now);
     }
 
+    /// Lets go of a participant that has not joined a room, so that it can move to another
+    /// hub ([`adopt`](Self::adopt)); no `Gone` is output (its session goes on). `None` when it
+    /// is unknown, in a room, or a WebRTC peer.
+    pub(crate) fn release(&mut self, participant: ParticipantId) -> Option<Released> {
+        let id = translate::participant_in(participant);
+        let member = self.core.members.get(&id)?;
+        if member.principal.room.is_some() || member.webrtc.is_some() {
+            return None;
+        }
+        let member = self.core.members.remove(&id)?;
+        Some(Released {
+            principal: member.principal,
+            session: member.session,
+        })
+    }
+
+    /// Takes in a participant another hub [released](Self::release).
+    pub(crate) fn adopt(
+        &mut self,
+        participant: ParticipantId,
+        released: Released,
+    ) -> Result<(), AttachError> {
+        let id = translate::participant_in(participant);
+        if self.core.members.contains_key(&id) {
+            return Err(AttachError::IdInUse);
+        }
+        self.core.members.insert(
+            id,
+            Member {
+                principal: released.principal,
+                session: released.session,
+                webrtc: None,
+            },
+        );
+        Ok(())
+    }
+
     // ---- mutators: the WebRTC bridge ----
 
     /// Answers a WHIP or WHEP offer: a new peer and a new participant of the room.
@@ -593,12 +645,27 @@ impl Hub {
         if let Some(bridge) = self.bridge.as_mut() {
             bridge.update_gauges(&self.core.metrics);
         }
-        let stats = self.stats();
+        // Every worker's hub adds its own change: the gauges are the node's sums.
+        let stats = self.core.sfu.stats();
+        let now = [
+            gauge(stats.rooms),
+            gauge(stats.participants),
+            gauge(stats.tracks),
+            gauge(stats.subscriptions),
+        ];
         let metrics = &self.core.metrics;
-        metrics.rooms.set(gauge(stats.rooms));
-        metrics.participants.set(gauge(stats.participants));
-        metrics.tracks.set(gauge(stats.tracks));
-        metrics.subscriptions.set(gauge(stats.subscriptions));
+        let gauges = [
+            &metrics.rooms,
+            &metrics.participants,
+            &metrics.tracks,
+            &metrics.subscriptions,
+        ];
+        for ((gauge, now), before) in gauges.into_iter().zip(now).zip(self.reported) {
+            if now != before {
+                gauge.inc_by(now - before);
+            }
+        }
+        self.reported = now;
     }
 
     /// Handles the events of the WebRTC endpoint and of the SFU core until both are quiet: the

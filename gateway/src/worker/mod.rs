@@ -15,6 +15,7 @@
 pub(crate) mod bridge;
 mod driver;
 pub(crate) mod hub;
+pub(crate) mod placement;
 pub(crate) mod translate;
 
 #[cfg(test)]
@@ -25,12 +26,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use strait_media::sfu::SfuConfig;
-use strait_protocol::{ControlMessage, MediaId, ParticipantId};
+use strait_protocol::{ControlMessage, MediaId, ParticipantId, RoomId};
 use tokio::sync::{mpsc, oneshot};
 
 use self::bridge::{Bridge, BridgeError, IcePatched, WebRtcOffer, WebRtcResource};
 use self::hub::{AttachError, Attached, ConnId, Hub};
-use crate::auth::VerifiedToken;
+use self::placement::Placement;
+use crate::auth::{RoomGrant, VerifiedToken};
 use crate::config::ValidConfig;
 use crate::metrics::{DropReason, Metrics, Transport};
 
@@ -148,6 +150,23 @@ pub(crate) enum WorkerCommand {
         /// Who.
         participant: ParticipantId,
     },
+    /// Let go of a participant that has not joined a room, for another worker to take in: the
+    /// reply carries it (`None` when it is unknown, in a room, or a WebRTC peer).
+    Release {
+        /// Who.
+        participant: ParticipantId,
+        /// Where the participant goes.
+        reply: oneshot::Sender<Option<Transfer>>,
+    },
+    /// Take in a participant another worker let go of.
+    Adopt {
+        /// Who.
+        participant: ParticipantId,
+        /// The participant and its session's port.
+        transfer: Transfer,
+        /// Whether it was taken in.
+        reply: oneshot::Sender<Result<(), AttachError>>,
+    },
     /// The participant left for good, from connection `conn`.
     Leave {
         /// Who.
@@ -156,6 +175,13 @@ pub(crate) enum WorkerCommand {
         /// participant over (it resumed elsewhere).
         conn: ConnId,
     },
+}
+
+/// A participant on its way from one worker to another (see [`Media::join`]).
+#[derive(Debug)]
+pub(crate) struct Transfer {
+    released: hub::Released,
+    port: driver::Port,
 }
 
 /// One RTP packet from a publisher.
@@ -266,39 +292,196 @@ impl WorkerHandle {
     }
 }
 
-/// Starts the worker; it runs until `stop` is cancelled or every handle is dropped. With a
-/// `webrtc` socket (already bound), the hub runs the WebRTC bridge on it. Must be called within
-/// a tokio runtime.
+/// Every worker of the node, and where rooms and participants are: how sessions and the HTTP
+/// surface find the worker that holds what they ask about.
+#[derive(Debug, Clone)]
+pub(crate) struct Media {
+    workers: Arc<[WorkerHandle]>,
+    placement: Arc<Placement>,
+}
+
+impl Media {
+    /// The worker at `index` (the last one for an index out of range).
+    pub(crate) fn worker(&self, index: usize) -> &WorkerHandle {
+        &self.workers[index.min(self.workers.len() - 1)]
+    }
+
+    /// Where rooms and participants are.
+    pub(crate) fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// Seats a new participant: on the worker of the room its token names, or (a token for any
+    /// room) on the least loaded worker until its `Join`. Returns the worker's index.
+    pub(crate) fn seat(
+        &self,
+        participant: ParticipantId,
+        token: &VerifiedToken,
+    ) -> Result<usize, AttachError> {
+        let room = match &token.room {
+            RoomGrant::Room(room) => Some(room),
+            RoomGrant::Any => None,
+        };
+        Ok(self.placement.seat(participant, room)?)
+    }
+
+    /// Attaches a session: a new participant is seated first (see [`seat`](Self::seat)); a
+    /// resumed one is found where it is. Returns the answer and the worker's index.
+    pub(crate) async fn attach(&self, attach: Attach) -> Result<(Attached, usize), AttachError> {
+        let participant = attach.participant;
+        if attach.resume {
+            let worker = self
+                .placement
+                .worker_of(participant)
+                .ok_or(AttachError::ParticipantGone)?;
+            return Ok((self.worker(worker).attach(attach).await?, worker));
+        }
+        let token = attach.token.as_ref().ok_or(AttachError::NoToken)?;
+        let worker = self.seat(participant, token)?;
+        match self.worker(worker).attach(attach).await {
+            Ok(attached) => Ok((attached, worker)),
+            Err(e) => {
+                self.placement.gone(participant);
+                Err(e)
+            }
+        }
+    }
+
+    /// Where a participant's `Join` of `room` goes: its room's worker. A participant seated
+    /// elsewhere (a token for any room) moves there first: its worker lets go of it and the
+    /// room's worker takes it in, with its session's port, before the `Join` is sent.
+    pub(crate) async fn join(
+        &self,
+        participant: ParticipantId,
+        room: &RoomId,
+    ) -> Result<usize, AttachError> {
+        let place = self.placement.join(participant, room)?;
+        let Some(from) = place.moved_from else {
+            return Ok(place.worker);
+        };
+        let (reply, released) = oneshot::channel();
+        self.worker(from)
+            .send(WorkerCommand::Release { participant, reply })
+            .await;
+        let transfer = released
+            .await
+            .map_err(|_| AttachError::ShuttingDown)?
+            .ok_or(AttachError::ParticipantGone)?;
+        let (reply, adopted) = oneshot::channel();
+        self.worker(place.worker)
+            .send(WorkerCommand::Adopt {
+                participant,
+                transfer,
+                reply,
+            })
+            .await;
+        adopted.await.unwrap_or(Err(AttachError::ShuttingDown))?;
+        Ok(place.worker)
+    }
+}
+
+/// The worker threads, for the gateway's shutdown.
+#[derive(Debug)]
+pub(crate) struct Threads {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stopped: Vec<oneshot::Receiver<()>>,
+}
+
+impl Threads {
+    /// Waits until every worker has stopped (after the `stop` given to [`spawn`] is
+    /// cancelled).
+    pub(crate) async fn join(self) {
+        for stopped in self.stopped {
+            let _ = stopped.await;
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Starts `media.workers` workers, each on a thread of its own with its own hub; they run until
+/// `stop` is cancelled. With WebRTC sockets (already bound, one per worker), each worker's hub
+/// runs the WebRTC bridge on its own socket.
 pub(crate) fn spawn(
     config: &ValidConfig,
-    metrics: Arc<Metrics>,
-    seed: u64,
-    webrtc: Option<std::net::UdpSocket>,
-    stop: tokio_util::sync::CancellationToken,
-) -> std::io::Result<(WorkerHandle, tokio::task::JoinHandle<()>)> {
-    let (commands_tx, commands_rx) = mpsc::channel(1024);
-    let (media_tx, media_rx) = mpsc::channel(config.limits.media_queue);
-    let (bridge, socket) = match webrtc {
-        Some(socket) => {
+    metrics: &Arc<Metrics>,
+    seeds: &mut dyn FnMut() -> u64,
+    webrtc: Vec<std::net::UdpSocket>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> std::io::Result<(Media, Threads)> {
+    let count = config.media_workers();
+    let placement = Arc::new(Placement::new(count, config.limits.max_rooms));
+    let mut sockets = webrtc.into_iter();
+    let mut handles = Vec::with_capacity(count);
+    let mut threads = Threads {
+        threads: Vec::with_capacity(count),
+        stopped: Vec::with_capacity(count),
+    };
+    for index in 0..count {
+        let (commands_tx, commands_rx) = mpsc::channel(1024);
+        let (media_tx, media_rx) = mpsc::channel(config.limits.media_queue);
+        let socket = if config.webrtc.enabled {
+            let socket = sockets.next().ok_or_else(|| {
+                std::io::Error::other(format!("no WebRTC socket for media worker {index}"))
+            })?;
             socket.set_nonblocking(true)?;
-            let bound = socket.local_addr()?;
-            let socket = tokio::net::UdpSocket::from_std(socket)?;
-            (
-                Some(Bridge::new(&config.webrtc, bound, &metrics)),
-                Some(socket),
-            )
-        }
-        None => (None, None),
+            Some(socket)
+        } else {
+            None
+        };
+        let bridge = match &socket {
+            Some(socket) => Some(Bridge::new(&config.webrtc, socket.local_addr()?, metrics)),
+            None => None,
+        };
+        let hub = Hub::new(sfu_config(config), seeds(), bridge, metrics.clone());
+        handles.push(WorkerHandle {
+            commands: commands_tx,
+            media: media_tx,
+            metrics: metrics.clone(),
+        });
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let metrics = metrics.clone();
+        let placement = placement.clone();
+        let stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("strait-media-{index}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        tracing::error!(worker = index, error = %e, "media worker cannot start");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let socket = match socket.map(tokio::net::UdpSocket::from_std).transpose() {
+                        Ok(socket) => socket,
+                        Err(e) => {
+                            tracing::error!(worker = index, error = %e, "webrtc socket unusable");
+                            return;
+                        }
+                    };
+                    let driver = driver::Driver::new(hub, socket, metrics, placement, index);
+                    driver.run(commands_rx, media_rx, stop).await;
+                });
+                let _ = stopped_tx.send(());
+            })?;
+        threads.threads.push(thread);
+        threads.stopped.push(stopped_rx);
+    }
+    let media = Media {
+        workers: handles.into(),
+        placement,
     };
-    let hub = Hub::new(sfu_config(config), seed, bridge, metrics.clone());
-    let handle = WorkerHandle {
-        commands: commands_tx,
-        media: media_tx,
-        metrics: metrics.clone(),
-    };
-    let driver = driver::Driver::new(hub, socket, metrics);
-    let task = tokio::spawn(driver.run(commands_rx, media_rx, stop));
-    Ok((handle, task))
+    Ok((media, threads))
 }
 
 /// The SFU core's configuration, from the gateway's.

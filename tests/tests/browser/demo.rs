@@ -372,7 +372,14 @@ async fn chromium_on_websocket_signaling_publishes_to_and_decodes_from_native_cl
         ("STRAIT_PUBLISH_ROOM", "ws-camera".into()),
         ("STRAIT_VIEW_TOKEN", gw.token("ws-screen", "viewer")),
         ("STRAIT_VIEW_ROOM", "ws-screen".into()),
-        ("STRAIT_WEBRTC_PORT", gw.webrtc_addr().port().to_string()),
+        (
+            "STRAIT_WEBRTC_PORTS",
+            gw.webrtc_addrs()
+                .iter()
+                .map(|a| a.port().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
     ];
     let browser = run_node(&["web-demo/test/ws-rtc.mjs"], &env, BROWSER_LIMIT);
 

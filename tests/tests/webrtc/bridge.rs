@@ -737,8 +737,9 @@ async fn webrtc_publisher_and_subscriber_share_one_udp_port() {
     .await
     .expect("the WHIP publisher's audio and video reach the WHEP subscriber");
 
-    // Both peers were given the one bridge port and nothing else.
-    let port = gw.webrtc_addr().port();
+    // Both peers were given one bridge port, their room's worker's, and nothing else.
+    let port = candidate_ports(&publisher.answer)[0];
+    assert!(gw.webrtc_addrs().iter().any(|a| a.port() == port));
     for sdp in [&publisher.answer, &response.body] {
         let ports = candidate_ports(sdp);
         assert!(!ports.is_empty(), "{sdp}");
@@ -1599,7 +1600,8 @@ async fn malformed_srtp_and_srtcp_after_dtls_disturb_no_one() {
     let gw = TestGateway::start_bridge().await;
     let bystanders = Bystanders::start(&gw).await;
     let peer = host_candidate(&bystanders.publisher.offer);
-    let port = gw.webrtc_addr();
+    // The bridge port of the publisher's room's worker.
+    let port = host_candidate(&bystanders.publisher.answer);
 
     // From the publisher's own 5-tuple, after DTLS: RTP and RTCP that fail SRTP authentication,
     // and a truncated RTP header. The peer's `rtc` stack drops them; the two RTP datagrams are
@@ -1946,7 +1948,7 @@ async fn offers_beyond_the_peer_limit_are_refused_with_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_bridge_binds_nothing_and_serves_no_whip() {
     let gw = TestGateway::start_with(|c| c.webrtc.enabled = false).await;
-    assert!(gw.gateway.webrtc_addr.is_none());
+    assert!(gw.gateway.webrtc_addrs.is_empty());
     let response = post_offer(&gw, "/whip/calm", &gw.token("calm", "x"), AUDIO_ONLY_PCMU).await;
     assert_eq!(response.status, 404, "{response:?}");
     gw.stop().await;
