@@ -93,9 +93,33 @@ pub enum DropReason {
     /// Sending on the WebRTC UDP socket failed (its send buffer was full, or the address is
     /// unreachable).
     UdpSendFailed,
+    /// The session sent media faster than its budget (`limits.media_packets_per_second` with
+    /// `limits.media_burst`): its own packet was dropped before reaching its worker.
+    MediaBudget,
 }
 
 impl DropReason {
+    /// Every reason, in declaration order (`reason as usize` indexes it).
+    pub const ALL: [DropReason; 17] = [
+        DropReason::MalformedDatagram,
+        DropReason::UnknownMedia,
+        DropReason::WorkerQueueFull,
+        DropReason::SendBufferFull,
+        DropReason::TooLargeForDatagram,
+        DropReason::SendFailed,
+        DropReason::WaitingForKeyframe,
+        DropReason::OtherLayer,
+        DropReason::SubscriberAway,
+        DropReason::NotJoined,
+        DropReason::WebrtcUnknownUfrag,
+        DropReason::WebrtcUnknownSource,
+        DropReason::WebrtcRejected,
+        DropReason::WebrtcSendFailed,
+        DropReason::WebrtcUnsupportedStream,
+        DropReason::UdpSendFailed,
+        DropReason::MediaBudget,
+    ];
+
     /// The label value (snake case).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -115,6 +139,7 @@ impl DropReason {
             DropReason::WebrtcSendFailed => "webrtc_send_failed",
             DropReason::WebrtcUnsupportedStream => "webrtc_unsupported_stream",
             DropReason::UdpSendFailed => "udp_send_failed",
+            DropReason::MediaBudget => "media_budget",
         }
     }
 }
@@ -250,6 +275,8 @@ pub struct Metrics {
     pub bytes_out: Family<TransportLabel, Counter>,
     /// Packets not forwarded, by reason.
     pub drops: Family<DropLabel, Counter>,
+    /// `drops`' counter of each reason, indexed by `reason as usize`.
+    drop_counters: Vec<Counter>,
     /// Connections or sessions refused before they started, by reason.
     pub refusals: Family<RefusalLabel, Counter>,
     /// From accepting the connection (before the handshake) to `Joined` sent, in seconds.
@@ -279,6 +306,11 @@ pub struct Metrics {
 impl Metrics {
     /// Creates the metrics and registers them under the `strait` prefix.
     pub fn new(registry: &mut Registry) -> Metrics {
+        let drops: Family<DropLabel, Counter> = Family::default();
+        let drop_counters = DropReason::ALL
+            .iter()
+            .map(|&reason| drops.get_or_create(&DropLabel { reason }).clone())
+            .collect();
         let m = Metrics {
             sessions: Family::default(),
             rooms: Gauge::default(),
@@ -291,7 +323,8 @@ impl Metrics {
             bytes_in: Family::default(),
             packets_out: Family::default(),
             bytes_out: Family::default(),
-            drops: Family::default(),
+            drops,
+            drop_counters,
             refusals: Family::default(),
             join_latency: Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -397,7 +430,13 @@ impl Metrics {
 
     /// Counts a dropped packet.
     pub fn count_drop(&self, reason: DropReason) {
-        self.drops.get_or_create(&DropLabel { reason }).inc();
+        self.count_drops(reason, 1);
+    }
+
+    /// Counts `n` dropped packets. The counters are resolved once, when the metrics are made:
+    /// no lookup in the registry per drop.
+    pub fn count_drops(&self, reason: DropReason, n: u64) {
+        self.drop_counters[reason as usize].inc_by(n);
     }
 
     /// Counts a refusal.

@@ -253,9 +253,59 @@ pub fn strip_webtransport_prefix(h3_datagram: &Bytes, session_stream: u64) -> Op
     (quarter == session_stream / 4).then(|| h3_datagram.slice(len..))
 }
 
+/// What goes in front of every datagram of one connection before the media datagram itself:
+/// nothing on raw QUIC, the quarter stream id of the session's CONNECT stream on WebTransport
+/// (HTTP Datagrams, RFC 9297). Written by the sender into the same buffer as the datagram, so
+/// that a WebTransport datagram costs no extra allocation or copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DatagramPrefix {
+    bytes: [u8; 8],
+    len: u8,
+}
+
+impl DatagramPrefix {
+    /// No prefix (raw QUIC).
+    pub const NONE: DatagramPrefix = DatagramPrefix {
+        bytes: [0; 8],
+        len: 0,
+    };
+
+    /// The prefix of a WebTransport session whose CONNECT stream is `session_stream`.
+    pub fn webtransport(session_stream: u64) -> DatagramPrefix {
+        let mut bytes = [0; 8];
+        // A quarter of a u64 is at most 2^62 - 1, the largest varint, and 8 bytes hold any.
+        let len = varint::encode(session_stream / 4, &mut bytes).unwrap_or(0);
+        DatagramPrefix {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    /// The prefix's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 #[cfg(test)]
 mod webtransport_prefix {
     use super::*;
+
+    #[test]
+    fn the_session_prefix_is_written_as_strip_reads_it() {
+        assert_eq!(DatagramPrefix::NONE.as_slice(), &[] as &[u8]);
+        assert_eq!(DatagramPrefix::webtransport(0).as_slice(), &[0x00]);
+        assert_eq!(DatagramPrefix::webtransport(400).as_slice(), &[0x40, 0x64]);
+        for stream in [0u64, 4, 252, 256, 65_536, 1 << 40, u64::MAX] {
+            let prefix = DatagramPrefix::webtransport(stream);
+            let mut d = prefix.as_slice().to_vec();
+            d.extend_from_slice(&[1, 2, 3]);
+            assert_eq!(
+                strip_webtransport_prefix(&Bytes::from(d), stream).unwrap(),
+                &[1, 2, 3][..]
+            );
+        }
+    }
 
     #[test]
     fn the_session_prefix_is_removed_and_checked() {

@@ -68,13 +68,24 @@ pub struct QuicConfig {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Datagram send buffer per connection, in bytes (quinn drops the oldest datagram when it is
-    /// full; the gateway checks the free space first and counts what it cannot send). It bounds
+    /// full; each session counts those as `send_buffer_full` when it looks at its connection,
+    /// several times a second while media flows, never per datagram). It bounds
     /// the delay media can pile up behind a congestion window that lags: 64 KiB is about 350 ms
     /// of a 1.5 Mbit/s video (docs/BENCHMARKS.md §5.1).
     pub datagram_send_buffer: usize,
     /// Above this many handshakes in progress, new connections must prove their address with a
     /// QUIC Retry first (one extra round trip, no state kept for spoofed sources).
     pub retry_above_handshakes: usize,
+    /// Peers that support the QUIC acknowledgement-frequency extension (quinn-based clients
+    /// among them) are asked to acknowledge once per this many packets that call for an
+    /// acknowledgement, instead of every second one: a subscriber's acknowledgements are most
+    /// of what the gateway receives and decrypts per forwarded datagram. 0 leaves peers at their
+    /// own default. Peers without the extension are not affected.
+    pub ack_eliciting_threshold: u32,
+    /// With `ack_eliciting_threshold`: the longest a peer may hold an acknowledgement back. It
+    /// bounds how late the gateway's congestion control and loss detection hear of a packet.
+    #[serde(with = "humantime_serde")]
+    pub ack_max_delay: Duration,
 }
 
 impl Default for QuicConfig {
@@ -86,6 +97,8 @@ impl Default for QuicConfig {
             idle_timeout: Duration::from_secs(15),
             datagram_send_buffer: 64 * 1024,
             retry_above_handshakes: 64,
+            ack_eliciting_threshold: 10,
+            ack_max_delay: Duration::from_millis(25),
         }
     }
 }
@@ -193,9 +206,17 @@ pub struct LimitsConfig {
     pub max_subscriptions_per_participant: usize,
     /// Control messages queued toward one session; a session that does not read them is closed.
     pub control_queue: usize,
-    /// Media packets queued from all sessions toward the media worker; beyond it the newest are
-    /// dropped and counted.
+    /// Media packets queued from all sessions toward one media worker; beyond it the newest are
+    /// dropped and counted (`worker_queue_full`).
     pub media_queue: usize,
+    /// Sustained media packets per second one session may send (its budget into its worker);
+    /// beyond it, with `media_burst`, its own packets are dropped and counted (`media_budget`)
+    /// before they reach the worker, so a flood costs no one else. The default is several times
+    /// a simulcast camera with audio (about 450 packets per second).
+    pub media_packets_per_second: u32,
+    /// Burst of media packets allowed above the sustained rate (a keyframe of every simulcast
+    /// layer at once).
+    pub media_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -213,6 +234,8 @@ impl Default for LimitsConfig {
             max_subscriptions_per_participant: 512,
             control_queue: 1_024,
             media_queue: 16_384,
+            media_packets_per_second: 2_000,
+            media_burst: 1_000,
         }
     }
 }
@@ -524,6 +547,11 @@ impl Config {
                 strait_protocol::limits::HARD_MAX_FRAME_SIZE
             ));
         }
+        if l.media_packets_per_second == 0 || l.media_burst == 0 {
+            return invalid(
+                "limits.media_packets_per_second and limits.media_burst must be at least 1".into(),
+            );
+        }
         if l.max_messages_per_second == 0 {
             return invalid("limits.max_messages_per_second must be at least 1".into());
         }
@@ -532,6 +560,12 @@ impl Config {
         }
         if self.quic.keep_alive >= self.quic.idle_timeout {
             return invalid("quic.keep_alive must be shorter than quic.idle_timeout".into());
+        }
+        if self.quic.ack_eliciting_threshold > 0
+            && !(Duration::from_millis(1)..=Duration::from_millis(200))
+                .contains(&self.quic.ack_max_delay)
+        {
+            return invalid("quic.ack_max_delay must be from 1ms to 200ms".into());
         }
         if self.quic.datagram_send_buffer < 16 * 1024 {
             return invalid("quic.datagram_send_buffer must be at least 16 KiB".into());

@@ -120,7 +120,7 @@ async fn handshake_and_dispatch(front: &FrontDoor, incoming: quinn::Incoming) ->
     let timeout = shared.config.session.hello_timeout;
     match alpn.as_deref() {
         Some(p) if p == strait_protocol::ALPN_NATIVE => match connecting.await {
-            Ok(connection) => Some(Link::Quic(connection)),
+            Ok(connection) => Some(Link::quic_connection(connection)),
             Err(e) => {
                 tracing::debug!(error = %e, "handshake failed");
                 shared.metrics.refuse(RefusalReason::Handshake);
@@ -153,7 +153,7 @@ async fn handshake_and_dispatch(front: &FrontDoor, incoming: quinn::Incoming) ->
                 return None;
             }
             match request.accept().await {
-                Ok(connection) => Some(Link::WebTransport(connection)),
+                Ok(connection) => Some(Link::webtransport(connection)),
                 Err(e) => {
                     tracing::debug!(error = %e, "webtransport accept failed");
                     None

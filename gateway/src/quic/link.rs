@@ -4,10 +4,13 @@
 //! which it is.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use strait_protocol::{ErrorCode, datagram};
+use strait_protocol::ErrorCode;
+use strait_protocol::datagram::{self, DatagramPrefix};
 use tokio::io::AsyncRead;
 
 use crate::metrics::Transport;
@@ -58,40 +61,76 @@ impl ControlSend {
 /// The reading half of a control stream.
 pub(crate) type ControlRecv = Box<dyn AsyncRead + Send + Unpin>;
 
-/// A session's connection. Cloning is cheap (both variants are handles).
+/// A session's connection. Cloning is cheap (handles).
 #[derive(Clone, Debug)]
-pub(crate) enum Link {
+pub(crate) struct Link {
+    kind: Kind,
+    /// What goes in front of each datagram (the WebTransport session's quarter stream id).
+    prefix: DatagramPrefix,
+    /// Datagrams handed to quinn, for counting those it displaced (see [`Link::displaced`]).
+    tally: Arc<Tally>,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
     /// Raw QUIC.
     Quic(quinn::Connection),
     /// WebTransport (its QUIC connection is `conn.quic_connection()`).
     WebTransport(wtransport::Connection),
 }
 
+#[derive(Debug, Default)]
+struct Tally {
+    /// Datagrams queued on the connection so far.
+    queued: AtomicU64,
+    /// Of those, counted as displaced so far.
+    displaced: AtomicU64,
+}
+
 impl Link {
+    /// A raw QUIC connection.
+    pub(crate) fn quic_connection(connection: quinn::Connection) -> Link {
+        Link {
+            kind: Kind::Quic(connection),
+            prefix: DatagramPrefix::NONE,
+            tally: Arc::default(),
+        }
+    }
+
+    /// A WebTransport session.
+    pub(crate) fn webtransport(connection: wtransport::Connection) -> Link {
+        let prefix = DatagramPrefix::webtransport(connection.session_id().into_u64());
+        Link {
+            kind: Kind::WebTransport(connection),
+            prefix,
+            tally: Arc::default(),
+        }
+    }
+
     /// The underlying QUIC connection.
     pub(crate) fn quic(&self) -> &quinn::Connection {
-        match self {
-            Link::Quic(c) => c,
-            Link::WebTransport(c) => c.quic_connection(),
+        match &self.kind {
+            Kind::Quic(c) => c,
+            Kind::WebTransport(c) => c.quic_connection(),
         }
     }
 
     /// Which transport this is.
     pub(crate) fn transport(&self) -> Transport {
-        match self {
-            Link::Quic(_) => Transport::Quic,
-            Link::WebTransport(_) => Transport::Webtransport,
+        match &self.kind {
+            Kind::Quic(_) => Transport::Quic,
+            Kind::WebTransport(_) => Transport::Webtransport,
         }
     }
 
     /// Accepts the control stream: the first bidirectional stream the client opens.
     pub(crate) async fn accept_control(&self) -> Result<(ControlSend, ControlRecv), String> {
-        match self {
-            Link::Quic(c) => {
+        match &self.kind {
+            Kind::Quic(c) => {
                 let (send, recv) = c.accept_bi().await.map_err(|e| e.to_string())?;
                 Ok((ControlSend::Quic(send), Box::new(recv)))
             }
-            Link::WebTransport(c) => {
+            Kind::WebTransport(c) => {
                 let (send, recv) = c.accept_bi().await.map_err(|e| e.to_string())?;
                 Ok((ControlSend::WebTransport(send), Box::new(recv)))
             }
@@ -107,9 +146,9 @@ impl Link {
     /// whenever its slot is free, so both are polled, its channel first: a datagram it took is
     /// delivered before any read after it. A datagram naming another session is skipped.
     pub(crate) async fn read_datagram(&self) -> Result<Bytes, String> {
-        match self {
-            Link::Quic(c) => c.read_datagram().await.map_err(|e| e.to_string()),
-            Link::WebTransport(c) => {
+        match &self.kind {
+            Kind::Quic(c) => c.read_datagram().await.map_err(|e| e.to_string()),
+            Kind::WebTransport(c) => {
                 let session = c.session_id().into_u64();
                 loop {
                     tokio::select! {
@@ -131,37 +170,56 @@ impl Link {
 
     /// Largest datagram payload that can be sent now, if datagrams are on.
     pub(crate) fn max_datagram_size(&self) -> Option<usize> {
-        match self {
-            Link::Quic(c) => c.max_datagram_size(),
-            Link::WebTransport(c) => c.max_datagram_size(),
+        match &self.kind {
+            Kind::Quic(c) => c.max_datagram_size(),
+            Kind::WebTransport(c) => c.max_datagram_size(),
         }
     }
 
-    /// Sends a datagram without waiting. When the connection's datagram buffer is full, quinn
-    /// makes room by dropping the oldest queued datagram (newest wins, which is what live media
-    /// wants); that displacement is reported as `Ok(true)` so the caller can count it.
-    pub(crate) fn send_datagram(&self, payload: Bytes) -> Result<bool, DatagramSendError> {
-        // WebTransport adds its session id (a varint, 1 to 8 bytes) in front of the payload.
-        let displaced = self.quic().datagram_send_buffer_space() < payload.len() + 8;
-        match self {
-            Link::Quic(c) => c.send_datagram(payload).map_err(|e| match e {
-                quinn::SendDatagramError::TooLarge => DatagramSendError::TooLarge,
-                _ => DatagramSendError::Failed,
-            }),
-            Link::WebTransport(c) => c.send_datagram(payload).map_err(|e| match e {
-                wtransport::error::SendDatagramError::TooLarge => DatagramSendError::TooLarge,
-                _ => DatagramSendError::Failed,
-            }),
-        }
-        .map(|()| displaced)
+    /// What goes in front of each datagram on this connection.
+    pub(crate) fn prefix(&self) -> DatagramPrefix {
+        self.prefix
+    }
+
+    /// Sends a datagram already framed for this connection ([`prefix`](Self::prefix) first)
+    /// without waiting: one lock of the QUIC connection, no copy. When the connection's
+    /// datagram buffer is full, quinn makes room by dropping the oldest queued datagram (newest
+    /// wins, which is what live media wants); [`displaced`](Self::displaced) counts those.
+    pub(crate) fn send_framed(&self, datagram: Bytes) -> Result<(), DatagramSendError> {
+        self.quic().send_datagram(datagram).map_err(|e| match e {
+            quinn::SendDatagramError::TooLarge => DatagramSendError::TooLarge,
+            _ => DatagramSendError::Failed,
+        })?;
+        self.tally.queued.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Datagrams quinn displaced from the full send buffer since the previous call (reads the
+    /// connection twice; called when the session looks at its connection, not per datagram).
+    ///
+    /// Every datagram queued either was sent in a DATAGRAM frame, is still buffered, or was
+    /// displaced. The buffered ones are at most the buffer's used bytes over the smallest
+    /// datagram (a media datagram's header and RTP header, 14 bytes), so the count never runs
+    /// ahead of what happened, and it is exact whenever the buffer is empty, which is most of
+    /// the time outside congestion.
+    pub(crate) fn displaced(&self, buffer: usize) -> u64 {
+        const SMALLEST: usize = 14;
+        let quic = self.quic();
+        let queued = self.tally.queued.load(Ordering::Relaxed);
+        let sent = quic.stats().frame_tx.datagram;
+        let used = buffer.saturating_sub(quic.datagram_send_buffer_space());
+        let buffered = u64::try_from(used.div_ceil(SMALLEST)).unwrap_or(u64::MAX);
+        let displaced = queued.saturating_sub(sent).saturating_sub(buffered);
+        let before = self.tally.displaced.fetch_max(displaced, Ordering::Relaxed);
+        displaced.saturating_sub(before)
     }
 
     /// Closes the connection with a protocol error code.
     pub(crate) fn close(&self, code: ErrorCode, reason: &str) {
         let code = quinn::VarInt::from_u32(code.0);
-        match self {
-            Link::Quic(c) => c.close(code, reason.as_bytes()),
-            Link::WebTransport(c) => c.close(
+        match &self.kind {
+            Kind::Quic(c) => c.close(code, reason.as_bytes()),
+            Kind::WebTransport(c) => c.close(
                 wtransport::VarInt::from_u32(code.into_inner() as u32),
                 reason.as_bytes(),
             ),
@@ -222,8 +280,12 @@ impl Connection for Link {
         Link::transport(self)
     }
 
-    fn send_datagram(&self, datagram: Bytes) -> Result<bool, DatagramSendError> {
-        Link::send_datagram(self, datagram)
+    fn prefix(&self) -> DatagramPrefix {
+        self.prefix
+    }
+
+    fn send_datagram(&self, datagram: Bytes) -> Result<(), DatagramSendError> {
+        self.send_framed(datagram)
     }
 
     fn close(&self, code: ErrorCode, reason: &str) {

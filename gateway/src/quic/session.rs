@@ -27,7 +27,7 @@ use super::link::{ControlRecv, ControlSend, Link};
 use crate::metrics::{DropReason, RefusalReason, TransportLabel};
 use crate::session::SessionContext;
 use crate::session::core::{
-    HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
+    HelloFacts, HubRequest, Incoming, RateLimit, SessionCore, SessionEnd, SessionOutput,
 };
 use crate::worker::{Attach, Connection, WorkerCommand, WorkerHandle, translate};
 
@@ -354,6 +354,12 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
         // A close with NONE is a leave (PROTOCOL.md 7.9).
         end = SessionEnd::Left;
     }
+    let displaced = link.displaced(shared.config.quic.datagram_send_buffer);
+    if displaced > 0 {
+        shared
+            .metrics
+            .count_drops(DropReason::SendBufferFull, displaced);
+    }
     let conn = link.conn_id();
     match &end {
         // A session closed for breaking the protocol may not resume (section 7.9): its
@@ -450,6 +456,13 @@ async fn session_loop(
     let packets_in = shared.metrics.packets_in.get_or_create(&label).clone();
     let bytes_in = shared.metrics.bytes_in.get_or_create(&label).clone();
     let mut draining = false;
+    // The session's media budget into its worker.
+    let limits = &shared.config.limits;
+    let mut budget = RateLimit::new(
+        limits.media_packets_per_second,
+        limits.media_burst,
+        Instant::now(),
+    );
     // The reads live across the loop's turns: a wake-up for one branch does not start the
     // others over.
     let reading = reader.into_next();
@@ -472,12 +485,17 @@ async fn session_loop(
                         if watch.wake() {
                             look.as_mut().reset(tokio::time::Instant::now() + WATCH_ACTIVE);
                         }
-                        handle_datagram(shared, worker, link, participant, &bytes, &packets_in, &bytes_in);
+                        let datagram = Received { link, participant, bytes: &bytes };
+                        handle_datagram(shared, worker, &mut budget, datagram, &packets_in, &bytes_in);
                     }
                     Err(e) => return SessionEnd::Lost(e),
                 }
             },
             () = &mut look => {
+                let displaced = link.displaced(shared.config.quic.datagram_send_buffer);
+                if displaced > 0 {
+                    shared.metrics.count_drops(DropReason::SendBufferFull, displaced);
+                }
                 let vitals = link.vitals();
                 let moved = vitals.remote != address;
                 if moved {
@@ -563,30 +581,47 @@ impl Watch {
     }
 }
 
+/// A datagram a session received.
+#[derive(Clone, Copy)]
+struct Received<'a> {
+    link: &'a Link,
+    participant: ParticipantId,
+    bytes: &'a Bytes,
+}
+
 fn handle_datagram(
     shared: &Arc<SessionContext>,
     worker: &WorkerHandle,
-    link: &Link,
-    participant: ParticipantId,
-    bytes: &Bytes,
+    budget: &mut RateLimit,
+    received: Received<'_>,
     packets_in: &prometheus_client::metrics::counter::Counter,
     bytes_in: &prometheus_client::metrics::counter::Counter,
 ) {
+    let Received {
+        link,
+        participant,
+        bytes,
+    } = received;
     match datagram::parse_datagram(bytes) {
         Ok(Datagram::Media { media, rtp }) => {
             packets_in.inc();
             bytes_in.inc_by(rtp.len() as u64);
-            worker.media(participant, media, rtp);
+            if budget.allow(Instant::now()) {
+                worker.media(participant, media, rtp);
+            } else {
+                shared.metrics.count_drop(DropReason::MediaBudget);
+            }
         }
         Ok(Datagram::Control(DatagramControl::Ping { seq, timestamp_us })) => {
-            let mut out = Vec::with_capacity(16);
+            let mut out = Vec::with_capacity(24);
+            out.extend_from_slice(link.prefix().as_slice());
             if datagram::encode_control_datagram(
                 &DatagramControl::Pong { seq, timestamp_us },
                 &mut out,
             )
             .is_ok()
             {
-                let _ = link.send_datagram(Bytes::from(out));
+                let _ = link.send_framed(Bytes::from(out));
             }
         }
         Ok(Datagram::Control(DatagramControl::KeyframeRequest { media })) => {

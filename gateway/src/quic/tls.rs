@@ -190,6 +190,12 @@ pub(crate) fn transport_config(config: &ValidConfig) -> quinn::TransportConfig {
     // few HTTP/3 unidirectional streams. Anything above this is refused by flow control.
     t.max_concurrent_bidi_streams(8u32.into());
     t.max_concurrent_uni_streams(16u32.into());
+    if config.quic.ack_eliciting_threshold > 0 {
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.ack_eliciting_threshold(config.quic.ack_eliciting_threshold.into())
+            .max_ack_delay(Some(config.quic.ack_max_delay));
+        t.ack_frequency_config(Some(ack));
+    }
     t
 }
 

@@ -984,10 +984,7 @@ impl Bridge {
             ),
         ] {
             if now > before {
-                metrics
-                    .drops
-                    .get_or_create(&crate::metrics::DropLabel { reason })
-                    .inc_by(now - before);
+                metrics.count_drops(reason, now - before);
             }
         }
         // Every worker's bridge adds its own change: the gauges are the node's sums.

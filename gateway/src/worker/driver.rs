@@ -6,9 +6,10 @@
 //! then the hub's timer), hands it to the hub with the current time, and carries out everything
 //! the hub asks for before it waits again.
 //!
-//! Sends never wait. A media datagram goes to quinn without waiting: when a subscriber's datagram
-//! buffer is full, quinn drops its oldest queued datagram for the new one (newest wins) and it is
-//! counted as `send_buffer_full`. A control message goes to the session's bounded queue: a
+//! Sends never wait. A media datagram goes to quinn without waiting, framed in the hub's buffer
+//! (one lock of the connection, no copy): when a subscriber's datagram buffer is full, quinn
+//! drops its oldest queued datagram for the new one (newest wins), which the subscriber's session
+//! counts as `send_buffer_full` when it next looks at its connection. A control message goes to the session's bounded queue: a
 //! session whose queue is full is not reading its control stream, and it is closed with
 //! `LIMIT_EXCEEDED` rather than silently losing messages. A WebRTC datagram goes out with
 //! `try_send_to`: a full socket buffer drops it (`udp_send_failed`).
@@ -316,6 +317,7 @@ impl Driver {
         let request = AttachRequest {
             participant,
             conn,
+            prefix: link.prefix(),
             resume,
             token,
         };
@@ -352,12 +354,9 @@ impl Driver {
                         continue;
                     };
                     match link.send_datagram(datagram) {
-                        Ok(displaced) => {
+                        Ok(()) => {
                             port.packets_out.inc();
                             port.bytes_out.inc_by(rtp_len as u64);
-                            if displaced {
-                                self.metrics.count_drop(DropReason::SendBufferFull);
-                            }
                         }
                         Err(DatagramSendError::TooLarge) => {
                             self.metrics.count_drop(DropReason::TooLargeForDatagram);
@@ -477,8 +476,12 @@ mod tests {
             Transport::Quic
         }
 
-        fn send_datagram(&self, _: Bytes) -> Result<bool, DatagramSendError> {
-            Ok(false)
+        fn prefix(&self) -> strait_protocol::datagram::DatagramPrefix {
+            strait_protocol::datagram::DatagramPrefix::NONE
+        }
+
+        fn send_datagram(&self, _: Bytes) -> Result<(), DatagramSendError> {
+            Ok(())
         }
 
         fn close(&self, code: ErrorCode, _: &str) {

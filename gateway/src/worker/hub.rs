@@ -50,6 +50,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use strait_media::sfu::{self, Event, Sfu, SfuConfig, SfuError, SfuStats};
 use strait_media::webrtc::{IceFragment, PeerId, Transmit};
+use strait_protocol::datagram::DatagramPrefix;
 use strait_protocol::{ControlMessage, ErrorCode, MediaId, ParticipantId};
 
 use super::bridge::{Bridge, BridgeError, IcePatched, WebRtcOffer, WebRtcResource};
@@ -97,6 +98,8 @@ pub(crate) struct AttachRequest {
     pub(crate) participant: ParticipantId,
     /// The session's connection.
     pub(crate) conn: ConnId,
+    /// What goes in front of each datagram on that connection.
+    pub(crate) prefix: DatagramPrefix,
     /// Take back an existing participant (from a resume token).
     pub(crate) resume: bool,
     /// The verified access token (required for a new participant).
@@ -121,6 +124,7 @@ pub(crate) enum Attached {
 pub(crate) struct Released {
     principal: Principal,
     session: Option<ConnId>,
+    prefix: DatagramPrefix,
 }
 
 /// Why an attach was refused. Each reaches the client with its own code ([`AttachError::code`]).
@@ -167,6 +171,8 @@ struct Member {
     principal: Principal,
     /// The session attached now; `None` during the grace period and for WHIP/WHEP peers.
     session: Option<ConnId>,
+    /// What goes in front of each datagram on the session's connection.
+    prefix: DatagramPrefix,
     /// The WebRTC peer, once the participant has one.
     webrtc: Option<PeerId>,
 }
@@ -211,6 +217,7 @@ impl Core {
             Member {
                 principal,
                 session: None,
+                prefix: DatagramPrefix::NONE,
                 webrtc: Some(peer),
             },
         );
@@ -352,6 +359,7 @@ impl Hub {
         let AttachRequest {
             participant,
             conn,
+            prefix,
             resume,
             token,
         } = request;
@@ -366,6 +374,7 @@ impl Hub {
                 return Err(AttachError::ParticipantGone);
             }
             let replaced = member.session.replace(conn).filter(|old| *old != conn);
+            member.prefix = prefix;
             if member.principal.room.is_some() {
                 match core.sfu.reconnect(id, now) {
                     Ok(snapshot) => {
@@ -394,6 +403,7 @@ impl Hub {
                 Member {
                     principal: Principal { token, room: None },
                     session: Some(conn),
+                    prefix,
                     webrtc: None,
                 },
             );
@@ -420,6 +430,7 @@ impl Hub {
             Member {
                 principal: Principal { token, room: None },
                 session: Some(conn),
+                prefix: DatagramPrefix::NONE,
                 webrtc: None,
             },
         );
@@ -531,6 +542,7 @@ impl Hub {
         Some(Released {
             principal: member.principal,
             session: member.session,
+            prefix: member.prefix,
         })
     }
 
@@ -549,6 +561,7 @@ impl Hub {
             Member {
                 principal: released.principal,
                 session: released.session,
+                prefix: released.prefix,
                 webrtc: None,
             },
         );
@@ -775,7 +788,7 @@ fn forward(
             metrics.count_drop(DropReason::SubscriberAway);
             return;
         }
-        let (datagram, rtp_len) = translate::media_datagram(&fwd, scratch);
+        let (datagram, rtp_len) = translate::media_datagram(&fwd, member.prefix, scratch);
         outputs.push_back(Output::Datagram {
             to: translate::participant_out(fwd.to),
             datagram,

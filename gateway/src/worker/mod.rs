@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use strait_media::sfu::SfuConfig;
+use strait_protocol::datagram::DatagramPrefix;
 use strait_protocol::{ControlMessage, MediaId, ParticipantId, RoomId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,9 +44,12 @@ pub(crate) trait Connection: std::fmt::Debug + Send + Sync {
     fn conn_id(&self) -> ConnId;
     /// Which transport carries it, for the metrics' labels.
     fn transport(&self) -> Transport;
-    /// Queues a datagram without waiting; `Ok(true)` when an older queued datagram was dropped
-    /// to make room for it (newest wins).
-    fn send_datagram(&self, datagram: Bytes) -> Result<bool, DatagramSendError>;
+    /// What goes in front of each datagram on this connection (written by the hub into the
+    /// datagram's own buffer).
+    fn prefix(&self) -> DatagramPrefix;
+    /// Queues a datagram, already framed, without waiting. A full send buffer drops its oldest
+    /// datagram for this one (newest wins); the connection's own session counts those.
+    fn send_datagram(&self, datagram: Bytes) -> Result<(), DatagramSendError>;
     /// Closes the connection with a protocol error code.
     fn close(&self, code: strait_protocol::ErrorCode, reason: &str);
 }

@@ -31,7 +31,7 @@ use rtc::shared::marshal::Unmarshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use strait_media::sfu::SfuConfig;
 use strait_media::webrtc::DeliverKeyframeRequests;
-use strait_protocol::datagram::{self, Datagram};
+use strait_protocol::datagram::{self, Datagram, DatagramPrefix};
 use strait_protocol::{
     Codec, ControlMessage, ErrorCode, Join, Layer, MediaId, ParticipantId, Publish, RequestId,
     RoomId, Subscribe, TrackId, TrackKind,
@@ -117,6 +117,7 @@ impl Harness {
             AttachRequest {
                 participant: ParticipantId(participant),
                 conn: ConnId(conn),
+                prefix: DatagramPrefix::NONE,
                 resume: false,
                 token: Some(token(&format!("user-{participant}"), "lobby")),
             },
@@ -129,6 +130,7 @@ impl Harness {
             AttachRequest {
                 participant: ParticipantId(participant),
                 conn: ConnId(conn),
+                prefix: DatagramPrefix::NONE,
                 resume: true,
                 token: None,
             },
@@ -412,6 +414,7 @@ fn a_refused_attach_names_its_own_error_code() {
         AttachRequest {
             participant: ParticipantId(1),
             conn: ConnId(1),
+            prefix: DatagramPrefix::NONE,
             resume: false,
             token: None,
         },

@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use strait_media::sfu::{self, Sfu, SfuError};
 use strait_media::webrtc::WebRtcError;
+use strait_protocol::datagram::DatagramPrefix;
 use strait_protocol::{
     Ack, Codec, ControlMessage, ErrorCode, ErrorMessage, Joined, KeyframeRequest, LayerInfo,
     LayerSwitched, MediaId, ParticipantId, ParticipantInfo, ParticipantLeft, Published, RequestId,
@@ -387,18 +388,27 @@ fn ack(request: RequestId) -> ControlMessage {
 }
 
 /// A forwarded packet as the media datagram its subscriber gets (section 8 of PROTOCOL.md:
-/// the media header with the subscription's media id, then the rewritten RTP), written into a
-/// slice of `scratch`. Returns the datagram and its RTP length.
-pub(crate) fn media_datagram(fwd: &sfu::Forward<'_>, scratch: &mut BytesMut) -> (Bytes, usize) {
+/// the media header with the subscription's media id, then the rewritten RTP), after the
+/// connection's `prefix` (a WebTransport session's quarter stream id), written into a slice of
+/// `scratch`. Returns the datagram and its RTP length.
+pub(crate) fn media_datagram(
+    fwd: &sfu::Forward<'_>,
+    prefix: DatagramPrefix,
+    scratch: &mut BytesMut,
+) -> (Bytes, usize) {
     let media = MediaId(fwd.media.0);
-    let header = datagram::media_header_len(media);
+    let prefix = prefix.as_slice();
+    let header = prefix.len() + datagram::media_header_len(media);
     let len = header + fwd.len();
     if scratch.capacity() < len {
         // One allocation serves many datagrams: each is a slice of this buffer.
         scratch.reserve(len.max(64 * 1024));
     }
     scratch.resize(len, 0);
-    let written = datagram::write_media_header(media, &mut scratch[..]).unwrap_or(header);
+    scratch[..prefix.len()].copy_from_slice(prefix);
+    let written = prefix.len()
+        + datagram::write_media_header(media, &mut scratch[prefix.len()..])
+            .unwrap_or(header - prefix.len());
     fwd.write_into(&mut scratch[written..]);
     (scratch.split_to(len).freeze(), fwd.len())
 }
