@@ -111,3 +111,50 @@ async fn two_native_and_one_webtransport_client_exchange_media() {
     }
     gw.stop().await;
 }
+
+/// A burst larger than a subscriber's datagram send buffer: quinn displaces the oldest queued
+/// datagrams (newest wins), and the subscriber's session counts them as `send_buffer_full` —
+/// never more than were queued for it and not received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_displaced_from_a_full_send_buffer_are_counted() {
+    const BURST: u32 = 1000;
+    let gw = TestGateway::start_with(|c| {
+        c.quic.datagram_send_buffer = 16 * 1024;
+        c.limits.media_burst = BURST;
+    })
+    .await;
+    let publisher = gw.native("burst", "publisher").await;
+    let subscriber = gw.native("burst", "subscriber").await;
+    let track = publisher.publish(opus_spec()).await.expect("publish");
+    let tracks = wait_for_tracks(&subscriber, 1).await;
+    subscriber
+        .subscribe(tracks[0], None)
+        .await
+        .expect("subscribe");
+
+    let payload = [0x55u8; 1000];
+    for n in 0..BURST {
+        let seq = u16::try_from(n).unwrap();
+        let packet = rtp::packet(111, false, seq, n * 960, 7, &payload);
+        publisher
+            .send_rtp(track.media[0], &packet)
+            .expect("send rtp");
+    }
+    let displaced = gw
+        .wait_metric_where("strait_drops_total", "reason=\"send_buffer_full\"", |v| {
+            v >= 1.0
+        })
+        .await;
+    let mut received = 0u32;
+    while subscriber.try_recv_media().is_some() {
+        received += 1;
+    }
+    let queued = gw.metric("strait_packets_out_total").await;
+    assert!(
+        displaced <= queued - f64::from(received),
+        "{displaced} counted displaced, {queued} queued, {received} received"
+    );
+    publisher.close().await;
+    subscriber.close().await;
+    gw.stop().await;
+}

@@ -10,3 +10,4 @@ mod drain;
 mod forwarding;
 mod migration;
 mod resume;
+mod workers;

@@ -1,0 +1,148 @@
+//! Media workers: rooms are placed on the least loaded worker, participants follow their room,
+//! and each worker has its own WebRTC port.
+
+use std::time::SystemTime;
+
+use strait_client::{Client, Transport};
+use strait_gateway::auth::{AccessClaims, Grants};
+use strait_tests::fixture::{TestGateway, WAIT, opus_spec, rtp};
+
+async fn two_workers() -> TestGateway {
+    TestGateway::start_with(|c| c.media.workers = Some(2)).await
+}
+
+/// The candidate ports of an SDP answer.
+fn candidate_ports(sdp: &str) -> Vec<u16> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .filter_map(|c| c.split_whitespace().nth(5))
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_go_to_the_least_loaded_worker_and_each_worker_has_its_own_webrtc_port() {
+    let gw = two_workers().await;
+    assert_eq!(gw.webrtc_addrs().len(), 2);
+    assert_ne!(gw.webrtc_addrs()[0], gw.webrtc_addrs()[1]);
+
+    // Two native participants in room a: both on worker 0. Room b goes to worker 1, the least
+    // loaded; room c to worker 1 too (1 participant against 2).
+    let mut sessions = Vec::new();
+    for (room, identity) in [("a", "a1"), ("a", "a2"), ("b", "b1"), ("c", "c1")] {
+        sessions.push(gw.native(room, identity).await);
+    }
+    for (worker, rooms, participants) in [(0, 1.0, 2.0), (1, 2.0, 2.0)] {
+        let label = format!("worker=\"{worker}\"");
+        gw.wait_metric_where("strait_worker_rooms", &label, |v| v == rooms)
+            .await;
+        gw.wait_metric_where("strait_worker_participants", &label, |v| v == participants)
+            .await;
+    }
+    // The node's gauges are the sums.
+    assert_eq!(gw.metric("strait_rooms").await, 3.0);
+    assert_eq!(gw.metric("strait_participants").await, 4.0);
+
+    // WebRTC peers of room a get worker 0's port, those of room b worker 1's.
+    let in_a = gw.whip_publisher("a", "camera-a").await;
+    let in_b = gw.whip_publisher("b", "camera-b").await;
+    for (answer, worker) in [(&in_a.answer, 0), (&in_b.answer, 1)] {
+        let ports = candidate_ports(answer);
+        assert!(!ports.is_empty(), "{answer}");
+        assert!(
+            ports.iter().all(|p| *p == gw.webrtc_addrs()[worker].port()),
+            "{ports:?} against {:?}",
+            gw.webrtc_addrs()
+        );
+    }
+    in_a.close().await;
+    in_b.close().await;
+    for session in sessions {
+        session.leave().await.expect("leave");
+    }
+    gw.stop().await;
+}
+
+/// A token for any room seats its participant on the least loaded worker; at its `Join` it
+/// moves to the worker of its room, where it exchanges media with the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_seated_elsewhere_moves_to_its_rooms_worker_at_its_join() {
+    let gw = two_workers().await;
+    let alice = gw.native("far", "alice").await;
+    gw.wait_metric_where("strait_worker_participants", "worker=\"0\"", |v| v == 1.0)
+        .await;
+
+    let now = SystemTime::now();
+    let mut claims = AccessClaims::new("admin", "unused", Grants::participant(), now, WAIT * 6);
+    claims.room = None;
+    claims.grants.admin = true;
+    let token = gw.gateway.mint(&claims).expect("mint");
+    let admin = tokio::time::timeout(
+        WAIT,
+        Client::connect(gw.client_config(Transport::Quic, token)),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    admin.join("far").await.expect("join");
+    gw.wait_metric_where("strait_worker_participants", "worker=\"0\"", |v| v == 2.0)
+        .await;
+    assert_eq!(
+        gw.metric_where("strait_worker_participants", "worker=\"1\"")
+            .await,
+        0.0
+    );
+
+    // Media both ways.
+    let from_alice = alice.publish(opus_spec()).await.expect("publish");
+    let from_admin = admin.publish(opus_spec()).await.expect("publish");
+    let track_of = |session: &strait_client::Session| {
+        let me = session.participant();
+        session
+            .tracks()
+            .into_iter()
+            .find(|t| t.participant != me)
+            .map(|t| t.track)
+    };
+    for (session, other) in [(&alice, "admin"), (&admin, "alice")] {
+        tokio::time::timeout(WAIT, async {
+            while track_of(session).is_none() {
+                if session.next_event().await.is_none() {
+                    panic!("the session ended before {other}'s track was announced");
+                }
+            }
+        })
+        .await
+        .expect("the other's track is announced");
+    }
+    let to_admin = admin
+        .subscribe(track_of(&admin).unwrap(), None)
+        .await
+        .expect("subscribe");
+    let to_alice = alice
+        .subscribe(track_of(&alice).unwrap(), None)
+        .await
+        .expect("subscribe");
+    for n in 0..5u32 {
+        let seq = u16::try_from(n).unwrap();
+        alice
+            .send_rtp(from_alice.media[0], &rtp::opus(seq, n * 960, 1, n))
+            .unwrap();
+        admin
+            .send_rtp(from_admin.media[0], &rtp::opus(seq, n * 960, 2, n))
+            .unwrap();
+    }
+    for (session, media) in [(&admin, to_admin.media), (&alice, to_alice.media)] {
+        let packet = tokio::time::timeout(WAIT, session.recv_media())
+            .await
+            .expect("media in time")
+            .expect("media");
+        assert_eq!(packet.media, media);
+    }
+    // Leaving frees the seats.
+    admin.leave().await.expect("leave");
+    alice.leave().await.expect("leave");
+    gw.wait_metric_where("strait_worker_participants", "worker=\"0\"", |v| v == 0.0)
+        .await;
+    gw.stop().await;
+}
