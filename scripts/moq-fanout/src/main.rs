@@ -628,8 +628,8 @@ async fn main() {
         eprintln!("moq-fanout: {e}");
         std::process::exit(2);
     }
-    if let Err(e) = moq_tokio::crypto::install_default() {
-        eprintln!("moq-fanout: crypto provider: {e:?}");
+    if moq_tokio::crypto::install_default().is_err() {
+        eprintln!("moq-fanout: could not install the rustls crypto provider");
         std::process::exit(2);
     }
     if !args.json {
