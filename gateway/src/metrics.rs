@@ -96,11 +96,14 @@ pub enum DropReason {
     /// The session sent media faster than its budget (`limits.media_packets_per_second` with
     /// `limits.media_burst`): its own packet was dropped before reaching its worker.
     MediaBudget,
+    /// A datagram for another media worker (a shared WebRTC port's) found that worker's pipe
+    /// full.
+    WorkerPipeFull,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (`reason as usize` indexes it).
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::MalformedDatagram,
         DropReason::UnknownMedia,
         DropReason::WorkerQueueFull,
@@ -118,6 +121,7 @@ impl DropReason {
         DropReason::WebrtcUnsupportedStream,
         DropReason::UdpSendFailed,
         DropReason::MediaBudget,
+        DropReason::WorkerPipeFull,
     ];
 
     /// The label value (snake case).
@@ -140,6 +144,7 @@ impl DropReason {
             DropReason::WebrtcUnsupportedStream => "webrtc_unsupported_stream",
             DropReason::UdpSendFailed => "udp_send_failed",
             DropReason::MediaBudget => "media_budget",
+            DropReason::WorkerPipeFull => "worker_pipe_full",
         }
     }
 }
@@ -295,6 +300,8 @@ pub struct Metrics {
     pub webrtc_peers: Gauge,
     /// WHIP/WHEP offers refused (bad SDP, unsupported codecs, limits, auth).
     pub webrtc_offers_refused: Counter,
+    /// Datagrams of a shared WebRTC port handed to the media worker of their peer.
+    pub webrtc_steered: Counter,
     /// Keyframe requests (PLI or FIR) received from WHEP subscribers.
     pub webrtc_keyframe_requests_in: Counter,
     /// PLIs sent to WHIP publishers.
@@ -336,6 +343,7 @@ impl Metrics {
             rate_limited: Counter::default(),
             webrtc_peers: Gauge::default(),
             webrtc_offers_refused: Counter::default(),
+            webrtc_steered: Counter::default(),
             webrtc_keyframe_requests_in: Counter::default(),
             webrtc_keyframe_requests_out: Counter::default(),
             turn: TurnMetrics::default(),
@@ -413,6 +421,11 @@ impl Metrics {
             "webrtc_offers_refused",
             "WHIP/WHEP offers refused",
             m.webrtc_offers_refused.clone(),
+        );
+        r.register(
+            "webrtc_steered",
+            "Datagrams of a shared WebRTC port handed to the media worker of their peer",
+            m.webrtc_steered.clone(),
         );
         r.register(
             "webrtc_keyframe_requests_in",

@@ -332,6 +332,9 @@ pub struct WebRtcConfig {
     /// (ICE failed).
     #[serde(with = "humantime_serde")]
     pub ice_timeout: Duration,
+    /// One UDP port for every media worker (`SO_REUSEPORT`, datagrams handed to the worker of
+    /// their peer), instead of a port per worker.
+    pub shared_port: bool,
     /// Packets kept per video track sent to a WebRTC subscriber, to answer its NACKs (a power
     /// of two, 1 to 32768). Each is a copy of the packet: 512 packets of 1.5 Mbit/s video are
     /// about 3 s and 600 KiB per subscribed video track.
@@ -349,6 +352,7 @@ impl Default for WebRtcConfig {
             max_sdp_bytes: 64 * 1024,
             ice_timeout: Duration::from_secs(25),
             nack_cache_packets: 512,
+            shared_port: false,
         }
     }
 }

@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use strait_media::sfu::{self, LayerSpec, LeaveReason, ParticipantMeta, SfuError, TrackSpec};
 use strait_media::webrtc::{
-    Endpoint, IceFragment, PeerId, RidLayer, SendTrack, SimulcastSection, Transmit,
+    Endpoint, IceFragment, PeerId, RidLayer, SendTrack, SimulcastSection, Transmit, UfragChange,
     WebRtcConfig as EndpointConfig, WebRtcError, WebRtcEvent, WebRtcStats, ice_fragment_of_answer,
 };
 use strait_protocol::{ParticipantId, RoomId};
@@ -404,6 +404,11 @@ fn gauge(v: usize) -> i64 {
 }
 
 impl Bridge {
+    /// The next local ICE ufrag the endpoint took or released.
+    pub(crate) fn poll_ufrag_change(&mut self) -> Option<UfragChange> {
+        self.endpoint.poll_ufrag_change()
+    }
+
     /// Refuses a new peer when the node has `webrtc.max_peers` (every worker's bridge counts:
     /// the gauge is their sum, brought up to date after each turn of every worker's loop, so
     /// offers arriving at once on several workers may pass it by a few; each worker's endpoint

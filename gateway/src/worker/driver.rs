@@ -19,13 +19,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use strait_media::webrtc::{UfragChange, binding_request_ufrag};
 use strait_protocol::{ControlMessage, ErrorCode, ParticipantId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{AttachRequest, Attached, ConnId, Hub, Output};
+use super::pipe::{PipeMessage, Pipes};
 use super::placement::Placement;
 use super::{Attach, MediaIn, Transfer, WorkerCommand};
 use super::{Connection, DatagramSendError};
@@ -42,12 +45,26 @@ const DATAGRAM_BATCH: usize = 64;
 /// Most media packets taken from the queue per turn of the loop.
 const MEDIA_BATCH: usize = 64;
 
+/// Most messages taken from the pipe per turn of the loop.
+const PIPE_BATCH: usize = 64;
+
 /// Most commands taken from the queue per turn of the loop beyond the one that woke it (an
 /// offer costs far more than a packet).
 const COMMAND_BATCH: usize = 16;
 
 /// The connection id of a WebSocket signaling session (its participant has no other).
 const SIGNALING_CONN: ConnId = ConnId(0);
+
+/// How a worker's WebRTC socket is shared (see [`super::pipe`]).
+#[derive(Debug)]
+pub(super) struct Steering {
+    /// The pipes into every worker.
+    pub(super) pipes: Arc<Pipes>,
+    /// Whether every worker's socket is on one port (`webrtc.shared_port`).
+    pub(super) shared_port: bool,
+    /// How long a remote address is remembered without a datagram (`webrtc.ice_timeout`).
+    pub(super) ice_timeout: std::time::Duration,
+}
 
 /// Where the hub's outputs for one participant go.
 #[derive(Debug)]
@@ -65,6 +82,16 @@ pub(super) struct Driver {
     hub: Hub,
     ports: HashMap<ParticipantId, Port>,
     socket: Option<tokio::net::UdpSocket>,
+    /// This worker's index.
+    index: usize,
+    /// The pipes into every worker.
+    pipes: Arc<Pipes>,
+    /// With a shared WebRTC port: remote addresses whose datagrams belong to another worker's
+    /// peer (learnt from their Binding requests), with when one was last seen.
+    steering: Option<HashMap<SocketAddr, (usize, Instant)>>,
+    /// When `steering` is next swept of addresses not seen for `ice_timeout`.
+    next_sweep: Instant,
+    ice_timeout: std::time::Duration,
     metrics: Arc<Metrics>,
     placement: Arc<Placement>,
     /// This worker's rooms and participants (`strait_worker_*`).
@@ -79,6 +106,7 @@ impl Driver {
         metrics: Arc<Metrics>,
         placement: Arc<Placement>,
         index: usize,
+        webrtc: Steering,
     ) -> Driver {
         let label = WorkerLabel {
             worker: u32::try_from(index).unwrap_or(u32::MAX),
@@ -89,6 +117,11 @@ impl Driver {
             hub,
             ports: HashMap::new(),
             socket,
+            index,
+            pipes: webrtc.pipes,
+            steering: webrtc.shared_port.then(HashMap::new),
+            next_sweep: Instant::now() + webrtc.ice_timeout,
+            ice_timeout: webrtc.ice_timeout,
             rooms,
             participants,
             metrics,
@@ -110,9 +143,11 @@ impl Driver {
         mut self,
         mut commands: mpsc::Receiver<WorkerCommand>,
         mut media: mpsc::Receiver<MediaIn>,
+        mut pipe: mpsc::Receiver<PipeMessage>,
         stop: CancellationToken,
     ) {
         let mut batch = Vec::with_capacity(MEDIA_BATCH);
+        let mut piped = Vec::with_capacity(PIPE_BATCH);
         let mut buf = vec![0u8; MAX_UDP_DATAGRAM];
         loop {
             let deadline = self.hub.poll_timeout();
@@ -130,14 +165,27 @@ impl Driver {
                     self.media(&mut batch);
                 },
                 received = recv_from(self.socket.as_ref(), &mut buf) => match received {
-                    Ok((n, from)) => self.hub.handle_udp(from, &buf[..n], Instant::now()),
+                    Ok((n, from)) => self.udp(from, &buf[..n], Instant::now()),
                     Err(e) => tracing::trace!(error = %e, "webrtc socket receive failed"),
+                },
+                n = pipe.recv_many(&mut piped, PIPE_BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    self.piped(&mut piped);
                 },
                 () = sleep_until(deadline) => self.hub.handle_timeout(Instant::now()),
             }
             // Whatever woke the loop, every source gets its share of this turn: a flood of one
             // (media, datagrams, commands) cannot starve the others or the timers.
             self.sweep(&mut commands, &mut media, &mut batch, &mut buf);
+            while piped.len() < PIPE_BATCH {
+                let Ok(message) = pipe.try_recv() else {
+                    break;
+                };
+                piped.push(message);
+            }
+            self.piped(&mut piped);
             self.flush();
             self.update_gauges();
         }
@@ -174,17 +222,74 @@ impl Driver {
             batch.push(packet);
         }
         self.media(batch);
-        if let Some(socket) = &self.socket {
+        // Out of `self` for the batch, so that each datagram can be steered through `self`.
+        if let Some(socket) = self.socket.take() {
             for _ in 0..DATAGRAM_BATCH {
                 let Ok((n, from)) = socket.try_recv_from(buf) else {
                     break;
                 };
-                self.hub.handle_udp(from, &buf[..n], Instant::now());
+                self.udp(from, &buf[..n], Instant::now());
             }
+            self.socket = Some(socket);
         }
         let now = Instant::now();
         if self.hub.poll_timeout().is_some_and(|at| at <= now) {
             self.hub.handle_timeout(now);
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + self.ice_timeout;
+            if let Some(steering) = self.steering.as_mut() {
+                let timeout = self.ice_timeout;
+                steering.retain(|_, (_, seen)| now.saturating_duration_since(*seen) < timeout);
+            }
+        }
+    }
+
+    /// A datagram of this worker's WebRTC socket: to its hub, or — on a shared port — to the
+    /// worker that holds its peer (see [`super::pipe`]).
+    fn udp(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        if let Some(steering) = self.steering.as_mut() {
+            let owner = match binding_request_ufrag(bytes) {
+                Some(ufrag) => match self.pipes.ufrag_owner(ufrag) {
+                    Some(owner) if owner != self.index => {
+                        steering.insert(from, (owner, now));
+                        Some(owner)
+                    }
+                    _ => {
+                        steering.remove(&from);
+                        None
+                    }
+                },
+                None => steering.get_mut(&from).map(|(owner, seen)| {
+                    *seen = now;
+                    *owner
+                }),
+            };
+            if let Some(owner) = owner {
+                let message = PipeMessage::Datagram {
+                    from,
+                    bytes: Bytes::copy_from_slice(bytes),
+                };
+                match self.pipes.send(owner, message) {
+                    Ok(()) => {
+                        self.metrics.webrtc_steered.inc();
+                    }
+                    Err(_) => self.metrics.count_drop(DropReason::WorkerPipeFull),
+                }
+                return;
+            }
+        }
+        self.hub.handle_udp(from, bytes, now);
+    }
+
+    /// What other workers handed this one.
+    fn piped(&mut self, piped: &mut Vec<PipeMessage>) {
+        for message in piped.drain(..) {
+            match message {
+                PipeMessage::Datagram { from, bytes } => {
+                    self.hub.handle_udp(from, &bytes, Instant::now());
+                }
+            }
         }
     }
 
@@ -394,6 +499,15 @@ impl Driver {
             }
         }
         self.flush_transmits();
+        while let Some(change) = self.hub.poll_ufrag_change() {
+            if self.steering.is_none() {
+                continue;
+            }
+            match change {
+                UfragChange::Taken(ufrag) => self.pipes.take_ufrag(ufrag, self.index),
+                UfragChange::Released(ufrag) => self.pipes.release_ufrag(&ufrag, self.index),
+            }
+        }
     }
 
     /// Sends what the hub has for the WebRTC socket.
@@ -550,7 +664,18 @@ mod tests {
             ..SfuConfig::default()
         };
         let hub = Hub::new(config, 1, None, metrics.clone());
-        let mut driver = Driver::new(hub, None, metrics, Arc::new(Placement::new(1, 10)), 0);
+        let mut driver = Driver::new(
+            hub,
+            None,
+            metrics,
+            Arc::new(Placement::new(1, 10)),
+            0,
+            Steering {
+                pipes: Arc::new(Pipes::new(1).0),
+                shared_port: false,
+                ice_timeout: Duration::from_secs(25),
+            },
+        );
         let (_, mut alice) = join(&mut driver, 1, 64);
         // Bob's queue holds two messages: his `Joined` and Alice's presence. Nobody reads it.
         let (bob_connection, _bob) = join(&mut driver, 2, 2);

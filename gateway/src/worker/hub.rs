@@ -21,7 +21,9 @@
 //!   datagram on the WebRTC socket), [`handle_timeout`](Hub::handle_timeout);
 //! - **pollers** for output: [`poll_output`](Hub::poll_output) (control messages and media
 //!   datagrams for sessions, in order), [`poll_transmit`](Hub::poll_transmit) (datagrams for the
-//!   WebRTC socket) and [`poll_timeout`](Hub::poll_timeout) (when to call `handle_timeout`);
+//!   WebRTC socket), [`poll_ufrag_change`](Hub::poll_ufrag_change) (the ICE ufrags its peers
+//!   answer to, for a shared port) and [`poll_timeout`](Hub::poll_timeout) (when to call
+//!   `handle_timeout`);
 //! - **getters**: [`stats`](Hub::stats).
 //!
 //! Every call takes `now`. After any mutator or handler, drain `poll_output` and `poll_transmit`
@@ -49,7 +51,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use strait_media::sfu::{self, Event, Sfu, SfuConfig, SfuError, SfuStats};
-use strait_media::webrtc::{IceFragment, PeerId, Transmit};
+use strait_media::webrtc::{IceFragment, PeerId, Transmit, UfragChange};
 use strait_protocol::datagram::DatagramPrefix;
 use strait_protocol::{ControlMessage, ErrorCode, MediaId, ParticipantId};
 
@@ -290,6 +292,12 @@ impl Hub {
     /// The next datagram for the WebRTC socket.
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         self.bridge.as_mut()?.poll_transmit()
+    }
+
+    /// The next local ICE ufrag the bridge took or released (for steering a shared WebRTC
+    /// port's datagrams to this hub).
+    pub(crate) fn poll_ufrag_change(&mut self) -> Option<UfragChange> {
+        self.bridge.as_mut()?.poll_ufrag_change()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next.

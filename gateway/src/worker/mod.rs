@@ -15,6 +15,7 @@
 pub(crate) mod bridge;
 mod driver;
 pub(crate) mod hub;
+mod pipe;
 pub(crate) mod placement;
 pub(crate) mod translate;
 
@@ -420,6 +421,9 @@ pub(crate) fn spawn(
 ) -> std::io::Result<(Media, Threads)> {
     let count = config.media_workers();
     let placement = Arc::new(Placement::new(count, config.limits.max_rooms));
+    let (pipes, pipe_receivers) = pipe::Pipes::new(count);
+    let pipes = Arc::new(pipes);
+    let mut pipe_receivers = pipe_receivers.into_iter();
     let mut sockets = webrtc.into_iter();
     let mut handles = Vec::with_capacity(count);
     let mut threads = Threads {
@@ -449,6 +453,14 @@ pub(crate) fn spawn(
             metrics: metrics.clone(),
         });
         let (stopped_tx, stopped_rx) = oneshot::channel();
+        let pipe = pipe_receivers
+            .next()
+            .ok_or_else(|| std::io::Error::other("no pipe for a media worker"))?;
+        let steering = driver::Steering {
+            pipes: pipes.clone(),
+            shared_port: config.webrtc.shared_port,
+            ice_timeout: config.webrtc.ice_timeout,
+        };
         let metrics = metrics.clone();
         let placement = placement.clone();
         let stop = stop.clone();
@@ -473,8 +485,9 @@ pub(crate) fn spawn(
                             return;
                         }
                     };
-                    let driver = driver::Driver::new(hub, socket, metrics, placement, index);
-                    driver.run(commands_rx, media_rx, stop).await;
+                    let driver =
+                        driver::Driver::new(hub, socket, metrics, placement, index, steering);
+                    driver.run(commands_rx, media_rx, pipe, stop).await;
                 });
                 let _ = stopped_tx.send(());
             })?;

@@ -203,6 +203,25 @@ pub enum WebRtcEvent {
     Disconnected(PeerId),
 }
 
+/// A local ICE ufrag an endpoint took or released ([`Endpoint::poll_ufrag_change`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UfragChange {
+    /// Checks naming this ufrag are the endpoint's now.
+    Taken(String),
+    /// No longer.
+    Released(String),
+}
+
+/// The server ufrag a STUN Binding request names (the first half of its USERNAME, RFC 8445
+/// §7.2.2), without checking its integrity: for routing a datagram to the endpoint that holds
+/// the ufrag. `None` for anything else (DTLS, SRTP, other STUN).
+pub fn binding_request_ufrag(bytes: &[u8]) -> Option<&str> {
+    match classify(bytes) {
+        Datagram::BindingRequest { server_ufrag } => Some(server_ufrag),
+        _ => None,
+    }
+}
+
 /// Datagrams dropped before reaching a peer, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DroppedDatagrams {
@@ -285,6 +304,8 @@ pub struct Endpoint {
     next_peer: u64,
     peers: FxHashMap<PeerId, Peer>,
     by_ufrag: FxHashMap<String, PeerId>,
+    /// Local ufrags taken and released since the last [`poll_ufrag_change`](Self::poll_ufrag_change).
+    ufrag_changes: VecDeque<UfragChange>,
     /// `(local, remote)` → peer, learned from STUN Binding requests.
     by_addr: FxHashMap<(SocketAddr, SocketAddr), PeerId>,
     transmits: VecDeque<Transmit>,
@@ -317,6 +338,7 @@ impl Endpoint {
             next_peer: 1,
             peers: FxHashMap::default(),
             by_ufrag: FxHashMap::default(),
+            ufrag_changes: VecDeque::new(),
             by_addr: FxHashMap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -444,6 +466,8 @@ impl Endpoint {
 
         self.next_peer += 1;
         self.by_ufrag.insert(ufrag.clone(), id);
+        self.ufrag_changes
+            .push_back(UfragChange::Taken(ufrag.clone()));
         self.peers.insert(
             id,
             Peer {
@@ -500,6 +524,9 @@ impl Endpoint {
             let old = std::mem::replace(&mut state.ufrag, ufrag.to_owned());
             self.by_ufrag.remove(&old);
             self.by_ufrag.insert(ufrag.to_owned(), peer);
+            self.ufrag_changes.push_back(UfragChange::Released(old));
+            self.ufrag_changes
+                .push_back(UfragChange::Taken(ufrag.to_owned()));
             debug!(peer = %peer, "webrtc peer restarted ice");
         }
         debug!(peer = %peer, tracks = tracks.len(), "webrtc peer renegotiated");
@@ -537,6 +564,14 @@ impl Endpoint {
                 .ok_or(WebRtcError::NotNegotiated(peer));
         }
         self.renegotiate(peer, &ice::with_credentials(&offer, credentials), &[], now)
+    }
+
+    /// The next local ICE ufrag taken by a new peer or an ICE restart, or released by a
+    /// restart or a peer's end, in order: for a caller that routes datagrams to endpoints by
+    /// ufrag (several endpoints behind one port). Unread changes accumulate, one per peer
+    /// created, restarted or removed.
+    pub fn poll_ufrag_change(&mut self) -> Option<UfragChange> {
+        self.ufrag_changes.pop_front()
     }
 
     /// The ICE ufrag the peer's checks must name now (it changes at an ICE restart).
@@ -879,6 +914,8 @@ impl Endpoint {
     fn remove(&mut self, id: PeerId) {
         if let Some(peer) = self.peers.remove(&id) {
             self.by_ufrag.remove(&peer.ufrag);
+            self.ufrag_changes
+                .push_back(UfragChange::Released(peer.ufrag.clone()));
             for addr in &peer.addrs {
                 if self.by_addr.get(addr) == Some(&id) {
                     self.by_addr.remove(addr);

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use strait_client::{Client, Transport};
 use strait_gateway::auth::{AccessClaims, Grants};
+use strait_tests::bridge::{VideoCodec, receive_vp8, subscribe_to_video_of};
 use strait_tests::fixture::{TestGateway, WAIT, opus_spec, rtp};
 
 async fn two_workers() -> TestGateway {
@@ -144,5 +145,56 @@ async fn a_participant_seated_elsewhere_moves_to_its_rooms_worker_at_its_join() 
     alice.leave().await.expect("leave");
     gw.wait_metric_where("strait_worker_participants", "worker=\"0\"", |v| v == 0.0)
         .await;
+    gw.stop().await;
+}
+
+/// With `webrtc.shared_port`, every worker's socket is on one port and the kernel spreads the
+/// peers' datagrams over them by address, not by room: each datagram that lands on a worker
+/// not holding its peer is handed to the one that does. Six WHIP publishers in two rooms (one
+/// per worker) each get the one port and each reaches its room's native viewer. (Which peers
+/// the kernel sends to the wrong worker is up to its hash; with six, at least one is, but for
+/// a chance of 1 in 64.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shared_webrtc_port_reaches_the_peers_of_every_worker() {
+    let gw = TestGateway::start_with(|c| {
+        c.media.workers = Some(2);
+        c.webrtc.shared_port = true;
+    })
+    .await;
+    let port = gw.webrtc_addrs()[0].port();
+    assert!(gw.webrtc_addrs().iter().all(|a| a.port() == port));
+
+    let viewers = [
+        gw.native("a", "viewer-a").await,
+        gw.native("b", "viewer-b").await,
+    ];
+    let mut publishers = Vec::new();
+    for i in 0..6 {
+        let room = ["a", "b"][i % 2];
+        let publisher = gw.whip_publisher(room, &format!("camera-{i}")).await;
+        assert!(
+            candidate_ports(&publisher.answer)
+                .iter()
+                .all(|p| *p == port),
+            "{}",
+            publisher.answer
+        );
+        let viewer = &viewers[i % 2];
+        let (_, _, sub) =
+            subscribe_to_video_of(viewer, &format!("camera-{i}"), VideoCodec::Vp8).await;
+        receive_vp8(viewer, &sub, 5).await;
+        publishers.push(publisher);
+    }
+    assert_eq!(
+        gw.metric_where("strait_drops_total", "reason=\"webrtc_unknown_source\"")
+            .await,
+        0.0
+    );
+    for publisher in publishers {
+        publisher.close().await;
+    }
+    for viewer in viewers {
+        viewer.leave().await.expect("leave");
+    }
     gw.stop().await;
 }

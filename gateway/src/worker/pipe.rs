@@ -1,0 +1,143 @@
+//! The in-process pipe between media workers: what one worker hands another, and where it goes.
+//!
+//! Each worker has one bounded inbound queue; any worker may send on any other's. Today it
+//! carries the datagrams of a shared WebRTC port (`webrtc.shared_port`) to the worker that holds
+//! their peer. A message names everything its receiver needs (no pointer into the sender's
+//! state), so the same messages can cross a process boundary later.
+//!
+//! ## Steering a shared WebRTC port
+//!
+//! With `SO_REUSEPORT` the kernel spreads a port's datagrams over the workers' sockets by the
+//! hash of their addresses, not by room, so a datagram often lands on a worker that does not hold
+//! its peer. The receiving worker routes it:
+//!
+//! - a STUN Binding request names its peer's local ufrag (RFC 8445 §7.2.2): the worker that
+//!   holds that ufrag (each registers those its endpoint takes, [`Pipes::take_ufrag`]) is the
+//!   owner, and the receiving worker remembers the datagram's source address for it;
+//! - any other datagram (DTLS, SRTP, SRTCP) goes to the worker remembered for its source
+//!   address, or, when none is, to the receiving worker's own endpoint (which drops and counts a
+//!   stranger's).
+//!
+//! A peer always checks connectivity with a Binding request before anything else and repeats one
+//! every few seconds (ICE consent), so the route is learnt before DTLS starts and refreshed while
+//! the peer lives.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// Messages queued toward one worker, at most; beyond it a message is dropped and counted
+/// (`worker_pipe_full`).
+pub(crate) const PIPE_CAPACITY: usize = 4096;
+
+/// What one worker hands another.
+#[derive(Debug)]
+pub(crate) enum PipeMessage {
+    /// A datagram that arrived on a shared WebRTC port at another worker's socket.
+    Datagram {
+        /// Its source address.
+        from: SocketAddr,
+        /// Its bytes.
+        bytes: Bytes,
+    },
+}
+
+/// Why a message was not handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PipeError {
+    /// The receiving worker's queue is full.
+    Full,
+    /// The receiving worker has stopped.
+    Closed,
+}
+
+/// Every worker's inbound queue, and which worker holds each local ICE ufrag.
+#[derive(Debug)]
+pub(crate) struct Pipes {
+    senders: Vec<mpsc::Sender<PipeMessage>>,
+    ufrags: Mutex<HashMap<String, usize>>,
+}
+
+impl Pipes {
+    /// Pipes into `workers` workers: the shared sending side, and each worker's receiver.
+    pub(crate) fn new(workers: usize) -> (Pipes, Vec<mpsc::Receiver<PipeMessage>>) {
+        let (senders, receivers) = (0..workers).map(|_| mpsc::channel(PIPE_CAPACITY)).unzip();
+        let pipes = Pipes {
+            senders,
+            ufrags: Mutex::new(HashMap::new()),
+        };
+        (pipes, receivers)
+    }
+
+    /// Hands `message` to worker `to` without waiting.
+    pub(crate) fn send(&self, to: usize, message: PipeMessage) -> Result<(), PipeError> {
+        let sender = self.senders.get(to).ok_or(PipeError::Closed)?;
+        sender.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => PipeError::Full,
+            mpsc::error::TrySendError::Closed(_) => PipeError::Closed,
+        })
+    }
+
+    fn ufrags(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.ufrags.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Worker `worker`'s endpoint took `ufrag`.
+    pub(crate) fn take_ufrag(&self, ufrag: String, worker: usize) {
+        self.ufrags().insert(ufrag, worker);
+    }
+
+    /// Worker `worker`'s endpoint released `ufrag` (ignored when another took it since).
+    pub(crate) fn release_ufrag(&self, ufrag: &str, worker: usize) {
+        let mut ufrags = self.ufrags();
+        if ufrags.get(ufrag) == Some(&worker) {
+            ufrags.remove(ufrag);
+        }
+    }
+
+    /// The worker whose endpoint holds `ufrag`.
+    pub(crate) fn ufrag_owner(&self, ufrag: &str) -> Option<usize> {
+        self.ufrags().get(ufrag).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ufrag_belongs_to_the_worker_that_took_it_last() {
+        let (pipes, _receivers) = Pipes::new(2);
+        pipes.take_ufrag("abcd".into(), 1);
+        assert_eq!(pipes.ufrag_owner("abcd"), Some(1));
+        // Released by another worker: not its to release.
+        pipes.release_ufrag("abcd", 0);
+        assert_eq!(pipes.ufrag_owner("abcd"), Some(1));
+        pipes.release_ufrag("abcd", 1);
+        assert_eq!(pipes.ufrag_owner("abcd"), None);
+    }
+
+    #[test]
+    fn a_full_pipe_refuses_and_a_stopped_worker_is_told_apart() {
+        let (pipes, mut receivers) = Pipes::new(2);
+        let datagram = || PipeMessage::Datagram {
+            from: "127.0.0.1:9".parse().unwrap(),
+            bytes: Bytes::from_static(b"x"),
+        };
+        for _ in 0..PIPE_CAPACITY {
+            pipes.send(1, datagram()).unwrap();
+        }
+        assert_eq!(pipes.send(1, datagram()), Err(PipeError::Full));
+        assert!(matches!(
+            receivers[1].try_recv(),
+            Ok(PipeMessage::Datagram { .. })
+        ));
+        pipes.send(1, datagram()).unwrap();
+        drop(receivers.remove(0));
+        assert_eq!(pipes.send(0, datagram()), Err(PipeError::Closed));
+        assert_eq!(pipes.send(7, datagram()), Err(PipeError::Closed));
+    }
+}
