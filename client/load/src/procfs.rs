@@ -90,3 +90,22 @@ impl CpuMark {
         }
     }
 }
+
+/// utime + stime, in clock ticks, of the threads of process `pid` whose name starts with
+/// `prefix` (the gateway's media workers are `strait-media-<i>`); 0 when none is found.
+pub fn threads_ticks(pid: &str, prefix: &str) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let tid = entry?.file_name();
+        let Some(tid) = tid.to_str() else {
+            continue;
+        };
+        let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) else {
+            continue;
+        };
+        if name.trim_end().starts_with(prefix) {
+            total += cpu_ticks(&format!("{pid}/task/{tid}")).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}

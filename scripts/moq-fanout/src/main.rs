@@ -38,9 +38,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, ValueEnum};
-use moq_tokio::moq_net;
+use moq_net::Timestamp;
 use moq_net::bytes::{BufMut, Bytes, BytesMut};
-use moq_net::{Subscription, Timestamp, track};
+use moq_net::track::{self, Subscription};
+use moq_tokio::moq_net;
 
 /// The broadcast and track every run uses.
 const BROADCAST: &str = "bench";
@@ -117,7 +118,10 @@ impl Args {
         if !(16..=1100).contains(&self.size) {
             bail!("--size must be between 16 and 1100 bytes");
         }
-        if !matches!(self.url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]" | "::1")) {
+        if !matches!(
+            self.url.host_str(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        ) {
             bail!("--url must point at loopback");
         }
         Ok(())
@@ -154,7 +158,9 @@ fn cpu_split(pid: &str) -> Result<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("read /proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may hold spaces: count from after it.
-    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))? + 2..];
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); utime is field 14, stime field 15.
     let utime = fields.get(11).ok_or_else(|| anyhow!("no utime"))?.parse()?;
@@ -294,7 +300,9 @@ async fn connect_subscribers(args: &Args, n: usize) -> Result<Vec<Subscriber>> {
 }
 
 fn received(subs: &[Subscriber]) -> u64 {
-    subs.iter().map(|s| s.received.load(Ordering::Relaxed)).sum()
+    subs.iter()
+        .map(|s| s.received.load(Ordering::Relaxed))
+        .sum()
 }
 
 /// Waits until `received` stops moving: two looks 100 ms apart that see the same count, at most
@@ -315,7 +323,7 @@ async fn settle(subs: &[Subscriber]) {
 // The publisher.
 
 struct Publisher {
-    _connection: moq_tokio::Connection,
+    connection: moq_tokio::Connection,
     _origin: moq_net::origin::Producer,
     broadcast: moq_net::broadcast::Producer,
     client: moq_tokio::Client,
@@ -355,7 +363,7 @@ impl Publisher {
         .map_err(|_| anyhow!("publisher: timed out connecting"))?
         .map_err(|e| anyhow!("publisher: connect: {e}"))?;
         Ok(Self {
-            _connection: connection,
+            connection,
             _origin: origin,
             broadcast,
             client,
@@ -435,6 +443,8 @@ impl Publisher {
 #[derive(Debug, Default)]
 struct RunResult {
     subscribers: usize,
+    /// The moq version the publisher's session negotiated with the relay.
+    version: String,
     rate: u32,
     setup_s: f64,
     sent: u64,
@@ -473,6 +483,10 @@ async fn run_once(args: &Args, n: usize) -> Result<RunResult> {
 
     // 1. The publisher, 2. N subscribers.
     let mut publisher = Publisher::connect(args).await?;
+    let version = publisher
+        .connection
+        .version()
+        .map_or_else(|| "?".to_owned(), |v| v.to_string());
     let subs = connect_subscribers(args, n).await?;
     let setup_s = setup_started.elapsed().as_secs_f64();
 
@@ -532,6 +546,7 @@ async fn run_once(args: &Args, n: usize) -> Result<RunResult> {
     };
     let result = RunResult {
         subscribers: n,
+        version,
         rate,
         setup_s,
         sent,
@@ -570,11 +585,11 @@ async fn run_once(args: &Args, n: usize) -> Result<RunResult> {
 // ---------------------------------------------------------------------------------------------
 // Output.
 
-const HEADER: &str = "      N   rate/s  setup s      sent   received  loss %  window s  relay CPU s  sys %  µs/obj  net µs/obj  idle %  RSS MiB  bench CPU s";
+const HEADER: &str = "      N   rate/s  setup s      sent   received  loss %  window s  relay CPU s  sys %  µs/obj  net µs/obj  idle %  RSS MiB  bench CPU s  version";
 
 fn row(r: &RunResult) -> String {
     format!(
-        "{:>7}  {:>7}  {:>7.1}  {:>8}  {:>9}  {:>6.2}  {:>8.2}  {:>11.2}  {:>5.0}  {:>6.2}  {:>10.2}  {:>6.1}  {:>7.1}  {:>11.2}",
+        "{:>7}  {:>7}  {:>7.1}  {:>8}  {:>9}  {:>6.2}  {:>8.2}  {:>11.2}  {:>5.0}  {:>6.2}  {:>10.2}  {:>6.1}  {:>7.1}  {:>11.2}  {}",
         r.subscribers,
         r.rate,
         r.setup_s,
@@ -589,6 +604,7 @@ fn row(r: &RunResult) -> String {
         r.idle_cpu_pct,
         r.rss_mib,
         r.bench_cpu_s,
+        r.version,
     )
 }
 
@@ -599,7 +615,7 @@ fn json(r: &RunResult, mode: Mode) -> String {
             "\"send_errors\":{},\"received\":{},\"expected\":{},\"loss_pct\":{:.4},",
             "\"window_s\":{:.3},\"relay_cpu_s\":{:.3},\"idle_cpu_pct\":{:.2},\"system_pct\":{:.1},",
             "\"us_per_object\":{:.4},\"net_us_per_object\":{:.4},\"rss_mib\":{:.1},",
-            "\"bench_cpu_s\":{:.3}}}"
+            "\"bench_cpu_s\":{:.3},\"version\":\"{}\"}}"
         ),
         r.subscribers,
         r.rate,
@@ -618,6 +634,7 @@ fn json(r: &RunResult, mode: Mode) -> String {
         r.net_us_per_object,
         r.rss_mib,
         r.bench_cpu_s,
+        r.version,
     )
 }
 

@@ -9,9 +9,14 @@
 //! before the first peer to the end, per peer. The peers share the two cores with the gateway, as
 //! in every benchmark here.
 //!
+//! With `--rooms R`, R publishers in R rooms, each with N subscribers; `--set` passes settings
+//! to the gateway (`media.workers=2`). It also reports the CPU of the gateway's media-worker
+//! threads alone (`strait-media-*`).
+//!
 //! ```text
 //! cargo build --release -p strait-gateway -p strait-tests --bin strait --bin strait-webrtc-bench
 //! target/release/strait-webrtc-bench --subscribers 1,10,50,100 --rate 200 --seconds 10
+//! target/release/strait-webrtc-bench --rooms 2 --subscribers 50 --rate 800 --set media.workers=2
 //! ```
 //!
 //! Bounded: every wait has a timeout, traffic stays on loopback, the gateway is killed at the end.
@@ -28,7 +33,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use strait_client::protocol::{Codec, TrackKind};
 use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, SessionEvent, Trust};
 use strait_load::gateway::{GatewayChild, http, mint_token};
-use strait_load::procfs::{CpuMark, clock_ticks_per_second, status_kib};
+use strait_load::procfs::{CpuMark, clock_ticks_per_second, status_kib, threads_ticks};
 use strait_tests::fixture::{WAIT, rtp};
 use strait_tests::webrtc_peer::Peer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,6 +56,12 @@ struct Args {
     /// Length of the measured window, seconds.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Rooms, each with its own publisher and N subscribers (N from `--subscribers`).
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// `key=value` settings for the gateway (`strait serve --set`), e.g. `media.workers=2`.
+    #[arg(long = "set")]
+    settings: Vec<String>,
 }
 
 /// One WHEP subscriber; counts the RTP packets it receives and raises `first` at the first.
@@ -117,15 +128,19 @@ async fn webrtc_packets_out(addr: SocketAddr) -> Result<u64> {
         .unwrap_or(0.0) as u64)
 }
 
-async fn run(args: &Args, n: usize) -> Result<()> {
-    let settings = vec![
-        format!("limits.max_participants_per_room={}", n + 16),
-        format!("limits.max_sessions_per_ip={}", n + 16),
-    ];
-    let gateway = GatewayChild::start(&args.strait, &settings)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    let room = "bench";
+/// A publisher of one VP8-like track in `room`, sending at `rate` until `stop`.
+struct Publisher {
+    session: Arc<strait_client::Session>,
+    track: strait_client::protocol::TrackId,
+    sender: tokio::task::JoinHandle<()>,
+}
+
+async fn publisher(
+    gateway: &GatewayChild,
+    room: &str,
+    rate: u32,
+    stop: &Arc<AtomicBool>,
+) -> Result<Publisher> {
     let token = mint_token(gateway.http, room, "publisher")
         .await
         .map_err(|e| anyhow!("{e}"))?;
@@ -148,9 +163,8 @@ async fn run(args: &Args, n: usize) -> Result<()> {
         })
         .await?;
     let media = track.media[0];
-    let stop = Arc::new(AtomicBool::new(false));
     let sender = {
-        let (session, stop, rate) = (Arc::clone(&publisher), Arc::clone(&stop), args.rate);
+        let (session, stop) = (Arc::clone(&publisher), Arc::clone(stop));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
             // Bounded: at most ten minutes of packets.
@@ -168,28 +182,53 @@ async fn run(args: &Args, n: usize) -> Result<()> {
             }
         })
     };
+    Ok(Publisher {
+        session: publisher,
+        track: track.track,
+        sender,
+    })
+}
+
+async fn run(args: &Args, n: usize) -> Result<()> {
+    let mut settings = vec![
+        format!("limits.max_participants_per_room={}", n + 16),
+        format!("limits.max_sessions_per_ip={}", args.rooms * (n + 1) + 16),
+    ];
+    settings.extend(args.settings.iter().cloned());
+    let gateway = GatewayChild::start(&args.strait, &settings)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut publishers = Vec::with_capacity(args.rooms);
+    for r in 0..args.rooms {
+        publishers.push(publisher(&gateway, &format!("bench-{r}"), args.rate, &stop).await?);
+    }
 
     let pid = gateway.pid.to_string();
     let rss_before = status_kib(&pid, "VmRSS:");
-    let path = format!("/whep/{room}/{}", track.track.0);
-    let mut peers = Vec::with_capacity(n);
-    let mut counters = Vec::with_capacity(n);
+    let peers_total = n * args.rooms;
+    let mut peers = Vec::with_capacity(peers_total);
+    let mut counters = Vec::with_capacity(peers_total);
     let first = Arc::new(tokio::sync::Notify::new());
     let setup = Instant::now();
     for i in 0..n {
-        let token = mint_token(gateway.http, room, &format!("viewer-{i}"))
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-        let received = Arc::new(AtomicU64::new(0));
-        let subscriber = whep_subscriber(
-            &gateway,
-            &path,
-            &token,
-            Arc::clone(&received),
-            Arc::clone(&first),
-        );
-        peers.push(subscriber.await?);
-        counters.push(received);
+        for (r, publisher) in publishers.iter().enumerate() {
+            let room = format!("bench-{r}");
+            let path = format!("/whep/{room}/{}", publisher.track.0);
+            let token = mint_token(gateway.http, &room, &format!("viewer-{i}"))
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            let received = Arc::new(AtomicU64::new(0));
+            let subscriber = whep_subscriber(
+                &gateway,
+                &path,
+                &token,
+                Arc::clone(&received),
+                Arc::clone(&first),
+            );
+            peers.push(subscriber.await?);
+            counters.push(received);
+        }
     }
     // Warm-up: every subscriber has media (each raises `first` once; `notify_one` keeps a
     // raise between the count and the wait).
@@ -205,6 +244,7 @@ async fn run(args: &Args, n: usize) -> Result<()> {
     let setup_s = setup.elapsed().as_secs_f64();
 
     let cpu_before = CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?;
+    let workers_before = threads_ticks(&pid, "strait-media").map_err(|e| anyhow!("{e}"))?;
     let out_before = webrtc_packets_out(gateway.http).await?;
     let received_before: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
     tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
@@ -212,21 +252,28 @@ async fn run(args: &Args, n: usize) -> Result<()> {
         &CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?,
         clock_ticks_per_second(),
     );
+    let workers_s = (threads_ticks(&pid, "strait-media").map_err(|e| anyhow!("{e}"))?
+        - workers_before) as f64
+        / clock_ticks_per_second();
     let out = webrtc_packets_out(gateway.http).await? - out_before;
     // The gateway's memory for the peers, their legs and their NACK buffers (full by now).
-    let rss_per_peer = status_kib(&pid, "VmRSS:").saturating_sub(rss_before) as f64 / n as f64;
+    let rss_per_peer =
+        status_kib(&pid, "VmRSS:").saturating_sub(rss_before) as f64 / peers_total as f64;
     let received = counters
         .iter()
         .map(|c| c.load(Ordering::Relaxed))
         .sum::<u64>()
         - received_before;
     println!(
-        "{n:>6} {:>8} {:>8.1} {:>10} {:>10} {:>9.2} {:>6.0} {:>9.2} {:>10.0}",
+        "{:>5} {n:>6} {:>8} {:>8.1} {:>10} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>6.0} {:>9.2} {:>10.0}",
+        args.rooms,
         args.rate,
         setup_s,
         out,
         received,
+        out as f64 / cpu.wall_s,
         cpu.cpu_s,
+        workers_s,
         cpu.system_pct,
         if out > 0 {
             cpu.cpu_s * 1e6 / out as f64
@@ -236,11 +283,13 @@ async fn run(args: &Args, n: usize) -> Result<()> {
         rss_per_peer,
     );
     stop.store(true, Ordering::Relaxed);
-    let _ = sender.await;
     for pc in peers {
         let _ = pc.close().await;
     }
-    publisher.close().await;
+    for publisher in publishers {
+        let _ = publisher.sender.await;
+        publisher.session.close().await;
+    }
     gateway.stop().await;
     Ok(())
 }
@@ -260,7 +309,9 @@ async fn main() -> Result<()> {
         args.seconds,
         args.strait.display()
     );
-    println!("     N   rate/s  setup s  webrtc out   received  gw CPU s  sys %  µs/pkt  KiB/peer");
+    println!(
+        "rooms      N   rate/s  setup s  webrtc out   received  out pkt/s  gw CPU s  worker s  sys %  µs/pkt  KiB/peer"
+    );
     for &n in &args.subscribers {
         run(&args, n).await?;
     }

@@ -24,6 +24,8 @@
 //! cargo build --release -p strait-load --bin quinn-fanout-baseline
 //! target/release/quinn-fanout-baseline --subscribers 10,100,1000 --rate 500 \
 //!     --max-forward-rate 50000 --seconds 10 --runs 3
+//! # with the gateway's acknowledgement-frequency request (quic.ack_eliciting_threshold):
+//! target/release/quinn-fanout-baseline --subscribers 100 --rate 500 --ack-threshold 10
 //! ```
 //!
 //! Bounded: every wait has a timeout, traffic goes only to loopback, the server child is killed
@@ -56,6 +58,14 @@ const DATAGRAM_BUFFER: usize = 64 * 1024;
 struct Args {
     #[command(flatten)]
     fanout: FanoutArgs,
+    /// Ask the subscribers to acknowledge once per this many ack-eliciting packets (the QUIC
+    /// acknowledgement-frequency extension, as the gateway's `quic.ack_eliciting_threshold`);
+    /// 0 leaves quinn's defaults (an acknowledgement every second packet).
+    #[arg(long, default_value_t = 0)]
+    ack_threshold: u32,
+    /// With `--ack-threshold`: the longest a subscriber may hold an acknowledgement, in ms.
+    #[arg(long, default_value_t = 25)]
+    ack_max_delay_ms: u64,
 }
 
 impl std::ops::Deref for Args {
@@ -88,6 +98,19 @@ fn transport() -> quinn::TransportConfig {
     t
 }
 
+/// The server's transport: [`transport`], asking peers for `threshold` / `max_delay`
+/// acknowledgements when `threshold` is not 0.
+fn server_transport(threshold: u32, max_delay: Duration) -> quinn::TransportConfig {
+    let mut t = transport();
+    if threshold > 0 {
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.ack_eliciting_threshold(threshold.into())
+            .max_ack_delay(Some(max_delay));
+        t.ack_frequency_config(Some(ack));
+    }
+    t
+}
+
 // ---------------------------------------------------------------------------------------------
 // The server child.
 
@@ -100,7 +123,7 @@ struct ServerCounters {
 
 type Connections = Arc<RwLock<Vec<(usize, quinn::Connection)>>>;
 
-async fn serve() -> Result<()> {
+async fn serve(threshold: u32, max_delay: Duration) -> Result<()> {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     let der = certified.cert.der().to_vec();
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
@@ -113,7 +136,7 @@ async fn serve() -> Result<()> {
     tls.max_early_data_size = u32::MAX;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport()));
+    server.transport_config(Arc::new(server_transport(threshold, max_delay)));
     server.migration(true);
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
@@ -227,9 +250,11 @@ struct ServerStats {
 }
 
 impl ServerChild {
-    async fn start() -> Result<ServerChild> {
+    async fn start(args: &Args) -> Result<ServerChild> {
         let mut child = Command::new(std::env::current_exe()?)
             .arg("serve")
+            .arg(args.ack_threshold.to_string())
+            .arg(args.ack_max_delay_ms.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -345,7 +370,7 @@ async fn send_paced(conn: &quinn::Connection, payload: &mut [u8], rate: u32, tot
 
 async fn run_once(args: &Args, n: usize) -> Result<RunResult> {
     let rate = args.rate_for(n);
-    let mut server = ServerChild::start().await?;
+    let mut server = ServerChild::start(args).await?;
     let pid = server.pid.to_string();
     let ticks = procfs::clock_ticks_per_second();
 
@@ -533,7 +558,9 @@ fn medians(runs: &[RunResult]) -> RunResult {
 async fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some("serve") {
-        if let Err(e) = serve().await {
+        let number = |i: usize| argv.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let threshold = u32::try_from(number(1)).unwrap_or(0);
+        if let Err(e) = serve(threshold, Duration::from_millis(number(2))).await {
             eprintln!("quinn-fanout-baseline serve: {e}");
             std::process::exit(1);
         }
