@@ -40,6 +40,15 @@ pub fn host_candidates(sdp: &str) -> Vec<SocketAddr> {
     addrs
 }
 
+/// The ports of every candidate line of an SDP.
+pub fn candidate_ports(sdp: &str) -> Vec<u16> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .filter_map(|c| c.split_whitespace().nth(5))
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,6 +202,20 @@ impl Core {
         }
     }
 
+    /// Adds a member with a session; refused when its id is taken (ids are drawn at random:
+    /// a collision).
+    fn insert_member(
+        &mut self,
+        participant: sfu::ParticipantId,
+        member: Member,
+    ) -> Result<(), AttachError> {
+        if self.members.contains_key(&participant) {
+            return Err(AttachError::IdInUse);
+        }
+        self.members.insert(participant, member);
+        Ok(())
+    }
+
     /// The principal of a member.
     pub(crate) fn principal(&self, participant: sfu::ParticipantId) -> Option<&Principal> {
         self.members.get(&participant).map(|m| &m.principal)
@@ -403,10 +417,7 @@ impl Hub {
             let Some(token) = token else {
                 return Err(AttachError::NoToken);
             };
-            if self.core.members.contains_key(&id) {
-                return Err(AttachError::IdInUse);
-            }
-            self.core.members.insert(
+            self.core.insert_member(
                 id,
                 Member {
                     principal: Principal { token, room: None },
@@ -414,7 +425,7 @@ impl Hub {
                     prefix,
                     webrtc: None,
                 },
-            );
+            )?;
             Attached::New
         };
         self.settle(now);
@@ -429,20 +440,15 @@ impl Hub {
         token: VerifiedToken,
         conn: ConnId,
     ) -> Result<(), AttachError> {
-        let id = translate::participant_in(participant);
-        if self.core.members.contains_key(&id) {
-            return Err(AttachError::IdInUse);
-        }
-        self.core.members.insert(
-            id,
+        self.core.insert_member(
+            translate::participant_in(participant),
             Member {
                 principal: Principal { token, room: None },
                 session: Some(conn),
                 prefix: DatagramPrefix::NONE,
                 webrtc: None,
             },
-        );
-        Ok(())
+        )
     }
 
     /// A room or track request of a participant; the answer (or an `Error`) is queued for its
@@ -560,20 +566,15 @@ impl Hub {
         participant: ParticipantId,
         released: Released,
     ) -> Result<(), AttachError> {
-        let id = translate::participant_in(participant);
-        if self.core.members.contains_key(&id) {
-            return Err(AttachError::IdInUse);
-        }
-        self.core.members.insert(
-            id,
+        self.core.insert_member(
+            translate::participant_in(participant),
             Member {
                 principal: released.principal,
                 session: released.session,
                 prefix: released.prefix,
                 webrtc: None,
             },
-        );
-        Ok(())
+        )
     }
 
     // ---- mutators: the WebRTC bridge ----

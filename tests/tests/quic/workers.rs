@@ -7,18 +7,10 @@ use strait_client::{Client, Transport};
 use strait_gateway::auth::{AccessClaims, Grants};
 use strait_tests::bridge::{VideoCodec, receive_vp8, subscribe_to_video_of};
 use strait_tests::fixture::{TestGateway, WAIT, opus_spec, rtp};
+use strait_tests::sdp::candidate_ports;
 
 async fn two_workers() -> TestGateway {
     TestGateway::start_with(|c| c.media.workers = Some(2)).await
-}
-
-/// The candidate ports of an SDP answer.
-fn candidate_ports(sdp: &str) -> Vec<u16> {
-    sdp.lines()
-        .filter_map(|l| l.strip_prefix("a=candidate:"))
-        .filter_map(|c| c.split_whitespace().nth(5))
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,7 +29,7 @@ use strait_tests::bridge::{
 };
 use strait_tests::fixture::{TestGateway, rtp};
 use strait_tests::http::{bearer, delete, http, patch, post_offer};
-use strait_tests::sdp::{host_candidates, payload_type_of};
+use strait_tests::sdp::{candidate_ports, host_candidates, payload_type_of};
 use strait_tests::turn_client::TurnClient;
 use strait_tests::turn_peer::TurnPublisher;
 use strait_tests::webrtc_peer::Peer;
@@ -44,15 +44,6 @@ use webrtc::peer_connection::{
 
 // ---------------------------------------------------------------------------------------------
 // SDP helpers.
-
-/// Candidate ports an SDP names.
-fn candidate_ports(sdp: &str) -> Vec<u16> {
-    sdp.lines()
-        .filter_map(|l| l.strip_prefix("a=candidate:"))
-        .filter_map(|c| c.split_whitespace().nth(5))
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
 
 /// A VP8 payload type a native publisher uses in one test, unlike any the WebRTC leg negotiates.
 const NATIVE_VP8_PT: u8 = 120;
