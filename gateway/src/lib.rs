@@ -2,7 +2,8 @@
 //!
 //! The Strait gateway: one QUIC port for WebTransport (ALPN `h3`) and native clients (ALPN
 //! `strait/1`), an HTTP port for health, readiness, metrics, certificate hashes, WHIP/WHEP and
-//! (in development mode) tokens, and one UDP port for every WebRTC peer of the bridge.
+//! (in development mode) tokens, and UDP ports for the WebRTC peers of the bridge (one per media
+//! worker, or one shared).
 //!
 //! This is the only crate of the workspace that owns a runtime, reads the clock, binds sockets or
 //! handles signals. The binary `strait` (`src/main.rs`) is a thin command line over this library;
@@ -21,8 +22,10 @@
 //! - `session/`: the session core (hello, auth, resume, rate limits, go-away) and its drivers;
 //! - `http/`: health, metrics, certificate hashes, the web demo, development tokens, WHIP/WHEP,
 //!   `/ws/rtc`, TURN credentials;
-//! - `worker/`: the media hub (the SFU core, every participant's sending side and the WebRTC
-//!   bridge, sans-IO), its driver task, and the one translator between protocol and media types;
+//! - `worker/`: the media workers — each a hub (the SFU core, its participants' sending side and
+//!   the WebRTC bridge, sans-IO) driven on a thread of its own —, the placement of rooms and
+//!   participants on them, the pipe between them, and the one translator between protocol and
+//!   media types;
 //! - `turn/`: the embedded TURN server's sockets and tasks, and TURN credentials.
 //!
 //! [`run`] takes a validated configuration, pre-bound sockets and a shutdown future; when the

@@ -1,16 +1,19 @@
-//! The media worker: the [hub](hub::Hub) (the SFU core, every participant's sending side and the
-//! WebRTC bridge, sans-IO) and the [driver](driver) task that runs it.
+//! The media workers: `media.workers` of them, each a [hub](hub::Hub) (the SFU core, its
+//! participants' sending side and its WebRTC bridge, sans-IO) and the [driver](driver) that runs
+//! it on a thread of its own.
 //!
 //! - [`hub`]: the state machine; no socket, no task, no clock;
-//! - [`bridge`]: the hub's WebRTC part (WHIP/WHEP and `/ws/rtc` peers on one UDP socket);
+//! - [`bridge`]: the hub's WebRTC part (WHIP/WHEP and `/ws/rtc` peers on its worker's UDP socket);
 //! - [`translate`]: the only module where protocol messages and ids meet the SFU core's;
-//! - [`driver`]: the task that feeds the hub and carries out its outputs.
+//! - [`driver`]: the loop that feeds the hub and carries out its outputs;
+//! - [`placement`]: which worker holds each room and each participant;
+//! - [`pipe`]: what one worker hands another (a shared WebRTC port's datagrams).
 //!
-//! Sessions and the HTTP surface reach the worker through a [`WorkerHandle`]: two bounded queues,
-//! commands (attach, requests, detach), on which a session waits when the queue is full
-//! (backpressure onto that session's control stream), and media packets, which are dropped and
-//! counted when the queue is full (the worker is saturated; the arriving packet is the one
-//! refused).
+//! Sessions and the HTTP surface reach the workers through [`Media`]: it seats participants and
+//! hands out the [`WorkerHandle`] of their worker — two bounded queues, commands (attach,
+//! requests, detach), on which a session waits when the queue is full (backpressure onto that
+//! session's control stream), and media packets, which are dropped and counted when the queue is
+//! full (the worker is saturated; the arriving packet is the one refused).
 
 pub(crate) mod bridge;
 mod driver;
