@@ -294,6 +294,9 @@ pub struct MediaConfig {
     /// Media workers: threads that each hold a share of the rooms (their SFU state, their
     /// participants' sending side and their WebRTC peers). Unset: one per available core.
     pub workers: Option<usize>,
+    /// Participants of one room on its home worker beyond which the room spreads over other
+    /// workers (each fans the room's packets out to its own share of the participants).
+    pub room_spread_at: usize,
 }
 
 impl Default for MediaConfig {
@@ -301,6 +304,7 @@ impl Default for MediaConfig {
         Self {
             keyframe_request_interval: Duration::from_millis(500),
             workers: None,
+            room_spread_at: 500,
         }
     }
 }

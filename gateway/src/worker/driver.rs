@@ -668,7 +668,7 @@ mod tests {
             hub,
             None,
             metrics,
-            Arc::new(Placement::new(1, 10)),
+            Arc::new(Placement::new(1, 10, 100)),
             0,
             Steering {
                 pipes: Arc::new(Pipes::new(1).0),

@@ -423,7 +423,11 @@ pub(crate) fn spawn(
     stop: &tokio_util::sync::CancellationToken,
 ) -> std::io::Result<(Media, Threads)> {
     let count = config.media_workers();
-    let placement = Arc::new(Placement::new(count, config.limits.max_rooms));
+    let placement = Arc::new(Placement::new(
+        count,
+        config.limits.max_rooms,
+        config.media.room_spread_at,
+    ));
     let (pipes, pipe_receivers) = pipe::Pipes::new(count);
     let pipes = Arc::new(pipes);
     let mut pipe_receivers = pipe_receivers.into_iter();

@@ -1,7 +1,9 @@
 //! Which worker holds which room and which participant.
 //!
-//! A room lives on one worker, chosen when its first participant is seated: the worker with the
-//! fewest participants then. Every participant is seated on one worker too: its room's when its
+//! A room lives on one worker, its home, chosen when its first participant is seated: the worker
+//! with the fewest participants then. A room with `spread_at` participants seated at home
+//! spreads: its next participants are seated on other workers (those it is on already while they
+//! hold fewer than `spread_at` of it, else the least loaded), each a satellite of the home. Every participant is seated on one worker too: its room's when its
 //! token names one room (the usual case), the least loaded one otherwise (an admin token, whose
 //! room is known only at its `Join`; the participant then moves to the room's worker before it
 //! joins, see [`Placement::join`]). A room's entry lives as long as one participant is seated in
@@ -52,17 +54,20 @@ impl PlacementError {
 /// Where a `Join` goes (see [`Placement::join`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct JoinPlace {
-    /// The room's worker.
+    /// The worker the participant joins the room on.
     pub(crate) worker: usize,
+    /// The room's home worker (`worker` itself unless the room spread).
+    pub(crate) home: usize,
     /// The worker the participant is on now, when it must move first.
     pub(crate) moved_from: Option<usize>,
 }
 
 #[derive(Debug)]
 struct RoomPlace {
-    worker: usize,
-    /// Participants seated for the room (joined or about to join).
-    seated: usize,
+    home: usize,
+    /// Participants seated for the room (joined or about to join), per worker.
+    seated: Vec<usize>,
+    total: usize,
 }
 
 #[derive(Debug)]
@@ -86,17 +91,21 @@ struct Inner {
 pub(crate) struct Placement {
     inner: Mutex<Inner>,
     max_rooms: usize,
+    /// Participants of one room on its home worker beyond which the room spreads.
+    spread_at: usize,
 }
 
 impl Placement {
-    /// A placement over `workers` workers (at least 1) holding at most `max_rooms` rooms.
-    pub(crate) fn new(workers: usize, max_rooms: usize) -> Placement {
+    /// A placement over `workers` workers (at least 1) holding at most `max_rooms` rooms, which
+    /// spread beyond `spread_at` participants on one worker.
+    pub(crate) fn new(workers: usize, max_rooms: usize, spread_at: usize) -> Placement {
         Placement {
             inner: Mutex::new(Inner {
                 load: vec![0; workers.max(1)],
                 ..Inner::default()
             }),
             max_rooms,
+            spread_at: spread_at.max(1),
         }
     }
 
@@ -105,7 +114,7 @@ impl Placement {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Seats a new participant: on `room`'s worker when its token names one room (placing the
+    /// Seats a new participant: on a worker of `room` when its token names one room (placing the
     /// room if it is new), else on the least loaded worker. Returns the worker.
     pub(crate) fn seat(
         &self,
@@ -117,7 +126,7 @@ impl Placement {
             return Err(PlacementError::IdInUse);
         }
         let worker = match room {
-            Some(room) => inner.place(room, self.max_rooms)?,
+            Some(room) => inner.place(room, self.max_rooms, self.spread_at)?.0,
             None => inner.least_loaded(),
         };
         inner.load[worker] += 1;
@@ -147,14 +156,17 @@ impl Placement {
             // Not seated (gone already): the worker it was on answers for it.
             return Ok(JoinPlace {
                 worker: 0,
+                home: 0,
                 moved_from: None,
             });
         };
         let from = seat.worker;
         match &seat.room {
             Some(r) if r == room => {
+                let home = inner.rooms.get(room).map_or(from, |p| p.home);
                 return Ok(JoinPlace {
                     worker: from,
+                    home,
                     moved_from: None,
                 });
             }
@@ -162,7 +174,7 @@ impl Placement {
             Some(other) => return Err(PlacementError::OtherRoom(other.clone())),
             None => {}
         }
-        let worker = inner.place(room, self.max_rooms)?;
+        let (worker, home) = inner.place(room, self.max_rooms, self.spread_at)?;
         inner.load[from] -= 1;
         inner.load[worker] += 1;
         if let Some(seat) = inner.seats.get_mut(&participant) {
@@ -171,6 +183,7 @@ impl Placement {
         }
         Ok(JoinPlace {
             worker,
+            home,
             moved_from: (worker != from).then_some(from),
         })
     }
@@ -180,9 +193,9 @@ impl Placement {
         self.lock().seats.get(&participant).map(|s| s.worker)
     }
 
-    /// The worker `room` lives on, if it is placed.
+    /// The home worker of `room`, if it is placed.
     pub(crate) fn room_worker(&self, room: &RoomId) -> Option<usize> {
-        self.lock().rooms.get(room).map(|r| r.worker)
+        self.lock().rooms.get(room).map(|r| r.home)
     }
 
     /// The participant is gone (its worker let go of it); its room's entry goes with its last
@@ -196,8 +209,9 @@ impl Placement {
         if let Some(room) = seat.room
             && let Some(place) = inner.rooms.get_mut(&room)
         {
-            place.seated -= 1;
-            if place.seated == 0 {
+            place.seated[seat.worker] -= 1;
+            place.total -= 1;
+            if place.total == 0 {
                 inner.rooms.remove(&room);
             }
         }
@@ -209,27 +223,64 @@ impl Placement {
         let inner = self.lock();
         let mut rooms = vec![0; inner.load.len()];
         for place in inner.rooms.values() {
-            rooms[place.worker] += 1;
+            for (worker, seated) in place.seated.iter().enumerate() {
+                if *seated > 0 {
+                    rooms[worker] += 1;
+                }
+            }
         }
         (inner.load.clone(), rooms)
     }
 }
 
 impl Inner {
-    /// Seats one more participant in `room`, placing the room on the least loaded worker when it
-    /// is new. Returns the room's worker.
-    fn place(&mut self, room: &RoomId, max_rooms: usize) -> Result<usize, PlacementError> {
-        if let Some(place) = self.rooms.get_mut(room) {
-            place.seated += 1;
-            return Ok(place.worker);
+    /// Seats one more participant in `room`: on its home while the home holds fewer than
+    /// `spread_at` of it, else on a satellite — a worker that holds some of it and fewer than
+    /// `spread_at`, else the least loaded of the others. A new room gets the least loaded worker
+    /// as its home. Returns the worker and the room's home.
+    fn place(
+        &mut self,
+        room: &RoomId,
+        max_rooms: usize,
+        spread_at: usize,
+    ) -> Result<(usize, usize), PlacementError> {
+        let workers = self.load.len();
+        if let Some(place) = self.rooms.get(room) {
+            let home = place.home;
+            let worker = if place.seated[home] < spread_at {
+                home
+            } else if let Some(satellite) =
+                (0..workers).find(|&w| place.seated[w] > 0 && place.seated[w] < spread_at)
+            {
+                satellite
+            } else {
+                (0..workers)
+                    .filter(|&w| place.seated[w] == 0)
+                    .min_by_key(|&w| (self.load[w], w))
+                    // Every worker holds `spread_at` of the room: the home takes more.
+                    .unwrap_or(home)
+            };
+            if let Some(place) = self.rooms.get_mut(room) {
+                place.seated[worker] += 1;
+                place.total += 1;
+            }
+            return Ok((worker, home));
         }
         if self.rooms.len() >= max_rooms {
             return Err(PlacementError::TooManyRooms { max: max_rooms });
         }
-        let worker = self.least_loaded();
-        self.rooms
-            .insert(room.clone(), RoomPlace { worker, seated: 1 });
-        Ok(worker)
+        let home = self.least_loaded();
+        let mut seated = vec![0; workers];
+        seated[home] = 1;
+        self.rooms.insert(
+            room.clone(),
+            RoomPlace {
+                home,
+                seated,
+                total: 1,
+            },
+        );
+        Ok((home, home))
     }
 
     /// The worker with the fewest participants (the lowest index among equals).
@@ -252,7 +303,7 @@ mod tests {
 
     #[test]
     fn a_new_room_goes_to_the_least_loaded_worker_and_its_participants_follow() {
-        let placement = Placement::new(2, 10);
+        let placement = Placement::new(2, 10, 100);
         assert_eq!(placement.seat(ParticipantId(1), Some(&room("a"))), Ok(0));
         assert_eq!(placement.seat(ParticipantId(2), Some(&room("a"))), Ok(0));
         assert_eq!(placement.seat(ParticipantId(3), Some(&room("b"))), Ok(1));
@@ -263,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_room_is_let_go_with_its_last_participant_and_may_then_move() {
-        let placement = Placement::new(2, 10);
+        let placement = Placement::new(2, 10, 100);
         placement.seat(ParticipantId(1), Some(&room("a"))).unwrap();
         placement.seat(ParticipantId(2), Some(&room("b"))).unwrap();
         placement.seat(ParticipantId(3), Some(&room("b"))).unwrap();
@@ -280,7 +331,7 @@ mod tests {
 
     #[test]
     fn a_participant_seated_without_a_room_moves_to_its_rooms_worker_at_its_join() {
-        let placement = Placement::new(2, 10);
+        let placement = Placement::new(2, 10, 100);
         placement.seat(ParticipantId(1), Some(&room("a"))).unwrap();
         // An admin token: seated on the least loaded worker, 1.
         assert_eq!(placement.seat(ParticipantId(2), None), Ok(1));
@@ -288,6 +339,7 @@ mod tests {
             placement.join(ParticipantId(2), &room("a")),
             Ok(JoinPlace {
                 worker: 0,
+                home: 0,
                 moved_from: Some(1)
             })
         );
@@ -297,6 +349,7 @@ mod tests {
             placement.join(ParticipantId(2), &room("a")),
             Ok(JoinPlace {
                 worker: 0,
+                home: 0,
                 moved_from: None
             })
         );
@@ -312,8 +365,29 @@ mod tests {
     }
 
     #[test]
+    fn a_room_beyond_spread_at_on_its_home_fills_a_satellite_then_another() {
+        let placement = Placement::new(3, 10, 2);
+        let big = room("big");
+        let seats: Vec<usize> = (1..=7)
+            .map(|p| placement.seat(ParticipantId(p), Some(&big)).unwrap())
+            .collect();
+        // Home 0 takes two; satellite 1 two; satellite 2 two; then the home again.
+        assert_eq!(seats, [0, 0, 1, 1, 2, 2, 0]);
+        assert_eq!(placement.room_worker(&big), Some(0));
+        // A seat freed on a satellite is filled before anything else.
+        placement.gone(ParticipantId(3));
+        assert_eq!(placement.seat(ParticipantId(8), Some(&big)), Ok(1));
+        assert_eq!(placement.load(), (vec![3, 2, 2], vec![1, 1, 1]));
+        // The room's entry goes with its last participant, wherever it is.
+        for p in [1, 2, 4, 5, 6, 7, 8] {
+            placement.gone(ParticipantId(p));
+        }
+        assert_eq!(placement.room_worker(&big), None);
+    }
+
+    #[test]
     fn rooms_beyond_the_limit_and_reused_ids_are_refused() {
-        let placement = Placement::new(1, 1);
+        let placement = Placement::new(1, 1, 100);
         placement.seat(ParticipantId(1), Some(&room("a"))).unwrap();
         assert_eq!(
             placement.seat(ParticipantId(2), Some(&room("b"))),
