@@ -289,6 +289,8 @@ impl Driver {
                 PipeMessage::Datagram { from, bytes } => {
                     self.hub.handle_udp(from, &bytes, Instant::now());
                 }
+                // Spread rooms: not wired into the hub yet (worker/spread.rs).
+                PipeMessage::Room { .. } => {}
             }
         }
     }

@@ -43,6 +43,101 @@ pub(crate) enum PipeMessage {
         /// Its bytes.
         bytes: Bytes,
     },
+    /// Something about a room spread over several workers (see [`RoomMessage`]).
+    Room {
+        /// The room.
+        room: String,
+        /// The worker that sends it.
+        from: usize,
+        /// What happened.
+        message: RoomMessage,
+    },
+}
+
+/// What the workers that hold parts of one room tell each other. The room's home worker is the
+/// hub of a star: each satellite talks to the home only, and the home passes on what one
+/// satellite says to the others. Every message names its subject by values that mean the same on
+/// every worker — participant ids (drawn once for the node) and a publisher's own media ids —
+/// never by a worker's local track ids.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RoomMessage {
+    /// Satellite → home: a participant is about to join the room here; send the room.
+    Open,
+    /// Home → satellite: everyone in the room and every track, as the home sees them.
+    Snapshot {
+        /// The participants (other than the satellite's own).
+        members: Vec<RemoteMember>,
+        /// Their tracks.
+        tracks: Vec<RemoteTrack>,
+    },
+    /// A participant joined (on the worker `origin`).
+    Joined(RemoteMember),
+    /// A participant left.
+    Left {
+        /// Who.
+        participant: u64,
+        /// Whether its grace period ran out (else it left).
+        timed_out: bool,
+    },
+    /// A track was published.
+    Published(RemoteTrack),
+    /// A track was unpublished.
+    Unpublished {
+        /// Its publisher.
+        participant: u64,
+        /// The media id of its first layer, as its publisher sends it.
+        media: u64,
+    },
+    /// A track was muted or unmuted.
+    Muted {
+        /// Its publisher.
+        participant: u64,
+        /// The media id of its first layer.
+        media: u64,
+        /// Muted now.
+        muted: bool,
+    },
+    /// One RTP packet of a publisher, as it sent it: each worker rewrites it for its own
+    /// subscribers.
+    Media {
+        /// The publisher.
+        participant: u64,
+        /// Its media id for the layer.
+        media: u64,
+        /// The packet.
+        rtp: Bytes,
+    },
+    /// A subscriber somewhere asks the publisher for a keyframe of a layer.
+    KeyframeRequest {
+        /// The publisher.
+        participant: u64,
+        /// Its media id for the layer.
+        media: u64,
+    },
+    /// Satellite → home: nobody of the room is left here.
+    Close,
+}
+
+/// A participant of a spread room, as other workers learn of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RemoteMember {
+    /// Its id.
+    pub(crate) participant: u64,
+    /// The worker its session is on.
+    pub(crate) origin: usize,
+    /// Its identity (the token's subject).
+    pub(crate) identity: String,
+    /// Its display name.
+    pub(crate) name: String,
+}
+
+/// A track of a spread room, with everything needed to publish its stand-in elsewhere.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RemoteTrack {
+    /// Its publisher.
+    pub(crate) participant: u64,
+    /// What it is, with its publisher's layer media ids.
+    pub(crate) spec: strait_media::sfu::TrackSpec,
 }
 
 /// Why a message was not handed over.
