@@ -335,9 +335,13 @@ async fn serve(
                     );
                 }
                 SessionOutput::Hub(HubRequest::Request { message, .. }) => {
+                    let mut home = None;
                     if let ControlMessage::Join(join) = &message {
                         match shared.media.join(participant, &join.room).await {
-                            Ok(index) => *worker = Some(shared.media.worker(index).clone()),
+                            Ok((index, room_home)) => {
+                                *worker = Some(shared.media.worker(index).clone());
+                                home = Some(room_home);
+                            }
                             Err(e) => {
                                 let refusal =
                                     translate::error(join.request, e.code(), e.to_string());
@@ -354,6 +358,7 @@ async fn serve(
                             participant,
                             message,
                             join_started: None,
+                            home,
                         })
                         .await;
                 }

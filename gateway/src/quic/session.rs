@@ -408,9 +408,13 @@ async fn carry_out(
                 message,
                 join_started,
             }) => {
+                let mut home = None;
                 if let ControlMessage::Join(join) = &message {
                     match shared.media.join(participant, &join.room).await {
-                        Ok(index) => *worker = shared.media.worker(index).clone(),
+                        Ok((index, room_home)) => {
+                            *worker = shared.media.worker(index).clone();
+                            home = Some(room_home);
+                        }
                         Err(e) => {
                             let _ = control.try_send(translate::error(
                                 join.request,
@@ -426,6 +430,7 @@ async fn carry_out(
                         participant,
                         message,
                         join_started,
+                        home,
                     })
                     .await;
             }

@@ -289,8 +289,11 @@ impl Driver {
                 PipeMessage::Datagram { from, bytes } => {
                     self.hub.handle_udp(from, &bytes, Instant::now());
                 }
-                // Spread rooms: not wired into the hub yet (worker/spread.rs).
-                PipeMessage::Room { .. } => {}
+                PipeMessage::Room {
+                    room,
+                    from,
+                    message,
+                } => self.hub.handle_pipe(&room, from, message, Instant::now()),
             }
         }
     }
@@ -313,9 +316,10 @@ impl Driver {
                 participant,
                 message,
                 join_started,
+                home,
             } => self
                 .hub
-                .handle_request(participant, message, join_started, now),
+                .handle_request(participant, message, join_started, home, now),
             WorkerCommand::KeyframeForMedia { participant, media } => {
                 self.hub.request_keyframe_for_media(participant, media, now);
             }
@@ -494,6 +498,16 @@ impl Driver {
                         port.control = None;
                     }
                 }
+                Output::Pipe { to, room, message } => {
+                    let message = PipeMessage::Room {
+                        room,
+                        from: self.index,
+                        message,
+                    };
+                    if self.pipes.send(to, message).is_err() {
+                        self.metrics.count_drop(DropReason::WorkerPipeFull);
+                    }
+                }
                 Output::Gone { participant } => {
                     self.ports.remove(&participant);
                     self.placement.gone(participant);
@@ -650,6 +664,7 @@ mod tests {
                 name: String::new(),
             }),
             join_started: None,
+            home: None,
         });
         (connection, queue)
     }

@@ -56,7 +56,9 @@ use strait_protocol::datagram::DatagramPrefix;
 use strait_protocol::{ControlMessage, ErrorCode, MediaId, ParticipantId};
 
 use super::bridge::{Bridge, BridgeError, IcePatched, WebRtcOffer, WebRtcResource};
+use super::pipe::RoomMessage;
 use super::placement::PlacementError;
+use super::spread::{PendingJoin, Spread};
 use super::translate::{self, Principal};
 use crate::auth::VerifiedToken;
 use crate::metrics::{DropReason, Metrics};
@@ -81,6 +83,15 @@ pub(crate) enum Output {
     Gone {
         /// The participant.
         participant: ParticipantId,
+    },
+    /// Hand a message about a spread room to another worker.
+    Pipe {
+        /// The worker.
+        to: usize,
+        /// The room.
+        room: String,
+        /// The message.
+        message: RoomMessage,
     },
     /// Send a media datagram (header and RTP, ready to go) on the participant's connection.
     Datagram {
@@ -189,9 +200,17 @@ pub(crate) struct Core {
     pub(crate) metrics: Arc<Metrics>,
     /// Reused for every packet's datagrams: each is a slice of it.
     scratch: BytesMut,
+    /// Rooms a participant of this hub left since the last settle (a spread room's instance
+    /// here may have emptied).
+    left_rooms: Vec<String>,
 }
 
 impl Core {
+    /// Queues an output.
+    pub(crate) fn push(&mut self, output: Output) {
+        self.outputs.push_back(output);
+    }
+
     /// Queues a message for a participant's session, if it has one.
     pub(crate) fn tell(&mut self, to: sfu::ParticipantId, message: ControlMessage) {
         if self.members.get(&to).is_some_and(|m| m.session.is_some()) {
@@ -261,6 +280,9 @@ impl Core {
         self.outputs.push_back(Output::Gone {
             participant: translate::participant_out(participant),
         });
+        if let Some(room) = &member.principal.room {
+            self.left_rooms.push(room.as_str().to_owned());
+        }
         Some(member.principal)
     }
 }
@@ -270,6 +292,8 @@ impl Core {
 pub(crate) struct Hub {
     core: Core,
     bridge: Option<Bridge>,
+    /// The rooms spread over this and other workers.
+    spread: Spread,
     /// Rooms, participants, tracks and subscriptions last added to the metrics' gauges.
     reported: [i64; 4],
 }
@@ -290,8 +314,10 @@ impl Hub {
                 outputs: VecDeque::new(),
                 metrics,
                 scratch: BytesMut::with_capacity(64 * 1024),
+                left_rooms: Vec::new(),
             },
             bridge,
+            spread: Spread::new(0),
             reported: [0; 4],
         }
     }
@@ -331,7 +357,38 @@ impl Hub {
         self.core.sfu.stats()
     }
 
+    /// Sets the index of this hub's worker (for spread rooms; 0 until set).
+    pub(crate) fn set_worker(&mut self, index: usize) {
+        self.spread = Spread::new(index);
+    }
+
     // ---- handlers ----
+
+    /// A message of another worker about a spread room.
+    pub(crate) fn handle_pipe(
+        &mut self,
+        room: &str,
+        from: usize,
+        message: RoomMessage,
+        now: Instant,
+    ) {
+        let handled = self.spread.handle(&mut self.core, room, from, message, now);
+        if let Some((publisher, media, rtp)) = handled.media {
+            forward(
+                &mut self.core,
+                self.bridge.as_mut(),
+                &self.spread,
+                publisher,
+                media,
+                &rtp,
+                now,
+            );
+        }
+        for join in handled.joins {
+            self.apply_request(join.participant, join.message, join.join_started, now);
+        }
+        self.settle(now);
+    }
 
     /// One RTP packet from a QUIC or WebTransport publisher: forwarded to every subscriber,
     /// whatever its transport.
@@ -339,12 +396,13 @@ impl Hub {
         &mut self,
         publisher: ParticipantId,
         media: MediaId,
-        rtp: &[u8],
+        rtp: &Bytes,
         now: Instant,
     ) {
         forward(
             &mut self.core,
             self.bridge.as_mut(),
+            &self.spread,
             translate::participant_in(publisher),
             translate::media_in(media),
             rtp,
@@ -459,6 +517,34 @@ impl Hub {
         participant: ParticipantId,
         message: ControlMessage,
         join_started: Option<Instant>,
+        home: Option<usize>,
+        now: Instant,
+    ) {
+        // A `Join` of a room spread from another worker waits for that worker's snapshot.
+        let room = match &message {
+            ControlMessage::Join(join) => Some(join.room.as_str().to_owned()),
+            _ => None,
+        };
+        if let (Some(room), Some(home)) = (&room, home) {
+            let pending = PendingJoin {
+                participant,
+                message,
+                join_started,
+            };
+            if let Some(join) = self.spread.join(&mut self.core, room, home, pending) {
+                self.apply_request(join.participant, join.message, join.join_started, now);
+            }
+        } else {
+            self.apply_request(participant, message, join_started, now);
+        }
+        self.settle(now);
+    }
+
+    fn apply_request(
+        &mut self,
+        participant: ParticipantId,
+        message: ControlMessage,
+        join_started: Option<Instant>,
         now: Instant,
     ) {
         let id = translate::participant_in(participant);
@@ -468,8 +554,16 @@ impl Hub {
         };
         let was_joined = member.principal.room.is_some();
         let answers = translate::request(&mut core.sfu, id, &mut member.principal, message, now);
-        if !was_joined
-            && member.principal.room.is_some()
+        let joined = (!was_joined)
+            .then(|| {
+                member
+                    .principal
+                    .room
+                    .as_ref()
+                    .map(|r| r.as_str().to_owned())
+            })
+            .flatten();
+        if joined.is_some()
             && let Some(started) = join_started
         {
             core.metrics
@@ -479,7 +573,9 @@ impl Hub {
         for answer in answers {
             core.tell(id, answer);
         }
-        self.settle(now);
+        if let Some(room) = joined {
+            self.spread.joined(&mut self.core, &room, now);
+        }
     }
 
     /// A subscriber's keyframe request by its outgoing media id (from a control datagram).
@@ -697,7 +793,21 @@ impl Hub {
             let webrtc = self.drain_webrtc_events(now);
             let sfu = self.drain_sfu_events(now);
             if !webrtc && !sfu {
-                break;
+                if self.core.left_rooms.is_empty() {
+                    break;
+                }
+                // A spread room's instance with none of this hub's participants left closes.
+                for room in std::mem::take(&mut self.core.left_rooms) {
+                    let anyone = self.core.members.values().any(|m| {
+                        m.principal
+                            .room
+                            .as_ref()
+                            .is_some_and(|r| r.as_str() == room)
+                    });
+                    if !anyone {
+                        self.spread.emptied(&mut self.core, &room, now);
+                    }
+                }
             }
         }
     }
@@ -713,6 +823,7 @@ impl Hub {
                 forward(
                     &mut self.core,
                     self.bridge.as_mut(),
+                    &self.spread,
                     rtp.participant,
                     rtp.media,
                     &rtp.packet,
@@ -729,6 +840,9 @@ impl Hub {
             any = true;
             match event {
                 Event::Notify { to, notification } => {
+                    if self.spread.notification(&mut self.core, to, &notification) {
+                        continue;
+                    }
                     if let Some(message) = translate::notification(&notification) {
                         self.core.tell(to, message);
                     }
@@ -739,6 +853,9 @@ impl Hub {
                     layer,
                     media,
                 } => {
+                    if self.spread.keyframe_request(&mut self.core, to, media) {
+                        continue;
+                    }
                     let sent = self
                         .bridge
                         .as_mut()
@@ -749,6 +866,7 @@ impl Hub {
                     }
                 }
                 Event::ParticipantRemoved { participant, .. } => {
+                    self.spread.relay_removed(participant);
                     self.core.remove_member(participant);
                 }
                 _ => {}
@@ -770,17 +888,28 @@ pub(crate) struct BridgedRtp {
 fn forward(
     core: &mut Core,
     mut bridge: Option<&mut Bridge>,
+    spread: &Spread,
     publisher: sfu::ParticipantId,
     media: sfu::MediaId,
-    rtp: &[u8],
+    rtp: &Bytes,
     now: Instant,
 ) {
+    let room = core
+        .members
+        .get(&publisher)
+        .and_then(|m| m.principal.room.as_ref())
+        .map(|r| r.as_str().to_owned())
+        .or_else(|| spread.shadow_room(publisher).map(str::to_owned));
+    if let Some(room) = room {
+        spread.media(core, &room, publisher, media, rtp);
+    }
     let Core {
         sfu,
         members,
         outputs,
         metrics,
         scratch,
+        ..
     } = core;
     let result = sfu.handle_rtp(publisher, media, rtp, now, &mut |fwd: sfu::Forward<'_>| {
         let Some(member) = members.get(&fwd.to) else {

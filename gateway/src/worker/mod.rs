@@ -20,6 +20,7 @@ mod driver;
 pub(crate) mod hub;
 mod pipe;
 pub(crate) mod placement;
+mod spread;
 pub(crate) mod translate;
 
 #[cfg(test)]
@@ -95,6 +96,8 @@ pub(crate) enum WorkerCommand {
         message: ControlMessage,
         /// For a `Join`: when the connection was accepted (for the join latency metric).
         join_started: Option<Instant>,
+        /// For a `Join`: the room's home worker, when the room is placed.
+        home: Option<usize>,
     },
     /// A keyframe request by media id (from a control datagram).
     KeyframeForMedia {
@@ -362,10 +365,10 @@ impl Media {
         &self,
         participant: ParticipantId,
         room: &RoomId,
-    ) -> Result<usize, AttachError> {
+    ) -> Result<(usize, usize), AttachError> {
         let place = self.placement.join(participant, room)?;
         let Some(from) = place.moved_from else {
-            return Ok(place.worker);
+            return Ok((place.worker, place.home));
         };
         let (reply, released) = oneshot::channel();
         self.worker(from)
@@ -384,7 +387,7 @@ impl Media {
             })
             .await;
         adopted.await.unwrap_or(Err(AttachError::ShuttingDown))?;
-        Ok(place.worker)
+        Ok((place.worker, place.home))
     }
 }
 
@@ -453,7 +456,8 @@ pub(crate) fn spawn(
             Some(socket) => Some(Bridge::new(&config.webrtc, socket.local_addr()?, metrics)),
             None => None,
         };
-        let hub = Hub::new(sfu_config(config), seeds(), bridge, metrics.clone());
+        let mut hub = Hub::new(sfu_config(config), seeds(), bridge, metrics.clone());
+        hub.set_worker(index);
         handles.push(WorkerHandle {
             commands: commands_tx,
             media: media_tx,

@@ -86,14 +86,14 @@ pub(crate) enum RoomMessage {
         /// Its publisher.
         participant: u64,
         /// The media id of its first layer, as its publisher sends it.
-        media: u64,
+        media: u32,
     },
     /// A track was muted or unmuted.
     Muted {
         /// Its publisher.
         participant: u64,
         /// The media id of its first layer.
-        media: u64,
+        media: u32,
         /// Muted now.
         muted: bool,
     },
@@ -103,7 +103,7 @@ pub(crate) enum RoomMessage {
         /// The publisher.
         participant: u64,
         /// Its media id for the layer.
-        media: u64,
+        media: u32,
         /// The packet.
         rtp: Bytes,
     },
@@ -112,7 +112,7 @@ pub(crate) enum RoomMessage {
         /// The publisher.
         participant: u64,
         /// Its media id for the layer.
-        media: u64,
+        media: u32,
     },
     /// Satellite → home: nobody of the room is left here.
     Close,

@@ -280,7 +280,8 @@ impl Spread {
                 let Some(first) = spec.layers.first().map(|l| l.media) else {
                     return true;
                 };
-                self.own_tracks.insert(info.track, (info.participant, first));
+                self.own_tracks
+                    .insert(info.track, (info.participant, first));
                 RoomMessage::Published(RemoteTrack {
                     participant: info.participant.0,
                     spec,
@@ -422,7 +423,10 @@ impl Spread {
                     pending: Vec::new(),
                 });
                 link.satellites.insert(from);
-                let relay = link.relay;
+                if link.relay.is_none() {
+                    self.add_relay(core, room, now);
+                }
+                let relay = self.links.get(room).and_then(|l| l.relay);
                 let (members, tracks) = self.snapshot(core, relay, from);
                 core.push(Output::Pipe {
                     to: from,

@@ -140,7 +140,7 @@ impl Harness {
 
     fn request(&mut self, participant: u64, message: ControlMessage) -> Vec<ControlMessage> {
         self.hub
-            .handle_request(ParticipantId(participant), message, None, self.now);
+            .handle_request(ParticipantId(participant), message, None, None, self.now);
         self.told(participant)
     }
 
