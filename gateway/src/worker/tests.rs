@@ -39,6 +39,7 @@ use strait_protocol::{
 
 use super::bridge::{Bridge, BridgeError, OfferRole, WebRtcOffer};
 use super::hub::{AttachError, AttachRequest, Attached, ConnId, Hub, Output};
+use super::pipe::RoomMessage;
 use crate::auth::{Grants, RoomGrant, VerifiedToken};
 use crate::config::WebRtcConfig;
 use crate::metrics::{DropLabel, DropReason, Metrics};
@@ -59,6 +60,8 @@ struct Harness {
     control: HashMap<ParticipantId, Vec<ControlMessage>>,
     datagrams: HashMap<ParticipantId, Vec<Bytes>>,
     gone: Vec<ParticipantId>,
+    /// Messages for other workers: (worker, room, message).
+    piped: Vec<(usize, String, RoomMessage)>,
 }
 
 impl Harness {
@@ -80,6 +83,7 @@ impl Harness {
             control: HashMap::new(),
             datagrams: HashMap::new(),
             gone: Vec::new(),
+            piped: Vec::new(),
         }
     }
 
@@ -94,6 +98,7 @@ impl Harness {
                     self.datagrams.entry(to).or_default().push(datagram);
                 }
                 Output::Gone { participant } => self.gone.push(participant),
+                Output::Pipe { to, room, message } => self.piped.push((to, room, message)),
             }
         }
     }
@@ -198,7 +203,7 @@ impl Harness {
     }
 
     fn send_vp8(&mut self, publisher: u64, seq: u16, key: bool) {
-        let packet = vp8_packet(seq, u32::from(seq) * 3000, 0x1234, key);
+        let packet = Bytes::from(vp8_packet(seq, u32::from(seq) * 3000, 0x1234, key));
         self.hub
             .handle_media(ParticipantId(publisher), MediaId(1), &packet, self.now);
     }
@@ -315,7 +320,7 @@ fn join_publish_subscribe_and_forward() {
     h.hub.handle_media(
         ParticipantId(1),
         MediaId(9),
-        &vp8_packet(1, 1, 1, true),
+        &Bytes::from(vp8_packet(1, 1, 1, true)),
         h.now,
     );
     assert_eq!(h.drops(DropReason::UnknownMedia), 1);
@@ -707,4 +712,129 @@ fn a_bad_whip_offer_is_refused_with_a_typed_error_and_nothing_joins() {
     assert!(matches!(refused, Err(BridgeError::Offer(_))), "{refused:?}");
     assert!(h.told(2).is_empty(), "nobody joined");
     assert_eq!(h.hub.stats().participants, 1);
+}
+
+/// Carries every pipe message between the hubs of `workers` until none is left; returns how
+/// many media messages crossed.
+fn shuttle(workers: &mut [&mut Harness]) -> usize {
+    let mut media = 0;
+    loop {
+        let mut moved = false;
+        for from in 0..workers.len() {
+            workers[from].drain();
+            let piped = std::mem::take(&mut workers[from].piped);
+            for (to, room, message) in piped {
+                moved = true;
+                media += usize::from(matches!(message, RoomMessage::Media { .. }));
+                let now = workers[to].now;
+                workers[to].hub.handle_pipe(&room, from, message, now);
+            }
+        }
+        if !moved {
+            return media;
+        }
+    }
+}
+
+impl Harness {
+    /// A harness for worker `index` of a node.
+    fn worker(index: usize) -> Harness {
+        let mut h = Harness::new();
+        h.hub.set_worker(index);
+        h
+    }
+
+    /// Attaches `participant` and asks to join the lobby, whose home is worker `home`.
+    fn join_spread(&mut self, participant: u64, home: usize) {
+        self.attach(participant, participant).expect("attached");
+        let join = ControlMessage::Join(Join {
+            request: RequestId(1),
+            room: RoomId("lobby".into()),
+            name: String::new(),
+        });
+        self.hub
+            .handle_request(ParticipantId(participant), join, None, Some(home), self.now);
+    }
+}
+
+/// A room spread over two workers: the publisher on the home, a subscriber on each. The
+/// satellite's participant joins once the home's snapshot has arrived and sees the publisher;
+/// each packet crosses the pipe once, and every subscriber gets every packet once, in order, on
+/// its own SSRC with consecutive sequence numbers; a keyframe request of the satellite's
+/// subscriber reaches the publisher on the home.
+#[test]
+fn a_room_spread_over_two_workers_reaches_every_subscriber_once_in_order() {
+    let mut home = Harness::worker(0);
+    let mut satellite = Harness::worker(1);
+    home.join_spread(1, 0);
+    assert!(matches!(
+        home.told(1).first(),
+        Some(ControlMessage::Joined(_))
+    ));
+    let track = home.publish_vp8(1);
+    home.join_spread(2, 0);
+    home.told(2);
+
+    // The satellite's participant waits for the home's snapshot, then joins and sees the
+    // publisher and its track.
+    satellite.join_spread(3, 0);
+    assert!(satellite.told(3).is_empty());
+    shuttle(&mut [&mut home, &mut satellite]);
+    let joined = satellite.told(3);
+    assert!(
+        matches!(joined.first(), Some(ControlMessage::Joined(_))),
+        "{joined:?}"
+    );
+    let remote = joined
+        .iter()
+        .find_map(|m| match m {
+            ControlMessage::TrackPublished(t) if t.participant == ParticipantId(1) => Some(t.track),
+            _ => None,
+        })
+        .expect("the publisher's track is announced on the satellite");
+    // The home's participants hear of the satellite's.
+    shuttle(&mut [&mut home, &mut satellite]);
+    assert!(home.told(2).iter().any(
+        |m| matches!(m, ControlMessage::ParticipantJoined(p) if p.participant == ParticipantId(3))
+    ));
+
+    let (_, ssrc_home) = home.subscribe(2, track);
+    let (media_satellite, ssrc_satellite) = satellite.subscribe(3, remote);
+    shuttle(&mut [&mut home, &mut satellite]);
+    for seq in 0..20u16 {
+        home.send_vp8(1, 1000 + seq, seq == 0);
+    }
+    let crossed = shuttle(&mut [&mut home, &mut satellite]);
+    assert_eq!(crossed, 20, "each packet crosses the pipe once");
+    for (got, ssrc) in [
+        (home.media(2), ssrc_home),
+        (satellite.media(3), ssrc_satellite),
+    ] {
+        assert_eq!(got.len(), 20);
+        let mut previous: Option<u16> = None;
+        for datagram in &got {
+            let (_, rtp) = parse_media(datagram);
+            assert_eq!(u32::from_be_bytes([rtp[8], rtp[9], rtp[10], rtp[11]]), ssrc);
+            let seq = u16::from_be_bytes([rtp[2], rtp[3]]);
+            if let Some(previous) = previous {
+                assert_eq!(seq, previous.wrapping_add(1));
+            }
+            previous = Some(seq);
+        }
+    }
+
+    // A keyframe request on the satellite reaches the publisher on the home.
+    home.told(1);
+    satellite.now += Duration::from_secs(1);
+    home.now += Duration::from_secs(1);
+    satellite
+        .hub
+        .request_keyframe_for_media(ParticipantId(3), media_satellite, satellite.now);
+    shuttle(&mut [&mut home, &mut satellite]);
+    assert!(
+        home.told(1)
+            .iter()
+            .any(|m| matches!(m, ControlMessage::KeyframeRequest(_))),
+        "the publisher is asked for a keyframe"
+    );
 }
