@@ -57,8 +57,10 @@ pub enum SfuError {
     /// The participant already subscribes to this track.
     #[error("already subscribed to track {0}")]
     AlreadySubscribed(TrackId),
-    /// None of the participant's subscriptions forwards on this media id.
-    #[error("no subscription on media id {0}")]
+    /// None of the participant's subscriptions forwards on this media id (or, for
+    /// [`Sfu::request_keyframe_from`](super::Sfu::request_keyframe_from), none of the
+    /// publisher's live layers comes on it).
+    #[error("no subscription or published layer on media id {0}")]
     UnknownMedia(MediaId),
     /// The participant does not subscribe to this track.
     #[error("not subscribed to track {0}")]

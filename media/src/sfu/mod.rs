@@ -67,14 +67,16 @@ pub struct SubscriptionState {
 ///
 /// - **getters** read state: [`stats`](Self::stats), [`config`](Self::config),
 ///   [`room_of`](Self::room_of), [`is_connected`](Self::is_connected),
-///   [`track_info`](Self::track_info), [`subscription`](Self::subscription);
+///   [`room_snapshot`](Self::room_snapshot), [`track_info`](Self::track_info),
+///   [`track_spec`](Self::track_spec), [`subscription`](Self::subscription);
 /// - **mutators** apply a decision of the gateway and may queue events: [`join`](Self::join),
 ///   [`leave`](Self::leave), [`disconnect`](Self::disconnect), [`reconnect`](Self::reconnect),
 ///   [`publish`](Self::publish), [`unpublish`](Self::unpublish), [`set_muted`](Self::set_muted),
 ///   [`subscribe`](Self::subscribe), [`unsubscribe`](Self::unsubscribe),
 ///   [`set_layer_preference`](Self::set_layer_preference),
 ///   [`set_bandwidth`](Self::set_bandwidth), [`request_keyframe`](Self::request_keyframe),
-///   [`request_keyframe_for_media`](Self::request_keyframe_for_media);
+///   [`request_keyframe_for_media`](Self::request_keyframe_for_media),
+///   [`request_keyframe_from`](Self::request_keyframe_from);
 /// - **handlers** feed input: [`handle_rtp`](Self::handle_rtp) (the hot path, which hands each
 ///   forwarded packet to a callback) and [`handle_timeout`](Self::handle_timeout);
 /// - **pollers** give output: [`poll_event`](Self::poll_event) and
@@ -224,6 +226,16 @@ impl Track {
         }
     }
 
+    fn spec(&self) -> TrackSpec {
+        TrackSpec {
+            kind: self.kind,
+            codec: self.codec.clone(),
+            source: self.source.clone(),
+            layers: self.layers.iter().map(|l| l.spec).collect(),
+            muted: self.muted,
+        }
+    }
+
     fn top_layer(&self) -> u8 {
         // At most MAX_LAYERS layers, checked at publish.
         (self.layers.len() - 1) as u8
@@ -301,6 +313,17 @@ impl Sfu {
         self.track_index
             .get(&track)
             .map(|&slot| self.tracks[slot].info())
+    }
+
+    /// A published track as its publisher described it, with each layer's media id and the
+    /// current mute state: what it takes to publish the same track on another instance (a
+    /// relay's other side) so that its layers keep their media ids there. [`TrackInfo`] leaves
+    /// the media ids out because subscribers have no use for them.
+    #[must_use]
+    pub fn track_spec(&self, track: TrackId) -> Option<TrackSpec> {
+        self.track_index
+            .get(&track)
+            .map(|&slot| self.tracks[slot].spec())
     }
 
     /// A subscription's state.
@@ -974,6 +997,34 @@ impl Sfu {
         self.request_keyframe(subscriber, track, now)
     }
 
+    /// Asks `publisher` for a keyframe of the layer it sends on its media id `media`, as if a
+    /// subscriber of that layer had asked: throttled per track and layer
+    /// (`keyframe_request_interval`) together with subscribers' requests, held while the
+    /// publisher is disconnected, and sent as [`Event::KeyframeRequest`]. For a relay's other
+    /// side, whose subscribers ask the shadow publisher for a layer by this same media id.
+    /// Ignored for audio.
+    ///
+    /// Errors: the publisher is unknown, or none of its live layers uses `media`
+    /// ([`SfuError::UnknownMedia`]).
+    pub fn request_keyframe_from(
+        &mut self,
+        publisher: ParticipantId,
+        media: MediaId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        if !self.participants.contains_key(&publisher) {
+            return Err(SfuError::UnknownParticipant(publisher));
+        }
+        let &(slot, layer) = self
+            .incoming
+            .get(&(publisher, media))
+            .ok_or(SfuError::UnknownMedia(media))?;
+        if self.tracks[slot].kind == TrackKind::Video {
+            self.request_upstream(slot, layer, now);
+        }
+        Ok(())
+    }
+
     // ---------------------------------------------------------------------------------------
     // Internals.
 
@@ -1271,3 +1322,6 @@ fn lowest_free_media(subscriptions: &[SubscriptionRef]) -> MediaId {
 }
 
 mod layers;
+
+#[cfg(test)]
+mod tests;
