@@ -1,12 +1,23 @@
-//! `track_spec` and `request_keyframe_from`, driven with virtual time through the public API
-//! only.
+//! Relay members, `track_spec` and `request_keyframe_from`, driven with virtual time and synthetic
+//! RTP through the public API only.
 
 use std::time::{Duration, Instant};
 
 use super::{
-    CodecSpec, Event, LayerSpec, MediaId, ParticipantId, ParticipantMeta, RoomSnapshot, Sfu,
-    SfuConfig, SfuError, SubscriptionInfo, TrackId, TrackKind, TrackSpec,
+    CodecSpec, Event, LayerSpec, LeaveReason, MediaId, Notification, ParticipantId,
+    ParticipantMeta, RoomSnapshot, Sfu, SfuConfig, SfuError, SubscriptionInfo, TrackId, TrackKind,
+    TrackSpec,
 };
+
+/// One packet as the gateway would send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sent {
+    to: ParticipantId,
+    media: MediaId,
+    track: TrackId,
+    layer: u8,
+    bytes: Vec<u8>,
+}
 
 /// An SFU with a virtual clock.
 struct Harness {
@@ -51,6 +62,12 @@ impl Harness {
         self.sfu.join(p(id), room, meta, self.now).expect("join")
     }
 
+    fn join_relay(&mut self, id: u64, room: &str) -> RoomSnapshot {
+        self.sfu
+            .join_relay(p(id), room, self.now)
+            .expect("join_relay")
+    }
+
     fn publish(&mut self, id: u64, spec: TrackSpec) -> TrackId {
         self.sfu.publish(p(id), spec, self.now).expect("publish")
     }
@@ -60,6 +77,39 @@ impl Harness {
             .subscribe(p(id), track, None, self.now)
             .expect("subscribe")
     }
+
+    /// Feeds one packet and returns what was forwarded, written as the gateway would.
+    fn send(&mut self, publisher: u64, media: u32, packet: &[u8]) -> Vec<Sent> {
+        let mut sent = Vec::new();
+        let mut buf = [0u8; 1500];
+        self.sfu
+            .handle_rtp(p(publisher), MediaId(media), packet, self.now, &mut |fwd| {
+                let len = fwd.write_into(&mut buf);
+                sent.push(Sent {
+                    to: fwd.to,
+                    media: fwd.media,
+                    track: fwd.track,
+                    layer: fwd.layer,
+                    bytes: buf[..len].to_vec(),
+                });
+            })
+            .expect("handle_rtp");
+        sent
+    }
+}
+
+/// The notifications in `events` for `to`.
+fn notifications_for(events: &[Event], to: u64) -> Vec<Notification> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Notify {
+                to: t,
+                notification,
+            } if *t == p(to) => Some(notification.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Keyframe requests in `events`, as `(publisher, track, layer, media)`.
@@ -128,6 +178,400 @@ fn video_track(media: &[u32]) -> TrackSpec {
             .collect(),
         muted: false,
     }
+}
+
+/// An RTP packet with a fixed header only.
+fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0x80, pt];
+    packet.extend_from_slice(&seq.to_be_bytes());
+    packet.extend_from_slice(&ts.to_be_bytes());
+    packet.extend_from_slice(&ssrc.to_be_bytes());
+    packet.extend_from_slice(payload);
+    packet
+}
+
+/// A VP8 payload starting a frame: a keyframe or not.
+fn vp8(key: bool) -> Vec<u8> {
+    let mut payload = vec![0x10, if key { 0x10 } else { 0x11 }, 0x02, 0x00];
+    payload.extend_from_slice(&[0xab; 20]);
+    payload
+}
+
+#[test]
+fn a_relay_member_hears_of_joins_publishes_mutes_and_leaves_of_others() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    let track = h.publish(1, audio_track(1));
+    let snapshot = h.join_relay(9, "r");
+    let members: Vec<_> = snapshot
+        .participants
+        .iter()
+        .map(|i| i.participant)
+        .collect();
+    assert_eq!(members, [p(1)]);
+    assert_eq!(snapshot.tracks.len(), 1);
+    assert_eq!(snapshot.tracks[0].track, track);
+    assert_eq!(snapshot.you.participant, p(9));
+    h.events();
+
+    h.join(2, "r");
+    let video = h.publish(2, video_track(&[10, 11]));
+    h.sfu.set_muted(p(2), video, true, h.now).unwrap();
+    h.sfu.unpublish(p(1), track, h.now).unwrap();
+    h.sfu.leave(p(2), LeaveReason::Kicked, h.now).unwrap();
+    let heard = notifications_for(&h.events(), 9);
+    assert_eq!(heard.len(), 6, "{heard:?}");
+    assert!(matches!(&heard[0], Notification::ParticipantJoined(i) if i.participant == p(2)));
+    assert!(matches!(&heard[1], Notification::TrackPublished(i) if i.track == video));
+    assert_eq!(
+        heard[2],
+        Notification::TrackMuted {
+            track: video,
+            muted: true
+        }
+    );
+    assert_eq!(
+        heard[3],
+        Notification::TrackUnpublished {
+            track,
+            participant: p(1)
+        }
+    );
+    assert_eq!(
+        heard[4],
+        Notification::TrackUnpublished {
+            track: video,
+            participant: p(2)
+        }
+    );
+    assert_eq!(
+        heard[5],
+        Notification::ParticipantLeft {
+            participant: p(2),
+            reason: LeaveReason::Kicked
+        }
+    );
+}
+
+#[test]
+fn nobody_hears_of_a_relay_member_and_snapshots_and_counts_leave_it_out() {
+    let mut h = Harness::with_config(SfuConfig {
+        max_participants_per_room: 2,
+        ..SfuConfig::default()
+    });
+    h.join(1, "r");
+    h.events();
+    h.join_relay(9, "r");
+    assert!(
+        h.events().is_empty(),
+        "a relay's join is announced to nobody"
+    );
+    assert_eq!(h.sfu.is_relay(p(9)), Some(true));
+    assert_eq!(h.sfu.is_relay(p(1)), Some(false));
+
+    let second = h.join(2, "r");
+    let members: Vec<_> = second.participants.iter().map(|i| i.participant).collect();
+    assert_eq!(members, [p(1)], "the relay does not take a place either");
+    assert_eq!(
+        h.sfu.join(p(3), "r", ParticipantMeta::default(), h.now),
+        Err(SfuError::RoomFull { max: 2 })
+    );
+    let stats = h.sfu.stats();
+    assert_eq!((stats.participants, stats.relays, stats.rooms), (2, 1, 1));
+
+    let own = h.sfu.room_snapshot(p(1)).unwrap();
+    assert_eq!(own.participants.len(), 1);
+    assert_eq!(own.participants[0].participant, p(2));
+    h.sfu.disconnect(p(1), h.now).unwrap();
+    let resumed = h.sfu.reconnect(p(1), h.now).unwrap();
+    let members: Vec<_> = resumed
+        .room
+        .participants
+        .iter()
+        .map(|i| i.participant)
+        .collect();
+    assert_eq!(members, [p(2)]);
+    h.events();
+
+    h.sfu.leave(p(9), LeaveReason::Left, h.now).unwrap();
+    assert!(
+        h.events().is_empty(),
+        "a relay's leave is announced to nobody"
+    );
+    assert_eq!(h.sfu.stats().relays, 0);
+    assert_eq!(h.sfu.room_of(p(9)), None);
+}
+
+#[test]
+fn a_relay_member_passes_every_layer_through_unchanged_from_the_next_packet() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let track = h.publish(1, video_track(&[10, 11]));
+    h.join_relay(9, "r");
+    h.events();
+    let relay = h.subscribe(9, track);
+    assert_eq!(relay.layer, 1, "the highest layer passed through");
+    assert!(
+        keyframe_requests(&h.events()).is_empty(),
+        "the other side asks for its keyframes itself"
+    );
+    let ordinary = h.subscribe(2, track);
+    h.events();
+
+    // Mid-stream delta frames: the ordinary subscriber waits for a keyframe, the relay does not.
+    let low = rtp(96, 500, 9000, 0xaaaa, &vp8(false));
+    let high = rtp(96, 7000, 9000, 0xbbbb, &vp8(false));
+    let sent = h.send(1, 10, &low);
+    assert_eq!(
+        sent,
+        [Sent {
+            to: p(9),
+            media: relay.media,
+            track,
+            layer: 0,
+            bytes: low.clone(),
+        }]
+    );
+    let sent = h.send(1, 11, &high);
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].to, sent[0].layer), (p(9), 1));
+    assert_eq!(
+        sent[0].bytes, high,
+        "SSRC, sequence number and timestamp kept"
+    );
+
+    // A keyframe of the top layer starts the ordinary subscriber (rewritten); the relay still
+    // gets the original.
+    let key = rtp(96, 7001, 12_000, 0xbbbb, &vp8(true));
+    let sent = h.send(1, 11, &key);
+    assert_eq!(sent.len(), 2);
+    let to_relay = sent.iter().find(|s| s.to == p(9)).unwrap();
+    let to_ordinary = sent.iter().find(|s| s.to == p(2)).unwrap();
+    assert_eq!(to_relay.bytes, key);
+    assert_eq!(to_ordinary.media, ordinary.media);
+    assert_ne!(to_ordinary.bytes, key);
+
+    // A cap keeps the layers above it off the link.
+    h.sfu
+        .set_layer_preference(p(9), track, Some(0), h.now)
+        .unwrap();
+    assert_eq!(h.sfu.subscription(p(9), track).unwrap().target_layer, 0);
+    let sent = h.send(1, 11, &rtp(96, 7002, 15_000, 0xbbbb, &vp8(false)));
+    assert!(sent.iter().all(|s| s.to != p(9)));
+    let sent = h.send(1, 10, &rtp(96, 501, 12_000, 0xaaaa, &vp8(false)));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, p(9));
+    assert!(h.events().iter().all(|e| !matches!(
+        e,
+        Event::Notify {
+            notification: Notification::LayerSwitched { .. },
+            to
+        } if *to == p(9)
+    )));
+}
+
+#[test]
+fn a_relay_member_receives_audio_like_others() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let track = h.publish(1, audio_track(1));
+    h.join_relay(9, "r");
+    let relay = h.subscribe(9, track);
+    h.subscribe(2, track);
+    let packet = rtp(111, 100, 48_000, 0x2001, &[0xfc, 0xff, 0xfe]);
+    let sent = h.send(1, 1, &packet);
+    let mut to: Vec<_> = sent.iter().map(|s| s.to).collect();
+    to.sort_unstable();
+    assert_eq!(to, [p(2), p(9)]);
+    let to_relay = sent.iter().find(|s| s.to == p(9)).unwrap();
+    assert_eq!((to_relay.media, to_relay.layer), (relay.media, 0));
+    assert_eq!(to_relay.bytes, packet);
+    assert_eq!(h.sfu.stats().packets_forwarded, 2);
+}
+
+#[test]
+fn a_relay_member_cannot_publish() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join_relay(9, "r");
+    h.events();
+    assert_eq!(
+        h.sfu.publish(p(9), audio_track(1), h.now),
+        Err(SfuError::RelayCannotPublish(p(9)))
+    );
+    assert_eq!(h.sfu.stats().tracks, 0);
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn a_relay_member_joins_only_an_existing_room_once() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.sfu.join_relay(p(9), "r", h.now),
+        Err(SfuError::UnknownRoom("r".into()))
+    );
+    assert_eq!(
+        h.sfu.join_relay(p(9), "", h.now),
+        Err(SfuError::InvalidRoomName)
+    );
+    h.join(1, "r");
+    assert_eq!(
+        h.sfu.join_relay(p(1), "r", h.now),
+        Err(SfuError::AlreadyJoined(p(1)))
+    );
+    h.join_relay(9, "r");
+    assert_eq!(
+        h.sfu.join_relay(p(9), "r", h.now),
+        Err(SfuError::AlreadyJoined(p(9)))
+    );
+    assert_eq!(
+        h.sfu.join(p(9), "r", ParticipantMeta::default(), h.now),
+        Err(SfuError::AlreadyJoined(p(9)))
+    );
+    assert_eq!(h.sfu.stats().rooms, 1);
+}
+
+#[test]
+fn the_room_closes_when_its_last_ordinary_member_leaves_and_takes_its_relay_members() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let track = h.publish(2, audio_track(1));
+    h.join_relay(8, "r");
+    h.join_relay(9, "r");
+    h.subscribe(9, track);
+    h.sfu.leave(p(1), LeaveReason::Left, h.now).unwrap();
+    h.events();
+
+    h.sfu.leave(p(2), LeaveReason::Left, h.now).unwrap();
+    let events = h.events();
+    let to_relay = |to| Event::Notify {
+        to: p(to),
+        notification: Notification::TrackUnpublished {
+            track,
+            participant: p(2),
+        },
+    };
+    let left = |to| Event::Notify {
+        to: p(to),
+        notification: Notification::ParticipantLeft {
+            participant: p(2),
+            reason: LeaveReason::Left,
+        },
+    };
+    let removed = |id| Event::ParticipantRemoved {
+        participant: p(id),
+        reason: LeaveReason::RoomClosed,
+    };
+    assert_eq!(
+        events,
+        [
+            to_relay(8),
+            to_relay(9),
+            left(8),
+            left(9),
+            removed(8),
+            removed(9)
+        ]
+    );
+    let stats = h.sfu.stats();
+    assert_eq!(
+        (
+            stats.rooms,
+            stats.participants,
+            stats.relays,
+            stats.subscriptions
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(h.sfu.room_of(p(9)), None);
+    assert_eq!(
+        h.sfu.leave(p(9), LeaveReason::Left, h.now),
+        Err(SfuError::UnknownParticipant(p(9)))
+    );
+    assert_eq!(h.sfu.poll_timeout(), None);
+
+    // The name is free again: a new room, with no trace of the old relays.
+    let fresh = h.join(3, "r");
+    assert!(fresh.participants.is_empty());
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn a_room_closed_by_a_grace_timeout_removes_its_member_before_its_relay_members() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join_relay(9, "r");
+    h.sfu.disconnect(p(1), h.now).unwrap();
+    h.events();
+    h.advance(20_000);
+    assert_eq!(
+        h.events(),
+        [
+            Event::Notify {
+                to: p(9),
+                notification: Notification::ParticipantLeft {
+                    participant: p(1),
+                    reason: LeaveReason::Timeout
+                }
+            },
+            Event::ParticipantRemoved {
+                participant: p(1),
+                reason: LeaveReason::Timeout
+            },
+            Event::ParticipantRemoved {
+                participant: p(9),
+                reason: LeaveReason::RoomClosed
+            },
+        ]
+    );
+    assert_eq!(h.sfu.stats().rooms, 0);
+}
+
+#[test]
+fn a_relay_member_that_times_out_goes_unannounced_and_hears_nothing_while_away() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join_relay(9, "r");
+    h.sfu.disconnect(p(9), h.now).unwrap();
+    h.events();
+    h.join(2, "r");
+    assert!(notifications_for(&h.events(), 9).is_empty());
+    assert_eq!(h.sfu.stats().notifications_dropped, 1);
+
+    h.advance(20_000);
+    assert_eq!(
+        h.events(),
+        [Event::ParticipantRemoved {
+            participant: p(9),
+            reason: LeaveReason::Timeout
+        }]
+    );
+    let stats = h.sfu.stats();
+    assert_eq!((stats.participants, stats.relays, stats.rooms), (2, 0, 1));
+}
+
+#[test]
+fn a_relay_member_is_not_held_to_the_subscription_limit() {
+    let mut h = Harness::with_config(SfuConfig {
+        max_subscriptions_per_participant: 1,
+        ..SfuConfig::default()
+    });
+    h.join(1, "r");
+    h.join(2, "r");
+    let first = h.publish(1, audio_track(1));
+    let second = h.publish(1, audio_track(2));
+    h.subscribe(2, first);
+    assert_eq!(
+        h.sfu.subscribe(p(2), second, None, h.now),
+        Err(SfuError::TooManySubscriptions { max: 1 })
+    );
+    h.join_relay(9, "r");
+    let a = h.subscribe(9, first);
+    let b = h.subscribe(9, second);
+    assert_ne!(a.media, b.media);
 }
 
 #[test]
@@ -212,4 +656,23 @@ fn request_keyframe_from_refuses_unknown_publishers_and_media_and_ignores_audio(
     );
     assert_eq!(h.sfu.request_keyframe_from(p(1), MediaId(1), h.now), Ok(()));
     assert!(h.events().is_empty());
+}
+
+#[test]
+fn a_relay_subscription_asks_for_keyframes_of_every_layer_it_passes_through() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    let track = h.publish(1, video_track(&[10, 11, 12]));
+    h.join_relay(9, "r");
+    h.subscribe(9, track);
+    h.events();
+    h.sfu.request_keyframe(p(9), track, h.now).unwrap();
+    assert_eq!(
+        keyframe_requests(&h.events()),
+        [
+            (p(1), track, 0, MediaId(10)),
+            (p(1), track, 1, MediaId(11)),
+            (p(1), track, 2, MediaId(12)),
+        ]
+    );
 }
