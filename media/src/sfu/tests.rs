@@ -676,3 +676,193 @@ fn a_relay_subscription_asks_for_keyframes_of_every_layer_it_passes_through() {
         ]
     );
 }
+
+mod props {
+    //! Property: whatever members and relay members do, relays stay invisible, never outlive
+    //! their room's last ordinary member, and the counts agree with who is there.
+
+    use std::collections::{HashMap, HashSet};
+
+    use proptest::prelude::*;
+
+    use super::{Harness, audio_track, p};
+    use crate::sfu::{Event, LeaveReason, Notification, ParticipantMeta, SfuError, TrackId};
+
+    /// Ordinary members are 1 to 4, relay members 11 to 13.
+    const FIRST_RELAY: u64 = 11;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Op {
+        Join(u64, bool),
+        JoinRelay(u64, bool),
+        Leave(u64),
+        Disconnect(u64),
+        Reconnect(u64),
+        Publish(u64, u32),
+        Unpublish(usize),
+        Subscribe(u64, usize),
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let member = 1..=4u64;
+        let relay = FIRST_RELAY..=13u64;
+        let anyone = prop_oneof![member.clone(), relay.clone()];
+        prop_oneof![
+            3 => (member.clone(), any::<bool>()).prop_map(|(id, b)| Op::Join(id, b)),
+            3 => (relay, any::<bool>()).prop_map(|(id, b)| Op::JoinRelay(id, b)),
+            2 => anyone.clone().prop_map(Op::Leave),
+            1 => anyone.clone().prop_map(Op::Disconnect),
+            1 => anyone.clone().prop_map(Op::Reconnect),
+            2 => (anyone.clone(), 1..4u32).prop_map(|(id, m)| Op::Publish(id, m)),
+            1 => (0..6usize).prop_map(Op::Unpublish),
+            2 => (anyone, 0..6usize).prop_map(|(id, t)| Op::Subscribe(id, t)),
+            1 => (0..25_000u64).prop_map(Op::Advance),
+        ]
+    }
+
+    fn room(b: bool) -> &'static str {
+        if b { "b" } else { "a" }
+    }
+
+    /// Who is where, as the calls and events say.
+    #[derive(Default)]
+    struct Model {
+        members: HashMap<u64, &'static str>,
+        tracks: Vec<(TrackId, u64)>,
+    }
+
+    impl Model {
+        fn check(&mut self, h: &mut Harness) {
+            for event in h.events() {
+                match event {
+                    Event::Notify { to, notification } => {
+                        assert!(self.members.contains_key(&to.0), "{notification:?} to {to}");
+                        let about = match notification {
+                            Notification::ParticipantJoined(info) => Some(info.participant),
+                            Notification::ParticipantLeft { participant, .. }
+                            | Notification::TrackUnpublished { participant, .. } => {
+                                Some(participant)
+                            }
+                            Notification::TrackPublished(info) => Some(info.participant),
+                            _ => None,
+                        };
+                        assert!(about.is_none_or(|a| a.0 < FIRST_RELAY), "told of a relay");
+                    }
+                    Event::ParticipantRemoved {
+                        participant,
+                        reason,
+                    } => {
+                        let was = self.members.remove(&participant.0);
+                        assert!(was.is_some(), "{participant} removed twice");
+                        if reason == LeaveReason::RoomClosed {
+                            assert!(participant.0 >= FIRST_RELAY);
+                        } else {
+                            assert_eq!(reason, LeaveReason::Timeout);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let sfu = &h.sfu;
+            self.tracks.retain(|&(t, _)| sfu.track_info(t).is_some());
+            let ordinary: HashSet<_> = self
+                .members
+                .iter()
+                .filter(|&(&id, _)| id < FIRST_RELAY)
+                .map(|(_, &room)| room)
+                .collect();
+            for (&id, &room) in &self.members {
+                assert_eq!(sfu.room_of(p(id)).map(|r| r.as_str()), Some(room));
+                assert!(ordinary.contains(room), "relay {id} outlived room {room}");
+                let snapshot = sfu.room_snapshot(p(id)).expect("a member");
+                assert!(
+                    snapshot
+                        .participants
+                        .iter()
+                        .all(|i| i.participant.0 < FIRST_RELAY)
+                );
+            }
+            let relays = self.members.keys().filter(|&&id| id >= FIRST_RELAY).count();
+            let stats = sfu.stats();
+            assert_eq!(stats.relays, relays as u64);
+            assert_eq!(stats.participants, (self.members.len() - relays) as u64);
+            assert_eq!(stats.rooms, ordinary.len() as u64);
+            if let Some(at) = sfu.poll_timeout() {
+                assert!(at > h.now, "a due timer was left behind");
+            }
+        }
+
+        fn apply(&mut self, h: &mut Harness, op: Op) {
+            let now = h.now;
+            let sfu = &mut h.sfu;
+            match op {
+                Op::Join(id, b) => {
+                    let meta = ParticipantMeta::default();
+                    if sfu.join(p(id), room(b), meta, now).is_ok() {
+                        self.members.insert(id, room(b));
+                    }
+                }
+                Op::JoinRelay(id, b) => match sfu.join_relay(p(id), room(b), now) {
+                    Ok(_) => {
+                        self.members.insert(id, room(b));
+                    }
+                    Err(SfuError::UnknownRoom(_)) => {
+                        assert!(
+                            self.members
+                                .iter()
+                                .all(|(&o, &r)| o >= FIRST_RELAY || r != room(b))
+                        );
+                    }
+                    Err(e) => assert_eq!(e, SfuError::AlreadyJoined(p(id))),
+                },
+                Op::Leave(id) => {
+                    if sfu.leave(p(id), LeaveReason::Left, now).is_ok() {
+                        self.members.remove(&id);
+                    }
+                }
+                Op::Disconnect(id) => {
+                    let _ = sfu.disconnect(p(id), now);
+                }
+                Op::Reconnect(id) => {
+                    let _ = sfu.reconnect(p(id), now);
+                }
+                Op::Publish(id, media) => match sfu.publish(p(id), audio_track(media), now) {
+                    Ok(track) => self.tracks.push((track, id)),
+                    Err(SfuError::RelayCannotPublish(who)) => {
+                        assert!(who == p(id) && id >= FIRST_RELAY);
+                    }
+                    Err(_) => assert!(id < FIRST_RELAY || !self.members.contains_key(&id)),
+                },
+                Op::Unpublish(i) => {
+                    if let Some(&(track, owner)) = self.tracks.get(i) {
+                        let _ = sfu.unpublish(p(owner), track, now);
+                    }
+                }
+                Op::Subscribe(id, i) => {
+                    if let Some(&(track, _)) = self.tracks.get(i) {
+                        let _ = sfu.subscribe(p(id), track, None, now);
+                    }
+                }
+                Op::Advance(ms) => h.advance(ms),
+            }
+            self.check(h);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn relay_members_stay_invisible_and_never_outlive_their_room(
+            ops in prop::collection::vec(op(), 1..120),
+        ) {
+            let mut h = Harness::new();
+            let mut model = Model::default();
+            for op in ops {
+                model.apply(&mut h, op);
+            }
+            model.apply(&mut h, Op::Advance(30_000));
+        }
+    }
+}
