@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use super::ids::{MediaId, ParticipantId, TrackId};
+use super::ids::{MediaId, ParticipantId, RoomName, TrackId};
 use super::rtp::RtpError;
 
 /// Why a call to the SFU core was refused. Nothing changed when one is returned.
@@ -18,6 +18,10 @@ pub enum SfuError {
     /// The room name is empty.
     #[error("room name is empty")]
     InvalidRoomName,
+    /// No such room: a relay member joins only a room that has members
+    /// ([`Sfu::join_relay`](super::Sfu::join_relay)).
+    #[error("no room named {0}")]
+    UnknownRoom(RoomName),
     /// The room already holds `max_participants_per_room` participants.
     #[error("room is full ({max} participants)")]
     RoomFull {
@@ -57,8 +61,10 @@ pub enum SfuError {
     /// The participant already subscribes to this track.
     #[error("already subscribed to track {0}")]
     AlreadySubscribed(TrackId),
-    /// None of the participant's subscriptions forwards on this media id.
-    #[error("no subscription on media id {0}")]
+    /// None of the participant's subscriptions forwards on this media id (or, for
+    /// [`Sfu::request_keyframe_from`](super::Sfu::request_keyframe_from), none of the
+    /// publisher's live layers comes on it).
+    #[error("no subscription or published layer on media id {0}")]
     UnknownMedia(MediaId),
     /// The participant does not subscribe to this track.
     #[error("not subscribed to track {0}")]
@@ -73,6 +79,10 @@ pub enum SfuError {
     /// The codec description cannot be used (for example a zero clock rate).
     #[error("invalid codec: {0}")]
     InvalidCodec(&'static str),
+    /// A relay member tried to publish: tracks of a relay's other side are published by ordinary
+    /// participants ([`Sfu::join_relay`](super::Sfu::join_relay)).
+    #[error("participant {0} is a relay member and cannot publish")]
+    RelayCannotPublish(ParticipantId),
 }
 
 /// Why [`Sfu::handle_rtp`](super::Sfu::handle_rtp) did not forward a packet. Each is counted in

@@ -20,6 +20,8 @@ pub struct Forward<'a> {
     /// The subscriber to send to.
     pub to: ParticipantId,
     /// The subscriber's media id for this subscription (the datagram's media id on QUIC legs).
+    /// For a relay member, every layer of the track comes on it; [`layer`](Self::layer) tells
+    /// them apart.
     pub media: MediaId,
     /// The track the packet belongs to.
     pub track: TrackId,
@@ -64,7 +66,8 @@ impl<'a> Forward<'a> {
         self.packet.is_empty()
     }
 
-    /// The SSRC the rewritten packet carries: the subscription's.
+    /// The SSRC the rewritten packet carries: the subscription's (for a relay member, the
+    /// publisher's: relay subscriptions pass packets through unchanged).
     #[must_use]
     pub fn ssrc(&self) -> u32 {
         self.ssrc

@@ -29,7 +29,8 @@ struct Candidate {
 
 impl Sfu {
     /// Re-picks the targets of `subscriber`'s video subscriptions and asks for keyframes of the
-    /// layers that changed. `fresh` names a subscription being created (it has no old target, so
+    /// layers that changed. A relay member's targets are its caps (the highest layer passed
+    /// through), and nothing is asked. `fresh` names a subscription being created (it has no old target, so
     /// even its first climb needs headroom, and it always wants a first keyframe).
     pub(super) fn retarget(
         &mut self,
@@ -40,6 +41,16 @@ impl Sfu {
         let Some(p) = self.participants.get(&subscriber) else {
             return;
         };
+        if p.relay {
+            // A relay passes through every layer up to its cap; the other side chooses.
+            for r in &p.subscriptions {
+                let track = &mut self.tracks[r.track];
+                let top = track.top_layer();
+                let sub = &mut track.subscriptions[r.slot];
+                sub.target = sub.max_layer.map_or(top, |m| m.min(top));
+            }
+            return;
+        }
         let cooldown = self.config.layer_up_cooldown;
         let headroom = u64::from(self.config.layer_up_headroom_percent);
         let mut candidates = Vec::new();

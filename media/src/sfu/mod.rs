@@ -6,6 +6,20 @@
 //! few fields forwarding needs (whether its subscriber is connected, its layers, its rewrite
 //! state). Everything else — rooms, participants, the reverse links from a subscriber to its
 //! subscriptions — is touched only by mutators.
+//!
+//! # Relay members
+//!
+//! A room can span several instances (media workers, later nodes). Each instance holding part of
+//! it puts one **relay member** per link into its local room with [`Sfu::join_relay`]. The relay
+//! hears every notification of the room like a member but is invisible to everyone (absent from
+//! snapshots, never announced, not counted as a participant), never publishes, and passes every
+//! layer of the tracks it subscribes to through unchanged. The link's far end republishes each
+//! such track from an ordinary "shadow" participant, with the layer media ids from
+//! [`Sfu::track_spec`], chooses layers for its own subscribers, and sends their keyframe
+//! requests back, which the near end hands to [`Sfu::request_keyframe_from`] (throttled with the
+//! local subscribers' requests). A room lives for its ordinary members only: when the last one
+//! leaves, its relay members are removed with [`Event::ParticipantRemoved`] and
+//! [`LeaveReason::RoomClosed`], which tells the instance that its link is idle.
 
 mod config;
 mod error;
@@ -49,9 +63,11 @@ pub struct SubscriptionState {
     /// What the subscriber was told at subscribe (the layer is the one forwarded now, or the
     /// target while nothing has been forwarded yet).
     pub info: SubscriptionInfo,
-    /// The layer being forwarded; `None` until the first keyframe.
+    /// The layer being forwarded; `None` until the first keyframe, and always for a relay
+    /// member (it passes every layer through).
     pub current_layer: Option<u8>,
-    /// The layer the core wants to forward (it switches at that layer's next keyframe).
+    /// The layer the core wants to forward (it switches at that layer's next keyframe); for a
+    /// relay member, the highest layer passed through.
     pub target_layer: u8,
     /// The subscriber's cap, if any.
     pub max_layer: Option<u8>,
@@ -67,14 +83,18 @@ pub struct SubscriptionState {
 ///
 /// - **getters** read state: [`stats`](Self::stats), [`config`](Self::config),
 ///   [`room_of`](Self::room_of), [`is_connected`](Self::is_connected),
-///   [`track_info`](Self::track_info), [`subscription`](Self::subscription);
+///   [`is_relay`](Self::is_relay), [`room_snapshot`](Self::room_snapshot),
+///   [`track_info`](Self::track_info), [`track_spec`](Self::track_spec),
+///   [`subscription`](Self::subscription);
 /// - **mutators** apply a decision of the gateway and may queue events: [`join`](Self::join),
-///   [`leave`](Self::leave), [`disconnect`](Self::disconnect), [`reconnect`](Self::reconnect),
+///   [`join_relay`](Self::join_relay), [`leave`](Self::leave),
+///   [`disconnect`](Self::disconnect), [`reconnect`](Self::reconnect),
 ///   [`publish`](Self::publish), [`unpublish`](Self::unpublish), [`set_muted`](Self::set_muted),
 ///   [`subscribe`](Self::subscribe), [`unsubscribe`](Self::unsubscribe),
 ///   [`set_layer_preference`](Self::set_layer_preference),
 ///   [`set_bandwidth`](Self::set_bandwidth), [`request_keyframe`](Self::request_keyframe),
-///   [`request_keyframe_for_media`](Self::request_keyframe_for_media);
+///   [`request_keyframe_for_media`](Self::request_keyframe_for_media),
+///   [`request_keyframe_from`](Self::request_keyframe_from);
 /// - **handlers** feed input: [`handle_rtp`](Self::handle_rtp) (the hot path, which hands each
 ///   forwarded packet to a callback) and [`handle_timeout`](Self::handle_timeout);
 /// - **pollers** give output: [`poll_event`](Self::poll_event) and
@@ -114,8 +134,10 @@ enum Timer {
 
 #[derive(Debug)]
 struct Room {
-    /// Members in join order.
+    /// Ordinary members in join order: the ones snapshots list and the room lives for.
     participants: Vec<ParticipantId>,
+    /// Relay members in join order: told everything, seen by nobody.
+    relays: Vec<ParticipantId>,
     /// Track slots in publish order.
     tracks: Vec<usize>,
 }
@@ -132,6 +154,8 @@ struct Participant {
     subscriptions: Vec<SubscriptionRef>,
     /// Latest bandwidth estimate in bits per second, if the gateway gave one.
     bandwidth: Option<u64>,
+    /// Joined with [`Sfu::join_relay`]: invisible, never publishes, forwards every layer as is.
+    relay: bool,
 }
 
 impl Participant {
@@ -190,6 +214,9 @@ struct Subscription {
     /// When the target last went down (for the up-switch cooldown).
     last_down: Option<Instant>,
     rewrite: Rewriter,
+    /// The subscriber is a relay member: every layer up to `max_layer` is forwarded unchanged
+    /// (no layer choice, no rewrite, no waiting for keyframes), for the other side to choose.
+    relay: bool,
 }
 
 impl Subscription {
@@ -220,6 +247,16 @@ impl Track {
                     height: l.spec.height,
                 })
                 .collect(),
+            muted: self.muted,
+        }
+    }
+
+    fn spec(&self) -> TrackSpec {
+        TrackSpec {
+            kind: self.kind,
+            codec: self.codec.clone(),
+            source: self.source.clone(),
+            layers: self.layers.iter().map(|l| l.spec).collect(),
             muted: self.muted,
         }
     }
@@ -303,6 +340,24 @@ impl Sfu {
             .map(|&slot| self.tracks[slot].info())
     }
 
+    /// A published track as its publisher described it, with each layer's media id and the
+    /// current mute state: what it takes to publish the same track on another instance (a
+    /// relay's other side) so that its layers keep their media ids there. [`TrackInfo`] leaves
+    /// the media ids out because subscribers have no use for them.
+    #[must_use]
+    pub fn track_spec(&self, track: TrackId) -> Option<TrackSpec> {
+        self.track_index
+            .get(&track)
+            .map(|&slot| self.tracks[slot].spec())
+    }
+
+    /// Whether a participant is a relay member (joined with [`join_relay`](Self::join_relay));
+    /// `None` if unknown.
+    #[must_use]
+    pub fn is_relay(&self, participant: ParticipantId) -> Option<bool> {
+        self.participants.get(&participant).map(|p| p.relay)
+    }
+
     /// A subscription's state.
     #[must_use]
     pub fn subscription(
@@ -346,7 +401,8 @@ impl Sfu {
 
     /// Runs what is due at `now`: removes participants whose grace period ended (as
     /// [`leave`](Self::leave) with [`LeaveReason::Timeout`], then
-    /// [`Event::ParticipantRemoved`]) and sends held-back keyframe requests.
+    /// [`Event::ParticipantRemoved`], then one with [`LeaveReason::RoomClosed`] for each relay
+    /// member of a room that closed with it) and sends held-back keyframe requests.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(at, timer)) = self.timers.first() {
             if at > now {
@@ -361,11 +417,13 @@ impl Sfu {
                         .is_some_and(|p| p.disconnected_until == Some(at));
                     if expired {
                         debug!(%participant, "grace period ended");
-                        self.remove_participant(participant, LeaveReason::Timeout, now);
+                        let relays =
+                            self.remove_participant(participant, LeaveReason::Timeout, now);
                         self.events.push_back(Event::ParticipantRemoved {
                             participant,
                             reason: LeaveReason::Timeout,
                         });
+                        self.relays_removed(relays);
                     }
                 }
                 Timer::Keyframe(track, layer) => {
@@ -441,6 +499,24 @@ impl Sfu {
         for (_, sub) in &mut track.subscriptions {
             if !sub.connected {
                 stats.drops.subscriber_disconnected += 1;
+                continue;
+            }
+            if sub.relay {
+                // The other side chooses layers and starts at keyframes itself: pass it through.
+                if sub.max_layer.is_some_and(|max| layer > max) {
+                    stats.drops.other_layer += 1;
+                    continue;
+                }
+                stats.packets_forwarded += 1;
+                stats.bytes_forwarded += bytes;
+                out(Forward::new(
+                    sub.subscriber,
+                    sub.media,
+                    track.id,
+                    layer,
+                    packet,
+                    (header.ssrc, seq, ts),
+                ));
                 continue;
             }
             let rewritten = match sub.current {
@@ -544,6 +620,7 @@ impl Sfu {
                 name.clone(),
                 Room {
                     participants: Vec::new(),
+                    relays: Vec::new(),
                     tracks: Vec::new(),
                 },
             );
@@ -556,6 +633,7 @@ impl Sfu {
             published: Vec::new(),
             subscriptions: Vec::new(),
             bandwidth: None,
+            relay: false,
         };
         let info = participant_info(participant, &p);
         self.participants.insert(participant, p);
@@ -571,10 +649,75 @@ impl Sfu {
         Ok(self.snapshot(participant))
     }
 
+    /// `participant` joins the existing `room` as a **relay member**: the local end of a link to
+    /// another instance holding part of the same room. Returns the room as it is (every
+    /// ordinary member and every track).
+    ///
+    /// A relay member:
+    ///
+    /// - receives every notification the room produces about others, like any member (joins,
+    ///   leaves, tracks published, unpublished and muted);
+    /// - is invisible: no snapshot lists it, nobody is told of its join or leave, and it counts
+    ///   neither towards `max_participants_per_room` nor in [`SfuStats::participants`] (it has
+    ///   its own gauge, [`SfuStats::relays`]);
+    /// - subscribes like others, but its subscriptions pass every layer through unchanged (the
+    ///   publisher's SSRC, sequence numbers and timestamps; [`Forward::layer`] says which
+    ///   layer), from the next packet, with no layer choice: the other side republishes the track
+    ///   with the same layer media ids ([`track_spec`](Self::track_spec)) and chooses layers for
+    ///   its own subscribers, asking for keyframes through
+    ///   [`request_keyframe_from`](Self::request_keyframe_from).
+    ///   [`set_layer_preference`](Self::set_layer_preference) caps the layers passed through;
+    ///   bandwidth estimates are kept but unused. `max_subscriptions_per_participant` does not
+    ///   apply: a relay may need every track of the room, which the room's own limits bound;
+    /// - never publishes ([`SfuError::RelayCannotPublish`]): tracks of the other side are
+    ///   published by ordinary "shadow" participants joined with [`join`](Self::join);
+    /// - does not keep the room alive: when its last ordinary member goes, the room closes and
+    ///   each relay member is removed with it, with [`Event::ParticipantRemoved`] and
+    ///   [`LeaveReason::RoomClosed`]. That is also why the room must exist already
+    ///   ([`SfuError::UnknownRoom`]).
+    ///
+    /// It leaves, disconnects and reconnects like any participant, silently for the others.
+    pub fn join_relay(
+        &mut self,
+        participant: ParticipantId,
+        room: &str,
+        now: Instant,
+    ) -> Result<RoomSnapshot, SfuError> {
+        let _ = now;
+        if self.participants.contains_key(&participant) {
+            return Err(SfuError::AlreadyJoined(participant));
+        }
+        if room.is_empty() {
+            return Err(SfuError::InvalidRoomName);
+        }
+        let Some(r) = self.rooms.get_mut(room) else {
+            return Err(SfuError::UnknownRoom(RoomName::from(room)));
+        };
+        r.relays.push(participant);
+        let name = RoomName::from(room);
+        self.participants.insert(
+            participant,
+            Participant {
+                room: name.clone(),
+                meta: ParticipantMeta::default(),
+                disconnected_until: None,
+                published: Vec::new(),
+                subscriptions: Vec::new(),
+                bandwidth: None,
+                relay: true,
+            },
+        );
+        self.stats.relays += 1;
+        debug!(%participant, room = %name, "relay joined");
+        Ok(self.snapshot(participant))
+    }
+
     /// `participant` leaves its room: its tracks are unpublished (everyone else gets
     /// [`Notification::TrackUnpublished`], and subscriptions to them end), its subscriptions end,
-    /// and the others get [`Notification::ParticipantLeft`]. The room goes when its last member
-    /// leaves. No [`Event::ParticipantRemoved`] is produced: the caller knows.
+    /// and the others get [`Notification::ParticipantLeft`] (not for a relay member, which nobody
+    /// knew of). The room goes when its last ordinary member leaves, and its relay members with
+    /// it ([`Event::ParticipantRemoved`] with [`LeaveReason::RoomClosed`] for each). No
+    /// [`Event::ParticipantRemoved`] is produced for `participant` itself: the caller knows.
     pub fn leave(
         &mut self,
         participant: ParticipantId,
@@ -585,7 +728,8 @@ impl Sfu {
             return Err(SfuError::UnknownParticipant(participant));
         }
         debug!(%participant, ?reason, "left");
-        self.remove_participant(participant, reason, now);
+        let relays = self.remove_participant(participant, reason, now);
+        self.relays_removed(relays);
         Ok(())
     }
 
@@ -611,7 +755,8 @@ impl Sfu {
 
     /// The participant is back (a resumed session). Cancels its grace period and returns the room
     /// as it is now, its tracks and its subscriptions (same media ids and SSRCs as before). Asks
-    /// publishers for keyframes for its video subscriptions, and sends keyframe requests for its
+    /// publishers for keyframes for its video subscriptions (not a relay member's: the other side
+    /// asks for what its subscribers need), and sends keyframe requests for its
     /// own tracks that waited while it was away. Also accepted for a connected participant (a
     /// resume that raced the loss detection): it then only returns the snapshot and asks for
     /// keyframes.
@@ -630,7 +775,8 @@ impl Sfu {
         }
         let p = &self.participants[&participant];
         let mut wanted = Vec::new();
-        for r in &p.subscriptions {
+        // A relay's other side asks for the keyframes its own subscribers need.
+        for r in p.subscriptions.iter().filter(|_| !p.relay) {
             let track = &self.tracks[r.track];
             if track.kind == TrackKind::Video {
                 wanted.push((
@@ -681,7 +827,8 @@ impl Sfu {
 
     /// `participant` publishes a track. Layers: 1 to 3, lowest first, exactly 1 for audio; their
     /// media ids unique among the publisher's live layers. Every other member gets
-    /// [`Notification::TrackPublished`].
+    /// [`Notification::TrackPublished`]. A relay member may not publish
+    /// ([`SfuError::RelayCannotPublish`]).
     pub fn publish(
         &mut self,
         participant: ParticipantId,
@@ -693,6 +840,9 @@ impl Sfu {
             .participants
             .get(&participant)
             .ok_or(SfuError::UnknownParticipant(participant))?;
+        if p.relay {
+            return Err(SfuError::RelayCannotPublish(participant));
+        }
         if p.published.len() >= self.config.max_tracks_per_participant {
             return Err(SfuError::TooManyTracks {
                 max: self.config.max_tracks_per_participant,
@@ -801,6 +951,11 @@ impl Sfu {
     /// picks the starting layer from the subscriber's bandwidth estimate (the cap or the top
     /// layer when it has none). Audio forwards from the next packet; video from the next
     /// keyframe of its layer, which is requested from the publisher now (throttled).
+    ///
+    /// A relay member's subscription is different (see [`join_relay`](Self::join_relay)): every
+    /// layer up to `max_layer` passes through unchanged from the next packet, nothing is
+    /// requested, the returned layer is the highest passed through, and the returned SSRC is
+    /// reserved but unused (packets keep the publisher's).
     pub fn subscribe(
         &mut self,
         subscriber: ParticipantId,
@@ -827,7 +982,7 @@ impl Sfu {
             return Err(SfuError::AlreadySubscribed(track));
         }
         let max = self.config.max_subscriptions_per_participant;
-        if p.subscriptions.len() >= max {
+        if !p.relay && p.subscriptions.len() >= max {
             return Err(SfuError::TooManySubscriptions { max });
         }
         let media = lowest_free_media(&p.subscriptions);
@@ -840,6 +995,7 @@ impl Sfu {
         let first_seq: u16 = self.rng.random();
         let first_ts: u32 = self.rng.random();
         let connected = p.connected();
+        let relay = p.relay;
         let kind = t.kind;
         let t = &mut self.tracks[slot];
         let sub_slot = t.subscriptions.insert(Subscription {
@@ -853,6 +1009,7 @@ impl Sfu {
             announced: 0,
             last_down: None,
             rewrite: Rewriter::new(first_seq, first_ts),
+            relay,
         });
         if let Some(p) = self.participants.get_mut(&subscriber) {
             p.subscriptions.push(SubscriptionRef {
@@ -863,7 +1020,7 @@ impl Sfu {
             });
         }
         self.stats.subscriptions += 1;
-        if kind == TrackKind::Video {
+        if kind == TrackKind::Video || relay {
             self.retarget(subscriber, now, Some((slot, sub_slot)));
         }
         let sub = &mut self.tracks[slot].subscriptions[sub_slot];
@@ -937,7 +1094,9 @@ impl Sfu {
 
     /// `subscriber` asks for a keyframe on its subscription to `track` (a PLI or a QUIC
     /// `KeyframeRequest`). Routed to the publisher for the layer the subscription wants,
-    /// throttled per track and layer. Ignored for audio.
+    /// throttled per track and layer; for a relay member's subscription, for every layer it
+    /// passes through (use [`request_keyframe_from`](Self::request_keyframe_from) to ask for
+    /// one). Ignored for audio.
     pub fn request_keyframe(
         &mut self,
         subscriber: ParticipantId,
@@ -947,8 +1106,16 @@ impl Sfu {
         let (r, _) = self.find_subscription(subscriber, track)?;
         let t = &self.tracks[r.track];
         if t.kind == TrackKind::Video {
-            let layer = t.subscriptions[r.slot].keyframe_layer(t.format);
-            self.request_upstream(r.track, layer, now);
+            let sub = &t.subscriptions[r.slot];
+            let layers = if sub.relay {
+                0..=sub.target
+            } else {
+                let layer = sub.keyframe_layer(t.format);
+                layer..=layer
+            };
+            for layer in layers {
+                self.request_upstream(r.track, layer, now);
+            }
         }
         Ok(())
     }
@@ -974,6 +1141,34 @@ impl Sfu {
         self.request_keyframe(subscriber, track, now)
     }
 
+    /// Asks `publisher` for a keyframe of the layer it sends on its media id `media`, as if a
+    /// subscriber of that layer had asked: throttled per track and layer
+    /// (`keyframe_request_interval`) together with subscribers' requests, held while the
+    /// publisher is disconnected, and sent as [`Event::KeyframeRequest`]. For a relay's other
+    /// side, whose subscribers ask the shadow publisher for a layer by this same media id.
+    /// Ignored for audio.
+    ///
+    /// Errors: the publisher is unknown, or none of its live layers uses `media`
+    /// ([`SfuError::UnknownMedia`]).
+    pub fn request_keyframe_from(
+        &mut self,
+        publisher: ParticipantId,
+        media: MediaId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        if !self.participants.contains_key(&publisher) {
+            return Err(SfuError::UnknownParticipant(publisher));
+        }
+        let &(slot, layer) = self
+            .incoming
+            .get(&(publisher, media))
+            .ok_or(SfuError::UnknownMedia(media))?;
+        if self.tracks[slot].kind == TrackKind::Video {
+            self.request_upstream(slot, layer, now);
+        }
+        Ok(())
+    }
+
     // ---------------------------------------------------------------------------------------
     // Internals.
 
@@ -990,13 +1185,15 @@ impl Sfu {
         }
     }
 
-    /// Members of `room` other than `except`, in join order.
+    /// Who hears about what happens in `room`: its members other than `except`, ordinary ones
+    /// in join order, then relay members in join order.
     fn room_members(&self, room: &RoomName, except: ParticipantId) -> Vec<ParticipantId> {
         self.rooms
             .get(room)
             .map(|r| {
                 r.participants
                     .iter()
+                    .chain(&r.relays)
                     .copied()
                     .filter(|&p| p != except)
                     .collect()
@@ -1106,15 +1303,18 @@ impl Sfu {
         }
     }
 
-    /// Removes a participant that exists, with everything it owns, notifying the others.
+    /// Removes a participant that exists, with everything it owns, notifying the others (unless
+    /// it is a relay member). When it was the room's last ordinary member, the room closes and
+    /// its relay members are removed too: they are returned, for the caller to announce with
+    /// [`relays_removed`](Self::relays_removed) once it has announced its own removal.
     fn remove_participant(
         &mut self,
         participant: ParticipantId,
         reason: LeaveReason,
         now: Instant,
-    ) {
+    ) -> Vec<ParticipantId> {
         let Some(p) = self.participants.get_mut(&participant) else {
-            return;
+            return Vec::new();
         };
         let subscriptions = std::mem::take(&mut p.subscriptions);
         let published = p.published.clone();
@@ -1122,6 +1322,7 @@ impl Sfu {
             self.timers.remove(&(deadline, Timer::Grace(participant)));
         }
         let room = p.room.clone();
+        let relay = p.relay;
         for r in &subscriptions {
             self.tracks[r.track].subscriptions.remove(r.slot);
             self.stats.subscriptions -= 1;
@@ -1133,22 +1334,42 @@ impl Sfu {
         for slot in published {
             affected.extend(self.remove_track_quietly(slot));
         }
-        for other in self.room_members(&room, participant) {
-            self.notify(
-                other,
-                Notification::ParticipantLeft {
-                    participant,
-                    reason,
-                },
-            );
+        if !relay {
+            for other in self.room_members(&room, participant) {
+                self.notify(
+                    other,
+                    Notification::ParticipantLeft {
+                        participant,
+                        reason,
+                    },
+                );
+            }
         }
         self.participants.remove(&participant);
-        self.stats.participants -= 1;
+        if relay {
+            self.stats.relays -= 1;
+        } else {
+            self.stats.participants -= 1;
+        }
+        let mut relays = Vec::new();
         if let Some(r) = self.rooms.get_mut(&room) {
             r.participants.retain(|&o| o != participant);
+            r.relays.retain(|&o| o != participant);
             if r.participants.is_empty() {
+                // Relay members do not keep a room: they go with it. They subscribe to nothing
+                // by now (only ordinary members publish, and none is left).
+                relays = std::mem::take(&mut r.relays);
                 self.rooms.remove(&room);
                 self.stats.rooms -= 1;
+                for &relay in &relays {
+                    if let Some(p) = self.participants.remove(&relay) {
+                        if let Some(deadline) = p.disconnected_until {
+                            self.timers.remove(&(deadline, Timer::Grace(relay)));
+                        }
+                        self.stats.relays -= 1;
+                        debug!(participant = %relay, room = %room, "relay removed with its room");
+                    }
+                }
             }
         }
         affected.sort_unstable();
@@ -1157,6 +1378,18 @@ impl Sfu {
             if self.participants.contains_key(&subscriber) {
                 self.retarget(subscriber, now, None);
             }
+        }
+        relays
+    }
+
+    /// Announces the relay members [`remove_participant`](Self::remove_participant) removed
+    /// with their room.
+    fn relays_removed(&mut self, relays: Vec<ParticipantId>) {
+        for participant in relays {
+            self.events.push_back(Event::ParticipantRemoved {
+                participant,
+                reason: LeaveReason::RoomClosed,
+            });
         }
     }
 
@@ -1271,3 +1504,6 @@ fn lowest_free_media(subscriptions: &[SubscriptionRef]) -> MediaId {
 }
 
 mod layers;
+
+#[cfg(test)]
+mod tests;

@@ -25,8 +25,10 @@ pub struct SfuStats {
     pub notifications_dropped: u64,
     /// Rooms now.
     pub rooms: u64,
-    /// Participants now (connected or in their grace period).
+    /// Participants now (connected or in their grace period), relay members not included.
     pub participants: u64,
+    /// Relay members now ([`Sfu::join_relay`](super::Sfu::join_relay)).
+    pub relays: u64,
     /// Published tracks now.
     pub tracks: u64,
     /// Subscriptions now.

@@ -116,7 +116,7 @@ pub struct RoomSnapshot {
     /// The participant itself.
     pub you: ParticipantInfo,
     /// Every other participant present, in join order (disconnected ones in their grace period
-    /// included: they are still members).
+    /// included: they are still members; relay members never: they are invisible).
     pub participants: Vec<ParticipantInfo>,
     /// Every track other participants publish, in publish order.
     pub tracks: Vec<TrackInfo>,
@@ -131,8 +131,10 @@ pub struct SubscriptionInfo {
     /// its live subscriptions; freed ones are reused lowest first.
     pub media: MediaId,
     /// The SSRC every forwarded packet carries; stable across layer switches and resumes.
+    /// Reserved but unused for a relay member, whose packets keep the publisher's SSRCs.
     pub ssrc: u32,
-    /// The layer forwarded first (at subscribe), or now (in a [`ResumeSnapshot`]).
+    /// The layer forwarded first (at subscribe), or now (in a [`ResumeSnapshot`]); for a relay
+    /// member, the highest layer passed through.
     pub layer: u8,
 }
 
@@ -159,6 +161,9 @@ pub enum LeaveReason {
     Kicked,
     /// The server is shutting down or draining.
     Shutdown,
+    /// The room closed under a relay member: its last ordinary member left
+    /// ([`Sfu::join_relay`](super::Sfu::join_relay)). Only in [`Event::ParticipantRemoved`].
+    RoomClosed,
 }
 
 /// Something a participant should be told.
@@ -222,9 +227,10 @@ pub enum Event {
         /// The publisher's media id for that layer.
         media: MediaId,
     },
-    /// The core removed a participant on its own (its grace period ran out); the gateway can
-    /// forget its session. Not produced for [`Sfu::leave`](super::Sfu::leave), which the gateway
-    /// called itself.
+    /// The core removed a participant on its own (its grace period ran out, or it was a relay
+    /// member of a room that closed); the gateway can forget its session (or link). Not produced
+    /// for the participant [`Sfu::leave`](super::Sfu::leave) was called for, which the gateway
+    /// knows of.
     ParticipantRemoved {
         /// The participant, already gone from the core.
         participant: ParticipantId,
