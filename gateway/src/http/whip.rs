@@ -320,7 +320,7 @@ async fn accept(
     let worker = shared
         .media
         .placement()
-        .seat(participant, Some(&room))
+        .seat_at_home(participant, &room)
         .map_err(BridgeError::Placement)?;
     let answer = shared
         .media

@@ -126,7 +126,7 @@ impl Placement {
             return Err(PlacementError::IdInUse);
         }
         let worker = match room {
-            Some(room) => inner.place(room, self.max_rooms, self.spread_at)?.0,
+            Some(room) => inner.place(room, self.max_rooms, self.spread_at, false)?.0,
             None => inner.least_loaded(),
         };
         inner.load[worker] += 1;
@@ -136,6 +136,31 @@ impl Placement {
                 worker,
                 room: room.cloned(),
                 granted: room.is_some(),
+            },
+        );
+        Ok(worker)
+    }
+
+    /// Seats a WebRTC peer of `room` (WHIP/WHEP) on the room's home, whatever the room's
+    /// spread: a bridge peer joins its room directly, without waiting for a satellite to learn
+    /// the room. Returns the worker.
+    pub(crate) fn seat_at_home(
+        &self,
+        participant: ParticipantId,
+        room: &RoomId,
+    ) -> Result<usize, PlacementError> {
+        let mut inner = self.lock();
+        if inner.seats.contains_key(&participant) {
+            return Err(PlacementError::IdInUse);
+        }
+        let (worker, _) = inner.place(room, self.max_rooms, self.spread_at, true)?;
+        inner.load[worker] += 1;
+        inner.seats.insert(
+            participant,
+            Seat {
+                worker,
+                room: Some(room.clone()),
+                granted: true,
             },
         );
         Ok(worker)
@@ -174,7 +199,7 @@ impl Placement {
             Some(other) => return Err(PlacementError::OtherRoom(other.clone())),
             None => {}
         }
-        let (worker, home) = inner.place(room, self.max_rooms, self.spread_at)?;
+        let (worker, home) = inner.place(room, self.max_rooms, self.spread_at, false)?;
         inner.load[from] -= 1;
         inner.load[worker] += 1;
         if let Some(seat) = inner.seats.get_mut(&participant) {
@@ -243,11 +268,12 @@ impl Inner {
         room: &RoomId,
         max_rooms: usize,
         spread_at: usize,
+        at_home: bool,
     ) -> Result<(usize, usize), PlacementError> {
         let workers = self.load.len();
         if let Some(place) = self.rooms.get(room) {
             let home = place.home;
-            let worker = if place.seated[home] < spread_at {
+            let worker = if at_home || place.seated[home] < spread_at {
                 home
             } else if let Some(satellite) =
                 (0..workers).find(|&w| place.seated[w] > 0 && place.seated[w] < spread_at)

@@ -94,11 +94,6 @@ impl Spread {
         }
     }
 
-    /// Whether `participant` is a shadow (its notifications and media go nowhere here).
-    pub(crate) fn is_shadow(&self, participant: sfu::ParticipantId) -> bool {
-        self.shadows.contains_key(&participant)
-    }
-
     /// A `Join` of `room` on this hub, whose home is `home`: `Some` gives it back to be applied
     /// now; `None` keeps it until the home's snapshot has arrived (asking for it if this is the
     /// room's first join here).
@@ -274,7 +269,7 @@ impl Spread {
                 timed_out: matches!(reason, LeaveReason::Timeout),
             },
             Notification::TrackPublished(info) if own(&info.participant) => {
-                let Some(spec) = core.sfu.track_spec(info.track).cloned() else {
+                let Some(spec) = core.sfu.track_spec(info.track) else {
                     return true;
                 };
                 let Some(first) = spec.layers.first().map(|l| l.media) else {
@@ -571,7 +566,7 @@ impl Spread {
             .filter_map(|t| {
                 Some(RemoteTrack {
                     participant: t.participant.0,
-                    spec: core.sfu.track_spec(t.track)?.clone(),
+                    spec: core.sfu.track_spec(t.track)?,
                 })
             })
             .collect();

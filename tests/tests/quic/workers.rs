@@ -190,3 +190,101 @@ async fn one_shared_webrtc_port_reaches_the_peers_of_every_worker() {
     }
     gw.stop().await;
 }
+
+/// A room beyond `media.room_spread_at` participants on its home spreads to the other worker:
+/// a native publisher and a subscriber on the home, two subscribers (one over WebTransport) on
+/// the satellite. Every subscriber gets every packet once, in order, on its own SSRC with
+/// consecutive sequence numbers, and a keyframe request from the satellite's side reaches the
+/// publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spread_over_two_workers_reaches_every_subscriber_once_in_order() {
+    let gw = TestGateway::start_with(|c| {
+        c.media.workers = Some(2);
+        c.media.room_spread_at = 2;
+    })
+    .await;
+    let publisher = gw.native("big", "publisher").await;
+    let near = gw.native("big", "near").await;
+    let far = gw.native("big", "far").await;
+    let far_wt = gw.webtransport("big", "far-wt").await;
+    for (worker, participants) in [(0, 2.0), (1, 2.0)] {
+        gw.wait_metric_where(
+            "strait_worker_participants",
+            &format!("worker=\"{worker}\""),
+            |v| v >= participants,
+        )
+        .await;
+    }
+    let track = publisher
+        .publish(strait_tests::bridge::VideoCodec::Vp8.spec(96))
+        .await
+        .expect("publish");
+    let mut subscriptions = Vec::new();
+    for session in [&near, &far, &far_wt] {
+        let me = session.participant();
+        let remote = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(t) = session
+                    .tracks()
+                    .into_iter()
+                    .find(|t| t.participant != me && t.participant == publisher.participant())
+                {
+                    return t.track;
+                }
+                session.next_event().await.expect("session open");
+            }
+        })
+        .await
+        .expect("the publisher's track is announced on both workers");
+        let sub = session.subscribe(remote, None).await.expect("subscribe");
+        subscriptions.push((remote, sub));
+    }
+
+    // A keyframe first, then 99 more packets.
+    const N: u32 = 100;
+    for n in 0..N {
+        let packet = rtp::vp8(u16::try_from(n).unwrap(), n * 3000, 0x0b16, n == 0, n);
+        publisher.send_rtp(track.media[0], &packet).expect("send");
+    }
+    for (session, (_, sub)) in [&near, &far, &far_wt].into_iter().zip(&subscriptions) {
+        let mut got = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            while got.len() < N as usize {
+                let packet = session.recv_media().await.expect("media");
+                if packet.media == sub.media {
+                    got.push(packet.rtp.to_vec());
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{} of {N} packets arrived", got.len()));
+        for packet in &got {
+            assert_eq!(rtp::ssrc(packet), sub.ssrc);
+        }
+        let indices: std::collections::BTreeSet<u32> =
+            got.iter().map(|p| rtp::index_at(p, 16)).collect();
+        assert_eq!(indices.len(), N as usize, "every packet once");
+        rtp::assert_consecutive_in_publisher_order(&got, 16);
+    }
+
+    // A keyframe request of a subscriber on the satellite reaches the publisher on the home.
+    far.request_keyframe(subscriptions[1].0, None)
+        .await
+        .expect("keyframe request");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match publisher.next_event().await {
+                Some(strait_client::SessionEvent::KeyframeRequested { .. }) => return,
+                Some(_) => {}
+                None => panic!("the publisher's session ended"),
+            }
+        }
+    })
+    .await
+    .expect("the publisher is asked for a keyframe");
+
+    for session in [publisher, near, far, far_wt] {
+        session.leave().await.expect("leave");
+    }
+    gw.stop().await;
+}
