@@ -625,6 +625,9 @@ impl Config {
                 return invalid("webrtc.ice_timeout must be at least 1s".into());
             }
         }
+        if self.media.room_spread_at == 0 {
+            return invalid("media.room_spread_at must be at least 1".into());
+        }
         if let Some(workers) = self.media.workers
             && !(1..=MAX_MEDIA_WORKERS).contains(&workers)
         {

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{AttachRequest, Attached, ConnId, Hub, Output};
-use super::pipe::{PipeMessage, Pipes};
+use super::pipe::{PipeMessage, PipeReceiver, Pipes};
 use super::placement::Placement;
 use super::{Attach, MediaIn, Transfer, WorkerCommand};
 use super::{Connection, DatagramSendError};
@@ -143,7 +143,7 @@ impl Driver {
         mut self,
         mut commands: mpsc::Receiver<WorkerCommand>,
         mut media: mpsc::Receiver<MediaIn>,
-        mut pipe: mpsc::Receiver<PipeMessage>,
+        mut pipe: PipeReceiver,
         stop: CancellationToken,
     ) {
         let mut batch = Vec::with_capacity(MEDIA_BATCH);
@@ -180,7 +180,7 @@ impl Driver {
             // (media, datagrams, commands) cannot starve the others or the timers.
             self.sweep(&mut commands, &mut media, &mut batch, &mut buf);
             while piped.len() < PIPE_BATCH {
-                let Ok(message) = pipe.try_recv() else {
+                let Some(message) = pipe.try_recv() else {
                     break;
                 };
                 piped.push(message);

@@ -149,26 +149,95 @@ pub(crate) enum PipeError {
     Closed,
 }
 
-/// Every worker's inbound queue, and which worker holds each local ICE ufrag.
+/// Every worker's inbound queues, and which worker holds each local ICE ufrag.
+///
+/// Each worker has two lanes: datagrams and media in a bounded queue ([`PIPE_CAPACITY`]; full:
+/// the message is refused, and counted by the sender), and a spread room's state (who joined,
+/// left, published…) in a queue that never refuses: losing one would leave the room's instances
+/// disagreeing for good. The state lane holds as many messages as the room's control events,
+/// which the sessions' rate limits bound; it is read first.
 #[derive(Debug)]
 pub(crate) struct Pipes {
     senders: Vec<mpsc::Sender<PipeMessage>>,
+    state: Vec<mpsc::UnboundedSender<PipeMessage>>,
     ufrags: Mutex<HashMap<String, usize>>,
+}
+
+/// A worker's end of its pipe (both lanes).
+#[derive(Debug)]
+pub(crate) struct PipeReceiver {
+    media: mpsc::Receiver<PipeMessage>,
+    state: mpsc::UnboundedReceiver<PipeMessage>,
+}
+
+impl PipeReceiver {
+    /// Waits for messages and takes up to `limit` into `into`, the state lane's first; 0 when
+    /// the pipes are gone (both lanes close together). Cancel-safe.
+    pub(crate) async fn recv_many(&mut self, into: &mut Vec<PipeMessage>, limit: usize) -> usize {
+        let first = tokio::select! {
+            biased;
+            message = self.state.recv() => message,
+            message = self.media.recv() => message,
+        };
+        let Some(first) = first else {
+            return 0;
+        };
+        into.push(first);
+        let mut n = 1;
+        while n < limit {
+            let Some(message) = self.try_recv() else {
+                break;
+            };
+            into.push(message);
+            n += 1;
+        }
+        n
+    }
+
+    /// A message waiting now, the state lane's first.
+    pub(crate) fn try_recv(&mut self) -> Option<PipeMessage> {
+        self.state
+            .try_recv()
+            .ok()
+            .or_else(|| self.media.try_recv().ok())
+    }
 }
 
 impl Pipes {
     /// Pipes into `workers` workers: the shared sending side, and each worker's receiver.
-    pub(crate) fn new(workers: usize) -> (Pipes, Vec<mpsc::Receiver<PipeMessage>>) {
-        let (senders, receivers) = (0..workers).map(|_| mpsc::channel(PIPE_CAPACITY)).unzip();
+    pub(crate) fn new(workers: usize) -> (Pipes, Vec<PipeReceiver>) {
+        let mut senders = Vec::with_capacity(workers);
+        let mut state = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (media_tx, media_rx) = mpsc::channel(PIPE_CAPACITY);
+            let (state_tx, state_rx) = mpsc::unbounded_channel();
+            senders.push(media_tx);
+            state.push(state_tx);
+            receivers.push(PipeReceiver {
+                media: media_rx,
+                state: state_rx,
+            });
+        }
         let pipes = Pipes {
             senders,
+            state,
             ufrags: Mutex::new(HashMap::new()),
         };
         (pipes, receivers)
     }
 
-    /// Hands `message` to worker `to` without waiting.
+    /// Hands `message` to worker `to` without waiting: a spread room's state on the lane that
+    /// never refuses, anything else on the bounded one.
     pub(crate) fn send(&self, to: usize, message: PipeMessage) -> Result<(), PipeError> {
+        let is_state = matches!(
+            &message,
+            PipeMessage::Room { message, .. } if !matches!(message, RoomMessage::Media { .. })
+        );
+        if is_state {
+            let sender = self.state.get(to).ok_or(PipeError::Closed)?;
+            return sender.send(message).map_err(|_| PipeError::Closed);
+        }
         let sender = self.senders.get(to).ok_or(PipeError::Closed)?;
         sender.try_send(message).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => PipeError::Full,
@@ -226,9 +295,20 @@ mod tests {
             pipes.send(1, datagram()).unwrap();
         }
         assert_eq!(pipes.send(1, datagram()), Err(PipeError::Full));
+        // A spread room's state still goes through, and is read first.
+        let state = PipeMessage::Room {
+            room: "r".into(),
+            from: 0,
+            message: RoomMessage::Close,
+        };
+        pipes.send(1, state).unwrap();
         assert!(matches!(
             receivers[1].try_recv(),
-            Ok(PipeMessage::Datagram { .. })
+            Some(PipeMessage::Room { .. })
+        ));
+        assert!(matches!(
+            receivers[1].try_recv(),
+            Some(PipeMessage::Datagram { .. })
         ));
         pipes.send(1, datagram()).unwrap();
         drop(receivers.remove(0));

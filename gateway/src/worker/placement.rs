@@ -3,11 +3,14 @@
 //! A room lives on one worker, its home, chosen when its first participant is seated: the worker
 //! with the fewest participants then. A room with `spread_at` participants seated at home
 //! spreads: its next participants are seated on other workers (those it is on already while they
-//! hold fewer than `spread_at` of it, else the least loaded), each a satellite of the home. Every participant is seated on one worker too: its room's when its
-//! token names one room (the usual case), the least loaded one otherwise (an admin token, whose
-//! room is known only at its `Join`; the participant then moves to the room's worker before it
-//! joins, see [`Placement::join`]). A room's entry lives as long as one participant is seated in
-//! it, so a room is never placed twice: its next participant finds it where its first ones are.
+//! hold fewer than `spread_at` of it, else the least loaded), each a satellite of the home
+//! (`super::spread`). WHIP/WHEP peers are always seated at home.
+//!
+//! Every participant is seated on one worker too: one of its room's when its token names one
+//! room (the usual case), the least loaded one otherwise (an admin token, whose room is known
+//! only at its `Join`; the participant then moves to a worker of its room before it joins, see
+//! [`Placement::join`]). A room's entry lives as long as one participant is seated in it, so a
+//! room is never placed twice: its next participant finds it where its first ones are.
 //!
 //! The placement is shared by every session, the HTTP surface and every worker's driver (which
 //! reports participants it let go of). It is consulted when a participant is seated, joins,
