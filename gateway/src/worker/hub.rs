@@ -894,14 +894,19 @@ fn forward(
     rtp: &Bytes,
     now: Instant,
 ) {
-    let room = core
-        .members
-        .get(&publisher)
-        .and_then(|m| m.principal.room.as_ref())
-        .map(|r| r.as_str().to_owned())
-        .or_else(|| spread.shadow_room(publisher).map(str::to_owned));
-    if let Some(room) = room {
-        spread.media(core, &room, publisher, media, rtp);
+    // Only packets of spread rooms cross the pipe; a node without any pays one check.
+    if spread.any() {
+        let room = core
+            .members
+            .get(&publisher)
+            .and_then(|m| m.principal.room.as_ref())
+            .map(|r| r.as_str())
+            .or_else(|| spread.shadow_room(publisher))
+            .filter(|room| spread.is_spread(room))
+            .map(str::to_owned);
+        if let Some(room) = room {
+            spread.media(core, &room, publisher, media, rtp);
+        }
     }
     let Core {
         sfu,

@@ -94,6 +94,16 @@ impl Spread {
         }
     }
 
+    /// Whether this hub holds any spread room.
+    pub(crate) fn any(&self) -> bool {
+        !self.links.is_empty()
+    }
+
+    /// Whether `room` is spread (this hub is its home with satellites, or a satellite).
+    pub(crate) fn is_spread(&self, room: &str) -> bool {
+        self.links.contains_key(room)
+    }
+
     /// A `Join` of `room` on this hub, whose home is `home`: `Some` gives it back to be applied
     /// now; `None` keeps it until the home's snapshot has arrived (asking for it if this is the
     /// room's first join here).
