@@ -44,6 +44,10 @@ struct Args {
     /// The gateway binary.
     #[arg(long, default_value = "target/release/strait")]
     strait: PathBuf,
+    /// `key=value` settings for the gateway (`strait serve --set`), e.g.
+    /// `media.room_spread_at=500`.
+    #[arg(long = "set")]
+    settings: Vec<String>,
     #[command(flatten)]
     fanout: FanoutArgs,
 }
@@ -61,16 +65,18 @@ const MAX_SIZE: usize = 1400;
 
 /// Starts the gateway sized for `n` subscribers: every session comes from 127.0.0.1 and joins one
 /// room.
-async fn start_gateway(strait: &std::path::Path, n: usize) -> Result<GatewayChild> {
+async fn start_gateway(
+    strait: &std::path::Path,
+    n: usize,
+    extra: &[String],
+) -> Result<GatewayChild> {
     let room_size = n + 16;
-    GatewayChild::start(
-        strait,
-        &[
-            format!("limits.max_sessions_per_ip={room_size}"),
-            format!("limits.max_participants_per_room={room_size}"),
-        ],
-    )
-    .await
+    let mut settings = vec![
+        format!("limits.max_sessions_per_ip={room_size}"),
+        format!("limits.max_participants_per_room={room_size}"),
+    ];
+    settings.extend(extra.iter().cloned());
+    GatewayChild::start(strait, &settings).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -243,7 +249,7 @@ async fn send_paced(
 
 async fn run_once(args: &Args, n: usize) -> Result<RunResult> {
     let rate = args.rate_for(n);
-    let gateway = Arc::new(start_gateway(&args.strait, n).await?);
+    let gateway = Arc::new(start_gateway(&args.strait, n, &args.settings).await?);
     let result = measure(args, &gateway, n, rate).await;
     match Arc::try_unwrap(gateway) {
         Ok(gateway) => gateway.stop().await,
