@@ -57,8 +57,8 @@ pub(crate) enum PipeMessage {
 /// What the workers that hold parts of one room tell each other. The room's home worker is the
 /// hub of a star: each satellite talks to the home only, and the home passes on what one
 /// satellite says to the others. Every message names its subject by values that mean the same on
-/// every worker — participant ids (drawn once for the node) and a publisher's own media ids —
-/// never by a worker's local track ids.
+/// every worker: participant ids (drawn once for the node), track ids (stand-ins keep the
+/// original's) and a publisher's own media ids.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RoomMessage {
     /// Satellite → home: a participant is about to join the room here; send the room.
@@ -134,6 +134,8 @@ pub(crate) struct RemoteMember {
 /// A track of a spread room, with everything needed to publish its stand-in elsewhere.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RemoteTrack {
+    /// Its id (the same on every worker: stand-ins are published with it).
+    pub(crate) track: u64,
     /// Its publisher.
     pub(crate) participant: u64,
     /// What it is, with its publisher's layer media ids.

@@ -8,7 +8,8 @@
 //!   other workers from there;
 //! - a **shadow** for every participant of the other workers: an ordinary participant of the
 //!   instance, with the same id, identity and name, publishing stand-ins of its tracks with its
-//!   own layer media ids. A subscriber here subscribes to a shadow's track like to any other, so
+//!   own layer media ids and its track id (so that clients see one id for it on every worker).
+//!   A subscriber here subscribes to a shadow's track like to any other, so
 //!   its rewrite state (SSRC, sequence numbers, layer, keyframe wait) lives here, on its own
 //!   worker.
 //!
@@ -288,6 +289,7 @@ impl Spread {
                 self.own_tracks
                     .insert(info.track, (info.participant, first));
                 RoomMessage::Published(RemoteTrack {
+                    track: info.track.0,
                     participant: info.participant.0,
                     spec,
                 })
@@ -401,7 +403,12 @@ impl Spread {
         {
             return;
         }
-        if let Ok(id) = core.sfu.publish(participant, track.spec.clone(), now) {
+        let id = sfu::TrackId(track.track);
+        if core
+            .sfu
+            .publish_as(participant, track.spec.clone(), id, now)
+            .is_ok()
+        {
             self.stand_ins.insert((participant, first), id);
         }
     }
@@ -575,6 +582,7 @@ impl Spread {
             .filter(|t| origin(&t.participant) != to)
             .filter_map(|t| {
                 Some(RemoteTrack {
+                    track: t.track.0,
                     participant: t.participant.0,
                     spec: core.sfu.track_spec(t.track)?,
                 })

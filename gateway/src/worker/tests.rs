@@ -792,6 +792,7 @@ fn a_room_spread_over_two_workers_reaches_every_subscriber_once_in_order() {
             _ => None,
         })
         .expect("the publisher's track is announced on the satellite");
+    assert_eq!(remote, track, "the same track id on both workers");
     // The home's participants hear of the satellite's.
     shuttle(&mut [&mut home, &mut satellite]);
     assert!(home.told(2).iter().any(

@@ -9,6 +9,9 @@ use super::rtp::RtpError;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum SfuError {
+    /// A track with this id exists already ([`Sfu::publish_as`](super::Sfu::publish_as)).
+    #[error("track id {0} is in use")]
+    TrackIdInUse(TrackId),
     /// The participant is not in any room (never joined, or already left or removed).
     #[error("unknown participant {0}")]
     UnknownParticipant(ParticipantId),

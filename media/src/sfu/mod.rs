@@ -835,6 +835,32 @@ impl Sfu {
         spec: TrackSpec,
         now: Instant,
     ) -> Result<TrackId, SfuError> {
+        self.publish_with(participant, spec, None, now)
+    }
+
+    /// [`publish`](Self::publish), with the track id `id` rather than a fresh one: for the
+    /// stand-in of a track published on another instance of the room, so that clients see one
+    /// id for it everywhere. Refused when the id is in use ([`SfuError::TrackIdInUse`]) or 0.
+    pub fn publish_as(
+        &mut self,
+        participant: ParticipantId,
+        spec: TrackSpec,
+        id: TrackId,
+        now: Instant,
+    ) -> Result<TrackId, SfuError> {
+        if id.0 == 0 || self.track_index.contains_key(&id) {
+            return Err(SfuError::TrackIdInUse(id));
+        }
+        self.publish_with(participant, spec, Some(id), now)
+    }
+
+    fn publish_with(
+        &mut self,
+        participant: ParticipantId,
+        spec: TrackSpec,
+        id: Option<TrackId>,
+        now: Instant,
+    ) -> Result<TrackId, SfuError> {
         let _ = now;
         let p = self
             .participants
@@ -852,11 +878,14 @@ impl Sfu {
         if spec.codec.clock_rate == 0 {
             return Err(SfuError::InvalidCodec("clock rate is zero"));
         }
-        let id = loop {
-            let candidate = TrackId(self.rng.random());
-            if candidate.0 != 0 && !self.track_index.contains_key(&candidate) {
-                break candidate;
-            }
+        let id = match id {
+            Some(id) => id,
+            None => loop {
+                let candidate = TrackId(self.rng.random());
+                if candidate.0 != 0 && !self.track_index.contains_key(&candidate) {
+                    break candidate;
+                }
+            },
         };
         let format = match spec.kind {
             TrackKind::Audio => PayloadFormat::Audio,

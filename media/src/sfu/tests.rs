@@ -866,3 +866,31 @@ mod props {
         }
     }
 }
+
+#[test]
+fn publish_as_keeps_the_given_track_id_and_refuses_one_in_use() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let original = h.publish(1, video_track(&[10]));
+    // The stand-in of a track of another instance keeps that track's id.
+    let mut other = Harness::new();
+    other.join(7, "r");
+    let stand_in = other
+        .sfu
+        .publish_as(p(7), video_track(&[10]), original, other.now)
+        .expect("publish_as");
+    assert_eq!(stand_in, original);
+    assert_eq!(other.sfu.track_spec(original), Some(video_track(&[10])));
+    // An id in use, or 0, is refused; nothing is published.
+    assert_eq!(
+        h.sfu.publish_as(p(2), video_track(&[20]), original, h.now),
+        Err(SfuError::TrackIdInUse(original))
+    );
+    assert_eq!(
+        h.sfu
+            .publish_as(p(2), video_track(&[20]), TrackId(0), h.now),
+        Err(SfuError::TrackIdInUse(TrackId(0)))
+    );
+    assert_eq!(h.sfu.stats().tracks, 1);
+}

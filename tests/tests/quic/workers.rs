@@ -236,6 +236,7 @@ async fn a_room_spread_over_two_workers_reaches_every_subscriber_once_in_order()
         })
         .await
         .expect("the publisher's track is announced on both workers");
+        assert_eq!(remote, track.track, "one track id on every worker");
         let sub = session.subscribe(remote, None).await.expect("subscribe");
         subscriptions.push((remote, sub));
     }
