@@ -53,7 +53,7 @@ use crate::session::core::{
     HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
 };
 use crate::worker::hub::Attached;
-use crate::worker::{WorkerCommand, WorkerHandle, translate};
+use crate::worker::{WorkerCommand, WorkerHandle};
 
 /// Adds the `/ws/rtc` route.
 pub(crate) fn routes(router: Router<Arc<HttpState>>) -> Router<Arc<HttpState>> {
@@ -335,32 +335,17 @@ async fn serve(
                     );
                 }
                 SessionOutput::Hub(HubRequest::Request { message, .. }) => {
-                    let mut home = None;
-                    if let ControlMessage::Join(join) = &message {
-                        match shared.media.join(participant, &join.room).await {
-                            Ok((index, room_home)) => {
-                                *worker = Some(shared.media.worker(index).clone());
-                                home = Some(room_home);
+                    match shared.media.request(participant, message, None).await {
+                        Ok((routed, command)) => {
+                            if routed.is_some() {
+                                *worker = routed;
                             }
-                            Err(e) => {
-                                let refusal =
-                                    translate::error(join.request, e.code(), e.to_string());
-                                send(socket, &refusal).await?;
-                                continue;
+                            if let Some(worker) = worker.as_ref() {
+                                worker.send(command).await;
                             }
                         }
+                        Err(refusal) => send(socket, &refusal).await?,
                     }
-                    let Some(worker) = worker.as_ref() else {
-                        continue;
-                    };
-                    worker
-                        .send(WorkerCommand::Request {
-                            participant,
-                            message,
-                            join_started: None,
-                            home,
-                        })
-                        .await;
                 }
                 SessionOutput::Hub(HubRequest::Offer { sdp }) => {
                     if let Some(worker) = worker.as_ref() {

@@ -29,7 +29,7 @@ use crate::session::SessionContext;
 use crate::session::core::{
     HelloFacts, HubRequest, Incoming, RateLimit, SessionCore, SessionEnd, SessionOutput,
 };
-use crate::worker::{Attach, Connection, WorkerCommand, WorkerHandle, translate};
+use crate::worker::{Attach, Connection, WorkerCommand, WorkerHandle};
 
 /// Bytes taken from the control stream per read. Control messages are small (a `ClientHello`
 /// with its token is a few hundred bytes); a larger frame is assembled over several reads. Every
@@ -407,33 +407,21 @@ async fn carry_out(
             SessionOutput::Hub(HubRequest::Request {
                 message,
                 join_started,
-            }) => {
-                let mut home = None;
-                if let ControlMessage::Join(join) = &message {
-                    match shared.media.join(participant, &join.room).await {
-                        Ok((index, room_home)) => {
-                            *worker = shared.media.worker(index).clone();
-                            home = Some(room_home);
-                        }
-                        Err(e) => {
-                            let _ = control.try_send(translate::error(
-                                join.request,
-                                e.code(),
-                                e.to_string(),
-                            ));
-                            continue;
-                        }
+            }) => match shared
+                .media
+                .request(participant, message, join_started)
+                .await
+            {
+                Ok((routed, command)) => {
+                    if let Some(routed) = routed {
+                        *worker = routed;
                     }
+                    worker.send(command).await;
                 }
-                worker
-                    .send(WorkerCommand::Request {
-                        participant,
-                        message,
-                        join_started,
-                        home,
-                    })
-                    .await;
-            }
+                Err(refusal) => {
+                    let _ = control.try_send(refusal);
+                }
+            },
             SessionOutput::Hub(HubRequest::Offer { .. }) | SessionOutput::Attach { .. } => {}
             SessionOutput::End(end) => return Some(end),
         }

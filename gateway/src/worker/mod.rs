@@ -358,6 +358,35 @@ impl Media {
         }
     }
 
+    /// A room or track request of `participant`, ready for its worker: a `Join` is routed to a
+    /// worker of its room first ([`join`](Self::join)), and the handle of that worker comes back
+    /// for the session to keep. A `Join` that cannot be placed gets its `Error` answer instead.
+    pub(crate) async fn request(
+        &self,
+        participant: ParticipantId,
+        message: ControlMessage,
+        join_started: Option<Instant>,
+    ) -> Result<(Option<WorkerHandle>, WorkerCommand), ControlMessage> {
+        let mut routed = None;
+        let mut home = None;
+        if let ControlMessage::Join(join) = &message {
+            match self.join(participant, &join.room).await {
+                Ok((worker, room_home)) => {
+                    routed = Some(self.worker(worker).clone());
+                    home = Some(room_home);
+                }
+                Err(e) => return Err(translate::error(join.request, e.code(), e.to_string())),
+            }
+        }
+        let command = WorkerCommand::Request {
+            participant,
+            message,
+            join_started,
+            home,
+        };
+        Ok((routed, command))
+    }
+
     /// Where a participant's `Join` of `room` goes: its room's worker. A participant seated
     /// elsewhere (a token for any room) moves there first: its worker lets go of it and the
     /// room's worker takes it in, with its session's port, before the `Join` is sent.
