@@ -1533,6 +1533,3 @@ fn lowest_free_media(subscriptions: &[SubscriptionRef]) -> MediaId {
 }
 
 mod layers;
-
-#[cfg(test)]
-mod tests;

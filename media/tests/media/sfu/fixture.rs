@@ -17,6 +17,7 @@ pub(crate) const HIGH: u32 = 1_500_000;
 pub(crate) struct Received {
     pub(crate) to: ParticipantId,
     pub(crate) media: MediaId,
+    pub(crate) track: TrackId,
     pub(crate) layer: u8,
     pub(crate) ssrc: u32,
     pub(crate) seq: u16,
@@ -103,6 +104,12 @@ impl Harness {
         self.sfu.join(p(id), room, meta, self.now).expect("join")
     }
 
+    pub(crate) fn join_relay(&mut self, id: u64, room: &str) -> RoomSnapshot {
+        self.sfu
+            .join_relay(p(id), room, self.now)
+            .expect("join_relay")
+    }
+
     pub(crate) fn publish(&mut self, id: u64, spec: TrackSpec) -> TrackId {
         self.sfu.publish(p(id), spec, self.now).expect("publish")
     }
@@ -124,6 +131,7 @@ impl Harness {
                 received.push(Received {
                     to: fwd.to,
                     media: fwd.media,
+                    track: fwd.track,
                     layer: fwd.layer,
                     ssrc: fwd.ssrc(),
                     seq: fwd.sequence_number(),

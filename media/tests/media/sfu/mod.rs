@@ -8,5 +8,6 @@ mod grace;
 mod keyframes;
 mod limits;
 mod props;
+mod relay;
 mod rooms;
 mod simulcast;
