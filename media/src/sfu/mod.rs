@@ -501,60 +501,54 @@ impl Sfu {
                 stats.drops.subscriber_disconnected += 1;
                 continue;
             }
-            if sub.relay {
+            let rewritten = if sub.relay {
                 // The other side chooses layers and starts at keyframes itself: pass it through.
                 if sub.max_layer.is_some_and(|max| layer > max) {
                     stats.drops.other_layer += 1;
                     continue;
                 }
-                stats.packets_forwarded += 1;
-                stats.bytes_forwarded += bytes;
-                out(Forward::new(
-                    sub.subscriber,
-                    sub.media,
-                    track.id,
-                    layer,
-                    packet,
-                    (header.ssrc, seq, ts),
-                ));
-                continue;
-            }
-            let rewritten = match sub.current {
-                Some(current) if current == layer => match sub.rewrite.map(seq, ts, now) {
-                    Mapped::Send(seq, ts) => (seq, ts),
-                    Mapped::Stale => {
-                        stats.drops.waiting_for_keyframe += 1;
+                (header.ssrc, seq, ts)
+            } else {
+                let (seq, ts) = match sub.current {
+                    Some(current) if current == layer => match sub.rewrite.map(seq, ts, now) {
+                        Mapped::Send(seq, ts) => (seq, ts),
+                        Mapped::Stale => {
+                            stats.drops.waiting_for_keyframe += 1;
+                            continue;
+                        }
+                        Mapped::Discontinuity => {
+                            sub.rewrite.start_segment(seq, ts, now, clock_rate)
+                        }
+                    },
+                    current if sub.target == layer && (switchable || current.is_none()) => {
+                        if !*keyframe.get_or_insert_with(|| format.is_keyframe_start(payload)) {
+                            stats.drops.waiting_for_keyframe += 1;
+                            continue;
+                        }
+                        let rewritten = sub.rewrite.start_segment(seq, ts, now, clock_rate);
+                        sub.current = Some(layer);
+                        if current.is_some() {
+                            stats.layer_switches += 1;
+                            debug!(subscriber = %sub.subscriber, track = %track.id, layer, "layer switched");
+                        }
+                        if sub.announced != layer {
+                            sub.announced = layer;
+                            events.push_back(Event::Notify {
+                                to: sub.subscriber,
+                                notification: Notification::LayerSwitched {
+                                    track: track.id,
+                                    layer,
+                                },
+                            });
+                        }
+                        rewritten
+                    }
+                    _ => {
+                        stats.drops.other_layer += 1;
                         continue;
                     }
-                    Mapped::Discontinuity => sub.rewrite.start_segment(seq, ts, now, clock_rate),
-                },
-                current if sub.target == layer && (switchable || current.is_none()) => {
-                    if !*keyframe.get_or_insert_with(|| format.is_keyframe_start(payload)) {
-                        stats.drops.waiting_for_keyframe += 1;
-                        continue;
-                    }
-                    let rewritten = sub.rewrite.start_segment(seq, ts, now, clock_rate);
-                    sub.current = Some(layer);
-                    if current.is_some() {
-                        stats.layer_switches += 1;
-                        debug!(subscriber = %sub.subscriber, track = %track.id, layer, "layer switched");
-                    }
-                    if sub.announced != layer {
-                        sub.announced = layer;
-                        events.push_back(Event::Notify {
-                            to: sub.subscriber,
-                            notification: Notification::LayerSwitched {
-                                track: track.id,
-                                layer,
-                            },
-                        });
-                    }
-                    rewritten
-                }
-                _ => {
-                    stats.drops.other_layer += 1;
-                    continue;
-                }
+                };
+                (sub.ssrc, seq, ts)
             };
             stats.packets_forwarded += 1;
             stats.bytes_forwarded += bytes;
@@ -564,7 +558,7 @@ impl Sfu {
                 track.id,
                 layer,
                 packet,
-                (sub.ssrc, rewritten.0, rewritten.1),
+                rewritten,
             ));
         }
 
