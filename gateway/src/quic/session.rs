@@ -599,8 +599,10 @@ fn handle_datagram(
         Ok(Datagram::Media { media, rtp }) => {
             packets_in.inc();
             bytes_in.inc_by(rtp.len() as u64);
-            if budget.allow(Instant::now()) {
-                worker.media(participant, media, rtp);
+            // One reading of the clock per packet, for the budget and the worker alike.
+            let now = Instant::now();
+            if budget.allow(now) {
+                worker.media(participant, media, rtp, now);
             } else {
                 shared.metrics.count_drop(DropReason::MediaBudget);
             }

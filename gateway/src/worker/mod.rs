@@ -289,13 +289,19 @@ impl WorkerHandle {
         rx.await.unwrap_or(Err(BridgeError::ShuttingDown))
     }
 
-    /// Queues a media packet, or drops and counts it when the queue is full.
-    pub(crate) fn media(&self, participant: ParticipantId, media: MediaId, rtp: Bytes) {
+    /// Queues a media packet that arrived `at`, or drops and counts it when the queue is full.
+    pub(crate) fn media(
+        &self,
+        participant: ParticipantId,
+        media: MediaId,
+        rtp: Bytes,
+        at: Instant,
+    ) {
         let packet = MediaIn {
             participant,
             media,
             rtp,
-            at: Instant::now(),
+            at,
         };
         if self.media.try_send(packet).is_err() {
             self.metrics.count_drop(DropReason::WorkerQueueFull);
