@@ -798,6 +798,10 @@ impl Hub {
                 }
                 // A spread room's instance with none of this hub's participants left closes.
                 for room in std::mem::take(&mut self.core.left_rooms) {
+                    // Only a spread room's instance is looked at: other rooms close on their own.
+                    if !self.spread.is_spread(&room) {
+                        continue;
+                    }
                     let anyone = self.core.members.values().any(|m| {
                         m.principal
                             .room
