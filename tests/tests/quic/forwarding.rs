@@ -2,9 +2,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use strait_client::{Session, SessionEvent};
+use std::time::Duration;
+
+use strait_client::{Client, Session, SessionEvent, Transport};
 use strait_protocol::TrackId;
 use strait_tests::fixture::{TestGateway, WAIT, opus_spec, rtp};
+use strait_tests::relay::{Impairment, RelayConfig, UdpRelay};
 
 /// Waits until `session` has seen `TrackPublished` for `count` tracks other than its own.
 async fn wait_for_tracks(session: &Session, count: usize) -> Vec<TrackId> {
@@ -124,7 +127,24 @@ async fn datagrams_displaced_from_a_full_send_buffer_are_counted() {
     })
     .await;
     let publisher = gw.native("burst", "publisher").await;
-    let subscriber = gw.native("burst", "subscriber").await;
+    // The subscriber is 200 ms away (a delaying relay): the gateway's congestion window lets
+    // only a few datagrams be in flight toward it, so a burst must fill its send buffer.
+    let mut relay = RelayConfig::new(gw.quic_addr());
+    relay.to_client = Impairment {
+        delay: Duration::from_millis(200),
+        ..Impairment::none()
+    };
+    let relay = UdpRelay::start(relay).await.expect("relay");
+    let config = gw.client_config_to(
+        relay.local_addr(),
+        Transport::Quic,
+        gw.token("burst", "subscriber"),
+    );
+    let subscriber = tokio::time::timeout(WAIT, Client::connect(config))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    subscriber.join("burst").await.expect("join");
     let track = publisher.publish(opus_spec()).await.expect("publish");
     let tracks = wait_for_tracks(&subscriber, 1).await;
     subscriber
@@ -132,8 +152,14 @@ async fn datagrams_displaced_from_a_full_send_buffer_are_counted() {
         .await
         .expect("subscribe");
 
+    // In chunks of 10 KB, within the datagram buffers on the publisher's path (16 KiB here),
+    // each sent once the gateway has received the previous one: the whole burst reaches it.
     let payload = [0x55u8; 1000];
     for n in 0..BURST {
+        if n > 0 && n % 10 == 0 {
+            gw.wait_metric("strait_packets_in_total", |v| v >= f64::from(n))
+                .await;
+        }
         let seq = u16::try_from(n).unwrap();
         let packet = rtp::packet(111, false, seq, n * 960, 7, &payload);
         publisher
