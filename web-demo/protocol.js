@@ -485,6 +485,7 @@ const MESSAGES = [
     'IceCandidate',
     [['candidate', str(1024)], ['sdp_mid', opt(str(256))], ['sdp_mline_index', opt(u16)]],
   ],
+  ['NewResumeToken', [['resume_token', ResumeToken]]],
 ].map(([name, fields, check], kind) => ({ name, kind, body: struct(fields), check }));
 
 /** Number of message kinds this version knows; kinds at or above it are skipped. */

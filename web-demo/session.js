@@ -234,6 +234,11 @@ export class Session {
       this.helloWaiter = null;
       return;
     }
+    if (name === 'NewResumeToken') {
+      // Only the latest resume token is worth keeping (PROTOCOL.md section 7.8).
+      if (this.serverHello) this.serverHello.resume_token = fields.resume_token;
+      return;
+    }
     if (ANSWERS.has(name) && fields.request !== 0 && this.pending.has(fields.request)) {
       const waiter = this.pending.get(fields.request);
       this.pending.delete(fields.request);

@@ -527,6 +527,10 @@ impl Driver {
                 }
                 self.redirect = redirect;
             }
+            ControlMessage::NewResumeToken(t) => {
+                // Only the latest token is worth keeping (section 7.8).
+                lock(&shared.hello).resume_token = t.resume_token.clone();
+            }
             // Legacy WebRTC signaling has no meaning on this transport.
             ControlMessage::Sdp(_) | ControlMessage::IceCandidate(_) => {}
             // Known kinds only a client sends: the server broke the protocol (section 6.2).

@@ -112,11 +112,15 @@ pub enum ControlMessage {
     Sdp(SessionDescription),
     /// 26, both ways: a trickled ICE candidate.
     IceCandidate(IceCandidate),
+    // --- session, continued ---
+    /// 27, server → client: a resume token that replaces the last one (sent before the last
+    /// one expires, for as long as the session lives).
+    NewResumeToken(NewResumeToken),
 }
 
 impl ControlMessage {
     /// Number of message kinds this version knows; kinds at or above it are skipped on receipt.
-    pub const KINDS: u32 = 27;
+    pub const KINDS: u32 = 28;
 
     /// The wire kind (variant index) of this message.
     #[must_use]
@@ -149,6 +153,7 @@ impl ControlMessage {
             Self::Ack(_) => 24,
             Self::Sdp(_) => 25,
             Self::IceCandidate(_) => 26,
+            Self::NewResumeToken(_) => 27,
         }
     }
 
@@ -209,6 +214,13 @@ pub struct ServerHello {
     /// The largest datagram the server can currently send or receive on this connection; media
     /// packets must fit `max_datagram_size - 1 - varint_len(media id)`.
     pub max_datagram_size: u32,
+}
+
+/// A resume token that replaces the one of the `ServerHello` (or of the last `NewResumeToken`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewResumeToken {
+    /// Present this in a later `ClientHello.resume` to restore the session after a disconnect.
+    pub resume_token: ResumeToken,
 }
 
 /// A STUN or TURN server, as in the WebRTC `RTCIceServer` dictionary.

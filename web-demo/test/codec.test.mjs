@@ -115,9 +115,9 @@ test('u64 values above 2^53 decode to BigInt and encode back', () => {
 
 test('unknown message kinds are skipped, the next frame still decodes', () => {
   const reader = new FrameReader();
-  // Kind 27 (unknown to version 1) with two bytes of body, kind 300 (multi-byte), then Ping 7.
-  reader.push(fromHex('031b0102' + '03fb2c01' + '021407'));
-  assert.deepEqual(reader.next(), { unknownKind: 27 });
+  // Kind 28 (unknown to version 1) with two bytes of body, kind 300 (multi-byte), then Ping 7.
+  reader.push(fromHex('031c0102' + '03fb2c01' + '021407'));
+  assert.deepEqual(reader.next(), { unknownKind: 28 });
   assert.deepEqual(reader.next(), { unknownKind: 300 });
   assert.deepEqual(reader.next(), { message: { Ping: { nonce: 7 } } });
   assert.equal(reader.next(), null);

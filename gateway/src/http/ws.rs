@@ -331,6 +331,7 @@ async fn serve(
                         attached,
                         facts,
                         shared.credentials(),
+                        Instant::now(),
                         SystemTime::now(),
                     );
                 }
@@ -380,7 +381,9 @@ async fn serve(
                 socket.send(Message::Ping(Bytes::new())).await.map_err(|_| Lost)?;
             },
             () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()),
-                if deadline.is_some() => core.handle_timeout(Instant::now()),
+                if deadline.is_some() => {
+                    core.handle_timeout(shared.credentials(), Instant::now(), SystemTime::now());
+                }
             () = drain.cancelled(), if !draining => {
                 draining = true;
                 core.handle_drain();

@@ -283,6 +283,7 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
                         result,
                         facts,
                         shared.credentials(),
+                        Instant::now(),
                         SystemTime::now(),
                     );
                 }
@@ -310,7 +311,9 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
                 Instant::now(),
                 SystemTime::now(),
             ),
-            Err(_) => core.handle_timeout(Instant::now()),
+            Err(_) => {
+                core.handle_timeout(shared.credentials(), Instant::now(), SystemTime::now());
+            }
         }
     }
     let Some(participant) = core.participant() else {
@@ -460,7 +463,9 @@ async fn session_loop(
     // others over.
     let reading = reader.into_next();
     let receiving = link.read_datagram();
-    tokio::pin!(look, drain, reading, receiving);
+    // The core's timer (a live session's: the next resume token).
+    let timer = tokio::time::sleep_until(core_deadline(core));
+    tokio::pin!(look, drain, reading, receiving, timer);
 
     loop {
         tokio::select! {
@@ -514,11 +519,23 @@ async fn session_loop(
                 draining = true;
                 core.handle_drain();
             },
+            () = &mut timer => {
+                core.handle_timeout(shared.credentials(), Instant::now(), SystemTime::now());
+                timer.as_mut().reset(core_deadline(core));
+            },
         }
         if let Some(end) = carry_out(shared, core, participant, control, worker).await {
             return end;
         }
     }
+}
+
+/// When the core's timer is due, or far away when it has none.
+fn core_deadline(core: &SessionCore) -> tokio::time::Instant {
+    core.poll_timeout().map_or_else(
+        || tokio::time::Instant::now() + Duration::from_secs(24 * 3600),
+        tokio::time::Instant::from_std,
+    )
 }
 
 /// How often a session looks at its connection (address, bandwidth estimate) while it carries

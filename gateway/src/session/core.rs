@@ -41,8 +41,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use strait_protocol::{
     Ack, ClientHello, ControlMessage, DecodeError, ErrorCode, ErrorMessage, GoAway, IceServer,
-    PROTOCOL_VERSION, ParticipantId, Pong, RequestId, ResumeToken, SdpType, ServerHello,
-    SessionLimits,
+    NewResumeToken, PROTOCOL_VERSION, ParticipantId, Pong, RequestId, ResumeToken, SdpType,
+    ServerHello, SessionLimits,
 };
 
 use crate::auth::{AuthError, KeyRing, ResumeSigner, VerifiedToken};
@@ -66,7 +66,9 @@ pub(crate) struct SessionSettings {
     /// join a room.
     pub(crate) hello_timeout: Duration,
     /// How long a WebSocket session may say nothing; with the grace period, how long a resume
-    /// token stays valid.
+    /// token is needed after its session was last heard (see [`resume_renewal`]).
+    ///
+    /// [`resume_renewal`]: SessionSettings::resume_renewal
     pub(crate) idle_timeout: Duration,
     /// How long a lost participant waits for a resume.
     pub(crate) grace_period: Duration,
@@ -79,6 +81,14 @@ pub(crate) struct SessionSettings {
 }
 
 impl SessionSettings {
+    /// How often a live QUIC session gets a new resume token: every grace period plus idle
+    /// timeout. A token is valid for twice that, so the one a client holds when its path dies
+    /// (at most one renewal old) outlasts the idle timeout that notices the loss and the grace
+    /// period that waits for the resume.
+    pub(crate) fn resume_renewal(&self) -> Duration {
+        self.grace_period + self.idle_timeout
+    }
+
     /// The settings of the configuration.
     pub(crate) fn new(config: &crate::config::Config) -> SessionSettings {
         let l = &config.limits;
@@ -221,6 +231,8 @@ pub(crate) struct SessionCore {
     joined: bool,
     draining: bool,
     last_heard: Instant,
+    /// When the live QUIC session gets a new resume token.
+    renew_at: Option<Instant>,
     outputs: VecDeque<SessionOutput>,
 }
 
@@ -294,6 +306,7 @@ impl SessionCore {
             joined: false,
             draining: false,
             last_heard: now,
+            renew_at: None,
             outputs: VecDeque::new(),
         }
     }
@@ -326,6 +339,7 @@ impl SessionCore {
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match (&self.state, self.path) {
             (State::Hello { deadline }, _) => Some(*deadline),
+            (State::Live, Path::Quic) => self.renew_at,
             (State::Live, Path::WebSocket) => {
                 let idle = self.last_heard + self.settings.idle_timeout;
                 if self.joined {
@@ -340,13 +354,28 @@ impl SessionCore {
 
     // ---- handlers ----
 
-    /// Time passed: the hello (QUIC) or the join (WebSocket) may be late, or the WebSocket
-    /// client silent for too long.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    /// Time passed: the hello (QUIC) or the join (WebSocket) may be late, the WebSocket client
+    /// silent for too long, or a live QUIC session due for a new resume token (`wall` signs it).
+    pub(crate) fn handle_timeout(
+        &mut self,
+        credentials: Credentials<'_>,
+        now: Instant,
+        wall: SystemTime,
+    ) {
         match (&self.state, self.path) {
             (State::Hello { deadline }, _) if now >= *deadline => {
                 self.metrics.refuse(RefusalReason::Hello);
                 self.close(ErrorCode::TIMEOUT, "no ClientHello in time".into());
+            }
+            (State::Live, Path::Quic) => {
+                if let (Some(at), Some(participant)) = (self.renew_at, self.participant)
+                    && now >= at
+                {
+                    let resume_token = self.resume_token(credentials, participant, now, wall);
+                    self.send(ControlMessage::NewResumeToken(NewResumeToken {
+                        resume_token,
+                    }));
+                }
             }
             (State::Live, Path::WebSocket) => {
                 if now >= self.last_heard + self.settings.idle_timeout {
@@ -488,6 +517,7 @@ impl SessionCore {
         result: Result<Attached, AttachError>,
         facts: HelloFacts,
         credentials: Credentials<'_>,
+        now: Instant,
         wall: SystemTime,
     ) {
         let State::Attaching {
@@ -540,18 +570,14 @@ impl SessionCore {
         self.participant = Some(participant);
         self.state = State::Live;
         let resume_token = match self.path {
-            Path::Quic => credentials.resume.issue(
-                participant.0,
-                0,
-                wall + self.settings.grace_period + self.settings.idle_timeout,
-            ),
+            Path::Quic => self.resume_token(credentials, participant, now, wall),
             // This path does not resume.
-            Path::WebSocket => String::new(),
+            Path::WebSocket => ResumeToken(String::new()),
         };
         self.send(ControlMessage::ServerHello(ServerHello {
             version: PROTOCOL_VERSION,
             participant,
-            resume_token: ResumeToken(resume_token),
+            resume_token,
             resumed,
             ice_servers: facts.ice_servers,
             limits: self.settings.limits,
@@ -706,6 +732,24 @@ impl SessionCore {
                 join_started: None,
             }),
         }
+    }
+
+    /// A resume token for `participant`, valid for two renewal intervals; the next one is due
+    /// after one.
+    fn resume_token(
+        &mut self,
+        credentials: Credentials<'_>,
+        participant: ParticipantId,
+        now: Instant,
+        wall: SystemTime,
+    ) -> ResumeToken {
+        let renewal = self.settings.resume_renewal();
+        self.renew_at = Some(now + renewal);
+        ResumeToken(
+            credentials
+                .resume
+                .issue(participant.0, 0, wall + 2 * renewal),
+        )
     }
 
     fn count_resume(&self, resumed: bool) {

@@ -108,6 +108,7 @@ impl World {
             result,
             HelloFacts::default(),
             self.credentials(),
+            self.now,
             self.wall,
         );
         drain(core)
@@ -211,7 +212,12 @@ fn quic_hello_attaches_and_answers_with_a_resume_token() {
     );
     assert_eq!(answered.len(), 1);
     assert_eq!(core.participant(), Some(ParticipantId(7)));
-    assert_eq!(core.poll_timeout(), None, "no timer once live");
+    let renewal = w.settings.resume_renewal();
+    assert_eq!(
+        core.poll_timeout(),
+        Some(w.now + renewal),
+        "once live, the only timer is the resume token's renewal"
+    );
 
     // Requests now go to the hub; the first Join carries when the session began.
     let sent = w.give(&mut core, join(1, "lobby"));
@@ -225,12 +231,53 @@ fn quic_hello_attaches_and_answers_with_a_resume_token() {
 }
 
 #[test]
+fn a_live_quic_session_gets_a_new_resume_token_before_the_last_expires() {
+    let w = World::new();
+    let mut core = w.quic();
+    w.give(&mut core, hello(w.token("lobby"), None));
+    let first = server_hello(&w.attached(&mut core, 7, Ok(Attached::New)))
+        .resume_token
+        .clone();
+    let renewal = w.settings.resume_renewal();
+    let mut now = w.now;
+    let mut wall = w.wall;
+    // A call many tokens long: each renewal comes one interval after the last, and each token
+    // outlives the next renewal by the idle timeout plus the grace period.
+    for round in 0..5u32 {
+        assert_eq!(core.poll_timeout(), Some(now + renewal), "round {round}");
+        core.handle_timeout(w.credentials(), now + renewal / 2, wall + renewal / 2);
+        assert!(drain(&mut core).is_empty(), "not before it is due");
+        now += renewal;
+        wall += renewal;
+        core.handle_timeout(w.credentials(), now, wall);
+        let token = match drain(&mut core).as_slice() {
+            [SessionOutput::Send(ControlMessage::NewResumeToken(t))] => t.resume_token.clone(),
+            other => panic!("expected a NewResumeToken, got {other:?}"),
+        };
+        let claims = w.resume.verify(&token.0, wall).expect("valid when sent");
+        assert_eq!(claims.participant, 7);
+        // Still valid when the path dies just before the next renewal and the loss takes the
+        // idle timeout to notice and the grace period to resume.
+        let latest_resume = wall + renewal + w.settings.idle_timeout + w.settings.grace_period;
+        w.resume
+            .verify(&token.0, latest_resume - Duration::from_secs(1))
+            .expect("valid for as long as a resume can come");
+    }
+    // The first token has long expired: without renewals, a call this old could not resume.
+    assert!(w.resume.verify(&first.0, wall).is_err());
+}
+
+#[test]
 fn quic_hello_must_come_in_time_first_and_in_this_version() {
     let w = World::new();
     let mut late = w.quic();
-    late.handle_timeout(w.now + w.settings.hello_timeout / 2);
+    late.handle_timeout(
+        w.credentials(),
+        w.now + w.settings.hello_timeout / 2,
+        w.wall,
+    );
     assert!(drain(&mut late).is_empty(), "not yet");
-    late.handle_timeout(w.now + w.settings.hello_timeout);
+    late.handle_timeout(w.credentials(), w.now + w.settings.hello_timeout, w.wall);
     let out = drain(&mut late);
     assert_eq!(
         closed_with(&out),
@@ -581,7 +628,7 @@ fn websocket_must_join_in_time_and_stay_heard() {
     assert_eq!(core.poll_timeout(), Some(start + w.settings.hello_timeout));
     w.now = start + w.settings.hello_timeout;
     core.handle_heard(w.now);
-    core.handle_timeout(w.now);
+    core.handle_timeout(w.credentials(), w.now, w.wall);
     let out = drain(&mut core);
     assert!(
         matches!(closed_with(&out), (ErrorCode::TIMEOUT, SessionEnd::Closed(_, r)) if r == "no Join in time")
@@ -602,9 +649,9 @@ fn websocket_must_join_in_time_and_stay_heard() {
     let idle = w.settings.idle_timeout;
     assert_eq!(core.poll_timeout(), Some(joined_at + idle));
     core.handle_heard(joined_at + idle / 2);
-    core.handle_timeout(joined_at + idle);
+    core.handle_timeout(w.credentials(), joined_at + idle, w.wall);
     assert!(drain(&mut core).is_empty(), "heard half-way: not idle yet");
-    core.handle_timeout(joined_at + idle / 2 + idle);
+    core.handle_timeout(w.credentials(), joined_at + idle / 2 + idle, w.wall);
     let out = drain(&mut core);
     assert_eq!(closed_with(&out).0, ErrorCode::TIMEOUT);
 }

@@ -407,6 +407,12 @@ fn valid_messages() -> Vec<(&'static str, ControlMessage)> {
                 sdp_mline_index: Some(0),
             }),
         ),
+        (
+            "new-resume-token",
+            ControlMessage::NewResumeToken(NewResumeToken {
+                resume_token: ResumeToken("AQAAAAAAAAAqAAAAAAAAAAA".into()),
+            }),
+        ),
     ]
 }
 
@@ -480,8 +486,8 @@ fn hostile_bodies() -> Vec<(&'static str, Vec<u8>, Expected)> {
         ("hostile-empty", vec![], |r| {
             r == &Err(DecodeError::Truncated)
         }),
-        ("hostile-unknown-kind", vec![27, 1, 2, 3], |r| {
-            r == &Ok(Decoded::UnknownKind(27))
+        ("hostile-unknown-kind", vec![28, 1, 2, 3], |r| {
+            r == &Ok(Decoded::UnknownKind(28))
         }),
         ("hostile-unknown-kind-wide", vec![0xfb, 0x00, 0x10], |r| {
             r == &Ok(Decoded::UnknownKind(4096))
@@ -693,7 +699,7 @@ fn seeds() -> Vec<Seed> {
         "hostile-truncated-frame",
         FrameInput::build(0, &[4], &truncated),
     );
-    let mut unknown_then_ping = frame(&[27, 1, 2, 3]);
+    let mut unknown_then_ping = frame(&[28, 1, 2, 3]);
     unknown_then_ping.extend_from_slice(&ping);
     add(
         fr,

@@ -515,6 +515,12 @@ fn control_values() -> Vec<(&'static str, ControlMessage)> {
                 sdp_mline_index: None,
             }),
         ),
+        (
+            "new_resume_token",
+            M::NewResumeToken(NewResumeToken {
+                resume_token: ResumeToken("rt-2".into()),
+            }),
+        ),
     ]
 }
 

@@ -281,6 +281,9 @@ fn message() -> impl Strategy<Value = ControlMessage> {
                     sdp_mline_index
                 }
             )),
+        text(64).prop_map(|token| M::NewResumeToken(NewResumeToken {
+            resume_token: ResumeToken(token)
+        })),
     ]
 }
 

@@ -340,3 +340,60 @@ fn assert_session_error(messages: &[ControlMessage], code: ErrorCode) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_older_than_its_first_resume_token_still_resumes() {
+    // Short timeouts so that a few seconds are a long call: the token of the `ServerHello` is
+    // valid for the grace period plus the idle timeout, three seconds here.
+    let grace = Duration::from_secs(1);
+    let idle = Duration::from_secs(2);
+    let gw = TestGateway::start_with(|c| {
+        c.session.grace_period = grace;
+        c.quic.idle_timeout = idle;
+        c.quic.keep_alive = Duration::from_millis(500);
+    })
+    .await;
+    let relay = UdpRelay::start(RelayConfig::new(gw.quic_addr()))
+        .await
+        .expect("relay");
+    let mut config = gw.client_config_to(
+        relay.local_addr(),
+        Transport::Quic,
+        gw.token("long-call", "mobile"),
+    );
+    config.idle_timeout = Duration::from_secs(1);
+    config.keep_alive = Duration::from_millis(200);
+    config.backoff.initial = Duration::from_millis(50);
+    config.rng_seed = Some(11);
+    let session = tokio::time::timeout(WAIT, Client::connect(config))
+        .await
+        .expect("connect in time")
+        .expect("connect through the relay");
+    session.join("long-call").await.expect("join");
+    let me = session.participant();
+
+    // The call goes on for well past the first token's life: its age is what is tested, so
+    // here time itself is the event waited for.
+    tokio::time::sleep(3 * (grace + idle)).await;
+    session.ping().await.expect("the session is alive");
+
+    // Then the path dies, the client notices, the path comes back: the same participant.
+    relay.set_blackhole(true);
+    wait_event(&session, |e| {
+        matches!(e, SessionEvent::ConnectionLost { .. }).then_some(())
+    })
+    .await;
+    relay.set_blackhole(false);
+    let participant = wait_event(&session, |e| match e {
+        SessionEvent::Resumed { participant, .. } => Some(participant),
+        SessionEvent::ResumeFailed { participant } => {
+            panic!("resume refused after a long call: fresh participant {participant}")
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(participant, me, "the same participant");
+    session.ping().await.expect("the resumed session answers");
+    session.close().await;
+    gw.stop().await;
+}
