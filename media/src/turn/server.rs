@@ -434,6 +434,9 @@ impl TokenBucket {
 struct Allocation {
     relay: SocketAddr,
     username: String,
+    /// The long-term key the allocation was made with; later requests on it are checked
+    /// against it.
+    key: Vec<u8>,
     allocate_tid: TransactionId,
     expires: Instant,
     permissions: HashMap<IpAddr, Instant>,
@@ -814,7 +817,7 @@ impl Server {
             }
             METHOD_ALLOCATE | METHOD_REFRESH | METHOD_CREATE_PERMISSION | METHOD_CHANNEL_BIND => {
                 let mut msg = msg;
-                let auth = match self.authenticate(client, &mut msg, now, unix) {
+                let auth = match self.authenticate(client, method, &mut msg, now, unix) {
                     Ok(auth) => auth,
                     Err(result) => return result,
                 };
@@ -839,9 +842,15 @@ impl Server {
 
     /// Checks the long-term credential (RFC 8489 §9.2.4). On failure the reply (if any) is
     /// queued and the handler's result returned in `Err`.
+    ///
+    /// The credential's expiry is checked on Allocate only (the TURN REST scheme): a request on
+    /// an existing allocation needs the allocation's username and passes integrity with the key
+    /// the allocation was made with, however old the credential and whichever secrets are
+    /// configured now. A call thus keeps its relay for as long as the client refreshes it.
     fn authenticate(
         &mut self,
         client: FiveTuple,
+        method: Method,
         msg: &mut Message,
         now: Instant,
         unix: u64,
@@ -882,6 +891,26 @@ impl Server {
                 msg,
                 CODE_UNAUTHORIZED,
                 AuthFailure::WrongRealm,
+                now,
+                unix,
+            ));
+        }
+        if method != METHOD_ALLOCATE
+            && let Some(allocation) = self.allocations.get(&client)
+            && allocation.username == username.text
+        {
+            let key = allocation.key.clone();
+            if MessageIntegrity::check(msg, &key, self.crypto.crypto()).is_ok() {
+                return Ok(Authenticated {
+                    username: username.text,
+                    key,
+                });
+            }
+            return Err(self.challenge(
+                client,
+                msg,
+                CODE_UNAUTHORIZED,
+                AuthFailure::WrongPassword,
                 now,
                 unix,
             ));
@@ -1081,6 +1110,7 @@ impl Server {
             Allocation {
                 relay,
                 username: auth.username.clone(),
+                key: auth.key.clone(),
                 allocate_tid: msg.transaction_id,
                 expires: now + granted,
                 permissions: HashMap::new(),

@@ -1064,3 +1064,110 @@ proptest! {
         let _ = h.feed(udp(1), &req);
     }
 }
+
+/// A request on an allocation, through one 438 (stale nonce) round if the nonce aged out.
+impl Harness {
+    fn on_allocation(
+        &mut self,
+        from: FiveTuple,
+        method: Method,
+        peer: Option<SocketAddr>,
+        extra: &[(AttrType, Vec<u8>)],
+        auth: &mut Auth,
+    ) -> Reply {
+        for _ in 0..2 {
+            let reply = match peer {
+                Some(peer) => self.peer_request(from, method, peer, extra, auth),
+                None => self.request(from, method, extra, Some(auth)),
+            };
+            if reply.code() != Some(438) {
+                return reply;
+            }
+            auth.nonce = reply.text(ATTR_NONCE).unwrap();
+        }
+        panic!("a second 438 in a row");
+    }
+}
+
+#[test]
+fn an_allocation_outlives_its_credential_and_its_secret() {
+    let cfg = config();
+    let handle = cfg.secrets.clone();
+    let mut h = Harness::new(cfg);
+    let mut auth = h.creds("42");
+    h.allocated(udp(1), &mut auth);
+    let lifetime = (
+        rtc_stun::attributes::ATTR_LIFETIME,
+        600u32.to_be_bytes().to_vec(),
+    );
+    // Half an hour of a call whose credential was minted for five minutes: the allocation is
+    // refreshed and its permission and channel renewed every four minutes.
+    for round in 0..8u32 {
+        h.advance(Duration::from_secs(240));
+        let refresh = h.on_allocation(
+            udp(1),
+            METHOD_REFRESH,
+            None,
+            std::slice::from_ref(&lifetime),
+            &mut auth,
+        );
+        assert_eq!(
+            refresh.class(),
+            CLASS_SUCCESS_RESPONSE,
+            "Refresh, round {round}: {:?}",
+            refresh.code()
+        );
+        let permission = h.on_allocation(
+            udp(1),
+            METHOD_CREATE_PERMISSION,
+            Some(media()),
+            &[],
+            &mut auth,
+        );
+        assert_eq!(
+            permission.class(),
+            CLASS_SUCCESS_RESPONSE,
+            "CreatePermission, round {round}: {:?}",
+            permission.code()
+        );
+        let channel = h.on_allocation(
+            udp(1),
+            METHOD_CHANNEL_BIND,
+            Some(media()),
+            &[channel_attr(0x4000)],
+            &mut auth,
+        );
+        assert_eq!(
+            channel.class(),
+            CLASS_SUCCESS_RESPONSE,
+            "ChannelBind, round {round}: {:?}",
+            channel.code()
+        );
+        if round == 3 {
+            // The secret that minted the credential rotates out meanwhile.
+            handle.replace(vec![TurnSecret::new(b"the next secret".to_vec())]);
+        }
+    }
+    assert_eq!(h.server.allocation_count(), 1);
+    assert_eq!(h.server.stats().auth_failures(AuthFailure::Expired), 0);
+
+    // The expired credential opens nothing new: not a second allocation, not this one's requests
+    // with a wrong password.
+    let challenge = h.request(udp(2), METHOD_ALLOCATE, &[transport_udp()], None);
+    auth.nonce = challenge.text(ATTR_NONCE).unwrap();
+    let again = h.request(udp(2), METHOD_ALLOCATE, &[transport_udp()], Some(&auth));
+    assert_eq!(again.code(), Some(401));
+    assert_eq!(h.server.stats().auth_failures(AuthFailure::Expired), 1);
+    let mut forged = Auth {
+        password: "not the password".into(),
+        ..auth.clone()
+    };
+    let refused = h.on_allocation(
+        udp(1),
+        METHOD_REFRESH,
+        None,
+        std::slice::from_ref(&lifetime),
+        &mut forged,
+    );
+    assert_eq!(refused.code(), Some(401));
+}

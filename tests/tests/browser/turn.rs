@@ -51,7 +51,20 @@ async fn wait_for_video_of(session: &Session, identity: &str) -> TrackId {
     found.unwrap_or_else(|_| panic!("{identity} published no video in time"))
 }
 
-async fn relay_publish(transport: &str) {
+/// How long the call goes on after the page's video first arrives.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// Thirty packets and done.
+    Short,
+    /// Credentials valid for 10 s and allocations granted for 10 s (Chromium refreshes at half
+    /// the lifetime): the video must keep coming until 30 s after the credentials were minted.
+    OutlivesItsCredentials,
+}
+
+/// The credential TTL of [`Call::OutlivesItsCredentials`], the shortest the gateway accepts.
+const SHORT_TTL: Duration = Duration::from_secs(10);
+
+async fn relay_publish(transport: &str, call: Call) {
     let root = repo_root();
     let chromium = require_tools(&root);
     let gw = TestGateway::start_with(|c| {
@@ -61,11 +74,17 @@ async fn relay_publish(transport: &str) {
         c.turn.tcp_listen = any;
         c.turn.tls_listen = any;
         c.media.keyframe_request_interval = Duration::from_millis(200);
+        if let Call::OutlivesItsCredentials = call {
+            c.turn.credential_ttl = SHORT_TTL;
+            c.turn.default_lifetime = SHORT_TTL;
+            c.turn.max_lifetime = SHORT_TTL;
+        }
     })
     .await;
     let room = format!("relay-{transport}");
     let viewer = gw.native(&room, "viewer").await;
     let token = gw.token(&room, "chromium");
+    let minted = tokio::time::Instant::now();
     let credentials = gw
         .gateway
         .turn_credentials("chromium", SystemTime::now())
@@ -148,6 +167,43 @@ async fn relay_publish(transport: &str) {
         .await;
     assert!(relayed >= 30.0, "relayed {relayed}");
 
+    if let Call::OutlivesItsCredentials = call {
+        // The call goes on past the credentials' expiry and through several Refreshes made
+        // with them; without those the allocation would expire 10 s after the last one. A
+        // second without video is a broken call (the page sends about 30 frames a second).
+        let until = minted + 3 * SHORT_TTL;
+        let mut last = tokio::time::Instant::now();
+        let mut late = 0u32;
+        while tokio::time::Instant::now() < until {
+            let packet = tokio::time::timeout(Duration::from_secs(1), viewer.recv_media())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "the relayed video stopped {:?} after the credentials were minted",
+                        last - minted
+                    )
+                })
+                .expect("media");
+            if packet.media == sub.media {
+                last = tokio::time::Instant::now();
+                late += u32::from(last > minted + 2 * SHORT_TTL);
+            }
+        }
+        assert!(late > 0, "video in the last ten seconds");
+        assert_eq!(
+            gw.metric_where("strait_turn_auth_failures_total", "reason=\"expired\"")
+                .await,
+            0.0
+        );
+        // (Chromium may hold one allocation per local address it gathers from.)
+        assert!(gw.metric("strait_turn_allocations").await >= 1.0);
+        eprintln!(
+            "long relayed call: video until {:?} after the credentials were minted (TTL \
+             {SHORT_TTL:?})",
+            last - minted
+        );
+    }
+
     drop(stdin);
     let status = tokio::time::timeout(WAIT, child.wait())
         .await
@@ -160,15 +216,20 @@ async fn relay_publish(transport: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_publishes_through_turn_over_udp() {
-    relay_publish("udp").await;
+    relay_publish("udp", Call::Short).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_relayed_call_outlives_its_turn_credentials() {
+    relay_publish("udp", Call::OutlivesItsCredentials).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_publishes_through_turn_over_tcp() {
-    relay_publish("tcp").await;
+    relay_publish("tcp", Call::Short).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_publishes_through_turn_over_tls() {
-    relay_publish("tls").await;
+    relay_publish("tls", Call::Short).await;
 }
