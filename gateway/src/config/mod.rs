@@ -86,6 +86,18 @@ pub struct QuicConfig {
     /// bounds how late the gateway's congestion control and loss detection hear of a packet.
     #[serde(with = "humantime_serde")]
     pub ack_max_delay: Duration,
+    /// Stream data a client may send on one stream ahead of what the gateway has read, in bytes.
+    /// The gateway reads one stream per session (the control stream) and only after the
+    /// handshake; this and `receive_window` bound what a connection can make it buffer.
+    pub stream_receive_window: usize,
+    /// Stream data a client may send on all its streams together ahead of what the gateway has
+    /// read, in bytes: the most a connection (authenticated or not) can make it buffer.
+    pub receive_window: usize,
+    /// Stream data the gateway buffers toward one client, sent and not yet acknowledged or not
+    /// yet sent, in bytes (the control stream: a room's snapshot is the largest burst). A
+    /// session whose client does not take it falls behind and is closed when its control queue
+    /// (`limits.control_queue`) overflows.
+    pub send_window: usize,
 }
 
 impl Default for QuicConfig {
@@ -99,6 +111,9 @@ impl Default for QuicConfig {
             retry_above_handshakes: 64,
             ack_eliciting_threshold: 10,
             ack_max_delay: Duration::from_millis(25),
+            stream_receive_window: 64 * 1024,
+            receive_window: 256 * 1024,
+            send_window: 1024 * 1024,
         }
     }
 }
@@ -577,6 +592,20 @@ impl Config {
         }
         if self.quic.datagram_send_buffer < 16 * 1024 {
             return invalid("quic.datagram_send_buffer must be at least 16 KiB".into());
+        }
+        let q = &self.quic;
+        if q.stream_receive_window < 4 * 1024
+            || q.stream_receive_window > q.receive_window
+            || q.receive_window > 16 * 1024 * 1024
+        {
+            return invalid(
+                "quic.stream_receive_window must be at least 4 KiB and at most \
+                 quic.receive_window, which is at most 16 MiB"
+                    .into(),
+            );
+        }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&q.send_window) {
+            return invalid("quic.send_window must be from 64 KiB to 64 MiB".into());
         }
         match (&self.tls.cert, &self.tls.key) {
             (Some(_), None) | (None, Some(_)) => {

@@ -86,7 +86,24 @@ pub(crate) async fn accept_loop(front: Arc<FrontDoor>, endpoint: quinn::Endpoint
         let front = front.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let link = handshake_and_dispatch(&front, incoming).await;
+            // The handshake, and for WebTransport the session request, within the hello
+            // timeout: a client that stops half-way (and keeps the connection alive) gives its
+            // slots back then rather than at the idle timeout, or never.
+            let deadline = started + front.sessions.config.session.hello_timeout;
+            let link = match tokio::time::timeout_at(
+                deadline.into(),
+                handshake_and_dispatch(&front, incoming),
+            )
+            .await
+            {
+                Ok(link) => link,
+                Err(_) => {
+                    // Dropping the handshake closes the connection.
+                    tracing::debug!("handshake not completed within the hello timeout");
+                    front.sessions.metrics.refuse(RefusalReason::Handshake);
+                    None
+                }
+            };
             drop(handshake);
             if let Some(link) = link {
                 super::session::run(front.sessions.clone(), link, started).await;
@@ -117,7 +134,6 @@ async fn handshake_and_dispatch(front: &FrontDoor, incoming: quinn::Incoming) ->
             return None;
         }
     };
-    let timeout = shared.config.session.hello_timeout;
     match alpn.as_deref() {
         Some(p) if p == strait_protocol::ALPN_NATIVE => match connecting.await {
             Ok(connection) => Some(Link::quic_connection(connection)),
@@ -130,14 +146,10 @@ async fn handshake_and_dispatch(front: &FrontDoor, incoming: quinn::Incoming) ->
         Some(p) if p == ALPN_H3 => {
             let future =
                 wtransport::endpoint::IncomingSessionFuture::with_quic_connecting(connecting);
-            let request = match tokio::time::timeout(timeout, future).await {
-                Ok(Ok(request)) => request,
-                Ok(Err(e)) => {
+            let request = match future.await {
+                Ok(request) => request,
+                Err(e) => {
                     tracing::debug!(error = %e, "webtransport session request failed");
-                    shared.metrics.refuse(RefusalReason::Handshake);
-                    return None;
-                }
-                Err(_) => {
                     shared.metrics.refuse(RefusalReason::Handshake);
                     return None;
                 }

@@ -190,6 +190,13 @@ pub(crate) fn transport_config(config: &ValidConfig) -> quinn::TransportConfig {
     // few HTTP/3 unidirectional streams. Anything above this is refused by flow control.
     t.max_concurrent_bidi_streams(8u32.into());
     t.max_concurrent_uni_streams(16u32.into());
+    // What a client may make the gateway buffer: stream data it has not read yet (anything
+    // before the `ClientHello`, every stream but the control stream) is bounded by these
+    // windows, for the connection as a whole too (quinn's default there is unlimited). Outgoing
+    // stream data waiting for the client (the control stream) is bounded alike.
+    t.stream_receive_window(varint(config.quic.stream_receive_window));
+    t.receive_window(varint(config.quic.receive_window));
+    t.send_window(config.quic.send_window as u64);
     if config.quic.ack_eliciting_threshold > 0 {
         let mut ack = quinn::AckFrequencyConfig::default();
         ack.ack_eliciting_threshold(config.quic.ack_eliciting_threshold.into())
@@ -197,6 +204,11 @@ pub(crate) fn transport_config(config: &ValidConfig) -> quinn::TransportConfig {
         t.ack_frequency_config(Some(ack));
     }
     t
+}
+
+/// A window size as a QUIC varint (the configuration bounds it far below the varint's range).
+fn varint(bytes: usize) -> quinn::VarInt {
+    quinn::VarInt::from_u64(bytes as u64).unwrap_or(quinn::VarInt::MAX)
 }
 
 /// Runs the development-certificate rotation until `shutdown` resolves.

@@ -10,4 +10,5 @@ mod drain;
 mod forwarding;
 mod migration;
 mod resume;
+mod unauthenticated;
 mod workers;
