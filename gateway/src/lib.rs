@@ -401,6 +401,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         certs: certs.clone(),
         webrtc: !webrtc_addrs.is_empty(),
         quic_authority: public_authority(quic_addr),
+        http_port: http_addr.port(),
     });
     let front = Arc::new(FrontDoor {
         sessions: sessions.clone(),

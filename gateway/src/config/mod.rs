@@ -289,6 +289,28 @@ pub struct WebTransportConfig {
     pub allow_missing_origin: bool,
 }
 
+impl WebTransportConfig {
+    /// Whether a browser page of `origin` (the request's `Origin` header, if any) may open a
+    /// session, over WebTransport or on `/ws/rtc`: listed origins (`*` for any), or with an
+    /// empty list the gateway's own HTTP origins on `http_port`.
+    pub fn allows_origin(&self, origin: Option<&str>, http_port: u16) -> bool {
+        let Some(origin) = origin else {
+            return self.allow_missing_origin;
+        };
+        if self.allowed_origins.is_empty() {
+            return [
+                "http://127.0.0.1",
+                "http://localhost",
+                "https://127.0.0.1",
+                "https://localhost",
+            ]
+            .iter()
+            .any(|own| origin == format!("{own}:{http_port}"));
+        }
+        self.allowed_origins.iter().any(|o| o == "*" || o == origin)
+    }
+}
+
 impl Default for WebTransportConfig {
     fn default() -> Self {
         Self {

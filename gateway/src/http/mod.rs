@@ -48,6 +48,8 @@ pub(crate) struct HttpState {
     pub(crate) webrtc: bool,
     /// `host:port` clients use to reach the QUIC port.
     pub(crate) quic_authority: String,
+    /// The HTTP port (the gateway's own origins are allowed on `/ws/rtc` by default).
+    pub(crate) http_port: u16,
 }
 
 /// Builds the router.

@@ -36,7 +36,8 @@ use std::time::{Instant, SystemTime};
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::StatusCode;
+use axum::http::header::ORIGIN;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -70,12 +71,26 @@ async fn upgrade(
     State(http): State<Arc<HttpState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<Params>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let shared = http.sessions.clone();
     if shared.drain.is_cancelled() {
         shared.metrics.refuse(RefusalReason::Draining);
         return (StatusCode::SERVICE_UNAVAILABLE, "the gateway is draining\n").into_response();
+    }
+    // A page of another site must not open sessions with its visitors' tokens (WebSockets are
+    // not bound by CORS): the same `Origin` rule as WebTransport, before anything is allocated.
+    let origin = headers
+        .get(ORIGIN)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if !shared
+        .config
+        .webtransport
+        .allows_origin(origin, http.http_port)
+    {
+        shared.metrics.refuse(RefusalReason::Origin);
+        return (StatusCode::FORBIDDEN, "this Origin may not open sessions\n").into_response();
     }
     // The same session limits as QUIC sessions (per node, per source address), held for the
     // session's life; the drain waits for these sessions too.

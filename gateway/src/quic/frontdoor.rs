@@ -31,18 +31,10 @@ pub(crate) struct FrontDoor {
 impl FrontDoor {
     /// Whether a WebTransport request with this `Origin` may open a session.
     fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        let wt = &self.sessions.config.webtransport;
-        let Some(origin) = origin else {
-            return wt.allow_missing_origin;
-        };
-        if wt.allowed_origins.is_empty() {
-            let port = self.http_addr.port();
-            return origin == format!("http://127.0.0.1:{port}")
-                || origin == format!("http://localhost:{port}")
-                || origin == format!("https://127.0.0.1:{port}")
-                || origin == format!("https://localhost:{port}");
-        }
-        wt.allowed_origins.iter().any(|o| o == "*" || o == origin)
+        self.sessions
+            .config
+            .webtransport
+            .allows_origin(origin, self.http_addr.port())
     }
 }
 

@@ -322,3 +322,62 @@ async fn a_session_that_does_not_join_or_goes_quiet_is_closed() {
     observer.close().await;
     gw.stop().await;
 }
+
+/// Opens `/ws/rtc` with `origin` as the `Origin` header (none when `None`): the upgrade's status.
+async fn upgrade_status(gw: &TestGateway, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!(
+        "ws://{}/ws/rtc?token={}",
+        gw.http_addr(),
+        gw.token("origins", "o")
+    );
+    let mut request = url.into_client_request().expect("request");
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().expect("header value"));
+    }
+    let answer = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("an answer in time");
+    match answer {
+        Ok((socket, response)) => {
+            drop(socket);
+            response.status().as_u16()
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("no HTTP answer: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused_before_the_upgrade() {
+    let gw = TestGateway::start_with(|config| {
+        config.webtransport.allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    assert_eq!(upgrade_status(&gw, Some("https://evil.example")).await, 403);
+    assert_eq!(upgrade_status(&gw, Some("null")).await, 403);
+    assert_eq!(upgrade_status(&gw, Some("https://app.example")).await, 101);
+    // Non-browser clients send no Origin; `allow_missing_origin` (on by default) lets them in.
+    assert_eq!(upgrade_status(&gw, None).await, 101);
+    assert!(
+        gw.metric_where("strait_refusals_total", "reason=\"origin\"")
+            .await
+            >= 2.0
+    );
+    gw.stop().await;
+
+    // With no list, only the gateway's own HTTP origins; without `allow_missing_origin`, an
+    // Origin is required.
+    let gw = TestGateway::start_with(|config| {
+        config.webtransport.allowed_origins = Vec::new();
+        config.webtransport.allow_missing_origin = false;
+    })
+    .await;
+    let own = format!("http://localhost:{}", gw.http_addr().port());
+    assert_eq!(upgrade_status(&gw, Some(&own)).await, 101);
+    assert_eq!(upgrade_status(&gw, Some("http://localhost:1")).await, 403);
+    assert_eq!(upgrade_status(&gw, None).await, 403);
+    gw.stop().await;
+}
