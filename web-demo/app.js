@@ -466,8 +466,9 @@ async function fetchJson(what, url, init) {
   }
   if (response.status === 404 && url.includes('/dev/token')) {
     throw new Error(
-      'This gateway does not mint development tokens (/v1/dev/token is off because it runs with ' +
-        'configured API keys). Get a token from your backend or with `strait token create`.',
+      'This gateway does not mint development tokens (/v1/dev/token is off: it runs with ' +
+        'configured API keys, or without them on an address beyond loopback). Get a token from ' +
+        'your backend or with `strait token create`.',
     );
   }
   if (!response.ok) {

@@ -197,6 +197,7 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
                 config.quic.listen, config.http.listen, config.webrtc.listen
             )
         })?;
+        let dev_tokens = config.dev_token_endpoint();
         let gateway = strait_gateway::Gateway::start(config, sockets).await?;
         let http = gateway.http_addr;
         eprintln!("strait {} is serving", env!("CARGO_PKG_VERSION"));
@@ -219,7 +220,11 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
         }
         if let Some(key) = &gateway.dev_key {
             eprintln!("  development mode: API key id {} secret {}", key.id(), key.reveal_secret());
-            eprintln!("  mint a token:        curl -s -X POST http://{http}/v1/dev/token -H 'content-type: application/json' -d '{{\"room\":\"lobby\",\"identity\":\"alice\"}}'");
+            if dev_tokens {
+                eprintln!("  mint a token:        curl -s -X POST http://{http}/v1/dev/token -H 'content-type: application/json' -d '{{\"room\":\"lobby\",\"identity\":\"alice\"}}'");
+            } else {
+                eprintln!("  POST /v1/dev/token is off: HTTP listens beyond loopback, where it would mint tokens for anyone; configure auth.keys and mint tokens with `strait token create`");
+            }
         }
         #[cfg(unix)]
         tokio::spawn(reload_on_sighup(args.clone(), gateway.reloader()));

@@ -125,7 +125,9 @@ pub struct HttpConfig {
     /// TCP address. Loopback by default.
     pub listen: SocketAddr,
     /// Serve `POST /v1/dev/token` (mints access tokens for anyone who can reach the port).
-    /// `None` means: only in development mode, i.e. when no API key is configured.
+    /// `None` means: only in development mode (no API key configured) with `listen` on
+    /// loopback. `true` with no API key on another address is refused: it would mint tokens
+    /// for anyone on the network.
     pub dev_token_endpoint: Option<bool>,
 }
 
@@ -629,6 +631,16 @@ impl Config {
         if !(64 * 1024..=64 * 1024 * 1024).contains(&q.send_window) {
             return invalid("quic.send_window must be from 64 KiB to 64 MiB".into());
         }
+        if self.http.dev_token_endpoint == Some(true)
+            && self.auth.keys.is_empty()
+            && !self.http.listen.ip().is_loopback()
+        {
+            return invalid(format!(
+                "http.dev_token_endpoint = true with no auth.keys on {} would mint tokens for \
+                 anyone who reaches the port: configure auth.keys, or listen on loopback",
+                self.http.listen
+            ));
+        }
         match (&self.tls.cert, &self.tls.key) {
             (Some(_), None) | (None, Some(_)) => {
                 return invalid("tls.cert and tls.key go together".into());
@@ -768,13 +780,14 @@ impl ValidConfig {
         self.0.auth.keys.is_empty()
     }
 
-    /// Whether `POST /v1/dev/token` is served.
+    /// Whether `POST /v1/dev/token` is served: as configured, else in development mode on a
+    /// loopback HTTP address only.
     #[must_use]
     pub fn dev_token_endpoint(&self) -> bool {
         self.0
             .http
             .dev_token_endpoint
-            .unwrap_or_else(|| self.dev_mode())
+            .unwrap_or_else(|| self.dev_mode() && self.0.http.listen.ip().is_loopback())
     }
 }
 

@@ -110,3 +110,55 @@ async fn under_load_connections_prove_their_address_with_a_retry_first() {
     session.close().await;
     gw.stop().await;
 }
+
+/// `POST /v1/dev/token` on `gw`'s HTTP port (reached on loopback whatever it listens on): the
+/// status.
+async fn dev_token_status(gw: &TestGateway) -> u16 {
+    let port = gw.http_addr().port();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect http");
+    let body = br#"{"room":"lobby","identity":"mallory"}"#;
+    let request = format!(
+        "POST /v1/dev/token HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn development_tokens_are_minted_on_loopback_only() {
+    // Development mode (no API key) on loopback: tokens for whoever asks, the developer.
+    let gw = TestGateway::start().await;
+    assert_eq!(dev_token_status(&gw).await, 200);
+    gw.stop().await;
+
+    // The same configuration reachable from the network: no tokens for anyone.
+    let gw = TestGateway::start_with(|c| {
+        c.http.listen = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    })
+    .await;
+    assert_eq!(dev_token_status(&gw).await, 404);
+    gw.stop().await;
+
+    // Asking for the endpoint there without keys is refused at start, with the reason.
+    let mut config = strait_gateway::config::Config::default();
+    config.http.listen = std::net::SocketAddr::from(([0, 0, 0, 0], 8080));
+    config.http.dev_token_endpoint = Some(true);
+    let refused = config.validate().expect_err("refused");
+    assert!(refused.to_string().contains("auth.keys"), "{refused}");
+}
