@@ -44,7 +44,7 @@ pub(crate) mod session;
 pub(crate) mod turn;
 pub(crate) mod worker;
 
-pub use crate::net::{bind_udp, bind_webrtc};
+pub use crate::net::{OpenFiles, bind_udp, bind_webrtc, raise_open_files_limit};
 pub use crate::turn::{TurnAddrs, TurnCredentials, TurnSockets};
 
 use std::future::Future;
@@ -497,13 +497,18 @@ async fn serve(
     };
     let http_stop = background.clone();
     let router = http::router(node.http.clone());
-    let http_task = tokio::spawn(async move {
-        // The peer address is what `/ws/rtc` admits WebSocket sessions by.
-        let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await
-    });
+    let limits = http::server::HttpLimits {
+        max_connections: config.http.max_connections,
+        header_timeout: config.http.header_timeout,
+        body_timeout: config.http.body_timeout,
+    };
+    let http_task = tokio::spawn(http::server::serve(
+        http_listener,
+        router,
+        limits,
+        node.sessions.metrics.clone(),
+        http_stop,
+    ));
     let turn_task = if config.turn.enabled {
         let tls = quic::tls::turn_tls_config(node.certs.clone())?;
         Some(tokio::spawn(turn::serve(

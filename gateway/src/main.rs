@@ -186,6 +186,15 @@ fn main() -> anyhow::Result<()> {
 fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     init_logging(&config);
+    let files = strait_gateway::raise_open_files_limit(&config);
+    if files.now < files.wanted {
+        tracing::warn!(
+            limit = files.now,
+            wanted = files.wanted,
+            "the open-files limit is below what http.max_connections, limits.max_sessions and \
+             TURN's caps can take at once: raise it (ulimit -n, LimitNOFILE) or lower the caps"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -212,6 +221,11 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
             eprintln!("  WebRTC (WHIP/WHEP)   udp {ports}, http://{http}/whip/<room>");
         }
         eprintln!("  certificate sha-256  {}", gateway.cert_fingerprint().to_hex_colon());
+        if files.now == files.before {
+            eprintln!("  open files limit     {}", files.now);
+        } else {
+            eprintln!("  open files limit     {} (raised from {})", files.now, files.before);
+        }
         let turn = gateway.turn_addrs();
         for (name, addr) in [("UDP", turn.udp), ("TCP", turn.tcp), ("TLS", turn.tls)] {
             if let Some(addr) = addr {

@@ -186,6 +186,8 @@ pub enum RefusalReason {
     Auth,
     /// No `ClientHello` in time, or an unsupported version.
     Hello,
+    /// The HTTP port's connection cap (`http.max_connections`).
+    HttpConnections,
 }
 
 impl RefusalReason {
@@ -202,6 +204,7 @@ impl RefusalReason {
             RefusalReason::Handshake => "handshake",
             RefusalReason::Auth => "auth",
             RefusalReason::Hello => "hello",
+            RefusalReason::HttpConnections => "http_connections",
         }
     }
 }
@@ -258,6 +261,8 @@ pub struct ResumeLabel {
 pub struct Metrics {
     /// Sessions connected now.
     pub sessions: Family<TransportLabel, Gauge>,
+    /// Connections to the HTTP port now (not counting upgraded WebSockets).
+    pub http_connections: Gauge,
     /// Rooms open now.
     pub rooms: Gauge,
     /// Participants in rooms now (connected or within their grace period).
@@ -320,6 +325,7 @@ impl Metrics {
             .collect();
         let m = Metrics {
             sessions: Family::default(),
+            http_connections: Gauge::default(),
             rooms: Gauge::default(),
             participants: Gauge::default(),
             worker_participants: Family::default(),
@@ -350,6 +356,11 @@ impl Metrics {
         };
         let r = registry.sub_registry_with_prefix("strait");
         r.register("sessions", "Sessions connected now", m.sessions.clone());
+        r.register(
+            "http_connections",
+            "Connections to the HTTP port now (upgraded WebSockets not counted)",
+            m.http_connections.clone(),
+        );
         r.register("rooms", "Rooms open now", m.rooms.clone());
         r.register(
             "participants",

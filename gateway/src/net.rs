@@ -70,3 +70,35 @@ pub fn bind_webrtc(
         })
         .collect()
 }
+
+/// The process's open-files limit after [`raise_open_files_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// The soft limit at start.
+    pub before: u64,
+    /// The soft limit now (the hard limit, where raising it was allowed).
+    pub now: u64,
+    /// What the configured caps can take at once: HTTP connections, sessions, TURN's
+    /// connections and relay sockets, and a margin for the gateway's own sockets.
+    pub wanted: u64,
+}
+
+/// Raises the soft open-files limit to the hard limit (what an unprivileged process may do):
+/// every session, HTTP connection, TURN connection and relay allocation holds a descriptor,
+/// and the usual default soft limit of 1024 is far below the configured caps. Where the system
+/// does not allow it (or has no such limit), the limit stays as it was.
+pub fn raise_open_files_limit(config: &crate::config::Config) -> OpenFiles {
+    let (before, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((0, 0));
+    let now = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(before);
+    let turn = if config.turn.enabled {
+        config.turn.max_stream_connections + config.turn.max_allocations
+    } else {
+        0
+    };
+    let wanted = (config.http.max_connections + config.limits.max_sessions + turn + 256) as u64;
+    OpenFiles {
+        before,
+        now,
+        wanted,
+    }
+}

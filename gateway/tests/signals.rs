@@ -353,3 +353,48 @@ fn token_create_mints_with_a_configured_key_and_explains_dev_mode() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no API key"));
 }
+
+#[test]
+fn serve_raises_its_open_files_limit_and_says_so() {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("getrlimit");
+    if hard <= 512 {
+        eprintln!("the hard open-files limit here is {hard}: nothing to raise");
+        return;
+    }
+    // Started from a shell with a low soft limit, as a default 1024 would be.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "ulimit -S -n 512 && exec \"$0\" serve --quic-listen 127.0.0.1:0 \
+             --http-listen 127.0.0.1:0 --webrtc-listen 127.0.0.1:0",
+        )
+        .arg(env!("CARGO_BIN_EXE_strait"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strait starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let child = Killed(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let line = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the open-files line of the banner in time");
+        if line.contains("open files limit") {
+            break line;
+        }
+    };
+    assert!(
+        line.ends_with(&format!("open files limit     {hard} (raised from 512)")),
+        "{line}"
+    );
+    drop(child);
+}

@@ -129,6 +129,16 @@ pub struct HttpConfig {
     /// loopback. `true` with no API key on another address is refused: it would mint tokens
     /// for anyone on the network.
     pub dev_token_endpoint: Option<bool>,
+    /// Connections at once; one beyond it is closed when accepted. Upgraded WebSockets (`/ws/rtc`)
+    /// count against the session limits instead.
+    pub max_connections: usize,
+    /// Time a connection has for a request's headers, from when it opens or finished its last
+    /// answer: idle and slow connections are closed after it.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Time a request's body has to arrive in full; later, the request gets 408.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -136,6 +146,9 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             dev_token_endpoint: None,
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -630,6 +643,16 @@ impl Config {
         }
         if !(64 * 1024..=64 * 1024 * 1024).contains(&q.send_window) {
             return invalid("quic.send_window must be from 64 KiB to 64 MiB".into());
+        }
+        if self.http.max_connections == 0 {
+            return invalid("http.max_connections must be at least 1".into());
+        }
+        if self.http.header_timeout < Duration::from_millis(100)
+            || self.http.body_timeout < Duration::from_millis(100)
+        {
+            return invalid(
+                "http.header_timeout and http.body_timeout must be at least 100ms".into(),
+            );
         }
         if self.http.dev_token_endpoint == Some(true)
             && self.auth.keys.is_empty()

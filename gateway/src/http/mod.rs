@@ -28,6 +28,7 @@ use crate::quic::tls::CertStore;
 use crate::session::{Admission, SessionContext};
 
 mod assets;
+pub(crate) mod server;
 mod tokens;
 mod turn;
 pub(crate) mod whip;

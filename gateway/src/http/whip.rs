@@ -29,6 +29,7 @@
 //! | 400 | a `PATCH` fragment with lines other than `a=`/`m=`, a ufrag without a password, or malformed credentials |
 //! | 404 | no such track, participant or session |
 //! | 412 | a `PATCH` whose `If-Match` is not the session's `ETag` |
+//! | 408 | the offer or fragment did not arrive in full within `http.body_timeout` |
 //! | 413 | the offer or fragment is longer than `webrtc.max_sdp_bytes` |
 //! | 415 | the `Content-Type` is not `application/sdp` (`application/trickle-ice-sdpfrag` for `PATCH`) |
 //! | 422 | valid SDP the bridge cannot use: no audio or video, only unsupported codecs, no section to receive the requested tracks |
@@ -236,6 +237,31 @@ fn ice_server_links(shared: &SessionContext, participant: ParticipantId) -> Vec<
         .collect()
 }
 
+/// Why a body (`what`: the offer, a fragment) could not be read: it did not arrive within
+/// `http.body_timeout` (408), the connection failed (400), or it is longer than `max` (413).
+fn body_refusal(e: &axum::Error, what: &str, max: usize) -> Refusal {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if cause.is::<tower_http::timeout::TimeoutError>() {
+            return Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the {what} did not arrive in time"),
+            );
+        }
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the {what} is longer than {max} bytes"),
+            );
+        }
+        source = cause.source();
+    }
+    Refusal::new(
+        StatusCode::BAD_REQUEST,
+        format!("the {what} could not be read: {e}"),
+    )
+}
+
 /// Checks a WHIP or WHEP request in order of cost (no body is read before the token is good)
 /// and hands the offer to the worker.
 async fn accept(
@@ -288,12 +314,9 @@ async fn accept(
     }
     let max = shared.config.webrtc.max_sdp_bytes;
     // Reads at most `max` bytes, whatever Content-Length claims.
-    let body = axum::body::to_bytes(body, max).await.map_err(|_| {
-        Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the offer is longer than {max} bytes"),
-        )
-    })?;
+    let body = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|e| body_refusal(&e, "offer", max))?;
     let sdp = String::from_utf8(body.to_vec())
         .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8"))?;
     // Refuse a bad offer here, before the worker spends anything on it.
@@ -434,12 +457,9 @@ async fn patch(
             ));
         }
         let max = shared.config.webrtc.max_sdp_bytes;
-        let body = axum::body::to_bytes(body, max).await.map_err(|_| {
-            Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the fragment is longer than {max} bytes"),
-            )
-        })?;
+        let body = axum::body::to_bytes(body, max)
+            .await
+            .map_err(|e| body_refusal(&e, "fragment", max))?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "the fragment is not UTF-8"))?;
         let fragment =

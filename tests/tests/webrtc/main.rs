@@ -6,4 +6,5 @@
 //! - `ws`: WebSocket signaling on `/ws/rtc`, its sessions and its bad input.
 
 mod bridge;
+mod http_surface;
 mod ws;
