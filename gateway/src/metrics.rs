@@ -163,6 +163,35 @@ pub struct DropLabel {
     pub reason: DropReason,
 }
 
+/// What became of one packet a WebRTC subscriber asked for again in a NACK.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum NackResult {
+    /// Handed to the retransmission cache (sent again if it still holds the packet).
+    Granted,
+    /// Already sent again moments ago: not again.
+    Duplicate,
+    /// Beyond the leg's retransmission budget (twice the stream's packet rate): not sent.
+    OverBudget,
+}
+
+impl EncodeLabelValue for NackResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            NackResult::Granted => "granted",
+            NackResult::Duplicate => "duplicate",
+            NackResult::OverBudget => "over_budget",
+        })
+    }
+}
+
+/// Label set with one `result` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NackLabel {
+    /// The result.
+    pub result: NackResult,
+}
+
 /// Why a connection or session was refused before it started.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RefusalReason {
@@ -311,6 +340,10 @@ pub struct Metrics {
     pub webrtc_keyframe_requests_in: Counter,
     /// PLIs sent to WHIP publishers.
     pub webrtc_keyframe_requests_out: Counter,
+    /// Datagrams the WebRTC bridge sent: media, retransmissions, RTCP, STUN and DTLS.
+    pub webrtc_datagrams_out: Counter,
+    /// Packets WebRTC subscribers asked for again, by what became of the request.
+    pub webrtc_nacks: Family<NackLabel, Counter>,
     /// The embedded TURN server (`strait_turn_*`).
     pub turn: TurnMetrics,
 }
@@ -352,6 +385,8 @@ impl Metrics {
             webrtc_steered: Counter::default(),
             webrtc_keyframe_requests_in: Counter::default(),
             webrtc_keyframe_requests_out: Counter::default(),
+            webrtc_datagrams_out: Counter::default(),
+            webrtc_nacks: Family::default(),
             turn: TurnMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("strait");
@@ -447,6 +482,16 @@ impl Metrics {
             "webrtc_keyframe_requests_out",
             "PLIs sent to WHIP publishers",
             m.webrtc_keyframe_requests_out.clone(),
+        );
+        r.register(
+            "webrtc_datagrams_out",
+            "Datagrams the WebRTC bridge sent (media, retransmissions, RTCP, STUN, DTLS)",
+            m.webrtc_datagrams_out.clone(),
+        );
+        r.register(
+            "webrtc_nacks",
+            "Packets WebRTC subscribers asked for again (NACK), by result",
+            m.webrtc_nacks.clone(),
         );
         m.turn.register(r.sub_registry_with_prefix("turn"));
         m

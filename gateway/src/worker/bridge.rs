@@ -70,7 +70,7 @@ use super::hub::{BridgedRtp, Core};
 use super::translate::{self, Principal};
 use crate::auth::VerifiedToken;
 use crate::config::WebRtcConfig;
-use crate::metrics::{DropReason, Metrics, Transport, TransportLabel};
+use crate::metrics::{DropReason, Metrics, NackLabel, NackResult, Transport, TransportLabel};
 
 /// What a WHIP or WHEP offer asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -990,6 +990,29 @@ impl Bridge {
         ] {
             if now > before {
                 metrics.count_drops(reason, now - before);
+            }
+        }
+        metrics
+            .webrtc_datagrams_out
+            .inc_by(stats.datagrams_out - seen.datagrams_out);
+        for (result, now, before) in [
+            (NackResult::Granted, stats.nacks.granted, seen.nacks.granted),
+            (
+                NackResult::Duplicate,
+                stats.nacks.duplicate,
+                seen.nacks.duplicate,
+            ),
+            (
+                NackResult::OverBudget,
+                stats.nacks.over_budget,
+                seen.nacks.over_budget,
+            ),
+        ] {
+            if now > before {
+                metrics
+                    .webrtc_nacks
+                    .get_or_create(&NackLabel { result })
+                    .inc_by(now - before);
             }
         }
         // Every worker's bridge adds its own change: the gauges are the node's sums.

@@ -15,7 +15,8 @@
 //! address its checks come from, while the old addresses keep routing to it.
 //!
 //! NACKs from subscriber peers are answered by `rtc`'s NACK responder from a buffer of the last
-//! [`WebRtcConfig::nack_cache_packets`] packets of each send track.
+//! [`WebRtcConfig::nack_cache_packets`] packets of each send track, after a [`NackGuard`] took out
+//! what was granted moments ago and what is beyond twice the stream's rate.
 //!
 //! What it is not: it does not forward anything between peers — it hands received RTP out as
 //! [`WebRtcEvent::Rtp`] and takes RTP to send through [`Endpoint::send_rtp`]; the gateway puts the
@@ -46,6 +47,7 @@
 mod error;
 mod feedback;
 mod ice;
+mod nack;
 mod offer;
 pub mod simulcast;
 
@@ -82,6 +84,8 @@ pub use self::error::{RtcError, WebRtcError};
 pub use self::feedback::DeliverKeyframeRequests;
 use self::feedback::{is_keyframe_request, register_interceptors};
 pub use self::ice::{IceCredentials, IceFragment, ice_fragment_of_answer};
+pub use self::nack::{BURST as NACK_BURST, DUPLICATE_WINDOW as NACK_DUPLICATE_WINDOW};
+pub use self::nack::{NackCounters, NackGuard, NackStats};
 use self::offer::{Datagram, classify, validate_offer};
 pub use self::simulcast::{RidLayer, SimulcastSection, simulcast_sections};
 use crate::sfu::{CodecSpec, TrackKind};
@@ -251,6 +255,8 @@ pub struct WebRtcStats {
     pub transmits_dropped: u64,
     /// Offers refused by an error.
     pub offers_refused: u64,
+    /// Packets subscribers asked for again, by what became of them ([`NackGuard`]).
+    pub nacks: NackStats,
 }
 
 /// A received stream of a publisher peer.
@@ -311,6 +317,8 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<WebRtcEvent>,
     stats: WebRtcStats,
+    /// What every peer's NACK guard did.
+    nacks: std::sync::Arc<NackCounters>,
 }
 
 /// Checks an offer the way [`Endpoint::accept_offer`] does before it spends a peer connection
@@ -343,6 +351,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: WebRtcStats::default(),
+            nacks: std::sync::Arc::default(),
         }
     }
 
@@ -355,6 +364,7 @@ impl Endpoint {
     pub fn stats(&self) -> WebRtcStats {
         WebRtcStats {
             peers: self.peers.len(),
+            nacks: self.nacks.read(),
             ..self.stats
         }
     }
@@ -420,7 +430,11 @@ impl Endpoint {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs()?;
         // The slot number only orders interceptors; any custom slot works for a marker.
-        let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+        let registry = Registry::new()
+            .with(Slot::from(14_000), DeliverKeyframeRequests::default())
+            // Wire-ward of the NACK responder (4 000): it rewrites NACKs before they are answered,
+            // and sees retransmissions on their way out as well as originals.
+            .with(Slot::from(3_500), NackGuard::new(self.nacks.clone()));
         let registry =
             register_interceptors(registry, &mut media_engine, self.config.nack_cache_packets)?;
         let mut pc = RTCPeerConnectionBuilder::new()

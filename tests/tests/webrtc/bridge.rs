@@ -1944,3 +1944,104 @@ async fn a_disabled_bridge_binds_nothing_and_serves_no_whip() {
     assert_eq!(response.status, 404, "{response:?}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_flood_gets_at_most_twice_the_streams_rate_in_retransmissions() {
+    let gw = TestGateway::start_with(|c| {
+        c.media.keyframe_request_interval = Duration::from_millis(50);
+        c.webrtc.nack_cache_packets = 512;
+    })
+    .await;
+    // A packet every 5 ms: 200 packets a second.
+    let presenter = gw
+        .native_video_publisher("storm", "presenter", VideoCodec::Vp8, rtp::VP8_PT)
+        .await;
+    // The attacker sees every retransmission (no replay window); a bystander watches too.
+    let attacker = gw
+        .whep_subscriber_on(
+            Peer::without_srtp_replay_protection().await,
+            "storm",
+            presenter.track(),
+        )
+        .await;
+    let bystander = gw.whep_subscriber("storm", presenter.track()).await;
+    let (remote, ssrc) = (&attacker.remote, attacker.ssrc().await);
+    let mut rx = rtp_of(Arc::clone(remote));
+    let mut watched = rtp_of(Arc::clone(&bystander.remote));
+    let received = receive_rtp(&mut rx, 300, "300 packets reach the attacker").await;
+    let seqs: Vec<u16> = received.iter().map(|p| p.header.sequence_number).collect();
+    let last_before = *seqs.last().unwrap();
+
+    // What the bridge sends from here on (handed to the socket or dropped for a full queue).
+    let sent_before = gw.metric("strait_webrtc_datagrams_out_total").await;
+    // Fifty RTCP packets, each asking again for all 300 packets, as fast as they go out.
+    let pairs =
+        rtc::rtcp::transport_feedbacks::transport_layer_nack::nack_pairs_from_sequence_numbers(
+            &seqs,
+        );
+    for _ in 0..50 {
+        remote
+            .write_rtcp(vec![Box::new(TransportLayerNack {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+                nacks: pairs.clone(),
+            })])
+            .await
+            .unwrap();
+    }
+
+    // Over the next 400 packets of the stream (two seconds), count what comes again.
+    let mut originals = 0u32;
+    let mut again = 0u32;
+    let mut highest = last_before;
+    tokio::time::timeout(WAIT, async {
+        while originals < 400 {
+            let packet = rx.recv().await.expect("rtp");
+            let seq = packet.header.sequence_number;
+            if seq.wrapping_sub(highest) as i16 > 0 {
+                originals += u32::from(seq.wrapping_sub(highest));
+                highest = seq;
+            } else {
+                again += 1;
+            }
+        }
+    })
+    .await
+    .expect("the stream goes on during the flood");
+    let sent = gw.metric("strait_webrtc_datagrams_out_total").await - sent_before;
+    // Beyond the two subscribers' share of the stream: retransmissions, RTCP, STUN answers.
+    let extra = sent - 2.0 * f64::from(originals);
+    eprintln!(
+        "NACK flood: 50 x {} packets asked for again; the bridge sent {sent} datagrams ({extra} \
+         beyond the stream's) over {originals} new packets; {again} came back to the attacker",
+        seqs.len()
+    );
+    // Retransmissions: at most twice the stream's packets over the window plus the burst a
+    // stream may have saved up (128); the rest (reports, consent answers, timing) is small.
+    assert!(
+        extra <= f64::from(2 * originals + 128 + 64),
+        "the bridge sent {extra} datagrams beyond {originals} packets of the stream per subscriber"
+    );
+    assert!(
+        gw.metric_where("strait_webrtc_nacks_total", "result=\"duplicate\"")
+            .await
+            + gw.metric_where("strait_webrtc_nacks_total", "result=\"over_budget\"")
+                .await
+            > 0.0
+    );
+
+    // The bystander got the stream in order, nothing missing, throughout.
+    let seen = receive_rtp(&mut watched, 600, "the bystander's stream").await;
+    for pair in seen.windows(2) {
+        let step = pair[1]
+            .header
+            .sequence_number
+            .wrapping_sub(pair[0].header.sequence_number);
+        assert_eq!(step, 1, "the bystander missed or repeated packets");
+    }
+
+    attacker.close().await;
+    bystander.close().await;
+    presenter.close().await;
+    gw.stop().await;
+}
