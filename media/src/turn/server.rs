@@ -56,7 +56,7 @@ use rtc_stun::uattrs::UnknownAttributes;
 use rtc_stun::xoraddr::XorMappedAddress;
 use thiserror::Error;
 
-use super::credentials::{CredentialError, TurnSecrets, check_username};
+use super::credentials::{CredentialError, TurnSecrets, check_username, parse_username};
 use super::policy::{Denial, PeerPolicy};
 
 /// Channel numbers a client may bind (RFC 8656 §12: 0x4000 through 0x4FFF).
@@ -111,7 +111,7 @@ pub struct FiveTuple {
     pub server: SocketAddr,
 }
 
-/// The server's configuration. Each limit bounds memory or what one credential can do.
+/// The server's configuration. Each limit bounds memory or what one identity can do.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The realm in every challenge and long-term key (RFC 8489 §9.2).
@@ -122,8 +122,10 @@ pub struct ServerConfig {
     pub policy: PeerPolicy,
     /// Allocations on this node (each holds a UDP socket and its maps).
     pub max_allocations: usize,
-    /// Allocations one username may hold at once.
-    pub max_allocations_per_credential: usize,
+    /// Allocations one identity (the part of a TURN REST username after its expiry) may hold at
+    /// once, whatever credentials they were made with: minting a fresh credential does not
+    /// open a fresh quota. Beyond it Allocate gets 486.
+    pub max_allocations_per_identity: usize,
     /// Lifetime granted when the client asks for less or nothing (RFC 8656: 10 minutes).
     pub default_lifetime: Duration,
     /// Longest lifetime granted per Allocate or Refresh.
@@ -148,7 +150,7 @@ impl Default for ServerConfig {
             secrets: TurnSecrets::default(),
             policy: PeerPolicy::default(),
             max_allocations: 1_000,
-            max_allocations_per_credential: 8,
+            max_allocations_per_identity: 8,
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3_600),
             nonce_lifetime: Duration::from_secs(600),
@@ -353,7 +355,7 @@ impl AuthFailure {
 pub struct Stats {
     /// Allocations made.
     pub allocations_created: u64,
-    /// Allocate requests refused by a quota (486 per credential, 508 per node).
+    /// Allocate requests refused by a quota (486 per identity, 508 per node).
     pub quota_refusals: u64,
     /// Packets relayed from clients to peers.
     pub to_peer_packets: u64,
@@ -475,7 +477,9 @@ pub struct Server {
     rng: StdRng,
     allocations: HashMap<FiveTuple, Allocation>,
     by_relay: HashMap<SocketAddr, FiveTuple>,
-    per_credential: HashMap<String, usize>,
+    /// Allocations held per identity (see [`quota_key`]); an identity without allocations has
+    /// no entry, so the map is no larger than `allocations`.
+    per_identity: HashMap<String, usize>,
     unauthorized: HashMap<IpAddr, TokenBucket>,
     next_sweep: Option<Instant>,
     transmits: VecDeque<Transmit>,
@@ -511,7 +515,7 @@ impl Server {
             config,
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
-            per_credential: HashMap::new(),
+            per_identity: HashMap::new(),
             unauthorized: HashMap::new(),
             next_sweep: None,
             transmits: VecDeque::new(),
@@ -822,7 +826,7 @@ impl Server {
                     Err(result) => return result,
                 };
                 match method {
-                    METHOD_ALLOCATE => self.allocate(client, &msg, auth, now, bind_relay),
+                    METHOD_ALLOCATE => self.allocate(client, &msg, &auth, now, bind_relay),
                     METHOD_REFRESH => self.refresh(client, &msg, &auth, now),
                     METHOD_CREATE_PERMISSION => self.create_permission(client, &msg, &auth, now),
                     _ => self.channel_bind(client, &msg, &auth, now),
@@ -1045,7 +1049,7 @@ impl Server {
         &mut self,
         client: FiveTuple,
         msg: &Message,
-        auth: Authenticated,
+        auth: &Authenticated,
         now: Instant,
         bind_relay: &mut dyn FnMut(&FiveTuple) -> Option<SocketAddr>,
     ) -> Result<(), DropReason> {
@@ -1088,11 +1092,11 @@ impl Server {
             return refuse(self, CODE_ADDR_FAMILY_NOT_SUPPORTED);
         }
         let held = self
-            .per_credential
-            .get(&auth.username)
+            .per_identity
+            .get(quota_key(&auth.username))
             .copied()
             .unwrap_or(0);
-        if held >= self.config.max_allocations_per_credential {
+        if held >= self.config.max_allocations_per_identity {
             self.stats.quota_refusals += 1;
             return refuse(self, CODE_ALLOC_QUOTA_REACHED);
         }
@@ -1120,7 +1124,10 @@ impl Server {
             },
         );
         self.by_relay.insert(relay, client);
-        *self.per_credential.entry(auth.username).or_insert(0) += 1;
+        *self
+            .per_identity
+            .entry(quota_key(&auth.username).to_owned())
+            .or_insert(0) += 1;
         self.stats.allocations_created += 1;
         self.schedule(now);
         self.events.push_back(Event::Allocated { client, relay });
@@ -1345,10 +1352,11 @@ impl Server {
             return;
         };
         self.by_relay.remove(&alloc.relay);
-        if let Some(n) = self.per_credential.get_mut(&alloc.username) {
+        let identity = quota_key(&alloc.username);
+        if let Some(n) = self.per_identity.get_mut(identity) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.per_credential.remove(&alloc.username);
+                self.per_identity.remove(identity);
             }
         }
         self.events.push_back(Event::Closed {
@@ -1395,6 +1403,16 @@ impl Server {
             attrs(m);
         })
     }
+}
+
+/// What an allocation counts against in `max_allocations_per_identity`: the identity of its
+/// TURN REST username. The username embeds its expiry, so keying by the whole of it let every
+/// freshly minted credential of one identity open a fresh quota.
+///
+/// An allocation's username was parsed when it was made, so the fallback (the whole username)
+/// is not reached; it keeps the function total, and counting up and down both go through it.
+fn quota_key(username: &str) -> &str {
+    parse_username(username).map_or(username, |u| u.identity)
 }
 
 fn build(

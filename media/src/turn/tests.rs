@@ -859,9 +859,9 @@ fn one_channel_per_peer_and_one_peer_per_channel() {
 }
 
 #[test]
-fn allocation_quota_per_credential_gets_486_and_per_node_508() {
+fn allocation_quota_per_identity_gets_486_and_per_node_508() {
     let mut c = config();
-    c.max_allocations_per_credential = 2;
+    c.max_allocations_per_identity = 2;
     c.max_allocations = 3;
     let mut h = Harness::new(c);
     let mut auth = h.creds("42");
@@ -883,6 +883,88 @@ fn allocation_quota_per_credential_gets_486_and_per_node_508() {
     );
     assert_eq!(release.class(), CLASS_SUCCESS_RESPONSE);
     h.allocated(udp(3), &mut auth);
+}
+
+/// Regression: the quota was keyed by the whole username, which embeds the expiry, so each
+/// freshly minted credential of one identity came with a quota of its own.
+#[test]
+fn fresh_credentials_of_one_identity_share_its_allocation_quota() {
+    let mut c = config();
+    c.max_allocations_per_identity = 3;
+    let mut h = Harness::new(c);
+    // The nonce is bound to the client's IP: one challenge serves every port below.
+    let challenge = h.request(udp(1), METHOD_ALLOCATE, &[transport_udp()], None);
+    let nonce = challenge.text(ATTR_NONCE).unwrap();
+    let fresh = |h: &Harness, identity: &str| Auth {
+        nonce: nonce.clone(),
+        ..h.creds(identity)
+    };
+    let release = |h: &mut Harness, from: FiveTuple, auth: &Auth| {
+        let reply = h.request(
+            from,
+            METHOD_REFRESH,
+            &[(rtc_stun::attributes::ATTR_LIFETIME, vec![0; 4])],
+            Some(auth),
+        );
+        assert_eq!(reply.class(), CLASS_SUCCESS_RESPONSE, "{:?}", reply.code());
+    };
+
+    // 200 credentials for one identity, each minted a second after the last (a new expiry,
+    // so a new username), each tried on a new 5-tuple: the first three allocate.
+    let mut held = Vec::new();
+    for i in 0..200u16 {
+        h.advance(Duration::from_secs(1));
+        let auth = fresh(&h, "alice");
+        let from = udp(1_000 + i);
+        let reply = h.request(from, METHOD_ALLOCATE, &[transport_udp()], Some(&auth));
+        if i < 3 {
+            assert_eq!(reply.class(), CLASS_SUCCESS_RESPONSE, "{:?}", reply.code());
+            held.push((from, auth));
+        } else {
+            assert_eq!(
+                reply.code(),
+                Some(486),
+                "credential {i} ({}) of an identity holding its quota",
+                auth.username
+            );
+        }
+    }
+    assert_eq!(h.server.allocation_count(), 3);
+    assert_eq!(h.server.stats().quota_refusals, 197);
+
+    // Another identity has its own quota.
+    for i in 0..3u16 {
+        let auth = fresh(&h, "bob");
+        let reply = h.request(
+            udp(2_000 + i),
+            METHOD_ALLOCATE,
+            &[transport_udp()],
+            Some(&auth),
+        );
+        assert_eq!(reply.class(), CLASS_SUCCESS_RESPONSE, "{:?}", reply.code());
+    }
+
+    // Releasing one of alice's allocations (made with an older credential) frees one slot for
+    // her, and only one.
+    let (from, auth) = held.remove(0);
+    release(&mut h, from, &auth);
+    h.advance(Duration::from_secs(1));
+    let again = h.request(
+        udp(3_000),
+        METHOD_ALLOCATE,
+        &[transport_udp()],
+        Some(&fresh(&h, "alice")),
+    );
+    assert_eq!(again.class(), CLASS_SUCCESS_RESPONSE, "{:?}", again.code());
+    let over = h.request(
+        udp(3_001),
+        METHOD_ALLOCATE,
+        &[transport_udp()],
+        Some(&fresh(&h, "alice")),
+    );
+    assert_eq!(over.code(), Some(486));
+    assert_eq!(h.server.stats().quota_refusals, 198);
+    assert_eq!(h.server.allocation_count(), 6);
 }
 
 #[test]
