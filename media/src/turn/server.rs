@@ -11,7 +11,8 @@
 //! - **Pollers** give output: drain [`Server::poll_transmit`] (packets to clients and to peers)
 //!   and [`Server::poll_event`] (allocations made and closed: the caller binds and drops relay
 //!   sockets) until they return `None` after every handler call.
-//! - **Getters**: [`Server::stats`] (cumulative counters), [`Server::allocation_count`].
+//! - **Getters**: [`Server::stats`] (cumulative counters), [`Server::allocation_count`],
+//!   [`Server::tracked_sources`].
 //! - **Buffers** (optional): hand the `data` of a sent [`Transmit`] back with
 //!   [`Server::recycle`] and the core copies the next relayed payload into it instead of
 //!   allocating; a relay running at full rate then allocates nothing per packet.
@@ -57,6 +58,7 @@ use rtc_stun::xoraddr::XorMappedAddress;
 use thiserror::Error;
 
 use super::credentials::{CredentialError, TurnSecrets, check_username, parse_username};
+use super::limit::{SourceLimit, TokenBucket};
 use super::policy::{Denial, PeerPolicy};
 
 /// Channel numbers a client may bind (RFC 8656 §12: 0x4000 through 0x4FFF).
@@ -134,12 +136,14 @@ pub struct ServerConfig {
     pub nonce_lifetime: Duration,
     /// Relayed bytes per second per allocation, both directions together; 0 means unlimited.
     pub bandwidth: u64,
-    /// 401 and 438 replies per second to one source IP (they go to unauthenticated, possibly
-    /// spoofed sources: this bounds reflection).
+    /// 401 and 438 replies per second to one source: an IPv4 address, or an IPv6 /64 (they go
+    /// to unauthenticated, possibly spoofed sources: this bounds reflection).
     pub unauthorized_per_second: u32,
     /// Burst of such replies above the rate.
     pub unauthorized_burst: u32,
-    /// Source IPs tracked by that rate limit; beyond it, replies to new sources are dropped.
+    /// Sources tracked by that rate limit, about 200 bytes each. When the table is full the
+    /// source seen least recently is forgotten for a new one, which is never refused for want
+    /// of room (why: the `limit` module).
     pub max_tracked_sources: usize,
 }
 
@@ -357,6 +361,9 @@ pub struct Stats {
     pub allocations_created: u64,
     /// Allocate requests refused by a quota (486 per identity, 508 per node).
     pub quota_refusals: u64,
+    /// Sources the 401 rate limit forgot to make room for a new one: its table was full. A
+    /// steady climb is a flood of spoofed sources.
+    pub rate_limit_evictions: u64,
     /// Packets relayed from clients to peers.
     pub to_peer_packets: u64,
     /// Payload bytes relayed from clients to peers.
@@ -398,39 +405,6 @@ pub enum ServerError {
     /// The crypto provider (ring) is unavailable.
     #[error("crypto provider: {0}")]
     Crypto(String),
-}
-
-struct TokenBucket {
-    tokens: u64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(burst: u64, now: Instant) -> Self {
-        TokenBucket {
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, rate: u64, burst: u64, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last);
-        let add = (u128::from(rate) * elapsed.as_nanos() / 1_000_000_000) as u64;
-        if add > 0 {
-            self.tokens = self.tokens.saturating_add(add).min(burst);
-            self.last = now;
-        }
-    }
-
-    fn take(&mut self, n: u64, rate: u64, burst: u64, now: Instant) -> bool {
-        self.refill(rate, burst, now);
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 struct Allocation {
@@ -480,7 +454,8 @@ pub struct Server {
     /// Allocations held per identity (see [`quota_key`]); an identity without allocations has
     /// no entry, so the map is no larger than `allocations`.
     per_identity: HashMap<String, usize>,
-    unauthorized: HashMap<IpAddr, TokenBucket>,
+    /// The budget of 401 and 438 replies per source.
+    unauthorized: SourceLimit,
     next_sweep: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -508,6 +483,11 @@ impl Server {
     pub fn new(config: ServerConfig, seed: [u8; 32]) -> Result<Server, ServerError> {
         let crypto =
             rtc_crypto::default_provider().map_err(|e| ServerError::Crypto(e.to_string()))?;
+        let unauthorized = SourceLimit::new(
+            config.unauthorized_per_second,
+            config.unauthorized_burst,
+            config.max_tracked_sources,
+        );
         Ok(Server {
             nonce_key: hmac::Key::new(hmac::HMAC_SHA256, &seed),
             rng: StdRng::from_seed(seed),
@@ -516,7 +496,7 @@ impl Server {
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
             per_identity: HashMap::new(),
-            unauthorized: HashMap::new(),
+            unauthorized,
             next_sweep: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -538,6 +518,12 @@ impl Server {
     /// Allocations now.
     pub fn allocation_count(&self) -> usize {
         self.allocations.len()
+    }
+
+    /// Sources the 401 rate limit tracks now (IPv4 addresses and IPv6 /64s), at most
+    /// [`ServerConfig::max_tracked_sources`].
+    pub fn tracked_sources(&self) -> usize {
+        self.unauthorized.len()
     }
 
     /// The next packet to send.
@@ -595,11 +581,7 @@ impl Server {
                 keep
             });
         }
-        let (rate, burst) = self.unauthorized_rate();
-        self.unauthorized.retain(|_, b| {
-            b.refill(rate, burst, now);
-            b.tokens < burst
-        });
+        self.unauthorized.sweep(now);
         self.next_sweep = (!self.allocations.is_empty() || !self.unauthorized.is_empty())
             .then_some(now + SWEEP_INTERVAL);
     }
@@ -649,13 +631,6 @@ impl Server {
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + SWEEP_INTERVAL);
         }
-    }
-
-    fn unauthorized_rate(&self) -> (u64, u64) {
-        (
-            u64::from(self.config.unauthorized_per_second),
-            u64::from(self.config.unauthorized_burst.max(1)),
-        )
     }
 
     // ---- client to peer ----
@@ -985,18 +960,10 @@ impl Server {
         unix: u64,
     ) -> Result<(), DropReason> {
         self.stats.auth_failures[failure as usize] += 1;
-        let (rate, burst) = self.unauthorized_rate();
         let ip = client.client.ip();
-        if !self.unauthorized.contains_key(&ip)
-            && self.unauthorized.len() >= self.config.max_tracked_sources
-        {
-            return Err(DropReason::RateLimited);
-        }
-        let bucket = self
-            .unauthorized
-            .entry(ip)
-            .or_insert_with(|| TokenBucket::new(burst, now));
-        if !bucket.take(1, rate, burst, now) {
+        let allowed = self.unauthorized.take(ip, now);
+        self.stats.rate_limit_evictions = self.unauthorized.evictions();
+        if !allowed {
             return Err(DropReason::RateLimited);
         }
         self.schedule(now);
