@@ -48,8 +48,12 @@ pub struct TurnConfig {
     pub allow: Vec<String>,
     /// Allocations on this node (each holds a UDP socket).
     pub max_allocations: usize,
-    /// Allocations one credential (username) may hold at once.
-    pub max_allocations_per_credential: usize,
+    /// Allocations one identity (the part of a TURN REST username after its expiry) may hold
+    /// at once, whichever credentials they were made with. Until 2026-12 this was
+    /// `max_allocations_per_credential` and counted per username, so each freshly minted
+    /// credential opened a fresh quota; the old name is still read (setting both is an error).
+    #[serde(alias = "max_allocations_per_credential")]
+    pub max_allocations_per_identity: usize,
     /// Lifetime granted when a client asks for less or nothing.
     #[serde(with = "humantime_serde")]
     pub default_lifetime: Duration,
@@ -90,7 +94,7 @@ impl Default for TurnConfig {
             media_addresses: Vec::new(),
             allow: Vec::new(),
             max_allocations: 1_000,
-            max_allocations_per_credential: 8,
+            max_allocations_per_identity: 8,
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3_600),
             bandwidth_per_allocation: 1_250_000,
@@ -214,8 +218,8 @@ impl TurnConfig {
         for (name, v) in [
             ("turn.max_allocations", self.max_allocations),
             (
-                "turn.max_allocations_per_credential",
-                self.max_allocations_per_credential,
+                "turn.max_allocations_per_identity",
+                self.max_allocations_per_identity,
             ),
             ("turn.max_stream_connections", self.max_stream_connections),
         ] {
@@ -308,6 +312,28 @@ mod tests {
         assert_eq!(config.listen(Listener::Tcp), None);
         assert!(toml::from_str::<TurnConfig>("transports = [\"sctp\"]").is_err());
         assert!(toml::from_str::<TurnConfig>("listen = 1").is_err());
+    }
+
+    #[test]
+    fn the_identity_quota_is_also_read_under_its_old_name() {
+        let new: TurnConfig = toml::from_str("max_allocations_per_identity = 3").unwrap();
+        assert_eq!(new.max_allocations_per_identity, 3);
+        let old: TurnConfig = toml::from_str("max_allocations_per_credential = 2").unwrap();
+        assert_eq!(old.max_allocations_per_identity, 2);
+        let both = toml::from_str::<TurnConfig>(
+            "max_allocations_per_identity = 3\nmax_allocations_per_credential = 2",
+        );
+        assert!(both.is_err(), "{both:?}");
+        let zero = TurnConfig {
+            enabled: true,
+            max_allocations_per_identity: 0,
+            ..TurnConfig::default()
+        };
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .contains("turn.max_allocations_per_identity")
+        );
     }
 
     #[test]

@@ -301,7 +301,7 @@ impl TurnState {
             secrets: self.secrets.clone(),
             policy: PeerPolicy::new(config.media_addresses.clone(), allow),
             max_allocations: config.max_allocations,
-            max_allocations_per_credential: config.max_allocations_per_credential,
+            max_allocations_per_identity: config.max_allocations_per_identity,
             default_lifetime: config.default_lifetime,
             max_lifetime: config.max_lifetime,
             nonce_lifetime: Duration::from_secs(600),

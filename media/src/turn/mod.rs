@@ -5,6 +5,8 @@
 //! - [`policy`]: where the relay may send — this node's media addresses, then a deny-list no
 //!   configuration lifts, then an allow-list (empty by default).
 //! - [`framing`]: STUN and ChannelData frames out of a TCP or TLS byte stream.
+//! - `limit` (internal): token buckets, and the budget of 401 replies per source (an IPv4
+//!   address, an IPv6 /64) in a bounded table that forgets the source seen least recently.
 //! - [`server`]: the state machine — Binding, Allocate, Refresh, CreatePermission,
 //!   ChannelBind, Send and Data indications, ChannelData — driven with `handle_*` / `poll_*`.
 //!
@@ -28,6 +30,7 @@
 
 pub mod credentials;
 pub mod framing;
+mod limit;
 pub mod policy;
 pub mod server;
 

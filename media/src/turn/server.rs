@@ -11,7 +11,8 @@
 //! - **Pollers** give output: drain [`Server::poll_transmit`] (packets to clients and to peers)
 //!   and [`Server::poll_event`] (allocations made and closed: the caller binds and drops relay
 //!   sockets) until they return `None` after every handler call.
-//! - **Getters**: [`Server::stats`] (cumulative counters), [`Server::allocation_count`].
+//! - **Getters**: [`Server::stats`] (cumulative counters), [`Server::allocation_count`],
+//!   [`Server::tracked_sources`].
 //! - **Buffers** (optional): hand the `data` of a sent [`Transmit`] back with
 //!   [`Server::recycle`] and the core copies the next relayed payload into it instead of
 //!   allocating; a relay running at full rate then allocates nothing per packet.
@@ -56,7 +57,8 @@ use rtc_stun::uattrs::UnknownAttributes;
 use rtc_stun::xoraddr::XorMappedAddress;
 use thiserror::Error;
 
-use super::credentials::{CredentialError, TurnSecrets, check_username};
+use super::credentials::{CredentialError, TurnSecrets, check_username, parse_username};
+use super::limit::{SourceLimit, TokenBucket};
 use super::policy::{Denial, PeerPolicy};
 
 /// Channel numbers a client may bind (RFC 8656 §12: 0x4000 through 0x4FFF).
@@ -111,7 +113,7 @@ pub struct FiveTuple {
     pub server: SocketAddr,
 }
 
-/// The server's configuration. Each limit bounds memory or what one credential can do.
+/// The server's configuration. Each limit bounds memory or what one identity can do.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The realm in every challenge and long-term key (RFC 8489 §9.2).
@@ -122,8 +124,10 @@ pub struct ServerConfig {
     pub policy: PeerPolicy,
     /// Allocations on this node (each holds a UDP socket and its maps).
     pub max_allocations: usize,
-    /// Allocations one username may hold at once.
-    pub max_allocations_per_credential: usize,
+    /// Allocations one identity (the part of a TURN REST username after its expiry) may hold at
+    /// once, whatever credentials they were made with: minting a fresh credential does not
+    /// open a fresh quota. Beyond it Allocate gets 486.
+    pub max_allocations_per_identity: usize,
     /// Lifetime granted when the client asks for less or nothing (RFC 8656: 10 minutes).
     pub default_lifetime: Duration,
     /// Longest lifetime granted per Allocate or Refresh.
@@ -132,12 +136,14 @@ pub struct ServerConfig {
     pub nonce_lifetime: Duration,
     /// Relayed bytes per second per allocation, both directions together; 0 means unlimited.
     pub bandwidth: u64,
-    /// 401 and 438 replies per second to one source IP (they go to unauthenticated, possibly
-    /// spoofed sources: this bounds reflection).
+    /// 401 and 438 replies per second to one source: an IPv4 address, or an IPv6 /64 (they go
+    /// to unauthenticated, possibly spoofed sources: this bounds reflection).
     pub unauthorized_per_second: u32,
     /// Burst of such replies above the rate.
     pub unauthorized_burst: u32,
-    /// Source IPs tracked by that rate limit; beyond it, replies to new sources are dropped.
+    /// Sources tracked by that rate limit, about 200 bytes each. When the table is full the
+    /// source seen least recently is forgotten for a new one, which is never refused for want
+    /// of room (why: the `limit` module).
     pub max_tracked_sources: usize,
 }
 
@@ -148,7 +154,7 @@ impl Default for ServerConfig {
             secrets: TurnSecrets::default(),
             policy: PeerPolicy::default(),
             max_allocations: 1_000,
-            max_allocations_per_credential: 8,
+            max_allocations_per_identity: 8,
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3_600),
             nonce_lifetime: Duration::from_secs(600),
@@ -353,8 +359,11 @@ impl AuthFailure {
 pub struct Stats {
     /// Allocations made.
     pub allocations_created: u64,
-    /// Allocate requests refused by a quota (486 per credential, 508 per node).
+    /// Allocate requests refused by a quota (486 per identity, 508 per node).
     pub quota_refusals: u64,
+    /// Sources the 401 rate limit forgot to make room for a new one: its table was full. A
+    /// steady climb is a flood of spoofed sources.
+    pub rate_limit_evictions: u64,
     /// Packets relayed from clients to peers.
     pub to_peer_packets: u64,
     /// Payload bytes relayed from clients to peers.
@@ -396,39 +405,6 @@ pub enum ServerError {
     /// The crypto provider (ring) is unavailable.
     #[error("crypto provider: {0}")]
     Crypto(String),
-}
-
-struct TokenBucket {
-    tokens: u64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(burst: u64, now: Instant) -> Self {
-        TokenBucket {
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, rate: u64, burst: u64, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last);
-        let add = (u128::from(rate) * elapsed.as_nanos() / 1_000_000_000) as u64;
-        if add > 0 {
-            self.tokens = self.tokens.saturating_add(add).min(burst);
-            self.last = now;
-        }
-    }
-
-    fn take(&mut self, n: u64, rate: u64, burst: u64, now: Instant) -> bool {
-        self.refill(rate, burst, now);
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 struct Allocation {
@@ -475,8 +451,11 @@ pub struct Server {
     rng: StdRng,
     allocations: HashMap<FiveTuple, Allocation>,
     by_relay: HashMap<SocketAddr, FiveTuple>,
-    per_credential: HashMap<String, usize>,
-    unauthorized: HashMap<IpAddr, TokenBucket>,
+    /// Allocations held per identity (see [`quota_key`]); an identity without allocations has
+    /// no entry, so the map is no larger than `allocations`.
+    per_identity: HashMap<String, usize>,
+    /// The budget of 401 and 438 replies per source.
+    unauthorized: SourceLimit,
     next_sweep: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -504,6 +483,11 @@ impl Server {
     pub fn new(config: ServerConfig, seed: [u8; 32]) -> Result<Server, ServerError> {
         let crypto =
             rtc_crypto::default_provider().map_err(|e| ServerError::Crypto(e.to_string()))?;
+        let unauthorized = SourceLimit::new(
+            config.unauthorized_per_second,
+            config.unauthorized_burst,
+            config.max_tracked_sources,
+        );
         Ok(Server {
             nonce_key: hmac::Key::new(hmac::HMAC_SHA256, &seed),
             rng: StdRng::from_seed(seed),
@@ -511,8 +495,8 @@ impl Server {
             config,
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
-            per_credential: HashMap::new(),
-            unauthorized: HashMap::new(),
+            per_identity: HashMap::new(),
+            unauthorized,
             next_sweep: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -534,6 +518,12 @@ impl Server {
     /// Allocations now.
     pub fn allocation_count(&self) -> usize {
         self.allocations.len()
+    }
+
+    /// Sources the 401 rate limit tracks now (IPv4 addresses and IPv6 /64s), at most
+    /// [`ServerConfig::max_tracked_sources`].
+    pub fn tracked_sources(&self) -> usize {
+        self.unauthorized.len()
     }
 
     /// The next packet to send.
@@ -591,11 +581,7 @@ impl Server {
                 keep
             });
         }
-        let (rate, burst) = self.unauthorized_rate();
-        self.unauthorized.retain(|_, b| {
-            b.refill(rate, burst, now);
-            b.tokens < burst
-        });
+        self.unauthorized.sweep(now);
         self.next_sweep = (!self.allocations.is_empty() || !self.unauthorized.is_empty())
             .then_some(now + SWEEP_INTERVAL);
     }
@@ -645,13 +631,6 @@ impl Server {
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + SWEEP_INTERVAL);
         }
-    }
-
-    fn unauthorized_rate(&self) -> (u64, u64) {
-        (
-            u64::from(self.config.unauthorized_per_second),
-            u64::from(self.config.unauthorized_burst.max(1)),
-        )
     }
 
     // ---- client to peer ----
@@ -822,7 +801,7 @@ impl Server {
                     Err(result) => return result,
                 };
                 match method {
-                    METHOD_ALLOCATE => self.allocate(client, &msg, auth, now, bind_relay),
+                    METHOD_ALLOCATE => self.allocate(client, &msg, &auth, now, bind_relay),
                     METHOD_REFRESH => self.refresh(client, &msg, &auth, now),
                     METHOD_CREATE_PERMISSION => self.create_permission(client, &msg, &auth, now),
                     _ => self.channel_bind(client, &msg, &auth, now),
@@ -981,18 +960,10 @@ impl Server {
         unix: u64,
     ) -> Result<(), DropReason> {
         self.stats.auth_failures[failure as usize] += 1;
-        let (rate, burst) = self.unauthorized_rate();
         let ip = client.client.ip();
-        if !self.unauthorized.contains_key(&ip)
-            && self.unauthorized.len() >= self.config.max_tracked_sources
-        {
-            return Err(DropReason::RateLimited);
-        }
-        let bucket = self
-            .unauthorized
-            .entry(ip)
-            .or_insert_with(|| TokenBucket::new(burst, now));
-        if !bucket.take(1, rate, burst, now) {
+        let allowed = self.unauthorized.take(ip, now);
+        self.stats.rate_limit_evictions = self.unauthorized.evictions();
+        if !allowed {
             return Err(DropReason::RateLimited);
         }
         self.schedule(now);
@@ -1045,7 +1016,7 @@ impl Server {
         &mut self,
         client: FiveTuple,
         msg: &Message,
-        auth: Authenticated,
+        auth: &Authenticated,
         now: Instant,
         bind_relay: &mut dyn FnMut(&FiveTuple) -> Option<SocketAddr>,
     ) -> Result<(), DropReason> {
@@ -1088,11 +1059,11 @@ impl Server {
             return refuse(self, CODE_ADDR_FAMILY_NOT_SUPPORTED);
         }
         let held = self
-            .per_credential
-            .get(&auth.username)
+            .per_identity
+            .get(quota_key(&auth.username))
             .copied()
             .unwrap_or(0);
-        if held >= self.config.max_allocations_per_credential {
+        if held >= self.config.max_allocations_per_identity {
             self.stats.quota_refusals += 1;
             return refuse(self, CODE_ALLOC_QUOTA_REACHED);
         }
@@ -1120,7 +1091,10 @@ impl Server {
             },
         );
         self.by_relay.insert(relay, client);
-        *self.per_credential.entry(auth.username).or_insert(0) += 1;
+        *self
+            .per_identity
+            .entry(quota_key(&auth.username).to_owned())
+            .or_insert(0) += 1;
         self.stats.allocations_created += 1;
         self.schedule(now);
         self.events.push_back(Event::Allocated { client, relay });
@@ -1345,10 +1319,11 @@ impl Server {
             return;
         };
         self.by_relay.remove(&alloc.relay);
-        if let Some(n) = self.per_credential.get_mut(&alloc.username) {
+        let identity = quota_key(&alloc.username);
+        if let Some(n) = self.per_identity.get_mut(identity) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.per_credential.remove(&alloc.username);
+                self.per_identity.remove(identity);
             }
         }
         self.events.push_back(Event::Closed {
@@ -1395,6 +1370,16 @@ impl Server {
             attrs(m);
         })
     }
+}
+
+/// What an allocation counts against in `max_allocations_per_identity`: the identity of its
+/// TURN REST username. The username embeds its expiry, so keying by the whole of it let every
+/// freshly minted credential of one identity open a fresh quota.
+///
+/// An allocation's username was parsed when it was made, so the fallback (the whole username)
+/// is not reached; it keeps the function total, and counting up and down both go through it.
+fn quota_key(username: &str) -> &str {
+    parse_username(username).map_or(username, |u| u.identity)
 }
 
 fn build(

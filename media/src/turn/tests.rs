@@ -1,6 +1,6 @@
 //! The TURN core driven with injected time and no sockets: the flows, and every bad input.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,14 @@ fn udp(port: u16) -> FiveTuple {
         transport: Transport::Udp,
         client: SocketAddr::from(([203, 0, 113, 9], port)),
         server: "127.0.0.1:3478".parse().unwrap(),
+    }
+}
+
+/// A UDP client at `ip`.
+fn udp_from(ip: IpAddr, port: u16) -> FiveTuple {
+    FiveTuple {
+        client: SocketAddr::new(ip, port),
+        ..udp(port)
     }
 }
 
@@ -859,9 +867,9 @@ fn one_channel_per_peer_and_one_peer_per_channel() {
 }
 
 #[test]
-fn allocation_quota_per_credential_gets_486_and_per_node_508() {
+fn allocation_quota_per_identity_gets_486_and_per_node_508() {
     let mut c = config();
-    c.max_allocations_per_credential = 2;
+    c.max_allocations_per_identity = 2;
     c.max_allocations = 3;
     let mut h = Harness::new(c);
     let mut auth = h.creds("42");
@@ -883,6 +891,88 @@ fn allocation_quota_per_credential_gets_486_and_per_node_508() {
     );
     assert_eq!(release.class(), CLASS_SUCCESS_RESPONSE);
     h.allocated(udp(3), &mut auth);
+}
+
+/// Regression: the quota was keyed by the whole username, which embeds the expiry, so each
+/// freshly minted credential of one identity came with a quota of its own.
+#[test]
+fn fresh_credentials_of_one_identity_share_its_allocation_quota() {
+    let mut c = config();
+    c.max_allocations_per_identity = 3;
+    let mut h = Harness::new(c);
+    // The nonce is bound to the client's IP: one challenge serves every port below.
+    let challenge = h.request(udp(1), METHOD_ALLOCATE, &[transport_udp()], None);
+    let nonce = challenge.text(ATTR_NONCE).unwrap();
+    let fresh = |h: &Harness, identity: &str| Auth {
+        nonce: nonce.clone(),
+        ..h.creds(identity)
+    };
+    let release = |h: &mut Harness, from: FiveTuple, auth: &Auth| {
+        let reply = h.request(
+            from,
+            METHOD_REFRESH,
+            &[(rtc_stun::attributes::ATTR_LIFETIME, vec![0; 4])],
+            Some(auth),
+        );
+        assert_eq!(reply.class(), CLASS_SUCCESS_RESPONSE, "{:?}", reply.code());
+    };
+
+    // 200 credentials for one identity, each minted a second after the last (a new expiry,
+    // so a new username), each tried on a new 5-tuple: the first three allocate.
+    let mut held = Vec::new();
+    for i in 0..200u16 {
+        h.advance(Duration::from_secs(1));
+        let auth = fresh(&h, "alice");
+        let from = udp(1_000 + i);
+        let reply = h.request(from, METHOD_ALLOCATE, &[transport_udp()], Some(&auth));
+        if i < 3 {
+            assert_eq!(reply.class(), CLASS_SUCCESS_RESPONSE, "{:?}", reply.code());
+            held.push((from, auth));
+        } else {
+            assert_eq!(
+                reply.code(),
+                Some(486),
+                "credential {i} ({}) of an identity holding its quota",
+                auth.username
+            );
+        }
+    }
+    assert_eq!(h.server.allocation_count(), 3);
+    assert_eq!(h.server.stats().quota_refusals, 197);
+
+    // Another identity has its own quota.
+    for i in 0..3u16 {
+        let auth = fresh(&h, "bob");
+        let reply = h.request(
+            udp(2_000 + i),
+            METHOD_ALLOCATE,
+            &[transport_udp()],
+            Some(&auth),
+        );
+        assert_eq!(reply.class(), CLASS_SUCCESS_RESPONSE, "{:?}", reply.code());
+    }
+
+    // Releasing one of alice's allocations (made with an older credential) frees one slot for
+    // her, and only one.
+    let (from, auth) = held.remove(0);
+    release(&mut h, from, &auth);
+    h.advance(Duration::from_secs(1));
+    let again = h.request(
+        udp(3_000),
+        METHOD_ALLOCATE,
+        &[transport_udp()],
+        Some(&fresh(&h, "alice")),
+    );
+    assert_eq!(again.class(), CLASS_SUCCESS_RESPONSE, "{:?}", again.code());
+    let over = h.request(
+        udp(3_001),
+        METHOD_ALLOCATE,
+        &[transport_udp()],
+        Some(&fresh(&h, "alice")),
+    );
+    assert_eq!(over.code(), Some(486));
+    assert_eq!(h.server.stats().quota_refusals, 198);
+    assert_eq!(h.server.allocation_count(), 6);
 }
 
 #[test]
@@ -1020,6 +1110,127 @@ fn unauthorized_replies_are_rate_limited_per_source() {
     h.advance(Duration::from_secs(1));
     assert_eq!(h.feed(udp(1), &req), Ok(()));
     assert_eq!(h.server.stats().drops(DropReason::RateLimited), 1);
+}
+
+/// A spoofed source: IPv4 addresses from 198.18.0.0/15 and IPv6 addresses each in a /64 of
+/// its own, alternately.
+fn spoofed(i: u32) -> FiveTuple {
+    let ip = if i.is_multiple_of(2) {
+        IpAddr::V4(Ipv4Addr::from(0xC612_0000 + i))
+    } else {
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0x0db8,
+            (i >> 16) as u16,
+            i as u16,
+            0,
+            0,
+            0,
+            1,
+        ))
+    };
+    udp_from(ip, 40_000)
+}
+
+/// Regression: once `max_tracked_sources` sources were tracked, a new source got no 401 at
+/// all, so 10 000 spoofed sources kept every new client from ever allocating.
+#[test]
+fn spoofed_sources_filling_the_401_limit_do_not_lock_out_new_clients() {
+    let mut h = Harness::new(config());
+    let cap = h.server.config().max_tracked_sources;
+    assert_eq!(cap, 10_000);
+    let req = h.message(METHOD_ALLOCATE, CLASS_REQUEST, &[transport_udp()], None);
+    for i in 0..cap as u32 {
+        assert_eq!(h.feed(spoofed(i), &req), Ok(()), "spoofed source {i}");
+    }
+    assert_eq!(h.server.tracked_sources(), cap);
+    // One reply per request, no more.
+    assert_eq!(h.transmits().len(), cap);
+
+    // A new client, on IPv4 and on IPv6, gets its challenge and allocates.
+    let mut auth = h.creds("42");
+    h.allocated(udp(1_000), &mut auth);
+    let v6 = udp_from("2001:db8:ffff:1::7".parse().unwrap(), 1_001);
+    let mut auth = h.creds("43");
+    h.allocated(v6, &mut auth);
+    assert_eq!(h.server.tracked_sources(), cap);
+
+    // The flood goes on with new sources: the table stays at its cap, and clients still get in.
+    for i in cap as u32..(cap as u32 + 2_000) {
+        assert_eq!(h.feed(spoofed(i), &req), Ok(()), "spoofed source {i}");
+        assert!(h.server.tracked_sources() <= cap);
+    }
+    h.transmits();
+    let mut auth = h.creds("44");
+    h.allocated(udp(1_002), &mut auth);
+    assert_eq!(h.server.tracked_sources(), cap);
+    assert_eq!(h.server.allocation_count(), 3);
+    assert_eq!(h.server.stats().drops(DropReason::RateLimited), 0);
+    // Each source new to a full table made room by forgetting one: the two clients and the
+    // 2 000 later spoofed sources (the third client's address was still tracked).
+    assert_eq!(h.server.stats().rate_limit_evictions, 2_002);
+}
+
+/// A host owns a /64: its addresses share one 401 budget, so rotating through them buys
+/// nothing. IPv4 clients seen as IPv4-mapped addresses (a dual-stack socket) keep one each.
+#[test]
+fn ipv6_sources_of_one_64_share_a_401_budget() {
+    let mut c = config();
+    c.unauthorized_per_second = 1;
+    c.unauthorized_burst = 3;
+    let mut h = Harness::new(c);
+    let req = h.message(METHOD_ALLOCATE, CLASS_REQUEST, &[transport_udp()], None);
+    let host = |s: &str| udp_from(s.parse().unwrap(), 5_000);
+    for addr in [
+        "2001:db8:7:7::1",
+        "2001:db8:7:7:a:b:c:d",
+        "2001:db8:7:7:ffff::9",
+    ] {
+        assert_eq!(h.feed(host(addr), &req), Ok(()), "{addr}");
+    }
+    for addr in ["2001:db8:7:7::2", "2001:db8:7:7:1234:5678:9abc:def0"] {
+        assert_eq!(
+            h.feed(host(addr), &req),
+            Err(DropReason::RateLimited),
+            "{addr} is in a /64 whose burst is spent"
+        );
+    }
+    // The next /64 over has its own budget.
+    assert_eq!(h.feed(host("2001:db8:7:8::1"), &req), Ok(()));
+    // IPv4-mapped addresses are keyed by their IPv4 address, not lumped into `::/64`.
+    for addr in ["::ffff:198.51.100.1", "::ffff:198.51.100.2"] {
+        for _ in 0..3 {
+            assert_eq!(h.feed(host(addr), &req), Ok(()), "{addr}");
+        }
+    }
+    assert_eq!(h.server.tracked_sources(), 4);
+    assert_eq!(h.transmits().len(), 10);
+    assert_eq!(h.server.stats().drops(DropReason::RateLimited), 2);
+}
+
+/// The limit exists so the server cannot be used to reflect 401s at a spoofed victim: making
+/// room for new sources never hands a victim that is being hit a fresh burst.
+#[test]
+fn a_spoofed_victim_gets_no_fresh_burst_while_the_401_table_churns() {
+    let mut c = config();
+    c.unauthorized_per_second = 1;
+    c.unauthorized_burst = 3;
+    c.max_tracked_sources = 100;
+    let mut h = Harness::new(c);
+    let req = h.message(METHOD_ALLOCATE, CLASS_REQUEST, &[transport_udp()], None);
+    let victim = udp_from(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 53);
+    let mut answered = 0;
+    // Every request at the victim comes between requests from new sources: 5 000 of them, fifty
+    // times the table's size.
+    for i in 0..5_000 {
+        answered += usize::from(h.feed(victim, &req).is_ok());
+        assert_eq!(h.feed(spoofed(i), &req), Ok(()), "spoofed source {i}");
+        assert!(h.server.tracked_sources() <= 100);
+    }
+    assert_eq!(answered, 3, "the victim's burst, once");
+    // Once time passes, the victim's budget refills at its rate.
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.feed(victim, &req), Ok(()));
 }
 
 #[test]
