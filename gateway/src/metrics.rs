@@ -547,8 +547,10 @@ pub struct TurnMetrics {
     pub allocations: Gauge,
     /// Allocations made.
     pub allocations_created: Counter,
-    /// Allocate requests refused by a quota (486 per credential, 508 per node).
+    /// Allocate requests refused by a quota (486 per identity, 508 per node).
     pub quota_refusals: Counter,
+    /// Sources the 401 rate limiter forgot to make room for new ones (its table was full).
+    pub rate_limit_evictions: Counter,
     /// Packets relayed, by direction.
     pub relayed_packets: Family<TurnDirectionLabel, Counter>,
     /// Payload bytes relayed, by direction.
@@ -581,6 +583,11 @@ impl TurnMetrics {
             "quota_refusals",
             "TURN allocations refused by a quota",
             self.quota_refusals.clone(),
+        );
+        r.register(
+            "rate_limit_evictions",
+            "Sources the TURN 401 rate limiter forgot, least recently seen first, to track new ones",
+            self.rate_limit_evictions.clone(),
         );
         r.register(
             "relayed_packets",

@@ -510,7 +510,7 @@ async fn an_expired_credential_is_refused() {
 }
 
 #[tokio::test]
-async fn the_allocation_quota_per_credential_gets_486() {
+async fn the_allocation_quota_per_identity_gets_486() {
     let (_media, media_addr) = listener().await;
     let t = TestGateway::start_with(|c| {
         let any = SocketAddr::new(LOCALHOST, 0);
@@ -518,7 +518,7 @@ async fn the_allocation_quota_per_credential_gets_486() {
         c.turn.transports = vec![strait_gateway::config::TurnListener::Udp];
         c.turn.udp_listen = any;
         c.turn.media_addresses = vec![media_addr];
-        c.turn.max_allocations_per_credential = 1;
+        c.turn.max_allocations_per_identity = 1;
     })
     .await;
     let (user, pass) = creds(&t, "grace");
@@ -528,7 +528,20 @@ async fn the_allocation_quota_per_credential_gets_486() {
     let mut second = TurnClient::udp(server, &user, &pass).await;
     let err = allocate_error(&mut second).await;
     assert!(err.contains("486"), "{err}");
-    assert_eq!(t.gateway.metrics().turn.quota_refusals.get(), 1);
+    // A credential minted later for the same identity (another expiry, another username)
+    // shares the quota.
+    let later = t
+        .gateway
+        .turn_credentials(
+            "grace",
+            SystemTime::now() + std::time::Duration::from_secs(60),
+        )
+        .expect("credentials");
+    assert_ne!(later.username, user);
+    let mut third = TurnClient::udp(server, &later.username, &later.password).await;
+    let err = allocate_error(&mut third).await;
+    assert!(err.contains("486"), "{err}");
+    assert_eq!(t.gateway.metrics().turn.quota_refusals.get(), 2);
     t.stop().await;
 }
 

@@ -1022,6 +1022,8 @@ fn sync_stats(now: &Stats, last: &mut Stats, m: &TurnMetrics) {
         .inc_by(d(now.allocations_created, last.allocations_created));
     m.quota_refusals
         .inc_by(d(now.quota_refusals, last.quota_refusals));
+    m.rate_limit_evictions
+        .inc_by(d(now.rate_limit_evictions, last.rate_limit_evictions));
     m.relayed(
         "to_peer",
         d(now.to_peer_packets, last.to_peer_packets),
