@@ -79,6 +79,9 @@ pub enum DropReason {
     WebrtcUnknownUfrag,
     /// A datagram on the WebRTC port came from an address that never completed ICE.
     WebrtcUnknownSource,
+    /// A STUN check on the WebRTC port from a new address that did not pass the peer's
+    /// integrity check, or that replayed one from another address: the address is not added.
+    WebrtcUnverifiedCheck,
     /// A WebRTC peer's stack refused a datagram with an error, or panicked on it (contained), or
     /// an RTP datagram of a connected peer yielded no packet (SRTP authentication or replay check
     /// failed, unknown payload type). Failed DTLS records and SRTCP are dropped inside `rtc`
@@ -103,7 +106,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (`reason as usize` indexes it).
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::MalformedDatagram,
         DropReason::UnknownMedia,
         DropReason::WorkerQueueFull,
@@ -116,6 +119,7 @@ impl DropReason {
         DropReason::NotJoined,
         DropReason::WebrtcUnknownUfrag,
         DropReason::WebrtcUnknownSource,
+        DropReason::WebrtcUnverifiedCheck,
         DropReason::WebrtcRejected,
         DropReason::WebrtcSendFailed,
         DropReason::WebrtcUnsupportedStream,
@@ -139,6 +143,7 @@ impl DropReason {
             DropReason::NotJoined => "not_joined",
             DropReason::WebrtcUnknownUfrag => "webrtc_unknown_ufrag",
             DropReason::WebrtcUnknownSource => "webrtc_unknown_source",
+            DropReason::WebrtcUnverifiedCheck => "webrtc_unverified_check",
             DropReason::WebrtcRejected => "webrtc_rejected",
             DropReason::WebrtcSendFailed => "webrtc_send_failed",
             DropReason::WebrtcUnsupportedStream => "webrtc_unsupported_stream",
@@ -342,6 +347,8 @@ pub struct Metrics {
     pub webrtc_keyframe_requests_out: Counter,
     /// Datagrams the WebRTC bridge sent: media, retransmissions, RTCP, STUN and DTLS.
     pub webrtc_datagrams_out: Counter,
+    /// Peer source addresses the WebRTC bridges route now.
+    pub webrtc_addresses: Gauge,
     /// Packets WebRTC subscribers asked for again, by what became of the request.
     pub webrtc_nacks: Family<NackLabel, Counter>,
     /// The embedded TURN server (`strait_turn_*`).
@@ -386,6 +393,7 @@ impl Metrics {
             webrtc_keyframe_requests_in: Counter::default(),
             webrtc_keyframe_requests_out: Counter::default(),
             webrtc_datagrams_out: Counter::default(),
+            webrtc_addresses: Gauge::default(),
             webrtc_nacks: Family::default(),
             turn: TurnMetrics::default(),
         };
@@ -487,6 +495,11 @@ impl Metrics {
             "webrtc_datagrams_out",
             "Datagrams the WebRTC bridge sent (media, retransmissions, RTCP, STUN, DTLS)",
             m.webrtc_datagrams_out.clone(),
+        );
+        r.register(
+            "webrtc_addresses",
+            "Peer source addresses the WebRTC bridges route now",
+            m.webrtc_addresses.clone(),
         );
         r.register(
             "webrtc_nacks",

@@ -978,6 +978,11 @@ impl Bridge {
                 seen.dropped.unknown_source,
             ),
             (
+                DropReason::WebrtcUnverifiedCheck,
+                stats.dropped.unverified_check,
+                seen.dropped.unverified_check,
+            ),
+            (
                 DropReason::WebrtcRejected,
                 stats.dropped.rejected_by_peer,
                 seen.dropped.rejected_by_peer,
@@ -995,6 +1000,9 @@ impl Bridge {
         metrics
             .webrtc_datagrams_out
             .inc_by(stats.datagrams_out - seen.datagrams_out);
+        metrics
+            .webrtc_addresses
+            .inc_by(gauge(stats.addresses) - gauge(seen.addresses));
         for (result, now, before) in [
             (NackResult::Granted, stats.nacks.granted, seen.nacks.granted),
             (

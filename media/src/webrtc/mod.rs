@@ -5,7 +5,12 @@
 //! All of them share the one socket the gateway gives the endpoint: a datagram from an address
 //! that has not done ICE yet is routed by the server half of its STUN USERNAME
 //! (`"<server ufrag>:<client ufrag>"`, RFC 8445 §7.2.2), and later datagrams by their source
-//! address. The endpoint itself never touches the socket or the clock. `rtc` is not
+//! address. An address is routed to a peer only once a check from it passed the peer's
+//! integrity check (its ICE agent answered it with success), a check replayed from another
+//! address is refused before the agent sees it, and a peer keeps at most
+//! [`MAX_PEER_ADDRESSES`], the least recently verified going first: a spoofed source neither
+//! grows the table nor moves a peer's media (which goes where `rtc`'s selected pair says, moved
+//! only by a fresh, verified, nominating check). The endpoint itself never touches the socket or the clock. `rtc` is not
 //! deterministic underneath: it draws ICE credentials, DTLS, SRTP and certificate randomness from
 //! its own RNG and generates a self-signed DTLS certificate per peer, dated by the wall clock.
 //!
@@ -234,6 +239,10 @@ pub struct DroppedDatagrams {
     /// A non-STUN datagram (or STUN other than a Binding request) from an address that never
     /// completed a STUN check with a peer.
     pub unknown_source: u64,
+    /// A STUN check from an address new to its peer that the peer's stack did not answer with
+    /// success (it failed MESSAGE-INTEGRITY), or that repeated the transaction of a check
+    /// already verified from another address (a replay): the address is not routed.
+    pub unverified_check: u64,
     /// A peer's stack refused the datagram with an error, or — for an RTP datagram of a
     /// connected peer — delivered no RTP packet from it (SRTP authentication or replay check
     /// failed, unknown payload type or stream). Failed SRTCP is dropped inside `rtc` unseen.
@@ -257,6 +266,8 @@ pub struct WebRtcStats {
     pub offers_refused: u64,
     /// Packets subscribers asked for again, by what became of them ([`NackGuard`]).
     pub nacks: NackStats,
+    /// Peer source addresses routed now.
+    pub addresses: usize,
 }
 
 /// A received stream of a publisher peer.
@@ -285,8 +296,11 @@ struct Negotiated {
 struct Peer {
     pc: RTCPeerConnection,
     ufrag: String,
-    /// Source addresses routed to this peer, to unroute them when it goes.
-    addrs: Vec<(SocketAddr, SocketAddr)>,
+    /// Source addresses routed to this peer, least recently verified first (at most
+    /// [`MAX_PEER_ADDRESSES`]), to unroute them when it goes.
+    addrs: VecDeque<(SocketAddr, SocketAddr)>,
+    /// Transactions of the last checks verified, and where they came from.
+    checks: VecDeque<([u8; 12], SocketAddr)>,
     connected: bool,
     inbound: FxHashMap<u32, Inbound>,
     outbound: FxHashMap<u32, Outbound>,
@@ -319,6 +333,24 @@ pub struct Endpoint {
     stats: WebRtcStats,
     /// What every peer's NACK guard did.
     nacks: std::sync::Arc<NackCounters>,
+    /// While a STUN check is handed to a peer: where it came from, and whether the peer
+    /// answered it with success.
+    check: Option<((SocketAddr, SocketAddr), bool)>,
+}
+
+/// Most source addresses routed to one peer. A peer uses one or two at a time (a path and the
+/// one it moves to); the least recently verified goes when another is verified.
+pub const MAX_PEER_ADDRESSES: usize = 8;
+
+/// Transactions of verified checks a peer remembers, to refuse the same check from elsewhere.
+const REMEMBERED_CHECKS: usize = 32;
+
+/// The transaction id of a STUN Binding request (`None` for anything else).
+fn binding_transaction(bytes: &[u8]) -> Option<[u8; 12]> {
+    if bytes.len() < 20 || bytes[..2] != [0x00, 0x01] || bytes[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+        return None;
+    }
+    bytes[8..20].try_into().ok()
 }
 
 /// Checks an offer the way [`Endpoint::accept_offer`] does before it spends a peer connection
@@ -352,6 +384,7 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: WebRtcStats::default(),
             nacks: std::sync::Arc::default(),
+            check: None,
         }
     }
 
@@ -365,6 +398,7 @@ impl Endpoint {
         WebRtcStats {
             peers: self.peers.len(),
             nacks: self.nacks.read(),
+            addresses: self.by_addr.len(),
             ..self.stats
         }
     }
@@ -487,7 +521,8 @@ impl Endpoint {
             Peer {
                 pc,
                 ufrag,
-                addrs: Vec::new(),
+                addrs: VecDeque::new(),
+                checks: VecDeque::new(),
                 connected: false,
                 inbound: FxHashMap::default(),
                 outbound,
@@ -618,20 +653,14 @@ impl Endpoint {
         bytes: &[u8],
     ) {
         self.stats.datagrams_in += 1;
-        let id = match self.by_addr.get(&(local, from)) {
-            Some(&id) => id,
+        let (id, new_address) = match self.by_addr.get(&(local, from)) {
+            Some(&id) => (id, false),
             None => match classify(bytes) {
                 Datagram::BindingRequest { server_ufrag } => {
                     match self.by_ufrag.get(server_ufrag) {
-                        Some(&id) => {
-                            // Routed, not trusted: the peer's ICE agent checks MESSAGE-INTEGRITY
-                            // with its password and answers only a valid check.
-                            self.by_addr.insert((local, from), id);
-                            if let Some(peer) = self.peers.get_mut(&id) {
-                                peer.addrs.push((local, from));
-                            }
-                            id
-                        }
+                        // Routed for this check only: the address is added once the peer's ICE
+                        // agent answered it with success, i.e. it passed MESSAGE-INTEGRITY.
+                        Some(&id) => (id, true),
                         None => {
                             self.stats.dropped.unknown_ufrag += 1;
                             trace!("stun with unknown ufrag dropped");
@@ -651,6 +680,23 @@ impl Endpoint {
             self.stats.dropped.unknown_source += 1;
             return;
         };
+        let transaction = binding_transaction(bytes);
+        if new_address
+            && let Some(tid) = transaction
+            && peer
+                .checks
+                .iter()
+                .any(|(t, addr)| *t == tid && *addr != from)
+        {
+            // A check verified from one address, sent again from another: a replay by someone
+            // who saw it, not the peer (its agent draws a new transaction for every check).
+            self.stats.dropped.unverified_check += 1;
+            trace!(peer = %id, "replayed stun check dropped");
+            return;
+        }
+        if transaction.is_some() {
+            self.check = Some(((local, from), false));
+        }
         // SRTP (RFC 7983: first byte 128..=191; RFC 5761: payload types 192..=223 are RTCP).
         let srtp = peer.connected
             && bytes.first().is_some_and(|b| (128..=191).contains(b))
@@ -666,13 +712,22 @@ impl Endpoint {
             },
             message: BytesMut::from(bytes),
         });
-        if let Err(err) = read {
+        if let Err(err) = &read {
             self.stats.dropped.rejected_by_peer += 1;
             trace!(peer = %id, error = %err, "datagram rejected by peer");
-            self.drive(id);
-            return;
         }
         self.drive(id);
+        if let Some((_, answered)) = self.check.take() {
+            if answered {
+                self.verified(id, local, from, transaction, new_address);
+            } else if new_address {
+                self.stats.dropped.unverified_check += 1;
+                trace!(peer = %id, "stun check from a new address not verified");
+            }
+        }
+        if read.is_err() {
+            return;
+        }
         // `rtc` drops SRTP that fails authentication with only a log line: a connected peer's
         // RTP datagram that yielded no packet was refused.
         if srtp
@@ -910,11 +965,19 @@ impl Endpoint {
                     self.transmits.pop_front();
                     self.stats.transmits_dropped += 1;
                 }
-                self.transmits.push_back(Transmit {
+                let transmit = Transmit {
                     from: out.transport.local_addr,
                     to: out.transport.peer_addr,
                     bytes: out.message.freeze(),
-                });
+                };
+                // A Binding success response to the check being handled: it passed integrity.
+                if let Some((addr, answered)) = &mut self.check
+                    && *addr == (transmit.from, transmit.to)
+                    && transmit.bytes.starts_with(&[0x01, 0x01])
+                {
+                    *answered = true;
+                }
+                self.transmits.push_back(transmit);
             }
             if !progressed {
                 break;
@@ -922,6 +985,42 @@ impl Endpoint {
         }
         if gone {
             self.remove(id);
+        }
+    }
+
+    /// A check from `(local, from)` passed the peer's integrity check: the address is routed to
+    /// it (the most recently verified), within [`MAX_PEER_ADDRESSES`].
+    fn verified(
+        &mut self,
+        id: PeerId,
+        local: SocketAddr,
+        from: SocketAddr,
+        transaction: Option<[u8; 12]>,
+        new_address: bool,
+    ) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let addr = (local, from);
+        if let Some(at) = peer.addrs.iter().position(|a| *a == addr) {
+            peer.addrs.remove(at);
+        }
+        peer.addrs.push_back(addr);
+        if new_address {
+            self.by_addr.insert(addr, id);
+        }
+        if let Some(tid) = transaction {
+            if peer.checks.len() >= REMEMBERED_CHECKS {
+                peer.checks.pop_front();
+            }
+            peer.checks.push_back((tid, from));
+        }
+        while peer.addrs.len() > MAX_PEER_ADDRESSES {
+            if let Some(old) = peer.addrs.pop_front()
+                && self.by_addr.get(&old) == Some(&id)
+            {
+                self.by_addr.remove(&old);
+            }
         }
     }
 

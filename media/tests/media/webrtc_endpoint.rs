@@ -42,6 +42,8 @@ struct Bridge {
     socket: UdpSocket,
     local: SocketAddr,
     events: VecDeque<WebRtcEvent>,
+    /// The last STUN Binding request a client sent, and where from.
+    last_check: Option<(SocketAddr, Vec<u8>)>,
 }
 
 impl Bridge {
@@ -57,6 +59,7 @@ impl Bridge {
             socket,
             local,
             events: VecDeque::new(),
+            last_check: None,
         }
     }
 
@@ -72,16 +75,22 @@ impl Bridge {
             .min(max_wait);
         if let Ok(Ok((n, from))) = tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await
         {
-            self.endpoint
-                .handle_datagram(Instant::now(), self.local, from, &buf[..n]);
+            self.feed(from, &buf[..n]);
             // Take whatever else is already waiting, so a burst is not paced by this loop.
             while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
-                self.endpoint
-                    .handle_datagram(Instant::now(), self.local, from, &buf[..n]);
+                self.feed(from, &buf[..n]);
             }
         }
         self.endpoint.handle_timeout(Instant::now());
         self.flush().await;
+    }
+
+    fn feed(&mut self, from: SocketAddr, bytes: &[u8]) {
+        if bytes.starts_with(&[0x00, 0x01]) {
+            self.last_check = Some((from, bytes.to_vec()));
+        }
+        self.endpoint
+            .handle_datagram(Instant::now(), self.local, from, bytes);
     }
 
     async fn flush(&mut self) {
@@ -992,4 +1001,48 @@ fn simulcast_offers_are_bounded_and_checked() {
     }
     assert_eq!(endpoint.stats().offers_refused, 4);
     assert_eq!(endpoint.peer_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_replayed_from_another_address_is_neither_answered_nor_routed() {
+    let mut bridge = Bridge::start().await;
+    let (client, _peer) = subscriber(&mut bridge, 0x7777).await;
+    let (from, check) = bridge.last_check.clone().expect("the client's checks");
+    let before = bridge.endpoint.stats();
+    assert_eq!(before.addresses, 1, "the client's own address");
+
+    // Someone who saw the check sends it again from elsewhere.
+    let spoofed: SocketAddr = "127.0.0.9:5000".parse().unwrap();
+    assert_ne!(spoofed, from);
+    bridge
+        .endpoint
+        .handle_datagram(Instant::now(), bridge.local, spoofed, &check);
+    while let Some(t) = bridge.endpoint.poll_transmit() {
+        assert_ne!(t.to, spoofed, "the replay was answered");
+    }
+    let after = bridge.endpoint.stats();
+    assert_eq!(after.addresses, 1, "the spoofed address is not routed");
+    assert_eq!(
+        after.dropped.unverified_check,
+        before.dropped.unverified_check + 1
+    );
+
+    // Unverified checks (no integrity) from many addresses add nothing either.
+    for i in 0..100u16 {
+        let stray = SocketAddr::from(([127, 0, 2, 1], 6000 + i));
+        let mut bytes = check.clone();
+        // Another transaction, and the integrity no longer matches.
+        bytes[19] ^= 0x5a;
+        bridge
+            .endpoint
+            .handle_datagram(Instant::now(), bridge.local, stray, &bytes);
+    }
+    while bridge.endpoint.poll_transmit().is_some() {}
+    let stats = bridge.endpoint.stats();
+    assert_eq!(stats.addresses, 1);
+    assert_eq!(
+        stats.dropped.unverified_check,
+        before.dropped.unverified_check + 101
+    );
+    client.pc.close().await.unwrap();
 }

@@ -2045,3 +2045,81 @@ async fn a_nack_flood_gets_at_most_twice_the_streams_rate_in_retransmissions() {
     presenter.close().await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_checks_neither_grow_the_address_table_nor_draw_media() {
+    const SPOOFED: u8 = 200;
+    let gw = TestGateway::start_bridge().await;
+    let presenter = gw
+        .native_video_publisher("spoof", "presenter", VideoCodec::Vp8, rtp::VP8_PT)
+        .await;
+    let viewer = gw.whep_subscriber("spoof", presenter.track()).await;
+    let mut rx = rtp_of(Arc::clone(&viewer.remote));
+    receive_rtp(&mut rx, 50, "the viewer's stream").await;
+    let (server_ufrag, _) = ice_credentials(&viewer.response.body);
+    let port = candidate_ports(&viewer.response.body)[0];
+    let bridge = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let before = gw.metric("strait_webrtc_addresses").await;
+    let unverified_before = gw
+        .metric_where("strait_drops_total", "reason=\"webrtc_unverified_check\"")
+        .await;
+
+    // Checks naming the viewer's ufrag from 200 other addresses (any 127/8 address is local),
+    // without the password; then an SRTP-looking datagram from each.
+    let mut spoofed = Vec::new();
+    for i in 0..SPOOFED {
+        let socket = tokio::net::UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 1, i + 1), 0))
+            .await
+            .expect("bind a spoofed source");
+        let check = stun_binding_request(format!("{server_ufrag}:spoof{i}").as_bytes());
+        socket.send_to(&check, bridge).await.unwrap();
+        socket
+            .send_to(&[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9], bridge)
+            .await
+            .unwrap();
+        spoofed.push(socket);
+    }
+    // Every check seen: routed (the table grew) or refused (counted).
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let grown = gw.metric("strait_webrtc_addresses").await - before;
+            let refused = gw
+                .metric_where("strait_drops_total", "reason=\"webrtc_unverified_check\"")
+                .await
+                - unverified_before;
+            if grown + refused >= f64::from(SPOOFED) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the bridge handles the spoofed checks");
+    let grown = gw.metric("strait_webrtc_addresses").await - before;
+    assert!(
+        grown <= 0.0,
+        "{grown} addresses were added for checks that did not pass integrity"
+    );
+
+    // A second of media later, nothing but the viewer's own traffic went anywhere: no spoofed
+    // address got SRTP (nor a success answer).
+    receive_rtp(&mut rx, 200, "the viewer's stream goes on").await;
+    let mut buf = [0u8; 2048];
+    for socket in &spoofed {
+        while let Ok((n, _)) = socket.try_recv_from(&mut buf) {
+            assert!(
+                !(128..=191).contains(&buf[0]),
+                "SRTP reached a spoofed address {:?}",
+                socket.local_addr()
+            );
+            assert!(
+                !(n >= 2 && buf[0] == 0x01 && buf[1] == 0x01),
+                "a spoofed check was answered with success"
+            );
+        }
+    }
+
+    viewer.close().await;
+    presenter.close().await;
+    gw.stop().await;
+}
