@@ -36,6 +36,7 @@
 
 pub mod auth;
 pub mod config;
+pub(crate) mod health;
 pub(crate) mod http;
 pub mod metrics;
 pub(crate) mod net;
@@ -44,6 +45,8 @@ pub(crate) mod session;
 pub(crate) mod turn;
 pub(crate) mod worker;
 
+#[doc(hidden)]
+pub use crate::health::Fault;
 pub use crate::net::{OpenFiles, bind_udp, bind_webrtc, raise_open_files_limit};
 pub use crate::turn::{TurnAddrs, TurnCredentials, TurnSockets};
 
@@ -80,6 +83,10 @@ struct Node {
     admission: Arc<Admission>,
     quic_addr: SocketAddr,
     webrtc_addrs: Vec<SocketAddr>,
+    /// The watch over the media workers and the TURN server.
+    health: Arc<health::Health>,
+    /// Faults for the TURN server (tests of supervision).
+    turn_faults: tokio::sync::mpsc::UnboundedSender<Fault>,
 }
 
 impl Node {
@@ -257,6 +264,25 @@ impl Gateway {
             .rotate_step(policy, &self.node.config().tls.dev_names, now)?)
     }
 
+    /// Injects `fault` into media worker `worker`, or into the TURN server when `worker` is
+    /// `None`: what the supervision tests use. Nothing reaches it from the network.
+    #[doc(hidden)]
+    pub async fn inject_fault(&self, worker: Option<usize>, fault: Fault) {
+        match worker {
+            Some(index) => {
+                self.node
+                    .sessions
+                    .media
+                    .worker(index)
+                    .send(worker::WorkerCommand::Fault(fault))
+                    .await;
+            }
+            None => {
+                let _ = self.node.turn_faults.send(fault);
+            }
+        }
+    }
+
     /// Sessions open now (QUIC, WebTransport and `/ws/rtc`; each holds an admission slot).
     pub fn sessions(&self) -> usize {
         self.node
@@ -316,6 +342,7 @@ struct Parts {
     node: Arc<Node>,
     workers: worker::Threads,
     worker_stop: CancellationToken,
+    turn_faults: tokio::sync::mpsc::UnboundedReceiver<Fault>,
 }
 
 fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts, Option<ApiKey>)> {
@@ -346,6 +373,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
     let metrics = Arc::new(Metrics::new(&mut registry));
     let mut seed_rng = rand::rngs::StdRng::from_seed(random_seed()?);
     let worker_stop = CancellationToken::new();
+    let health = Arc::new(health::Health::new(config.health.stall_timeout));
     let webrtc = if config.webrtc.enabled {
         let sockets = std::mem::take(&mut sockets.webrtc);
         anyhow::ensure!(
@@ -369,12 +397,14 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         &mut || seed_rng.random(),
         webrtc,
         &worker_stop,
+        &health,
     )?;
     let admission = Admission::new(
         config.limits.max_sessions,
         config.limits.max_sessions_per_ip,
         config.limits.max_handshakes,
     );
+    let (turn_faults, turn_fault_rx) = tokio::sync::mpsc::unbounded_channel();
     let turn = Arc::new(TurnState::new(
         &config.turn_with_media(&webrtc_addrs),
         &sockets.turn,
@@ -402,6 +432,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         webrtc: !webrtc_addrs.is_empty(),
         quic_authority: public_authority(quic_addr),
         http_port: http_addr.port(),
+        health: health.clone(),
     });
     let front = Arc::new(FrontDoor {
         sessions: sessions.clone(),
@@ -417,12 +448,15 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         admission,
         quic_addr,
         webrtc_addrs,
+        health,
+        turn_faults,
     });
     Ok((
         Parts {
             node,
             workers,
             worker_stop,
+            turn_faults: turn_fault_rx,
         },
         dev_key,
     ))
@@ -464,6 +498,7 @@ async fn serve(
         node,
         workers,
         worker_stop,
+        turn_faults,
     } = parts;
     let config = node.config().clone();
 
@@ -511,21 +546,43 @@ async fn serve(
     ));
     let turn_task = if config.turn.enabled {
         let tls = quic::tls::turn_tls_config(node.certs.clone())?;
-        Some(tokio::spawn(turn::serve(
+        let heart = node.health.register("turn server");
+        let serving = turn::serve(
             config.turn_with_media(&node.webrtc_addrs),
             node.turn.clone(),
             node.sessions.metrics.clone(),
             sockets.turn,
             Some(tls),
+            turn::Supervision {
+                heart: heart.clone(),
+                faults: turn_faults,
+            },
             background.clone(),
-        )))
+        );
+        Some(tokio::spawn(async move {
+            // A panic is logged with its cause and makes the server dead for `/readyz` and
+            // `/healthz`; so do an error and an end while the gateway is not stopping.
+            let result =
+                futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(serving)).await;
+            match result {
+                Ok(Ok(())) => heart.ended(None),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the TURN server failed");
+                    heart.ended(None);
+                }
+                Err(payload) => heart.ended(Some(health::panic_message(&*payload))),
+            }
+        }))
     } else {
+        drop(turn_faults);
         None
     };
 
     shutdown.await;
 
-    // Drain: refuse new sessions, go-away to everyone, wait for them up to the deadline.
+    // Drain: refuse new sessions, go-away to everyone, wait for them up to the deadline. What
+    // ends from now on is stopping, not dying.
+    node.health.stopping();
     tracing::info!("draining");
     node.sessions.drain.cancel();
     let deadline = Instant::now() + config.shutdown.drain_deadline;

@@ -44,6 +44,8 @@ pub struct Config {
     pub webrtc: WebRtcConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Supervision of the media workers and the TURN server.
+    pub health: HealthConfig,
     /// Logging.
     pub log: LogConfig,
     /// The embedded TURN server, or credentials for an external one.
@@ -430,6 +432,24 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// Supervision: when a part of the gateway counts as stalled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// A media worker or the TURN server that has not turned its loop for this long is stalled:
+    /// `/readyz` and `/healthz` answer 503 until it turns again.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            stall_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -643,6 +663,11 @@ impl Config {
         }
         if !(64 * 1024..=64 * 1024 * 1024).contains(&q.send_window) {
             return invalid("quic.send_window must be from 64 KiB to 64 MiB".into());
+        }
+        if !(Duration::from_millis(1500)..=Duration::from_secs(60))
+            .contains(&self.health.stall_timeout)
+        {
+            return invalid("health.stall_timeout must be from 1.5s to 60s".into());
         }
         if self.http.max_connections == 0 {
             return invalid("http.max_connections must be at least 1".into());

@@ -51,6 +51,8 @@ pub(crate) struct HttpState {
     pub(crate) quic_authority: String,
     /// The HTTP port (the gateway's own origins are allowed on `/ws/rtc` by default).
     pub(crate) http_port: u16,
+    /// The watch over the media workers and the TURN server.
+    pub(crate) health: Arc<crate::health::Health>,
 }
 
 /// Builds the router.
@@ -74,16 +76,31 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
     router.with_state(state)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// Alive: 503 when a media worker or the TURN server is dead or stalled (restart the process).
+async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
+    let problems = state.health.problems(std::time::Instant::now());
+    if problems.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, problem_lines(&problems)).into_response()
+    }
 }
 
+/// Ready for traffic: 503 while draining, or when a media worker or the TURN server is dead or
+/// stalled.
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    let problems = state.health.problems(std::time::Instant::now());
     if state.sessions.drain.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !problems.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, problem_lines(&problems)).into_response()
     } else {
         (StatusCode::OK, "ready\n").into_response()
     }
+}
+
+fn problem_lines(problems: &[crate::health::Problem]) -> String {
+    problems.iter().map(|p| format!("{p}\n")).collect()
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {

@@ -691,14 +691,27 @@ impl Core {
 
 /// Runs the embedded TURN server until `stop` is cancelled. `config` holds the node's media
 /// addresses ([`TurnConfig::with_media_of`]); `tls` is the TLS listener's configuration.
+/// What watches the TURN server's loop: its heart, and faults to inject (tests of supervision).
+#[derive(Debug)]
+pub(crate) struct Supervision {
+    /// Beats at every turn of the loop.
+    pub(crate) heart: crate::health::Heart,
+    /// Faults to act on.
+    pub(crate) faults: mpsc::UnboundedReceiver<crate::health::Fault>,
+}
+
 pub(crate) async fn serve(
     config: TurnConfig,
     state: Arc<TurnState>,
     metrics: Arc<Metrics>,
     sockets: TurnSockets,
     tls: Option<Arc<rustls::ServerConfig>>,
+    supervision: Supervision,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Supervision { heart, mut faults } = supervision;
+    let mut beat = tokio::time::interval(crate::health::IDLE_BEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let server_config = state.server_config(&config)?;
     let policy = server_config.policy.clone();
     let mut seed = [0u8; 32];
@@ -818,7 +831,16 @@ pub(crate) async fn serve(
                 c.server.handle_timeout(Instant::now());
                 c.flush();
             }
+            _ = beat.tick() => {}
+            Some(fault) = faults.recv() => match fault {
+                crate::health::Fault::Stall(pause) => {
+                    tracing::warn!(?pause, "the TURN server stalls on request");
+                    std::thread::sleep(pause);
+                }
+                crate::health::Fault::Panic => panic!("fault injected into the TURN server"),
+            },
         }
+        heart.beat(Instant::now());
         // A drain that stopped on its budget resumes on the next turn, after other tasks ran.
         if std::mem::take(&mut more) {
             tokio::task::yield_now().await;

@@ -32,6 +32,7 @@ use super::pipe::{PipeMessage, PipeReceiver, Pipes};
 use super::placement::Placement;
 use super::{Attach, MediaIn, Transfer, WorkerCommand};
 use super::{Connection, DatagramSendError};
+use crate::health::{Fault, Heart, IDLE_BEAT};
 use crate::metrics::{DropReason, Metrics, Transport, TransportLabel, WorkerLabel};
 
 /// Longest datagram read from the WebRTC socket; longer ones are truncated (and then refused by
@@ -97,6 +98,8 @@ pub(super) struct Driver {
     /// This worker's rooms and participants (`strait_worker_*`).
     rooms: Gauge,
     participants: Gauge,
+    /// Beats at every turn of the loop (supervision, `/readyz`).
+    heart: Heart,
 }
 
 impl Driver {
@@ -107,6 +110,7 @@ impl Driver {
         placement: Arc<Placement>,
         index: usize,
         webrtc: Steering,
+        heart: Heart,
     ) -> Driver {
         let label = WorkerLabel {
             worker: u32::try_from(index).unwrap_or(u32::MAX),
@@ -126,6 +130,7 @@ impl Driver {
             participants,
             metrics,
             placement,
+            heart,
         }
     }
 
@@ -150,7 +155,9 @@ impl Driver {
         let mut piped = Vec::with_capacity(PIPE_BATCH);
         let mut buf = vec![0u8; MAX_UDP_DATAGRAM];
         loop {
-            let deadline = self.hub.poll_timeout();
+            // The hub's next timer, or the next beat of an idle worker.
+            let beat = Instant::now() + IDLE_BEAT;
+            let deadline = Some(self.hub.poll_timeout().map_or(beat, |at| at.min(beat)));
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -188,6 +195,7 @@ impl Driver {
             self.piped(&mut piped);
             self.flush();
             self.update_gauges();
+            self.heart.beat(Instant::now());
         }
         // Shutdown: WebRTC peers hear DTLS close_notify; sessions still attached are closed.
         self.hub.close_all(Instant::now());
@@ -408,6 +416,13 @@ impl Driver {
                 }
                 self.hub.leave(participant, conn, now);
             }
+            WorkerCommand::Fault(fault) => match fault {
+                Fault::Stall(pause) => {
+                    tracing::warn!(worker = self.index, ?pause, "stalling on request");
+                    std::thread::sleep(pause);
+                }
+                Fault::Panic => panic!("fault injected into media worker {}", self.index),
+            },
         }
         self.flush();
     }
@@ -692,6 +707,7 @@ mod tests {
                 shared_port: false,
                 ice_timeout: Duration::from_secs(25),
             },
+            Arc::new(crate::health::Health::new(Duration::from_secs(3))).register("worker"),
         );
         let (_, mut alice) = join(&mut driver, 1, 64);
         // Bob's queue holds two messages: his `Joined` and Alice's presence. Nobody reads it.

@@ -186,6 +186,8 @@ pub(crate) enum WorkerCommand {
         /// participant over (it resumed elsewhere).
         conn: ConnId,
     },
+    /// A fault to inject (tests of supervision).
+    Fault(crate::health::Fault),
 }
 
 /// A participant on its way from one worker to another (see [`Media::join`]).
@@ -459,6 +461,7 @@ pub(crate) fn spawn(
     seeds: &mut dyn FnMut() -> u64,
     webrtc: Vec<std::net::UdpSocket>,
     stop: &tokio_util::sync::CancellationToken,
+    health: &Arc<crate::health::Health>,
 ) -> std::io::Result<(Media, Threads)> {
     let count = config.media_workers();
     let placement = Arc::new(Placement::new(
@@ -510,6 +513,7 @@ pub(crate) fn spawn(
         let metrics = metrics.clone();
         let placement = placement.clone();
         let stop = stop.clone();
+        let heart = health.register(format!("media worker {index}"));
         let thread = std::thread::Builder::new()
             .name(format!("strait-media-{index}"))
             .spawn(move || {
@@ -523,18 +527,26 @@ pub(crate) fn spawn(
                         return;
                     }
                 };
-                runtime.block_on(async move {
-                    let socket = match socket.map(tokio::net::UdpSocket::from_std).transpose() {
-                        Ok(socket) => socket,
-                        Err(e) => {
-                            tracing::error!(worker = index, error = %e, "webrtc socket unusable");
-                            return;
-                        }
-                    };
-                    let driver =
-                        driver::Driver::new(hub, socket, metrics, placement, index, steering);
-                    driver.run(commands_rx, media_rx, pipe, stop).await;
-                });
+                let watch = heart.clone();
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(async move {
+                        let socket = match socket.map(tokio::net::UdpSocket::from_std).transpose()
+                        {
+                            Ok(socket) => socket,
+                            Err(e) => {
+                                tracing::error!(worker = index, error = %e, "webrtc socket unusable");
+                                return;
+                            }
+                        };
+                        let driver = driver::Driver::new(
+                            hub, socket, metrics, placement, index, steering, heart,
+                        );
+                        driver.run(commands_rx, media_rx, pipe, stop).await;
+                    });
+                }));
+                // A panic is logged with its cause and makes the worker dead for `/readyz` and
+                // `/healthz`; so does an end while the gateway is not stopping.
+                watch.ended(ran.err().map(|payload| crate::health::panic_message(&*payload)));
                 let _ = stopped_tx.send(());
             })?;
         threads.threads.push(thread);

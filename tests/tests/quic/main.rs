@@ -10,5 +10,6 @@ mod drain;
 mod forwarding;
 mod migration;
 mod resume;
+mod supervision;
 mod unauthenticated;
 mod workers;
