@@ -31,6 +31,8 @@ struct Part {
     beat: AtomicU64,
     /// Why it ended, once it has.
     ended: Mutex<Option<String>>,
+    /// Its load-shedding level (media workers).
+    shedding: std::sync::atomic::AtomicU8,
 }
 
 /// What is wrong with a part.
@@ -84,6 +86,7 @@ impl Health {
             name: name.into(),
             beat: AtomicU64::new(0),
             ended: Mutex::new(None),
+            shedding: std::sync::atomic::AtomicU8::new(0),
         });
         let heart = Heart {
             part: part.clone(),
@@ -135,6 +138,20 @@ impl Health {
         problems
     }
 
+    /// The parts shedding load now, with their levels (`/readyz` is unready while there are
+    /// any; `/healthz` is not affected: a restart would not help).
+    pub(crate) fn shedding(&self) -> Vec<(String, u8)> {
+        self.parts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(|p| {
+                let level = p.shedding.load(Ordering::Relaxed);
+                (level > 0).then(|| (p.name.clone(), level))
+            })
+            .collect()
+    }
+
     fn millis(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
     }
@@ -153,6 +170,11 @@ impl Heart {
         self.part
             .beat
             .store(self.health.millis(now), Ordering::Relaxed);
+    }
+
+    /// The part's load-shedding level changed.
+    pub(crate) fn shedding(&self, level: u8) {
+        self.part.shedding.store(level, Ordering::Relaxed);
     }
 
     /// The part ended, normally (`None`) or with a panic's message. An end while the gateway is

@@ -82,6 +82,9 @@ pub enum DropReason {
     /// A STUN check on the WebRTC port from a new address that did not pass the peer's
     /// integrity check, or that replayed one from another address: the address is not added.
     WebrtcUnverifiedCheck,
+    /// Video not forwarded by an overloaded worker: its publisher is not among the latest
+    /// speakers (load shedding, level 3); per packet and subscriber.
+    ShedVideo,
     /// A WebRTC peer's stack refused a datagram with an error, or panicked on it (contained), or
     /// an RTP datagram of a connected peer yielded no packet (SRTP authentication or replay check
     /// failed, unknown payload type). Failed DTLS records and SRTCP are dropped inside `rtc`
@@ -106,7 +109,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (`reason as usize` indexes it).
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::MalformedDatagram,
         DropReason::UnknownMedia,
         DropReason::WorkerQueueFull,
@@ -120,6 +123,7 @@ impl DropReason {
         DropReason::WebrtcUnknownUfrag,
         DropReason::WebrtcUnknownSource,
         DropReason::WebrtcUnverifiedCheck,
+        DropReason::ShedVideo,
         DropReason::WebrtcRejected,
         DropReason::WebrtcSendFailed,
         DropReason::WebrtcUnsupportedStream,
@@ -144,6 +148,7 @@ impl DropReason {
             DropReason::WebrtcUnknownUfrag => "webrtc_unknown_ufrag",
             DropReason::WebrtcUnknownSource => "webrtc_unknown_source",
             DropReason::WebrtcUnverifiedCheck => "webrtc_unverified_check",
+            DropReason::ShedVideo => "shed_video",
             DropReason::WebrtcRejected => "webrtc_rejected",
             DropReason::WebrtcSendFailed => "webrtc_send_failed",
             DropReason::WebrtcUnsupportedStream => "webrtc_unsupported_stream",
@@ -222,6 +227,8 @@ pub enum RefusalReason {
     Hello,
     /// The HTTP port's connection cap (`http.max_connections`).
     HttpConnections,
+    /// A join or a WHIP/WHEP offer refused by an overloaded media worker (load shedding).
+    Overloaded,
 }
 
 impl RefusalReason {
@@ -239,6 +246,7 @@ impl RefusalReason {
             RefusalReason::Auth => "auth",
             RefusalReason::Hello => "hello",
             RefusalReason::HttpConnections => "http_connections",
+            RefusalReason::Overloaded => "overloaded",
         }
     }
 }
@@ -305,6 +313,12 @@ pub struct Metrics {
     pub worker_participants: Family<WorkerLabel, Gauge>,
     /// Rooms now, per media worker.
     pub worker_rooms: Family<WorkerLabel, Gauge>,
+    /// Load-shedding level now (0 to 3), per media worker.
+    pub worker_shed_level: Family<WorkerLabel, Gauge>,
+    /// The largest media queue delay of the last quarter second, per media worker.
+    pub worker_queue_delay: Family<WorkerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The worker thread's CPU time over wall time in the last second, per media worker.
+    pub worker_busy: Family<WorkerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Published tracks now.
     pub tracks: Gauge,
     /// Active subscriptions now.
@@ -370,6 +384,9 @@ impl Metrics {
             participants: Gauge::default(),
             worker_participants: Family::default(),
             worker_rooms: Family::default(),
+            worker_shed_level: Family::default(),
+            worker_queue_delay: Family::default(),
+            worker_busy: Family::default(),
             tracks: Gauge::default(),
             subscriptions: Gauge::default(),
             packets_in: Family::default(),
@@ -419,6 +436,21 @@ impl Metrics {
             "worker_rooms",
             "Rooms now, per media worker",
             m.worker_rooms.clone(),
+        );
+        r.register(
+            "worker_shed_level",
+            "Load-shedding level now (0 none, 1 joins refused, 2 lowest layers, 3 latest speakers' video only), per media worker",
+            m.worker_shed_level.clone(),
+        );
+        r.register(
+            "worker_queue_delay_seconds",
+            "The largest media queue delay of the last quarter second, per media worker",
+            m.worker_queue_delay.clone(),
+        );
+        r.register(
+            "worker_busy_ratio",
+            "The media worker thread's CPU time over wall time in the last second",
+            m.worker_busy.clone(),
         );
         r.register("tracks", "Published tracks now", m.tracks.clone());
         r.register(

@@ -48,6 +48,9 @@ impl GatewayChild {
             "--webrtc-listen",
             "127.0.0.1:0",
         ]);
+        // Capacity is what the scenarios measure: load shedding would refuse their joins past
+        // it. A scenario that studies shedding turns it back on (a later `--set` wins).
+        command.arg("--set").arg("shedding.enabled=false");
         for setting in settings {
             command.arg("--set").arg(setting);
         }

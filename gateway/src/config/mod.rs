@@ -46,6 +46,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Supervision of the media workers and the TURN server.
     pub health: HealthConfig,
+    /// What an overloaded media worker sheds, and when.
+    pub shedding: SheddingConfig,
     /// Logging.
     pub log: LogConfig,
     /// The embedded TURN server, or credentials for an external one.
@@ -450,6 +452,53 @@ impl Default for HealthConfig {
     }
 }
 
+/// Load shedding (see `docs/OPERATIONS.md`): an overloaded media worker refuses new joins (level
+/// 1), then forwards only the lowest simulcast layers (2), then video only from the latest
+/// speakers (3). Audio and control are never shed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SheddingConfig {
+    /// Shed load at all.
+    pub enabled: bool,
+    /// Queue delay (the oldest media datagram of a batch, from its session to the worker) that
+    /// enters level 1.
+    #[serde(with = "humantime_serde")]
+    pub join_queue_delay: Duration,
+    /// Queue delay that enters level 2.
+    #[serde(with = "humantime_serde")]
+    pub layers_queue_delay: Duration,
+    /// Queue delay that enters level 3.
+    #[serde(with = "humantime_serde")]
+    pub video_queue_delay: Duration,
+    /// The worker thread's CPU time over wall time, each second, that enters level 1.
+    pub join_busy: f64,
+    /// Busy ratio that enters level 2.
+    pub layers_busy: f64,
+    /// Busy ratio that enters level 3 (above 1: never by CPU alone).
+    pub video_busy: f64,
+    /// Time with both measures below a level's thresholds before stepping down from it.
+    #[serde(with = "humantime_serde")]
+    pub recover_after: Duration,
+    /// At level 3, the latest speakers whose video is still forwarded.
+    pub speakers: usize,
+}
+
+impl Default for SheddingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            join_queue_delay: Duration::from_millis(50),
+            layers_queue_delay: Duration::from_millis(100),
+            video_queue_delay: Duration::from_millis(200),
+            join_busy: 0.90,
+            layers_busy: 0.97,
+            video_busy: 0.99,
+            recover_after: Duration::from_secs(5),
+            speakers: 4,
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -663,6 +712,31 @@ impl Config {
         }
         if !(64 * 1024..=64 * 1024 * 1024).contains(&q.send_window) {
             return invalid("quic.send_window must be from 64 KiB to 64 MiB".into());
+        }
+        let shed = &self.shedding;
+        if !(shed.join_queue_delay <= shed.layers_queue_delay
+            && shed.layers_queue_delay <= shed.video_queue_delay
+            && shed.join_queue_delay >= Duration::from_millis(1))
+        {
+            return invalid(
+                "shedding: join_queue_delay <= layers_queue_delay <= video_queue_delay, from 1ms"
+                    .into(),
+            );
+        }
+        if !(shed.join_busy > 0.0
+            && shed.join_busy <= shed.layers_busy
+            && shed.layers_busy <= shed.video_busy
+            && shed.video_busy <= 2.0)
+        {
+            return invalid(
+                "shedding: 0 < join_busy <= layers_busy <= video_busy <= 2 (above 1: never)".into(),
+            );
+        }
+        if shed.recover_after < Duration::from_millis(100) || shed.speakers > 1000 {
+            return invalid(
+                "shedding.recover_after must be at least 100ms and shedding.speakers at most 1000"
+                    .into(),
+            );
         }
         if !(Duration::from_millis(1500)..=Duration::from_secs(60))
             .contains(&self.health.stall_timeout)

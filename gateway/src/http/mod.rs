@@ -95,7 +95,16 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     } else if !problems.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, problem_lines(&problems)).into_response()
     } else {
-        (StatusCode::OK, "ready\n").into_response()
+        let shedding = state.health.shedding();
+        if shedding.is_empty() {
+            (StatusCode::OK, "ready\n").into_response()
+        } else {
+            let lines: String = shedding
+                .iter()
+                .map(|(part, level)| format!("{part} is overloaded: shedding at level {level}\n"))
+                .collect();
+            (StatusCode::SERVICE_UNAVAILABLE, lines).into_response()
+        }
     }
 }
 

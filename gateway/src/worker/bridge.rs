@@ -171,6 +171,9 @@ pub(crate) enum BridgeError {
     /// The WebRTC stack failed on the offer (a panic, contained).
     #[error("the webrtc stack could not handle the offer")]
     StackFailed,
+    /// The room's media worker is overloaded and sheds new peers.
+    #[error("the gateway is overloaded: try again later")]
+    Overloaded,
 }
 
 /// Runs `f`, which feeds network input to the WebRTC stack, and turns a panic inside it into

@@ -17,7 +17,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::hub::{AttachRequest, Attached, ConnId, Hub, Output};
 use super::pipe::{PipeMessage, PipeReceiver, Pipes};
 use super::placement::Placement;
+use super::shed::{ShedConfig, Shedder, thread_cpu_time};
 use super::{Attach, MediaIn, Transfer, WorkerCommand};
 use super::{Connection, DatagramSendError};
 use crate::health::{Fault, Heart, IDLE_BEAT};
@@ -65,7 +67,28 @@ pub(super) struct Steering {
     pub(super) shared_port: bool,
     /// How long a remote address is remembered without a datagram (`webrtc.ice_timeout`).
     pub(super) ice_timeout: std::time::Duration,
+    /// Load shedding's thresholds and the latest speakers kept at level 3 (`None`: off).
+    pub(super) shedding: Option<(ShedConfig, usize)>,
 }
+
+/// A worker's load shedding (see [`super::shed`]).
+struct Shedding {
+    shedder: Shedder,
+    speakers: usize,
+    /// The largest queue delay since the last decision (for the gauge).
+    delay: Duration,
+    next_decision: Instant,
+    /// The thread's CPU time at the last reading.
+    cpu: Option<(Instant, Duration)>,
+    next_cpu: Instant,
+    next_speakers: Instant,
+    level_gauge: Gauge,
+    delay_gauge: Gauge<f64, AtomicU64>,
+    busy_gauge: Gauge<f64, AtomicU64>,
+}
+
+/// How often the shedding level is decided.
+const SHED_DECISION: Duration = Duration::from_millis(250);
 
 /// Where the hub's outputs for one participant go.
 #[derive(Debug)]
@@ -100,6 +123,7 @@ pub(super) struct Driver {
     participants: Gauge,
     /// Beats at every turn of the loop (supervision, `/readyz`).
     heart: Heart,
+    shedding: Option<Shedding>,
 }
 
 impl Driver {
@@ -117,6 +141,19 @@ impl Driver {
         };
         let rooms = metrics.worker_rooms.get_or_create(&label).clone();
         let participants = metrics.worker_participants.get_or_create(&label).clone();
+        let now = Instant::now();
+        let shedding = webrtc.shedding.map(|(config, speakers)| Shedding {
+            shedder: Shedder::new(config),
+            speakers,
+            delay: Duration::ZERO,
+            next_decision: now + SHED_DECISION,
+            cpu: None,
+            next_cpu: now,
+            next_speakers: now,
+            level_gauge: metrics.worker_shed_level.get_or_create(&label).clone(),
+            delay_gauge: metrics.worker_queue_delay.get_or_create(&label).clone(),
+            busy_gauge: metrics.worker_busy.get_or_create(&label).clone(),
+        });
         Driver {
             hub,
             ports: HashMap::new(),
@@ -131,6 +168,48 @@ impl Driver {
             metrics,
             placement,
             heart,
+            shedding,
+        }
+    }
+
+    /// Load shedding's turn: reads the thread's CPU time each second, decides the level every
+    /// quarter second, and at level 3 follows the speakers each second.
+    fn shed(&mut self, now: Instant) {
+        let Some(shed) = self.shedding.as_mut() else {
+            return;
+        };
+        if now >= shed.next_cpu {
+            if let Some(cpu) = thread_cpu_time() {
+                if let Some((at, before)) = shed.cpu {
+                    let wall = now.saturating_duration_since(at).as_secs_f64();
+                    if wall > 0.0 {
+                        let ratio = cpu.saturating_sub(before).as_secs_f64() / wall;
+                        shed.shedder.observe_busy(ratio);
+                        shed.busy_gauge.set(ratio);
+                    }
+                }
+                shed.cpu = Some((now, cpu));
+            }
+            shed.next_cpu = now + Duration::from_secs(1);
+        }
+        let mut changed = None;
+        if now >= shed.next_decision {
+            shed.delay_gauge
+                .set(std::mem::take(&mut shed.delay).as_secs_f64());
+            changed = shed.shedder.decide(now);
+            shed.next_decision = now + SHED_DECISION;
+        }
+        let speakers = shed.speakers;
+        if let Some(level) = changed {
+            shed.level_gauge.set(i64::from(level));
+            self.heart.shedding(level);
+            tracing::warn!(worker = self.index, level, "load shedding level changed");
+            self.hub.set_shed_level(level, speakers, now);
+            self.flush();
+        } else if shed.shedder.level() >= 3 && now >= shed.next_speakers {
+            shed.next_speakers = now + Duration::from_secs(1);
+            self.hub.refresh_speakers(speakers, now);
+            self.flush();
         }
     }
 
@@ -195,7 +274,9 @@ impl Driver {
             self.piped(&mut piped);
             self.flush();
             self.update_gauges();
-            self.heart.beat(Instant::now());
+            let now = Instant::now();
+            self.heart.beat(now);
+            self.shed(now);
         }
         // Shutdown: WebRTC peers hear DTLS close_notify; sessions still attached are closed.
         self.hub.close_all(Instant::now());
@@ -307,6 +388,12 @@ impl Driver {
     }
 
     fn media(&mut self, batch: &mut Vec<MediaIn>) {
+        // How long the oldest of the batch waited between its session and this worker.
+        if let (Some(shed), Some(first)) = (self.shedding.as_mut(), batch.first()) {
+            let delay = Instant::now().saturating_duration_since(first.at);
+            shed.shedder.observe_delay(delay);
+            shed.delay = shed.delay.max(delay);
+        }
         for packet in batch.drain(..) {
             self.hub
                 .handle_media(packet.participant, packet.media, &packet.rtp, packet.at);
@@ -706,6 +793,7 @@ mod tests {
                 pipes: Arc::new(Pipes::new(1).0),
                 shared_port: false,
                 ice_timeout: Duration::from_secs(25),
+                shedding: None,
             },
             Arc::new(crate::health::Health::new(Duration::from_secs(3))).register("worker"),
         );

@@ -61,7 +61,7 @@ use super::placement::PlacementError;
 use super::spread::{PendingJoin, Spread};
 use super::translate::{self, Principal};
 use crate::auth::VerifiedToken;
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::{DropReason, Metrics, RefusalReason};
 
 /// Identifies one connection of a session (the QUIC connection's stable id, or a number the
 /// WebSocket path draws): a participant that resumed elsewhere is not detached by its old one.
@@ -296,6 +296,10 @@ pub(crate) struct Hub {
     spread: Spread,
     /// Rooms, participants, tracks and subscriptions last added to the metrics' gauges.
     reported: [i64; 4],
+    /// Video packets shed (per subscriber) last added to the drop counter.
+    reported_shed: u64,
+    /// The load-shedding level (see `worker::shed`): from 1, joins and offers are refused.
+    shed_level: u8,
 }
 
 impl Hub {
@@ -319,6 +323,29 @@ impl Hub {
             bridge,
             spread: Spread::new(0),
             reported: [0; 4],
+            reported_shed: 0,
+            shed_level: 0,
+        }
+    }
+
+    // ---- load shedding ----
+
+    /// Sheds load at `level` (see `worker::shed`): from 1 new joins and WHIP/WHEP offers are
+    /// refused, from 2 every subscription forwards the lowest layer, at 3 video only from the
+    /// latest `speakers`. Audio and control are never shed.
+    pub(crate) fn set_shed_level(&mut self, level: u8, speakers: usize, now: Instant) {
+        self.shed_level = level;
+        let sfu = &mut self.core.sfu;
+        sfu.set_layer_ceiling((level >= 2).then_some(0), now);
+        sfu.set_video_speakers((level >= 3).then_some(speakers), now);
+        self.settle(now);
+    }
+
+    /// At level 3: follows who speaks now.
+    pub(crate) fn refresh_speakers(&mut self, speakers: usize, now: Instant) {
+        if self.shed_level >= 3 {
+            self.core.sfu.set_video_speakers(Some(speakers), now);
+            self.settle(now);
         }
     }
 
@@ -520,6 +547,20 @@ impl Hub {
         home: Option<usize>,
         now: Instant,
     ) {
+        if self.shed_level >= 1
+            && let ControlMessage::Join(join) = &message
+        {
+            // Shed: no new joins on an overloaded worker (a resumed session is already in).
+            self.core.metrics.refuse(RefusalReason::Overloaded);
+            let refusal = translate::error(
+                join.request,
+                ErrorCode::LIMIT_EXCEEDED,
+                "the gateway is overloaded: try again later",
+            );
+            self.core
+                .tell(translate::participant_in(participant), refusal);
+            return;
+        }
         // A `Join` of a room spread from another worker waits for that worker's snapshot.
         let room = match &message {
             ControlMessage::Join(join) => Some(join.room.as_str().to_owned()),
@@ -682,6 +723,10 @@ impl Hub {
         now: Instant,
     ) -> Result<String, BridgeError> {
         let bridge = self.bridge.as_mut().ok_or(BridgeError::Disabled)?;
+        if self.shed_level >= 1 {
+            self.core.metrics.refuse(RefusalReason::Overloaded);
+            return Err(BridgeError::Overloaded);
+        }
         let answer = bridge.offer(&mut self.core, offer, now);
         self.settle(now);
         answer
@@ -765,6 +810,12 @@ impl Hub {
         }
         // Every worker's hub adds its own change: the gauges are the node's sums.
         let stats = self.core.sfu.stats();
+        if stats.drops.shed > self.reported_shed {
+            self.core
+                .metrics
+                .count_drops(DropReason::ShedVideo, stats.drops.shed - self.reported_shed);
+            self.reported_shed = stats.drops.shed;
+        }
         let now = [
             gauge(stats.rooms),
             gauge(stats.participants),

@@ -20,6 +20,7 @@ mod driver;
 pub(crate) mod hub;
 mod pipe;
 pub(crate) mod placement;
+mod shed;
 mod spread;
 pub(crate) mod translate;
 
@@ -509,6 +510,21 @@ pub(crate) fn spawn(
             pipes: pipes.clone(),
             shared_port: config.webrtc.shared_port,
             ice_timeout: config.webrtc.ice_timeout,
+            shedding: config.shedding.enabled.then(|| {
+                let s = &config.shedding;
+                (
+                    shed::ShedConfig {
+                        queue_delay: [
+                            s.join_queue_delay,
+                            s.layers_queue_delay,
+                            s.video_queue_delay,
+                        ],
+                        busy: [s.join_busy, s.layers_busy, s.video_busy],
+                        recover_after: s.recover_after,
+                    },
+                    s.speakers,
+                )
+            }),
         };
         let metrics = metrics.clone();
         let placement = placement.clone();

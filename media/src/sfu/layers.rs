@@ -65,10 +65,12 @@ impl Sfu {
             for (cost, layer) in costs.iter_mut().zip(&track.layers) {
                 *cost = u64::from(layer.spec.max_bitrate);
             }
+            let cap = sub.max_layer.map_or(top, |m| m.min(top));
             candidates.push(Candidate {
                 track: r.track,
                 slot: r.slot,
-                cap: sub.max_layer.map_or(top, |m| m.min(top)),
+                // While load is shed, no higher than the ceiling.
+                cap: self.layer_ceiling.map_or(cap, |ceiling| cap.min(ceiling)),
                 old: if fresh == Some((r.track, r.slot)) {
                     None
                 } else {

@@ -122,6 +122,10 @@ pub struct Sfu {
     timers: BTreeSet<(Instant, Timer)>,
     events: VecDeque<Event>,
     stats: SfuStats,
+    /// While load is shed: the highest layer any subscription forwards.
+    layer_ceiling: Option<u8>,
+    /// While load is shed: the publishers whose video is forwarded (the latest speakers).
+    video_speakers: Option<rustc_hash::FxHashSet<ParticipantId>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -156,6 +160,8 @@ struct Participant {
     bandwidth: Option<u64>,
     /// Joined with [`Sfu::join_relay`]: invisible, never publishes, forwards every layer as is.
     relay: bool,
+    /// When it last sent audio that carried voice (see [`shed`]).
+    last_voice: Option<Instant>,
 }
 
 impl Participant {
@@ -291,6 +297,8 @@ impl Sfu {
             timers: BTreeSet::new(),
             events: VecDeque::new(),
             stats: SfuStats::default(),
+            layer_ceiling: None,
+            video_speakers: None,
         }
     }
 
@@ -466,6 +474,7 @@ impl Sfu {
             stats,
             events,
             timers,
+            video_speakers,
             ..
         } = self;
         stats.packets_in += 1;
@@ -492,6 +501,23 @@ impl Sfu {
         let switchable = format.detects_keyframes();
         let clock_rate = track.codec.clock_rate;
         let payload = &packet[header.payload_start..header.payload_end];
+        match track.kind {
+            TrackKind::Audio if payload.len() > shed::VOICE_PAYLOAD_BYTES => {
+                if let Some(p) = participants.get_mut(&publisher) {
+                    p.last_voice = Some(now);
+                }
+            }
+            TrackKind::Video
+                if video_speakers
+                    .as_ref()
+                    .is_some_and(|speakers| !speakers.contains(&publisher)) =>
+            {
+                // Shed: this publisher is not among the latest speakers.
+                stats.drops.shed += track.subscriptions.len() as u64;
+                return Ok(());
+            }
+            _ => {}
+        }
         let (seq, ts) = (header.sequence_number, header.timestamp);
         let mut keyframe: Option<bool> = None;
         let bytes = packet.len() as u64;
@@ -628,6 +654,7 @@ impl Sfu {
             subscriptions: Vec::new(),
             bandwidth: None,
             relay: false,
+            last_voice: None,
         };
         let info = participant_info(participant, &p);
         self.participants.insert(participant, p);
@@ -699,6 +726,7 @@ impl Sfu {
                 subscriptions: Vec::new(),
                 bandwidth: None,
                 relay: true,
+                last_voice: None,
             },
         );
         self.stats.relays += 1;
@@ -1527,3 +1555,4 @@ fn lowest_free_media(subscriptions: &[SubscriptionRef]) -> MediaId {
 }
 
 mod layers;
+mod shed;

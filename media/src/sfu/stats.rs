@@ -52,4 +52,7 @@ pub struct DropStats {
     pub other_layer: u64,
     /// The subscriber is disconnected (in its grace period).
     pub subscriber_disconnected: u64,
+    /// Video not forwarded while load is shed: its publisher is not among the latest speakers
+    /// ([`Sfu::set_video_speakers`](super::Sfu::set_video_speakers)).
+    pub shed: u64,
 }

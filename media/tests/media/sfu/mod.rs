@@ -10,4 +10,5 @@ mod limits;
 mod props;
 mod relay;
 mod rooms;
+mod shed;
 mod simulcast;
