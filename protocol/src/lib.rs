@@ -13,7 +13,8 @@
 //! - [`varint`]: QUIC variable-length integers (frame lengths, media ids).
 //! - [`ControlMessage`] and its structs: every message, with [`ErrorCode`] an open set of codes.
 //! - [`decode_message`] / [`encode_message`]: the bincode 2 body codec (one module, swappable).
-//! - [`FrameReader`] / [`encode_frame`]: `varint length + body` framing, incremental and bounded.
+//! - [`FrameReader`] / [`encode_frame`]: `varint length + body` framing, incremental and bounded;
+//!   [`decode_single_frame`] for a message that holds exactly one frame (the WebSocket path).
 //! - [`datagram`]: kind byte, media (`varint media id + RTP`) and control datagrams.
 //!
 //! ## Decoding network input
@@ -61,6 +62,6 @@ pub mod varint;
 pub use codec::{DecodeError, Decoded, EncodeError, decode_message, encode_message};
 pub use datagram::{Datagram, DatagramControl, DatagramError};
 pub use error_code::ErrorCode;
-pub use frame::{FrameReader, encode_frame};
+pub use frame::{FrameReader, SingleFrameError, decode_single_frame, encode_frame};
 pub use ids::{MediaId, ParticipantId, RequestId, ResumeToken, RoomId, TrackId};
 pub use message::*;

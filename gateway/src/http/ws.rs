@@ -42,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde::Deserialize;
-use strait_protocol::{ControlMessage, Decoded, ErrorCode, FrameReader, ParticipantId};
+use strait_protocol::{ControlMessage, Decoded, ErrorCode, ParticipantId, SingleFrameError};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -249,28 +249,17 @@ fn close_reason(reason: &str) -> &str {
 }
 
 /// Decodes one WebSocket message: exactly one whole frame.
-fn decode(bytes: Bytes, max_frame_size: usize) -> Result<Decoded, (ErrorCode, String)> {
-    let mut input = bytes;
-    let mut reader = FrameReader::new(max_frame_size);
-    match reader.next_message(&mut input) {
-        Ok(Some(decoded)) if input.is_empty() => Ok(decoded),
-        Ok(Some(_)) => Err((
-            ErrorCode::PROTOCOL_VIOLATION,
-            "a WebSocket message holds more than one frame".into(),
-        )),
-        Ok(None) => Err((
-            ErrorCode::PROTOCOL_VIOLATION,
-            "a WebSocket message holds an incomplete frame".into(),
-        )),
-        Err(e @ strait_protocol::DecodeError::FrameTooLarge { .. }) => Err((
-            ErrorCode::FRAME_TOO_LARGE,
-            format!("malformed control frame: {e}"),
-        )),
-        Err(e) => Err((
-            ErrorCode::PROTOCOL_VIOLATION,
-            format!("malformed control frame: {e}"),
-        )),
-    }
+fn decode(bytes: &[u8], max_frame_size: usize) -> Result<Decoded, (ErrorCode, String)> {
+    strait_protocol::decode_single_frame(bytes, max_frame_size).map_err(|e| {
+        let reason = match e {
+            SingleFrameError::TrailingBytes { .. } => {
+                "a WebSocket message holds more than one frame".into()
+            }
+            SingleFrameError::Incomplete => "a WebSocket message holds an incomplete frame".into(),
+            _ => e.to_string(),
+        };
+        (e.code(), reason)
+    })
 }
 
 /// What one WebSocket message gives the session core.
@@ -283,7 +272,7 @@ fn incoming(message: Option<Result<Message, axum::Error>>, max_frame: usize) -> 
             ErrorCode::PROTOCOL_VIOLATION,
             "text messages are not used: send each frame as a binary message".into(),
         ),
-        Some(Ok(Message::Binary(bytes))) => match decode(bytes, max_frame) {
+        Some(Ok(Message::Binary(bytes))) => match decode(&bytes, max_frame) {
             Ok(Decoded::Message(m)) => Incoming::Message(m),
             Ok(Decoded::UnknownKind(kind)) => Incoming::Unknown(kind),
             Err((code, reason)) => Incoming::Refused(code, reason),
@@ -416,25 +405,20 @@ mod tests {
         let ping = ControlMessage::Ping(strait_protocol::Ping { nonce: 3 });
         let mut one = Vec::new();
         strait_protocol::encode_frame(&ping, usize::MAX, &mut one).unwrap();
-        assert_eq!(
-            decode(Bytes::from(one.clone()), 1024),
-            Ok(Decoded::Message(ping.clone()))
-        );
+        assert_eq!(decode(&one, 1024), Ok(Decoded::Message(ping.clone())));
         let mut two = one.clone();
         two.extend_from_slice(&one);
         assert_eq!(
-            decode(Bytes::from(two), 1024).unwrap_err().0,
+            decode(&two, 1024).unwrap_err().0,
             ErrorCode::PROTOCOL_VIOLATION
         );
         assert_eq!(
-            decode(Bytes::from(one[..one.len() - 1].to_vec()), 1024)
-                .unwrap_err()
-                .0,
+            decode(&one[..one.len() - 1], 1024).unwrap_err().0,
             ErrorCode::PROTOCOL_VIOLATION
         );
         // A length prefix over the limit is refused from the prefix alone.
         assert_eq!(
-            decode(Bytes::from_static(&[0x44, 0x00]), 16).unwrap_err().0,
+            decode(&[0x44, 0x00], 16).unwrap_err().0,
             ErrorCode::FRAME_TOO_LARGE
         );
     }

@@ -56,6 +56,14 @@ mod nack;
 mod offer;
 pub mod simulcast;
 
+/// The classifier a datagram from an unknown address goes through before any peer sees it, and
+/// the codec list of the offer check: public for the fuzz targets of `media/fuzz` and their plain
+/// tests in `media/tests`, not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::offer::{Datagram, SUPPORTED_CODECS, classify};
+}
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@ use super::WebRtcError;
 
 /// Encoding names the bridge forwards (the SFU core detects keyframes for the video ones),
 /// compared case-insensitively as SDP `a=rtpmap` names are.
-pub(crate) const SUPPORTED_CODECS: [&str; 5] = ["opus", "VP8", "VP9", "H264", "AV1"];
+pub const SUPPORTED_CODECS: [&str; 5] = ["opus", "VP8", "VP9", "H264", "AV1"];
 
 /// Parses `sdp` and checks that it has at least one live audio or video section offering a
 /// supported codec, and that its simulcast sections are well formed. The length is checked
@@ -56,12 +56,15 @@ pub(crate) fn validate_offer(sdp: &str, max_len: usize) -> Result<(), WebRtcErro
 /// What the first bytes of a datagram say about it, for routing (RFC 7983 §7: a first byte in
 /// 0..=3 is STUN).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Datagram<'a> {
+pub enum Datagram<'a> {
     /// Not STUN (DTLS, SRTP or SRTCP): routed by source address only.
     NotStun,
     /// A STUN Binding request whose USERNAME's first half (the server ufrag, RFC 8445 §7.2.2) is
     /// this.
-    BindingRequest { server_ufrag: &'a str },
+    BindingRequest {
+        /// The USERNAME's bytes before its first `:`; never empty.
+        server_ufrag: &'a str,
+    },
     /// STUN that cannot start a route: not a Binding request, or one without a usable USERNAME.
     OtherStun,
 }
@@ -72,8 +75,9 @@ const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
 const ATTR_USERNAME: u16 = 0x0006;
 
 /// Classifies a datagram and, for a Binding request, finds the server ufrag in its USERNAME.
-/// Bounded by the datagram: every attribute length is checked against what remains.
-pub(crate) fn classify(bytes: &[u8]) -> Datagram<'_> {
+/// Bounded by the datagram: every attribute length is checked against what remains, and nothing
+/// past the message length the STUN header declares is read.
+pub fn classify(bytes: &[u8]) -> Datagram<'_> {
     match bytes.first() {
         Some(0..=3) => {}
         _ => return Datagram::NotStun,

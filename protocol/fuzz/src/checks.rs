@@ -15,10 +15,11 @@ use strait_protocol::datagram::{
 };
 use strait_protocol::limits::HARD_MAX_FRAME_SIZE;
 use strait_protocol::{
-    ControlMessage, DecodeError, Decoded, FrameReader, decode_message, encode_frame, encode_message,
+    ControlMessage, DecodeError, Decoded, ErrorCode, FrameReader, SingleFrameError, decode_message,
+    decode_single_frame, encode_frame, encode_message, varint,
 };
 
-/// Maximum frame sizes the `frame_reader` input header picks from (small, so that the too-large
+/// Maximum frame sizes the `frame_reader` and `single_frame` input headers pick from (small, so that the too-large
 /// path is reached often).
 pub(crate) const FRAME_SIZES: [usize; 8] = [256, 0, 1, 16, 64, 255, 1024, 4096];
 
@@ -312,4 +313,154 @@ fn check_control_rebuild(data: &[u8], control: DatagramControl) {
         Ok(Datagram::Control(control)),
         "re-encoded control datagram parses differently"
     );
+}
+
+/// How a `single_frame` input is laid out: a header byte whose low three bits index
+/// [`FRAME_SIZES`] (the maximum frame size), then one whole WebSocket message.
+#[derive(Debug)]
+pub(crate) struct SingleFrameInput<'a> {
+    pub(crate) max_frame_size: usize,
+    pub(crate) message: &'a [u8],
+}
+
+impl<'a> SingleFrameInput<'a> {
+    pub(crate) fn parse(data: &'a [u8]) -> SingleFrameInput<'a> {
+        match data.split_first() {
+            Some((&header, message)) => SingleFrameInput {
+                max_frame_size: FRAME_SIZES[usize::from(header) % FRAME_SIZES.len()],
+                message,
+            },
+            None => SingleFrameInput {
+                max_frame_size: FRAME_SIZES[0],
+                message: &[],
+            },
+        }
+    }
+
+    /// The inverse of [`SingleFrameInput::parse`], for building seeds.
+    #[allow(dead_code, reason = "used by the seed generator in tests only")]
+    pub(crate) fn build(max_index: u8, message: &[u8]) -> Vec<u8> {
+        assert!(usize::from(max_index) < FRAME_SIZES.len());
+        let mut out = vec![max_index];
+        out.extend_from_slice(message);
+        out
+    }
+}
+
+/// `single_frame`: `decode_single_frame` (each binary message of `/ws/rtc`) gives the answer a
+/// `FrameReader` fed the message whole gives, made strict: accepted only when the message is
+/// exactly one frame within the limit whose body decodes; an oversized frame is refused from its
+/// prefix alone with `FRAME_TOO_LARGE`, everything else with `PROTOCOL_VIOLATION`. What it
+/// accepts re-frames to no more bytes and decodes back to itself.
+pub(crate) fn single_frame(data: &[u8]) {
+    let SingleFrameInput {
+        max_frame_size,
+        message,
+    } = SingleFrameInput::parse(data);
+    let answer = decode_single_frame(message, max_frame_size);
+    assert_eq!(
+        decode_single_frame(message, max_frame_size),
+        answer,
+        "decoding twice gave two answers"
+    );
+    assert_eq!(
+        decode_single_frame(message, usize::MAX),
+        decode_single_frame(message, HARD_MAX_FRAME_SIZE),
+        "the limit is not clamped to the hard maximum"
+    );
+
+    let mut input = Bytes::copy_from_slice(message);
+    let mut reader = FrameReader::new(max_frame_size);
+    let reference = match reader.next_message(&mut input) {
+        Ok(Some(decoded)) if input.is_empty() => Ok(decoded),
+        Ok(Some(_)) => Err(SingleFrameError::TrailingBytes { extra: input.len() }),
+        Ok(None) => Err(SingleFrameError::Incomplete),
+        Err(e) => Err(SingleFrameError::Frame(e)),
+    };
+    assert_eq!(
+        answer, reference,
+        "differs from a FrameReader fed the message whole"
+    );
+
+    let max = max_frame_size.min(HARD_MAX_FRAME_SIZE);
+    let prefix = varint::decode(message).ok();
+    let frame = prefix.and_then(|(len, prefix_len)| {
+        let end = usize::try_from(len).ok()?.checked_add(prefix_len)?;
+        Some((prefix_len, end))
+    });
+    let error = match answer {
+        Ok(decoded) => {
+            let Some((prefix_len, end)) = frame else {
+                panic!("accepted without a length prefix");
+            };
+            assert_eq!(end, message.len(), "accepted with bytes left over");
+            assert!(end - prefix_len <= max, "accepted a frame over the limit");
+            check_decoded(&decoded);
+            if let Decoded::Message(message_in) = decoded {
+                let mut again = Vec::new();
+                encode_frame(&message_in, max, &mut again).expect("an accepted body fits again");
+                assert!(again.len() <= message.len(), "re-framed into more bytes");
+                assert_eq!(
+                    decode_single_frame(&again, max),
+                    Ok(Decoded::Message(message_in)),
+                    "re-framed message decodes differently"
+                );
+            }
+            return;
+        }
+        Err(error) => error,
+    };
+    assert!(!error.to_string().is_empty());
+    let too_large = matches!(
+        error,
+        SingleFrameError::Frame(DecodeError::FrameTooLarge { .. })
+    );
+    assert_eq!(
+        error.code(),
+        if too_large {
+            ErrorCode::FRAME_TOO_LARGE
+        } else {
+            ErrorCode::PROTOCOL_VIOLATION
+        }
+    );
+    match error {
+        SingleFrameError::Frame(DecodeError::FrameTooLarge { len, max: limit }) => {
+            assert_eq!(limit, max);
+            assert!(
+                len > max as u64,
+                "refused {len} bytes with a limit of {max}"
+            );
+            let (_, prefix_len) = prefix.expect("refused from a whole prefix");
+            assert_eq!(
+                decode_single_frame(&message[..prefix_len], max_frame_size),
+                Err(SingleFrameError::Frame(DecodeError::FrameTooLarge {
+                    len,
+                    max
+                })),
+                "an oversized frame is not refused from its prefix alone"
+            );
+        }
+        SingleFrameError::Incomplete => {
+            if let Some((_, end)) = frame {
+                assert!(end > message.len(), "a whole frame called incomplete");
+            }
+        }
+        SingleFrameError::TrailingBytes { extra } => {
+            let (_, end) = frame.expect("a whole frame came first");
+            assert!(extra > 0 && end + extra == message.len());
+            assert!(
+                decode_single_frame(&message[..end], max_frame_size).is_ok(),
+                "the first frame alone is refused"
+            );
+        }
+        SingleFrameError::Frame(e) => {
+            let (prefix_len, end) = frame.expect("a whole frame came first");
+            assert_eq!(
+                decode_message(&message[prefix_len..end]),
+                Err(e),
+                "refused for another reason than its body"
+            );
+        }
+        other => panic!("an error this check does not know: {other:?}"),
+    }
 }

@@ -13,7 +13,7 @@ mod checks;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use checks::FrameInput;
+use checks::{FrameInput, SingleFrameInput};
 use strait_protocol::datagram::{self, DatagramControl};
 use strait_protocol::*;
 
@@ -23,7 +23,7 @@ struct Target {
     check: fn(&[u8]),
 }
 
-const TARGETS: [Target; 3] = [
+const TARGETS: [Target; 4] = [
     Target {
         name: "frame_reader",
         check: checks::frame_reader,
@@ -35,6 +35,10 @@ const TARGETS: [Target; 3] = [
     Target {
         name: "datagram_parse",
         check: checks::datagram_parse,
+    },
+    Target {
+        name: "single_frame",
+        check: checks::single_frame,
     },
 ];
 
@@ -820,6 +824,88 @@ fn seeds() -> Vec<Seed> {
     add(dp, "hostile-control-empty", vec![1]);
     add(dp, "hostile-unknown-kind", vec![2, 1, 2, 3]);
     add(dp, "hostile-empty", vec![]);
+
+    // single_frame: header byte (max frame size index), then one WebSocket message. Index 0 is
+    // 256 bytes, 1 is 0, 3 is 16, 6 is 1024, 7 is 4096.
+    let sf = "single_frame";
+    for name in ["ping", "join"] {
+        add(
+            sf,
+            &format!("valid-{name}"),
+            SingleFrameInput::build(0, &frame(&body(message(name)))),
+        );
+    }
+    for name in ["client-hello", "sdp"] {
+        add(
+            sf,
+            &format!("valid-{name}"),
+            SingleFrameInput::build(6, &frame(&body(message(name)))),
+        );
+    }
+    add(
+        sf,
+        "valid-unknown-kind",
+        SingleFrameInput::build(0, &frame(&[28, 1, 2, 3])),
+    );
+    let ping_body = body(message("ping"));
+    let ping = frame(&ping_body);
+    let mut long_prefix = vec![0xc0, 0, 0, 0, 0, 0, 0, ping_body.len() as u8];
+    long_prefix.extend_from_slice(&ping_body);
+    add(
+        sf,
+        "valid-ping-8-byte-prefix",
+        SingleFrameInput::build(0, &long_prefix),
+    );
+    add(sf, "hostile-empty-message", SingleFrameInput::build(0, &[]));
+    add(
+        sf,
+        "hostile-empty-frame",
+        SingleFrameInput::build(0, &[0x00]),
+    );
+    add(
+        sf,
+        "hostile-prefix-cut",
+        SingleFrameInput::build(0, &[0x40]),
+    );
+    add(
+        sf,
+        "hostile-body-cut",
+        SingleFrameInput::build(0, &ping[..ping.len() - 1]),
+    );
+    add(
+        sf,
+        "hostile-two-frames",
+        SingleFrameInput::build(0, &[ping.as_slice(), ping.as_slice()].concat()),
+    );
+    add(
+        sf,
+        "hostile-trailing-byte",
+        SingleFrameInput::build(0, &[ping.as_slice(), &[0]].concat()),
+    );
+    add(sf, "hostile-max-0", SingleFrameInput::build(1, &ping));
+    add(
+        sf,
+        "hostile-too-large-prefix-only",
+        SingleFrameInput::build(3, &[0x44, 0x00]),
+    );
+    // What `bad_frames_close_only_their_own_session` sends: 131072 announced, 64 bytes given.
+    let mut announced_128k = vec![0x80, 0x02, 0x00, 0x00];
+    announced_128k.extend_from_slice(&[0; 64]);
+    add(
+        sf,
+        "hostile-too-large-128k",
+        SingleFrameInput::build(7, &announced_128k),
+    );
+    add(
+        sf,
+        "hostile-prefix-2-62",
+        SingleFrameInput::build(0, &[0xff; 8]),
+    );
+    add(
+        sf,
+        "hostile-broken-join",
+        SingleFrameInput::build(0, &[3, 2, 0xff, 0xff]),
+    );
     seeds
 }
 
