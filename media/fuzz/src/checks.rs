@@ -356,8 +356,22 @@ pub(crate) fn offer_check(data: &[u8]) {
         SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes())),
     ) {
         (Err(WebRtcError::MalformedSdp(reason)), Err(_)) => assert!(!reason.is_empty()),
-        (Err(WebRtcError::MalformedSdp(reason)), Ok(_)) => {
-            panic!("refused as malformed ({reason}), yet the SDP parser takes it")
+        (Err(WebRtcError::MalformedSdp(reason)), Ok(parsed)) => {
+            // Parsed, but its mids break RFC 5888: one empty, or two alike.
+            let mut mids: Vec<&str> = parsed
+                .media_descriptions
+                .iter()
+                .flat_map(|m| m.attributes.iter().filter(|a| a.key == "mid"))
+                .map(|a| a.value.as_deref().unwrap_or(""))
+                .collect();
+            let empty = mids.iter().any(|m| m.is_empty());
+            let count = mids.len();
+            mids.sort_unstable();
+            mids.dedup();
+            assert!(
+                empty || mids.len() < count,
+                "refused as malformed ({reason}), yet the SDP parser takes it and its mids are fine"
+            );
         }
         (answer, Err(e)) => panic!("answered {answer:?} for SDP that does not parse ({e})"),
         (answer, Ok(parsed)) => check_parsed_offer(sdp, max_len, &answer, &parsed),

@@ -25,6 +25,22 @@ pub(crate) fn validate_offer(sdp: &str, max_len: usize) -> Result<(), WebRtcErro
     }
     let parsed = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(|err| WebRtcError::MalformedSdp(err.to_string()))?;
+    // RFC 5888: a mid is non-empty and names one section (the bridge maps sections by it).
+    let mut mids: Vec<&str> = Vec::new();
+    for media in &parsed.media_descriptions {
+        for attribute in media.attributes.iter().filter(|a| a.key == "mid") {
+            let mid = attribute.value.as_deref().unwrap_or("");
+            if mid.is_empty() {
+                return Err(WebRtcError::MalformedSdp("an a=mid without a value".into()));
+            }
+            if mids.contains(&mid) {
+                return Err(WebRtcError::MalformedSdp(format!(
+                    "more than one a=mid:{mid}"
+                )));
+            }
+            mids.push(mid);
+        }
+    }
     super::simulcast::sections_of(&parsed)?;
     let mut offered = Vec::new();
     let mut has_media = false;
@@ -141,6 +157,30 @@ mod tests {
                 server_ufrag: "srvr"
             }
         );
+    }
+
+    fn offer_with_mids(mids: &[&str]) -> String {
+        let mut sdp = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+        for mid in mids {
+            sdp.push_str(&format!(
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:{mid}\r\na=rtpmap:111 opus/48000/2\r\n"
+            ));
+        }
+        sdp
+    }
+
+    #[test]
+    fn an_empty_or_repeated_mid_is_malformed() {
+        assert!(validate_offer(&offer_with_mids(&["0", "1"]), 64 * 1024).is_ok());
+        for mids in [&["0", "0"][..], &[""][..], &["0", ""][..]] {
+            assert!(
+                matches!(
+                    validate_offer(&offer_with_mids(mids), 64 * 1024),
+                    Err(WebRtcError::MalformedSdp(_))
+                ),
+                "mids {mids:?}"
+            );
+        }
     }
 
     proptest::proptest! {
