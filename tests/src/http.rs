@@ -147,3 +147,33 @@ pub async fn patch(
     }
     http(gw, "PATCH", path, &headers, fragment.as_bytes()).await
 }
+
+/// `POST path` on `addr` with an SDP offer and a bearer token (the benchmarks' WHIP/WHEP
+/// client, against a gateway they started as a process): the answer of a `201 Created`.
+pub async fn post_sdp(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    sdp: &str,
+) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| anyhow::anyhow!("no WHIP/WHEP answer in time"))??;
+    let text = String::from_utf8(response)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no header end"))?;
+    if !head.starts_with("HTTP/1.1 201") {
+        anyhow::bail!("refused: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
+}

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use clap::Parser;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
@@ -33,8 +33,8 @@ use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, SessionEvent, 
 use strait_load::gateway::{GatewayChild, http, mint_token};
 use strait_load::procfs::{CpuMark, clock_ticks_per_second};
 use strait_tests::fixture::{WAIT, rtp};
+use strait_tests::http::post_sdp;
 use strait_tests::webrtc_peer::Peer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
 
@@ -84,28 +84,6 @@ impl Clock {
 struct Samples {
     recording: AtomicBool,
     values: Mutex<Vec<u64>>,
-}
-
-/// `POST path` with an SDP offer and a bearer token; the answer of a `201 Created`.
-async fn post_sdp(addr: SocketAddr, path: &str, token: &str, sdp: &str) -> Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: Bearer {token}\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .context("WHEP answer")??;
-    let text = String::from_utf8(response)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
-    if !head.starts_with("HTTP/1.1 201") {
-        bail!("WHEP refused: {}", head.lines().next().unwrap_or_default());
-    }
-    Ok(body.to_owned())
 }
 
 /// A WHEP subscriber of `path`: its peer connection and its track.

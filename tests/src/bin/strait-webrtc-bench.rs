@@ -35,8 +35,8 @@ use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, SessionEvent, 
 use strait_load::gateway::{GatewayChild, http, mint_token};
 use strait_load::procfs::{CpuMark, clock_ticks_per_second, status_kib, threads_ticks};
 use strait_tests::fixture::{WAIT, rtp};
+use strait_tests::http::post_sdp;
 use strait_tests::webrtc_peer::Peer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::PeerConnection;
 
@@ -91,28 +91,6 @@ async fn whep_subscriber(
         }
     });
     Ok(peer.pc)
-}
-
-/// `POST path` with an SDP offer and a bearer token; the answer of a `201 Created`.
-async fn post_sdp(addr: SocketAddr, path: &str, token: &str, sdp: &str) -> Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: Bearer {token}\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .context("WHEP answer")??;
-    let text = String::from_utf8(response)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
-    if !head.starts_with("HTTP/1.1 201") {
-        bail!("WHEP refused: {}", head.lines().next().unwrap_or_default());
-    }
-    Ok(body.to_owned())
 }
 
 /// `strait_packets_out_total{transport="webrtc"}`.
