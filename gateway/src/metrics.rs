@@ -317,7 +317,8 @@ pub struct Metrics {
     pub worker_shed_level: Family<WorkerLabel, Gauge>,
     /// The largest media queue delay of the last quarter second, per media worker.
     pub worker_queue_delay: Family<WorkerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    /// The worker thread's CPU time over wall time in the last second, per media worker.
+    /// The busy ratio each media worker sheds by: the larger of its thread's CPU time over wall
+    /// time and the process's CPU time over wall time and cores, in the last second.
     pub worker_busy: Family<WorkerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Published tracks now.
     pub tracks: Gauge,
@@ -449,7 +450,7 @@ impl Metrics {
         );
         r.register(
             "worker_busy_ratio",
-            "The media worker thread's CPU time over wall time in the last second",
+            "The larger of the media worker thread's CPU share and the process's share of all cores, in the last second",
             m.worker_busy.clone(),
         );
         r.register("tracks", "Published tracks now", m.tracks.clone());

@@ -470,7 +470,8 @@ pub struct SheddingConfig {
     /// Queue delay that enters level 3.
     #[serde(with = "humantime_serde")]
     pub video_queue_delay: Duration,
-    /// The worker thread's CPU time over wall time, each second, that enters level 1.
+    /// Busy ratio (the larger of the worker thread's CPU time over wall time and the process's
+    /// over wall time and cores, each second) that enters level 1.
     pub join_busy: f64,
     /// Busy ratio that enters level 2.
     pub layers_busy: f64,

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::hub::{AttachRequest, Attached, ConnId, Hub, Output};
 use super::pipe::{PipeMessage, PipeReceiver, Pipes};
 use super::placement::Placement;
-use super::shed::{ShedConfig, Shedder, thread_cpu_time};
+use super::shed::{ShedConfig, Shedder, process_cpu_time, thread_cpu_time};
 use super::{Attach, MediaIn, Transfer, WorkerCommand};
 use super::{Connection, DatagramSendError};
 use crate::health::{Fault, Heart, IDLE_BEAT};
@@ -78,8 +78,10 @@ struct Shedding {
     /// The largest queue delay since the last decision (for the gauge).
     delay: Duration,
     next_decision: Instant,
-    /// The thread's CPU time at the last reading.
-    cpu: Option<(Instant, Duration)>,
+    /// The thread's and the process's CPU time at the last reading.
+    cpu: Option<(Instant, Duration, Duration)>,
+    /// Cores the process may use (the process's CPU is shared among them).
+    cores: f64,
     next_cpu: Instant,
     next_speakers: Instant,
     level_gauge: Gauge,
@@ -148,6 +150,7 @@ impl Driver {
             delay: Duration::ZERO,
             next_decision: now + SHED_DECISION,
             cpu: None,
+            cores: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
             next_cpu: now,
             next_speakers: now,
             level_gauge: metrics.worker_shed_level.get_or_create(&label).clone(),
@@ -179,16 +182,19 @@ impl Driver {
             return;
         };
         if now >= shed.next_cpu {
-            if let Some(cpu) = thread_cpu_time() {
-                if let Some((at, before)) = shed.cpu {
+            if let (Some(thread), Some(process)) = (thread_cpu_time(), process_cpu_time()) {
+                if let Some((at, thread_before, process_before)) = shed.cpu {
                     let wall = now.saturating_duration_since(at).as_secs_f64();
                     if wall > 0.0 {
-                        let ratio = cpu.saturating_sub(before).as_secs_f64() / wall;
+                        let own = thread.saturating_sub(thread_before).as_secs_f64() / wall;
+                        let all = process.saturating_sub(process_before).as_secs_f64()
+                            / (wall * shed.cores);
+                        let ratio = own.max(all);
                         shed.shedder.observe_busy(ratio);
                         shed.busy_gauge.set(ratio);
                     }
                 }
-                shed.cpu = Some((now, cpu));
+                shed.cpu = Some((now, thread, process));
             }
             shed.next_cpu = now + Duration::from_secs(1);
         }

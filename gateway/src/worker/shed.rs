@@ -7,10 +7,11 @@
 //! | 2 | and every subscription forwards the lowest simulcast layer |
 //! | 3 | and video is forwarded only from the `shedding.speakers` latest speakers |
 //!
-//! Audio and control messages are never shed. Two measures drive it, both of the worker itself:
-//! the **queue delay** (how long the oldest media datagram of a batch waited between its
-//! session and the worker) and the **busy ratio** (the worker thread's CPU time over wall time,
-//! each second). A level is entered as soon as either measure reaches its threshold, and left
+//! Audio and control messages are never shed. Two measures drive it: the **queue delay** (how
+//! long the oldest media datagram of a batch waited between its session and the worker) and the
+//! **busy ratio**, each second the larger of the worker thread's CPU time over wall time and the
+//! whole process's CPU time over wall time and cores (the QUIC sending runs on the runtime's
+//! threads, which can saturate the machine before any worker does). A level is entered as soon as either measure reaches its threshold, and left
 //! (one level down) after `shedding.recover_after` with both measures below the thresholds of
 //! the level. The controller is sans-IO: it is told the measures and the time.
 
@@ -103,7 +104,16 @@ impl Shedder {
 /// The calling thread's CPU time (user and system), from `/proc/thread-self/stat`; `None` where
 /// there is no such file.
 pub(crate) fn thread_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    cpu_time("/proc/thread-self/stat")
+}
+
+/// The whole process's CPU time (user and system, every thread), from `/proc/self/stat`.
+pub(crate) fn process_cpu_time() -> Option<Duration> {
+    cpu_time("/proc/self/stat")
+}
+
+fn cpu_time(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces and parentheses: the fields follow the last `)`.
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
@@ -169,5 +179,6 @@ mod tests {
             x = std::hint::black_box(x.wrapping_add(1));
         }
         assert!(thread_cpu_time().expect("again") >= before);
+        assert!(process_cpu_time().expect("/proc/self/stat") >= before);
     }
 }
