@@ -1231,10 +1231,14 @@ async fn a_websocket_peer_publishes_simulcast_too() {
     }
     assert!(simulcast_layer_of(&received[0]).1, "starts at a keyframe");
     assert!(received.iter().all(|p| simulcast_layer_of(p).0 == 1));
-    assert!(
-        publisher.plis[1].get() >= 1,
-        "a PLI on the middle layer's SSRC"
-    );
+    // The publisher's RTCP reader counts the PLI on its own task: wait for it.
+    tokio::time::timeout(WAIT, async {
+        while publisher.plis[1].get() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a PLI on the middle layer's SSRC");
 
     publisher.close().await;
     wait_for_leave(&viewer, legacy).await;
