@@ -530,6 +530,7 @@ impl Driver {
             ControlMessage::NewResumeToken(t) => {
                 // Only the latest token is worth keeping (section 7.8).
                 lock(&shared.hello).resume_token = t.resume_token.clone();
+                shared.emit(SessionEvent::ResumeTokenRenewed);
             }
             // Legacy WebRTC signaling has no meaning on this transport.
             ControlMessage::Sdp(_) | ControlMessage::IceCandidate(_) => {}

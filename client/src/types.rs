@@ -168,6 +168,9 @@ pub enum SessionEvent {
         /// The new participant id.
         participant: ParticipantId,
     },
+    /// The server renewed the resume token (`NewResumeToken`); the session keeps the latest
+    /// and presents it at its next resume. Nothing to do.
+    ResumeTokenRenewed,
     /// Events were dropped because nobody took them in time (the event queue was full); the
     /// session's state accessors are still up to date.
     EventsDropped {

@@ -304,8 +304,20 @@ impl TestGateway {
         label: &str,
         condition: impl Fn(f64) -> bool,
     ) -> f64 {
+        self.wait_metric_within(name, label, WAIT, condition).await
+    }
+
+    /// Like [`wait_metric_where`](Self::wait_metric_where), bounded by `within` instead of
+    /// [`WAIT`] (for what the gateway does on a timer of its own that is longer).
+    pub async fn wait_metric_within(
+        &self,
+        name: &str,
+        label: &str,
+        within: Duration,
+        condition: impl Fn(f64) -> bool,
+    ) -> f64 {
         let mut last = f64::NAN;
-        let waited = tokio::time::timeout(WAIT, async {
+        let waited = tokio::time::timeout(within, async {
             loop {
                 last = self.metric_where(name, label).await;
                 if condition(last) {

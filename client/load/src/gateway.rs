@@ -209,6 +209,19 @@ pub async fn mint_token(http_addr: SocketAddr, room: &str, identity: &str) -> Re
         .to_owned())
 }
 
+/// One metric from `/metrics`, summed over the samples whose labels contain `label` (`""` for
+/// all of them).
+pub async fn metric(http_addr: SocketAddr, name: &str, label: &str) -> Result<f64> {
+    let body = http(http_addr, "GET", "/metrics", None).await?;
+    Ok(body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(key, _)| key.split('{').next() == Some(name) && key.contains(label))
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum())
+}
+
 /// The counters of `/metrics` the load tools read.
 #[derive(Debug, Default, Clone)]
 pub struct Scrape {

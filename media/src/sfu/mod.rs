@@ -160,8 +160,6 @@ struct Participant {
     bandwidth: Option<u64>,
     /// Joined with [`Sfu::join_relay`]: invisible, never publishes, forwards every layer as is.
     relay: bool,
-    /// When it last sent audio that carried voice (see [`shed`]).
-    last_voice: Option<Instant>,
 }
 
 impl Participant {
@@ -191,6 +189,8 @@ struct Track {
     muted: bool,
     layers: Vec<Layer>,
     subscriptions: Slab<Subscription>,
+    /// An audio track: when it last carried voice (see [`shed`]).
+    last_voice: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -503,9 +503,7 @@ impl Sfu {
         let payload = &packet[header.payload_start..header.payload_end];
         match track.kind {
             TrackKind::Audio if payload.len() > shed::VOICE_PAYLOAD_BYTES => {
-                if let Some(p) = participants.get_mut(&publisher) {
-                    p.last_voice = Some(now);
-                }
+                track.last_voice = Some(now);
             }
             TrackKind::Video
                 if video_speakers
@@ -654,7 +652,6 @@ impl Sfu {
             subscriptions: Vec::new(),
             bandwidth: None,
             relay: false,
-            last_voice: None,
         };
         let info = participant_info(participant, &p);
         self.participants.insert(participant, p);
@@ -726,7 +723,6 @@ impl Sfu {
                 subscriptions: Vec::new(),
                 bandwidth: None,
                 relay: true,
-                last_voice: None,
             },
         );
         self.stats.relays += 1;
@@ -923,6 +919,7 @@ impl Sfu {
             codec: spec.codec,
             source: spec.source,
             muted: spec.muted,
+            last_voice: None,
             layers: spec
                 .layers
                 .iter()

@@ -58,7 +58,15 @@ impl Sfu {
                             .iter()
                             .any(|&t| self.tracks[t].kind == TrackKind::Video)
                 })
-                .map(|(id, p)| (p.last_voice, *id))
+                // When any of its audio tracks last carried voice.
+                .map(|(id, p)| {
+                    let voice = p
+                        .published
+                        .iter()
+                        .filter_map(|&t| self.tracks[t].last_voice)
+                        .max();
+                    (voice, *id)
+                })
                 .collect();
             // Latest voice first; never heard last; ties by id, so the choice is stable.
             ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));

@@ -16,7 +16,6 @@
 //!
 //! Bounded: every wait has a timeout, traffic stays on loopback, the gateway is killed at the end.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,10 +27,11 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use strait_client::protocol::{Codec, TrackKind};
-use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, SessionEvent, Trust};
-use strait_load::gateway::{GatewayChild, http, mint_token};
+use strait_client::{Client, ClientConfig, SessionEvent, Trust};
+use strait_load::gateway::{GatewayChild, mint_token};
 use strait_load::procfs::{CpuMark, clock_ticks_per_second};
+use strait_load::stats::Histogram;
+use strait_tests::bridge::vp8_spec;
 use strait_tests::fixture::{WAIT, rtp};
 use strait_tests::http::post_sdp;
 use strait_tests::webrtc_peer::Peer;
@@ -83,7 +83,14 @@ impl Clock {
 #[derive(Default)]
 struct Samples {
     recording: AtomicBool,
-    values: Mutex<Vec<u64>>,
+    values: Mutex<Histogram>,
+}
+
+/// A metric of the gateway (summed over the samples whose labels contain `label`).
+async fn metric(gateway: &GatewayChild, name: &str, label: &str) -> Result<f64> {
+    strait_load::gateway::metric(gateway.http, name, label)
+        .await
+        .map_err(|e| anyhow!("{e}"))
 }
 
 /// A WHEP subscriber of `path`: its peer connection and its track.
@@ -104,27 +111,6 @@ async fn whep(
     Ok((peer.pc, track))
 }
 
-/// A metric's value (summed over the samples whose labels contain `label`).
-async fn metric(addr: SocketAddr, name: &str, label: &str) -> Result<f64> {
-    let body = http(addr, "GET", "/metrics", None)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(body
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum())
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
 /// One measured window: latency p50/p99 (ms), samples, gateway CPU (% of a core).
 async fn window(
     gateway: &GatewayChild,
@@ -134,7 +120,7 @@ async fn window(
     let ticks = clock_ticks_per_second();
     let pid = gateway.pid.to_string();
     if let Ok(mut values) = samples.values.lock() {
-        values.clear();
+        *values = Histogram::default();
     }
     let mark = CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?;
     samples.recording.store(true, Ordering::Relaxed);
@@ -142,18 +128,16 @@ async fn window(
     samples.recording.store(false, Ordering::Relaxed);
     let used = mark.until(&CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?, ticks);
     let cpu = 100.0 * used.cpu_s / used.wall_s;
-    let mut values = samples
+    let values = samples
         .values
         .lock()
-        .map_err(|_| anyhow!("samples poisoned"))?
-        .clone();
-    values.sort_unstable();
-    Ok((
-        percentile(&values, 0.5),
-        percentile(&values, 0.99),
-        values.len(),
-        cpu,
-    ))
+        .map_err(|_| anyhow!("samples poisoned"))?;
+    let ms = |q: f64| {
+        values
+            .quantile_us(q)
+            .map_or(f64::NAN, |us| us as f64 / 1000.0)
+    };
+    Ok((ms(0.5), ms(0.99), values.count() as usize, cpu))
 }
 
 #[tokio::main]
@@ -180,21 +164,7 @@ async fn main() -> Result<()> {
     let config = ClientConfig::new(gateway.quic, Trust::Hashes(vec![gateway.cert]), token);
     let publisher = Arc::new(Client::connect(config).await?);
     publisher.join(room).await?;
-    let track = publisher
-        .publish(PublishSpec {
-            kind: TrackKind::Video,
-            codec: Codec {
-                name: "VP8".into(),
-                payload_type: 96,
-                clock_rate: 90_000,
-                channels: 0,
-                fmtp: String::new(),
-            },
-            source: "camera".into(),
-            layers: vec![LayerSpec::default()],
-            muted: false,
-        })
-        .await?;
+    let track = publisher.publish(vp8_spec()).await?;
     let media = track.media[0];
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
@@ -226,15 +196,27 @@ async fn main() -> Result<()> {
     // The bystanders, measuring latency.
     let path = format!("/whep/{room}/{}", track.track.0);
     let samples = Arc::new(Samples::default());
+    // A permit per bystander at its first packet: the windows start once every one receives.
+    let receiving = Arc::new(tokio::sync::Semaphore::new(0));
     let mut peers = Vec::new();
     for i in 0..args.bystanders {
         let token = mint_token(gateway.http, room, &format!("bystander-{i}"))
             .await
             .map_err(|e| anyhow!("{e}"))?;
         let (pc, remote) = whep(&gateway, &path, &token).await?;
-        let (samples, clock) = (Arc::clone(&samples), Arc::clone(&clock));
+        let (samples, clock, receiving) = (
+            Arc::clone(&samples),
+            Arc::clone(&clock),
+            Arc::clone(&receiving),
+        );
         tokio::spawn(async move {
+            let mut first = true;
             while let Some(event) = remote.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(_) = &event
+                    && std::mem::take(&mut first)
+                {
+                    receiving.add_permits(1);
+                }
                 if let TrackRemoteEvent::OnRtpPacket(packet) = event
                     && samples.recording.load(Ordering::Relaxed)
                     && let Some(bytes) = packet.payload.get(4..8)
@@ -246,14 +228,18 @@ async fn main() -> Result<()> {
                         && now >= sent
                         && let Ok(mut values) = samples.values.lock()
                     {
-                        values.push(now - sent);
+                        values.record_us(now - sent);
                     }
                 }
             }
         });
         peers.push(pc);
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = u32::try_from(args.bystanders).context("too many bystanders")?;
+    let _ = tokio::time::timeout(WAIT, receiving.acquire_many(all))
+        .await
+        .context("every bystander receives")?
+        .context("every bystander receives")?;
     let (p50, p99, n, cpu) = window(&gateway, &samples, args.seconds).await?;
     println!(
         "without a flood: bystander latency p50 {p50:.2} ms, p99 {p99:.2} ms ({n} samples), \
@@ -265,32 +251,24 @@ async fn main() -> Result<()> {
         .await
         .map_err(|e| anyhow!("{e}"))?;
     let (flood_pc, flood_remote) = whep(&gateway, &path, &token).await?;
+    // The latest packet it received: `1 << 63 | ssrc << 16 | sequence number` (0: none yet).
     let latest = Arc::new(AtomicU64::new(0));
     {
         let (remote, latest) = (Arc::clone(&flood_remote), Arc::clone(&latest));
         tokio::spawn(async move {
             while let Some(event) = remote.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                    let header = &packet.header;
                     latest.store(
-                        u64::from(packet.header.sequence_number) | 1 << 32,
+                        1 << 63 | u64::from(header.ssrc) << 16 | u64::from(header.sequence_number),
                         Ordering::Relaxed,
                     );
                 }
             }
         });
     }
-    let ssrc = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(&ssrc) = flood_remote.ssrcs().await.first() {
-                return ssrc;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .context("the flooding peer's SSRC")?;
-    let nacks_before = metric(gateway.http, "strait_webrtc_nacks_total", "").await?;
-    let out_before = metric(gateway.http, "strait_webrtc_datagrams_out_total", "").await?;
+    let nacks_before = metric(&gateway, "strait_webrtc_nacks_total", "").await?;
+    let out_before = metric(&gateway, "strait_webrtc_datagrams_out_total", "").await?;
     let flooding = Arc::new(AtomicBool::new(true));
     let flooder = {
         let (remote, latest, flooding) = (
@@ -312,7 +290,7 @@ async fn main() -> Result<()> {
                 if last == 0 {
                     continue;
                 }
-                let last = last as u16;
+                let (ssrc, last) = ((last >> 16) as u32, last as u16);
                 let seqs: Vec<u16> = (0..span).map(|i| last.wrapping_sub(span - i)).collect();
                 let _ = remote
                     .write_rtcp(vec![Box::new(TransportLayerNack {
@@ -325,14 +303,9 @@ async fn main() -> Result<()> {
         })
     };
     let (f50, f99, fn_, fcpu) = window(&gateway, &samples, args.seconds).await?;
-    let nacks = metric(gateway.http, "strait_webrtc_nacks_total", "").await? - nacks_before;
-    let granted = metric(
-        gateway.http,
-        "strait_webrtc_nacks_total",
-        "result=\"granted\"",
-    )
-    .await?;
-    let out = metric(gateway.http, "strait_webrtc_datagrams_out_total", "").await? - out_before;
+    let nacks = metric(&gateway, "strait_webrtc_nacks_total", "").await? - nacks_before;
+    let granted = metric(&gateway, "strait_webrtc_nacks_total", "result=\"granted\"").await?;
+    let out = metric(&gateway, "strait_webrtc_datagrams_out_total", "").await? - out_before;
     println!(
         "with one subscriber flooding {} NACKs/s of {} packets: bystander latency p50 {f50:.2} \
          ms, p99 {f99:.2} ms ({fn_} samples), gateway CPU {fcpu:.1} % of a core; packets asked \

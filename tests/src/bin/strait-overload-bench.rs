@@ -27,9 +27,10 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use clap::Parser;
-use strait_client::protocol::{Codec, MediaId, TrackKind};
-use strait_client::{Client, ClientConfig, ClientError, LayerSpec, PublishSpec, Session, Trust};
-use strait_load::gateway::{GatewayChild, http, mint_token};
+use strait_client::protocol::{MediaId, TrackKind};
+use strait_client::{Client, ClientConfig, ClientError, Session, Trust};
+use strait_load::gateway::{GatewayChild, mint_token};
+use strait_tests::bridge::vp8_spec;
 use strait_tests::fixture::{opus_spec, rtp};
 
 /// Load shedding under a load that grows past one media worker.
@@ -95,22 +96,6 @@ async fn connect(gateway: &GatewayChild, room: &str, identity: &str) -> Result<S
     )
 }
 
-fn vp8_spec() -> PublishSpec {
-    PublishSpec {
-        kind: TrackKind::Video,
-        codec: Codec {
-            name: "VP8".into(),
-            payload_type: rtp::VP8_PT,
-            clock_rate: 90_000,
-            channels: 0,
-            fmtp: String::new(),
-        },
-        source: "camera".into(),
-        layers: vec![LayerSpec::default()],
-        muted: false,
-    }
-}
-
 /// Sends `packet(index)` on `media` at `rate` until `stop`, counting in `sent`.
 fn stream(
     session: Arc<Session>,
@@ -136,16 +121,14 @@ fn stream(
     });
 }
 
-/// A metric (summed over its samples).
+/// A metric (summed over its samples; NaN when `/metrics` does not answer).
 async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let Ok(body) = http(addr, "GET", "/metrics", None).await else {
-        return f64::NAN;
-    };
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum()
+    let (name, label) = name
+        .split_once('{')
+        .map_or((name, ""), |(n, l)| (n, l.trim_end_matches('}')));
+    strait_load::gateway::metric(addr, name, label)
+        .await
+        .unwrap_or(f64::NAN)
 }
 
 #[tokio::main]
@@ -296,8 +279,6 @@ async fn main() -> Result<()> {
             }
             v
         };
-        // Let the step's joins settle before counting.
-        tokio::time::sleep(Duration::from_millis(500)).await;
         let before = snapshot(&rooms);
         let (mut level, mut delay, mut busy, mut all_top) = (0.0f64, 0.0f64, 0.0f64, true);
         let samples = (args.step_seconds * 4.0).ceil() as usize;

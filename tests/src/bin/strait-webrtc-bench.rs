@@ -32,7 +32,7 @@ use clap::Parser;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use strait_client::protocol::{Codec, TrackKind};
 use strait_client::{Client, ClientConfig, LayerSpec, PublishSpec, SessionEvent, Trust};
-use strait_load::gateway::{GatewayChild, http, mint_token};
+use strait_load::gateway::{GatewayChild, mint_token};
 use strait_load::procfs::{CpuMark, clock_ticks_per_second, status_kib, threads_ticks};
 use strait_tests::fixture::{WAIT, rtp};
 use strait_tests::http::post_sdp;
@@ -95,15 +95,11 @@ async fn whep_subscriber(
 
 /// `strait_packets_out_total{transport="webrtc"}`.
 async fn webrtc_packets_out(addr: SocketAddr) -> Result<u64> {
-    let body = http(addr, "GET", "/metrics", None)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(body
-        .lines()
-        .find(|l| l.starts_with("strait_packets_out_total{transport=\"webrtc\"}"))
-        .and_then(|l| l.rsplit_once(' '))
-        .and_then(|(_, v)| v.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64)
+    let out =
+        strait_load::gateway::metric(addr, "strait_packets_out_total", "transport=\"webrtc\"")
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+    Ok(out as u64)
 }
 
 /// A publisher of one VP8-like track in `room`, sending at `rate` until `stop`.

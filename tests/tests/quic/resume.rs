@@ -373,11 +373,23 @@ async fn a_session_older_than_its_first_resume_token_still_resumes() {
     session.join("long-call").await.expect("join");
     let me = session.participant();
 
-    // The call goes on for well past the first token's life: its age is what is tested, so
-    // here time itself is the event waited for.
-    // Past twice the renewal interval (grace + idle): the `ServerHello`'s token has expired
-    // and a renewed one is needed, whichever the implementation's margins.
-    tokio::time::sleep(2 * (grace + idle) + Duration::from_secs(1)).await;
+    // The call goes on through two renewals (one every grace + idle): by the second the
+    // `ServerHello`'s token has expired, so only a renewed one can resume it.
+    let issued = Instant::now();
+    for renewal in 1..=2u32 {
+        tokio::time::timeout(2 * (grace + idle), async {
+            while !matches!(
+                session.next_event().await.expect("the session is alive"),
+                SessionEvent::ResumeTokenRenewed
+            ) {}
+        })
+        .await
+        .unwrap_or_else(|_| panic!("renewal {renewal} of the resume token in time"));
+    }
+    assert!(
+        issued.elapsed() >= grace + idle,
+        "renewals come an interval apart"
+    );
     session.ping().await.expect("the session is alive");
 
     // Then the path dies, the client notices, the path comes back: the same participant.

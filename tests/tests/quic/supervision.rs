@@ -212,13 +212,10 @@ async fn an_overloaded_worker_refuses_joins_and_sheds_video_but_never_audio() {
 
     // Calm again: back to level 0 one step at a time, then joins and video are back.
     // (Three steps of four calm seconds: longer than one `WAIT`.)
-    tokio::time::timeout(4 * WAIT, async {
-        while gw.metric("strait_worker_shed_level").await != 0.0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    gw.wait_metric_within("strait_worker_shed_level", "", 4 * WAIT, |level| {
+        level == 0.0
     })
-    .await
-    .expect("the level comes back to 0");
+    .await;
     late.join("busy")
         .await
         .expect("a join once the load is gone");

@@ -1232,13 +1232,9 @@ async fn a_websocket_peer_publishes_simulcast_too() {
     assert!(simulcast_layer_of(&received[0]).1, "starts at a keyframe");
     assert!(received.iter().all(|p| simulcast_layer_of(p).0 == 1));
     // The publisher's RTCP reader counts the PLI on its own task: wait for it.
-    tokio::time::timeout(WAIT, async {
-        while publisher.plis[1].get() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("a PLI on the middle layer's SSRC");
+    publisher.plis[1]
+        .wait_above(0, "a PLI on the middle layer's SSRC")
+        .await;
 
     publisher.close().await;
     wait_for_leave(&viewer, legacy).await;
@@ -2083,22 +2079,13 @@ async fn spoofed_checks_neither_grow_the_address_table_nor_draw_media() {
             .unwrap();
         spoofed.push(socket);
     }
-    // Every check seen: routed (the table grew) or refused (counted).
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let grown = gw.metric("strait_webrtc_addresses").await - before;
-            let refused = gw
-                .metric_where("strait_drops_total", "reason=\"webrtc_unverified_check\"")
-                .await
-                - unverified_before;
-            if grown + refused >= f64::from(SPOOFED) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the bridge handles the spoofed checks");
+    // Every check is refused and counted.
+    gw.wait_metric_where(
+        "strait_drops_total",
+        "reason=\"webrtc_unverified_check\"",
+        |n| n >= unverified_before + f64::from(SPOOFED),
+    )
+    .await;
     let grown = gw.metric("strait_webrtc_addresses").await - before;
     assert!(
         grown <= 0.0,
