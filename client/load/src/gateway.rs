@@ -223,6 +223,8 @@ pub struct Scrape {
     pub rooms: u64,
     /// `strait_turn_allocations`.
     pub turn_allocations: u64,
+    /// `strait_turn_drops_total` by `reason`.
+    pub turn_drops: Vec<(String, u64)>,
 }
 
 impl Scrape {
@@ -263,15 +265,20 @@ pub async fn scrape(http_addr: SocketAddr) -> Result<Scrape> {
             "strait_participants" => s.participants = value,
             "strait_rooms" => s.rooms = value,
             "strait_turn_allocations" => s.turn_allocations = value,
-            "strait_drops_total" => {
+            "strait_drops_total" | "strait_turn_drops_total" => {
                 let reason = key
                     .split("reason=\"")
                     .nth(1)
                     .and_then(|r| r.split('"').next())
                     .unwrap_or("?");
-                match s.drops.iter_mut().find(|(r, _)| r == reason) {
+                let drops = if name == "strait_drops_total" {
+                    &mut s.drops
+                } else {
+                    &mut s.turn_drops
+                };
+                match drops.iter_mut().find(|(r, _)| r == reason) {
                     Some((_, v)) => *v += value,
-                    None => s.drops.push((reason.to_owned(), value)),
+                    None => drops.push((reason.to_owned(), value)),
                 }
             }
             _ => {}

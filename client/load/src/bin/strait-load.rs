@@ -183,6 +183,16 @@ impl Target {
                         "turn.max_allocations={}",
                         2 * soak.sessions.div_ceil(turn.every_nth_session) + 16
                     ),
+                    // Every allocation starts with a 401, and all of them come from this one
+                    // address: the per-source budget of 401s must hold the ramp's.
+                    format!(
+                        "turn.unauthorized_per_second={}",
+                        (2.0 * scenario.ramp_rate).ceil().max(10.0)
+                    ),
+                    format!(
+                        "turn.unauthorized_burst={}",
+                        soak.sessions.div_ceil(turn.every_nth_session) + 16
+                    ),
                 ]);
             }
         }

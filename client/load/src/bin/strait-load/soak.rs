@@ -13,7 +13,7 @@
 //! the machine's load average, the counts so far) and the totals: joins, leaves, vanishes,
 //! resumes that worked and that failed, TURN allocations, refreshes and releases, errors.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -42,6 +42,17 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The pause of a slot whose session could not start, before it tries again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Distinct failure texts the report keeps; further ones are counted as `(other)`.
+const MAX_ERROR_KINDS: usize = 32;
+
+/// Whether `text` is a soak session's identity, `s{slot}-{generation}`.
+fn is_identity(text: &str) -> bool {
+    text.strip_prefix('s')
+        .and_then(|t| t.split_once('-'))
+        .is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+        })
+}
 
 /// What happened so far, counted by every slot.
 #[derive(Debug, Default)]
@@ -100,6 +111,8 @@ struct SoakRun {
     stop: watch::Sender<bool>,
     counters: Counters,
     first_error: Mutex<Option<String>>,
+    /// Failures by their text, at most [`MAX_ERROR_KINDS`] texts.
+    error_kinds: Mutex<BTreeMap<String, u64>>,
 }
 
 impl SoakRun {
@@ -107,12 +120,25 @@ impl SoakRun {
         self.base.elapsed().as_secs_f64()
     }
 
+    /// Counts a failure in `counter` and by its text (without the session's identity), and
+    /// keeps the first one whole.
     fn note(&self, counter: &AtomicU64, error: impl std::fmt::Display) {
         bump(counter);
+        let error = error.to_string();
+        let kind = match error.split_once(": ") {
+            Some((who, rest)) if is_identity(who) => rest.to_owned(),
+            _ => error.clone(),
+        };
+        let mut kinds = self.error_kinds.lock().expect("poisoned");
+        let known = kinds.len() < MAX_ERROR_KINDS || kinds.contains_key(&kind);
+        *kinds
+            .entry(if known { kind } else { "(other)".to_owned() })
+            .or_default() += 1;
+        drop(kinds);
         self.first_error
             .lock()
             .expect("poisoned")
-            .get_or_insert_with(|| error.to_string());
+            .get_or_insert(error);
     }
 
     /// Waits for this slot's turn to start a join; `false` when the run stops first.
@@ -221,6 +247,8 @@ pub(super) struct SoakReport {
     /// Join failures, leave failures, failed resumes, lost sessions and failed publishes.
     pub(super) errors: u64,
     first_error: Option<String>,
+    /// Every failure counted above (TURN's too), by its text.
+    failures_by_text: BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     turn: Option<TurnTotals>,
     gateway_rss_start_mib: Option<f64>,
@@ -228,6 +256,8 @@ pub(super) struct SoakReport {
     gateway_peak_rss_mib: Option<f64>,
     gateway_cpu_pct_of_one_core: Option<f64>,
     gateway_drops: Vec<(String, u64)>,
+    /// `strait_turn_drops_total` by reason, over the run.
+    gateway_turn_drops: Vec<(String, u64)>,
     samples: Vec<Sample>,
 }
 
@@ -268,6 +298,7 @@ pub(super) async fn run_soak(
         stop,
         counters: Counters::default(),
         first_error: Mutex::new(None),
+        error_kinds: Mutex::new(BTreeMap::new()),
     });
     let scrape_before = gateway::scrape(target.http).await.unwrap_or_default();
     let rss_start = target.rss_mib("VmRSS:");
@@ -393,6 +424,7 @@ pub(super) async fn run_soak(
         send_refused: get(&c.send_refused),
         errors: errors(c),
         first_error: run.first_error.lock().expect("poisoned").clone(),
+        failures_by_text: run.error_kinds.lock().expect("poisoned").clone(),
         turn: soak.turn.as_ref().map(|_| TurnTotals {
             allocations: get(&c.turn_allocations),
             allocate_failures: get(&c.turn_allocate_failures),
@@ -410,8 +442,21 @@ pub(super) async fn run_soak(
         gateway_peak_rss_mib: target.rss_mib("VmHWM:"),
         gateway_cpu_pct_of_one_core: cpu.map(|c| 100.0 * c.cpu_s / c.wall_s.max(1e-9)),
         gateway_drops: scrape_after.drops_since(&scrape_before),
+        gateway_turn_drops: since(&scrape_after.turn_drops, &scrape_before.turn_drops),
         samples,
     })
+}
+
+/// The counters of `after` that moved since `before`, by label.
+fn since(after: &[(String, u64)], before: &[(String, u64)]) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .map(|(k, v)| {
+            let was = before.iter().find(|(b, _)| b == k).map_or(0, |(_, v)| *v);
+            (k.clone(), v.saturating_sub(was))
+        })
+        .filter(|(_, d)| *d > 0)
+        .collect()
 }
 
 fn errors(c: &Counters) -> u64 {
@@ -832,6 +877,9 @@ pub(super) fn print_soak(r: &SoakReport) {
     if let Some(e) = &r.first_error {
         println!("  first error   {e}");
     }
+    for (text, n) in &r.failures_by_text {
+        println!("                {n} × {text}");
+    }
     let mib = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} MiB"));
     println!(
         "  gateway       RSS {} at the start, {} at the end (peak {}); CPU {} of a core over the run",
@@ -848,6 +896,14 @@ pub(super) fn print_soak(r: &SoakReport) {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         println!("                drops {}", drops.join(", "));
+    }
+    if !r.gateway_turn_drops.is_empty() {
+        let drops: Vec<_> = r
+            .gateway_turn_drops
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("                TURN drops {}", drops.join(", "));
     }
     println!();
     println!(
