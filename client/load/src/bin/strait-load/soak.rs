@@ -61,6 +61,7 @@ struct Counters {
     joins: AtomicU64,
     join_failures: AtomicU64,
     leaves: AtomicU64,
+    leaves_unacknowledged: AtomicU64,
     leave_failures: AtomicU64,
     vanishes: AtomicU64,
     resumes_ok: AtomicU64,
@@ -232,6 +233,9 @@ pub(super) struct SoakReport {
     joins: u64,
     join_failures: u64,
     leaves: u64,
+    /// Leaves (counted in `leaves`) whose acknowledgement the gateway's close of the session
+    /// overtook: the session ended with code NONE before the answer to `Leave` arrived.
+    leaves_unacknowledged: u64,
     leave_failures: u64,
     vanishes: u64,
     resumes_ok: u64,
@@ -411,6 +415,7 @@ pub(super) async fn run_soak(
         joins: get(&c.joins),
         join_failures: get(&c.join_failures),
         leaves: get(&c.leaves),
+        leaves_unacknowledged: get(&c.leaves_unacknowledged),
         leave_failures: get(&c.leave_failures),
         vanishes: get(&c.vanishes),
         resumes_ok: get(&c.resumes_ok),
@@ -637,7 +642,8 @@ async fn live(
     let end = loop {
         tokio::select! {
             () = stopped(stop) => break End::Stop,
-            () = tokio::time::sleep_until(leave_at) => break End::Due,
+            // A session whose resume is under way leaves once it is over (or has failed).
+            () = tokio::time::sleep_until(leave_at), if resuming.is_none() => break End::Due,
             () = tokio::time::sleep_until(next_resume.unwrap_or(far)), if next_resume.is_some() && resuming.is_none() => {
                 next_resume = period.map(|p| Instant::now() + p);
                 match session.resume_now().await {
@@ -712,6 +718,12 @@ async fn live(
         }
         End::Due => match tokio::time::timeout(STEP_TIMEOUT, session.leave()).await {
             Ok(Ok(())) => bump(&c.leaves),
+            // The gateway took the leave and closed the session (code NONE, `left`) before its
+            // answer reached the client: a leave, whose acknowledgement the close cut off.
+            Ok(Err(strait_client::ClientError::Closed { code, .. })) if code == ErrorCode::NONE => {
+                bump(&c.leaves);
+                bump(&c.leaves_unacknowledged);
+            }
             Ok(Err(e)) => run.note(&c.leave_failures, format!("{}: leave: {e}", plan.identity)),
             Err(_) => {
                 run.note(
@@ -842,8 +854,14 @@ pub(super) fn print_soak(r: &SoakReport) {
         r.sessions, r.rooms, r.duration_seconds
     );
     println!(
-        "  joins         {} ({} failed); leaves {} ({} failed); vanished {}; lost {}",
-        r.joins, r.join_failures, r.leaves, r.leave_failures, r.vanishes, r.sessions_lost
+        "  joins         {} ({} failed); leaves {} ({} closed before their answer, {} failed); vanished {}; lost {}",
+        r.joins,
+        r.join_failures,
+        r.leaves,
+        r.leaves_unacknowledged,
+        r.leave_failures,
+        r.vanishes,
+        r.sessions_lost
     );
     println!(
         "  resumes       {} ok, {} failed",
