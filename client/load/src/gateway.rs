@@ -231,6 +231,16 @@ pub struct Scrape {
     pub packets_out: u64,
     /// `strait_drops_total` by `reason`, summed over its other labels.
     pub drops: Vec<(String, u64)>,
+    /// `strait_sessions`, summed over its labels.
+    pub sessions: u64,
+    /// `strait_participants`.
+    pub participants: u64,
+    /// `strait_rooms`.
+    pub rooms: u64,
+    /// `strait_turn_allocations`.
+    pub turn_allocations: u64,
+    /// `strait_turn_drops_total` by `reason`.
+    pub turn_drops: Vec<(String, u64)>,
 }
 
 impl Scrape {
@@ -267,15 +277,24 @@ pub async fn scrape(http_addr: SocketAddr) -> Result<Scrape> {
         match name {
             "strait_packets_in_total" => s.packets_in += value,
             "strait_packets_out_total" => s.packets_out += value,
-            "strait_drops_total" => {
+            "strait_sessions" => s.sessions += value,
+            "strait_participants" => s.participants = value,
+            "strait_rooms" => s.rooms = value,
+            "strait_turn_allocations" => s.turn_allocations = value,
+            "strait_drops_total" | "strait_turn_drops_total" => {
                 let reason = key
                     .split("reason=\"")
                     .nth(1)
                     .and_then(|r| r.split('"').next())
                     .unwrap_or("?");
-                match s.drops.iter_mut().find(|(r, _)| r == reason) {
+                let drops = if name == "strait_drops_total" {
+                    &mut s.drops
+                } else {
+                    &mut s.turn_drops
+                };
+                match drops.iter_mut().find(|(r, _)| r == reason) {
                     Some((_, v)) => *v += value,
-                    None => s.drops.push((reason.to_owned(), value)),
+                    None => drops.push((reason.to_owned(), value)),
                 }
             }
             _ => {}

@@ -4,8 +4,9 @@
 //!
 //! - `strait-load` runs a scenario (a TOML file in `client/load/scenarios/`) against a gateway:
 //!   rooms of publishers and receivers over raw QUIC and WebTransport, with migration and resume
-//!   churn, or a join storm; it reports join latency, forwarding latency, loss, and the
-//!   gateway's CPU and memory;
+//!   churn, a join storm, or a soak (sessions, rooms, resumes and TURN allocations churning for
+//!   half an hour); it reports join latency, forwarding latency, loss, and the gateway's CPU and
+//!   memory (over time, in a soak);
 //! - `strait-fanout-bench` measures the gateway's CPU per forwarded packet at one publisher to N
 //!   subscribers;
 //! - `quinn-fanout-baseline` does the same fan-out with a bare quinn server, the floor under the
@@ -14,8 +15,8 @@
 //! The library holds what they share: starting the `strait` binary as a child and reading its
 //! banner, minting tokens and scraping `/metrics` over a tiny HTTP/1.1 client ([`gateway`]), the
 //! fan-out programs' command line ([`fanout`]), a process's CPU and memory from `/proc`
-//! ([`procfs`]), synthetic RTP sources ([`rtp`]), scenarios as data ([`scenario`]) and the
-//! statistics the reports print ([`stats`]). The end-to-end tests in `strait-tests` reuse
+//! ([`procfs`]), synthetic RTP sources ([`rtp`]), scenarios as data ([`scenario`]), the
+//! statistics the reports print ([`stats`]) and a TURN allocation held over UDP ([`turn`]). The end-to-end tests in `strait-tests` reuse
 //! [`gateway`] and [`procfs`].
 //!
 //! What it is not: part of the SDK. An application depends on `strait-client` alone; this crate
@@ -39,6 +40,7 @@ pub mod procfs;
 pub mod rtp;
 pub mod scenario;
 pub mod stats;
+pub mod turn;
 
 /// The error type of the load tools: they report and exit, nothing matches on it.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

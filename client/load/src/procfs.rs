@@ -32,6 +32,15 @@ pub fn status_kib(pid: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The machine's load average over the last minute, from `/proc/loadavg` (0 when it cannot be
+/// read): how busy the cores were that the figures share.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 /// Clock ticks per second, from `getconf CLK_TCK` (100 when that fails).
 pub fn clock_ticks_per_second() -> f64 {
     std::process::Command::new("getconf")

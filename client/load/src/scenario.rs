@@ -36,6 +36,9 @@ pub struct Scenario {
     pub rooms: Option<Rooms>,
     /// A join storm instead of rooms with media.
     pub join_storm: Option<JoinStorm>,
+    /// A soak instead: sessions, rooms, resumes and TURN allocations churning for
+    /// `duration_seconds`, with the gateway's memory and CPU sampled over time.
+    pub soak: Option<Soak>,
     /// Seed of the media generators' randomness (frame sizes).
     #[serde(default)]
     pub seed: u64,
@@ -45,6 +48,10 @@ pub struct Scenario {
     /// (`127.0.0.2`, `127.0.0.3`, …) each have a range of their own.
     #[serde(default)]
     pub bind_ip: Option<std::net::IpAddr>,
+    /// The sessions' QUIC keep-alive interval, seconds (the Strait client's default, 5 s, when
+    /// absent). How often an idle session sends the gateway a datagram.
+    #[serde(default)]
+    pub keep_alive_seconds: Option<f64>,
 }
 
 /// How sessions connect.
@@ -150,6 +157,67 @@ pub struct JoinStorm {
     pub first_session: usize,
 }
 
+/// A soak: `sessions` sessions kept open for `duration_seconds` while they come and go.
+///
+/// Session slot `i` belongs to room group `i / room_size`. A group's room closes every
+/// `room_lifetime_seconds` (the groups' closings spread evenly over that period): its sessions
+/// leave and join the group's next room, under a new name. Between closings, each session leaves
+/// after a lifetime drawn uniformly from half to one and a half `session_lifetime_seconds`, and a
+/// new session (a new identity) takes its slot at once. A share of departures drop the
+/// connection instead of leaving, so the gateway keeps the participant for its grace period.
+/// Every session moves to a new connection with its resume token every `resume_every_seconds`.
+/// The first `publishers_per_room` slots of a group publish an audio track; the others subscribe
+/// to every track of their room. Joins, refills included, start at `ramp_rate` per second at
+/// most.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Soak {
+    /// Sessions open at once (slots: each is refilled when its session leaves).
+    #[serde(default = "default_soak_sessions")]
+    pub sessions: usize,
+    /// Slots per room.
+    #[serde(default = "default_soak_room_size")]
+    pub room_size: usize,
+    /// How long a room lives before everyone leaves it and its group opens the next, seconds.
+    #[serde(default = "default_room_lifetime")]
+    pub room_lifetime_seconds: f64,
+    /// Mean time a session stays before it leaves, seconds.
+    #[serde(default = "default_session_lifetime")]
+    pub session_lifetime_seconds: f64,
+    /// Share of departures (0 to 1) that close the connection with an error instead of leaving:
+    /// the participant stays in its room for the gateway's grace period.
+    #[serde(default)]
+    pub vanish_share: f64,
+    /// Every session resumes on a new connection this often, seconds (none when absent).
+    #[serde(default)]
+    pub resume_every_seconds: Option<f64>,
+    /// Slots of each room that publish an audio track (the others only subscribe).
+    #[serde(default = "default_soak_publishers")]
+    pub publishers_per_room: usize,
+    /// The publishers' audio (no media when absent).
+    #[serde(default)]
+    pub audio: Option<Audio>,
+    /// TURN allocations held by some sessions and refreshed while they live (none when
+    /// absent). Needs the gateway's embedded TURN server with a UDP listener.
+    #[serde(default)]
+    pub turn: Option<SoakTurn>,
+    /// Seconds between two samples of the gateway's memory and CPU.
+    #[serde(default = "default_sample_every")]
+    pub sample_every_seconds: f64,
+}
+
+/// The TURN part of a soak: every `every_nth_session`-th slot's sessions allocate a relay over
+/// UDP with the credentials of their `ServerHello`, refresh it every `refresh_every_seconds`,
+/// and release it when they leave (a session that vanishes leaves it to expire).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoakTurn {
+    /// 1 for every slot, 4 for one slot in four.
+    pub every_nth_session: usize,
+    /// Seconds between two refreshes of one allocation.
+    pub refresh_every_seconds: f64,
+}
+
 fn default_ramp_rate() -> f64 {
     100.0
 }
@@ -180,6 +248,24 @@ fn default_max_payload() -> usize {
 fn default_stop_after() -> usize {
     10
 }
+fn default_soak_sessions() -> usize {
+    2000
+}
+fn default_soak_room_size() -> usize {
+    10
+}
+fn default_room_lifetime() -> f64 {
+    300.0
+}
+fn default_session_lifetime() -> f64 {
+    120.0
+}
+fn default_soak_publishers() -> usize {
+    1
+}
+fn default_sample_every() -> f64 {
+    10.0
+}
 
 impl Scenario {
     /// Reads a scenario from TOML text, after the `key=value` overrides (dotted keys, TOML
@@ -208,8 +294,15 @@ impl Scenario {
         if self.ramp_rate.is_nan() || self.ramp_rate <= 0.0 || self.connect_concurrency == 0 {
             return Err("ramp_rate and connect_concurrency must be positive".into());
         }
-        match (&self.rooms, &self.join_storm) {
-            (Some(rooms), None) => {
+        // Below the client's 15 s idle timeout.
+        if !self
+            .keep_alive_seconds
+            .is_none_or(|k| (0.1..=14.0).contains(&k))
+        {
+            return Err("keep_alive_seconds must be in [0.1, 14]".into());
+        }
+        match (&self.rooms, &self.join_storm, &self.soak) {
+            (Some(rooms), None, None) => {
                 if rooms.count == 0 || rooms.publishers == 0 {
                     return Err("rooms.count and rooms.publishers must be at least 1".into());
                 }
@@ -260,7 +353,7 @@ impl Scenario {
                     }
                 }
             }
-            (None, Some(storm)) => {
+            (None, Some(storm), None) => {
                 if storm.max_sessions == 0 || storm.max_sessions > 100_000 || storm.room_size == 0 {
                     return Err("join_storm: max_sessions in 1..=100000, room_size >= 1".into());
                 }
@@ -268,27 +361,89 @@ impl Scenario {
                     return Err("join_storm: start_rate > 0, rate_increase_per_second >= 0".into());
                 }
             }
-            _ => return Err("a scenario has exactly one of [rooms] and [join_storm]".into()),
+            (None, None, Some(soak)) => soak.validate()?,
+            _ => {
+                return Err(
+                    "a scenario has exactly one of [rooms], [join_storm] and [soak]".into(),
+                );
+            }
         }
         Ok(())
     }
 
     /// Sessions the scenario opens at most.
     pub fn sessions(&self) -> usize {
-        match (&self.rooms, &self.join_storm) {
-            (Some(r), _) => r.count * (r.publishers + r.subscribers),
-            (_, Some(s)) => s.max_sessions,
+        match (&self.rooms, &self.join_storm, &self.soak) {
+            (Some(r), _, _) => r.count * (r.publishers + r.subscribers),
+            (_, Some(s), _) => s.max_sessions,
+            (_, _, Some(s)) => s.sessions,
             _ => 0,
         }
     }
 
     /// Participants in one room at most.
     pub fn room_size(&self) -> usize {
-        match (&self.rooms, &self.join_storm) {
-            (Some(r), _) => r.publishers + r.subscribers,
-            (_, Some(s)) => s.room_size,
+        match (&self.rooms, &self.join_storm, &self.soak) {
+            (Some(r), _, _) => r.publishers + r.subscribers,
+            (_, Some(s), _) => s.room_size,
+            (_, _, Some(s)) => s.room_size,
             _ => 0,
         }
+    }
+}
+
+impl Soak {
+    fn validate(&self) -> Result<()> {
+        if self.sessions == 0 || self.sessions > 100_000 || self.room_size == 0 {
+            return Err("soak: sessions in 1..=100000, room_size >= 1".into());
+        }
+        let seconds_ok = |s: f64| (0.1..=86_400.0).contains(&s);
+        if !seconds_ok(self.room_lifetime_seconds)
+            || !seconds_ok(self.session_lifetime_seconds)
+            || !seconds_ok(self.sample_every_seconds)
+            || !self.resume_every_seconds.is_none_or(seconds_ok)
+        {
+            return Err("soak: lifetimes and periods must be in [0.1, 86400] seconds".into());
+        }
+        if !(0.0..=1.0).contains(&self.vanish_share) {
+            return Err("soak: vanish_share must be in [0, 1]".into());
+        }
+        if self.publishers_per_room > self.room_size {
+            return Err("soak: publishers_per_room must be at most room_size".into());
+        }
+        if let Some(audio) = &self.audio
+            && (audio.packets_per_second == 0
+                || audio.packets_per_second > 1000
+                || !(40..=1100).contains(&audio.payload_bytes))
+        {
+            return Err(
+                "soak.audio: packets_per_second in 1..=1000, payload_bytes in 40..=1100".into(),
+            );
+        }
+        if let Some(turn) = &self.turn
+            && (turn.every_nth_session == 0 || !seconds_ok(turn.refresh_every_seconds))
+        {
+            return Err(
+                "soak.turn: every_nth_session >= 1, refresh_every_seconds in [0.1, 86400]".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Rooms open at once.
+    pub fn groups(&self) -> usize {
+        self.sessions.div_ceil(self.room_size)
+    }
+
+    /// The room of `group` at `t` seconds into the soak: its number (how many rooms the group
+    /// opened before it) and when it closes, seconds into the soak. The groups' rooms close at
+    /// offsets spread evenly over one room lifetime, so that about `groups /
+    /// room_lifetime_seconds` rooms close every second rather than all at once.
+    pub fn room_at(&self, group: usize, t: f64) -> (u64, f64) {
+        let life = self.room_lifetime_seconds;
+        let shift = life * (group % self.groups().max(1)) as f64 / self.groups().max(1) as f64;
+        let epoch = ((t + shift) / life).floor().max(0.0);
+        (epoch as u64, (epoch + 1.0) * life - shift)
     }
 }
 
@@ -350,6 +505,67 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(Scenario::parse(FANOUT, &["rooms.subscriber=7".into()]).is_err());
+    }
+
+    const SOAK: &str = r#"
+        name = "soak"
+        duration_seconds = 60
+        [soak]
+        sessions = 100
+        room_size = 10
+        room_lifetime_seconds = 100
+    "#;
+
+    #[test]
+    fn a_soak_has_defaults_and_takes_overrides() {
+        let s = Scenario::parse(SOAK, &["soak.turn.every_nth_session=4".into()]);
+        assert!(s.is_err(), "a [soak.turn] needs its refresh period");
+        let s = Scenario::parse(
+            SOAK,
+            &[
+                "soak.sessions=2000".into(),
+                "soak.turn.every_nth_session=4".into(),
+                "soak.turn.refresh_every_seconds=60".into(),
+            ],
+        )
+        .unwrap();
+        let soak = s.soak.as_ref().unwrap();
+        assert_eq!(s.sessions(), 2000);
+        assert_eq!(soak.groups(), 200);
+        assert_eq!(soak.session_lifetime_seconds, 120.0);
+        assert_eq!(soak.turn.as_ref().unwrap().every_nth_session, 4);
+        assert!(soak.audio.is_none());
+        assert!(Scenario::parse(SOAK, &["soak.vanish_share=1.5".into()]).is_err());
+        assert!(Scenario::parse(SOAK, &["soak.publishers_per_room=11".into()]).is_err());
+        let both = format!(
+            "{SOAK}\n[join_storm]\nstart_rate = 1.0\nrate_increase_per_second = 0.0\nmax_sessions = 1\nroom_size = 1\n"
+        );
+        assert!(
+            Scenario::parse(&both, &[]).is_err(),
+            "one kind per scenario"
+        );
+    }
+
+    #[test]
+    fn the_groups_rooms_close_one_after_the_other_each_once_a_lifetime() {
+        let s = Scenario::parse(SOAK, &[]).unwrap();
+        let soak = s.soak.unwrap();
+        // 10 groups, a lifetime of 100 s: group g's first room closes at 100 - 10 g.
+        let first: Vec<f64> = (0..10).map(|g| soak.room_at(g, 0.0).1).collect();
+        let expected: Vec<f64> = (0..10).map(|g| 100.0 - 10.0 * g as f64).collect();
+        assert_eq!(first, expected);
+        for g in 0..10 {
+            let (room, closes) = soak.room_at(g, 0.0);
+            assert_eq!(room, 0);
+            assert_eq!(
+                soak.room_at(g, closes - 0.001).0,
+                0,
+                "still open just before"
+            );
+            let (next, next_closes) = soak.room_at(g, closes);
+            assert_eq!(next, 1, "the next room opens as the first closes");
+            assert_eq!(next_closes, closes + 100.0);
+        }
     }
 
     #[test]

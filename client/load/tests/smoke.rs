@@ -1,6 +1,6 @@
 //! `strait-load` end to end: the CI smoke scenario (`client/load/scenarios/smoke.toml`, about 2 s,
 //! eight sessions over raw QUIC and WebTransport, audio and video, receivers resuming once a
-//! second) against the `strait` binary.
+//! second) and the soak scenario shrunk to 3 s, against the `strait` binary.
 //!
 //! The gateway is a separate package that this crate must not depend on, so its binary is
 //! looked up next to `strait-load` in the same target directory (`scripts/test` builds it first
@@ -20,8 +20,9 @@ fn gateway_binary() -> PathBuf {
     dir.join(format!("strait{}", std::env::consts::EXE_SUFFIX))
 }
 
-#[test]
-fn smoke_scenario_joins_everyone_and_delivers_media() {
+/// Runs `strait-load` on `scenario` (a file of `client/load/scenarios/`) with `sets`, against the
+/// gateway binary; returns its JSON report. Bounded: a hung run is killed after 120 s.
+fn run_scenario(scenario: &str, sets: &[&str]) -> serde_json::Value {
     let strait = gateway_binary();
     assert!(
         strait.exists(),
@@ -29,12 +30,19 @@ fn smoke_scenario_joins_everyone_and_delivers_media() {
          `cargo build -p strait-gateway --bin strait` (scripts/test does), or set STRAIT_BIN",
         strait.display()
     );
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
-    let child = Command::new(env!("CARGO_BIN_EXE_strait-load"))
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(scenario);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strait-load"));
+    command
         .arg(&scenario)
         .arg("--strait")
         .arg(&strait)
-        .args(["--json", "--no-progress"])
+        .args(["--json", "--no-progress"]);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -57,7 +65,12 @@ fn smoke_scenario_joins_everyone_and_delivers_media() {
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "strait-load failed: {stdout}");
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    serde_json::from_str(stdout.trim()).expect("one JSON report")
+}
+
+#[test]
+fn smoke_scenario_joins_everyone_and_delivers_media() {
+    let report = run_scenario("smoke.toml", &[]);
     assert_eq!(report["sessions"], 8, "{report}");
     assert_eq!(report["sessions_ready"], 8, "{report}");
     assert_eq!(report["sessions_failed"], 0, "{report}");
@@ -73,5 +86,46 @@ fn smoke_scenario_joins_everyone_and_delivers_media() {
     assert!(
         report["gateway"]["packets_out"].as_u64() > Some(0),
         "{report}"
+    );
+}
+
+/// The soak scenario shrunk to about 3 s: 8 sessions in 2 rooms that close every 2 s, sessions
+/// leaving after a second or so, resuming every 0.7 s, every other one holding a TURN allocation
+/// refreshed every 0.5 s.
+#[test]
+fn soak_scenario_churns_sessions_and_rooms_resumes_and_refreshes_turn() {
+    let report = run_scenario(
+        "soak.toml",
+        &[
+            "duration_seconds=3",
+            "soak.sessions=8",
+            "soak.room_size=4",
+            "soak.room_lifetime_seconds=2",
+            "soak.session_lifetime_seconds=1.5",
+            "soak.resume_every_seconds=0.7",
+            "soak.vanish_share=0.25",
+            "soak.turn.every_nth_session=2",
+            "soak.turn.refresh_every_seconds=0.5",
+            "soak.sample_every_seconds=1",
+        ],
+    );
+    assert!(
+        report["joins"].as_u64() > Some(8),
+        "sessions came and went: {report}"
+    );
+    assert!(report["leaves"].as_u64() > Some(0), "{report}");
+    assert!(report["resumes_ok"].as_u64() > Some(0), "{report}");
+    assert!(report["media_received"].as_u64() > Some(0), "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    let turn = &report["turn"];
+    assert!(turn["allocations"].as_u64() > Some(0), "{report}");
+    assert!(turn["refreshes"].as_u64() > Some(0), "{report}");
+    assert_eq!(turn["allocate_failures"], 0, "{report}");
+    assert_eq!(turn["refresh_failures"], 0, "{report}");
+    let samples = report["samples"].as_array().expect("samples");
+    assert!(samples.len() >= 3, "a sample a second: {report}");
+    assert!(
+        samples.iter().all(|s| s["rss_mib"].as_f64() > Some(0.0)),
+        "the gateway's RSS in every sample: {report}"
     );
 }

@@ -22,6 +22,13 @@
 //! it reports joins per second, join latency, the gateway's CPU per join and its memory per idle
 //! session.
 //!
+//! A **soak** keeps `soak.sessions` sessions open for `duration_seconds` (30 minutes in
+//! `soak.toml`) while they come and go: sessions leave and new ones take their place, rooms
+//! close and open under new names, sessions resume on new connections, some drop their
+//! connection without leaving, and some hold a TURN allocation that they refresh. It samples the
+//! gateway's RSS and CPU over time and reports them as a table, with the counts of joins,
+//! leaves, resumes and errors (module `soak`).
+//!
 //! The gateway is the `strait` binary started as a child on loopback (`--strait`, its CPU and RSS
 //! read from `/proc`), or one already running (`--quic`, `--http`, `--cert-sha256`, and
 //! `--gateway-pid` for `/proc`). Bounded: it stops after the scenario's window, only connects to
@@ -55,6 +62,10 @@ use strait_load::stats::{Histogram, pct};
 use strait_load::{Error, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+
+// Beside this file rather than in `src/bin/`, where cargo would take it for a program of its own.
+#[path = "strait-load/soak.rs"]
+mod soak;
 
 /// Runs a load scenario against a Strait gateway and reports what it measured.
 #[derive(Debug, clap::Parser)]
@@ -112,6 +123,7 @@ struct Target {
     pid: Option<String>,
     child: Option<GatewayChild>,
     bind: Option<SocketAddr>,
+    keep_alive: Option<Duration>,
 }
 
 impl Target {
@@ -129,11 +141,15 @@ impl Target {
                 pid: args.gateway_pid.map(|p| p.to_string()),
                 child: None,
                 bind: scenario.bind_ip.map(|ip| SocketAddr::new(ip, 0)),
+                keep_alive: scenario.keep_alive_seconds.map(Duration::from_secs_f64),
             });
         }
         // Raise the limits the scenario would hit by design; the scenario's own settings come
-        // last and win.
-        let sessions = scenario.sessions() + 16;
+        // last and win. A soak's sessions briefly hold two connections while they resume.
+        let sessions = match &scenario.soak {
+            Some(soak) => 2 * soak.sessions + 16,
+            None => scenario.sessions() + 16,
+        };
         let mut settings = vec![
             format!("limits.max_sessions_per_ip={sessions}"),
             format!(
@@ -153,6 +169,33 @@ impl Target {
                 storm.max_sessions.div_ceil(storm.room_size) + 16
             ));
         }
+        if let Some(soak) = &scenario.soak {
+            // Rooms whose vanished participants wait out their grace period linger beside the
+            // groups' new rooms.
+            settings.push(format!("limits.max_rooms={}", 2 * soak.groups() + 16));
+            if let Some(turn) = &soak.turn {
+                settings.extend([
+                    "turn.enabled=true".to_owned(),
+                    r#"turn.transports=["udp"]"#.to_owned(),
+                    r#"turn.udp_listen="127.0.0.1:0""#.to_owned(),
+                    // Allocations of vanished sessions wait to expire beside the live ones.
+                    format!(
+                        "turn.max_allocations={}",
+                        2 * soak.sessions.div_ceil(turn.every_nth_session) + 16
+                    ),
+                    // Every allocation starts with a 401, and all of them come from this one
+                    // address: the per-source budget of 401s must hold the ramp's.
+                    format!(
+                        "turn.unauthorized_per_second={}",
+                        (2.0 * scenario.ramp_rate).ceil().max(10.0)
+                    ),
+                    format!(
+                        "turn.unauthorized_burst={}",
+                        soak.sessions.div_ceil(turn.every_nth_session) + 16
+                    ),
+                ]);
+            }
+        }
         settings.extend(scenario.gateway_settings.iter().cloned());
         let child = GatewayChild::start(&args.strait, &settings).await?;
         Ok(Target {
@@ -162,6 +205,7 @@ impl Target {
             pid: Some(child.pid.to_string()),
             child: Some(child),
             bind: scenario.bind_ip.map(|ip| SocketAddr::new(ip, 0)),
+            keep_alive: scenario.keep_alive_seconds.map(Duration::from_secs_f64),
         })
     }
 
@@ -186,6 +230,9 @@ impl Target {
         // Many sessions in one process: modest socket buffers.
         config.socket_buffer = 512 * 1024;
         config.bind = self.bind;
+        if let Some(keep_alive) = self.keep_alive {
+            config.keep_alive = keep_alive;
+        }
         config
     }
 }
@@ -1372,8 +1419,8 @@ async fn run(args: &Args) -> Result<bool> {
     let scenario = Scenario::parse(&text, &args.sets)
         .map_err(|e| format!("{}: {e}", args.scenario.display()))?;
     let target = Target::open(args, &scenario).await?;
-    let ok = match (&scenario.rooms, &scenario.join_storm) {
-        (Some(rooms), _) => {
+    let ok = match (&scenario.rooms, &scenario.join_storm, &scenario.soak) {
+        (Some(rooms), _, _) => {
             let report = run_rooms(args, &scenario, rooms, &target).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -1382,7 +1429,7 @@ async fn run(args: &Args) -> Result<bool> {
             }
             report.sessions_failed == 0 && report.delivered > 0
         }
-        (_, Some(storm)) => {
+        (_, Some(storm), _) => {
             let report = run_storm(args, &scenario, storm, &target).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -1390,6 +1437,15 @@ async fn run(args: &Args) -> Result<bool> {
                 print_storm(&report);
             }
             report.joined > 0
+        }
+        (_, _, Some(soak)) => {
+            let report = soak::run_soak(args, &scenario, soak, &target).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                soak::print_soak(&report);
+            }
+            report.worked()
         }
         _ => unreachable!("validated"),
     };
