@@ -40,6 +40,8 @@ export const ErrorCode = Object.freeze({
   TIMEOUT: 0x0e,
   REPLACED: 0x0f,
   UNSUPPORTED_MEDIA: 0x10,
+  REDIRECT: 0x11,
+  UNAVAILABLE: 0x12,
 });
 
 const ERROR_NAMES = new Map(Object.entries(ErrorCode).map(([name, code]) => [code, name]));
@@ -477,7 +479,12 @@ const MESSAGES = [
   ['LayerSwitched', [['track', TrackId], ['layer', u8]]],
   ['Ping', [['nonce', u64]]],
   ['Pong', [['nonce', u64]]],
-  ['GoAway', [['code', ErrorCodeT], ['redirect', opt(str(1024))]]],
+  ['GoAway', [
+    ['code', ErrorCodeT],
+    ['redirect', opt(str(1024))],
+    ['cert_hashes', list(str(64), 4)],
+    ['token', opt(str(4096))],
+  ]],
   ['Error', [['request', opt(RequestId)], ['code', ErrorCodeT], ['reason', str(1024)]]],
   ['Ack', [['request', RequestId]]],
   ['Sdp', [['kind', SdpType], ['sdp', str(61440)]]],

@@ -200,12 +200,57 @@ impl ClientConfig {
         Ok(())
     }
 
+    /// The configuration for following `redirect` (a `GoAway` with code `REDIRECT`): its
+    /// address, its certificate hashes when this configuration pins hashes, its token when it
+    /// carries one. `None` when the redirect names no IP address and port (this client has no
+    /// resolver) or its hashes do not decode.
+    pub(crate) fn redirected(&self, redirect: &strait_protocol::GoAway) -> Option<ClientConfig> {
+        let url = redirect.redirect.as_deref()?;
+        let rest = url.strip_prefix("https://").unwrap_or(url);
+        let (authority, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], Some(&rest[at..])),
+            None => (rest, None),
+        };
+        let mut next = self.clone();
+        next.server = authority.parse().ok()?;
+        next.server_name = None;
+        if let Some(path) = path {
+            next.path = path.to_owned();
+        }
+        if matches!(self.trust, Trust::Hashes(_)) && !redirect.cert_hashes.is_empty() {
+            let hashes = redirect
+                .cert_hashes
+                .iter()
+                .map(|h| decode_hex_32(h))
+                .collect::<Option<Vec<_>>>()?;
+            next.trust = Trust::Hashes(hashes);
+        }
+        if let Some(token) = &redirect.token {
+            next.token.clone_from(token);
+        }
+        Some(next)
+    }
+
     /// The TLS server name: `server_name`, or the server's IP address.
     pub(crate) fn tls_name(&self) -> String {
         self.server_name
             .clone()
             .unwrap_or_else(|| self.server.ip().to_string())
     }
+}
+
+/// 32 bytes from 64 hex digits.
+fn decode_hex_32(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]

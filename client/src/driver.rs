@@ -96,10 +96,22 @@ pub(crate) async fn handshake(
                 Ok(Some(Decoded::Message(ControlMessage::ServerHello(h)))) if hello.is_none() => {
                     hello = Some(h);
                 }
+                Ok(Some(Decoded::Message(ControlMessage::GoAway(g))))
+                    if hello.is_none() && g.code == ErrorCode::REDIRECT =>
+                {
+                    // Another node serves the session; the server closes right after.
+                    refused = Some(ClientError::Redirected {
+                        redirect: Box::new(g),
+                    });
+                }
                 Ok(Some(Decoded::Message(ControlMessage::Error(e))))
                     if hello.is_none() && e.request.is_none() =>
                 {
-                    // The server refuses the session and closes it right after.
+                    // The server refuses the session and closes it right after (after a
+                    // redirect, the `Error` only repeats it).
+                    if matches!(refused, Some(ClientError::Redirected { .. })) {
+                        continue;
+                    }
                     refused = Some(ClientError::Rejected {
                         code: e.code,
                         reason: e.reason,

@@ -49,6 +49,15 @@ pub enum ClientError {
         /// Words for a human.
         reason: String,
     },
+    /// The server sent the session to another node of its cluster (`GoAway` with code
+    /// `REDIRECT` before `ServerHello`). [`Client::connect`](crate::Client::connect) follows
+    /// up to [`MAX_REDIRECTS`](crate::MAX_REDIRECTS) redirects and returns this one after that,
+    /// or when the redirect names no address this client can reach.
+    #[error("redirected to {}", redirect.redirect.as_deref().unwrap_or("nowhere"))]
+    Redirected {
+        /// The go-away: where, with which certificate hashes and token.
+        redirect: Box<strait_protocol::GoAway>,
+    },
     /// The session is over: closed locally, or by the server with this code.
     #[error("session closed: {code}: {reason}")]
     Closed {

@@ -82,7 +82,7 @@ mod types;
 
 pub use config::{Backoff, ClientConfig, Transport, Trust};
 pub use error::{ClientError, SendError};
-pub use session::{Client, Session};
+pub use session::{Client, MAX_REDIRECTS, Session};
 pub use stats::SessionStats;
 pub use tls::{ALPN_H3, ALPN_STRAIT, certificate_hash, client_config as tls_client_config};
 pub use types::{

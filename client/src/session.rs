@@ -28,6 +28,10 @@ use crate::types::{
     JoinedRoom, MediaPacket, PublishSpec, PublishedTrack, SessionEvent, Subscription,
 };
 
+/// Redirects (`GoAway` with code `REDIRECT`) that [`Client::connect`] follows before it gives
+/// up with [`ClientError::Redirected`].
+pub const MAX_REDIRECTS: usize = 3;
+
 /// Opens sessions.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -90,14 +94,40 @@ impl Client {
             resume: None,
             agent: config.agent.clone(),
         };
-        let work = async {
-            let conn = connector.connect(&target).await?;
-            let hs = handshake(&conn, hello, &extra, config.max_frame_size).await?;
-            Ok::<_, ClientError>((conn, hs))
+        let mut config = config;
+        let mut connector = connector;
+        let mut target = target;
+        let mut hello = hello;
+        let mut hops = 0;
+        let (conn, hs) = loop {
+            let work = async {
+                let conn = connector.connect(&target).await?;
+                let hs = handshake(&conn, hello.clone(), &extra, config.max_frame_size).await?;
+                Ok::<_, ClientError>((conn, hs))
+            };
+            match tokio::time::timeout(config.hello_timeout, work)
+                .await
+                .map_err(|_| ClientError::Timeout("ServerHello"))?
+            {
+                Ok(done) => break done,
+                // Another node of the cluster serves the session: go there, a few times at most.
+                Err(ClientError::Redirected { redirect }) if hops < MAX_REDIRECTS => {
+                    let Some(next) = config.redirected(&redirect) else {
+                        return Err(ClientError::Redirected { redirect });
+                    };
+                    hops += 1;
+                    tracing::info!(to = ?redirect.redirect, hops, "following a redirect");
+                    config = next;
+                    connector = Connector::new(&config)?;
+                    target = Target {
+                        addr: config.server,
+                        name: config.tls_name(),
+                    };
+                    hello.token.clone_from(&config.token);
+                }
+                Err(e) => return Err(e),
+            }
         };
-        let (conn, hs) = tokio::time::timeout(config.hello_timeout, work)
-            .await
-            .map_err(|_| ClientError::Timeout("ServerHello"))??;
 
         let participant = hs.hello.participant;
         let (frames_tx, frames_rx) = mpsc::channel(config.control_queue);

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod health;
 pub(crate) mod http;
@@ -62,6 +63,7 @@ use strait_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AccessClaims, ApiKey, Authority, Grants, KeyRing, ResumeSigner, Secret};
+use crate::cluster::Cluster;
 use crate::config::ValidConfig;
 use crate::http::HttpState;
 use crate::metrics::Metrics;
@@ -411,6 +413,13 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
     )?);
     let quic_addr = sockets.quic.local_addr()?;
     let http_addr = sockets.http.local_addr()?;
+    let cluster = Cluster::new(
+        &config,
+        quic_addr,
+        http_addr,
+        metrics.clone(),
+        random_seed()?,
+    )?;
     let auth = Authority {
         keys,
         mint_key,
@@ -422,6 +431,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         metrics,
         media,
         turn.clone(),
+        cluster,
         random_seed()?,
     ));
     let http = Arc::new(HttpState {
@@ -460,6 +470,55 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         },
         dev_key,
     ))
+}
+
+/// What the cluster asks about this node at each heartbeat.
+struct NodeLocal {
+    sessions: Arc<SessionContext>,
+    admission: Arc<Admission>,
+    certs: Arc<CertStore>,
+}
+
+impl cluster::Local for NodeLocal {
+    fn load(&self) -> f64 {
+        let max = self.sessions.config.limits.max_sessions;
+        let sessions = self.admission.sessions_in_use(max) as f64 / max.max(1) as f64;
+        let workers = self.sessions.config.media_workers();
+        let busy = (0..workers)
+            .map(|worker| {
+                let label = metrics::WorkerLabel {
+                    worker: u32::try_from(worker).unwrap_or(u32::MAX),
+                };
+                self.sessions
+                    .metrics
+                    .worker_busy
+                    .get_or_create(&label)
+                    .get()
+            })
+            .fold(0.0, f64::max);
+        sessions.max(busy).clamp(0.0, 1.0)
+    }
+
+    fn hosts(&self, room: &str) -> bool {
+        self.sessions
+            .media
+            .placement()
+            .room_worker(&strait_protocol::RoomId(room.to_owned()))
+            .is_some()
+    }
+
+    fn cert_hashes(&self) -> Vec<String> {
+        if self.certs.current().lifetime() > strait_certs::MAX_DEV_VALIDITY {
+            // A certificate from a CA is verified by name, not pinned.
+            return Vec::new();
+        }
+        let policy = strait_certs::RotationPolicy::default();
+        self.certs
+            .published(&policy, SystemTime::now())
+            .iter()
+            .map(Fingerprint::to_hex)
+            .collect()
+    }
 }
 
 /// 32 bytes from the operating system's random source.
@@ -544,6 +603,22 @@ async fn serve(
         node.sessions.metrics.clone(),
         http_stop,
     ));
+    let cluster_stop = CancellationToken::new();
+    let cluster_task = tokio::spawn(node.sessions.cluster.clone().run(
+        NodeLocal {
+            sessions: node.sessions.clone(),
+            admission: node.admission.clone(),
+            certs: node.certs.clone(),
+        },
+        cluster_stop.clone(),
+    ));
+    if let Some(id) = node.sessions.cluster.node_id() {
+        tracing::info!(
+            node = %id,
+            redis = %config::redact_url(config.cluster.redis_url.as_deref().unwrap_or_default()),
+            "joining the cluster"
+        );
+    }
     let turn_task = if config.turn.enabled {
         let tls = quic::tls::turn_tls_config(node.certs.clone())?;
         let heart = node.health.register("turn server");
@@ -584,6 +659,7 @@ async fn serve(
     // ends from now on is stopping, not dying.
     node.health.stopping();
     tracing::info!("draining");
+    node.sessions.cluster.set_draining();
     node.sessions.drain.cancel();
     let deadline = Instant::now() + config.shutdown.drain_deadline;
     let sessions = node.admission.clone();
@@ -619,6 +695,9 @@ async fn serve(
     if let Some(turn_task) = turn_task {
         let _ = turn_task.await;
     }
+    // Give the node's rooms and lease back to the cluster.
+    cluster_stop.cancel();
+    let _ = cluster_task.await;
     // Every session has ended or been closed: stop the workers.
     worker_stop.cancel();
     drop(node);

@@ -265,6 +265,54 @@ pub struct RefusalLabel {
     pub reason: RefusalReason,
 }
 
+/// What the cluster did (`strait_cluster_events_total{event}`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// The node's lease was renewed.
+    LeaseRenewed,
+    /// A command to Redis failed (unreachable, timed out, refused).
+    RedisError,
+    /// A session or offer was served here: its room was this node's, or became it.
+    PlacedHere,
+    /// A session or offer was redirected to the room's owner.
+    Redirected,
+    /// A session or offer was refused because no node could take its room now.
+    Unavailable,
+    /// A room whose placement was gone from Redis (expired, flushed) was taken back.
+    Reclaimed,
+    /// A room this node served turned out to be owned by another node.
+    Lost,
+}
+
+impl ClusterEvent {
+    /// The label value (snake case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterEvent::LeaseRenewed => "lease_renewed",
+            ClusterEvent::RedisError => "redis_error",
+            ClusterEvent::PlacedHere => "placed_here",
+            ClusterEvent::Redirected => "redirected",
+            ClusterEvent::Unavailable => "unavailable",
+            ClusterEvent::Reclaimed => "reclaimed",
+            ClusterEvent::Lost => "lost",
+        }
+    }
+}
+
+impl EncodeLabelValue for ClusterEvent {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// Label set with one `event` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabel {
+    /// The event.
+    pub event: ClusterEvent,
+}
+
 /// How a resume attempt ended.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum ResumeResult {
@@ -338,6 +386,8 @@ pub struct Metrics {
     drop_counters: Vec<Counter>,
     /// Connections or sessions refused before they started, by reason.
     pub refusals: Family<RefusalLabel, Counter>,
+    /// What the cluster did, by event (nothing outside a cluster).
+    pub cluster: Family<ClusterLabel, Counter>,
     /// From accepting the connection (before the handshake) to `Joined` sent, in seconds.
     pub join_latency: Histogram,
     /// Client address changes observed on live connections (QUIC migration).
@@ -397,6 +447,7 @@ impl Metrics {
             drops,
             drop_counters,
             refusals: Family::default(),
+            cluster: Family::default(),
             join_latency: Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
@@ -472,6 +523,11 @@ impl Metrics {
             "refusals",
             "Connections refused before a session started",
             m.refusals.clone(),
+        );
+        r.register(
+            "cluster_events",
+            "Cluster lease renewals, placements, redirects and Redis errors",
+            m.cluster.clone(),
         );
         r.register(
             "join_latency_seconds",
@@ -557,6 +613,11 @@ impl Metrics {
     /// Counts a refusal.
     pub fn refuse(&self, reason: RefusalReason) {
         self.refusals.get_or_create(&RefusalLabel { reason }).inc();
+    }
+
+    /// Counts one cluster event.
+    pub fn cluster_event(&self, event: ClusterEvent) {
+        self.cluster.get_or_create(&ClusterLabel { event }).inc();
     }
 }
 

@@ -76,6 +76,11 @@ codes! {
     REPLACED = 0x0f, "session replaced";
     /// The codec or media description is not supported by this server.
     UNSUPPORTED_MEDIA = 0x10, "unsupported media";
+    /// Another node of the cluster serves this room (or this resumed session): reconnect there,
+    /// with what the `GoAway` carries. Sent before `ServerHello`.
+    REDIRECT = 0x11, "redirect";
+    /// The server cannot serve this now (its cluster's directory is unreachable); retry later.
+    UNAVAILABLE = 0x12, "unavailable";
 }
 
 impl fmt::Debug for ErrorCode {

@@ -36,3 +36,7 @@ pub const MAX_LAYERS: usize = 3;
 pub const MAX_ICE_SERVERS: usize = 8;
 /// URLs of one ICE server.
 pub const MAX_ICE_URLS: usize = 8;
+/// Certificate hashes in a go-away (a node's current and next certificate).
+pub const MAX_CERT_HASHES: usize = 4;
+/// One certificate hash: SHA-256 in lowercase hex.
+pub const CERT_HASH_LEN: usize = 64;

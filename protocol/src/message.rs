@@ -31,12 +31,21 @@ bounded_string!(de_reason, "reason", MAX_REASON_LEN);
 bounded_string!(de_url, "url", MAX_URL_LEN);
 bounded_string!(de_sdp, "sdp", MAX_SDP_LEN);
 bounded_string!(de_candidate, "candidate", MAX_CANDIDATE_LEN);
+bounded_string!(de_cert_hash, "cert_hash", CERT_HASH_LEN);
 bounded_opt_string!(de_opt_username, "ice.username", MAX_NAME_LEN);
 bounded_opt_string!(de_opt_credential, "ice.credential", MAX_TOKEN_LEN);
 bounded_opt_string!(de_opt_redirect, "redirect", MAX_URL_LEN);
+bounded_opt_string!(de_opt_token, "token", MAX_TOKEN_LEN);
 bounded_opt_string!(de_opt_mid, "sdp_mid", MAX_NAME_LEN);
 bounded_vec!(de_layers, Layer, "layers", MAX_LAYERS);
 bounded_vec!(de_ice_servers, IceServer, "ice_servers", MAX_ICE_SERVERS);
+
+fn de_cert_hashes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Hash(#[serde(deserialize_with = "de_cert_hash")] String);
+    let hashes: Vec<Hash> = crate::bounded::vec(d, "cert_hashes", MAX_CERT_HASHES)?;
+    Ok(hashes.into_iter().map(|h| h.0).collect())
+}
 
 fn de_ice_urls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -524,15 +533,24 @@ pub struct Pong {
     pub nonce: u64,
 }
 
-/// The server is going away.
+/// The server is going away, or (`REDIRECT`, before `ServerHello`) another node serves the
+/// session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GoAway {
-    /// Why (`GOING_AWAY` when draining).
+    /// Why: `GOING_AWAY` when draining, `REDIRECT` when another node serves the room.
     pub code: ErrorCode,
     /// Where to reconnect (`https://host:port/rtc` or `host:port`), if another node can take the
     /// session; without it, reconnect to the same address after a backoff.
     #[serde(deserialize_with = "de_opt_redirect")]
     pub redirect: Option<String>,
+    /// The SHA-256 hashes (lowercase hex) of the certificates `redirect` serves, for clients
+    /// that pin hashes (`serverCertificateHashes`); empty when it has a certificate from a CA.
+    #[serde(deserialize_with = "de_cert_hashes")]
+    pub cert_hashes: Vec<String>,
+    /// A short-lived access token to present at `redirect` instead of the client's own (absent:
+    /// present the same one).
+    #[serde(deserialize_with = "de_opt_token")]
+    pub token: Option<String>,
 }
 
 /// A request failed, or the session is about to close with this code.

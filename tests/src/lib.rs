@@ -18,6 +18,7 @@
 //! - [`bridge`]: the bridge tests' fixture: WHIP and WHEP peers, `/ws/rtc` subscribers, native
 //!   video publishers, and the waits on a native session that go with them.
 //! - [`browser`]: what the headless-Chromium tests share (tool checks, process-group cleanup).
+//! - [`redis`]: a real `redis-server` on a Unix socket, for the cluster tests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod bridge;
 pub mod browser;
 pub mod fixture;
 pub mod http;
+pub mod redis;
 pub mod relay;
 pub mod sdp;
 pub mod turn_client;

@@ -16,8 +16,8 @@
 //! banner, minting tokens and scraping `/metrics` over a tiny HTTP/1.1 client ([`gateway`]), the
 //! fan-out programs' command line ([`fanout`]), a process's CPU and memory from `/proc`
 //! ([`procfs`]), synthetic RTP sources ([`rtp`]), scenarios as data ([`scenario`]), the
-//! statistics the reports print ([`stats`]) and a TURN allocation held over UDP ([`turn`]). The end-to-end tests in `strait-tests` reuse
-//! [`gateway`] and [`procfs`].
+//! statistics the reports print ([`stats`]) and a TURN allocation held over UDP ([`turn`]). The
+//! end-to-end tests in `strait-tests` reuse [`gateway`] and [`procfs`].
 //!
 //! What it is not: part of the SDK. An application depends on `strait-client` alone; this crate
 //! sits on top of it and uses only the SDK's public API. It asserts nothing on speed: the

@@ -114,3 +114,65 @@ async fn join_can_be_pipelined_behind_the_hello() {
     assert_eq!(session.participant(), ParticipantId(9));
     assert_eq!(session.room().unwrap().me.participant, ParticipantId(9));
 }
+
+/// A `GoAway { code: REDIRECT }` before `ServerHello`, then the end of the control stream.
+async fn redirect(peer: &mut Peer, to: &TestServer, token: Option<&str>) {
+    let hash: String = to.cert_hash.iter().map(|b| format!("{b:02x}")).collect();
+    peer.send(&[
+        ControlMessage::GoAway(GoAway {
+            code: ErrorCode::REDIRECT,
+            redirect: Some(format!("https://{}/rtc", to.addr)),
+            cert_hashes: vec![hash],
+            token: token.map(Into::into),
+        }),
+        ControlMessage::Error(ErrorMessage {
+            request: None,
+            code: ErrorCode::REDIRECT,
+            reason: "another node serves this session".into(),
+        }),
+    ])
+    .await;
+    peer.finish();
+}
+
+#[tokio::test]
+async fn a_redirect_is_followed_with_the_hashes_and_token_it_carries() {
+    let a = TestServer::start();
+    let b = TestServer::start();
+    assert_ne!(a.cert_hash, b.cert_hash);
+    let (session, (hello_b, _a, _b)) = tokio::join!(Client::connect(a.config()), async {
+        let mut at_a = a.accept().await;
+        let hello_a = at_a.recv().await;
+        assert!(matches!(hello_a, ControlMessage::ClientHello(ref h) if h.token == "test-token"));
+        redirect(&mut at_a, &b, Some("token-for-b")).await;
+        // b's certificate is trusted only through the hashes of the redirect.
+        let mut at_b = b.accept().await;
+        (at_b.hello(5, "rt-b", false).await, at_a, at_b)
+    });
+    let session = session.expect("connected through the redirect");
+    assert_eq!(session.remote_address(), Some(b.addr));
+    assert_eq!(session.participant(), ParticipantId(5));
+    assert_eq!(hello_b.token, "token-for-b");
+}
+
+#[tokio::test]
+async fn redirects_are_followed_a_few_times_and_then_reported() {
+    let a = TestServer::start();
+    let (result, peers) = tokio::join!(Client::connect(a.config()), async {
+        let mut peers = Vec::new();
+        for _ in 0..=strait_client::MAX_REDIRECTS {
+            let mut peer = a.accept().await;
+            peer.recv().await;
+            redirect(&mut peer, &a, None).await;
+            peers.push(peer);
+        }
+        peers
+    });
+    assert_eq!(peers.len(), strait_client::MAX_REDIRECTS + 1);
+    match result {
+        Err(ClientError::Redirected { redirect }) => {
+            assert_eq!(redirect.code, ErrorCode::REDIRECT);
+        }
+        other => panic!("expected the last redirect, got {other:?}"),
+    }
+}

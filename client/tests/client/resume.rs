@@ -212,6 +212,8 @@ async fn go_away_makes_the_session_move() {
     old.send(&[ControlMessage::GoAway(GoAway {
         code: ErrorCode::GOING_AWAY,
         redirect: None,
+        cert_hashes: Vec::new(),
+        token: None,
     })])
     .await;
     let code = event(&session, |e| match e {

@@ -183,6 +183,12 @@ impl Peer {
         self.send_raw(&wire).await;
     }
 
+    /// Ends the server's side of the control stream (a refusal that does not close the
+    /// connection itself).
+    pub(crate) fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
+
     /// Writes bytes as they are on the control stream.
     pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
         self.send

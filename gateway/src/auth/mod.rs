@@ -9,7 +9,7 @@
 //!   keys can be rotated: add the new key, mint with it, and remove the old one once its tokens have
 //!   expired.
 //! - **Resume tokens** are opaque to the client and signed by the gateway itself with a
-//!   [`ResumeSigner`]. They carry the participant id, a session epoch and an expiry, so a
+//!   [`ResumeSigner`]. They carry the participant id, the issuing node and an expiry, so a
 //!   reconnecting client proves that it owns a session without the server keeping a table of token
 //!   strings. Nodes that must honour each other's tokens share the signer's secret.
 //!
@@ -721,7 +721,7 @@ fn unix_seconds(t: SystemTime) -> u64 {
 
 /// Version byte at the start of every resume token payload.
 const RESUME_VERSION: u8 = 1;
-/// Version, participant id, session epoch, expiry (seconds): 1 + 8 + 8 + 8 bytes.
+/// Version, participant id, issuing node, expiry (seconds): 1 + 8 + 8 + 8 bytes.
 const RESUME_PAYLOAD_LEN: usize = 25;
 /// HMAC-SHA256 tag.
 const RESUME_TAG_LEN: usize = 32;
@@ -734,10 +734,9 @@ const RESUME_CONTEXT: &[u8] = b"strait resume token v1\0";
 pub struct ResumeClaims {
     /// The participant whose session may be taken back (the value of its `ParticipantId`).
     pub participant: u64,
-    /// Which incarnation of that participant's session the token was issued for; the session
-    /// layer compares it with the current one so that an old token cannot take back a session
-    /// that has moved on.
-    pub session_epoch: u64,
+    /// The incarnation of the node that issued the token (random per process), or 0 outside a
+    /// cluster: another node of the cluster redirects the resume there while that node lives.
+    pub node: u64,
     /// When the token stops being honoured (whole seconds).
     pub expires: SystemTime,
 }
@@ -770,7 +769,7 @@ impl ResumeError {
 }
 
 /// Issues and checks resume tokens: unpadded base64url of a 25-byte payload (version `1`,
-/// participant id, session epoch, expiry in seconds since the Unix epoch, all big-endian) followed
+/// participant id, issuing node, expiry in seconds since the Unix epoch, all big-endian) followed
 /// by its 32-byte HMAC-SHA256 tag; 76 characters in all.
 ///
 /// A token proves that this signer (or another holding the same secret) issued it; the tag is
@@ -804,14 +803,14 @@ impl ResumeSigner {
         Ok(Self { key })
     }
 
-    /// A token for `participant`'s session `session_epoch`, honoured until `expires` (truncated to
-    /// whole seconds, and to the year 9999).
+    /// A token for `participant`'s session on the node of incarnation `node` (0 outside a
+    /// cluster), honoured until `expires` (truncated to whole seconds, and to the year 9999).
     #[must_use]
-    pub fn issue(&self, participant: u64, session_epoch: u64, expires: SystemTime) -> String {
+    pub fn issue(&self, participant: u64, node: u64, expires: SystemTime) -> String {
         let mut raw = [0u8; RESUME_PAYLOAD_LEN + RESUME_TAG_LEN];
         raw[0] = RESUME_VERSION;
         raw[1..9].copy_from_slice(&participant.to_be_bytes());
-        raw[9..17].copy_from_slice(&session_epoch.to_be_bytes());
+        raw[9..17].copy_from_slice(&node.to_be_bytes());
         raw[17..25].copy_from_slice(&unix_seconds(expires).min(MAX_TIMESTAMP).to_be_bytes());
         let mut ctx = hmac::Context::with_key(&self.key);
         ctx.update(RESUME_CONTEXT);
@@ -855,7 +854,7 @@ impl ResumeSigner {
         }
         Ok(ResumeClaims {
             participant: field(1),
-            session_epoch: field(9),
+            node: field(9),
             expires,
         })
     }
@@ -1317,7 +1316,7 @@ mod tests {
             signer.verify(&token, t0()),
             Ok(ResumeClaims {
                 participant: 42,
-                session_epoch: 7,
+                node: 7,
                 expires,
             })
         );
@@ -1419,13 +1418,13 @@ mod tests {
         }
 
         #[test]
-        fn resume_round_trips(participant: u64, epoch: u64, ttl in 1u64..1_000_000) {
+        fn resume_round_trips(participant: u64, node: u64, ttl in 1u64..1_000_000) {
             let signer = signer(SECRET_A);
             let expires = t0() + secs(ttl);
-            let token = signer.issue(participant, epoch, expires);
+            let token = signer.issue(participant, node, expires);
             let claims = signer.verify(&token, t0()).unwrap();
             prop_assert_eq!(claims.participant, participant);
-            prop_assert_eq!(claims.session_epoch, epoch);
+            prop_assert_eq!(claims.node, node);
             prop_assert_eq!(claims.expires, expires);
         }
     }

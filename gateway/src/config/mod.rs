@@ -15,8 +15,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+mod cluster;
 mod turn;
 
+pub use self::cluster::ClusterConfig;
+pub(crate) use self::cluster::redact_url;
 pub use self::turn::{Listener as TurnListener, TurnConfig};
 
 /// The whole configuration, as written in the TOML file. Every field has a default, so an empty
@@ -52,6 +55,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The embedded TURN server, or credentials for an external one.
     pub turn: TurnConfig,
+    /// Several nodes sharing one Redis (off by default).
+    pub cluster: ClusterConfig,
 }
 
 /// The QUIC front door.
@@ -830,6 +835,7 @@ impl Config {
             );
         }
         self.turn.validate().map_err(ConfigError::Invalid)?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         Ok(ValidConfig(self))
     }
 

@@ -4,7 +4,7 @@
 //! | path | what |
 //! |---|---|
 //! | `GET /healthz` | 200 while the process runs |
-//! | `GET /readyz` | 200 when listeners are up and the node is not draining, 503 otherwise |
+//! | `GET /readyz` | 200 when listeners are up, the node is not draining and (in a cluster) holds its lease, 503 otherwise |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/cert-hashes` | SHA-256 hashes of the QUIC certificates for `serverCertificateHashes` |
 //! | `POST /v1/dev/token` | mints an access token (development mode only) |
@@ -86,14 +86,17 @@ async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
     }
 }
 
-/// Ready for traffic: 503 while draining, or when a media worker or the TURN server is dead or
-/// stalled.
+/// Ready for traffic: 503 while draining, when a media worker or the TURN server is dead or
+/// stalled, or (in a cluster) when the node's lease could not be renewed for longer than the
+/// lease. `/healthz` never looks at the cluster: a Redis outage must not restart a node.
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     let problems = state.health.problems(std::time::Instant::now());
     if state.sessions.drain.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else if !problems.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, problem_lines(&problems)).into_response()
+    } else if let Err(why) = state.sessions.cluster.ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
     } else {
         let shedding = state.health.shedding();
         if shedding.is_empty() {

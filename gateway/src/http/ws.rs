@@ -359,6 +359,8 @@ async fn serve(
                             .await;
                     }
                 }
+                // The WebSocket path does not resume.
+                SessionOutput::Locate { .. } => {}
                 SessionOutput::End(end) => return Ok(end),
             }
         }

@@ -24,7 +24,9 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::link::{ControlRecv, ControlSend, Link};
-use crate::metrics::{DropReason, RefusalReason, TransportLabel};
+use crate::auth::RoomGrant;
+use crate::cluster::Placed;
+use crate::metrics::{DropReason, RefusalReason, Transport, TransportLabel};
 use crate::session::SessionContext;
 use crate::session::core::{
     HelloFacts, HubRequest, Incoming, RateLimit, SessionCore, SessionEnd, SessionOutput,
@@ -255,7 +257,35 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
         while let Some(output) = core.poll_output() {
             match output {
                 SessionOutput::Send(message) => first.push(message),
+                SessionOutput::Locate { node } => {
+                    // A resume token of another node: there, while that node lives.
+                    if let Ok(Some(owner)) = shared.cluster.node_of(node).await {
+                        let webtransport = link.transport() == Transport::Webtransport;
+                        core.handle_redirect(shared.redirect(&owner, webtransport, None));
+                    }
+                }
                 SessionOutput::Attach { resume, token } => {
+                    // A new participant's room may be served by another node of the cluster.
+                    if resume.is_none()
+                        && let Some(RoomGrant::Room(room)) = token.as_ref().map(|t| &t.room)
+                    {
+                        match shared.cluster.place(&room.0).await {
+                            Placed::Here => {}
+                            Placed::Elsewhere(owner) => {
+                                let webtransport = link.transport() == Transport::Webtransport;
+                                core.handle_redirect(shared.redirect(
+                                    &owner,
+                                    webtransport,
+                                    token.as_ref(),
+                                ));
+                                continue;
+                            }
+                            Placed::Unavailable(reason) => {
+                                core.handle_unavailable(reason);
+                                continue;
+                            }
+                        }
+                    }
                     let participant = resume.unwrap_or_else(|| shared.new_participant_id());
                     let result = shared
                         .media
@@ -425,7 +455,9 @@ async fn carry_out(
                     let _ = control.try_send(refusal);
                 }
             },
-            SessionOutput::Hub(HubRequest::Offer { .. }) | SessionOutput::Attach { .. } => {}
+            SessionOutput::Hub(HubRequest::Offer { .. })
+            | SessionOutput::Attach { .. }
+            | SessionOutput::Locate { .. } => {}
             SessionOutput::End(end) => return Some(end),
         }
     }

@@ -78,6 +78,9 @@ pub(crate) struct SessionSettings {
     pub(crate) message_burst: u32,
     /// The limits a `ServerHello` announces.
     pub(crate) limits: SessionLimits,
+    /// This node's incarnation in its cluster, written into the resume tokens it issues (0
+    /// outside a cluster).
+    pub(crate) node: u64,
 }
 
 impl SessionSettings {
@@ -105,6 +108,7 @@ impl SessionSettings {
                     .unwrap_or(u32::MAX),
                 max_messages_per_second: l.max_messages_per_second,
             },
+            node: 0,
         }
     }
 }
@@ -160,6 +164,13 @@ pub(crate) enum SessionOutput {
         resume: Option<ParticipantId>,
         /// The verified access token (required for a new participant).
         token: Option<VerifiedToken>,
+    },
+    /// The resume token was issued by another node of the cluster (its incarnation): if that
+    /// node lives, answer with [`SessionCore::handle_redirect`]; otherwise go on with the
+    /// `Attach` that follows (the resume fails here and the session starts afresh).
+    Locate {
+        /// The issuing node's incarnation.
+        node: u64,
     },
     /// Hand a request to the hub.
     Hub(HubRequest),
@@ -409,6 +420,8 @@ impl SessionCore {
             self.send(ControlMessage::GoAway(GoAway {
                 code: ErrorCode::GOING_AWAY,
                 redirect: None,
+                cert_hashes: Vec::new(),
+                token: None,
             }));
         }
     }
@@ -596,6 +609,42 @@ impl SessionCore {
         }
     }
 
+    /// Another node serves this session (its room, or the participant its resume token names):
+    /// the client gets `go_away` (code `REDIRECT`) and the session closes with `REDIRECT`
+    /// before any `ServerHello`. Only before the attach; ignored otherwise.
+    pub(crate) fn handle_redirect(&mut self, go_away: GoAway) {
+        if !matches!(self.state, State::Attaching { .. }) {
+            return;
+        }
+        self.outputs.retain(|o| {
+            !matches!(
+                o,
+                SessionOutput::Attach { .. } | SessionOutput::Locate { .. }
+            )
+        });
+        self.send(ControlMessage::GoAway(go_away));
+        self.close(
+            ErrorCode::REDIRECT,
+            "another node serves this session".into(),
+        );
+    }
+
+    /// No node can serve the session's room now (the cluster directory is unreachable, or
+    /// every node is full): the session closes with `UNAVAILABLE` (retryable). Only before the
+    /// attach; ignored otherwise.
+    pub(crate) fn handle_unavailable(&mut self, reason: String) {
+        if !matches!(self.state, State::Attaching { .. }) {
+            return;
+        }
+        self.outputs.retain(|o| {
+            !matches!(
+                o,
+                SessionOutput::Attach { .. } | SessionOutput::Locate { .. }
+            )
+        });
+        self.close(ErrorCode::UNAVAILABLE, reason);
+    }
+
     fn hello(&mut self, message: ControlMessage, credentials: Credentials<'_>, wall: SystemTime) {
         let hello: ClientHello = match message {
             ControlMessage::ClientHello(hello) => hello,
@@ -621,9 +670,15 @@ impl SessionCore {
         }
         let mut resume = None;
         let mut resume_failed = None;
+        let mut issued_elsewhere = None;
         if let Some(token) = &hello.resume {
             match credentials.resume.verify(&token.0, wall) {
-                Ok(claims) => resume = Some(ParticipantId(claims.participant)),
+                Ok(claims) => {
+                    resume = Some(ParticipantId(claims.participant));
+                    if claims.node != 0 && claims.node != self.settings.node {
+                        issued_elsewhere = Some(claims.node);
+                    }
+                }
                 Err(e) => resume_failed = Some(e.to_string()),
             }
         }
@@ -645,6 +700,9 @@ impl SessionCore {
             resume_failed,
             asked_resume: hello.resume.is_some(),
         };
+        if let Some(node) = issued_elsewhere {
+            self.outputs.push_back(SessionOutput::Locate { node });
+        }
         self.outputs
             .push_back(SessionOutput::Attach { resume, token });
     }
@@ -748,7 +806,7 @@ impl SessionCore {
         ResumeToken(
             credentials
                 .resume
-                .issue(participant.0, 0, wall + 2 * renewal),
+                .issue(participant.0, self.settings.node, wall + 2 * renewal),
         )
     }
 

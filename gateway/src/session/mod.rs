@@ -13,14 +13,16 @@ pub(crate) mod core;
 mod tests;
 
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strait_protocol::ParticipantId;
+use strait_protocol::{ErrorCode, GoAway, ParticipantId};
 use tokio_util::sync::CancellationToken;
 
 use self::core::{Credentials, SessionSettings};
-use crate::auth::Authority;
+use crate::auth::{AccessClaims, Authority, RoomGrant, VerifiedToken};
+use crate::cluster::{Cluster, NodeRecord};
 use crate::config::ValidConfig;
 use crate::metrics::Metrics;
 use crate::turn::TurnState;
@@ -43,6 +45,8 @@ pub(crate) struct SessionContext {
     pub(crate) drain: CancellationToken,
     /// TURN credentials for the `ServerHello`.
     pub(crate) turn: Arc<TurnState>,
+    /// Where rooms are served (every room here outside a cluster).
+    pub(crate) cluster: Cluster,
     /// Draws participant ids.
     ids: Mutex<StdRng>,
 }
@@ -55,10 +59,14 @@ impl SessionContext {
         metrics: Arc<Metrics>,
         media: Media,
         turn: Arc<TurnState>,
+        cluster: Cluster,
         seed: [u8; 32],
     ) -> SessionContext {
+        let mut settings = SessionSettings::new(&config);
+        settings.node = cluster.incarnation();
         SessionContext {
-            settings: SessionSettings::new(&config),
+            settings,
+            cluster,
             config,
             auth,
             metrics,
@@ -79,6 +87,41 @@ impl SessionContext {
             if id != 0 {
                 return ParticipantId(id);
             }
+        }
+    }
+
+    /// The go-away that sends a session to `owner`: its WebTransport URL (`webtransport`) or
+    /// its QUIC address, its certificate hashes and, with `token`, a short-lived access token
+    /// with the same claims for the owner to verify (every node of a cluster shares the keys).
+    pub(crate) fn redirect(
+        &self,
+        owner: &NodeRecord,
+        webtransport: bool,
+        token: Option<&VerifiedToken>,
+    ) -> GoAway {
+        let token = token.and_then(|t| {
+            let RoomGrant::Room(room) = &t.room else {
+                return None;
+            };
+            let mut claims = AccessClaims::new(
+                t.identity.clone(),
+                room.0.clone(),
+                t.grants,
+                SystemTime::now(),
+                self.cluster.redirect_token_ttl(),
+            );
+            claims.name.clone_from(&t.name);
+            self.auth.mint(&claims).ok()
+        });
+        GoAway {
+            code: ErrorCode::REDIRECT,
+            redirect: Some(if webtransport {
+                owner.webtransport.clone()
+            } else {
+                owner.quic.clone()
+            }),
+            cert_hashes: owner.cert_hashes.clone(),
+            token,
         }
     }
 

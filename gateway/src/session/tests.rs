@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::registry::Registry;
 use strait_protocol::{
-    ClientHello, ControlMessage, DecodeError, ErrorCode, ErrorMessage, IceCandidate, Join, Leave,
-    PROTOCOL_VERSION, ParticipantId, Ping, RequestId, ResumeToken, RoomId, SdpType,
+    ClientHello, ControlMessage, DecodeError, ErrorCode, ErrorMessage, GoAway, IceCandidate, Join,
+    Leave, PROTOCOL_VERSION, ParticipantId, Ping, RequestId, ResumeToken, RoomId, SdpType,
     SessionDescription, Subscribe, TrackId,
 };
 
@@ -707,4 +707,71 @@ fn websocket_rate_limit_and_go_away() {
         drain(&mut core).as_slice(),
         [SessionOutput::Send(ControlMessage::GoAway(_))]
     ));
+}
+
+// ---- clusters ----
+
+#[test]
+fn a_resume_token_of_another_node_is_located_first_and_redirected_there() {
+    let mut w = World::new();
+    w.settings.node = 0xa1;
+    let token = w.resume.issue(7, 0xb2, w.wall + Duration::from_secs(30));
+
+    let mut core = w.quic();
+    let asked = w.give(&mut core, hello(w.token("lobby"), Some(token.clone())));
+    assert!(
+        matches!(
+            asked.as_slice(),
+            [
+                SessionOutput::Locate { node: 0xb2 },
+                SessionOutput::Attach {
+                    resume: Some(ParticipantId(7)),
+                    ..
+                }
+            ]
+        ),
+        "{asked:?}"
+    );
+    // That node lives: the client goes there, before any ServerHello.
+    let go_away = GoAway {
+        code: ErrorCode::REDIRECT,
+        redirect: Some("127.0.0.3:4433".into()),
+        cert_hashes: vec!["ab".repeat(32)],
+        token: None,
+    };
+    core.handle_redirect(go_away.clone());
+    let out = drain(&mut core);
+    assert_eq!(out[0], SessionOutput::Send(ControlMessage::GoAway(go_away)));
+    assert_eq!(closed_with(&out[1..]).0, ErrorCode::REDIRECT);
+
+    // A token of this node, or of no cluster, is not located.
+    for node in [0xa1, 0] {
+        let own = w.resume.issue(7, node, w.wall + Duration::from_secs(30));
+        let mut core = w.quic();
+        let asked = w.give(&mut core, hello(w.token("lobby"), Some(own)));
+        assert!(matches!(asked.as_slice(), [SessionOutput::Attach { .. }]));
+    }
+}
+
+#[test]
+fn the_resume_tokens_a_node_issues_name_it_and_unavailable_closes_retryably() {
+    let mut w = World::new();
+    w.settings.node = 0xa1;
+    let mut core = w.quic();
+    w.give(&mut core, hello(w.token("lobby"), None));
+    let out = w.attached(&mut core, 7, Ok(Attached::New));
+    let claims = w
+        .resume
+        .verify(&server_hello(&out).resume_token.0, w.wall)
+        .unwrap();
+    assert_eq!(claims.node, 0xa1);
+
+    let mut refused = w.quic();
+    w.give(&mut refused, hello(w.token("new-room"), None));
+    refused.handle_unavailable("the cluster directory is unreachable; retry shortly".into());
+    let out = drain(&mut refused);
+    assert_eq!(closed_with(&out).0, ErrorCode::UNAVAILABLE);
+    // Once live, neither applies.
+    core.handle_unavailable("late".into());
+    assert!(drain(&mut core).is_empty() && core.is_live());
 }

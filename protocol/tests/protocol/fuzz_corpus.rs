@@ -386,6 +386,10 @@ fn valid_messages() -> Vec<(&'static str, ControlMessage)> {
             ControlMessage::GoAway(GoAway {
                 code: ErrorCode::GOING_AWAY,
                 redirect: Some("https://edge-2.example.net:4433/rtc".into()),
+                cert_hashes: vec![
+                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+                ],
+                token: Some("eyJhbGciOiJIUzI1NiJ9.e30.c2ln".into()),
             }),
         ),
         (

@@ -443,6 +443,19 @@ fn control_values() -> Vec<(&'static str, ControlMessage)> {
             M::GoAway(GoAway {
                 code: ErrorCode::GOING_AWAY,
                 redirect: Some("https://node-2.example.com:4433/rtc".into()),
+                cert_hashes: Vec::new(),
+                token: None,
+            }),
+        ),
+        (
+            "go_away_cluster_redirect",
+            M::GoAway(GoAway {
+                code: ErrorCode::REDIRECT,
+                redirect: Some("https://127.0.0.3:4433/rtc".into()),
+                cert_hashes: vec![
+                    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+                ],
+                token: Some("eyJhbGciOiJIUzI1NiJ9.e30.c2ln".into()),
             }),
         ),
         (
@@ -450,6 +463,8 @@ fn control_values() -> Vec<(&'static str, ControlMessage)> {
             M::GoAway(GoAway {
                 code: ErrorCode::GOING_AWAY,
                 redirect: None,
+                cert_hashes: Vec::new(),
+                token: None,
             }),
         ),
         (

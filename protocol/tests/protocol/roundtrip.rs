@@ -254,8 +254,18 @@ fn message() -> impl Strategy<Value = ControlMessage> {
             .prop_map(|(track, layer)| M::LayerSwitched(LayerSwitched { track, layer })),
         any::<u64>().prop_map(|nonce| M::Ping(Ping { nonce })),
         any::<u64>().prop_map(|nonce| M::Pong(Pong { nonce })),
-        (code(), proptest::option::of(text(200)))
-            .prop_map(|(code, redirect)| M::GoAway(GoAway { code, redirect })),
+        (
+            code(),
+            proptest::option::of(text(200)),
+            proptest::collection::vec("[0-9a-f]{64}", 0..=4),
+            proptest::option::of(text(300)),
+        )
+            .prop_map(|(code, redirect, cert_hashes, token)| M::GoAway(GoAway {
+                code,
+                redirect,
+                cert_hashes,
+                token
+            })),
         (proptest::option::of(request()), code(), text(1024)).prop_map(
             |(request, code, reason)| M::Error(ErrorMessage {
                 request,

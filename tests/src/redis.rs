@@ -1,0 +1,141 @@
+//! A real `redis-server` for the cluster tests, started by the test on a Unix socket in a
+//! directory of its own (no port to race for, nothing persisted), and killed when dropped.
+//!
+//! The binary is `redis-server` from `PATH`, or `STRAIT_REDIS_SERVER`; `./scripts/test`
+//! installs Debian's `redis-server`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A running `redis-server`.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers `PING` (at most 10 s).
+    pub async fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("a directory for redis");
+        let mut server = RedisServer { child: None, dir };
+        server.restart().await;
+        server
+    }
+
+    /// The socket's path.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// The URL for `cluster.redis_url`.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    /// Kills the server (as a crash would: nothing is saved); [`restart`](Self::restart) brings
+    /// up an empty one on the same socket.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.socket());
+    }
+
+    /// Starts the server (again) and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let binary =
+            std::env::var_os("STRAIT_REDIS_SERVER").unwrap_or_else(|| "redis-server".into());
+        let child = Command::new(&binary)
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .args(["--unixsocketperm", "700"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}; install redis-server (apt-get install redis-server, \
+                     as ./scripts/test does) or set STRAIT_REDIS_SERVER",
+                    binary.to_string_lossy()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut conn) = self.connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A connection for the test's own commands.
+    pub async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    /// The value of `key` (`None` when it does not exist).
+    pub async fn get(&self, key: &str) -> Option<String> {
+        let mut conn = self.connection().await.expect("redis connection");
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("GET")
+    }
+
+    /// Field `field` of hash `key`.
+    pub async fn hget(&self, key: &str, field: &str) -> Option<String> {
+        let mut conn = self.connection().await.expect("redis connection");
+        redis::cmd("HGET")
+            .arg(key)
+            .arg(field)
+            .query_async(&mut conn)
+            .await
+            .expect("HGET")
+    }
+
+    /// Every key matching `pattern`, sorted.
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut conn = self.connection().await.expect("redis connection");
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        keys.sort();
+        keys
+    }
+
+    /// `FLUSHALL`.
+    pub async fn flush_all(&self) {
+        let mut conn = self.connection().await.expect("redis connection");
+        let _: () = redis::cmd("FLUSHALL")
+            .query_async(&mut conn)
+            .await
+            .expect("FLUSHALL");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,319 @@
+//! A cluster of gateways on one real Redis (`redis-server`, started here on a Unix socket):
+//! leases, placement of rooms, redirects, and what happens when a node stops or Redis goes
+//! away. The nodes run in this process on 127.0.0.2–4 with compressed timings (heartbeat
+//! 100 ms, lease 600 ms); the clients are real `strait-client` sessions that follow redirects.
+//!
+//! Its own test binary: the tests share no state, but their timings are short, so they should
+//! not compete with the rest of the suite for the two cores.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use strait_client::protocol::ErrorCode;
+use strait_client::{Client, ClientError, Session, Transport};
+use strait_gateway::config::ApiKeyConfig;
+use strait_tests::fixture::{TestGateway, WAIT, http_get, metric_value_where};
+use strait_tests::redis::RedisServer;
+
+const KEY_ID: &str = "cluster";
+const SECRET: &str = "cluster-test-secret-0123456789abcdefghij";
+const RESUME_SECRET: &str = "cluster-test-resume-secret-0123456789abc";
+
+/// A node of the cluster on `ip`, named `id`.
+async fn node(redis: &RedisServer, id: &str, ip: [u8; 4]) -> TestGateway {
+    let url = redis.url();
+    let gateway = TestGateway::start_with(|c| {
+        c.quic.listen = SocketAddr::from((ip, 0));
+        c.http.listen = SocketAddr::from((ip, 0));
+        c.webrtc.enabled = false;
+        c.auth.keys = vec![ApiKeyConfig {
+            id: KEY_ID.into(),
+            secret: SECRET.into(),
+        }];
+        c.auth.resume_secret = Some(RESUME_SECRET.into());
+        c.cluster.redis_url = Some(url);
+        c.cluster.node_id = Some(id.into());
+        c.cluster.heartbeat = Duration::from_millis(100);
+        c.cluster.lease = Duration::from_millis(600);
+        c.cluster.room_lease = Duration::from_millis(1500);
+    })
+    .await;
+    wait_ready(&gateway, true).await;
+    gateway
+}
+
+/// Three nodes, `a`, `b` and `c`.
+async fn three(redis: &RedisServer) -> Vec<TestGateway> {
+    vec![
+        node(redis, "a", [127, 0, 0, 2]).await,
+        node(redis, "b", [127, 0, 0, 3]).await,
+        node(redis, "c", [127, 0, 0, 4]).await,
+    ]
+}
+
+/// Waits (at most [`WAIT`]) until `/readyz` says `ready`.
+async fn wait_ready(gateway: &TestGateway, ready: bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = http_get(gateway.http_addr(), "/readyz").await;
+        if (body == "ready\n") == ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readyz never became {}: {body}",
+            if ready { "ready" } else { "unready" }
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A client of `entry` for `room` (it pins `entry`'s certificate; a redirect brings the
+/// owner's).
+async fn join(entry: &TestGateway, room: &str, identity: &str) -> Result<Session, ClientError> {
+    let token = entry.token(room, identity);
+    let config = entry.client_config(Transport::Quic, token);
+    let (session, _) = Client::connect_and_join(config, room).await?;
+    Ok(session)
+}
+
+async fn cluster_events(gateway: &TestGateway, event: &str) -> f64 {
+    let body = http_get(gateway.http_addr(), "/metrics").await;
+    metric_value_where(
+        &body,
+        "strait_cluster_events_total",
+        &format!("event=\"{event}\""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_hold_leases_and_a_stopped_node_gives_back_its_lease_and_rooms() {
+    let redis = RedisServer::start().await;
+    let mut nodes = three(&redis).await;
+    assert_eq!(
+        redis.keys("{strait}:node:*").await,
+        ["{strait}:node:a", "{strait}:node:b", "{strait}:node:c"]
+    );
+    let record = redis.get("{strait}:node:b").await.expect("b's record");
+    assert!(record.contains("\"state\":\"serving\""), "{record}");
+    assert!(
+        record.contains(&format!("\"quic\":\"{}\"", nodes[1].quic_addr())),
+        "{record}"
+    );
+
+    // A room joined through `a` is placed on `a` (it is idle).
+    let session = join(&nodes[0], "standup", "alice").await.expect("joins");
+    assert_eq!(session.remote_address(), Some(nodes[0].quic_addr()));
+    assert_eq!(
+        redis.hget("{strait}:room:standup", "node").await.as_deref(),
+        Some("a")
+    );
+
+    // Stopping `a` gives its room and its lease back at once (no lease to wait out).
+    session.close().await;
+    let a = nodes.remove(0);
+    a.stop().await;
+    assert_eq!(redis.get("{strait}:node:a").await, None);
+    assert_eq!(redis.hget("{strait}:room:standup", "node").await, None);
+    for node in nodes {
+        node.stop().await;
+    }
+    assert!(redis.keys("{strait}:node:*").await.is_empty());
+    assert!(redis.keys("{strait}:room:*").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_through_every_node_land_on_one_owner_after_at_most_one_redirect() {
+    let redis = RedisServer::start().await;
+    let nodes = three(&redis).await;
+    let mut sessions = Vec::new();
+    for (i, entry) in nodes.iter().enumerate() {
+        let session = join(entry, "design-review", &format!("member-{i}"))
+            .await
+            .expect("joins through any node");
+        sessions.push(session);
+    }
+    let owner = nodes[0].quic_addr();
+    for session in &sessions {
+        assert_eq!(session.remote_address(), Some(owner), "one owner");
+    }
+    // The first join placed the room at its entry, which then served all three; each other
+    // entry redirected once.
+    assert_eq!(cluster_events(&nodes[0], "placed_here").await, 3.0);
+    assert_eq!(cluster_events(&nodes[0], "redirected").await, 0.0);
+    assert_eq!(cluster_events(&nodes[1], "redirected").await, 1.0);
+    assert_eq!(cluster_events(&nodes[2], "redirected").await, 1.0);
+    // They are in one room: each sees the two others.
+    let last = sessions.last().expect("three sessions");
+    let deadline = Instant::now() + WAIT;
+    while last.participants().len() < 2 {
+        assert!(Instant::now() < deadline, "the room's members never met");
+        let _ = tokio::time::timeout(Duration::from_millis(100), last.next_event()).await;
+    }
+    for session in sessions {
+        session.close().await;
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_first_joins_through_three_nodes_end_with_one_owner() {
+    let redis = RedisServer::start().await;
+    let nodes = std::sync::Arc::new(three(&redis).await);
+    let mut joins = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let nodes = nodes.clone();
+        joins.spawn(async move {
+            let session = join(&nodes[i % 3], "town-hall", &format!("guest-{i}"))
+                .await
+                .expect("joins");
+            let at = session.remote_address();
+            (session, at)
+        });
+    }
+    let mut sessions = Vec::new();
+    while let Some(joined) = joins.join_next().await {
+        sessions.push(joined.expect("the join task"));
+    }
+    let owner = redis
+        .hget("{strait}:room:town-hall", "node")
+        .await
+        .expect("the room has an owner");
+    let owner_addr = nodes[usize::from(owner.as_bytes()[0] - b'a')].quic_addr();
+    assert!(
+        sessions.iter().all(|(_, at)| *at == Some(owner_addr)),
+        "every session is on {owner} ({owner_addr})"
+    );
+    assert_eq!(
+        redis.get("{strait}:epoch").await.as_deref(),
+        Some("1"),
+        "placed once: one epoch drawn in all"
+    );
+    for (session, _) in sessions {
+        session.close().await;
+    }
+    let nodes = std::sync::Arc::into_inner(nodes).expect("no task holds the nodes");
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_keeps_rooms_here_refuses_new_ones_and_heals_without_a_restart() {
+    let mut redis = RedisServer::start().await;
+    let nodes = three(&redis).await;
+    let alice = join(&nodes[0], "ops", "alice").await.expect("joins");
+
+    redis.kill();
+    // Unready within the lease (and a heartbeat); alive throughout.
+    wait_ready(&nodes[0], false).await;
+    assert_eq!(http_get(nodes[0].http_addr(), "/healthz").await, "ok\n");
+    // A room already here takes more participants; a new one is refused, retryably.
+    let bob = join(&nodes[0], "ops", "bob")
+        .await
+        .expect("joins a room this node serves");
+    match join(&nodes[0], "new-room", "carol").await {
+        Err(ClientError::Rejected { code, .. }) => assert_eq!(code, ErrorCode::UNAVAILABLE),
+        other => panic!("a new room during the outage: {other:?}"),
+    }
+    assert!(!alice.is_closed() && !bob.is_closed());
+
+    // Redis comes back empty: every node registers again and `a` takes its room back.
+    redis.restart().await;
+    for node in &nodes {
+        wait_ready(node, true).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    while redis.hget("{strait}:room:ops", "node").await.as_deref() != Some("a") {
+        assert!(Instant::now() < deadline, "the room was never re-claimed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(cluster_events(&nodes[0], "reclaimed").await >= 1.0);
+    let carol = join(&nodes[1], "ops", "carol").await.expect("joins again");
+    assert_eq!(carol.remote_address(), Some(nodes[0].quic_addr()));
+    for session in [alice, bob, carol] {
+        session.close().await;
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// The `strait` binary of this build (`scripts/test` builds it before the tests).
+fn strait_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("STRAIT_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the test's path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>");
+    let binary = dir.join(format!("strait{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p strait-gateway --bin strait` first (scripts/test \
+         does), or set STRAIT_BIN",
+        binary.display()
+    );
+    binary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_lease_expires_and_its_room_goes_to_a_live_node() {
+    let redis = RedisServer::start().await;
+    let b = node(&redis, "b", [127, 0, 0, 3]).await;
+    let settings = [
+        format!("auth.keys=[{{id=\"{KEY_ID}\",secret=\"{SECRET}\"}}]"),
+        format!("auth.resume_secret={RESUME_SECRET}"),
+        format!("cluster.redis_url={}", redis.url()),
+        "cluster.node_id=k".into(),
+        "cluster.heartbeat=100ms".into(),
+        "cluster.lease=600ms".into(),
+        "cluster.room_lease=1500ms".into(),
+        "webrtc.enabled=false".into(),
+    ];
+    let k = strait_load::gateway::GatewayChild::start(&strait_binary(), &settings)
+        .await
+        .expect("the node process starts");
+    // Registered: its lease is in Redis.
+    let deadline = Instant::now() + WAIT;
+    while redis.get("{strait}:node:k").await.is_none() {
+        assert!(Instant::now() < deadline, "k never registered");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // A room joined through k is k's.
+    let mut config = b.client_config(Transport::Quic, b.token("ward", "nurse"));
+    config.server = k.quic;
+    config.trust = strait_client::Trust::Hashes(vec![k.cert]);
+    let (nurse, _) = Client::connect_and_join(config, "ward")
+        .await
+        .expect("joins at k");
+    assert_eq!(nurse.remote_address(), Some(k.quic));
+    assert_eq!(
+        redis.hget("{strait}:room:ward", "node").await.as_deref(),
+        Some("k")
+    );
+
+    // kill -9: nothing is released; the lease runs out on its own.
+    let killed = Instant::now();
+    k.stop().await;
+    while redis.get("{strait}:node:k").await.is_some() {
+        assert!(killed.elapsed() < WAIT, "k's lease never expired");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The room's record still names k, but k is not live: the next join takes it.
+    let doctor = join(&b, "ward", "doctor")
+        .await
+        .expect("joins after the loss");
+    assert_eq!(doctor.remote_address(), Some(b.quic_addr()));
+    assert_eq!(
+        redis.hget("{strait}:room:ward", "node").await.as_deref(),
+        Some("b")
+    );
+    doctor.close().await;
+    nurse.close().await;
+    b.stop().await;
+}
