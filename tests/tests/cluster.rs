@@ -317,3 +317,49 @@ async fn a_killed_owners_lease_expires_and_its_room_goes_to_a_live_node() {
     nurse.close().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_token_is_sent_to_its_node_while_it_lives_and_starts_afresh_after() {
+    use strait_protocol::ControlMessage;
+    use strait_tests::fixture::{RawSession, client_hello};
+
+    let redis = RedisServer::start().await;
+    let a = node(&redis, "a", [127, 0, 0, 2]).await;
+    let b = node(&redis, "b", [127, 0, 0, 3]).await;
+    let (at_a, hello) = RawSession::hello(&a, "clinic", "pat").await;
+    let resume: String = hello.resume_token.0.clone();
+
+    // At b, the token of a's session is redirected to a (with a's hashes, no new token: the
+    // resume token is what the client presents there).
+    let mut at_b = RawSession::connect(&b).await;
+    at_b.send_frame(&ControlMessage::ClientHello(client_hello(
+        b.token("clinic", "pat"),
+        Some(resume.clone()),
+    )))
+    .await;
+    match at_b.expect_message().await {
+        ControlMessage::GoAway(g) => {
+            assert_eq!(g.code, ErrorCode::REDIRECT);
+            assert_eq!(g.redirect, Some(a.quic_addr().to_string()));
+            let a_hash: String = a
+                .gateway
+                .cert_fingerprint()
+                .as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert!(g.cert_hashes.contains(&a_hash), "{:?}", g.cert_hashes);
+            assert_eq!(g.token, None);
+        }
+        other => panic!("expected a redirect, got {other:?}"),
+    }
+
+    // a is gone: the token is worth nothing, and the session starts afresh at b.
+    at_a.conn.close(0u32.into(), b"leaving");
+    a.stop().await;
+    let (fresh, hello) =
+        RawSession::hello_with(&b, client_hello(b.token("clinic", "pat"), Some(resume))).await;
+    assert!(!hello.resumed);
+    fresh.conn.close(0u32.into(), b"leaving");
+    b.stop().await;
+}
