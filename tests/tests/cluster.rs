@@ -19,13 +19,19 @@ const KEY_ID: &str = "cluster";
 const SECRET: &str = "cluster-test-secret-0123456789abcdefghij";
 const RESUME_SECRET: &str = "cluster-test-resume-secret-0123456789abc";
 
-/// A node of the cluster on `ip`, named `id`.
+/// A node of the cluster on `ip`, named `id` (no WebRTC bridge).
 async fn node(redis: &RedisServer, id: &str, ip: [u8; 4]) -> TestGateway {
+    node_with(redis, id, ip, false).await
+}
+
+/// A node of the cluster on `ip`, named `id`, with the WebRTC bridge if `webrtc`.
+async fn node_with(redis: &RedisServer, id: &str, ip: [u8; 4], webrtc: bool) -> TestGateway {
     let url = redis.url();
     let gateway = TestGateway::start_with(|c| {
         c.quic.listen = SocketAddr::from((ip, 0));
         c.http.listen = SocketAddr::from((ip, 0));
-        c.webrtc.enabled = false;
+        c.webrtc.enabled = webrtc;
+        c.webrtc.listen = SocketAddr::from((ip, 0));
         c.auth.keys = vec![ApiKeyConfig {
             id: KEY_ID.into(),
             secret: SECRET.into(),
@@ -361,5 +367,102 @@ async fn a_resume_token_is_sent_to_its_node_while_it_lives_and_starts_afresh_aft
         RawSession::hello_with(&b, client_hello(b.token("clinic", "pat"), Some(resume))).await;
     assert!(!hello.resumed);
     fresh.conn.close(0u32.into(), b"leaving");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_offer_at_another_node_is_redirected_with_a_token_and_deleted_at_the_owner() {
+    use std::sync::Arc;
+
+    use strait_tests::bridge::{local_vp8_track, wait_for_leave, wait_for_participant};
+    use strait_tests::http::{delete, http, post_offer};
+    use strait_tests::webrtc_peer::Peer;
+    use webrtc::media_stream::track_local::TrackLocal;
+
+    let redis = RedisServer::start().await;
+    let a = node_with(&redis, "a", [127, 0, 0, 2], true).await;
+    let b = node_with(&redis, "b", [127, 0, 0, 3], true).await;
+    // The room is a's: a native member joined there first.
+    let host = join(&a, "stage", "host").await.expect("joins at a");
+
+    let mut peer = Peer::new().await;
+    peer.pc
+        .add_track(local_vp8_track(0x5eed) as Arc<dyn TrackLocal>)
+        .await
+        .expect("a video track");
+    let offer = peer.offer().await;
+    let token = b.token("stage", "camera");
+    let redirected = post_offer(&b, "/whip/stage", &token, &offer).await;
+    assert_eq!(redirected.status, 307, "{redirected:?}");
+    let location = redirected
+        .header("location")
+        .expect("a Location")
+        .to_owned();
+    let a_http = format!("http://{}", a.http_addr());
+    let path = location
+        .strip_prefix(&a_http)
+        .unwrap_or_else(|| panic!("{location} is not at a ({a_http})"));
+    assert!(path.starts_with("/whip/stage?access_token="), "{path}");
+
+    // What a browser does: the same POST at the new URL, without `Authorization` (dropped
+    // on a redirect to another origin): the token in the URL is enough.
+    let answered = http(
+        &a,
+        "POST",
+        path,
+        &[("Content-Type", "application/sdp")],
+        offer.as_bytes(),
+    )
+    .await;
+    assert_eq!(answered.status, 201, "{answered:?}");
+    let resource = answered.header("location").expect("a Location").to_owned();
+    let resource_path = resource
+        .strip_prefix(&a_http)
+        .unwrap_or_else(|| panic!("{resource}: absolute, at a"));
+    peer.finish(&answered.body).await;
+    let camera = wait_for_participant(&host, "camera").await;
+
+    // DELETE at the owner ends it.
+    let deleted = delete(&a, resource_path, &token).await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    wait_for_leave(&host, camera).await;
+    host.close().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_session_at_another_node_gets_a_redirect_with_a_token_for_the_owner() {
+    use strait_protocol::ControlMessage;
+    use strait_tests::ws::WsClient;
+
+    let redis = RedisServer::start().await;
+    let a = node_with(&redis, "a", [127, 0, 0, 2], true).await;
+    let b = node_with(&redis, "b", [127, 0, 0, 3], true).await;
+    let host = join(&a, "lounge", "host").await.expect("joins at a");
+
+    let mut at_b = WsClient::connect(&b, Some(&b.token("lounge", "legacy"))).await;
+    let go_away = at_b
+        .expect(|m| match m {
+            ControlMessage::GoAway(g) => Some(g.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(go_away.code, ErrorCode::REDIRECT);
+    assert_eq!(
+        go_away.redirect,
+        Some(format!("ws://{}/ws/rtc", a.http_addr()))
+    );
+    at_b.expect_closed_with(ErrorCode::REDIRECT).await;
+    assert_eq!(at_b.closed.as_ref().map(|c| c.0), Some(1001), "going away");
+
+    // The token it carries opens a session at the owner.
+    let token = go_away.token.expect("a token for the owner");
+    let mut at_a = WsClient::hello(&a, &token).await;
+    at_a.join("lounge").await;
+    strait_tests::bridge::wait_for_participant(&host, "legacy").await;
+    at_a.leave().await;
+    host.close().await;
+    a.stop().await;
     b.stop().await;
 }

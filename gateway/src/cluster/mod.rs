@@ -154,6 +154,12 @@ impl Cluster {
         self.0.as_ref().map(|inner| inner.lock().me.id.clone())
     }
 
+    /// This node's HTTP URL (`http://host:port`) in a cluster: what absolute WHIP/WHEP
+    /// resource URLs start with.
+    pub(crate) fn public_http(&self) -> Option<String> {
+        self.0.as_ref().map(|inner| inner.lock().me.http.clone())
+    }
+
     /// How long the access token in a redirect is valid.
     pub(crate) fn redirect_token_ttl(&self) -> Duration {
         self.0.as_ref().map_or(Duration::from_secs(60), |inner| {

@@ -9,8 +9,12 @@
 //! | `PATCH {Location}` | trickle ICE (`application/trickle-ice-sdpfrag` with candidates) | `204 No Content` |
 //! | `PATCH {Location}` | ICE restart (a fragment with a new `a=ice-ufrag` and `a=ice-pwd`) | `200 OK`, the bridge's new credentials and candidates as a fragment |
 //!
-//! Every request carries `Authorization: Bearer <access token>`: the token must grant the room,
-//! and `publish` (WHIP) or `subscribe` (WHEP). Only the token's identity (or an admin token) may
+//! Every request carries `Authorization: Bearer <access token>` (or the token in an
+//! `access_token` query parameter): the token must grant the room, and `publish` (WHIP) or
+//! `subscribe` (WHEP). In a cluster, an offer for a room served by another node is answered
+//! `307 Temporary Redirect` to the same path at that node, with a short-lived token in the
+//! `access_token` parameter (browsers drop `Authorization` on a redirect to another origin); the
+//! owner's `Location` is then absolute, so that `PATCH` and `DELETE` go to the owner. Only the token's identity (or an admin token) may
 //! delete or patch a session. The answer holds the bridge's host candidates and `a=ice-lite`.
 //! The bridge is ICE-lite: it answers the peer's checks and needs none of its candidates, so
 //! trickled candidates are acknowledged and not used, and an offer may be posted before
@@ -33,14 +37,15 @@
 //! | 413 | the offer or fragment is longer than `webrtc.max_sdp_bytes` |
 //! | 415 | the `Content-Type` is not `application/sdp` (`application/trickle-ice-sdpfrag` for `PATCH`) |
 //! | 422 | valid SDP the bridge cannot use: no audio or video, only unsupported codecs, no section to receive the requested tracks |
-//! | 503 | draining, peer or room limits reached |
+//! | 307 | another node of the cluster serves the room: `Location` is where to post the offer |
+//! | 503 | draining, peer or room limits reached, or (`Retry-After`) no node of the cluster can take the room now |
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -50,6 +55,7 @@ use strait_protocol::{ParticipantId, RoomId};
 
 use super::HttpState;
 use crate::auth::VerifiedToken;
+use crate::cluster::Placed;
 use crate::session::SessionContext;
 use crate::worker::bridge::{BridgeError, IcePatched, OfferRole, WebRtcOffer, WebRtcResource};
 
@@ -68,11 +74,15 @@ pub(crate) fn routes(router: Router<Arc<HttpState>>) -> Router<Arc<HttpState>> {
         )
 }
 
-/// A refused request: a status and a one-line reason.
+/// A refused request: a status and a one-line reason (or, `307`, where to go instead).
 #[derive(Debug)]
 struct Refusal {
     status: StatusCode,
     reason: String,
+    /// `Location` of a redirect.
+    location: Option<String>,
+    /// `Retry-After` in seconds.
+    retry_after: Option<u32>,
 }
 
 impl Refusal {
@@ -80,31 +90,47 @@ impl Refusal {
         Self {
             status,
             reason: reason.into(),
+            location: None,
+            retry_after: None,
         }
+    }
+
+    /// `307 Temporary Redirect` to `location` (another node of the cluster serves the room).
+    fn redirect(location: String) -> Self {
+        Self {
+            status: StatusCode::TEMPORARY_REDIRECT,
+            reason: "another node of the cluster serves this room".into(),
+            location: Some(location),
+            retry_after: None,
+        }
+    }
+
+    fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let body = format!("{}\n", self.reason);
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response();
+        let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
-            (
-                self.status,
-                [
-                    (header::WWW_AUTHENTICATE, "Bearer"),
-                    (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                ],
-                body,
-            )
-                .into_response()
-        } else {
-            (
-                self.status,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                body,
-            )
-                .into_response()
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            headers.insert(header::LOCATION, location);
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -141,15 +167,18 @@ impl From<BridgeError> for Refusal {
 async fn whip_post(
     State(http): State<Arc<HttpState>>,
     Path(room): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    offer(&http.sessions, room, Ok(OfferRole::Publish), &headers, body).await
+    let request = Request::new(&headers, query.as_deref());
+    offer(&http.sessions, room, Ok(OfferRole::Publish), request, body).await
 }
 
 async fn whep_post(
     State(http): State<Arc<HttpState>>,
     Path((room, target)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -157,17 +186,18 @@ async fn whep_post(
         .parse::<u64>()
         .map(OfferRole::Subscribe)
         .map_err(|_| target);
-    offer(&http.sessions, room, role, &headers, body).await
+    let request = Request::new(&headers, query.as_deref());
+    offer(&http.sessions, room, role, request, body).await
 }
 
 async fn offer(
     shared: &SessionContext,
     room: String,
     role: Result<OfferRole, String>,
-    headers: &HeaderMap,
+    request: Request<'_>,
     body: Body,
 ) -> Response {
-    match accept(shared, room, role, headers, body).await {
+    match accept(shared, room, role, request, body).await {
         Ok(Accepted {
             location,
             answer,
@@ -268,16 +298,17 @@ async fn accept(
     shared: &SessionContext,
     room: String,
     role: Result<OfferRole, String>,
-    headers: &HeaderMap,
+    request: Request<'_>,
     body: Body,
 ) -> Result<Accepted, Refusal> {
+    let headers = request.headers;
     if shared.drain.is_cancelled() {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the gateway is draining",
         ));
     }
-    let token = authenticate(shared, headers)?;
+    let token = authenticate(shared, request)?;
     let room = room_id(room)?;
     if !token.allows_room(&room) {
         return Err(Refusal::new(
@@ -300,6 +331,27 @@ async fn accept(
             StatusCode::FORBIDDEN,
             format!("the access token does not grant {grant}"),
         ));
+    }
+    // In a cluster the room may be served by another node: the client posts the same offer
+    // there (307 keeps the method and the body), with a short-lived token in the URL because
+    // browsers drop `Authorization` on a redirect to another origin.
+    let path = match role {
+        OfferRole::Publish => format!("/whip/{}", encode_segment(room.as_str())),
+        OfferRole::Subscribe(target) => format!("/whep/{}/{target}", encode_segment(room.as_str())),
+    };
+    match shared.cluster.place(room.as_str()).await {
+        Placed::Here => {}
+        Placed::Elsewhere(owner) => {
+            let mut location = format!("{}{path}", owner.http);
+            if let Some(token) = shared.redirect_token(&token) {
+                location.push_str("?access_token=");
+                location.push_str(&token);
+            }
+            return Err(Refusal::redirect(location));
+        }
+        Placed::Unavailable(reason) => {
+            return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason).retry_after(1));
+        }
     }
     let is_sdp = headers
         .get(header::CONTENT_TYPE)
@@ -328,15 +380,12 @@ async fn accept(
             "the system random source failed",
         )
     })?;
-    let location = match role {
-        OfferRole::Publish => format!("/whip/{}/{resource}", encode_segment(room.as_str())),
-        OfferRole::Subscribe(target) => {
-            format!(
-                "/whep/{}/{target}/{resource}",
-                encode_segment(room.as_str())
-            )
-        }
-    };
+    // Absolute in a cluster, so that a client that followed a redirect sends its PATCH and
+    // DELETE to this node, not to the node it first asked.
+    let location = format!(
+        "{}{path}/{resource}",
+        shared.cluster.public_http().unwrap_or_default()
+    );
     let participant = shared.new_participant_id();
     let ice_servers = ice_server_links(shared, participant);
     // The peer joins its room on the room's worker (its UDP port is that worker's).
@@ -368,17 +417,33 @@ async fn accept(
 async fn whip_delete(
     State(http): State<Arc<HttpState>>,
     Path((room, resource)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    delete(&http.sessions, room, resource, true, &headers).await
+    delete(
+        &http.sessions,
+        room,
+        resource,
+        true,
+        Request::new(&headers, query.as_deref()),
+    )
+    .await
 }
 
 async fn whep_delete(
     State(http): State<Arc<HttpState>>,
     Path((room, _target, resource)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    delete(&http.sessions, room, resource, false, &headers).await
+    delete(
+        &http.sessions,
+        room,
+        resource,
+        false,
+        Request::new(&headers, query.as_deref()),
+    )
+    .await
 }
 
 async fn delete(
@@ -386,10 +451,10 @@ async fn delete(
     room: String,
     resource: String,
     publisher: bool,
-    headers: &HeaderMap,
+    request: Request<'_>,
 ) -> Response {
     let result = async {
-        let token = authenticate(shared, headers)?;
+        let token = authenticate(shared, request)?;
         let room = room_id(room)?;
         let worker = shared.media.placement().room_worker(&room).unwrap_or(0);
         shared
@@ -415,19 +480,23 @@ async fn delete(
 async fn whip_patch(
     State(http): State<Arc<HttpState>>,
     Path((room, resource)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    patch(&http.sessions, room, resource, true, &headers, body).await
+    let request = Request::new(&headers, query.as_deref());
+    patch(&http.sessions, room, resource, true, request, body).await
 }
 
 async fn whep_patch(
     State(http): State<Arc<HttpState>>,
     Path((room, _target, resource)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    patch(&http.sessions, room, resource, false, &headers, body).await
+    let request = Request::new(&headers, query.as_deref());
+    patch(&http.sessions, room, resource, false, request, body).await
 }
 
 /// Trickle ICE or an ICE restart (RFC 9725 §4.3); see the module docs.
@@ -436,11 +505,12 @@ async fn patch(
     room: String,
     resource: String,
     publisher: bool,
-    headers: &HeaderMap,
+    request: Request<'_>,
     body: Body,
 ) -> Response {
+    let headers = request.headers;
     let result = async {
-        let token = authenticate(shared, headers)?;
+        let token = authenticate(shared, request)?;
         let room = room_id(room)?;
         let is_fragment = headers
             .get(header::CONTENT_TYPE)
@@ -512,16 +582,38 @@ async fn patch(
     }
 }
 
-fn authenticate(shared: &SessionContext, headers: &HeaderMap) -> Result<VerifiedToken, Refusal> {
-    let value = headers
+/// What a handler read of a request for [`authenticate`].
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    fn new(headers: &'a HeaderMap, query: Option<&'a str>) -> Self {
+        Self { headers, query }
+    }
+}
+
+/// The access token of `Authorization: Bearer`, or else of the `access_token` query parameter
+/// (what a redirect to another node of the cluster carries, RFC 6750 §2.3).
+fn authenticate(shared: &SessionContext, request: Request<'_>) -> Result<VerifiedToken, Refusal> {
+    let header = request
+        .headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "a bearer token is required"))?;
-    let token = value
-        .split_once(' ')
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "a bearer token is required"))?;
+        .and_then(|v| v.to_str().ok());
+    let token = match header {
+        Some(value) => value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim()),
+        None => request.query.and_then(|query| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("access_token="))
+        }),
+    }
+    .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "a bearer token is required"))?;
     shared
         .auth
         .keys

@@ -47,12 +47,13 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::HttpState;
-use crate::auth::VerifiedToken;
+use crate::auth::{RoomGrant, VerifiedToken};
+use crate::cluster::Placed;
 use crate::metrics::RefusalReason;
-use crate::session::SessionContext;
 use crate::session::core::{
     HelloFacts, HubRequest, Incoming, SessionCore, SessionEnd, SessionOutput,
 };
+use crate::session::{RedirectPath, SessionContext};
 use crate::worker::hub::Attached;
 use crate::worker::{WorkerCommand, WorkerHandle};
 
@@ -208,8 +209,10 @@ async fn send(socket: &mut WebSocket, message: &ControlMessage) -> Result<(), Lo
 async fn close(socket: &mut WebSocket, code: ErrorCode, reason: &str) {
     let ws_code = if code == ErrorCode::FRAME_TOO_LARGE {
         close_code::SIZE
-    } else if code == ErrorCode::GOING_AWAY {
+    } else if code == ErrorCode::GOING_AWAY || code == ErrorCode::REDIRECT {
         close_code::AWAY
+    } else if code == ErrorCode::UNAVAILABLE {
+        close_code::AGAIN
     } else {
         close_code::POLICY
     };
@@ -307,6 +310,21 @@ async fn serve(
                     let Some(token) = token else {
                         continue;
                     };
+                    // The room may be served by another node of the cluster.
+                    if let RoomGrant::Room(room) = &token.room {
+                        match shared.cluster.place(&room.0).await {
+                            Placed::Here => {}
+                            Placed::Elsewhere(owner) => {
+                                let to = RedirectPath::WebSocket;
+                                core.handle_redirect(shared.redirect(&owner, to, Some(&token)));
+                                continue;
+                            }
+                            Placed::Unavailable(reason) => {
+                                core.handle_unavailable(reason);
+                                continue;
+                            }
+                        }
+                    }
                     let attached = match shared.media.seat(participant, &token) {
                         Ok(index) => {
                             let Some(control) = control_tx.take() else {

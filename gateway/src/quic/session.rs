@@ -27,10 +27,10 @@ use super::link::{ControlRecv, ControlSend, Link};
 use crate::auth::RoomGrant;
 use crate::cluster::Placed;
 use crate::metrics::{DropReason, RefusalReason, Transport, TransportLabel};
-use crate::session::SessionContext;
 use crate::session::core::{
     HelloFacts, HubRequest, Incoming, RateLimit, SessionCore, SessionEnd, SessionOutput,
 };
+use crate::session::{RedirectPath, SessionContext};
 use crate::worker::{Attach, Connection, WorkerCommand, WorkerHandle};
 
 /// Bytes taken from the control stream per read. Control messages are small (a `ClientHello`
@@ -204,6 +204,15 @@ fn frames(messages: &[ControlMessage]) -> Vec<u8> {
 
 /// Writes `messages` as frames on the control stream and closes the connection with `code`:
 /// how a session that never got its writer (a refused hello) ends.
+/// Where a session on `link` is redirected: a node's WebTransport URL or its QUIC address.
+fn redirect_path(link: &Link) -> RedirectPath {
+    if link.transport() == Transport::Webtransport {
+        RedirectPath::WebTransport
+    } else {
+        RedirectPath::Quic
+    }
+}
+
 async fn close_with_messages(
     link: &Link,
     send: &mut ControlSend,
@@ -260,8 +269,7 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
                 SessionOutput::Locate { node } => {
                     // A resume token of another node: there, while that node lives.
                     if let Ok(Some(owner)) = shared.cluster.node_of(node).await {
-                        let webtransport = link.transport() == Transport::Webtransport;
-                        core.handle_redirect(shared.redirect(&owner, webtransport, None));
+                        core.handle_redirect(shared.redirect(&owner, redirect_path(link), None));
                     }
                 }
                 SessionOutput::Attach { resume, token } => {
@@ -272,10 +280,9 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
                         match shared.cluster.place(&room.0).await {
                             Placed::Here => {}
                             Placed::Elsewhere(owner) => {
-                                let webtransport = link.transport() == Transport::Webtransport;
                                 core.handle_redirect(shared.redirect(
                                     &owner,
-                                    webtransport,
+                                    redirect_path(link),
                                     token.as_ref(),
                                 ));
                                 continue;

@@ -28,6 +28,17 @@ use crate::metrics::Metrics;
 use crate::turn::TurnState;
 use crate::worker::Media;
 
+/// Which of a node's addresses a redirected session goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RedirectPath {
+    /// Its WebTransport URL.
+    WebTransport,
+    /// Its QUIC address (native clients).
+    Quic,
+    /// Its `/ws/rtc` URL.
+    WebSocket,
+}
+
 /// What every session's driver needs from its gateway, and nothing else.
 #[derive(Debug)]
 pub(crate) struct SessionContext {
@@ -90,38 +101,45 @@ impl SessionContext {
         }
     }
 
-    /// The go-away that sends a session to `owner`: its WebTransport URL (`webtransport`) or
-    /// its QUIC address, its certificate hashes and, with `token`, a short-lived access token
-    /// with the same claims for the owner to verify (every node of a cluster shares the keys).
+    /// A short-lived access token with `token`'s claims (for its one room) for another node of
+    /// the cluster to verify (every node shares the keys); `None` for a token of every room.
+    pub(crate) fn redirect_token(&self, token: &VerifiedToken) -> Option<String> {
+        let RoomGrant::Room(room) = &token.room else {
+            return None;
+        };
+        let mut claims = AccessClaims::new(
+            token.identity.clone(),
+            room.0.clone(),
+            token.grants,
+            SystemTime::now(),
+            self.cluster.redirect_token_ttl(),
+        );
+        claims.name.clone_from(&token.name);
+        self.auth.mint(&claims).ok()
+    }
+
+    /// The go-away that sends a session to `owner`: the URL for `path` (its WebTransport URL,
+    /// its QUIC address, or its `/ws/rtc`), its certificate hashes and, with `token`, a
+    /// short-lived access token with the same claims.
     pub(crate) fn redirect(
         &self,
         owner: &NodeRecord,
-        webtransport: bool,
+        path: RedirectPath,
         token: Option<&VerifiedToken>,
     ) -> GoAway {
-        let token = token.and_then(|t| {
-            let RoomGrant::Room(room) = &t.room else {
-                return None;
-            };
-            let mut claims = AccessClaims::new(
-                t.identity.clone(),
-                room.0.clone(),
-                t.grants,
-                SystemTime::now(),
-                self.cluster.redirect_token_ttl(),
-            );
-            claims.name.clone_from(&t.name);
-            self.auth.mint(&claims).ok()
-        });
+        let redirect = match path {
+            RedirectPath::WebTransport => owner.webtransport.clone(),
+            RedirectPath::Quic => owner.quic.clone(),
+            RedirectPath::WebSocket => {
+                let host = owner.http.strip_prefix("http://").unwrap_or(&owner.http);
+                format!("ws://{host}/ws/rtc")
+            }
+        };
         GoAway {
             code: ErrorCode::REDIRECT,
-            redirect: Some(if webtransport {
-                owner.webtransport.clone()
-            } else {
-                owner.quic.clone()
-            }),
+            redirect: Some(redirect),
             cert_hashes: owner.cert_hashes.clone(),
-            token,
+            token: token.and_then(|t| self.redirect_token(t)),
         }
     }
 
