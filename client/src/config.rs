@@ -200,11 +200,14 @@ impl ClientConfig {
         Ok(())
     }
 
-    /// The configuration for following `redirect` (a `GoAway` with code `REDIRECT`): its
-    /// address, its certificate hashes when this configuration pins hashes, its token when it
-    /// carries one. `None` when the redirect names no IP address and port (this client has no
-    /// resolver) or its hashes do not decode.
-    pub(crate) fn redirected(&self, redirect: &strait_protocol::GoAway) -> Option<ClientConfig> {
+    /// The configuration for following `redirect` (a `GoAway` with code `REDIRECT`, as
+    /// [`ClientError::Redirected`](crate::ClientError::Redirected) carries it): its address,
+    /// its certificate hashes when this configuration pins hashes, its token when it carries
+    /// one. `None` when the redirect names no IP address and port (this client has no
+    /// resolver) or its hashes do not decode. [`Client::connect`](crate::Client::connect)
+    /// follows redirects before `ServerHello` by itself; a session whose room moves later ends
+    /// with `Redirected`, and the application connects again with this configuration.
+    pub fn follow(&self, redirect: &strait_protocol::GoAway) -> Option<ClientConfig> {
         let url = redirect.redirect.as_deref()?;
         let rest = url.strip_prefix("https://").unwrap_or(url);
         let (authority, path) = match rest.find('/') {

@@ -529,6 +529,15 @@ impl Driver {
                     code: g.code,
                     redirect: g.redirect.clone(),
                 });
+                if g.code == ErrorCode::REDIRECT {
+                    // The room moved to another node: a new session there, not a resume (the
+                    // participant's state stays behind). The application connects again with
+                    // `ClientConfig::follow`.
+                    self.conn.close(ErrorCode::NONE, "redirected");
+                    return Some(Next::Terminal(ClientError::Redirected {
+                        redirect: Box::new(g.clone()),
+                    }));
+                }
                 let redirect = g.redirect.as_deref().and_then(|r| self.parse_redirect(r));
                 if shared.config.auto_resume {
                     return Some(Next::Reconnect {

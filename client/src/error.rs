@@ -50,9 +50,11 @@ pub enum ClientError {
         reason: String,
     },
     /// The server sent the session to another node of its cluster (`GoAway` with code
-    /// `REDIRECT` before `ServerHello`). [`Client::connect`](crate::Client::connect) follows
+    /// `REDIRECT`). Before `ServerHello`, [`Client::connect`](crate::Client::connect) follows
     /// up to [`MAX_REDIRECTS`](crate::MAX_REDIRECTS) redirects and returns this one after that,
-    /// or when the redirect names no address this client can reach.
+    /// or when the redirect names no address this client can reach. A live session ends with it
+    /// when its room moves to another node (a drain, or a node that lost its room): connect
+    /// again with [`ClientConfig::follow`](crate::ClientConfig::follow).
     #[error("redirected to {}", redirect.redirect.as_deref().unwrap_or("nowhere"))]
     Redirected {
         /// The go-away: where, with which certificate hashes and token.

@@ -112,7 +112,7 @@ impl Client {
                 Ok(done) => break done,
                 // Another node of the cluster serves the session: go there, a few times at most.
                 Err(ClientError::Redirected { redirect }) if hops < MAX_REDIRECTS => {
-                    let Some(next) = config.redirected(&redirect) else {
+                    let Some(next) = config.follow(&redirect) else {
                         return Err(ClientError::Redirected { redirect });
                     };
                     hops += 1;

@@ -660,6 +660,11 @@ async fn serve(
     node.health.stopping();
     tracing::info!("draining");
     node.sessions.cluster.set_draining();
+    // In a cluster the rooms go to other nodes first, and their sessions with them.
+    let moved = node.sessions.cluster.hand_over_rooms().await;
+    if moved > 0 {
+        tracing::info!(rooms = moved, "rooms handed over to other nodes");
+    }
     node.sessions.drain.cancel();
     let deadline = Instant::now() + config.shutdown.drain_deadline;
     let sessions = node.admission.clone();

@@ -282,6 +282,8 @@ pub enum ClusterEvent {
     Reclaimed,
     /// A room this node served turned out to be owned by another node.
     Lost,
+    /// A room of this draining node was handed to another node.
+    HandedOver,
 }
 
 impl ClusterEvent {
@@ -295,6 +297,7 @@ impl ClusterEvent {
             ClusterEvent::Unavailable => "unavailable",
             ClusterEvent::Reclaimed => "reclaimed",
             ClusterEvent::Lost => "lost",
+            ClusterEvent::HandedOver => "handed_over",
         }
     }
 }

@@ -466,3 +466,131 @@ async fn a_websocket_session_at_another_node_gets_a_redirect_with_a_token_for_th
     a.stop().await;
     b.stop().await;
 }
+
+/// Waits until `session` ends and returns why.
+async fn ended(session: &Session) -> ClientError {
+    tokio::time::timeout(WAIT, session.closed())
+        .await
+        .expect("the session ends in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_hands_its_rooms_over_and_sends_their_sessions_after_them() {
+    let redis = RedisServer::start().await;
+    let mut nodes = three(&redis).await;
+    let first = join(&nodes[0], "drill", "first").await.expect("joins at a");
+    let second = join(&nodes[0], "drill", "second")
+        .await
+        .expect("joins at a");
+    assert_eq!(
+        redis.hget("{strait}:room:drill", "node").await.as_deref(),
+        Some("a")
+    );
+
+    let a = nodes.remove(0);
+    let started = Instant::now();
+    a.gateway.begin_shutdown();
+    let mut followed = Vec::new();
+    for session in [&first, &second] {
+        let ClientError::Redirected { redirect } = ended(session).await else {
+            panic!("expected a redirect to the room's new node");
+        };
+        let to = redirect.redirect.clone().expect("where to");
+        assert!(
+            nodes.iter().any(|n| n.quic_addr().to_string() == to),
+            "{to} is b or c"
+        );
+        // The application connects again where it was sent, with what it was given.
+        let base = nodes[0].client_config(Transport::Quic, String::new());
+        let config = base.follow(&redirect).expect("a usable redirect");
+        let (again, _) = Client::connect_and_join(config, "drill")
+            .await
+            .expect("joins there");
+        assert_eq!(again.remote_address().map(|a| a.to_string()), Some(to));
+        followed.push(again);
+    }
+    a.gateway.stopped().await.expect("a stops");
+    eprintln!(
+        "drain with two sessions handed over: {:?}",
+        started.elapsed()
+    );
+    let owner = redis.hget("{strait}:room:drill", "node").await;
+    assert!(matches!(owner.as_deref(), Some("b" | "c")), "{owner:?}");
+    assert_eq!(redis.get("{strait}:node:a").await, None);
+    for session in followed {
+        session.close().await;
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_that_lost_its_room_sends_its_sessions_to_the_new_owner() {
+    let redis = RedisServer::start().await;
+    let b = node(&redis, "b", [127, 0, 0, 3]).await;
+    let settings = [
+        format!("auth.keys=[{{id=\"{KEY_ID}\",secret=\"{SECRET}\"}}]"),
+        format!("auth.resume_secret={RESUME_SECRET}"),
+        format!("cluster.redis_url={}", redis.url()),
+        "cluster.node_id=z".into(),
+        "cluster.heartbeat=100ms".into(),
+        "cluster.lease=600ms".into(),
+        "cluster.room_lease=1500ms".into(),
+        "webrtc.enabled=false".into(),
+    ];
+    let z = strait_load::gateway::GatewayChild::start(&strait_binary(), &settings)
+        .await
+        .expect("the node process starts");
+    let deadline = Instant::now() + WAIT;
+    while redis.get("{strait}:node:z").await.is_none() {
+        assert!(Instant::now() < deadline, "z never registered");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut config = b.client_config(Transport::Quic, b.token("night", "owl"));
+    config.server = z.quic;
+    config.trust = strait_client::Trust::Hashes(vec![z.cert]);
+    config.idle_timeout = Duration::from_secs(30);
+    let (owl, _) = Client::connect_and_join(config, "night")
+        .await
+        .expect("joins at z");
+
+    // z stops in its tracks (SIGSTOP): its lease runs out and b takes the room.
+    signal(z.pid, "STOP");
+    while redis.get("{strait}:node:z").await.is_some() {
+        assert!(Instant::now() < deadline, "z's lease never expired");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let lark = join(&b, "night", "lark").await.expect("joins at b");
+    assert_eq!(lark.remote_address(), Some(b.quic_addr()));
+
+    // z comes back: its first renewal finds the room lost and sends its session to b.
+    let resumed = Instant::now();
+    signal(z.pid, "CONT");
+    let ClientError::Redirected { redirect } = ended(&owl).await else {
+        panic!("expected the zombie to redirect its session");
+    };
+    eprintln!(
+        "zombie redirected its session {:?} after SIGCONT",
+        resumed.elapsed()
+    );
+    assert_eq!(redirect.redirect, Some(b.quic_addr().to_string()));
+    assert_eq!(
+        redis.hget("{strait}:room:night", "node").await.as_deref(),
+        Some("b"),
+        "never a room on two nodes"
+    );
+    lark.close().await;
+    z.stop().await;
+    b.stop().await;
+}
+
+/// Sends `SIGSTOP`/`SIGCONT`… to `pid` with kill(1).
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}

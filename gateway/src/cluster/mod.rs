@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::record::{NodeRecord, NodeState};
@@ -39,6 +40,60 @@ pub(crate) enum Placed {
     /// Nowhere for now (the cluster's directory is unreachable, or every node is full).
     Unavailable(String),
 }
+
+/// A room this node served now belongs to another node (this node lost it, or handed it over
+/// in a drain): its sessions here go there.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomMove {
+    /// The room.
+    pub(crate) room: String,
+    /// Its owner now.
+    pub(crate) to: Arc<NodeRecord>,
+}
+
+/// The room moves a session listens to ([`Cluster::moves`]).
+#[derive(Debug)]
+pub(crate) struct Moves(Option<broadcast::Receiver<RoomMove>>);
+
+impl Moves {
+    /// The next move of `room`; never resolves outside a cluster. Cancel-safe.
+    pub(crate) async fn of(&mut self, room: Option<&str>) -> RoomMove {
+        let Some(receiver) = &mut self.0 else {
+            return std::future::pending().await;
+        };
+        loop {
+            match receiver.recv().await {
+                Ok(moved) if Some(moved.room.as_str()) == room => return moved,
+                Ok(_) => {}
+                // Moves come a room at a time in a drain or after a partition: a session that
+                // fell this far behind re-checks nothing; its room's owner redirects it on
+                // its next connection.
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "room moves missed");
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
+    /// A move of `room` already announced and not yet taken, if any.
+    pub(crate) fn pending(&mut self, room: Option<&str>) -> Option<RoomMove> {
+        let receiver = self.0.as_mut()?;
+        loop {
+            match receiver.try_recv() {
+                Ok(moved) if Some(moved.room.as_str()) == room => return Some(moved),
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// Room moves announced at once, at most (a drain of this many rooms, or a partition's
+/// worth of lost rooms); a session that falls further behind misses some (see [`Moves::of`]).
+const MOVES_QUEUE: usize = 4096;
 
 /// What the cluster needs to know about this node, asked at each heartbeat.
 pub(crate) trait Local: Send + Sync + 'static {
@@ -61,6 +116,7 @@ struct Inner {
     incarnation: u64,
     state: Mutex<State>,
     metrics: Arc<Metrics>,
+    moves: broadcast::Sender<RoomMove>,
 }
 
 #[derive(Debug)]
@@ -141,7 +197,24 @@ impl Cluster {
                 rng,
             }),
             metrics,
+            moves: broadcast::channel(MOVES_QUEUE).0,
         }))))
+    }
+
+    /// The moves of rooms away from this node, for a session to listen to.
+    pub(crate) fn moves(&self) -> Moves {
+        Moves(self.0.as_ref().map(|inner| inner.moves.subscribe()))
+    }
+
+    /// Hands every room of this (draining) node to other serving nodes and tells their
+    /// sessions here where to go; returns how many moved. Rooms no other node can take stay
+    /// (their sessions get the plain go-away of the drain). Outside a cluster, or with Redis
+    /// unreachable, nothing moves.
+    pub(crate) async fn hand_over_rooms(&self) -> usize {
+        let Some(inner) = &self.0 else {
+            return 0;
+        };
+        inner.hand_over_rooms().await
     }
 
     /// This node's incarnation, put into the resume tokens it issues (0 outside a cluster).
@@ -196,7 +269,10 @@ impl Cluster {
         }
         let wanted = format!("{incarnation:016x}");
         match inner.store.nodes().await {
-            Ok(nodes) => Ok(nodes.into_iter().find(|n| n.incarnation == wanted)),
+            // A draining node is letting its sessions go: a token of its is not sent back.
+            Ok(nodes) => Ok(nodes
+                .into_iter()
+                .find(|n| n.incarnation == wanted && n.state == NodeState::Serving)),
             Err(e) => {
                 inner.metrics.cluster_event(ClusterEvent::RedisError);
                 Err(e.to_string())
@@ -418,9 +494,15 @@ impl Inner {
                     self.set_epoch(&room, epoch);
                 }
                 Ok(Renewed::Lost(owner)) => {
+                    // This node was paused or cut off long enough for another to take the
+                    // room: its sessions here go there.
                     self.metrics.cluster_event(ClusterEvent::Lost);
                     tracing::warn!(room, owner = %owner.id, "room now owned by another node");
                     self.lock().rooms.remove(&room);
+                    let _ = self.moves.send(RoomMove {
+                        room,
+                        to: Arc::new(owner),
+                    });
                 }
                 Err(e) => {
                     self.metrics.cluster_event(ClusterEvent::RedisError);
@@ -429,6 +511,71 @@ impl Inner {
                 }
             }
         }
+    }
+
+    async fn hand_over_rooms(&self) -> usize {
+        let me = {
+            let mut state = self.lock();
+            state.me.state = NodeState::Draining;
+            state.me.clone()
+        };
+        // Say so at once: no node sends new rooms here from now on.
+        if self
+            .store
+            .heartbeat(&me, millis(self.config.lease))
+            .await
+            .is_err()
+        {
+            self.metrics.cluster_event(ClusterEvent::RedisError);
+            return 0;
+        }
+        let nodes: Vec<NodeRecord> = match self.store.nodes().await {
+            Ok(nodes) => nodes.into_iter().filter(|n| n.id != me.id).collect(),
+            Err(_) => {
+                self.metrics.cluster_event(ClusterEvent::RedisError);
+                return 0;
+            }
+        };
+        let rooms: Vec<(String, u64)> = self
+            .lock()
+            .rooms
+            .iter()
+            .map(|(room, owned)| (room.clone(), owned.epoch))
+            .collect();
+        let mut moved = 0;
+        for (room, epoch) in rooms {
+            let target = {
+                let mut state = self.lock();
+                let rng = &mut state.rng;
+                record::choose(&me, &nodes, self.config.load_threshold, |n| {
+                    rng.random_range(0..n)
+                })
+                .filter(|n| n.id != me.id)
+                .cloned()
+            };
+            let Some(target) = target else {
+                break;
+            };
+            let ttl = millis(self.config.room_lease);
+            match self.store.hand_over(&room, &me, epoch, &target, ttl).await {
+                Ok(Some(owner)) => {
+                    self.lock().rooms.remove(&room);
+                    self.metrics.cluster_event(ClusterEvent::HandedOver);
+                    let _ = self.moves.send(RoomMove {
+                        room,
+                        to: Arc::new(owner),
+                    });
+                    moved += 1;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.metrics.cluster_event(ClusterEvent::RedisError);
+                    tracing::warn!(error = %e, "rooms not handed over");
+                    break;
+                }
+            }
+        }
+        moved
     }
 
     fn set_epoch(&self, room: &str, epoch: u64) {

@@ -96,6 +96,23 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {'reclaimed', tostring(epoch)}
 ";
 
+/// Hands a room this node owns at this epoch to another live node, with a new epoch (a drain).
+/// KEYS: room key, epoch key. ARGV: node key prefix, id, incarnation, epoch, target id, target
+/// incarnation, room lease in ms. Returns {target record, epoch} or nil.
+const HAND_OVER: &str = r"
+local owner = redis.call('HMGET', KEYS[1], 'node', 'inc', 'epoch')
+if not (owner[1] == ARGV[2] and owner[2] == ARGV[3] and owner[3] == ARGV[4]) then
+  return nil
+end
+local record = live_owner(ARGV[1], ARGV[5], ARGV[6])
+if not record then return nil end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'node', ARGV[5], 'inc', ARGV[6], 'epoch', epoch)
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+return {record, tostring(epoch)}
+";
+
 /// Deletes a room only if this node still owns it at this epoch.
 /// KEYS: room key. ARGV: id, incarnation, epoch. Returns 1 if deleted.
 const RELEASE: &str = r"
@@ -153,6 +170,7 @@ pub(crate) struct Store {
     nodes: Script,
     claim: Script,
     renew: Script,
+    hand_over: Script,
     release: Script,
     unregister: Script,
 }
@@ -182,6 +200,7 @@ impl Store {
             nodes: Script::new(NODES),
             claim: Script::new(&format!("{LIVE_OWNER}{CLAIM}")),
             renew: Script::new(&format!("{LIVE_OWNER}{RENEW}")),
+            hand_over: Script::new(&format!("{LIVE_OWNER}{HAND_OVER}")),
             release: Script::new(RELEASE),
             unregister: Script::new(UNREGISTER),
         })
@@ -294,6 +313,41 @@ impl Store {
             [what, epoch] if what == "reclaimed" => Ok(Renewed::Reclaimed(parse_epoch(epoch)?)),
             [what, record] if what == "lost" => Ok(Renewed::Lost(decode(record)?)),
             other => Err(StoreError::Unexpected(format!("renew answered {other:?}"))),
+        }
+    }
+
+    /// Gives `room`, owned by `me` at `epoch`, to `to` (if `to` is live); `to`'s record.
+    pub(crate) async fn hand_over(
+        &self,
+        room: &str,
+        me: &NodeRecord,
+        epoch: u64,
+        to: &NodeRecord,
+        room_lease_ms: u64,
+    ) -> Result<Option<NodeRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let answer: Value = self
+            .hand_over
+            .key(self.room_key(room))
+            .key(self.epoch_key())
+            .arg(self.node_prefix())
+            .arg(&me.id)
+            .arg(&me.incarnation)
+            .arg(epoch.to_string())
+            .arg(&to.id)
+            .arg(&to.incarnation)
+            .arg(room_lease_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        match answer {
+            Value::Nil => Ok(None),
+            Value::Array(items) => {
+                let [record, _epoch] = two_strings(items)?;
+                Ok(Some(decode(&record)?))
+            }
+            other => Err(StoreError::Unexpected(format!(
+                "hand-over answered {other:?}"
+            ))),
         }
     }
 

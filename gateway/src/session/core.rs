@@ -41,11 +41,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use strait_protocol::{
     Ack, ClientHello, ControlMessage, DecodeError, ErrorCode, ErrorMessage, GoAway, IceServer,
-    NewResumeToken, PROTOCOL_VERSION, ParticipantId, Pong, RequestId, ResumeToken, SdpType,
+    NewResumeToken, PROTOCOL_VERSION, ParticipantId, Pong, RequestId, ResumeToken, RoomId, SdpType,
     ServerHello, SessionLimits,
 };
 
-use crate::auth::{AuthError, KeyRing, ResumeSigner, VerifiedToken};
+use crate::auth::{AuthError, KeyRing, ResumeSigner, RoomGrant, VerifiedToken};
 use crate::metrics::{Metrics, RefusalReason, ResumeLabel, ResumeResult};
 use crate::worker::hub::{AttachError, Attached};
 use crate::worker::translate;
@@ -234,7 +234,8 @@ pub(crate) struct SessionCore {
     metrics: Arc<Metrics>,
     state: State,
     participant: Option<ParticipantId>,
-    /// The WebSocket path's token (its rooms are checked on `Join`).
+    /// The session's access token (the WebSocket path checks its rooms on `Join`; a cluster
+    /// moves the sessions of a room by it).
     token: Option<VerifiedToken>,
     rate: RateLimit,
     started: Instant,
@@ -629,6 +630,31 @@ impl SessionCore {
         );
     }
 
+    /// The one room the session's access token grants (`None` before the hello, or for a token
+    /// of every room).
+    pub(crate) fn room(&self) -> Option<&RoomId> {
+        match self.token.as_ref().map(|t| &t.room) {
+            Some(RoomGrant::Room(room)) => Some(room),
+            _ => None,
+        }
+    }
+
+    /// The session's room moved to another node of the cluster (this node lost it, or drains):
+    /// a live session gets `go_away` (code `REDIRECT`: a new session there, no resume) and
+    /// closes with `REDIRECT`. Ignored before the session is live or after it ended.
+    pub(crate) fn handle_moved(&mut self, go_away: GoAway) {
+        if !self.is_live() {
+            return;
+        }
+        self.send(ControlMessage::GoAway(go_away));
+        self.close(ErrorCode::REDIRECT, "the room moved to another node".into());
+    }
+
+    /// The access token the session presented, once verified.
+    pub(crate) fn token(&self) -> Option<&VerifiedToken> {
+        self.token.as_ref()
+    }
+
     /// No node can serve the session's room now (the cluster directory is unreachable, or
     /// every node is full): the session closes with `UNAVAILABLE` (retryable). Only before the
     /// attach; ignored otherwise.
@@ -694,6 +720,7 @@ impl SessionCore {
             }
             Err(_) => None,
         };
+        self.token.clone_from(&token);
         self.state = State::Attaching {
             resume,
             token: token.clone(),
