@@ -31,6 +31,7 @@ use std::time::Duration;
 use strait_client::protocol::TrackKind;
 use strait_client::{Client, ClientError, LayerSpec, PublishSpec, Session, SessionEvent};
 use strait_load::gateway::{self, Scrape};
+use strait_load::procfs;
 use strait_load::rtp::{self, AudioSource, Stamp, VideoSource};
 use strait_load::scenario::{Overload, Scenario};
 use strait_load::{Error, Result};
@@ -91,6 +92,9 @@ struct OverloadRun {
     /// Packets the subscribers received, by the step they were sent in and by kind.
     received: Vec<[AtomicU64; 2]>,
     received_total: AtomicU64,
+    /// Packets the subscribers' sessions dropped from their full receive queues (this tool
+    /// not keeping up), by the step they were counted in.
+    queue_drops: Vec<AtomicU64>,
     send_refused: AtomicU64,
     /// Every admitted subscriber's subscriptions.
     subscribers: Mutex<Vec<Vec<Subscribed>>>,
@@ -229,6 +233,7 @@ impl Readings {
             report.gateway_shed_video_drops = now
                 .drops_of("shed_video")
                 .saturating_sub(previous.drops_of("shed_video"));
+            report.gateway_drops = now.drops_since(previous);
             *previous = now;
         }
     }
@@ -286,6 +291,16 @@ struct StepReport {
     gateway_overloaded_refusals: u64,
     /// `strait_drops_total{reason="shed_video"}` during the step (per packet and subscriber).
     gateway_shed_video_drops: u64,
+    /// `strait_drops_total` by reason during the step (`shed_video` included).
+    gateway_drops: Vec<(String, u64)>,
+    /// Media the subscribers' sessions dropped from full receive queues: this tool not keeping
+    /// up (audio and video alike).
+    receiver_queue_drops: u64,
+    /// UDP datagrams the machine dropped for full socket receive buffers (the gateway's and
+    /// this tool's sockets, and any other).
+    udp_receive_buffer_errors: Option<u64>,
+    /// The machine's one-minute load average at the end of the step.
+    load_average: f64,
     audio_expected: u64,
     audio_received: u64,
     audio_delivered_pct: Option<f64>,
@@ -368,6 +383,7 @@ pub(super) async fn run_overload(
             .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
             .collect(),
         received_total: AtomicU64::new(0),
+        queue_drops: (0..overload.steps).map(|_| AtomicU64::new(0)).collect(),
         send_refused: AtomicU64::new(0),
         subscribers: Mutex::new(Vec::new()),
         sending_stop,
@@ -480,6 +496,7 @@ pub(super) async fn run_overload(
         }
         let mut launched = 0;
         let mut last_launch: Option<Instant> = None;
+        let udp_errors = procfs::udp_receive_buffer_errors();
         // A step lasts `step_seconds`, and until its joins have settled (bounded).
         let deadline = start + step_length + STEP_TIMEOUT + Duration::from_secs(5);
         loop {
@@ -539,6 +556,10 @@ pub(super) async fn run_overload(
         report.seconds = start.elapsed().as_secs_f64();
         readings.fill(report, &mut previous);
         report.joins_refused_total = tally.refused;
+        report.udp_receive_buffer_errors = udp_errors
+            .zip(procfs::udp_receive_buffer_errors())
+            .map(|(before, after)| after.saturating_sub(before));
+        report.load_average = procfs::load_average();
         if args.progress {
             // The shares so far: packets still on their way are counted in the final report.
             let expected =
@@ -615,6 +636,7 @@ pub(super) async fn run_overload(
         report.video_expected = expected[VIDEO];
         report.video_received = received[VIDEO];
         report.video_delivered_pct = share(received[VIDEO], expected[VIDEO]);
+        report.receiver_queue_drops = run.queue_drops[k].load(Ordering::Relaxed);
     }
     let summary = summarize(&reports, overload.audio_floor_pct, ended);
     let failures = judge(&reports, &summary);
@@ -896,6 +918,18 @@ async fn subscribe(joiner: Joiner, step: usize, outcome: mpsc::UnboundedSender<(
     let _ = outcome.send((step, Joined::Admitted));
     // Each video subscription: the send time of the keyframe it started at.
     let mut video_from: Vec<Option<u64>> = vec![None; subscriptions.len()];
+    // The session's receive-queue drops, counted into the step under way now and then.
+    let mut dropped = 0;
+    let mut count_drops = |session: &Session| {
+        let now = session.stats().media_dropped;
+        if now > dropped
+            && let Some(step) = run.step_of(run.now_us())
+        {
+            run.queue_drops[step].fetch_add(now - dropped, Ordering::Relaxed);
+        }
+        dropped = now;
+    };
+    let mut packets = 0u64;
     loop {
         let packet = tokio::select! {
             packet = session.recv_media() => packet,
@@ -903,6 +937,10 @@ async fn subscribe(joiner: Joiner, step: usize, outcome: mpsc::UnboundedSender<(
         };
         let Some(packet) = packet else { break };
         run.received_total.fetch_add(1, Ordering::Relaxed);
+        packets += 1;
+        if packets.is_multiple_of(64) {
+            count_drops(&session);
+        }
         let Some(stamp) = Stamp::parse_rtp(&packet.rtp) else {
             continue;
         };
@@ -929,6 +967,7 @@ async fn subscribe(joiner: Joiner, step: usize, outcome: mpsc::UnboundedSender<(
             run.received[step][usize::from(s.video())].fetch_add(1, Ordering::Relaxed);
         }
     }
+    count_drops(&session);
     let _ = tokio::time::timeout(Duration::from_secs(5), session.close()).await;
 }
 
@@ -1026,12 +1065,12 @@ pub(super) fn print_overload(r: &OverloadReport) {
     );
     println!();
     println!(
-        "| step | subscribers | joins refused (total) | joins failed | level (min–max) | unready samples | queue delay (max) | busy (max) | audio delivered | video delivered | video shed |"
+        "| step | subscribers | joins refused (total) | joins failed | level (min–max) | unready samples | queue delay (max) | busy (max) | audio delivered | video delivered | video shed | other losses: gateway / tool / kernel | load avg |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in &r.steps {
         println!(
-            "| {} | {} | {} ({}) | {} | {}–{} | {}/{} | {:.0} ms | {:.2} | {} % | {} % | {} |",
+            "| {} | {} | {} ({}) | {} | {}–{} | {}/{} | {:.0} ms | {:.2} | {} % | {} % | {} | {} / {} / {} | {:.1} |",
             s.step,
             s.subscribers,
             s.joins_refused,
@@ -1046,6 +1085,15 @@ pub(super) fn print_overload(r: &OverloadReport) {
             show_pct(s.audio_delivered_pct),
             show_pct(s.video_delivered_pct),
             s.gateway_shed_video_drops,
+            s.gateway_drops
+                .iter()
+                .filter(|(reason, _)| reason != "shed_video")
+                .map(|(_, n)| n)
+                .sum::<u64>(),
+            s.receiver_queue_drops,
+            s.udp_receive_buffer_errors
+                .map_or("-".to_owned(), |n| n.to_string()),
+            s.load_average,
         );
     }
     println!();
@@ -1178,6 +1226,7 @@ mod tests {
             step_starts: [10, 20, u64::MAX].map(AtomicU64::new).into(),
             received: Vec::new(),
             received_total: AtomicU64::new(0),
+            queue_drops: Vec::new(),
             send_refused: AtomicU64::new(0),
             subscribers: Mutex::new(Vec::new()),
             sending_stop,
