@@ -248,7 +248,7 @@ pub async fn metric(http_addr: SocketAddr, name: &str, label: &str) -> Result<f6
         .sum())
 }
 
-/// The counters of `/metrics` the load tools read.
+/// The counters and gauges of `/metrics` the load tools read.
 #[derive(Debug, Default, Clone)]
 pub struct Scrape {
     /// `strait_packets_in_total`, summed over its labels.
