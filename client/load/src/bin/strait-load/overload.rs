@@ -462,6 +462,8 @@ pub(super) async fn run_overload(
     let joins_per_step = overload.rooms * overload.subscribers_per_step;
     let mut reports: Vec<StepReport> = Vec::new();
     let mut settled: Vec<usize> = Vec::new();
+    // Steps whose deadline passed with joins unsettled (counted as failed then).
+    let mut closed: Vec<bool> = Vec::new();
     let mut tally = Tally::default();
     let mut carried: Vec<Sample> = Vec::new();
     let mut subscriber = 0usize;
@@ -490,6 +492,7 @@ pub(super) async fn run_overload(
             ..StepReport::default()
         });
         settled.push(0);
+        closed.push(false);
         let mut readings = Readings::default();
         for sample in carried.drain(..) {
             readings.take(sample);
@@ -530,8 +533,13 @@ pub(super) async fn run_overload(
                     ));
                 }
                 Some((k, outcome)) = outcomes.recv() => {
-                    settled[k] += 1;
-                    tally.count(&mut reports[k], outcome);
+                    if !closed[k] {
+                        settled[k] += 1;
+                        tally.count(&mut reports[k], outcome);
+                    } else if matches!(outcome, Joined::Admitted) {
+                        // Counted as failed at the deadline, but in and receiving now.
+                        tally.admitted += 1;
+                    }
                 }
                 Some(sample) = samples.recv() => {
                     if last_launch.is_some_and(|last| sample.at >= last) {
@@ -545,7 +553,7 @@ pub(super) async fn run_overload(
                         format!("step {}: joins unsettled after {:.0} s", step + 1, (deadline - start).as_secs_f64())
                     });
                     reports[step].joins_failed += (launched - settled[step]) as u64;
-                    settled[step] = launched;
+                    closed[step] = true;
                     break;
                 }
             }
