@@ -139,6 +139,29 @@ pub async fn http(
     path: &str,
     body: Option<&str>,
 ) -> Result<String> {
+    let (status, head, body) = request(addr, method, path, body).await?;
+    if status != 200 {
+        return Err(format!("{method} {path}: {head}: {body}").into());
+    }
+    Ok(body)
+}
+
+/// Whether the gateway says it is ready (`GET /readyz`: 200 yes, 503 no).
+pub async fn ready(http_addr: SocketAddr) -> Result<bool> {
+    match request(http_addr, "GET", "/readyz", None).await? {
+        (200, ..) => Ok(true),
+        (503, ..) => Ok(false),
+        (_, status, body) => Err(format!("GET /readyz: {status}: {body}").into()),
+    }
+}
+
+/// One HTTP/1.1 request on its own connection: the answer's status code, status line and body.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String, String)> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         let mut request =
@@ -165,18 +188,21 @@ pub async fn http(
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("{method} {path}: no header end"))?;
     let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("{method} {path}: {status}: {body}").into());
-    }
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{method} {path}: no status in `{status}`"))?;
     let chunked = head.lines().any(|l| {
         l.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
     });
-    Ok(if chunked {
+    let body = if chunked {
         dechunk(body)
     } else {
         body.to_owned()
-    })
+    };
+    Ok((code, status.to_owned(), body))
 }
 
 /// The body of an HTTP/1.1 response sent with `Transfer-Encoding: chunked`, joined (chunk
@@ -222,7 +248,7 @@ pub async fn metric(http_addr: SocketAddr, name: &str, label: &str) -> Result<f6
         .sum())
 }
 
-/// The counters of `/metrics` the load tools read.
+/// The counters and gauges of `/metrics` the load tools read.
 #[derive(Debug, Default, Clone)]
 pub struct Scrape {
     /// `strait_packets_in_total`, summed over its labels.
@@ -241,24 +267,51 @@ pub struct Scrape {
     pub turn_allocations: u64,
     /// `strait_turn_drops_total` by `reason`.
     pub turn_drops: Vec<(String, u64)>,
+    /// `strait_refusals_total` by `reason`.
+    pub refusals: Vec<(String, u64)>,
+    /// `strait_worker_shed_level`, the highest over the media workers.
+    pub shed_level: u64,
+    /// `strait_worker_queue_delay_seconds`, the highest over the media workers.
+    pub queue_delay_seconds: f64,
+    /// `strait_worker_busy_ratio`, the highest over the media workers.
+    pub busy_ratio: f64,
 }
 
 impl Scrape {
     /// Drops by reason between `before` and `self`, the reasons that moved only.
     pub fn drops_since(&self, before: &Scrape) -> Vec<(String, u64)> {
-        self.drops
-            .iter()
-            .map(|(reason, after)| {
-                let before = before
-                    .drops
-                    .iter()
-                    .find(|(r, _)| r == reason)
-                    .map_or(0, |(_, v)| *v);
-                (reason.clone(), after.saturating_sub(before))
-            })
-            .filter(|(_, d)| *d > 0)
-            .collect()
+        moved(&self.drops, &before.drops)
     }
+
+    /// Refusals by reason between `before` and `self`, the reasons that moved only.
+    pub fn refusals_since(&self, before: &Scrape) -> Vec<(String, u64)> {
+        moved(&self.refusals, &before.refusals)
+    }
+
+    /// `strait_drops_total{reason}` now (0 when never counted).
+    pub fn drops_of(&self, reason: &str) -> u64 {
+        count_of(&self.drops, reason)
+    }
+
+    /// `strait_refusals_total{reason}` now (0 when never counted).
+    pub fn refusals_of(&self, reason: &str) -> u64 {
+        count_of(&self.refusals, reason)
+    }
+}
+
+fn count_of(counts: &[(String, u64)], reason: &str) -> u64 {
+    counts
+        .iter()
+        .find(|(r, _)| r == reason)
+        .map_or(0, |(_, v)| *v)
+}
+
+fn moved(after: &[(String, u64)], before: &[(String, u64)]) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .map(|(reason, now)| (reason.clone(), now.saturating_sub(count_of(before, reason))))
+        .filter(|(_, d)| *d > 0)
+        .collect()
 }
 
 /// Reads the packet and drop counters from `/metrics`.
@@ -269,28 +322,33 @@ pub async fn scrape(http_addr: SocketAddr) -> Result<Scrape> {
         let Some((key, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let Ok(value) = value.parse::<f64>() else {
+        let Ok(exact) = value.parse::<f64>() else {
             continue;
         };
-        let value = value as u64;
+        let value = exact as u64;
         let name = key.split('{').next().unwrap_or(key);
         match name {
+            "strait_worker_shed_level" => s.shed_level = s.shed_level.max(value),
+            "strait_worker_queue_delay_seconds" => {
+                s.queue_delay_seconds = s.queue_delay_seconds.max(exact);
+            }
+            "strait_worker_busy_ratio" => s.busy_ratio = s.busy_ratio.max(exact),
             "strait_packets_in_total" => s.packets_in += value,
             "strait_packets_out_total" => s.packets_out += value,
             "strait_sessions" => s.sessions += value,
             "strait_participants" => s.participants = value,
             "strait_rooms" => s.rooms = value,
             "strait_turn_allocations" => s.turn_allocations = value,
-            "strait_drops_total" | "strait_turn_drops_total" => {
+            "strait_drops_total" | "strait_turn_drops_total" | "strait_refusals_total" => {
                 let reason = key
                     .split("reason=\"")
                     .nth(1)
                     .and_then(|r| r.split('"').next())
                     .unwrap_or("?");
-                let drops = if name == "strait_drops_total" {
-                    &mut s.drops
-                } else {
-                    &mut s.turn_drops
+                let drops = match name {
+                    "strait_drops_total" => &mut s.drops,
+                    "strait_turn_drops_total" => &mut s.turn_drops,
+                    _ => &mut s.refusals,
                 };
                 match drops.iter_mut().find(|(r, _)| r == reason) {
                     Some((_, v)) => *v += value,

@@ -4,9 +4,10 @@
 //!
 //! - `strait-load` runs a scenario (a TOML file in `client/load/scenarios/`) against a gateway:
 //!   rooms of publishers and receivers over raw QUIC and WebTransport, with migration and resume
-//!   churn, a join storm, or a soak (sessions, rooms, resumes and TURN allocations churning for
-//!   half an hour); it reports join latency, forwarding latency, loss, and the gateway's CPU and
-//!   memory (over time, in a soak);
+//!   churn, a join storm, a soak (sessions, rooms, resumes and TURN allocations churning for
+//!   half an hour), or an overload (a load grown step by step past one media worker, to see load
+//!   shedding's order and the audio delivered through it); it reports join latency, forwarding
+//!   latency, loss, and the gateway's CPU and memory (over time, in a soak);
 //! - `strait-fanout-bench` measures the gateway's CPU per forwarded packet at one publisher to N
 //!   subscribers;
 //! - `quinn-fanout-baseline` does the same fan-out with a bare quinn server, the floor under the
@@ -22,7 +23,8 @@
 //! What it is not: part of the SDK. An application depends on `strait-client` alone; this crate
 //! sits on top of it and uses only the SDK's public API. It asserts nothing on speed: the
 //! programs print figures (docs/BENCHMARKS.md records them), and `tests/smoke.rs` only checks
-//! that the smoke scenario joins everyone and delivers media.
+//! that the smoke scenario joins everyone and delivers media, that the soak churns, and that an
+//! overloaded gateway sheds in order and keeps audio.
 //!
 //! ```text
 //! cargo build --release -p strait-gateway -p strait-load --bin strait --bin strait-load

@@ -41,6 +41,17 @@ pub fn load_average() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The machine's count of UDP datagrams dropped for a full socket receive buffer
+/// (`RcvbufErrors` of `/proc/net/snmp`, every socket of the network namespace); `None` when it
+/// cannot be read.
+pub fn udp_receive_buffer_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 /// Clock ticks per second, from `getconf CLK_TCK` (100 when that fails).
 pub fn clock_ticks_per_second() -> f64 {
     std::process::Command::new("getconf")

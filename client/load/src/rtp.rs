@@ -51,15 +51,58 @@ impl Stamp {
     /// The stamp of a received RTP packet (its header length read from the packet: CSRCs and
     /// the extension are skipped); `None` if it carries none.
     pub fn parse_rtp(rtp: &[u8]) -> Option<Stamp> {
-        let b0 = *rtp.first()?;
-        let mut at = 12 + 4 * usize::from(b0 & 0x0f);
-        if b0 & 0x10 != 0 {
-            let words = u16::from_be_bytes([*rtp.get(at + 2)?, *rtp.get(at + 3)?]);
-            at += 4 + 4 * usize::from(words);
-        }
-        let payload = rtp.get(at..)?;
+        let payload = payload(rtp)?;
         Stamp::read(payload).or_else(|| Stamp::read(payload.get(2..)?))
     }
+}
+
+/// The payload of an RTP packet (after CSRCs and the header extension); `None` if it is
+/// shorter than its header says.
+pub fn payload(rtp: &[u8]) -> Option<&[u8]> {
+    let b0 = *rtp.first()?;
+    let mut at = 12 + 4 * usize::from(b0 & 0x0f);
+    if b0 & 0x10 != 0 {
+        let words = u16::from_be_bytes([*rtp.get(at + 2)?, *rtp.get(at + 3)?]);
+        at += 4 + 4 * usize::from(words);
+    }
+    rtp.get(at..)
+}
+
+/// Whether a VP8 RTP packet starts a keyframe: the payload descriptor's S bit set with partition
+/// index 0, and the P bit of the VP8 payload header clear ("P: Inverse key frame flag. When set
+/// to 0, the current frame is a key frame", RFC 7741 §4.3).
+pub fn vp8_keyframe_start(rtp: &[u8]) -> bool {
+    let Some(payload) = payload(rtp) else {
+        return false;
+    };
+    let Some(&descriptor) = payload.first() else {
+        return false;
+    };
+    if descriptor & 0x10 == 0 || descriptor & 0x07 != 0 {
+        return false;
+    }
+    // RFC 7741 §4.2: X, then I (with M: a 15-bit picture id), L, and T or K.
+    let mut at = 1;
+    if descriptor & 0x80 != 0 {
+        let Some(&extension) = payload.get(1) else {
+            return false;
+        };
+        at = 2;
+        if extension & 0x80 != 0 {
+            at += match payload.get(at) {
+                Some(id) if id & 0x80 != 0 => 2,
+                Some(_) => 1,
+                None => return false,
+            };
+        }
+        if extension & 0x40 != 0 {
+            at += 1;
+        }
+        if extension & 0x30 != 0 {
+            at += 1;
+        }
+    }
+    payload.get(at).is_some_and(|header| header & 0x01 == 0)
 }
 
 fn rtp_header(out: &mut Vec<u8>, pt: u8, marker: bool, seq: u16, timestamp: u32, ssrc: u32) {
@@ -254,6 +297,10 @@ mod tests {
                 // Payload descriptor S=1 PID=0, then P=0.
                 assert_eq!(&packets[0][12..14], &[0x10, 0x00]);
             }
+            // A keyframe every 2 s at 30 frames/s: frames 0, 60, 120, …; only its first packet
+            // starts it.
+            assert_eq!(vp8_keyframe_start(&packets[0]), frame % 60 == 0, "{frame}");
+            assert!(packets[1..].iter().all(|p| !vp8_keyframe_start(p)));
             assert!(
                 packets.last().unwrap()[1] & 0x80 != 0,
                 "marker on the last packet"
@@ -266,6 +313,23 @@ mod tests {
         }
         let bitrate = bytes as f64 * 8.0 / 10.0;
         assert!((bitrate / 1_500_000.0 - 1.0).abs() < 0.05, "{bitrate}");
+    }
+
+    #[test]
+    fn a_keyframe_start_is_found_behind_a_descriptor_extension() {
+        let header = [0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1];
+        let with = |payload: &[u8]| [&header[..], payload].concat();
+        // X=1 with I (a 15-bit picture id), L and T: 1 + 1 + 2 + 1 + 1 bytes, then P=0.
+        assert!(vp8_keyframe_start(&with(&[
+            0x90, 0xe0, 0x81, 0x02, 0x03, 0x04, 0x00
+        ])));
+        assert!(!vp8_keyframe_start(&with(&[
+            0x90, 0xe0, 0x81, 0x02, 0x03, 0x04, 0x01
+        ])));
+        // Not the start of a partition, or partition 1.
+        assert!(!vp8_keyframe_start(&with(&[0x00, 0x00])));
+        assert!(!vp8_keyframe_start(&with(&[0x11, 0x00])));
+        assert!(!vp8_keyframe_start(&with(&[0x90])));
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub struct Scenario {
     /// Seconds between the end of the ramp and the measured window (first keyframes, settling).
     #[serde(default = "default_warmup")]
     pub warmup_seconds: f64,
-    /// Length of the measured window, seconds.
+    /// Length of the measured window, seconds (in a soak, the whole run; in an overload, the
+    /// most the steps may take together).
     pub duration_seconds: f64,
     /// `key=value` settings passed to the gateway this tool starts (`--set`), on top of the
     /// limits it raises to fit the scenario.
@@ -39,6 +40,9 @@ pub struct Scenario {
     /// A soak instead: sessions, rooms, resumes and TURN allocations churning for
     /// `duration_seconds`, with the gateway's memory and CPU sampled over time.
     pub soak: Option<Soak>,
+    /// An overload instead: a load that grows step by step past one media worker, to see load
+    /// shedding's order and that audio survives it.
+    pub overload: Option<Overload>,
     /// Seed of the media generators' randomness (frame sizes).
     #[serde(default)]
     pub seed: u64,
@@ -218,6 +222,56 @@ pub struct SoakTurn {
     pub refresh_every_seconds: f64,
 }
 
+/// An overload: a load that grows past one media worker, step by step, to watch load shedding.
+///
+/// `rooms` rooms of `publishers` publishers, each sending `audio` and `video`, start first (at
+/// `ramp_rate` per second), then `warmup_seconds` pass. Each of the `steps` steps then adds
+/// `subscribers_per_step` subscribers to every room, their joins spread evenly over the step's
+/// `step_seconds` with the last one at its end (so a join follows every level the step saw);
+/// each subscribes to every track of its room, and a refused join is counted and closed. The
+/// gateway's shedding level, queue delay and busy ratio and `/readyz` are sampled every
+/// `sample_every_seconds`. The run ends after the last step, after a step whose every sample
+/// was at level 3 (with `stop_at_full_shedding`), or after `duration_seconds`.
+///
+/// It fails when the audio delivered to the subscribers in any step falls below
+/// `audio_floor_pct` of what they should have received, or when shedding came out of order:
+/// the layer ceiling (level 2) or paused video (level 3, `shed_video` drops) in a step before
+/// the first refused join.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overload {
+    /// Rooms, all on one media worker when the gateway has one.
+    #[serde(default = "default_overload_rooms")]
+    pub rooms: usize,
+    /// Publishers per room, each with an audio and a video track.
+    #[serde(default = "default_overload_publishers")]
+    pub publishers: usize,
+    /// Subscribers added to every room at each step.
+    #[serde(default = "default_overload_step")]
+    pub subscribers_per_step: usize,
+    /// How long a step lasts at least, seconds (longer while its last joins are under way).
+    #[serde(default = "default_step_seconds")]
+    pub step_seconds: f64,
+    /// Steps at most.
+    #[serde(default = "default_overload_steps")]
+    pub steps: usize,
+    /// Seconds between two samples of the gateway's `/metrics` and `/readyz`.
+    #[serde(default = "default_overload_sample")]
+    pub sample_every_seconds: f64,
+    /// End the run after a step whose every sample was at level 3: more load sheds nothing new.
+    #[serde(default = "default_true")]
+    pub stop_at_full_shedding: bool,
+    /// The run fails if, in any step, the subscribers received less than this share of the
+    /// audio sent to them, percent.
+    #[serde(default = "default_audio_floor")]
+    pub audio_floor_pct: f64,
+    /// Every publisher's audio. Its payloads must be longer than 8 bytes: the gateway takes
+    /// those for voice, and at level 3 forwards the video of the latest speakers only.
+    pub audio: Audio,
+    /// Every publisher's video (one layer).
+    pub video: Video,
+}
+
 fn default_ramp_rate() -> f64 {
     100.0
 }
@@ -266,6 +320,30 @@ fn default_soak_publishers() -> usize {
 fn default_sample_every() -> f64 {
     10.0
 }
+fn default_overload_rooms() -> usize {
+    10
+}
+fn default_overload_publishers() -> usize {
+    2
+}
+fn default_overload_step() -> usize {
+    10
+}
+fn default_step_seconds() -> f64 {
+    5.0
+}
+fn default_overload_steps() -> usize {
+    12
+}
+fn default_overload_sample() -> f64 {
+    0.25
+}
+fn default_true() -> bool {
+    true
+}
+fn default_audio_floor() -> f64 {
+    95.0
+}
 
 impl Scenario {
     /// Reads a scenario from TOML text, after the `key=value` overrides (dotted keys, TOML
@@ -301,8 +379,17 @@ impl Scenario {
         {
             return Err("keep_alive_seconds must be in [0.1, 14]".into());
         }
-        match (&self.rooms, &self.join_storm, &self.soak) {
-            (Some(rooms), None, None) => {
+        let kinds = usize::from(self.rooms.is_some())
+            + usize::from(self.join_storm.is_some())
+            + usize::from(self.soak.is_some())
+            + usize::from(self.overload.is_some());
+        if kinds != 1 {
+            return Err(
+                "a scenario has exactly one of [rooms], [join_storm], [soak] and [overload]".into(),
+            );
+        }
+        match (&self.rooms, &self.join_storm, &self.soak, &self.overload) {
+            (Some(rooms), ..) => {
                 if rooms.count == 0 || rooms.publishers == 0 {
                     return Err("rooms.count and rooms.publishers must be at least 1".into());
                 }
@@ -313,26 +400,10 @@ impl Scenario {
                     return Err("more than 100 000 sessions".into());
                 }
                 if let Some(video) = &rooms.video {
-                    if video.bitrate == 0 || video.fps == 0 || video.fps > 120 {
-                        return Err("video: bitrate > 0 and fps in 1..=120".into());
-                    }
-                    if !(100..=1150).contains(&video.max_payload_bytes) {
-                        return Err("video.max_payload_bytes must be in 100..=1150".into());
-                    }
-                    if !(video.keyframe_interval_seconds > 0.0 && video.keyframe_ratio >= 1.0) {
-                        return Err(
-                            "video: keyframe_interval_seconds > 0, keyframe_ratio >= 1".into()
-                        );
-                    }
+                    video.validate("video")?;
                 }
-                if let Some(audio) = &rooms.audio
-                    && (audio.packets_per_second == 0
-                        || audio.packets_per_second > 1000
-                        || !(40..=1100).contains(&audio.payload_bytes))
-                {
-                    return Err(
-                        "audio: packets_per_second in 1..=1000, payload_bytes in 40..=1100".into(),
-                    );
+                if let Some(audio) = &rooms.audio {
+                    audio.validate("audio")?;
                 }
                 if let Some(churn) = &rooms.churn {
                     let period_ok = |p: Option<f64>| p.is_none_or(|p| (0.1..=3600.0).contains(&p));
@@ -353,7 +424,7 @@ impl Scenario {
                     }
                 }
             }
-            (None, Some(storm), None) => {
+            (_, Some(storm), ..) => {
                 if storm.max_sessions == 0 || storm.max_sessions > 100_000 || storm.room_size == 0 {
                     return Err("join_storm: max_sessions in 1..=100000, room_size >= 1".into());
                 }
@@ -361,34 +432,98 @@ impl Scenario {
                     return Err("join_storm: start_rate > 0, rate_increase_per_second >= 0".into());
                 }
             }
-            (None, None, Some(soak)) => soak.validate()?,
-            _ => {
-                return Err(
-                    "a scenario has exactly one of [rooms], [join_storm] and [soak]".into(),
-                );
-            }
+            (_, _, Some(soak), _) => soak.validate()?,
+            (_, _, _, Some(overload)) => overload.validate()?,
+            _ => unreachable!("exactly one kind, counted above"),
         }
         Ok(())
     }
 
     /// Sessions the scenario opens at most.
     pub fn sessions(&self) -> usize {
-        match (&self.rooms, &self.join_storm, &self.soak) {
-            (Some(r), _, _) => r.count * (r.publishers + r.subscribers),
-            (_, Some(s), _) => s.max_sessions,
-            (_, _, Some(s)) => s.sessions,
+        match (&self.rooms, &self.join_storm, &self.soak, &self.overload) {
+            (Some(r), ..) => r.count * (r.publishers + r.subscribers),
+            (_, Some(s), ..) => s.max_sessions,
+            (_, _, Some(s), _) => s.sessions,
+            (_, _, _, Some(o)) => o.rooms * o.room_size(),
             _ => 0,
         }
     }
 
     /// Participants in one room at most.
     pub fn room_size(&self) -> usize {
-        match (&self.rooms, &self.join_storm, &self.soak) {
-            (Some(r), _, _) => r.publishers + r.subscribers,
-            (_, Some(s), _) => s.room_size,
-            (_, _, Some(s)) => s.room_size,
+        match (&self.rooms, &self.join_storm, &self.soak, &self.overload) {
+            (Some(r), ..) => r.publishers + r.subscribers,
+            (_, Some(s), ..) => s.room_size,
+            (_, _, Some(s), _) => s.room_size,
+            (_, _, _, Some(o)) => o.room_size(),
             _ => 0,
         }
+    }
+}
+
+impl Audio {
+    fn validate(&self, what: &str) -> Result<()> {
+        if self.packets_per_second == 0
+            || self.packets_per_second > 1000
+            || !(40..=1100).contains(&self.payload_bytes)
+        {
+            return Err(format!(
+                "{what}: packets_per_second in 1..=1000, payload_bytes in 40..=1100"
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+impl Video {
+    fn validate(&self, what: &str) -> Result<()> {
+        if self.bitrate == 0 || self.fps == 0 || self.fps > 120 {
+            return Err(format!("{what}: bitrate > 0 and fps in 1..=120").into());
+        }
+        if !(100..=1150).contains(&self.max_payload_bytes) {
+            return Err(format!("{what}.max_payload_bytes must be in 100..=1150").into());
+        }
+        if !(self.keyframe_interval_seconds > 0.0 && self.keyframe_ratio >= 1.0) {
+            return Err(
+                format!("{what}: keyframe_interval_seconds > 0, keyframe_ratio >= 1").into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Overload {
+    fn validate(&self) -> Result<()> {
+        if self.rooms == 0 || self.publishers == 0 || self.subscribers_per_step == 0 {
+            return Err(
+                "overload: rooms, publishers and subscribers_per_step must be at least 1".into(),
+            );
+        }
+        if !(1..=1000).contains(&self.steps) {
+            return Err("overload: steps in 1..=1000".into());
+        }
+        if self.rooms * self.room_size() > 100_000 {
+            return Err("overload: more than 100 000 sessions".into());
+        }
+        if !(0.5..=600.0).contains(&self.step_seconds)
+            || !(0.05..=10.0).contains(&self.sample_every_seconds)
+        {
+            return Err(
+                "overload: step_seconds in [0.5, 600], sample_every_seconds in [0.05, 10]".into(),
+            );
+        }
+        if !(0.0..=100.0).contains(&self.audio_floor_pct) {
+            return Err("overload: audio_floor_pct in [0, 100]".into());
+        }
+        self.audio.validate("overload.audio")?;
+        self.video.validate("overload.video")
+    }
+
+    /// Participants in one room at the end: its publishers and every step's subscribers.
+    pub fn room_size(&self) -> usize {
+        self.publishers + self.subscribers_per_step * self.steps
     }
 }
 
@@ -411,14 +546,8 @@ impl Soak {
         if self.publishers_per_room > self.room_size {
             return Err("soak: publishers_per_room must be at most room_size".into());
         }
-        if let Some(audio) = &self.audio
-            && (audio.packets_per_second == 0
-                || audio.packets_per_second > 1000
-                || !(40..=1100).contains(&audio.payload_bytes))
-        {
-            return Err(
-                "soak.audio: packets_per_second in 1..=1000, payload_bytes in 40..=1100".into(),
-            );
+        if let Some(audio) = &self.audio {
+            audio.validate("soak.audio")?;
         }
         if let Some(turn) = &self.turn
             && (turn.every_nth_session == 0 || !seconds_ok(turn.refresh_every_seconds))
@@ -540,6 +669,52 @@ mod tests {
         let both = format!(
             "{SOAK}\n[join_storm]\nstart_rate = 1.0\nrate_increase_per_second = 0.0\nmax_sessions = 1\nroom_size = 1\n"
         );
+        assert!(
+            Scenario::parse(&both, &[]).is_err(),
+            "one kind per scenario"
+        );
+    }
+
+    const OVERLOAD: &str = r#"
+        name = "overload"
+        duration_seconds = 60
+        [overload]
+        [overload.audio]
+        [overload.video]
+        bitrate = 320_000
+    "#;
+
+    #[test]
+    fn an_overload_has_the_defaults_of_its_experiment_and_checks_its_limits() {
+        let s = Scenario::parse(OVERLOAD, &[]).unwrap();
+        let o = s.overload.as_ref().unwrap();
+        assert_eq!((o.rooms, o.publishers, o.subscribers_per_step), (10, 2, 10));
+        assert_eq!(
+            (o.steps, o.step_seconds, o.sample_every_seconds),
+            (12, 5.0, 0.25)
+        );
+        assert!(o.stop_at_full_shedding);
+        assert_eq!(o.audio_floor_pct, 95.0);
+        assert_eq!(o.audio.packets_per_second, 50);
+        // Every room ends with its publishers and every step's subscribers.
+        assert_eq!(s.room_size(), 2 + 10 * 12);
+        assert_eq!(s.sessions(), 10 * 122);
+        for bad in [
+            "overload.subscribers_per_step=0",
+            "overload.steps=0",
+            "overload.audio_floor_pct=101",
+            "overload.sample_every_seconds=0",
+            "overload.audio.payload_bytes=8",
+            "overload.video.fps=0",
+        ] {
+            assert!(Scenario::parse(OVERLOAD, &[bad.into()]).is_err(), "{bad}");
+        }
+        let without_video = OVERLOAD.replace("[overload.video]\n        bitrate = 320_000", "");
+        assert!(
+            Scenario::parse(&without_video, &[]).is_err(),
+            "audio and video are both needed"
+        );
+        let both = format!("{OVERLOAD}\n[rooms]\ncount = 1\npublishers = 1\n");
         assert!(
             Scenario::parse(&both, &[]).is_err(),
             "one kind per scenario"

@@ -1,11 +1,13 @@
 //! `strait-load` end to end: the CI smoke scenario (`client/load/scenarios/smoke.toml`, about 2 s,
 //! eight sessions over raw QUIC and WebTransport, audio and video, receivers resuming once a
-//! second) and the soak scenario shrunk to 3 s, against the `strait` binary.
+//! second), the soak scenario shrunk to 3 s, and the overload scenario shrunk to one room with a
+//! shedding threshold its first subscribers cross, against the `strait` binary.
 //!
 //! The gateway is a separate package that this crate must not depend on, so its binary is
 //! looked up next to `strait-load` in the same target directory (`scripts/test` builds it first
 //! with `cargo build -p strait-gateway --bin strait`), or at `$STRAIT_BIN`. Nothing here asserts
-//! on speed: only that every session joined and media went through the gateway.
+//! on speed: only that every session joined and media went through the gateway, and that an
+//! overloaded gateway shed in order and kept audio.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -128,4 +130,60 @@ fn soak_scenario_churns_sessions_and_rooms_resumes_and_refreshes_turn() {
         samples.iter().all(|s| s["rss_mib"].as_f64() > Some(0.0)),
         "the gateway's RSS in every sample: {report}"
     );
+}
+
+/// The overload scenario on a small load that sheds for certain: one room of two publishers,
+/// eight more subscribers every 1.5 s, and one busy-ratio threshold (6 % of the machine) for all
+/// three levels, so the worker goes from 0 straight to level 3 once the subscribers' load
+/// crosses it, and stays there (`recover_after` 60 s); the queue delay, which a loaded machine
+/// moves by itself, never decides. Video is kept for one speaker of the two. Bounded: at most
+/// eight steps, and it stops after a step spent entirely at level 3.
+#[test]
+fn overload_scenario_refuses_joins_before_shedding_video_and_keeps_audio() {
+    let report = run_scenario(
+        "overload.toml",
+        &[
+            "duration_seconds=30",
+            "warmup_seconds=1",
+            "overload.rooms=1",
+            "overload.subscribers_per_step=8",
+            "overload.step_seconds=1.5",
+            "overload.steps=8",
+            "overload.audio_floor_pct=80",
+            r#"gateway_settings=["shedding.join_busy=0.06", "shedding.layers_busy=0.06", "shedding.video_busy=0.06", "shedding.join_queue_delay=10s", "shedding.layers_queue_delay=10s", "shedding.video_queue_delay=10s", "shedding.recover_after=60s", "shedding.speakers=1"]"#,
+        ],
+    );
+    let summary = &report["summary"];
+    let step = |key: &str| {
+        summary[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: never seen: {report}"))
+    };
+    let (refused, layers, video) = (
+        step("first_refused_step"),
+        step("first_level2_step"),
+        step("first_level3_step"),
+    );
+    assert!(
+        refused <= layers && layers <= video,
+        "joins refused, then the layer ceiling, then video: {report}"
+    );
+    assert!(
+        step("first_video_shed_step") >= refused,
+        "video shed once joins were refused: {report}"
+    );
+    assert!(
+        report["before_steps"]["level_max"] == 0,
+        "the publishers alone did not shed: {report}"
+    );
+    let steps = report["steps"].as_array().expect("steps");
+    assert!(
+        steps.iter().any(|s| s["subscribers"].as_u64() > Some(0)),
+        "subscribers got in: {report}"
+    );
+    let audio = summary["min_audio_delivered_pct"]
+        .as_f64()
+        .expect("audio was measured");
+    assert!(audio >= 80.0, "audio kept flowing: {report}");
+    assert_eq!(report["failures"], serde_json::json!([]), "{report}");
 }

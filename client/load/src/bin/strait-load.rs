@@ -29,6 +29,15 @@
 //! gateway's RSS and CPU over time and reports them as a table, with the counts of joins,
 //! leaves, resumes and errors (module `soak`).
 //!
+//! An **overload** grows the load on one media worker step by step until it sheds: publishers
+//! of audio and video in `overload.rooms` rooms, then `overload.subscribers_per_step` more
+//! subscribers per room at each step. Per step it reports the subscribers in, the joins refused,
+//! the gateway's shedding level, queue delay and busy ratio (sampled from `/metrics`), whether
+//! `/readyz` said unready, and the share of the audio and of the video sent that reached the
+//! subscribers; then the order in which shedding came (joins refused, the layer ceiling, video
+//! beyond the latest speakers paused) and audio's worst step. It fails when shedding came out
+//! of that order or audio fell below `overload.audio_floor_pct` (module `overload`).
+//!
 //! The gateway is the `strait` binary started as a child on loopback (`--strait`, its CPU and RSS
 //! read from `/proc`), or one already running (`--quic`, `--http`, `--cert-sha256`, and
 //! `--gateway-pid` for `/proc`). Bounded: it stops after the scenario's window, only connects to
@@ -38,6 +47,7 @@
 //! cargo build --release -p strait-gateway -p strait-load --bin strait --bin strait-load
 //! target/release/strait-load client/load/scenarios/fanout.toml --set rooms.subscribers=200
 //! target/release/strait-load client/load/scenarios/smoke.toml --json
+//! target/release/strait-load client/load/scenarios/overload.toml
 //! ```
 //!
 //! Linux only for the `/proc` figures.
@@ -64,6 +74,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 // Beside this file rather than in `src/bin/`, where cargo would take it for a program of its own.
+#[path = "strait-load/overload.rs"]
+mod overload;
 #[path = "strait-load/soak.rs"]
 mod soak;
 
@@ -168,6 +180,14 @@ impl Target {
                 "limits.max_rooms={}",
                 storm.max_sessions.div_ceil(storm.room_size) + 16
             ));
+        }
+        if let Some(overload) = &scenario.overload {
+            // The scenario's subject: one media worker that sheds load.
+            settings.extend([
+                "media.workers=1".to_owned(),
+                "shedding.enabled=true".to_owned(),
+                format!("limits.max_rooms={}", overload.rooms + 16),
+            ]);
         }
         if let Some(soak) = &scenario.soak {
             // Rooms whose vanished participants wait out their grace period linger beside the
@@ -1419,8 +1439,13 @@ async fn run(args: &Args) -> Result<bool> {
     let scenario = Scenario::parse(&text, &args.sets)
         .map_err(|e| format!("{}: {e}", args.scenario.display()))?;
     let target = Target::open(args, &scenario).await?;
-    let ok = match (&scenario.rooms, &scenario.join_storm, &scenario.soak) {
-        (Some(rooms), _, _) => {
+    let ok = match (
+        &scenario.rooms,
+        &scenario.join_storm,
+        &scenario.soak,
+        &scenario.overload,
+    ) {
+        (Some(rooms), ..) => {
             let report = run_rooms(args, &scenario, rooms, &target).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -1429,7 +1454,7 @@ async fn run(args: &Args) -> Result<bool> {
             }
             report.sessions_failed == 0 && report.delivered > 0
         }
-        (_, Some(storm), _) => {
+        (_, Some(storm), ..) => {
             let report = run_storm(args, &scenario, storm, &target).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -1438,7 +1463,7 @@ async fn run(args: &Args) -> Result<bool> {
             }
             report.joined > 0
         }
-        (_, _, Some(soak)) => {
+        (_, _, Some(soak), _) => {
             let report = soak::run_soak(args, &scenario, soak, &target).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -1446,6 +1471,18 @@ async fn run(args: &Args) -> Result<bool> {
                 soak::print_soak(&report);
             }
             report.worked()
+        }
+        (_, _, _, Some(overload)) => {
+            let report = overload::run_overload(args, &scenario, overload, &target).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                overload::print_overload(&report);
+            }
+            for failure in &report.failures {
+                eprintln!("strait-load: overload: {failure}");
+            }
+            report.failures.is_empty()
         }
         _ => unreachable!("validated"),
     };
