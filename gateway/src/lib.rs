@@ -472,6 +472,37 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
     ))
 }
 
+/// The QUIC endpoint's configuration. With `auth.resume_secret` set, its stateless-reset key
+/// and the key its connection ids are checked with are derived from that secret and the node's
+/// id, so that the same node started again recognises the connection ids of its previous run
+/// and resets those connections at their next packet (they learn at once that it restarted,
+/// instead of after their idle timeout); otherwise quinn's random keys.
+fn endpoint_config(config: &ValidConfig) -> quinn::EndpointConfig {
+    let Some(secret) = &config.auth.resume_secret else {
+        return quinn::EndpointConfig::default();
+    };
+    let node = config.cluster.node_id.as_deref().unwrap_or("");
+    let master = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let derive = |purpose: &[u8]| {
+        let mut input = purpose.to_vec();
+        input.extend_from_slice(node.as_bytes());
+        ring::hmac::sign(&master, &input)
+    };
+    let reset = derive(b"strait stateless reset key\0");
+    let mut endpoint = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        reset.as_ref(),
+    )));
+    let cid = derive(b"strait connection id key\0");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    endpoint.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    endpoint
+}
+
 /// What the cluster asks about this node at each heartbeat.
 struct NodeLocal {
     sessions: Arc<SessionContext>,
@@ -563,7 +594,7 @@ async fn serve(
 
     let server_config = quic::tls::quinn_server_config(node.certs.clone(), &config)?;
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config(&config),
         Some(server_config),
         sockets.quic,
         Arc::new(quinn::TokioRuntime),

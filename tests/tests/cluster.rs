@@ -594,3 +594,61 @@ fn signal(pid: u32, name: &str) {
         .expect("kill runs");
     assert!(status.success(), "kill -{name} {pid}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_again_resets_the_connections_of_its_previous_run_at_once() {
+    use std::sync::Arc;
+
+    use strait_load::gateway::GatewayChild;
+
+    let settings = [
+        format!("auth.keys=[{{id=\"{KEY_ID}\",secret=\"{SECRET}\"}}]"),
+        format!("auth.resume_secret={RESUME_SECRET}"),
+        "cluster.node_id=r".into(),
+        "webrtc.enabled=false".into(),
+    ];
+    let first = GatewayChild::start(&strait_binary(), &settings)
+        .await
+        .expect("the node starts");
+    let quic = first.quic;
+
+    // A bare QUIC connection that would wait 60 s before giving up on a silent server.
+    let tls = strait_client::tls_client_config(
+        &strait_client::Trust::Hashes(vec![first.cert]),
+        strait_client::ALPN_STRAIT,
+    )
+    .expect("tls");
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(Duration::from_secs(60).try_into().expect("idle")));
+    transport.keep_alive_interval(Some(Duration::from_millis(100)));
+    client.transport_config(Arc::new(transport));
+    let mut endpoint =
+        quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
+    endpoint.set_default_client_config(client);
+    let conn = endpoint
+        .connect(quic, "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("handshake");
+
+    // kill -9, and the node starts again on the same port.
+    first.stop().await;
+    let again = GatewayChild::start_on(&strait_binary(), quic, &settings)
+        .await
+        .expect("the node starts again");
+    let started = Instant::now();
+    let reason = tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("the old connection ends long before its idle timeout");
+    assert!(
+        matches!(reason, quinn::ConnectionError::Reset),
+        "a stateless reset, got {reason:?}"
+    );
+    eprintln!(
+        "old connection reset {:?} after the restart",
+        started.elapsed()
+    );
+    again.stop().await;
+}

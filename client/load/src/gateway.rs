@@ -39,15 +39,27 @@ impl GatewayChild {
     /// with `settings` (`key=value`, each passed as `--set`) and `log.filter=warn,rtc=error`, and
     /// reads the addresses and the certificate fingerprint it prints.
     pub async fn start(strait: &Path, settings: &[String]) -> Result<GatewayChild> {
+        Self::start_on(strait, "127.0.0.1:0".parse()?, settings).await
+    }
+
+    /// [`start`](Self::start) with the QUIC port at `quic` (a node started again where it ran
+    /// before).
+    pub async fn start_on(
+        strait: &Path,
+        quic: SocketAddr,
+        settings: &[String],
+    ) -> Result<GatewayChild> {
         let mut command = Command::new(strait);
-        command.arg("serve").args([
-            "--quic-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--webrtc-listen",
-            "127.0.0.1:0",
-        ]);
+        command
+            .arg("serve")
+            .arg("--quic-listen")
+            .arg(quic.to_string())
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--webrtc-listen",
+                "127.0.0.1:0",
+            ]);
         // Capacity is what the scenarios measure: load shedding would refuse their joins past
         // it. A scenario that studies shedding turns it back on (a later `--set` wins).
         command.arg("--set").arg("shedding.enabled=false");

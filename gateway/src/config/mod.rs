@@ -836,6 +836,16 @@ impl Config {
         }
         self.turn.validate().map_err(ConfigError::Invalid)?;
         self.cluster.validate().map_err(ConfigError::Invalid)?;
+        if self.cluster.enabled()
+            && (self.auth.keys.is_empty() || self.auth.resume_secret.is_none())
+        {
+            // Every node must verify the tokens the others mint (redirects) and read the resume
+            // tokens the others issue.
+            return invalid(
+                "cluster.redis_url needs auth.keys and auth.resume_secret, the same on every node"
+                    .into(),
+            );
+        }
         Ok(ValidConfig(self))
     }
 
