@@ -652,3 +652,44 @@ async fn a_node_started_again_resets_the_connections_of_its_previous_run_at_once
     );
     again.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_under_a_token_for_every_room_is_placed_too() {
+    use strait_gateway::auth::{AccessClaims, Grants};
+
+    let redis = RedisServer::start().await;
+    let a = node(&redis, "a", [127, 0, 0, 2]).await;
+    let b = node(&redis, "b", [127, 0, 0, 3]).await;
+    let host = join(&a, "hall", "host").await.expect("joins at a");
+
+    // An admin's token names no room: it is placed at its join, not at its hello.
+    let mut claims = AccessClaims::new(
+        "admin",
+        "unused",
+        Grants::admin(),
+        std::time::SystemTime::now(),
+        Duration::from_secs(600),
+    );
+    claims.room = None;
+    let token = b.gateway.mint(&claims).expect("an admin token");
+    let admin = Client::connect(b.client_config(Transport::Quic, token))
+        .await
+        .expect("connects at b");
+    match admin.join("hall").await {
+        Err(ClientError::Rejected { code, reason }) => {
+            assert_eq!(code, ErrorCode::REDIRECT);
+            assert!(reason.contains("node a"), "{reason}");
+        }
+        other => panic!("a join of a's room at b: {other:?}"),
+    }
+    // A room nobody serves is taken where the join lands.
+    admin.join("annex").await.expect("a new room at b");
+    assert_eq!(
+        redis.hget("{strait}:room:annex", "node").await.as_deref(),
+        Some("b")
+    );
+    admin.close().await;
+    host.close().await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -359,6 +359,10 @@ async fn serve(
                     );
                 }
                 SessionOutput::Hub(HubRequest::Request { message, .. }) => {
+                    if let Some(refusal) = shared.place_join(core.token(), &message).await {
+                        send(socket, &refusal).await?;
+                        continue;
+                    }
                     match shared.media.request(participant, message, None).await {
                         Ok((routed, command)) => {
                             if routed.is_some() {

@@ -447,21 +447,27 @@ async fn carry_out(
             SessionOutput::Hub(HubRequest::Request {
                 message,
                 join_started,
-            }) => match shared
-                .media
-                .request(participant, message, join_started)
-                .await
-            {
-                Ok((routed, command)) => {
-                    if let Some(routed) = routed {
-                        *worker = routed;
-                    }
-                    worker.send(command).await;
-                }
-                Err(refusal) => {
+            }) => {
+                if let Some(refusal) = shared.place_join(core.token(), &message).await {
                     let _ = control.try_send(refusal);
+                    continue;
                 }
-            },
+                match shared
+                    .media
+                    .request(participant, message, join_started)
+                    .await
+                {
+                    Ok((routed, command)) => {
+                        if let Some(routed) = routed {
+                            *worker = routed;
+                        }
+                        worker.send(command).await;
+                    }
+                    Err(refusal) => {
+                        let _ = control.try_send(refusal);
+                    }
+                }
+            }
             SessionOutput::Hub(HubRequest::Offer { .. })
             | SessionOutput::Attach { .. }
             | SessionOutput::Locate { .. } => {}

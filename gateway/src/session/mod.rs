@@ -17,16 +17,16 @@ use std::time::SystemTime;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strait_protocol::{ErrorCode, GoAway, ParticipantId};
+use strait_protocol::{ControlMessage, ErrorCode, GoAway, ParticipantId};
 use tokio_util::sync::CancellationToken;
 
 use self::core::{Credentials, SessionSettings};
 use crate::auth::{AccessClaims, Authority, RoomGrant, VerifiedToken};
-use crate::cluster::{Cluster, NodeRecord};
+use crate::cluster::{Cluster, NodeRecord, Placed};
 use crate::config::ValidConfig;
 use crate::metrics::Metrics;
 use crate::turn::TurnState;
-use crate::worker::Media;
+use crate::worker::{Media, translate};
 
 /// Which of a node's addresses a redirected session goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +140,38 @@ impl SessionContext {
             redirect: Some(redirect),
             cert_hashes: owner.cert_hashes.clone(),
             token: token.and_then(|t| self.redirect_token(t)),
+        }
+    }
+
+    /// In a cluster, a `Join` under a token for every room (an admin's; a token for one room
+    /// was placed at the hello) is placed like a session: `Some(answer)` refuses it — with
+    /// `REDIRECT` naming the node that serves the room, or `UNAVAILABLE`.
+    pub(crate) async fn place_join(
+        &self,
+        token: Option<&VerifiedToken>,
+        message: &ControlMessage,
+    ) -> Option<ControlMessage> {
+        let ControlMessage::Join(join) = message else {
+            return None;
+        };
+        if !matches!(token.map(|t| &t.room), Some(RoomGrant::Any)) {
+            return None;
+        }
+        match self.cluster.place(&join.room.0).await {
+            Placed::Here => None,
+            Placed::Elsewhere(owner) => Some(translate::error(
+                join.request,
+                ErrorCode::REDIRECT,
+                format!(
+                    "room `{}` is served by node {} ({}): join it there",
+                    join.room, owner.id, owner.quic
+                ),
+            )),
+            Placed::Unavailable(reason) => Some(translate::error(
+                join.request,
+                ErrorCode::UNAVAILABLE,
+                reason,
+            )),
         }
     }
 
