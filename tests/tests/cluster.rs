@@ -693,3 +693,45 @@ async fn a_join_under_a_token_for_every_room_is_placed_too() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_flushall_every_node_registers_and_takes_its_rooms_back() {
+    let redis = RedisServer::start().await;
+    let nodes = three(&redis).await;
+    let at_a = join(&nodes[0], "alpha", "x").await.expect("joins at a");
+    let at_b = join(&nodes[1], "beta", "y").await.expect("joins at b");
+
+    redis.flush_all().await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let nodes_back = redis.keys("{strait}:node:*").await.len() == 3;
+        let alpha = redis.hget("{strait}:room:alpha", "node").await;
+        let beta = redis.hget("{strait}:room:beta", "node").await;
+        if nodes_back && alpha.as_deref() == Some("a") && beta.as_deref() == Some("b") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not rebuilt: {:?}",
+            redis.keys("{strait}:*").await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Each room once: two placements drawn after the flush, one per room.
+    assert_eq!(redis.get("{strait}:epoch").await.as_deref(), Some("2"));
+    assert!(!at_a.is_closed() && !at_b.is_closed());
+
+    // Rooms whose last participant left are given back: what stays is a key per node, the
+    // index and the counter.
+    at_a.close().await;
+    at_b.close().await;
+    let deadline = Instant::now() + WAIT;
+    while !redis.keys("{strait}:room:*").await.is_empty() {
+        assert!(Instant::now() < deadline, "rooms never given back");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(redis.keys("{strait}:*").await.len(), 3 + 2);
+    for node in nodes {
+        node.stop().await;
+    }
+}
