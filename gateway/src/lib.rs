@@ -504,6 +504,7 @@ fn endpoint_config(config: &ValidConfig) -> quinn::EndpointConfig {
 }
 
 /// What the cluster asks about this node at each heartbeat.
+#[derive(Clone)]
 struct NodeLocal {
     sessions: Arc<SessionContext>,
     admission: Arc<Admission>,
@@ -635,14 +636,17 @@ async fn serve(
         http_stop,
     ));
     let cluster_stop = CancellationToken::new();
-    let cluster_task = tokio::spawn(node.sessions.cluster.clone().run(
-        NodeLocal {
-            sessions: node.sessions.clone(),
-            admission: node.admission.clone(),
-            certs: node.certs.clone(),
-        },
-        cluster_stop.clone(),
-    ));
+    let local = NodeLocal {
+        sessions: node.sessions.clone(),
+        admission: node.admission.clone(),
+        certs: node.certs.clone(),
+    };
+    let cluster_task = tokio::spawn(
+        node.sessions
+            .cluster
+            .clone()
+            .run(local.clone(), cluster_stop.clone()),
+    );
     if let Some(id) = node.sessions.cluster.node_id() {
         tracing::info!(
             node = %id,
@@ -692,7 +696,7 @@ async fn serve(
     tracing::info!("draining");
     node.sessions.cluster.set_draining();
     // In a cluster the rooms go to other nodes first, and their sessions with them.
-    let moved = node.sessions.cluster.hand_over_rooms().await;
+    let moved = node.sessions.cluster.hand_over_rooms(&local).await;
     if moved > 0 {
         tracing::info!(rooms = moved, "rooms handed over to other nodes");
     }

@@ -267,29 +267,47 @@ fn strait_binary() -> std::path::PathBuf {
     binary
 }
 
+/// The settings of a node process named `id` (`redis`: of the cluster on it, or alone).
+fn child_settings(redis: Option<&RedisServer>, id: &str) -> Vec<String> {
+    let mut settings = vec![
+        format!("auth.keys=[{{id=\"{KEY_ID}\",secret=\"{SECRET}\"}}]"),
+        format!("auth.resume_secret={RESUME_SECRET}"),
+        format!("cluster.node_id={id}"),
+        "webrtc.enabled=false".into(),
+    ];
+    if let Some(redis) = redis {
+        settings.extend([
+            format!("cluster.redis_url={}", redis.url()),
+            "cluster.heartbeat=100ms".into(),
+            "cluster.lease=600ms".into(),
+            "cluster.room_lease=1500ms".into(),
+        ]);
+    }
+    settings
+}
+
+/// A node of the cluster as a process of its own (to kill or pause), once its lease is in
+/// Redis.
+async fn child_node(redis: &RedisServer, id: &str) -> strait_load::gateway::GatewayChild {
+    let node = strait_load::gateway::GatewayChild::start(
+        &strait_binary(),
+        &child_settings(Some(redis), id),
+    )
+    .await
+    .expect("the node process starts");
+    let deadline = Instant::now() + WAIT;
+    while redis.get(&format!("{{strait}}:node:{id}")).await.is_none() {
+        assert!(Instant::now() < deadline, "{id} never registered");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    node
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_owners_lease_expires_and_its_room_goes_to_a_live_node() {
     let redis = RedisServer::start().await;
     let b = node(&redis, "b", [127, 0, 0, 3]).await;
-    let settings = [
-        format!("auth.keys=[{{id=\"{KEY_ID}\",secret=\"{SECRET}\"}}]"),
-        format!("auth.resume_secret={RESUME_SECRET}"),
-        format!("cluster.redis_url={}", redis.url()),
-        "cluster.node_id=k".into(),
-        "cluster.heartbeat=100ms".into(),
-        "cluster.lease=600ms".into(),
-        "cluster.room_lease=1500ms".into(),
-        "webrtc.enabled=false".into(),
-    ];
-    let k = strait_load::gateway::GatewayChild::start(&strait_binary(), &settings)
-        .await
-        .expect("the node process starts");
-    // Registered: its lease is in Redis.
-    let deadline = Instant::now() + WAIT;
-    while redis.get("{strait}:node:k").await.is_none() {
-        assert!(Instant::now() < deadline, "k never registered");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let k = child_node(&redis, "k").await;
     // A room joined through k is k's.
     let mut config = b.client_config(Transport::Quic, b.token("ward", "nurse"));
     config.server = k.quic;
@@ -529,24 +547,8 @@ async fn a_draining_node_hands_its_rooms_over_and_sends_their_sessions_after_the
 async fn a_paused_node_that_lost_its_room_sends_its_sessions_to_the_new_owner() {
     let redis = RedisServer::start().await;
     let b = node(&redis, "b", [127, 0, 0, 3]).await;
-    let settings = [
-        format!("auth.keys=[{{id=\"{KEY_ID}\",secret=\"{SECRET}\"}}]"),
-        format!("auth.resume_secret={RESUME_SECRET}"),
-        format!("cluster.redis_url={}", redis.url()),
-        "cluster.node_id=z".into(),
-        "cluster.heartbeat=100ms".into(),
-        "cluster.lease=600ms".into(),
-        "cluster.room_lease=1500ms".into(),
-        "webrtc.enabled=false".into(),
-    ];
-    let z = strait_load::gateway::GatewayChild::start(&strait_binary(), &settings)
-        .await
-        .expect("the node process starts");
+    let z = child_node(&redis, "z").await;
     let deadline = Instant::now() + WAIT;
-    while redis.get("{strait}:node:z").await.is_none() {
-        assert!(Instant::now() < deadline, "z never registered");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     let mut config = b.client_config(Transport::Quic, b.token("night", "owl"));
     config.server = z.quic;
     config.trust = strait_client::Trust::Hashes(vec![z.cert]);
@@ -601,12 +603,7 @@ async fn a_node_started_again_resets_the_connections_of_its_previous_run_at_once
 
     use strait_load::gateway::GatewayChild;
 
-    let settings = [
-        format!("auth.keys=[{{id=\"{KEY_ID}\",secret=\"{SECRET}\"}}]"),
-        format!("auth.resume_secret={RESUME_SECRET}"),
-        "cluster.node_id=r".into(),
-        "webrtc.enabled=false".into(),
-    ];
+    let settings = child_settings(None, "r");
     let first = GatewayChild::start(&strait_binary(), &settings)
         .await
         .expect("the node starts");

@@ -206,15 +206,15 @@ impl Cluster {
         Moves(self.0.as_ref().map(|inner| inner.moves.subscribe()))
     }
 
-    /// Hands every room of this (draining) node to other serving nodes and tells their
-    /// sessions here where to go; returns how many moved. Rooms no other node can take stay
-    /// (their sessions get the plain go-away of the drain). Outside a cluster, or with Redis
-    /// unreachable, nothing moves.
-    pub(crate) async fn hand_over_rooms(&self) -> usize {
+    /// Hands every room of this (draining) node that has participants here to other serving
+    /// nodes and tells their sessions here where to go; returns how many moved. Rooms no other
+    /// node can take stay (their sessions get the plain go-away of the drain); empty ones are
+    /// given back at the end. Outside a cluster, or with Redis unreachable, nothing moves.
+    pub(crate) async fn hand_over_rooms(&self, local: &impl Local) -> usize {
         let Some(inner) = &self.0 else {
             return 0;
         };
-        inner.hand_over_rooms().await
+        inner.hand_over_rooms(local).await
     }
 
     /// This node's incarnation, put into the resume tokens it issues (0 outside a cluster).
@@ -513,7 +513,7 @@ impl Inner {
         }
     }
 
-    async fn hand_over_rooms(&self) -> usize {
+    async fn hand_over_rooms(&self, local: &impl Local) -> usize {
         let me = {
             let mut state = self.lock();
             state.me.state = NodeState::Draining;
@@ -540,6 +540,7 @@ impl Inner {
             .lock()
             .rooms
             .iter()
+            .filter(|(room, _)| local.hosts(room))
             .map(|(room, owned)| (room.clone(), owned.epoch))
             .collect();
         let mut moved = 0;

@@ -45,9 +45,10 @@ end
 return out
 ";
 
-/// Shared by the room scripts: the record of a room's owner if that owner's lease still holds
-/// the room's incarnation, else nil.
-const LIVE_OWNER: &str = r"
+/// Shared by the room scripts: `live_owner` is the record of a room's owner if that owner's
+/// lease still holds the room's incarnation, else nil; `place` gives a room to a node at a new
+/// epoch and returns the epoch (a string).
+const PRELUDE: &str = r"
 local function live_owner(prefix, node, inc)
   if not node then return nil end
   local record = redis.call('GET', prefix .. node)
@@ -55,6 +56,13 @@ local function live_owner(prefix, node, inc)
   local ok, decoded = pcall(cjson.decode, record)
   if ok and decoded.incarnation == inc then return record end
   return nil
+end
+local function place(room_key, epoch_key, node, inc, ttl)
+  local epoch = redis.call('INCR', epoch_key)
+  redis.call('DEL', room_key)
+  redis.call('HSET', room_key, 'node', node, 'inc', inc, 'epoch', epoch)
+  redis.call('PEXPIRE', room_key, ttl)
+  return tostring(epoch)
 end
 ";
 
@@ -68,11 +76,7 @@ local record = live_owner(ARGV[1], owner[1], owner[2])
 if record then return {record, owner[3]} end
 record = live_owner(ARGV[1], ARGV[2], ARGV[3])
 if not record then return nil end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'node', ARGV[2], 'inc', ARGV[3], 'epoch', epoch)
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {record, tostring(epoch)}
+return {record, place(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])}
 ";
 
 /// The owner renews its room. Still its own: extend. Gone (expired, flushed) or owned by a node
@@ -89,11 +93,7 @@ local record = live_owner(ARGV[1], owner[1], owner[2])
 if record and not (owner[1] == ARGV[2] and owner[2] == ARGV[3]) then
   return {'lost', record}
 end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'node', ARGV[2], 'inc', ARGV[3], 'epoch', epoch)
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {'reclaimed', tostring(epoch)}
+return {'reclaimed', place(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[5])}
 ";
 
 /// Hands a room this node owns at this epoch to another live node, with a new epoch (a drain).
@@ -106,11 +106,7 @@ if not (owner[1] == ARGV[2] and owner[2] == ARGV[3] and owner[3] == ARGV[4]) the
 end
 local record = live_owner(ARGV[1], ARGV[5], ARGV[6])
 if not record then return nil end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'node', ARGV[5], 'inc', ARGV[6], 'epoch', epoch)
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-return {record, tostring(epoch)}
+return {record, place(KEYS[1], KEYS[2], ARGV[5], ARGV[6], ARGV[7])}
 ";
 
 /// Deletes a room only if this node still owns it at this epoch.
@@ -198,9 +194,9 @@ impl Store {
             tag: config.key_tag.clone(),
             heartbeat: Script::new(HEARTBEAT),
             nodes: Script::new(NODES),
-            claim: Script::new(&format!("{LIVE_OWNER}{CLAIM}")),
-            renew: Script::new(&format!("{LIVE_OWNER}{RENEW}")),
-            hand_over: Script::new(&format!("{LIVE_OWNER}{HAND_OVER}")),
+            claim: Script::new(&format!("{PRELUDE}{CLAIM}")),
+            renew: Script::new(&format!("{PRELUDE}{RENEW}")),
+            hand_over: Script::new(&format!("{PRELUDE}{HAND_OVER}")),
             release: Script::new(RELEASE),
             unregister: Script::new(UNREGISTER),
         })
