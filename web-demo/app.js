@@ -1,19 +1,24 @@
 // The Strait web demo page: join a room over WebTransport, publish the camera and microphone,
 // show and play everyone else. Where WebTransport (or WebCodecs) is missing, or WebTransport does
 // not connect within RACE_MS, the page joins the same room over WebRTC instead (fallback.js).
+// In a cluster, the node the page came from may redirect the session to the node that serves the
+// room: the page follows (session.js `openSession`), and retries a cluster that cannot take the
+// room now (`UNAVAILABLE`), saying so.
 //
 // URL: `/?room=<room>&name=<display name>[&transport=auto|webtransport|webrtc]`; without `room`
 // the page shows a join form. `transport=webrtc` goes straight to the WebRTC fallback;
 // `transport=webtransport` never falls back (a WebTransport failure is shown as an error).
 //
 // Test hook: `window.strait` holds the live state (`state`, with `transport`: 'webtransport' or
-// 'webrtc'), media statistics (`stats`) and every error shown to the user (`errors`). The
-// browser test (test/browser.mjs) reads it.
+// 'webrtc', `url`: the WebTransport URL of the session, `redirects`: the URLs the cluster
+// redirected it to, `retries`: attempts made again after `UNAVAILABLE`), media statistics
+// (`stats`) and every error shown to the user (`errors`). The browser test (test/browser.mjs)
+// reads it.
 
 import { WebRtcFallback, signalingUrl } from './fallback.js';
 import { AudioPlayer, AudioReceiver, Publisher, VideoReceiver, emptyRemoteStats, missingMediaApis } from './media.js';
 import { ErrorCode, errorCodeName } from './protocol.js';
-import { Session } from './session.js';
+import { ConnectError, openSession } from './session.js';
 
 /** How long WebTransport may take to connect before the page falls back to WebRTC. */
 const RACE_MS = 4000;
@@ -42,6 +47,9 @@ const hook = {
     transport: null,
     fallbackReason: null,
     room: null,
+    url: null,
+    redirects: [],
+    retries: 0,
     me: null,
     name: null,
     participants: {},
@@ -543,66 +551,66 @@ async function start() {
   if (transport === 'webrtc') return startWebRtc(room, name, grant, null);
   if (unavailable) return startWebRtc(room, name, grant, unavailable);
   try {
-    await connectWebTransport(grant, transport === 'auto' ? RACE_MS : null);
+    await openWebTransport(grant, room, name, transport === 'auto' ? RACE_MS : null);
   } catch (e) {
-    if (transport === 'webtransport') throw e;
+    // Only WebTransport failing at the page's own gateway falls back: a refused token, a
+    // redirect that cannot be followed or a node a redirect led to being out of reach is an error
+    // (the fallback would join at the wrong node).
+    if (transport === 'webtransport' || !(e instanceof ConnectError) || e.hop > 0) throw e;
     return startWebRtc(room, name, grant, e.message);
   }
-  return startWebTransport(room, name, grant);
+  return startWebTransport(name);
 }
 
 /**
- * Opens the WebTransport session (`session`); with `raceMs`, gives up (and closes the attempt)
- * when it is not connected by then.
+ * Opens the WebTransport session (`session`), says hello and joins `room`, following the
+ * cluster's redirects and retrying `UNAVAILABLE` (session.js `openSession`); with `raceMs`, each
+ * connection that is not ready by then is given up.
  */
-async function connectWebTransport(grant, raceMs) {
+async function openWebTransport(grant, room, name, raceMs) {
   const { hashes } = await fetchJson('the certificate hashes', '/v1/cert-hashes');
-
-  session = new Session({ url: grant.url, certificateHashes: hashes });
-  session.onMessage = onMessage;
-  session.onMedia = (media, rtp) => receivers.get(media)?.push(rtp);
-  session.onKeyframeRequest = (request) => publisher?.keyframeRequested(request);
-  session.onClosed = onClosed;
-  const connecting = session.connect();
-  if (raceMs === null) {
-    await connecting;
-    return;
-  }
-  let timer;
-  const late = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`WebTransport did not connect within ${raceMs / 1000} s`)), raceMs);
-  });
-  try {
-    await Promise.race([connecting, late]);
-  } catch (e) {
-    // Abandon the attempt quietly: it must not end the page when it fails or closes later.
-    const abandoned = session;
-    session = null;
-    abandoned.onClosed = () => {};
-    abandoned.onMessage = () => {};
-    connecting.then(
-      () => abandoned.close(ErrorCode.NONE, 'fell back to WebRTC'),
-      () => {},
-    );
-    try {
-      abandoned.transport?.close();
-    } catch {
-      // not open yet, or closing
-    }
-    throw e;
-  } finally {
-    clearTimeout(timer);
+  const opened = await openSession(
+    { url: grant.url, certificateHashes: hashes, token: grant.token },
+    {
+      join: { room, name },
+      connectTimeoutMs: raceMs,
+      prepare: (attempt) => {
+        // Events follow Joined at once, and subscribing to them needs the session.
+        session = attempt;
+        session.onMessage = onMessage;
+        session.onMedia = (media, rtp) => receivers.get(media)?.push(rtp);
+        session.onKeyframeRequest = (request) => publisher?.keyframeRequested(request);
+        session.onClosed = onClosed;
+      },
+      onRedirect: ({ url }) => {
+        hook.state.redirects.push(url);
+        setStatus(`connecting to ${new URL(url).host}, which serves the room…`);
+      },
+      onRetry: ({ error, attempt, retries, delayMs }) => {
+        hook.state.retries = attempt;
+        setStatus('waiting to try again…');
+        showNotice(
+          `No node of the cluster can take room “${room}” now (${errorCodeName(error.code)}` +
+            `${error.reason ? ` — ${error.reason}` : ''}): trying again in ${(delayMs / 1000).toFixed(1)} s ` +
+            `(retry ${attempt} of ${retries}).`,
+        );
+      },
+    },
+  );
+  hook.state.url = opened.session.url;
+  if (hook.state.retries > 0) {
+    hook.state.notice = null;
+    el.notice.hidden = true;
   }
 }
 
-async function startWebTransport(room, name, grant) {
-  showTransport('webtransport', 'media over QUIC datagrams (WebTransport), coded with WebCodecs');
-
-  // One round trip: Join right after ClientHello (PROTOCOL.md §7.1).
-  const hello = session.hello(grant.token);
-  const joining = session.request('Join', { room, name });
-  await hello;
-  await joining;
+/** The session has joined (`openWebTransport`): go live and publish. */
+async function startWebTransport(name) {
+  showTransport(
+    'webtransport',
+    'media over QUIC datagrams (WebTransport), coded with WebCodecs' +
+      (hook.state.redirects.length > 0 ? `, at ${new URL(hook.state.url).host}, where the cluster serves the room` : ''),
+  );
   hook.state.phase = 'joined';
   setStatus(`live · you are ${name}`, true);
   session.startPings();
@@ -665,6 +673,9 @@ async function startWebRtc(room, name, grant, reason) {
       if (!leaving && !hook.state.error) showError(text);
     },
   });
+  // A cluster's redirect is defined for WebTransport only: the page's own gateway serves /ws/rtc.
+  // When /ws/rtc redirects too, the refusal carrying its GoAway comes back from `rtc.join`, and
+  // following it is joining again at `signalingUrl(token, origin)` of the node it names.
   await rtc.join(signalingUrl(grant.token), room, name);
   hook.stats.iceServers = rtc.iceServers.map((s) => s.urls).flat();
   hook.state.phase = 'joined';

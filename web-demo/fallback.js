@@ -11,10 +11,10 @@
 import { ErrorCode, errorCodeName } from './protocol.js';
 import { SignalingPeer } from './signaling.js';
 
-/** The `ws:`/`wss:` URL of the WebSocket signaling on the page's own origin. */
-export function signalingUrl(token) {
-  const url = new URL('/ws/rtc', location.href);
-  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+/** The `ws:`/`wss:` URL of the WebSocket signaling at `origin` (the page's own by default). */
+export function signalingUrl(token, origin = location.href) {
+  const url = new URL('/ws/rtc', origin);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   url.searchParams.set('token', token);
   return url.href;
 }

@@ -18,7 +18,11 @@
 // With STRAIT_SCENARIO=no-bridge (a gateway whose WebRTC bridge is off) it checks instead that a
 // page forced onto the WebRTC fallback explains why it cannot join; with STRAIT_SCENARIO=turn (a
 // gateway with TURN on), that such a page gathers relay candidates with the servers of
-// `ServerHello`.
+// `ServerHello`. Against a node of a cluster (tests/tests/browser/cluster.rs): with
+// STRAIT_SCENARIO=redirect, that a page of room STRAIT_ROOM, which another node serves, follows
+// the redirect to STRAIT_REDIRECT_TO and sees and decodes the participant STRAIT_PEER there; with
+// STRAIT_SCENARIO=unavailable (the cluster's Redis is down), that a page of a new room retries
+// and then shows a retryable error.
 //
 // Environment: STRAIT_DEMO_URL (required), STRAIT_CHROMIUM (default /usr/bin/chromium),
 // STRAIT_ARTIFACTS (screenshots; default target/browser-artifacts), STRAIT_WAIT_MS (bound of each
@@ -89,6 +93,8 @@ async function main() {
     const context = { browser, openPage, pageUrl, artifacts, waitMs, room };
     if (process.env.STRAIT_SCENARIO === 'no-bridge') await noBridge(context);
     else if (process.env.STRAIT_SCENARIO === 'turn') await turnServers(context);
+    else if (process.env.STRAIT_SCENARIO === 'redirect') await redirected(context);
+    else if (process.env.STRAIT_SCENARIO === 'unavailable') await unavailable(context);
     else await rooms(context);
     ok = true;
   } catch (e) {
@@ -316,6 +322,54 @@ async function turnServers({ openPage, pageUrl, waitMs }) {
   console.log(`browser test: the fallback page uses ${JSON.stringify(servers)} and gathered ${JSON.stringify(candidates)}`);
 }
 
+/**
+ * Against the node of a cluster that does not serve room STRAIT_ROOM: the page follows the
+ * redirect to the node that does (STRAIT_REDIRECT_TO, its WebTransport URL), joins there, lists
+ * the participant STRAIT_PEER of that node and decodes its video (a native client, which
+ * publishes back the page's own VP8).
+ */
+async function redirected({ openPage, pageUrl, artifacts, waitMs }) {
+  const room = required('STRAIT_ROOM');
+  const target = required('STRAIT_REDIRECT_TO');
+  const peer = required('STRAIT_PEER');
+  const page = await openPage('redirected', pageUrl('carol', { room }));
+  const state = await waitForPhase(page, 'publishing', waitMs);
+  if (state.transport !== 'webtransport') throw new Error(`the redirected page uses ${state.transport}`);
+  if (JSON.stringify(state.redirects) !== JSON.stringify([target]) || state.url !== target) {
+    throw new Error(`the page followed ${JSON.stringify(state.redirects)} to ${state.url}, not one redirect to ${target}`);
+  }
+  console.log(`browser test: the page of ${new URL(page.page.url()).host} was redirected to ${target} and publishes there`);
+  const remote = await waitForRemoteVideo(page, peer, waitMs);
+  console.log(`browser test: the redirected page decodes ${peer}'s video (participant ${remote.id}, ${remote.width}x${remote.height})`);
+  await waitForMovingPicture(page, remote.id, waitMs);
+  const listed = await page.page.locator('#participants li').allInnerTexts();
+  if (!listed.includes(peer)) throw new Error(`the redirected page lists ${JSON.stringify(listed)}, without ${peer}`);
+  const errors = await page.page.evaluate(() => window.strait.errors);
+  if (errors.length > 0) throw new Error(`the redirected page reported ${JSON.stringify(errors)}`);
+  await page.page.screenshot({ path: join(artifacts, 'redirected.png') });
+  console.log(`browser test: the redirected page lists ${JSON.stringify(listed)} and sees ${peer}'s picture change`);
+}
+
+/**
+ * Against a node whose cluster directory (Redis) is unreachable: a page of a new room is refused
+ * with UNAVAILABLE, says it tries again, retries with backoff, then shows an error that says the
+ * refusal is temporary.
+ */
+async function unavailable({ openPage, pageUrl, waitMs }) {
+  const page = await openPage('unavailable', pageUrl('dave', { room: `new-${Date.now().toString(36)}`, transport: 'webtransport' }));
+  const handle = await page.page.waitForFunction(() => window.strait?.state.notice, null, { timeout: waitMs, polling: 50 });
+  const notice = await handle.jsonValue();
+  if (!/UNAVAILABLE/.test(notice) || !/trying again/.test(notice)) throw new Error(`the refused page's notice says "${notice}"`);
+  console.log(`browser test: the refused page says: ${notice}`);
+  await page.page.waitForFunction(() => window.strait.state.error, null, { timeout: waitMs });
+  const state = await page.page.evaluate(() => JSON.parse(JSON.stringify(window.strait.state)));
+  const shown = await page.page.locator('#error').innerText();
+  if (state.retries !== 3 || !/UNAVAILABLE/.test(shown) || !/try again/.test(shown)) {
+    throw new Error(`after ${state.retries} retries the refused page says "${shown}"`);
+  }
+  console.log(`browser test: after ${state.retries} retries the page says: ${shown}`);
+}
+
 /** Against a gateway without the WebRTC bridge: a page forced onto WebRTC says why it cannot join. */
 async function noBridge({ openPage, pageUrl, artifacts, waitMs }) {
   const page = await openPage('no-bridge', pageUrl('nobridge', { transport: 'webrtc' }));
@@ -333,6 +387,12 @@ async function noBridge({ openPage, pageUrl, artifacts, waitMs }) {
 function fail(message) {
   console.error(`browser test: ${message}`);
   process.exit(1);
+}
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
 }
 
 /** Waits until `me` decodes video frames of the participant named `otherName`; returns it. */

@@ -20,17 +20,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bound of the whole browser run (the script bounds each of its waits to 30 s, and all of them
 /// to 270 s).
-const BROWSER_LIMIT: Duration = Duration::from_secs(300);
+pub(crate) const BROWSER_LIMIT: Duration = Duration::from_secs(300);
 
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Finished {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs `node <args>` in the repository root in its own process group, bounded by `limit`;
 /// the group is killed on timeout, panic or return.
-async fn run_node(args: &[&str], env: &[(&str, String)], limit: Duration) -> Finished {
+pub(crate) async fn run_node(args: &[&str], env: &[(&str, String)], limit: Duration) -> Finished {
     let mut command = tokio::process::Command::new("node");
     command
         .args(args)
@@ -213,7 +213,7 @@ async fn the_gateway_serves_every_file_of_the_demo_from_its_binary() {
 }
 
 /// Waits (bounded) until `session` knows a video track of another participant.
-async fn wait_for_video(session: &Session, limit: Duration) -> TrackInfo {
+pub(crate) async fn wait_for_video(session: &Session, limit: Duration) -> TrackInfo {
     tokio::time::timeout(limit, async {
         loop {
             let me = session.participant();
@@ -235,7 +235,11 @@ async fn wait_for_video(session: &Session, limit: Duration) -> TrackInfo {
 
 /// Receives a subscription's RTP from its first VP8 keyframe until `frames` whole frames have
 /// arrived; asks for a keyframe every second until one comes.
-async fn record_vp8(session: &Session, sub: &Subscription, frames: usize) -> Vec<Vec<u8>> {
+pub(crate) async fn record_vp8(
+    session: &Session,
+    sub: &Subscription,
+    frames: usize,
+) -> Vec<Vec<u8>> {
     let mut recorded: Vec<Vec<u8>> = Vec::new();
     let mut timestamps = 0usize;
     let mut last_ts = None;
@@ -278,7 +282,7 @@ async fn record_vp8(session: &Session, sub: &Subscription, frames: usize) -> Vec
 /// continuous sequence numbers and timestamps, one frame every 33 ms; starts over at the keyframe
 /// when the gateway asks for one. At the first keyframe request (a subscriber is there), publishes
 /// a second track with the same frames. Runs until dropped.
-async fn replay_vp8(session: Arc<Session>, recorded: Vec<Vec<u8>>) -> ! {
+pub(crate) async fn replay_vp8(session: Arc<Session>, recorded: Vec<Vec<u8>>) -> ! {
     let first_ts = u32::from_be_bytes([
         recorded[0][4],
         recorded[0][5],

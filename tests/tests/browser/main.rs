@@ -4,11 +4,14 @@
 //! - `demo`: the web demo over WebTransport and over its WebRTC fallback, WebSocket signaling,
 //!   and the demo's JavaScript codec against the golden vectors under node;
 //! - `turn`: a page restricted to TURN relay candidates publishing through the embedded TURN
-//!   server.
+//!   server;
+//! - `cluster`: the demo against two nodes of a cluster on one Redis, where a page of one node
+//!   follows the redirect to the node that serves its room.
 //!
 //! They need node (≥ 20), Chromium at `/usr/bin/chromium` (or `STRAIT_CHROMIUM`) and `npm ci` run
-//! in `web-demo/`. `./scripts/test` installs all three; where one is missing a test fails and says
+//! in `web-demo/`, and `cluster` needs `redis-server`. `./scripts/test` installs them all; where one is missing a test fails and says
 //! what to install — it never passes without having run.
 
+mod cluster;
 mod demo;
 mod turn;

@@ -1,0 +1,183 @@
+//! The web demo in a cluster: two nodes in this process, on 127.0.0.2 and 127.0.0.3, sharing
+//! their API key and resume secret and one real `redis-server`. A native client joins a room
+//! through node `a`, which then serves it; headless Chromium opens the demo page of node `b` for
+//! that room. `b` redirects the page's session to `a` (a `GoAway` REDIRECT with `a`'s WebTransport
+//! URL, its certificate hashes and a token), and the page must follow it: it joins at `a`, the
+//! native client receives its camera's VP8, and the page decodes the native client's video.
+//! Then, with Redis gone, a page of a new room on `b` is refused with `UNAVAILABLE`, retries, and
+//! shows a retryable error.
+//!
+//! The timings are compressed less than in `tests/tests/cluster.rs`: a browser shares the two
+//! cores with both nodes here, and nothing in this test waits for a lease to run out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strait_client::{Client, Transport};
+use strait_gateway::config::ApiKeyConfig;
+use strait_tests::browser::{repo_root, require_chromium, require_node, require_playwright};
+use strait_tests::fixture::{TestGateway, WAIT, http_get, metric_value_where};
+use strait_tests::redis::RedisServer;
+
+use crate::demo::{BROWSER_LIMIT, record_vp8, replay_vp8, run_node, wait_for_video};
+
+const KEY_ID: &str = "cluster";
+const SECRET: &str = "browser-cluster-secret-0123456789abcdefgh";
+const RESUME_SECRET: &str = "browser-cluster-resume-secret-0123456789a";
+
+/// A node of the cluster on `ip`, named `id`, that mints development tokens for its page (with
+/// the cluster's key: the other node verifies them).
+async fn node(redis: &RedisServer, id: &str, ip: [u8; 4]) -> TestGateway {
+    let url = redis.url();
+    let gateway = TestGateway::start_with(|c| {
+        c.quic.listen = SocketAddr::from((ip, 0));
+        c.http.listen = SocketAddr::from((ip, 0));
+        c.http.dev_token_endpoint = Some(true);
+        c.webrtc.enabled = false;
+        c.auth.keys = vec![ApiKeyConfig {
+            id: KEY_ID.into(),
+            secret: SECRET.into(),
+        }];
+        c.auth.resume_secret = Some(RESUME_SECRET.into());
+        c.cluster.redis_url = Some(url);
+        c.cluster.node_id = Some(id.into());
+        c.cluster.heartbeat = Duration::from_millis(250);
+        c.cluster.lease = Duration::from_secs(2);
+        c.cluster.room_lease = Duration::from_secs(5);
+    })
+    .await;
+    wait_ready(&gateway, true).await;
+    gateway
+}
+
+/// Waits (at most [`WAIT`]) until `/readyz` says `ready`, or that it is not.
+async fn wait_ready(gateway: &TestGateway, ready: bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = http_get(gateway.http_addr(), "/readyz").await;
+        if (body == "ready\n") == ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readyz never became {}: {body}",
+            if ready { "ready" } else { "unready" }
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn cluster_events(gateway: &TestGateway, event: &str) -> f64 {
+    let body = http_get(gateway.http_addr(), "/metrics").await;
+    metric_value_where(
+        &body,
+        "strait_cluster_events_total",
+        &format!("event=\"{event}\""),
+    )
+}
+
+/// Runs `web-demo/test/browser.mjs` with `scenario` against the page of `entry`, with `env`
+/// besides; fails with its output unless every check passed.
+async fn run_page(entry: &TestGateway, scenario: &str, env: &[(&str, String)]) {
+    let mut env = env.to_vec();
+    env.extend([
+        ("STRAIT_DEMO_URL", format!("http://{}/", entry.http_addr())),
+        ("STRAIT_CHROMIUM", require_chromium().display().to_string()),
+        ("STRAIT_SCENARIO", scenario.to_owned()),
+        (
+            "STRAIT_ARTIFACTS",
+            std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| repo_root().join("target"))
+                .join("browser-artifacts")
+                .display()
+                .to_string(),
+        ),
+    ]);
+    let run = run_node(&["web-demo/test/browser.mjs"], &env, BROWSER_LIMIT).await;
+    println!("{}", run.stdout);
+    eprintln!("{}", run.stderr);
+    assert!(
+        run.status.success(),
+        "the browser test ({scenario}) failed ({}); its output is above",
+        run.status
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_one_node_follows_the_redirect_to_the_node_that_serves_its_room() {
+    require_node();
+    require_chromium();
+    require_playwright(&repo_root());
+
+    let mut redis = RedisServer::start().await;
+    let a = node(&redis, "a", [127, 0, 0, 2]).await;
+    let b = node(&redis, "b", [127, 0, 0, 3]).await;
+
+    // The native participant joins through `a` first: `a` serves the room.
+    let room = "cluster-demo";
+    let config = a.client_config(Transport::Quic, a.token(room, "native"));
+    let (native, _) = tokio::time::timeout(WAIT, Client::connect_and_join(config, room))
+        .await
+        .expect("joins in time")
+        .expect("joins through a");
+    let native = Arc::new(native);
+    assert_eq!(native.remote_address(), Some(a.quic_addr()));
+    assert_eq!(
+        redis
+            .hget("{strait}:room:cluster-demo", "node")
+            .await
+            .as_deref(),
+        Some("a")
+    );
+
+    // Chromium opens the page of `b`; its session must end up at `a`.
+    let target = format!("https://{}/rtc", a.quic_addr());
+    let env = [
+        ("STRAIT_ROOM", room.to_owned()),
+        ("STRAIT_REDIRECT_TO", target),
+        ("STRAIT_PEER", "native".to_owned()),
+    ];
+    let browser = run_page(&b, "redirect", &env);
+    let native_side = async {
+        // The page's camera reaches the native client at `a`: the page is in `a`'s room.
+        let track = wait_for_video(&native, WAIT * 6).await;
+        let carol = native
+            .participants()
+            .into_iter()
+            .find(|p| p.participant == track.participant)
+            .expect("the publisher of the track is in the room");
+        assert_eq!(carol.name, "carol", "{carol:?}");
+        let sub = native
+            .subscribe(track.track, None)
+            .await
+            .expect("subscribe");
+        let recorded = record_vp8(&native, &sub, 45).await;
+        assert!(recorded.len() >= 45, "{} packets", recorded.len());
+        println!(
+            "the native client at a received {} packets of the redirected page's VP8",
+            recorded.len()
+        );
+        // Sends them back as its own video, for the page to decode, until the page is done.
+        replay_vp8(Arc::clone(&native), recorded).await
+    };
+    tokio::select! {
+        () = browser => {}
+        _ = native_side => unreachable!("the replay runs until the browser is done"),
+    }
+    // `b` redirected the page once and placed nothing; `a` placed the room once.
+    assert_eq!(cluster_events(&b, "redirected").await, 1.0);
+    assert_eq!(cluster_events(&b, "placed_here").await, 0.0);
+    assert_eq!(cluster_events(&a, "redirected").await, 0.0);
+
+    // Without Redis, `b` cannot place a new room: the page retries, then says so.
+    redis.kill();
+    wait_ready(&b, false).await;
+    run_page(&b, "unavailable", &[]).await;
+
+    native.close().await;
+    a.stop().await;
+    b.stop().await;
+}
