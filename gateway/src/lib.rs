@@ -441,7 +441,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         certs: certs.clone(),
         webrtc: !webrtc_addrs.is_empty(),
         quic_authority: public_authority(quic_addr),
-        http_port: http_addr.port(),
+        http_addr,
         health: health.clone(),
     });
     let front = Arc::new(FrontDoor {

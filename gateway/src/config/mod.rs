@@ -307,7 +307,8 @@ pub struct WebTransportConfig {
     /// The session path.
     pub path: String,
     /// Origins allowed to open sessions (`https://app.example`); `"*"` allows any. Empty means
-    /// the gateway's own HTTP origins (`http://127.0.0.1:<port>`, `http://localhost:<port>`).
+    /// the gateway's own HTTP origins (`http://127.0.0.1:<port>`, `http://localhost:<port>`, and
+    /// the HTTP listener's address and `cluster.public_host` with that port).
     pub allowed_origins: Vec<String>,
     /// Allow requests without an `Origin` header (non-browser clients; browsers always send one).
     pub allow_missing_origin: bool,
@@ -316,22 +317,33 @@ pub struct WebTransportConfig {
 impl WebTransportConfig {
     /// Whether a browser page of `origin` (the request's `Origin` header, if any) may open a
     /// session, over WebTransport or on `/ws/rtc`: listed origins (`*` for any), or with an
-    /// empty list the gateway's own HTTP origins on `http_port`.
-    pub fn allows_origin(&self, origin: Option<&str>, http_port: u16) -> bool {
+    /// empty list the gateway's own HTTP origins — `127.0.0.1`, `localhost`, the address the
+    /// HTTP port listens on (`http`, unless it listens on every address) and `public_host` (a
+    /// cluster node's), each with `http`'s port, over `http` or `https`.
+    pub fn allows_origin(
+        &self,
+        origin: Option<&str>,
+        http: SocketAddr,
+        public_host: Option<&str>,
+    ) -> bool {
         let Some(origin) = origin else {
             return self.allow_missing_origin;
         };
-        if self.allowed_origins.is_empty() {
-            return [
-                "http://127.0.0.1",
-                "http://localhost",
-                "https://127.0.0.1",
-                "https://localhost",
-            ]
-            .iter()
-            .any(|own| origin == format!("{own}:{http_port}"));
+        if !self.allowed_origins.is_empty() {
+            return self.allowed_origins.iter().any(|o| o == "*" || o == origin);
         }
-        self.allowed_origins.iter().any(|o| o == "*" || o == origin)
+        let listen = (!http.ip().is_unspecified()).then(|| match http.ip() {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            ip => ip.to_string(),
+        });
+        let hosts = ["127.0.0.1", "localhost"]
+            .into_iter()
+            .chain(listen.as_deref())
+            .chain(public_host);
+        let port = http.port();
+        hosts.into_iter().any(|host| {
+            origin == format!("http://{host}:{port}") || origin == format!("https://{host}:{port}")
+        })
     }
 }
 
@@ -1077,5 +1089,22 @@ mod tests {
         assert!(!format!("{config:?}").contains(&"s".repeat(40)));
         // What is printed parses back into a configuration.
         let _: Config = toml::from_str(&text).unwrap();
+    }
+
+    #[test]
+    fn a_page_of_the_address_the_http_port_listens_on_is_the_gateways_own() {
+        let web = WebTransportConfig::default();
+        let http: SocketAddr = "127.0.0.3:8080".parse().unwrap();
+        // A node of a local cluster listens on 127.0.0.3: its own demo page may open sessions.
+        assert!(web.allows_origin(Some("http://127.0.0.3:8080"), http, None));
+        assert!(web.allows_origin(Some("http://localhost:8080"), http, None));
+        assert!(!web.allows_origin(Some("http://127.0.0.4:8080"), http, None));
+        assert!(!web.allows_origin(Some("http://127.0.0.3:9090"), http, None));
+        // So may a page of the name it is published under.
+        let public = Some("node-3.example.net");
+        assert!(web.allows_origin(Some("https://node-3.example.net:8080"), http, public));
+        // Listening on every address names no host of its own.
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(!web.allows_origin(Some("http://0.0.0.0:8080"), any, None));
     }
 }

@@ -49,8 +49,8 @@ pub(crate) struct HttpState {
     pub(crate) webrtc: bool,
     /// `host:port` clients use to reach the QUIC port.
     pub(crate) quic_authority: String,
-    /// The HTTP port (the gateway's own origins are allowed on `/ws/rtc` by default).
-    pub(crate) http_port: u16,
+    /// The HTTP port's address (the gateway's own origins are allowed on `/ws/rtc` by default).
+    pub(crate) http_addr: std::net::SocketAddr,
     /// The watch over the media workers and the TURN server.
     pub(crate) health: Arc<crate::health::Health>,
 }

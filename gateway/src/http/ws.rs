@@ -85,11 +85,11 @@ async fn upgrade(
     let origin = headers
         .get(ORIGIN)
         .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    if !shared
-        .config
-        .webtransport
-        .allows_origin(origin, http.http_port)
-    {
+    if !shared.config.webtransport.allows_origin(
+        origin,
+        http.http_addr,
+        shared.config.cluster.public_host.as_deref(),
+    ) {
         shared.metrics.refuse(RefusalReason::Origin);
         return (StatusCode::FORBIDDEN, "this Origin may not open sessions\n").into_response();
     }

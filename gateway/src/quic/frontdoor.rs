@@ -31,10 +31,11 @@ pub(crate) struct FrontDoor {
 impl FrontDoor {
     /// Whether a WebTransport request with this `Origin` may open a session.
     fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        self.sessions
-            .config
-            .webtransport
-            .allows_origin(origin, self.http_addr.port())
+        self.sessions.config.webtransport.allows_origin(
+            origin,
+            self.http_addr,
+            self.sessions.config.cluster.public_host.as_deref(),
+        )
     }
 }
 
