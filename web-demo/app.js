@@ -673,9 +673,8 @@ async function startWebRtc(room, name, grant, reason) {
       if (!leaving && !hook.state.error) showError(text);
     },
   });
-  // A cluster's redirect is defined for WebTransport only: the page's own gateway serves /ws/rtc.
-  // When /ws/rtc redirects too, the refusal carrying its GoAway comes back from `rtc.join`, and
-  // following it is joining again at `signalingUrl(token, origin)` of the node it names.
+  // In a cluster, a node that does not serve the room redirects /ws/rtc too: the signaling
+  // follows it to the node that does (signaling.js, `SignalingPeer.connect`).
   await rtc.join(signalingUrl(grant.token), room, name);
   hook.stats.iceServers = rtc.iceServers.map((s) => s.urls).flat();
   hook.state.phase = 'joined';

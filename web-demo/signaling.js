@@ -17,7 +17,34 @@
 // The RTCPeerConnection is created once `ServerHello` is in, with the STUN/TURN servers it names
 // (unless `rtcConfig.iceServers` is given).
 
-import { FrameReader, encodeFrame, unwrap, errorCodeName } from './protocol.js';
+import { ErrorCode, FrameReader, encodeFrame, unwrap, errorCodeName } from './protocol.js';
+
+/** Redirects (`GoAway` with code `REDIRECT`) followed before giving up (PROTOCOL.md §7.11). */
+export const MAX_SIGNALING_REDIRECTS = 3;
+
+/** Another node of the cluster serves the room: `goAway` says where, with a token for it. */
+export class SignalingRedirect extends Error {
+  constructor(goAway) {
+    super(`another node serves this room: ${goAway.redirect}`);
+    this.goAway = goAway;
+  }
+}
+
+/**
+ * The URL to open after `goAway` redirected `url`: its `redirect` (a `ws://…/ws/rtc` URL), with
+ * its token, or the token `url` had when it carries none. `null` when it names no WebSocket URL.
+ */
+export function signalingRedirectUrl(url, goAway) {
+  let next;
+  try {
+    next = new URL(goAway.redirect ?? '');
+  } catch {
+    return null;
+  }
+  if (next.protocol !== 'ws:' && next.protocol !== 'wss:') return null;
+  next.searchParams.set('token', goAway.token ?? new URL(url).searchParams.get('token') ?? '');
+  return next.href;
+}
 
 export class SignalingPeer {
   /**
@@ -26,7 +53,25 @@ export class SignalingPeer {
    * (from `ServerHello` on); `onTrack(info, receiverTrack, subscribed)` is called when a
    * receiving section is bound to a track of the room (`info` is its `TrackPublished`).
    */
-  static async connect(url, { rtcConfig = {}, onMessage = null, onTrack = null } = {}) {
+  static async connect(url, options = {}) {
+    // A cluster's node that does not serve the room sends the session to the one that does.
+    for (let hops = 0; ; hops++) {
+      try {
+        return await SignalingPeer.open(url, options);
+      } catch (e) {
+        if (!(e instanceof SignalingRedirect)) throw e;
+        const next = signalingRedirectUrl(url, e.goAway);
+        if (next === null) throw new Error(`redirected to an address this page cannot use: ${e.goAway.redirect}`);
+        if (hops >= MAX_SIGNALING_REDIRECTS) {
+          throw new Error(`redirected ${hops + 1} times in a row (last to ${e.goAway.redirect}): giving up`);
+        }
+        url = next;
+      }
+    }
+  }
+
+  /** One attempt of `connect`: a redirect before `ServerHello` rejects with `SignalingRedirect`. */
+  static async open(url, { rtcConfig = {}, onMessage = null, onTrack = null } = {}) {
     const ws = new WebSocket(url);
     ws.binaryType = 'arraybuffer';
     const peer = new SignalingPeer(ws);
@@ -70,8 +115,14 @@ export class SignalingPeer {
     this.closed = null;
     this.hello = new Promise((resolve, reject) => {
       this.waiters.push({
-        match: (n) => n === 'ServerHello' || n === 'Error',
-        resolve: ([n, f]) => (n === 'Error' ? reject(new Error(describe(f))) : resolve(f)),
+        match: (n, f) => n === 'ServerHello' || n === 'Error' || (n === 'GoAway' && f.code === ErrorCode.REDIRECT),
+        resolve: ([n, f]) => {
+          if (n === 'ServerHello') resolve(f);
+          else if (n === 'GoAway') {
+            reject(new SignalingRedirect(f));
+            this.ws.close();
+          } else reject(new Error(describe(f)));
+        },
         reject,
       });
     });
