@@ -208,14 +208,54 @@ async fn fifty_concurrent_first_joins_through_three_nodes_end_with_one_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_keeps_rooms_here_refuses_new_ones_and_heals_without_a_restart() {
+    use strait_tests::fixture::{opus_spec, rtp};
+
     let mut redis = RedisServer::start().await;
     let nodes = three(&redis).await;
     let alice = join(&nodes[0], "ops", "alice").await.expect("joins");
+    let listener = join(&nodes[0], "ops", "listener").await.expect("joins");
+    let track = alice.publish(opus_spec()).await.expect("publishes");
+    let deadline = Instant::now() + WAIT;
+    while listener.tracks().is_empty() {
+        assert!(Instant::now() < deadline, "the track never showed");
+        let _ = tokio::time::timeout(Duration::from_millis(100), listener.next_event()).await;
+    }
+    listener
+        .subscribe(track.track, None)
+        .await
+        .expect("subscribes");
+    // Media before, during and after the outage: one packet at a time, each waited for.
+    let mut seq = 0u16;
+    let mut forwarded = async || {
+        seq += 1;
+        let packet = rtp::opus(seq, u32::from(seq) * 960, 9, u32::from(seq));
+        alice.send_rtp(track.media[0], &packet).expect("sends");
+        let got = tokio::time::timeout(WAIT, listener.recv_media())
+            .await
+            .expect("media flows")
+            .expect("the session is open");
+        assert_eq!(rtp::index_at(&got.rtp, 12), u32::from(seq));
+    };
+    forwarded().await;
 
     redis.kill();
-    // Unready within the lease (and a heartbeat); alive throughout.
-    wait_ready(&nodes[0], false).await;
-    assert_eq!(http_get(nodes[0].http_addr(), "/healthz").await, "ok\n");
+    let killed = Instant::now();
+    // Alive throughout, unready once the lease could not be renewed for its length.
+    let mut health_polls = 0;
+    loop {
+        assert_eq!(http_get(nodes[0].http_addr(), "/healthz").await, "ok\n");
+        health_polls += 1;
+        if http_get(nodes[0].http_addr(), "/readyz").await != "ready\n" {
+            break;
+        }
+        assert!(killed.elapsed() < WAIT, "never unready");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    eprintln!(
+        "unready {:?} after Redis died (lease 600 ms; /healthz 200 at each of {health_polls} polls)",
+        killed.elapsed()
+    );
+    forwarded().await;
     // A room already here takes more participants; a new one is refused, retryably.
     let bob = join(&nodes[0], "ops", "bob")
         .await
@@ -224,10 +264,12 @@ async fn a_redis_outage_keeps_rooms_here_refuses_new_ones_and_heals_without_a_re
         Err(ClientError::Rejected { code, .. }) => assert_eq!(code, ErrorCode::UNAVAILABLE),
         other => panic!("a new room during the outage: {other:?}"),
     }
-    assert!(!alice.is_closed() && !bob.is_closed());
+    forwarded().await;
+    assert_eq!(http_get(nodes[0].http_addr(), "/healthz").await, "ok\n");
 
     // Redis comes back empty: every node registers again and `a` takes its room back.
     redis.restart().await;
+    let back = Instant::now();
     for node in &nodes {
         wait_ready(node, true).await;
     }
@@ -236,10 +278,12 @@ async fn a_redis_outage_keeps_rooms_here_refuses_new_ones_and_heals_without_a_re
         assert!(Instant::now() < deadline, "the room was never re-claimed");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    eprintln!("recovered {:?} after Redis came back", back.elapsed());
     assert!(cluster_events(&nodes[0], "reclaimed").await >= 1.0);
+    forwarded().await;
     let carol = join(&nodes[1], "ops", "carol").await.expect("joins again");
     assert_eq!(carol.remote_address(), Some(nodes[0].quic_addr()));
-    for session in [alice, bob, carol] {
+    for session in [alice, listener, bob, carol] {
         session.close().await;
     }
     for node in nodes {
