@@ -115,8 +115,12 @@ async fn nodes_hold_leases_and_a_stopped_node_gives_back_its_lease_and_rooms() {
         Some("a")
     );
 
-    // Stopping `a` gives its room and its lease back at once (no lease to wait out).
+    // Stopping `a` gives its room and its lease back at once (no lease to wait out). (Once
+    // alice has left: a room with participants would be handed over to another node.)
     session.close().await;
+    nodes[0]
+        .wait_metric("strait_participants", |v| v == 0.0)
+        .await;
     let a = nodes.remove(0);
     a.stop().await;
     assert_eq!(redis.get("{strait}:node:a").await, None);
