@@ -27,18 +27,20 @@
 //!    bystanders' largest gap between two packets in the same window, and whether each room's
 //!    key in Redis names the node where its publisher and subscriber are at the end;
 //! 4. **joins per second**: a storm of `--storm` sessions (rooms of `--storm-room-size`) at
-//!    `--concurrency`, all through node 1, then spread over every node: joins per second,
-//!    latency, where the sessions landed and the nodes' CPU per join.
+//!    `--concurrency`, for each of `--storms` in turn: `one` (all through node 1) or `all`
+//!    (spread over every node); joins per second, latency, where the sessions landed, and the
+//!    CPU per join of the nodes and of this process.
 //!
 //! Parts 3 and 4 use `--heartbeat`, `--lease` and `--room-lease` (the gateway's defaults, 1 s,
-//! 5 s and 30 s). Each part group (1–2, 3, 4) has a Redis and nodes of its own. `--parts 1,3`
-//! runs some of them (1 and 2 share their cluster). Everything here shares the machine's cores:
-//! the nodes, Redis, and this process with its TLS handshakes and its sessions.
+//! 5 s and 30 s). Parts 1–2, part 3 and each storm have a Redis and nodes of their own.
+//! `--parts 1,3` runs some of them (1 and 2 share their cluster). Everything here shares the
+//! machine's cores: the nodes, Redis, and this process with its TLS handshakes and sessions.
 //!
 //! ```text
 //! cargo build --release -p strait-gateway -p strait-tests --bin strait --bin strait-cluster-bench
 //! target/release/strait-cluster-bench
 //! target/release/strait-cluster-bench --parts 3 --victims 100 --bystanders 20
+//! target/release/strait-cluster-bench --parts 4 --storms one,all,all,one
 //! ```
 //!
 //! Bounded: every wait has a timeout, every loop a count, traffic stays on loopback, and Redis
@@ -106,6 +108,10 @@ struct Args {
     /// Part 4: sessions per room (1: every session places a new room).
     #[arg(long, default_value_t = 1)]
     storm_room_size: usize,
+    /// Part 4: the storms to run, in order: `one` (every session through node 1) or `all`
+    /// (spread over every node).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "one,all")]
+    storms: Vec<StormKind>,
     /// Parts 3 and 4: `cluster.heartbeat`.
     #[arg(long, default_value = "1s")]
     heartbeat: String,
@@ -118,6 +124,15 @@ struct Args {
     /// More `key=value` settings for every node (`strait serve --set`).
     #[arg(long = "set")]
     settings: Vec<String>,
+}
+
+/// Where the sessions of a storm connect first.
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+enum StormKind {
+    /// Every session through node 1.
+    One,
+    /// Session `i` through node `i mod nodes`.
+    All,
 }
 
 const KEY_ID: &str = "cluster-bench";
@@ -196,9 +211,7 @@ async fn run(args: &Args) -> Result<()> {
         cluster.stop().await;
     }
     if args.parts.contains(&4) {
-        let cluster = Cluster::start(args, &timings).await?;
-        part_storm(args, &cluster).await?;
-        cluster.stop().await;
+        part_storm(args, &timings).await?;
     }
     println!("\nload average {:.2} at the end", load_average());
     Ok(())
@@ -1099,6 +1112,9 @@ async fn part_failover(args: &Args, cluster: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
+/// One figure of a victim room (`None` when it has none).
+type Measure<'a> = &'a dyn Fn(&Room) -> Option<Duration>;
+
 fn report_failover(
     rooms: &[Room],
     killed: Instant,
@@ -1107,7 +1123,7 @@ fn report_failover(
     wait: Duration,
 ) {
     let since = |at: Option<Instant>| at.map(|at| at.saturating_duration_since(killed));
-    let collect = |f: &dyn Fn(&Room) -> Option<Duration>| -> Vec<Duration> {
+    let collect = |f: Measure<'_>| -> Vec<Duration> {
         rooms.iter().filter(|r| r.victim).filter_map(f).collect()
     };
     let gaps = collect(&|r| {
@@ -1135,7 +1151,7 @@ fn report_failover(
         "  last packet before the kill, this long before it: {}",
         Spread::show(&last, 0)
     );
-    let phases: [(&str, &dyn Fn(&Room) -> Option<Duration>); 7] = [
+    let phases: [(&str, Measure<'_>); 7] = [
         ("subscriber's connection lost (idle timeout)", &|r| {
             since(lock(&r.subscriber).lost)
         }),
@@ -1204,23 +1220,27 @@ fn report_failover(
 // Part 4: join storm
 // ---------------------------------------------------------------------------------------------
 
-async fn part_storm(args: &Args, cluster: &Cluster) -> Result<()> {
+async fn part_storm(args: &Args, timings: &Timings) -> Result<()> {
     println!(
-        "\n## 4. Join storm: {} sessions, rooms of {}, {} at once",
+        "\n## 4. Join storm: {} sessions, rooms of {}, {} at once; each run on a Redis and nodes \
+         of its own",
         args.storm, args.storm_room_size, args.concurrency
     );
-    let every: Vec<usize> = (0..cluster.nodes.len()).collect();
-    for (label, entries, prefix) in [
-        ("all through node 1", vec![0], "storm-one"),
-        ("spread over every node", every, "storm-all"),
-    ] {
-        storm(args, cluster, label, &entries, prefix).await?;
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    for (run, kind) in args.storms.iter().enumerate() {
+        let cluster = Cluster::start(args, timings).await?;
+        let (label, entries): (&str, Vec<usize>) = match kind {
+            StormKind::One => ("all through node 1", vec![0]),
+            StormKind::All => ("spread over every node", (0..cluster.nodes.len()).collect()),
+        };
+        storm(args, &cluster, label, &entries, &format!("storm-{run}")).await?;
+        cluster.stop().await;
     }
     println!(
         "({} nodes, Redis and this process, which makes every session's TLS handshake, share this \
-         machine's {} cores: compare the two runs with each other, not with a cluster of machines)",
-        cluster.nodes.len(),
-        std::thread::available_parallelism().map_or(0, usize::from)
+         machine's {cores} cores: compare the runs with each other, not with a cluster of \
+         machines)",
+        args.nodes,
     );
     Ok(())
 }
@@ -1327,11 +1347,12 @@ async fn storm(
     );
     println!(
         "  landed on {landed:?}; the nodes' CPU {:.2} s in all ({:.2} ms per join, {:.0} % of a \
-         core over the storm); this process {:.2} s{}",
+         core over the storm); this process {:.2} s ({:.2} ms per join){}",
         cpu,
         1000.0 * cpu / n.max(1) as f64,
         100.0 * cpu / wall.as_secs_f64(),
         own,
+        1000.0 * own / n.max(1) as f64,
         if lock(&errors).is_empty() {
             String::new()
         } else {
