@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::broadcast;
@@ -90,6 +91,9 @@ impl Moves {
         }
     }
 }
+
+/// Room renewals and releases in flight at once on the connection to Redis.
+const IN_FLIGHT: usize = 64;
 
 /// Room moves announced at once, at most (a drain of this many rooms, or a partition's
 /// worth of lost rooms); a session that falls further behind misses some (see [`Moves::of`]).
@@ -459,8 +463,15 @@ impl Inner {
             }
             idle
         };
-        for (room, epoch) in idle {
-            match self.store.release(&room, me, epoch).await {
+        let releases = futures::stream::iter(idle)
+            .map(|(room, epoch)| async move {
+                let released = self.store.release(&room, me, epoch).await;
+                (room, released)
+            })
+            .buffer_unordered(IN_FLIGHT);
+        futures::pin_mut!(releases);
+        while let Some((room, released)) = releases.next().await {
+            match released {
                 Ok(_) => {
                     let mut state = self.lock();
                     // A join may have come back meanwhile: keep the entry then (the next
@@ -485,8 +496,18 @@ impl Inner {
             .map(|(room, owned)| (room.clone(), owned.epoch))
             .collect();
         let ttl = millis(self.config.room_lease);
-        for (room, epoch) in rooms {
-            match self.store.renew(&room, me, epoch, ttl).await {
+        // Many at once on the one multiplexed connection (they pipeline), so that a node with
+        // thousands of rooms renews them in a few round trips, not one each, and its next lease
+        // renewal is not late.
+        let renewals = futures::stream::iter(rooms)
+            .map(|(room, epoch)| async move {
+                let renewed = self.store.renew(&room, me, epoch, ttl).await;
+                (room, renewed)
+            })
+            .buffer_unordered(IN_FLIGHT);
+        futures::pin_mut!(renewals);
+        while let Some((room, renewed)) = renewals.next().await {
+            match renewed {
                 Ok(Renewed::Kept(epoch)) => self.set_epoch(&room, epoch),
                 Ok(Renewed::Reclaimed(epoch)) => {
                     self.metrics.cluster_event(ClusterEvent::Reclaimed);
@@ -507,7 +528,6 @@ impl Inner {
                 Err(e) => {
                     self.metrics.cluster_event(ClusterEvent::RedisError);
                     tracing::debug!(error = %e, room, "room renewal failed");
-                    return;
                 }
             }
         }
