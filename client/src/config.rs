@@ -87,6 +87,15 @@ impl Backoff {
 pub struct ClientConfig {
     /// The gateway's UDP address.
     pub server: SocketAddr,
+    /// Other nodes of the gateway's cluster, to reconnect through when the node of the session
+    /// does not answer (it died): reconnection attempts go round the session's node and these,
+    /// in order. At another node the resume fails (a participant's state stays on its node),
+    /// the session goes on afresh there and [`SessionEvent::ResumeFailed`] says so: join and
+    /// publish again. `trust` must accept their certificates (with [`Trust::Hashes`], list
+    /// every node's). Raw QUIC only. Default: none.
+    ///
+    /// [`SessionEvent::ResumeFailed`]: crate::SessionEvent::ResumeFailed
+    pub fallback_servers: Vec<SocketAddr>,
     /// The name the certificate is checked against (SNI) and the host of the WebTransport URL.
     /// Default: the IP address of `server`. With [`Trust::Hashes`] any name is accepted.
     pub server_name: Option<String>,
@@ -142,6 +151,7 @@ impl ClientConfig {
     pub fn new(server: SocketAddr, trust: Trust, token: impl Into<String>) -> Self {
         Self {
             server,
+            fallback_servers: Vec::new(),
             server_name: None,
             transport: Transport::Quic,
             path: "/rtc".into(),
@@ -196,6 +206,9 @@ impl ClientConfig {
         }
         if !self.path.starts_with('/') {
             return bad("path must start with '/'");
+        }
+        if !self.fallback_servers.is_empty() && self.transport != Transport::Quic {
+            return bad("fallback_servers need Transport::Quic");
         }
         Ok(())
     }

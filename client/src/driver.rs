@@ -679,7 +679,26 @@ impl Driver {
         }
         let backoff = shared.config.backoff;
         let mut last_error = ClientError::ConnectionLost(cause);
+        // The session's node first, then the cluster's other nodes in turn; a redirect goes
+        // first of all.
+        let mut targets = vec![self.target.clone()];
+        for &addr in &shared.config.fallback_servers {
+            if addr != self.target.addr {
+                targets.push(Target {
+                    addr,
+                    name: shared
+                        .config
+                        .server_name
+                        .clone()
+                        .unwrap_or_else(|| addr.ip().to_string()),
+                });
+            }
+        }
+        let mut redirected: Option<Target> = None;
         for attempt in 0..backoff.attempts {
+            let target = redirected
+                .take()
+                .unwrap_or_else(|| targets[attempt as usize % targets.len()].clone());
             let nominal = backoff.delay(attempt);
             // Full jitter on the upper half: between nominal/2 and nominal.
             let delay = if nominal.is_zero() {
@@ -706,13 +725,24 @@ impl Driver {
                         });
                     }
                 },
-                result = try_connect(&self.shared, &self.target, delay) => result,
+                result = try_connect(&self.shared, &target, delay) => result,
             };
             bump(&shared.counters.reconnect_attempts);
             match attempt_result {
                 Ok((conn, handshake)) => {
+                    self.target = target;
                     self.switch_over(conn, handshake, epoch, started, attempt + 1, keep_old);
                     return Ok(());
+                }
+                // Another node of the cluster serves the session (or its room, once the resume
+                // failed there): the next attempt goes where it says.
+                Err(ClientError::Redirected { redirect }) => {
+                    debug!(attempt, to = ?redirect.redirect, "redirected while reconnecting");
+                    redirected = redirect
+                        .redirect
+                        .as_deref()
+                        .and_then(|r| self.parse_redirect(r));
+                    last_error = ClientError::Redirected { redirect };
                 }
                 Err(error) if !retryable(&error) => {
                     // The server or its certificate refuses us: retrying will not help.

@@ -780,3 +780,51 @@ async fn after_flushall_every_node_registers_and_takes_its_rooms_back() {
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_node_dies_goes_on_afresh_through_another_node_and_joins_again() {
+    use strait_client::SessionEvent;
+
+    let redis = RedisServer::start().await;
+    let b = node(&redis, "b", [127, 0, 0, 3]).await;
+    let k = child_node(&redis, "k").await;
+    let b_hash = *b.gateway.cert_fingerprint().as_bytes();
+    let mut config = b.client_config(Transport::Quic, b.token("clinic", "medic"));
+    config.server = k.quic;
+    config.fallback_servers = vec![b.quic_addr()];
+    config.trust = strait_client::Trust::Hashes(vec![k.cert, b_hash]);
+    config.server_name = None;
+    config.idle_timeout = Duration::from_secs(2);
+    config.keep_alive = Duration::from_millis(500);
+    config.backoff = strait_client::Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_millis(400),
+        attempts: 30,
+    };
+    let (medic, _) = Client::connect_and_join(config, "clinic")
+        .await
+        .expect("joins at k");
+    assert_eq!(medic.remote_address(), Some(k.quic));
+
+    // k dies: the client loses it, cannot resume anywhere, and goes on at b afresh.
+    k.stop().await;
+    let deadline = Instant::now() + 3 * WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline.into(), medic.next_event())
+            .await
+            .expect("the session goes on elsewhere in time")
+            .expect("the session is open");
+        if matches!(event, SessionEvent::ResumeFailed { .. }) {
+            break;
+        }
+    }
+    assert_eq!(medic.remote_address(), Some(b.quic_addr()));
+    // What the application does then: join again (the room is b's now that k's lease is gone).
+    medic.join("clinic").await.expect("joins again");
+    assert_eq!(
+        redis.hget("{strait}:room:clinic", "node").await.as_deref(),
+        Some("b")
+    );
+    medic.close().await;
+    b.stop().await;
+}
