@@ -542,22 +542,35 @@ async fn ended(session: &Session) -> ClientError {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_hands_its_rooms_over_and_sends_their_sessions_after_them() {
+    const ROOMS: usize = 6;
+    const MEMBERS: usize = 4;
     let redis = RedisServer::start().await;
     let mut nodes = three(&redis).await;
-    let first = join(&nodes[0], "drill", "first").await.expect("joins at a");
-    let second = join(&nodes[0], "drill", "second")
-        .await
-        .expect("joins at a");
-    assert_eq!(
-        redis.hget("{strait}:room:drill", "node").await.as_deref(),
-        Some("a")
-    );
+    let mut sessions = Vec::new();
+    for r in 0..ROOMS {
+        for m in 0..MEMBERS {
+            let room = format!("drill-{r}");
+            let session = join(&nodes[0], &room, &format!("member-{m}"))
+                .await
+                .expect("joins at a");
+            sessions.push((room, session));
+        }
+    }
+    for r in 0..ROOMS {
+        assert_eq!(
+            redis
+                .hget(&format!("{{strait}}:room:drill-{r}"), "node")
+                .await
+                .as_deref(),
+            Some("a")
+        );
+    }
 
     let a = nodes.remove(0);
     let started = Instant::now();
     a.gateway.begin_shutdown();
     let mut followed = Vec::new();
-    for session in [&first, &second] {
+    for (room, session) in &sessions {
         let ClientError::Redirected { redirect } = ended(session).await else {
             panic!("expected a redirect to the room's new node");
         };
@@ -569,7 +582,7 @@ async fn a_draining_node_hands_its_rooms_over_and_sends_their_sessions_after_the
         // The application connects again where it was sent, with what it was given.
         let base = nodes[0].client_config(Transport::Quic, String::new());
         let config = base.follow(&redirect).expect("a usable redirect");
-        let (again, _) = Client::connect_and_join(config, "drill")
+        let (again, _) = Client::connect_and_join(config, room)
             .await
             .expect("joins there");
         assert_eq!(again.remote_address().map(|a| a.to_string()), Some(to));
@@ -577,11 +590,16 @@ async fn a_draining_node_hands_its_rooms_over_and_sends_their_sessions_after_the
     }
     a.gateway.stopped().await.expect("a stops");
     eprintln!(
-        "drain with two sessions handed over: {:?}",
+        "drain of {} sessions in {ROOMS} rooms, all sent on and joined again: {:?}",
+        sessions.len(),
         started.elapsed()
     );
-    let owner = redis.hget("{strait}:room:drill", "node").await;
-    assert!(matches!(owner.as_deref(), Some("b" | "c")), "{owner:?}");
+    for r in 0..ROOMS {
+        let owner = redis
+            .hget(&format!("{{strait}}:room:drill-{r}"), "node")
+            .await;
+        assert!(matches!(owner.as_deref(), Some("b" | "c")), "{owner:?}");
+    }
     assert_eq!(redis.get("{strait}:node:a").await, None);
     for session in followed {
         session.close().await;
