@@ -15,15 +15,53 @@ use tempfile::TempDir;
 pub struct RedisServer {
     child: Option<Child>,
     dir: TempDir,
+    tls: Option<Tls>,
+}
+
+/// TLS on a TCP port, beside the Unix socket.
+#[derive(Debug, Clone)]
+struct Tls {
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl RedisServer {
     /// Starts one and waits until it answers `PING` (at most 10 s).
     pub async fn start() -> RedisServer {
         let dir = tempfile::tempdir().expect("a directory for redis");
-        let mut server = RedisServer { child: None, dir };
+        let mut server = RedisServer {
+            child: None,
+            dir,
+            tls: None,
+        };
         server.restart().await;
         server
+    }
+
+    /// Starts one that also serves TLS on a loopback TCP port with `cert` and `key` (PEM
+    /// files; clients are not asked for certificates). The port is one the OS gave a moment
+    /// before (bound, then released for redis-server to take).
+    pub async fn start_tls(cert: PathBuf, key: PathBuf) -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("a directory for redis");
+        let mut server = RedisServer {
+            child: None,
+            dir,
+            tls: Some(Tls { port, cert, key }),
+        };
+        server.restart().await;
+        server
+    }
+
+    /// `rediss://127.0.0.1:<port>` of a server started with [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|tls| format!("rediss://127.0.0.1:{}", tls.port))
     }
 
     /// The socket's path.
@@ -51,13 +89,25 @@ impl RedisServer {
         self.kill();
         let binary =
             std::env::var_os("STRAIT_REDIS_SERVER").unwrap_or_else(|| "redis-server".into());
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .args(["--port", "0", "--save", "", "--appendonly", "no"])
             .arg("--unixsocket")
             .arg(self.socket())
             .args(["--unixsocketperm", "700"])
             .arg("--dir")
-            .arg(self.dir.path())
+            .arg(self.dir.path());
+        if let Some(tls) = &self.tls {
+            command
+                .args(["--bind", "127.0.0.1", "--tls-port"])
+                .arg(tls.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -846,3 +846,78 @@ async fn a_client_whose_node_dies_goes_on_afresh_through_another_node_and_joins_
     medic.close().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_redis_over_tls_trusting_the_authority_they_are_given() {
+    // A certificate authority and a certificate for 127.0.0.1 that it signed.
+    let dir = tempfile::tempdir().expect("a directory");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .expect("leaf params")
+        .signed_by(&key, &ca)
+        .expect("leaf");
+    let (ca_pem, cert_pem, key_pem) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("redis.pem"),
+        dir.path().join("redis.key"),
+    );
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, leaf.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    let redis = RedisServer::start_tls(cert_pem, key_pem).await;
+    let url = redis.tls_url().expect("a TLS port");
+
+    let node = TestGateway::start_with(|c| {
+        c.webrtc.enabled = false;
+        c.auth.keys = vec![ApiKeyConfig {
+            id: KEY_ID.into(),
+            secret: SECRET.into(),
+        }];
+        c.auth.resume_secret = Some(RESUME_SECRET.into());
+        c.cluster.redis_url = Some(url.clone());
+        c.cluster.redis_ca = Some(ca_pem.clone());
+        c.cluster.node_id = Some("t".into());
+        c.cluster.heartbeat = Duration::from_millis(100);
+        c.cluster.lease = Duration::from_millis(600);
+        c.cluster.room_lease = Duration::from_millis(1500);
+    })
+    .await;
+    wait_ready(&node, true).await;
+    let session = join(&node, "secure", "x").await.expect("joins");
+    assert_eq!(
+        redis.hget("{strait}:room:secure", "node").await.as_deref(),
+        Some("t")
+    );
+    session.close().await;
+    node.stop().await;
+
+    // Without the authority, the system's roots do not know Redis's certificate: never ready.
+    let untrusting = TestGateway::start_with(|c| {
+        c.webrtc.enabled = false;
+        c.auth.keys = vec![ApiKeyConfig {
+            id: KEY_ID.into(),
+            secret: SECRET.into(),
+        }];
+        c.auth.resume_secret = Some(RESUME_SECRET.into());
+        c.cluster.redis_url = Some(url);
+        c.cluster.node_id = Some("u".into());
+        c.cluster.heartbeat = Duration::from_millis(100);
+        c.cluster.lease = Duration::from_millis(600);
+    })
+    .await;
+    let events = cluster_events(&untrusting, "redis_error");
+    let deadline = Instant::now() + WAIT;
+    let mut errors = events.await;
+    while errors < 2.0 {
+        assert!(Instant::now() < deadline, "no TLS failure counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        errors = cluster_events(&untrusting, "redis_error").await;
+    }
+    assert_ne!(http_get(untrusting.http_addr(), "/readyz").await, "ready\n");
+    assert_eq!(redis.get("{strait}:node:u").await, None);
+    untrusting.stop().await;
+}

@@ -17,7 +17,7 @@
 //! (paused, partitioned) can neither renew nor delete what another node now owns.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisResult, Script, Value};
+use redis::{Script, Value};
 
 use super::record::NodeRecord;
 use crate::config::ClusterConfig;
@@ -180,8 +180,20 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// A store on `config.redis_url`; the connection is made on first use and remade in the
     /// background when it breaks (each command then fails fast, within the timeouts).
-    pub(crate) fn new(config: &ClusterConfig, url: &str) -> RedisResult<Store> {
-        let client = redis::Client::open(url)?;
+    pub(crate) fn new(config: &ClusterConfig, url: &str) -> anyhow::Result<Store> {
+        let client = match &config.redis_ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("cluster.redis_ca: cannot read {}: {e}", path.display())
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(url, certificates)?
+            }
+            None => redis::Client::open(url)?,
+        };
         let timeout = config.heartbeat.max(std::time::Duration::from_millis(250));
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))

@@ -13,9 +13,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `redis://[user:password@]host:port[/db]`, or `redis+unix:///path/to/socket` (a password
-    /// in the URL is kept out of logs). Unset: one node.
+    /// `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS, or
+    /// `redis+unix:///path/to/socket` (a password in the URL is kept out of logs). Unset: one
+    /// node.
     pub redis_url: Option<String>,
+    /// With `rediss://`: a PEM file of the certificate authorities to trust for Redis's
+    /// certificate, instead of the system's.
+    pub redis_ca: Option<std::path::PathBuf>,
     /// This node's name in the cluster (`[A-Za-z0-9._-]`, 1 to 64 bytes). Unset: a random one
     /// per process.
     pub node_id: Option<String>,
@@ -54,6 +58,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_ca: None,
             node_id: None,
             public_host: None,
             region: None,
@@ -71,6 +76,7 @@ impl fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterConfig")
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_ca", &self.redis_ca)
             .field("node_id", &self.node_id)
             .field("public_host", &self.public_host)
             .field("region", &self.region)
@@ -100,24 +106,24 @@ impl ClusterConfig {
 
     /// Checks the section's rules.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(url) = &self.redis_url {
-            if url.starts_with("rediss://") {
-                return Err(
-                    "cluster.redis_url: TLS to Redis (rediss://) is not built in; reach Redis \
-                     over a private network or a local tunnel (redis://)"
-                        .into(),
-                );
-            }
-            if !["redis://", "redis+unix://", "unix://"]
+        if let Some(url) = &self.redis_url
+            && !["redis://", "rediss://", "redis+unix://", "unix://"]
                 .iter()
                 .any(|scheme| url.starts_with(scheme))
-            {
-                return Err(format!(
-                    "cluster.redis_url must start with redis:// (or redis+unix:// for a local \
-                     socket; got {})",
-                    redact_url(url)
-                ));
-            }
+        {
+            return Err(format!(
+                "cluster.redis_url must start with redis:// (rediss:// for TLS, redis+unix:// for \
+                 a local socket; got {})",
+                redact_url(url)
+            ));
+        }
+        if self.redis_ca.is_some()
+            && !self
+                .redis_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("rediss://"))
+        {
+            return Err("cluster.redis_ca goes with a rediss:// cluster.redis_url".into());
         }
         if let Some(id) = &self.node_id
             && !valid_name(id)
@@ -178,11 +184,17 @@ mod tests {
             ..ClusterConfig::default()
         };
         assert!(lease.validate().unwrap_err().contains("cluster.lease"));
-        let tls = ClusterConfig {
-            redis_url: Some("rediss://127.0.0.1:6379".into()),
+        let ca_without_tls = ClusterConfig {
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            redis_ca: Some("ca.pem".into()),
             ..ClusterConfig::default()
         };
-        assert!(tls.validate().unwrap_err().contains("rediss://"));
+        assert!(ca_without_tls.validate().unwrap_err().contains("redis_ca"));
+        let scheme = ClusterConfig {
+            redis_url: Some("http://127.0.0.1:6379".into()),
+            ..ClusterConfig::default()
+        };
+        assert!(scheme.validate().unwrap_err().contains("redis://"));
         let id = ClusterConfig {
             node_id: Some("node 1".into()),
             ..ClusterConfig::default()
