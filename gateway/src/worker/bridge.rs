@@ -57,11 +57,13 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use strait_media::sfu::{self, LayerSpec, LeaveReason, ParticipantMeta, SfuError, TrackSpec};
 use strait_media::webrtc::{
-    Endpoint, IceFragment, PeerId, RidLayer, SendTrack, SimulcastSection, Transmit, UfragChange,
-    WebRtcConfig as EndpointConfig, WebRtcError, WebRtcEvent, WebRtcStats, ice_fragment_of_answer,
+    Endpoint, ForwardedRtp, IceFragment, PeerId, RidLayer, SendTrack, SimulcastSection, Transmit,
+    UfragChange, WebRtcConfig as EndpointConfig, WebRtcError, WebRtcEvent, WebRtcStats,
+    ice_fragment_of_answer,
 };
 use strait_protocol::{ParticipantId, RoomId};
 use tracing::{debug, warn};
@@ -70,7 +72,10 @@ use super::hub::{BridgedRtp, Core};
 use super::translate::{self, Principal};
 use crate::auth::VerifiedToken;
 use crate::config::WebRtcConfig;
-use crate::metrics::{DropReason, Metrics, NackLabel, NackResult, Transport, TransportLabel};
+use crate::metrics::{
+    DropReason, FeedbackKind, FeedbackLabel, Metrics, NackLabel, NackResult, Transport,
+    TransportLabel,
+};
 
 /// What a WHIP or WHEP offer asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,8 +206,6 @@ pub(crate) struct Bridge {
     seen: WebRtcStats,
     /// The legs last added to the sessions gauge.
     legs_reported: i64,
-    /// Reused to write each rewritten packet before the endpoint encrypts it.
-    scratch: Vec<u8>,
     packets_in: Counter,
     bytes_in: Counter,
     packets_out: Counter,
@@ -283,6 +286,9 @@ impl Bridge {
             ice_disconnected_timeout: (config.ice_timeout / 5).max(Duration::from_millis(200)),
             ice_failed_timeout: config.ice_timeout,
             nack_cache_packets: config.nack_cache_packets,
+            // Sender reports carry the wall-clock time (the gateway is the one crate that reads
+            // the clock).
+            wall_clock: Some((Instant::now(), std::time::SystemTime::now())),
             ..EndpointConfig::default()
         });
         let label = TransportLabel {
@@ -296,7 +302,6 @@ impl Bridge {
             by_resource: HashMap::new(),
             seen: WebRtcStats::default(),
             legs_reported: 0,
-            scratch: Vec::with_capacity(2048),
             packets_in: metrics.packets_in.get_or_create(&label).clone(),
             bytes_in: metrics.bytes_in.get_or_create(&label).clone(),
             packets_out: metrics.packets_out.get_or_create(&label).clone(),
@@ -304,20 +309,27 @@ impl Bridge {
         }
     }
 
-    /// Writes a forwarded packet to a WebRTC subscriber's leg.
+    /// Writes a forwarded packet to a WebRTC subscriber's leg; `original` is the publisher's
+    /// packet `fwd` rewrites (the endpoint keeps it in the stream's NACK cache).
     pub(crate) fn send(
         &mut self,
         metrics: &Metrics,
         peer: PeerId,
         fwd: &sfu::Forward<'_>,
+        original: &Bytes,
         now: Instant,
     ) {
-        self.scratch.clear();
-        self.scratch.resize(fwd.len(), 0);
-        fwd.write_into(&mut self.scratch);
-        // The packet is a publisher's, from the network: `rtc` parses it again.
-        let (endpoint, scratch) = (&mut self.endpoint, &self.scratch);
-        let sent = contained("rtp", || endpoint.send_rtp(peer, fwd.ssrc(), scratch, now))
+        let forwarded = ForwardedRtp {
+            track: fwd.track.0,
+            layer: fwd.layer,
+            original,
+            ssrc: fwd.ssrc(),
+            sequence_number: fwd.sequence_number(),
+            timestamp: fwd.timestamp(),
+        };
+        // The packet is a publisher's, from the network: the endpoint parses its header.
+        let endpoint = &mut self.endpoint;
+        let sent = contained("rtp", || endpoint.send_forwarded(peer, &forwarded, now))
             .unwrap_or(Err(WebRtcError::MalformedRtp));
         match sent {
             Ok(()) => {
@@ -1018,6 +1030,11 @@ impl Bridge {
                 stats.nacks.over_budget,
                 seen.nacks.over_budget,
             ),
+            (
+                NackResult::NotCached,
+                stats.nacks.not_cached,
+                seen.nacks.not_cached,
+            ),
         ] {
             if now > before {
                 metrics
@@ -1026,6 +1043,23 @@ impl Bridge {
                     .inc_by(now - before);
             }
         }
+        for (kind, now, before) in [
+            (FeedbackKind::Nack, stats.feedback.nack, seen.feedback.nack),
+            (FeedbackKind::Pli, stats.feedback.pli, seen.feedback.pli),
+            (FeedbackKind::Fir, stats.feedback.fir, seen.feedback.fir),
+            (FeedbackKind::Twcc, stats.feedback.twcc, seen.feedback.twcc),
+            (FeedbackKind::Remb, stats.feedback.remb, seen.feedback.remb),
+        ] {
+            if now > before {
+                metrics
+                    .webrtc_feedback
+                    .get_or_create(&FeedbackLabel { kind })
+                    .inc_by(now - before);
+            }
+        }
+        metrics
+            .webrtc_sender_reports
+            .inc_by(stats.sender_reports - seen.sender_reports);
         // Every worker's bridge adds its own change: the gauges are the node's sums.
         metrics
             .webrtc_peers
