@@ -15,6 +15,7 @@
 //! session's control stream), and media packets, which are dropped and counted when the queue is
 //! full (the worker is saturated; the arriving packet is the one refused).
 
+mod batch;
 pub(crate) mod bridge;
 mod driver;
 pub(crate) mod hub;
