@@ -57,7 +57,6 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use strait_media::sfu::{self, LayerSpec, LeaveReason, ParticipantMeta, SfuError, TrackSpec};
 use strait_media::webrtc::{
@@ -309,20 +308,19 @@ impl Bridge {
         }
     }
 
-    /// Writes a forwarded packet to a WebRTC subscriber's leg; `original` is the publisher's
-    /// packet `fwd` rewrites (the endpoint keeps it in the stream's NACK cache).
+    /// Writes a forwarded packet to a WebRTC subscriber's leg (the endpoint keeps the
+    /// publisher's packet in the stream's NACK cache).
     pub(crate) fn send(
         &mut self,
         metrics: &Metrics,
         peer: PeerId,
         fwd: &sfu::Forward<'_>,
-        original: &Bytes,
         now: Instant,
     ) {
         let forwarded = ForwardedRtp {
             track: fwd.track.0,
             layer: fwd.layer,
-            original,
+            original: fwd.original(),
             ssrc: fwd.ssrc(),
             sequence_number: fwd.sequence_number(),
             timestamp: fwd.timestamp(),
@@ -336,6 +334,8 @@ impl Bridge {
                 self.packets_out.inc();
                 self.bytes_out.inc_by(fwd.len() as u64);
             }
+            // ICE and DTLS not done yet: nothing can reach the subscriber.
+            Err(WebRtcError::NotConnected(_)) => metrics.count_drop(DropReason::SubscriberAway),
             Err(_) => metrics.count_drop(DropReason::WebrtcSendFailed),
         }
     }

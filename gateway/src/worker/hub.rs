@@ -979,7 +979,7 @@ fn forward(
             let Some(bridge) = bridge.as_deref_mut() else {
                 return;
             };
-            bridge.send(metrics, peer, &fwd, rtp, now);
+            bridge.send(metrics, peer, &fwd, now);
             return;
         }
         if member.session.is_none() {

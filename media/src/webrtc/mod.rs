@@ -397,8 +397,9 @@ pub struct ForwardedRtp<'a> {
     /// Its simulcast layer (0 without simulcast): each layer is a stream of its own, with its
     /// own packet cache.
     pub layer: u8,
-    /// The publisher's packet as it arrived (header and payload); kept in the stream's cache.
-    pub original: &'a Bytes,
+    /// The publisher's packet as it arrived (header and payload); copied into the stream's
+    /// cache the first time a leg sends it.
+    pub original: &'a [u8],
     /// The leg's send track ([`SendTrack::ssrc`]), which the packet carries.
     pub ssrc: u32,
     /// The sequence number on the leg.
@@ -931,13 +932,12 @@ impl Endpoint {
         if packet.len() < 12 {
             return Err(WebRtcError::MalformedRtp);
         }
-        let original = Bytes::copy_from_slice(packet);
         let sequence_number = u16::from_be_bytes([packet[2], packet[3]]);
         let timestamp = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
         self.send(
             peer,
             CacheKey::Leg(peer, ssrc),
-            &original,
+            packet,
             (ssrc, sequence_number, timestamp),
             now,
         )
@@ -973,7 +973,7 @@ impl Endpoint {
         &mut self,
         peer: PeerId,
         key: CacheKey,
-        original: &Bytes,
+        original: &[u8],
         (ssrc, sequence_number, timestamp): (u32, u16, u32),
         now: Instant,
     ) -> Result<(), WebRtcError> {

@@ -7,8 +7,8 @@
 //! peer's send keys ([`super::srtp`]) and queues it for the socket. Around that:
 //!
 //! - **the packet cache of a published stream** ([`TrackCache`]): the last packets of each
-//!   publisher stream, each held once (a reference to the publisher's packet) whatever the
-//!   number of legs that forward it, to answer NACKs;
+//!   publisher stream, each held once (a copy of its own, so that it pins no receive buffer)
+//!   whatever the number of legs that forward it, to answer NACKs;
 //! - **what each leg sent** ([`LegStream`]): which of the stream's packets went out under which
 //!   of the leg's sequence numbers and timestamps, so that a NACK in the leg's numbering finds
 //!   the cached packet and rewrites it for the leg again; the packet and octet counts and the
@@ -233,12 +233,12 @@ impl TrackCache {
         usize::from(seq) & (self.slots.len() - 1)
     }
 
-    /// Keeps `packet` (the publisher's, numbered `seq`) unless it is there already.
-    pub(crate) fn insert(&mut self, seq: u16, packet: &Bytes) {
+    /// Keeps a copy of `packet` (the publisher's, numbered `seq`) unless it is there already.
+    pub(crate) fn insert(&mut self, seq: u16, packet: &[u8]) {
         let at = self.slot(seq);
         match &self.slots[at] {
             Some((held, _)) if *held == seq => {}
-            _ => self.slots[at] = Some((seq, packet.clone())),
+            _ => self.slots[at] = Some((seq, Bytes::copy_from_slice(packet))),
         }
     }
 
@@ -488,9 +488,9 @@ mod tests {
         let mut cache = TrackCache::new(4);
         let a = Bytes::from_static(b"a");
         cache.insert(10, &a);
-        cache.insert(10, &Bytes::from_static(b"other"));
+        cache.insert(10, b"other");
         assert_eq!(cache.get(10).map(|p| &p[..]), Some(&b"a"[..]));
-        cache.insert(14, &Bytes::from_static(b"b"));
+        cache.insert(14, b"b");
         assert_eq!(cache.get(10), None, "evicted by a packet four later");
 
         let now = Instant::now();
