@@ -26,7 +26,7 @@
 //! does not go through it: [`Endpoint::send_forwarded`] writes the packet for the leg into the
 //! endpoint's buffer (SSRC, sequence number, timestamp, payload type, header extensions, the
 //! leg's transport-wide sequence number), protects it with the peer's SRTP send keys in a context
-//! of the endpoint's ([`srtp`]) and queues it; all the legs of one fan-out leave together from
+//! of the endpoint's (module `srtp`) and queues it; all the legs of one fan-out leave together from
 //! [`poll_transmit`](Endpoint::poll_transmit). The endpoint keeps what `rtc`'s interceptors kept
 //! per leg: a packet cache per publisher stream ([`WebRtcConfig::nack_cache_packets`] packets,
 //! each held once for all its legs) from which a NACK is answered in the leg's numbering, once
