@@ -267,8 +267,14 @@ pub(crate) struct SignalingAnswer {
 
 impl Bridge {
     /// A bridge for the socket bound at `bound`, advertising `config.public_ips` (or the bound
-    /// address) with the bound port.
-    pub(crate) fn new(config: &WebRtcConfig, bound: SocketAddr, metrics: &Metrics) -> Bridge {
+    /// address) with the bound port. `wall_clock` is an instant and the wall-clock time at it,
+    /// for the NTP time of sender reports.
+    pub(crate) fn new(
+        config: &WebRtcConfig,
+        bound: SocketAddr,
+        metrics: &Metrics,
+        wall_clock: (Instant, std::time::SystemTime),
+    ) -> Bridge {
         let local_addrs: Vec<SocketAddr> = if config.public_ips.is_empty() {
             vec![bound]
         } else {
@@ -285,9 +291,7 @@ impl Bridge {
             ice_disconnected_timeout: (config.ice_timeout / 5).max(Duration::from_millis(200)),
             ice_failed_timeout: config.ice_timeout,
             nack_cache_packets: config.nack_cache_packets,
-            // Sender reports carry the wall-clock time (the gateway is the one crate that reads
-            // the clock).
-            wall_clock: Some((Instant::now(), std::time::SystemTime::now())),
+            wall_clock: Some(wall_clock),
             ..EndpointConfig::default()
         });
         let label = TransportLabel {

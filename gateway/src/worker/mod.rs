@@ -493,7 +493,13 @@ pub(crate) fn spawn(
             None
         };
         let bridge = match &socket {
-            Some(socket) => Some(Bridge::new(&config.webrtc, socket.local_addr()?, metrics)),
+            Some(socket) => Some(Bridge::new(
+                &config.webrtc,
+                socket.local_addr()?,
+                metrics,
+                // Sender reports carry the wall-clock time; the sans-IO bridge reads no clock.
+                (Instant::now(), std::time::SystemTime::now()),
+            )),
             None => None,
         };
         let mut hub = Hub::new(sfu_config(config), seeds(), bridge, metrics.clone());
