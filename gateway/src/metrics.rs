@@ -182,6 +182,8 @@ pub enum NackResult {
     Duplicate,
     /// Beyond the leg's retransmission budget (twice the stream's packet rate): not sent.
     OverBudget,
+    /// No longer (or never) in the stream's packet cache: not sent.
+    NotCached,
 }
 
 impl EncodeLabelValue for NackResult {
@@ -191,8 +193,44 @@ impl EncodeLabelValue for NackResult {
             NackResult::Granted => "granted",
             NackResult::Duplicate => "duplicate",
             NackResult::OverBudget => "over_budget",
+            NackResult::NotCached => "not_cached",
         })
     }
+}
+
+/// A kind of RTCP feedback from WebRTC subscribers.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum FeedbackKind {
+    /// Generic NACK.
+    Nack,
+    /// Picture loss indication.
+    Pli,
+    /// Full intra request.
+    Fir,
+    /// Transport-wide congestion control feedback.
+    Twcc,
+    /// Receiver-estimated maximum bitrate.
+    Remb,
+}
+
+impl EncodeLabelValue for FeedbackKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            FeedbackKind::Nack => "nack",
+            FeedbackKind::Pli => "pli",
+            FeedbackKind::Fir => "fir",
+            FeedbackKind::Twcc => "twcc",
+            FeedbackKind::Remb => "remb",
+        })
+    }
+}
+
+/// Label set with one `kind` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedbackLabel {
+    /// The kind.
+    pub kind: FeedbackKind,
 }
 
 /// Label set with one `result` label.
@@ -419,6 +457,10 @@ pub struct Metrics {
     pub webrtc_addresses: Gauge,
     /// Packets WebRTC subscribers asked for again, by what became of the request.
     pub webrtc_nacks: Family<NackLabel, Counter>,
+    /// RTCP feedback packets from WebRTC subscribers, by kind.
+    pub webrtc_feedback: Family<FeedbackLabel, Counter>,
+    /// Sender reports the WebRTC bridges sent.
+    pub webrtc_sender_reports: Counter,
     /// The embedded TURN server (`strait_turn_*`).
     pub turn: TurnMetrics,
 }
@@ -467,6 +509,8 @@ impl Metrics {
             webrtc_datagrams_out: Counter::default(),
             webrtc_addresses: Gauge::default(),
             webrtc_nacks: Family::default(),
+            webrtc_feedback: Family::default(),
+            webrtc_sender_reports: Counter::default(),
             turn: TurnMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("strait");
@@ -597,6 +641,16 @@ impl Metrics {
             "webrtc_nacks",
             "Packets WebRTC subscribers asked for again (NACK), by result",
             m.webrtc_nacks.clone(),
+        );
+        r.register(
+            "webrtc_feedback",
+            "RTCP feedback packets from WebRTC subscribers, by kind",
+            m.webrtc_feedback.clone(),
+        );
+        r.register(
+            "webrtc_sender_reports",
+            "RTCP sender reports the WebRTC bridge sent for forwarded streams",
+            m.webrtc_sender_reports.clone(),
         );
         m.turn.register(r.sub_registry_with_prefix("turn"));
         m

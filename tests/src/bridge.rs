@@ -945,6 +945,38 @@ pub fn rtp_of(track: Arc<dyn TrackRemote>) -> mpsc::UnboundedReceiver<rtc::rtp::
     rtp_and_reports_of(track).0
 }
 
+/// [`rtp_of`], and the RTCP sender reports that arrive about the track, each with the number of
+/// RTP packets of the track that arrived before it.
+pub fn rtp_and_sender_reports_of(
+    track: Arc<dyn TrackRemote>,
+) -> (
+    mpsc::UnboundedReceiver<rtc::rtp::Packet>,
+    mpsc::UnboundedReceiver<(SenderReport, u32)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut received = 0u32;
+        while let Some(event) = track.poll().await {
+            let open = match event {
+                TrackRemoteEvent::OnRtpPacket(packet) => {
+                    received += 1;
+                    tx.send(packet).is_ok()
+                }
+                TrackRemoteEvent::OnRtcpPacket(packets) => packets
+                    .iter()
+                    .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                    .all(|report| reports_tx.send((report.clone(), received)).is_ok()),
+                _ => true,
+            };
+            if !open {
+                break;
+            }
+        }
+    });
+    (rx, reports)
+}
+
 /// [`rtp_of`], and a count of the RTCP sender reports that arrive about the track.
 pub fn rtp_and_reports_of(
     track: Arc<dyn TrackRemote>,

@@ -412,9 +412,10 @@ pub struct WebRtcConfig {
     /// One UDP port for every media worker (`SO_REUSEPORT`, datagrams handed to the worker of
     /// their peer), instead of a port per worker.
     pub shared_port: bool,
-    /// Packets kept per video track sent to a WebRTC subscriber, to answer its NACKs (a power
-    /// of two, 1 to 32768). Each is a copy of the packet: 512 packets of 1.5 Mbit/s video are
-    /// about 3 s and 600 KiB per subscribed video track.
+    /// Packets kept per published stream (track and layer) forwarded to WebRTC subscribers, to
+    /// answer their NACKs (a power of two, 1 to 32768). Each packet is held once for all the
+    /// stream's legs: 512 packets of 1.5 Mbit/s video are about 3 s and 600 KiB per stream; each
+    /// leg remembers its own numbering of them (12 bytes a packet).
     pub nack_cache_packets: u16,
 }
 

@@ -60,8 +60,9 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use strait_media::sfu::{self, LayerSpec, LeaveReason, ParticipantMeta, SfuError, TrackSpec};
 use strait_media::webrtc::{
-    Endpoint, IceFragment, PeerId, RidLayer, SendTrack, SimulcastSection, Transmit, UfragChange,
-    WebRtcConfig as EndpointConfig, WebRtcError, WebRtcEvent, WebRtcStats, ice_fragment_of_answer,
+    Endpoint, ForwardedRtp, IceFragment, PeerId, RidLayer, SendTrack, SimulcastSection, Transmit,
+    UfragChange, WebRtcConfig as EndpointConfig, WebRtcError, WebRtcEvent, WebRtcStats,
+    ice_fragment_of_answer,
 };
 use strait_protocol::{ParticipantId, RoomId};
 use tracing::{debug, warn};
@@ -70,7 +71,10 @@ use super::hub::{BridgedRtp, Core};
 use super::translate::{self, Principal};
 use crate::auth::VerifiedToken;
 use crate::config::WebRtcConfig;
-use crate::metrics::{DropReason, Metrics, NackLabel, NackResult, Transport, TransportLabel};
+use crate::metrics::{
+    DropReason, FeedbackKind, FeedbackLabel, Metrics, NackLabel, NackResult, Transport,
+    TransportLabel,
+};
 
 /// What a WHIP or WHEP offer asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,8 +205,6 @@ pub(crate) struct Bridge {
     seen: WebRtcStats,
     /// The legs last added to the sessions gauge.
     legs_reported: i64,
-    /// Reused to write each rewritten packet before the endpoint encrypts it.
-    scratch: Vec<u8>,
     packets_in: Counter,
     bytes_in: Counter,
     packets_out: Counter,
@@ -265,8 +267,14 @@ pub(crate) struct SignalingAnswer {
 
 impl Bridge {
     /// A bridge for the socket bound at `bound`, advertising `config.public_ips` (or the bound
-    /// address) with the bound port.
-    pub(crate) fn new(config: &WebRtcConfig, bound: SocketAddr, metrics: &Metrics) -> Bridge {
+    /// address) with the bound port. `wall_clock` is an instant and the wall-clock time at it,
+    /// for the NTP time of sender reports.
+    pub(crate) fn new(
+        config: &WebRtcConfig,
+        bound: SocketAddr,
+        metrics: &Metrics,
+        wall_clock: (Instant, std::time::SystemTime),
+    ) -> Bridge {
         let local_addrs: Vec<SocketAddr> = if config.public_ips.is_empty() {
             vec![bound]
         } else {
@@ -283,6 +291,7 @@ impl Bridge {
             ice_disconnected_timeout: (config.ice_timeout / 5).max(Duration::from_millis(200)),
             ice_failed_timeout: config.ice_timeout,
             nack_cache_packets: config.nack_cache_packets,
+            wall_clock: Some(wall_clock),
             ..EndpointConfig::default()
         });
         let label = TransportLabel {
@@ -296,7 +305,6 @@ impl Bridge {
             by_resource: HashMap::new(),
             seen: WebRtcStats::default(),
             legs_reported: 0,
-            scratch: Vec::with_capacity(2048),
             packets_in: metrics.packets_in.get_or_create(&label).clone(),
             bytes_in: metrics.bytes_in.get_or_create(&label).clone(),
             packets_out: metrics.packets_out.get_or_create(&label).clone(),
@@ -304,7 +312,8 @@ impl Bridge {
         }
     }
 
-    /// Writes a forwarded packet to a WebRTC subscriber's leg.
+    /// Writes a forwarded packet to a WebRTC subscriber's leg (the endpoint keeps the
+    /// publisher's packet in the stream's NACK cache).
     pub(crate) fn send(
         &mut self,
         metrics: &Metrics,
@@ -312,18 +321,25 @@ impl Bridge {
         fwd: &sfu::Forward<'_>,
         now: Instant,
     ) {
-        self.scratch.clear();
-        self.scratch.resize(fwd.len(), 0);
-        fwd.write_into(&mut self.scratch);
-        // The packet is a publisher's, from the network: `rtc` parses it again.
-        let (endpoint, scratch) = (&mut self.endpoint, &self.scratch);
-        let sent = contained("rtp", || endpoint.send_rtp(peer, fwd.ssrc(), scratch, now))
+        let forwarded = ForwardedRtp {
+            track: fwd.track.0,
+            layer: fwd.layer,
+            original: fwd.original(),
+            ssrc: fwd.ssrc(),
+            sequence_number: fwd.sequence_number(),
+            timestamp: fwd.timestamp(),
+        };
+        // The packet is a publisher's, from the network: the endpoint parses its header.
+        let endpoint = &mut self.endpoint;
+        let sent = contained("rtp", || endpoint.send_forwarded(peer, &forwarded, now))
             .unwrap_or(Err(WebRtcError::MalformedRtp));
         match sent {
             Ok(()) => {
                 self.packets_out.inc();
                 self.bytes_out.inc_by(fwd.len() as u64);
             }
+            // ICE and DTLS not done yet: nothing can reach the subscriber.
+            Err(WebRtcError::NotConnected(_)) => metrics.count_drop(DropReason::SubscriberAway),
             Err(_) => metrics.count_drop(DropReason::WebrtcSendFailed),
         }
     }
@@ -1018,6 +1034,11 @@ impl Bridge {
                 stats.nacks.over_budget,
                 seen.nacks.over_budget,
             ),
+            (
+                NackResult::NotCached,
+                stats.nacks.not_cached,
+                seen.nacks.not_cached,
+            ),
         ] {
             if now > before {
                 metrics
@@ -1026,6 +1047,23 @@ impl Bridge {
                     .inc_by(now - before);
             }
         }
+        for (kind, now, before) in [
+            (FeedbackKind::Nack, stats.feedback.nack, seen.feedback.nack),
+            (FeedbackKind::Pli, stats.feedback.pli, seen.feedback.pli),
+            (FeedbackKind::Fir, stats.feedback.fir, seen.feedback.fir),
+            (FeedbackKind::Twcc, stats.feedback.twcc, seen.feedback.twcc),
+            (FeedbackKind::Remb, stats.feedback.remb, seen.feedback.remb),
+        ] {
+            if now > before {
+                metrics
+                    .webrtc_feedback
+                    .get_or_create(&FeedbackLabel { kind })
+                    .inc_by(now - before);
+            }
+        }
+        metrics
+            .webrtc_sender_reports
+            .inc_by(stats.sender_reports - seen.sender_reports);
         // Every worker's bridge adds its own change: the gauges are the node's sums.
         metrics
             .webrtc_peers

@@ -28,6 +28,7 @@ use strait_protocol::{ControlMessage, ErrorCode, ParticipantId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::BatchSender;
 use super::hub::{AttachRequest, Attached, ConnId, Hub, Output};
 use super::pipe::{PipeMessage, PipeReceiver, Pipes};
 use super::placement::Placement;
@@ -108,6 +109,8 @@ pub(super) struct Driver {
     hub: Hub,
     ports: HashMap<ParticipantId, Port>,
     socket: Option<tokio::net::UdpSocket>,
+    /// The WebRTC socket's batched sends.
+    batch: BatchSender,
     /// This worker's index.
     index: usize,
     /// The pipes into every worker.
@@ -161,6 +164,7 @@ impl Driver {
             hub,
             ports: HashMap::new(),
             socket,
+            batch: BatchSender::new(),
             index,
             pipes: webrtc.pipes,
             steering: webrtc.shared_port.then(HashMap::new),
@@ -634,13 +638,13 @@ impl Driver {
         }
     }
 
-    /// Sends what the hub has for the WebRTC socket.
+    /// Sends what the hub has for the WebRTC socket, in batches ([`BatchSender`]).
     fn flush_transmits(&mut self) {
         if let Some(socket) = &self.socket {
-            while let Some(transmit) = self.hub.poll_transmit() {
-                if socket.try_send_to(&transmit.bytes, transmit.to).is_err() {
-                    self.metrics.count_drop(DropReason::UdpSendFailed);
-                }
+            let hub = &mut self.hub;
+            let dropped = self.batch.send_all(socket, || hub.poll_transmit());
+            if dropped > 0 {
+                self.metrics.count_drops(DropReason::UdpSendFailed, dropped);
             }
         }
     }

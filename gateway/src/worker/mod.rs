@@ -15,6 +15,7 @@
 //! session's control stream), and media packets, which are dropped and counted when the queue is
 //! full (the worker is saturated; the arriving packet is the one refused).
 
+mod batch;
 pub(crate) mod bridge;
 mod driver;
 pub(crate) mod hub;
@@ -492,7 +493,13 @@ pub(crate) fn spawn(
             None
         };
         let bridge = match &socket {
-            Some(socket) => Some(Bridge::new(&config.webrtc, socket.local_addr()?, metrics)),
+            Some(socket) => Some(Bridge::new(
+                &config.webrtc,
+                socket.local_addr()?,
+                metrics,
+                // Sender reports carry the wall-clock time; the sans-IO bridge reads no clock.
+                (Instant::now(), std::time::SystemTime::now()),
+            )),
             None => None,
         };
         let mut hub = Hub::new(sfu_config(config), seeds(), bridge, metrics.clone());

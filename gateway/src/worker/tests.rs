@@ -75,6 +75,7 @@ impl Harness {
             &WebRtcConfig::default(),
             BRIDGE_ADDR.parse().unwrap(),
             &metrics,
+            (Instant::now(), std::time::SystemTime::now()),
         );
         Harness {
             hub: Hub::new(config, 7, Some(bridge), metrics.clone()),

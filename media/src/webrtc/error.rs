@@ -66,6 +66,13 @@ pub enum WebRtcError {
     /// A trickle-ICE fragment (WHIP `PATCH`) is malformed or names bad credentials.
     #[error("bad ice fragment: {0}")]
     BadIceFragment(String),
+    /// Media cannot be sent to the peer yet: ICE and DTLS have not completed.
+    #[error("peer {0} is not connected")]
+    NotConnected(PeerId),
+    /// The peer's SRTP send keys were not found (see the endpoint's `srtp` module): it gets no
+    /// forwarded media.
+    #[error("no srtp send keys for peer {0}")]
+    NoSrtpKeys(PeerId),
     /// The peer has no remote description to restart ICE on.
     #[error("peer {0} has not been negotiated")]
     NotNegotiated(PeerId),

@@ -1,24 +1,29 @@
-//! The interceptor that lets keyframe requests reach the endpoint.
+//! The interceptor that lets a subscriber's feedback reach the endpoint, and the interceptors
+//! `rtc` still runs.
 //!
 //! `rtc` ends the inbound RTCP path with a terminus that consumes every packet not marked
 //! [`Attribute::DeliverToApplication`] (DESIGN §11): RTCP is control traffic its own interceptors
-//! act on. The bridge needs a subscriber's PLI and FIR to relay them to the publisher, so this
-//! interceptor marks those — and only those: reports and NACKs stay with `rtc` (its NACK
-//! responder answers NACKs from its own send buffer).
+//! act on. The endpoint sends forwarded RTP itself, so the feedback about it is the endpoint's
+//! to act on: the interceptor marks PLI and FIR (relayed to the publisher), NACK (answered from
+//! the stream's packet cache), transport-wide congestion control feedback and REMB (for the
+//! bandwidth estimate). Receiver reports stay with `rtc`.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use rtc::interceptor::{
-    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry, Slot,
+    Attribute, Interceptor, NackGeneratorBuilder, Packet, ReceiverReportBuilder, Registry, Slot,
     StreamInfo, TaggedPacket,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
 use rtc::sansio::Protocol;
 
@@ -33,6 +38,8 @@ use super::RtcError;
 #[derive(Default)]
 pub struct DeliverKeyframeRequests {
     all: bool,
+    /// Also NACK, transport-wide feedback and REMB: the endpoint's own peers.
+    feedback: bool,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
@@ -46,25 +53,34 @@ impl DeliverKeyframeRequests {
             ..Self::default()
         }
     }
+
+    /// One that delivers a subscriber's feedback about forwarded RTP too (see the module docs).
+    pub(crate) fn feedback() -> Self {
+        Self {
+            feedback: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl std::fmt::Debug for DeliverKeyframeRequests {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeliverKeyframeRequests")
             .field("all", &self.all)
+            .field("feedback", &self.feedback)
             .field("reads", &self.reads.len())
             .field("writes", &self.writes.len())
             .finish()
     }
 }
 
-/// `rtc`'s default interceptors (NACK generator and responder, RTCP reports, TWCC receiver,
-/// simulcast header extensions) with a NACK responder that keeps `nack_cache_packets` packets per
-/// send stream (a power of two), after the interceptors already in `registry`.
+/// The interceptors `rtc` runs for received streams — NACK generator, receiver reports, TWCC
+/// receiver — and the simulcast header extensions, after those already in `registry`. Sent
+/// streams have none: the endpoint sends forwarded RTP itself ([`super::send`]). `nack` and
+/// `nack pli` are offered for video: the endpoint answers NACKs.
 pub(crate) fn register_interceptors(
     registry: Registry,
     media_engine: &mut MediaEngine,
-    nack_cache_packets: u16,
 ) -> Result<Registry, RtcError> {
     for parameter in ["", "pli"] {
         media_engine.register_feedback(
@@ -75,23 +91,25 @@ pub(crate) fn register_interceptors(
             RtpCodecKind::Video,
         );
     }
-    let registry = registry
-        .with(
-            Slot::NackResponder,
-            NackResponderBuilder::new()
-                .with_size(nack_cache_packets)
-                .build(),
-        )
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    let registry = registry.with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
     configure_simulcast_extension_headers(media_engine)?;
     let registry = configure_twcc_receiver_only(registry, media_engine)?;
-    Ok(configure_rtcp_reports(registry))
+    Ok(registry.with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()))
 }
 
 /// Whether an RTCP packet asks for a keyframe.
 pub(crate) fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Whether an RTCP packet is feedback about sent media the endpoint acts on.
+pub(crate) fn is_feedback(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    is_keyframe_request(packet)
+        || any.is::<TransportLayerNack>()
+        || any.is::<TransportLayerCc>()
+        || any.is::<ReceiverEstimatedMaximumBitrate>()
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
@@ -103,7 +121,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && (self.all || packets.iter().any(|p| is_keyframe_request(p.as_ref())))
+            && (self.all
+                || packets.iter().any(|p| {
+                    is_keyframe_request(p.as_ref()) || (self.feedback && is_feedback(p.as_ref()))
+                }))
         {
             msg.message.add(Attribute::DeliverToApplication);
         }

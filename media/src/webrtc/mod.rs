@@ -19,9 +19,20 @@
 //! the peer new local credentials too; the peer is then routed by its new ufrag, and by any new
 //! address its checks come from, while the old addresses keep routing to it.
 //!
-//! NACKs from subscriber peers are answered by `rtc`'s NACK responder from a buffer of the last
-//! [`WebRtcConfig::nack_cache_packets`] packets of each send track, after a [`NackGuard`] took out
-//! what was granted moments ago and what is beyond twice the stream's rate.
+//! ## What `rtc` does and what the endpoint does
+//!
+//! `rtc` runs ICE, DTLS, SCTP and SDP for every peer, receives publishers' SRTP (with its NACK
+//! generator, receiver reports and TWCC receiver) and parses the RTCP peers send. Forwarded RTP
+//! does not go through it: [`Endpoint::send_forwarded`] writes the packet for the leg into the
+//! endpoint's buffer (SSRC, sequence number, timestamp, payload type, header extensions, the
+//! leg's transport-wide sequence number), protects it with the peer's SRTP send keys in a context
+//! of the endpoint's (module `srtp`) and queues it; all the legs of one fan-out leave together from
+//! [`poll_transmit`](Endpoint::poll_transmit). The endpoint keeps what `rtc`'s interceptors kept
+//! per leg: a packet cache per publisher stream ([`WebRtcConfig::nack_cache_packets`] packets,
+//! each held once for all its legs) from which a NACK is answered in the leg's numbering, once
+//! per request and within the leg's budget (the NACK guard: [`NackStats`]); sender reports per
+//! leg; and the subscribers' feedback — PLI and FIR as [`WebRtcEvent::KeyframeRequest`],
+//! transport-wide feedback and REMB as events, all counted in [`FeedbackStats`].
 //!
 //! What it is not: it does not forward anything between peers — it hands received RTP out as
 //! [`WebRtcEvent::Rtp`] and takes RTP to send through [`Endpoint::send_rtp`]; the gateway puts the
@@ -54,7 +65,9 @@ mod feedback;
 mod ice;
 mod nack;
 mod offer;
+mod send;
 pub mod simulcast;
+mod srtp;
 
 /// The classifier a datagram from an unknown address goes through before any peer sees it, and
 /// the codec list of the offer check: public for the fuzz targets of `media/fuzz` and their plain
@@ -66,7 +79,8 @@ pub mod fuzzing {
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -83,24 +97,30 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
-use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::shared::marshal::Marshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rustc_hash::FxHashMap;
 use tracing::{debug, trace};
 
 pub use self::error::{RtcError, WebRtcError};
 pub use self::feedback::DeliverKeyframeRequests;
-use self::feedback::{is_keyframe_request, register_interceptors};
+use self::feedback::{is_feedback, register_interceptors};
 pub use self::ice::{IceCredentials, IceFragment, ice_fragment_of_answer};
 pub use self::nack::{BURST as NACK_BURST, DUPLICATE_WINDOW as NACK_DUPLICATE_WINDOW};
-pub use self::nack::{NackCounters, NackGuard, NackStats};
+pub use self::nack::{NackCounters, NackStats};
 use self::offer::{Datagram, classify, validate_offer};
+use self::send::{LegFormat, LegStream, TrackCache, write_leg};
 pub use self::simulcast::{RidLayer, SimulcastSection, simulcast_sections};
+use self::srtp::KeyTap;
 use crate::sfu::{CodecSpec, TrackKind};
 
 /// A WebRTC peer of an [`Endpoint`], numbered from 1 in creation order.
@@ -135,10 +155,19 @@ pub struct WebRtcConfig {
     /// Most datagrams queued for [`poll_transmit`](Endpoint::poll_transmit) (default 4096);
     /// when full the oldest is dropped and counted, as a UDP socket would.
     pub max_queued_transmits: usize,
-    /// Packets kept per video send track to answer NACKs with (default 512; a power of two
-    /// from 1 to 32 768). A NACK for an older packet goes unanswered. Each kept packet is a copy:
-    /// about 1.2 KiB of video, so 512 cost ~600 KiB per video track a subscriber receives.
+    /// Packets kept per publisher stream to answer NACKs with (default 512; a power of two
+    /// from 1 to 32 768). A NACK for an older packet goes unanswered. The cache holds each
+    /// packet once for all the legs that forward it (about 1.2 KiB of video: 512 cost ~600 KiB
+    /// per forwarded video stream), and each leg remembers its numbering of as many packets
+    /// (12 bytes each).
     pub nack_cache_packets: u16,
+    /// How often each send stream that sent something reports it (RFC 3550 §6.4.1 sender
+    /// report; default 1 s).
+    pub sender_report_interval: Duration,
+    /// An instant and the wall-clock time at it, for the NTP time of sender reports (receivers
+    /// relate the streams of a peer by it). Default none: NTP time then counts from the first
+    /// instant the endpoint saw, which keeps a peer's streams related but not to the wall clock.
+    pub wall_clock: Option<(Instant, std::time::SystemTime)>,
 }
 
 impl Default for WebRtcConfig {
@@ -151,6 +180,8 @@ impl Default for WebRtcConfig {
             ice_failed_timeout: Duration::from_secs(25),
             max_queued_transmits: 4096,
             nack_cache_packets: 512,
+            sender_report_interval: Duration::from_secs(1),
+            wall_clock: None,
         }
     }
 }
@@ -209,6 +240,22 @@ pub enum WebRtcEvent {
         /// The whole packet (header and payload).
         packet: Bytes,
     },
+    /// A subscriber's transport-wide congestion control feedback about what it received.
+    TransportFeedback {
+        /// The subscriber.
+        peer: PeerId,
+        /// The feedback as it arrived.
+        feedback: TransportLayerCc,
+    },
+    /// A subscriber's receiver-estimated maximum bitrate (REMB).
+    Remb {
+        /// The subscriber.
+        peer: PeerId,
+        /// The estimate, in bits per second.
+        bitrate: u64,
+        /// The streams it covers.
+        ssrcs: Vec<u32>,
+    },
     /// A subscriber asked (PLI or FIR) for a keyframe on one of its send tracks.
     KeyframeRequest {
         /// The subscriber.
@@ -257,6 +304,21 @@ pub struct DroppedDatagrams {
     pub rejected_by_peer: u64,
 }
 
+/// RTCP feedback from subscribers, by kind (packets, not compounds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedbackStats {
+    /// Generic NACKs (RFC 4585 §6.2.1).
+    pub nack: u64,
+    /// Picture loss indications.
+    pub pli: u64,
+    /// Full intra requests.
+    pub fir: u64,
+    /// Transport-wide congestion control feedback.
+    pub twcc: u64,
+    /// Receiver-estimated maximum bitrate.
+    pub remb: u64,
+}
+
 /// Counters of an [`Endpoint`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WebRtcStats {
@@ -272,10 +334,31 @@ pub struct WebRtcStats {
     pub transmits_dropped: u64,
     /// Offers refused by an error.
     pub offers_refused: u64,
-    /// Packets subscribers asked for again, by what became of them ([`NackGuard`]).
+    /// Packets subscribers asked for again, by what became of them.
     pub nacks: NackStats,
+    /// Feedback from subscribers, by kind.
+    pub feedback: FeedbackStats,
+    /// Forwarded packets sent (originals).
+    pub forwarded: u64,
+    /// Forwarded packets sent again for a NACK.
+    pub retransmitted: u64,
+    /// Sender reports sent.
+    pub sender_reports: u64,
     /// Peer source addresses routed now.
     pub addresses: usize,
+}
+
+/// What the send path of an [`Endpoint`] holds ([`Endpoint::send_memory`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendMemory {
+    /// Publisher streams with a packet cache.
+    pub caches: usize,
+    /// Bytes of those caches: their slots and the packets they hold (a packet shared with
+    /// other holders counts in full).
+    pub cache_bytes: usize,
+    /// Bytes of the legs' send streams: their numbering of the packets they sent and their
+    /// NACK budgets.
+    pub leg_bytes: usize,
 }
 
 /// A received stream of a publisher peer.
@@ -289,16 +372,40 @@ struct Inbound {
 struct Outbound {
     sender: RTCRtpSenderId,
     mime_type: String,
+    clock_rate: u32,
     /// What the leg negotiated for it, found at the first send after each negotiation.
-    negotiated: Option<Negotiated>,
+    negotiated: Option<LegFormat>,
+    /// The publisher stream whose packets it forwards now (it changes at a simulcast switch).
+    cache: Option<CacheKey>,
+    /// What it sent.
+    stream: LegStream,
 }
 
-/// The payload type and header extensions a send track's section negotiated.
-#[derive(Debug)]
-struct Negotiated {
-    payload_type: u8,
-    /// Extension ids passed on (the publisher's stream-identity extensions are not).
-    extension_ids: Vec<u8>,
+/// A publisher stream's packet cache, as named by the caller of
+/// [`Endpoint::send_forwarded`], or a leg's own for packets sent with [`Endpoint::send_rtp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Stream(u64, u8),
+    Leg(PeerId, u32),
+}
+
+/// A forwarded packet for one leg ([`Endpoint::send_forwarded`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardedRtp<'a> {
+    /// The published track it belongs to, as the caller numbers them.
+    pub track: u64,
+    /// Its simulcast layer (0 without simulcast): each layer is a stream of its own, with its
+    /// own packet cache.
+    pub layer: u8,
+    /// The publisher's packet as it arrived (header and payload); copied into the stream's
+    /// cache the first time a leg sends it.
+    pub original: &'a [u8],
+    /// The leg's send track ([`SendTrack::ssrc`]), which the packet carries.
+    pub ssrc: u32,
+    /// The sequence number on the leg.
+    pub sequence_number: u16,
+    /// The timestamp on the leg.
+    pub timestamp: u32,
 }
 
 struct Peer {
@@ -312,6 +419,19 @@ struct Peer {
     connected: bool,
     inbound: FxHashMap<u32, Inbound>,
     outbound: FxHashMap<u32, Outbound>,
+    /// The peer connection's crypto provider, which saw its SRTP keys.
+    tap: Arc<KeyTap>,
+    /// The SRTP context of forwarded RTP, made at the first send after DTLS completed.
+    srtp: Option<rtc::srtp::context::Context>,
+    /// Whether making it failed (not tried again).
+    srtp_failed: bool,
+    /// Where its media goes: `rtc`'s selected candidate pair (local, remote).
+    path: Option<(SocketAddr, SocketAddr)>,
+    /// The next transport-wide sequence number (one counter for all its send streams).
+    twcc_seq: u16,
+    /// When its peer connection next needs `handle_timeout`, as it said after the last input
+    /// (asking every peer at every wake-up was a tenth of the worker's time at 50 peers).
+    deadline: Option<Instant>,
 }
 
 impl fmt::Debug for Peer {
@@ -344,6 +464,16 @@ pub struct Endpoint {
     /// While a STUN check is handed to a peer: where it came from, and whether the peer
     /// answered it with success.
     check: Option<((SocketAddr, SocketAddr), bool)>,
+    /// The packet caches of the publisher streams forwarded to some leg.
+    caches: FxHashMap<CacheKey, TrackCache>,
+    /// Where each packet is written for its leg before it is protected.
+    scratch: Vec<u8>,
+    /// When the sender reports are next due.
+    next_report: Option<Instant>,
+    /// The first instant seen: NTP time's origin without a wall clock.
+    origin: Option<Instant>,
+    /// The latest instant a call gave (for what a peer's output makes the endpoint do).
+    now: Option<Instant>,
 }
 
 /// Most source addresses routed to one peer. A peer uses one or two at a time (a path and the
@@ -393,6 +523,11 @@ impl Endpoint {
             stats: WebRtcStats::default(),
             nacks: std::sync::Arc::default(),
             check: None,
+            caches: FxHashMap::default(),
+            scratch: Vec::with_capacity(2048),
+            next_report: None,
+            origin: None,
+            now: None,
         }
     }
 
@@ -408,6 +543,20 @@ impl Endpoint {
             nacks: self.nacks.read(),
             addresses: self.by_addr.len(),
             ..self.stats
+        }
+    }
+
+    /// What the send path holds: walks every cache, for figures and tests, not for every turn.
+    pub fn send_memory(&self) -> SendMemory {
+        SendMemory {
+            caches: self.caches.len(),
+            cache_bytes: self.caches.values().map(TrackCache::held_bytes).sum(),
+            leg_bytes: self
+                .peers
+                .values()
+                .flat_map(|p| p.outbound.values())
+                .map(|o| o.stream.held_bytes())
+                .sum(),
         }
     }
 
@@ -460,8 +609,11 @@ impl Endpoint {
         if self.config.local_addrs.is_empty() {
             return Err(WebRtcError::NoLocalAddress);
         }
+        // The provider sees the SRTP keys of the peer, for the forwarded RTP.
+        let tap = KeyTap::new().map_err(|e| WebRtcError::Rtc(RtcError::Other(e.to_string())))?;
         // Empty credentials: `rtc` draws them, and new ones at every ICE restart.
         let setting_engine = SettingEngineBuilder::new()
+            .with_crypto_provider(tap.clone())
             .with_lite(true)
             .with_ice_timeouts(
                 Some(self.config.ice_disconnected_timeout),
@@ -472,13 +624,9 @@ impl Endpoint {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs()?;
         // The slot number only orders interceptors; any custom slot works for a marker.
-        let registry = Registry::new()
-            .with(Slot::from(14_000), DeliverKeyframeRequests::default())
-            // Wire-ward of the NACK responder (4 000): it rewrites NACKs before they are answered,
-            // and sees retransmissions on their way out as well as originals.
-            .with(Slot::from(3_500), NackGuard::new(self.nacks.clone()));
         let registry =
-            register_interceptors(registry, &mut media_engine, self.config.nack_cache_packets)?;
+            Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::feedback());
+        let registry = register_interceptors(registry, &mut media_engine)?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)
@@ -488,7 +636,13 @@ impl Endpoint {
 
         let id = PeerId(self.next_peer);
         let mut outbound = FxHashMap::default();
-        add_send_tracks(&mut pc, id, tracks, &mut outbound)?;
+        add_send_tracks(
+            &mut pc,
+            id,
+            tracks,
+            &mut outbound,
+            usize::from(self.config.nack_cache_packets),
+        )?;
 
         pc.set_remote_description(now, RTCSessionDescription::offer(offer_sdp.to_owned())?)?;
         for (foundation, addr) in self.config.local_addrs.iter().enumerate() {
@@ -534,6 +688,12 @@ impl Endpoint {
                 connected: false,
                 inbound: FxHashMap::default(),
                 outbound,
+                tap,
+                srtp: None,
+                srtp_failed: false,
+                path: None,
+                twcc_seq: 0,
+                deadline: None,
             },
         );
         debug!(peer = %id, tracks = tracks.len(), "webrtc peer created");
@@ -559,7 +719,8 @@ impl Endpoint {
             .peers
             .get_mut(&peer)
             .ok_or(WebRtcError::UnknownPeer(peer))?;
-        add_send_tracks(&mut state.pc, peer, tracks, &mut state.outbound)?;
+        let ring = usize::from(self.config.nack_cache_packets);
+        add_send_tracks(&mut state.pc, peer, tracks, &mut state.outbound, ring)?;
         // A new negotiation may map payload types and extensions anew.
         for out in state.outbound.values_mut() {
             out.negotiated = None;
@@ -647,6 +808,7 @@ impl Endpoint {
             .outbound
             .remove(&ssrc)
             .ok_or(WebRtcError::UnknownSsrc { peer, ssrc })?;
+        release_cache(&mut self.caches, out.cache);
         state.pc.remove_track(out.sender)?;
         self.drive(peer);
         Ok(())
@@ -661,6 +823,7 @@ impl Endpoint {
         bytes: &[u8],
     ) {
         self.stats.datagrams_in += 1;
+        self.now = Some(now);
         let (id, new_address) = match self.by_addr.get(&(local, from)) {
             Some(&id) => (id, false),
             None => match classify(bytes) {
@@ -728,6 +891,12 @@ impl Endpoint {
         if let Some((_, answered)) = self.check.take() {
             if answered {
                 self.verified(id, local, from, transaction, new_address);
+                // A nominating check may have moved the selected pair: look again.
+                if let Some(peer) = self.peers.get_mut(&id)
+                    && peer.connected
+                {
+                    peer.path = selected_path(&mut peer.pc);
+                }
             } else if new_address {
                 self.stats.dropped.unverified_check += 1;
                 trace!(peer = %id, "stun check from a new address not verified");
@@ -750,11 +919,9 @@ impl Endpoint {
         }
     }
 
-    /// Writes an RTP packet to a subscriber peer on the send track named by `ssrc`. The packet's
-    /// SSRC and payload type are set to the track's; header extensions whose id the leg did not
-    /// negotiate are removed (map ids per leg before calling to keep them), and so are those the
-    /// leg negotiated for `sdes:mid` and the rid extensions (their values are another leg's).
-    /// Sequence numbers and timestamps are sent as given.
+    /// Writes an RTP packet to a subscriber peer on the send track named by `ssrc`: as
+    /// [`send_forwarded`](Self::send_forwarded) with the packet's own sequence number and
+    /// timestamp, the packet kept in a cache of the leg's own.
     pub fn send_rtp(
         &mut self,
         peer: PeerId,
@@ -762,58 +929,316 @@ impl Endpoint {
         packet: &[u8],
         now: Instant,
     ) -> Result<(), WebRtcError> {
-        let state = self
-            .peers
-            .get_mut(&peer)
-            .ok_or(WebRtcError::UnknownPeer(peer))?;
-        let out = state
-            .outbound
+        if packet.len() < 12 {
+            return Err(WebRtcError::MalformedRtp);
+        }
+        let sequence_number = u16::from_be_bytes([packet[2], packet[3]]);
+        let timestamp = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        self.send(
+            peer,
+            CacheKey::Leg(peer, ssrc),
+            packet,
+            (ssrc, sequence_number, timestamp),
+            now,
+        )
+    }
+
+    /// Sends a forwarded packet to a subscriber peer on its send track [`ForwardedRtp::ssrc`].
+    /// The packet carries the track's SSRC, the given sequence number and timestamp, the payload
+    /// type the leg negotiated for the track's codec, and the header extensions whose id the leg
+    /// negotiated (map ids per leg before calling to keep them) except `sdes:mid` and the rid
+    /// extensions (their values are another leg's) and transport-cc (the leg's own sequence is
+    /// written instead, when it negotiated it). The original is kept in the stream's packet
+    /// cache to answer NACKs. The packet is queued for [`poll_transmit`](Self::poll_transmit).
+    pub fn send_forwarded(
+        &mut self,
+        peer: PeerId,
+        forwarded: &ForwardedRtp<'_>,
+        now: Instant,
+    ) -> Result<(), WebRtcError> {
+        self.send(
+            peer,
+            CacheKey::Stream(forwarded.track, forwarded.layer),
+            forwarded.original,
+            (
+                forwarded.ssrc,
+                forwarded.sequence_number,
+                forwarded.timestamp,
+            ),
+            now,
+        )
+    }
+
+    fn send(
+        &mut self,
+        peer: PeerId,
+        key: CacheKey,
+        original: &[u8],
+        (ssrc, sequence_number, timestamp): (u32, u16, u32),
+        now: Instant,
+    ) -> Result<(), WebRtcError> {
+        if original.len() < 12 {
+            return Err(WebRtcError::MalformedRtp);
+        }
+        self.origin.get_or_insert(now);
+        let ring = usize::from(self.config.nack_cache_packets);
+        let Endpoint {
+            peers,
+            caches,
+            scratch,
+            transmits,
+            stats,
+            config,
+            next_report,
+            ..
+        } = self;
+        let state = peers.get_mut(&peer).ok_or(WebRtcError::UnknownPeer(peer))?;
+        if !state.outbound.contains_key(&ssrc) {
+            return Err(WebRtcError::UnknownSsrc { peer, ssrc });
+        }
+        ready_to_send(state, peer, now)?;
+        let Peer {
+            pc,
+            outbound,
+            srtp,
+            path,
+            twcc_seq,
+            ..
+        } = state;
+        let (Some(srtp), Some((from, to))) = (srtp.as_mut(), *path) else {
+            return Err(WebRtcError::NotConnected(peer));
+        };
+        let out = outbound
             .get_mut(&ssrc)
             .ok_or(WebRtcError::UnknownSsrc { peer, ssrc })?;
-        let mut rtp =
-            rtc::rtp::Packet::unmarshal(&mut &packet[..]).map_err(|_| WebRtcError::MalformedRtp)?;
-        let mut sender = state
-            .pc
-            .rtp_sender(out.sender)
-            .ok_or(WebRtcError::UnknownSsrc { peer, ssrc })?;
-        // What the leg negotiated, looked up once per negotiation (`get_parameters` clones the
-        // codec and extension lists: too dear for every packet).
-        let negotiated = match &out.negotiated {
-            Some(n) => n,
-            None => {
-                let params = sender.get_parameters();
-                let payload_type = params
-                    .rtp_parameters
-                    .codecs
-                    .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&out.mime_type))
-                    .map(|c| c.payload_type)
-                    .ok_or_else(|| WebRtcError::CodecNotNegotiated(out.mime_type.clone()))?;
-                // The publisher's mid and rid values name its own leg's streams, not this one's.
-                let extension_ids = params
-                    .rtp_parameters
-                    .header_extensions
-                    .iter()
-                    .filter(|n| !simulcast::is_stream_identity(&n.uri))
-                    .map(|n| n.id as u8)
-                    .collect();
-                out.negotiated.insert(Negotiated {
-                    payload_type,
-                    extension_ids,
-                })
-            }
+        ensure_format(pc, out)?;
+        let Some(format) = out.negotiated.as_ref() else {
+            return Err(WebRtcError::NotNegotiated(peer));
         };
-        rtp.header
-            .extensions
-            .retain(|ext| negotiated.extension_ids.contains(&ext.id));
-        if rtp.header.extensions.is_empty() {
-            rtp.header.extension = false;
+        let original_seq = u16::from_be_bytes([original[2], original[3]]);
+        if out.cache != Some(key) {
+            // A new publisher stream (a simulcast switch): what the leg sent before is in
+            // another stream's cache.
+            release_cache(caches, out.cache.take());
+            out.stream.forget();
+            caches
+                .entry(key)
+                .or_insert_with(|| TrackCache::new(ring))
+                .legs += 1;
+            out.cache = Some(key);
         }
-        rtp.header.ssrc = ssrc;
-        rtp.header.payload_type = negotiated.payload_type;
-        sender.write_rtp(now, rtp)?;
-        self.drive(peer);
+        if let Some(cache) = caches.get_mut(&key) {
+            cache.insert(original_seq, original);
+        }
+        let header_len = write_leg(
+            original,
+            (ssrc, sequence_number, timestamp),
+            format,
+            *twcc_seq,
+            None,
+            scratch,
+        )
+        .map_err(|_| WebRtcError::MalformedRtp)?;
+        let protected = srtp.encrypt_rtp_with_header(
+            scratch,
+            &srtp::header_of_len(ssrc, sequence_number, header_len),
+        )?;
+        if format.transport_cc.is_some() {
+            *twcc_seq = twcc_seq.wrapping_add(1);
+        }
+        out.stream.sent(
+            (sequence_number, timestamp),
+            original_seq,
+            send::payload_len(scratch, header_len),
+            now,
+        );
+        stats.forwarded += 1;
+        next_report.get_or_insert(now + config.sender_report_interval);
+        queue_transmit(
+            transmits,
+            config.max_queued_transmits,
+            stats,
+            Transmit {
+                from,
+                to,
+                bytes: protected.freeze(),
+            },
+        );
         Ok(())
+    }
+
+    /// Answers a NACK of `peer` from the packet cache of the stream its send track forwards,
+    /// within the leg's NACK budget.
+    fn answer_nack(&mut self, peer: PeerId, nack: &TransportLayerNack, now: Instant) {
+        let Endpoint {
+            peers,
+            caches,
+            scratch,
+            transmits,
+            stats,
+            config,
+            nacks,
+            ..
+        } = self;
+        let Some(Peer {
+            pc,
+            outbound,
+            srtp: Some(srtp),
+            path: Some((from, to)),
+            twcc_seq,
+            ..
+        }) = peers.get_mut(&peer)
+        else {
+            return;
+        };
+        let ssrc = nack.media_ssrc;
+        let Some(out) = outbound.get_mut(&ssrc) else {
+            return;
+        };
+        if ensure_format(pc, out).is_err() {
+            return;
+        }
+        let Some(format) = out.negotiated.as_ref() else {
+            return;
+        };
+        let cache = out.cache.and_then(|key| caches.get(&key));
+        // Each sequence number once per request, however often the request names it.
+        let mut asked: Vec<u16> = nack
+            .nacks
+            .iter()
+            .flat_map(|pair| pair.packet_list())
+            .collect();
+        asked.sort_unstable();
+        asked.dedup();
+        for leg_seq in asked {
+            let found = out.stream.lookup(leg_seq).and_then(|(original_seq, ts)| {
+                cache
+                    .and_then(|c| c.get(original_seq))
+                    .map(|packet| (packet, ts))
+            });
+            let Some((original, timestamp)) = found else {
+                nacks.not_cached();
+                continue;
+            };
+            if !out.stream.budget.ask(leg_seq, now, nacks) {
+                continue;
+            }
+            // On the RTX stream when the leg has one (a receiver's SRTP replay check drops a
+            // second packet of the same number), else as the original again.
+            let (wire_ssrc, wire_seq, wrap) = match format.rtx {
+                Some((rtx_ssrc, payload_type)) => {
+                    let seq = out.stream.rtx_seq;
+                    out.stream.rtx_seq = seq.wrapping_add(1);
+                    let wrap = send::RtxWrap {
+                        payload_type,
+                        original_seq: leg_seq,
+                    };
+                    (rtx_ssrc, seq, Some(wrap))
+                }
+                None => (ssrc, leg_seq, None),
+            };
+            let written = write_leg(
+                original,
+                (wire_ssrc, wire_seq, timestamp),
+                format,
+                *twcc_seq,
+                wrap,
+                scratch,
+            );
+            let Ok(header_len) = written else {
+                continue;
+            };
+            let Ok(protected) = srtp.encrypt_rtp_with_header(
+                scratch,
+                &srtp::header_of_len(wire_ssrc, wire_seq, header_len),
+            ) else {
+                continue;
+            };
+            if format.transport_cc.is_some() {
+                *twcc_seq = twcc_seq.wrapping_add(1);
+            }
+            stats.retransmitted += 1;
+            queue_transmit(
+                transmits,
+                config.max_queued_transmits,
+                stats,
+                Transmit {
+                    from: *from,
+                    to: *to,
+                    bytes: protected.freeze(),
+                },
+            );
+        }
+    }
+
+    /// Sends a sender report for every send stream that sent something since its last one.
+    fn send_reports(&mut self, now: Instant) {
+        let ntp_time = self.ntp_time(now);
+        let mut sent = 0;
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.srtp.is_none() {
+                continue;
+            }
+            let mut any = false;
+            for (&ssrc, out) in &mut peer.outbound {
+                let Some((last_ts, last_at)) = out.stream.last else {
+                    continue;
+                };
+                if out.stream.packets == out.stream.reported {
+                    continue;
+                }
+                let elapsed = now.saturating_duration_since(last_at);
+                let ticks = elapsed.as_nanos() * u128::from(out.clock_rate) / 1_000_000_000;
+                let report = SenderReport {
+                    ssrc,
+                    ntp_time,
+                    rtp_time: last_ts.wrapping_add(ticks as u32),
+                    packet_count: out.stream.packets,
+                    octet_count: out.stream.octets,
+                    ..Default::default()
+                };
+                let Some(mut sender) = peer.pc.rtp_sender(out.sender) else {
+                    continue;
+                };
+                match sender.write_rtcp(now, vec![Box::new(report)]) {
+                    Ok(()) => {
+                        out.stream.reported = out.stream.packets;
+                        sent += 1;
+                        any = true;
+                    }
+                    Err(err) => trace!(peer = %id, error = %err, "sender report refused"),
+                }
+            }
+            if any {
+                self.drive(id);
+            }
+        }
+        self.stats.sender_reports += sent;
+    }
+
+    /// The NTP time (RFC 3550 §4: seconds since 1900 in the high 32 bits) at `now`.
+    fn ntp_time(&self, now: Instant) -> u64 {
+        const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+        let since = match self.config.wall_clock {
+            Some((at, wall)) => {
+                let base = wall
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    + Duration::from_secs(NTP_UNIX_OFFSET);
+                if now >= at {
+                    base + (now - at)
+                } else {
+                    base.saturating_sub(at - now)
+                }
+            }
+            None => now.saturating_duration_since(self.origin.unwrap_or(now)),
+        };
+        let fraction = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+        (since.as_secs() << 32) | fraction
     }
 
     /// Sends a PLI for the publisher stream `ssrc` of `peer`.
@@ -862,18 +1287,27 @@ impl Endpoint {
     /// The earliest instant some peer needs [`handle_timeout`](Self::handle_timeout).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         // O(peers) per call; a timer wheel is the fix if this shows in profiles.
-        self.peers
-            .values_mut()
-            .filter_map(|p| p.pc.poll_timeout())
-            .min()
+        let peers = self.peers.values().filter_map(|p| p.deadline).min();
+        match (peers, self.next_report) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs every peer's timers that are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        if self.next_report.is_some_and(|at| at <= now) {
+            self.next_report = None;
+            self.send_reports(now);
+            if self.peers.values().any(|p| !p.outbound.is_empty()) {
+                self.next_report = Some(now + self.config.sender_report_interval);
+            }
+        }
         let due: Vec<PeerId> = self
             .peers
-            .iter_mut()
-            .filter_map(|(&id, p)| p.pc.poll_timeout().is_some_and(|t| t <= now).then_some(id))
+            .iter()
+            .filter_map(|(&id, p)| p.deadline.is_some_and(|t| t <= now).then_some(id))
             .collect();
         for id in due {
             if let Some(peer) = self.peers.get_mut(&id)
@@ -903,6 +1337,8 @@ impl Endpoint {
             return;
         };
         let mut gone = false;
+        // NACKs read, answered once the peer's outputs are drained.
+        let mut nacks: Vec<TransportLayerNack> = Vec::new();
         loop {
             let mut progressed = false;
             while let Some(event) = peer.pc.poll_event() {
@@ -947,20 +1383,41 @@ impl Endpoint {
                         }
                     }
                     RTCMessage::RtcpPacket(_, packets) => {
-                        for packet in packets.iter().filter(|p| is_keyframe_request(p.as_ref())) {
+                        let feedback = &mut self.stats.feedback;
+                        for packet in packets.iter().filter(|p| is_feedback(p.as_ref())) {
                             let any = packet.as_any();
                             if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                                feedback.pli += 1;
                                 self.events.push_back(WebRtcEvent::KeyframeRequest {
                                     peer: id,
                                     ssrc: pli.media_ssrc,
                                 });
                             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                                feedback.fir += 1;
                                 for entry in &fir.fir {
                                     self.events.push_back(WebRtcEvent::KeyframeRequest {
                                         peer: id,
                                         ssrc: entry.ssrc,
                                     });
                                 }
+                            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                                feedback.nack += 1;
+                                nacks.push(nack.clone());
+                            } else if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
+                                feedback.twcc += 1;
+                                self.events.push_back(WebRtcEvent::TransportFeedback {
+                                    peer: id,
+                                    feedback: cc.clone(),
+                                });
+                            } else if let Some(remb) =
+                                any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+                            {
+                                feedback.remb += 1;
+                                self.events.push_back(WebRtcEvent::Remb {
+                                    peer: id,
+                                    bitrate: remb.bitrate.max(0.0) as u64,
+                                    ssrcs: remb.ssrcs.clone(),
+                                });
                             }
                         }
                     }
@@ -989,6 +1446,14 @@ impl Endpoint {
             }
             if !progressed {
                 break;
+            }
+        }
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.deadline = peer.pc.poll_timeout();
+        }
+        if let Some(now) = self.now {
+            for nack in &nacks {
+                self.answer_nack(id, nack, now);
             }
         }
         if gone {
@@ -1034,6 +1499,9 @@ impl Endpoint {
 
     fn remove(&mut self, id: PeerId) {
         if let Some(peer) = self.peers.remove(&id) {
+            for out in peer.outbound.values() {
+                release_cache(&mut self.caches, out.cache);
+            }
             self.by_ufrag.remove(&peer.ufrag);
             self.ufrag_changes
                 .push_back(UfragChange::Released(peer.ufrag.clone()));
@@ -1105,6 +1573,7 @@ fn add_send_tracks(
     id: PeerId,
     tracks: &[SendTrack],
     outbound: &mut FxHashMap<u32, Outbound>,
+    ring: usize,
 ) -> Result<(), WebRtcError> {
     for track in tracks {
         let kind = rtc_kind(track.kind);
@@ -1135,11 +1604,153 @@ fn add_send_tracks(
             Outbound {
                 sender,
                 mime_type,
+                clock_rate: track.codec.clock_rate,
                 negotiated: None,
+                cache: None,
+                stream: LegStream::new(ring),
             },
         );
     }
     Ok(())
+}
+
+/// Finds what the leg negotiated for `out`, once per negotiation (`get_parameters` clones the
+/// codec and extension lists: too dear for every packet).
+fn ensure_format(pc: &mut RTCPeerConnection, out: &mut Outbound) -> Result<(), WebRtcError> {
+    if out.negotiated.is_some() {
+        return Ok(());
+    }
+    let mut sender = pc
+        .rtp_sender(out.sender)
+        .ok_or_else(|| WebRtcError::CodecNotNegotiated(out.mime_type.clone()))?;
+    let params = sender.get_parameters();
+    let payload_type = params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&out.mime_type))
+        .map(|c| c.payload_type)
+        .ok_or_else(|| WebRtcError::CodecNotNegotiated(out.mime_type.clone()))?;
+    let extensions = &params.rtp_parameters.header_extensions;
+    let transport_cc = extensions
+        .iter()
+        .find(|n| n.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
+        .and_then(|n| u8::try_from(n.id).ok());
+    // The publisher's mid and rid values name its own leg's streams, not this one's; the
+    // transport-wide sequence is the leg's own.
+    let extension_ids = extensions
+        .iter()
+        .filter(|n| !simulcast::is_stream_identity(&n.uri))
+        .filter(|n| n.uri != rtc::sdp::extmap::TRANSPORT_CC_URI)
+        .filter_map(|n| u8::try_from(n.id).ok())
+        .collect();
+    // RFC 4588 §8.6: the RTX payload type names the original's in its `apt` parameter.
+    let rtx_payload_type = params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| {
+            mime_subtype(&c.rtp_codec.mime_type).eq_ignore_ascii_case("rtx")
+                && c.rtp_codec
+                    .sdp_fmtp_line
+                    .split(';')
+                    .any(|p| p.trim() == format!("apt={payload_type}"))
+        })
+        .map(|c| c.payload_type);
+    let rtx_ssrc = params
+        .encodings
+        .first()
+        .and_then(|e| e.rtp_coding_parameters.rtx.as_ref())
+        .map(|r| r.ssrc);
+    out.negotiated = Some(LegFormat {
+        payload_type,
+        extension_ids,
+        transport_cc,
+        rtx: rtx_ssrc.zip(rtx_payload_type),
+    });
+    Ok(())
+}
+
+/// Makes the peer's SRTP context of forwarded RTP once its DTLS completed, and finds where its
+/// media goes.
+fn ready_to_send(peer: &mut Peer, id: PeerId, now: Instant) -> Result<(), WebRtcError> {
+    if peer.srtp.is_some() && peer.path.is_some() {
+        return Ok(());
+    }
+    if !peer.connected {
+        return Err(WebRtcError::NotConnected(id));
+    }
+    if peer.path.is_none() {
+        peer.path = selected_path(&mut peer.pc);
+    }
+    if peer.srtp.is_none() {
+        if peer.srtp_failed {
+            return Err(WebRtcError::NoSrtpKeys(id));
+        }
+        let report = peer.pc.get_stats(now, rtc::statistics::StatsSelector::None);
+        let profile = report
+            .transport()
+            .and_then(|t| srtp::profile_named(&t.srtp_cipher));
+        peer.srtp = profile.and_then(|p| peer.tap.send_context(p));
+        if peer.srtp.is_none() {
+            peer.srtp_failed = true;
+            tracing::warn!(peer = %id, "no srtp send keys for the peer: it gets no media");
+            return Err(WebRtcError::NoSrtpKeys(id));
+        }
+    }
+    Ok(())
+}
+
+/// `rtc`'s selected candidate pair of the peer, as (local, remote) addresses.
+fn selected_path(pc: &mut RTCPeerConnection) -> Option<(SocketAddr, SocketAddr)> {
+    let sender = pc.get_senders().next();
+    let receiver = pc.get_receivers().next();
+    let pair = match (sender, receiver) {
+        (Some(id), _) => pc
+            .rtp_sender(id)?
+            .transport()?
+            .ice_transport()
+            .get_selected_candidate_pair()?,
+        (None, Some(id)) => pc
+            .rtp_receiver(id)?
+            .transport()?
+            .ice_transport()
+            .get_selected_candidate_pair()?,
+        (None, None) => return None,
+    };
+    let addr = |c: &rtc::peer_connection::transport::RTCIceCandidate| {
+        c.address
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, c.port))
+    };
+    Some((addr(pair.local())?, addr(pair.remote())?))
+}
+
+/// One leg fewer forwards the stream of `key`; its cache goes with the last.
+fn release_cache(caches: &mut FxHashMap<CacheKey, TrackCache>, key: Option<CacheKey>) {
+    if let Some(key) = key
+        && let Some(cache) = caches.get_mut(&key)
+    {
+        cache.legs = cache.legs.saturating_sub(1);
+        if cache.legs == 0 {
+            caches.remove(&key);
+        }
+    }
+}
+
+/// Queues a datagram; when the queue is full the oldest goes, counted.
+fn queue_transmit(
+    transmits: &mut VecDeque<Transmit>,
+    max: usize,
+    stats: &mut WebRtcStats,
+    transmit: Transmit,
+) {
+    if transmits.len() >= max {
+        transmits.pop_front();
+        stats.transmits_dropped += 1;
+    }
+    transmits.push_back(transmit);
 }
 
 fn mime_subtype(mime: &str) -> &str {

@@ -26,6 +26,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::runtime::default_runtime;
 
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -190,6 +191,11 @@ struct Client {
 
 impl Client {
     async fn new() -> Self {
+        Self::with_srtp_profiles(Vec::new()).await
+    }
+
+    /// A client that offers only `profiles` for DTLS-SRTP (all it supports when empty).
+    async fn with_srtp_profiles(profiles: Vec<SrtpProtectionProfile>) -> Self {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs().unwrap();
         let registry = register_default_interceptors(Registry::new(), &mut media_engine).unwrap();
@@ -202,11 +208,14 @@ impl Client {
             tracks: tracks_tx,
         });
         let pc = PeerConnectionBuilder::new()
-            .with_setting_engine(
-                SettingEngineBuilder::new()
-                    .with_include_loopback_candidate(true)
-                    .build(),
-            )
+            .with_setting_engine({
+                let engine = SettingEngineBuilder::new().with_include_loopback_candidate(true);
+                if profiles.is_empty() {
+                    engine.build()
+                } else {
+                    engine.with_srtp_protection_profiles(profiles).build()
+                }
+            })
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
             .with_handler(handler)
@@ -318,7 +327,11 @@ fn rtp_packet(pt: u8, ssrc: u32, seq: u16, payload: &[u8]) -> rtc::rtp::Packet {
 
 /// A recvonly client connected to the bridge with one VP8 send track of SSRC `ssrc`.
 async fn subscriber(bridge: &mut Bridge, ssrc: u32) -> (Client, PeerId) {
-    let client = Client::new().await;
+    subscriber_with(bridge, ssrc, Client::new().await).await
+}
+
+/// `client`, made recvonly and connected to the bridge with one VP8 send track of SSRC `ssrc`.
+async fn subscriber_with(bridge: &mut Bridge, ssrc: u32, client: Client) -> (Client, PeerId) {
     client
         .pc
         .add_transceiver_from_kind(
@@ -488,9 +501,28 @@ async fn publisher_rtp_reaches_the_bridge_and_strays_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_receives_rtp_sent_through_the_bridge() {
+    receives_rtp_sent_through_the_bridge(Vec::new()).await;
+}
+
+// The endpoint protects forwarded RTP with keys of its own context: each SRTP profile a peer
+// may choose must authenticate there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_rtp_authenticates_under_every_srtp_profile() {
+    for profile in [
+        SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+        SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_32,
+        SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+        SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
+    ] {
+        receives_rtp_sent_through_the_bridge(vec![profile]).await;
+    }
+}
+
+async fn receives_rtp_sent_through_the_bridge(profiles: Vec<SrtpProtectionProfile>) {
     let mut bridge = Bridge::start().await;
     let ssrc = 0x5150;
-    let (mut client, peer) = subscriber(&mut bridge, ssrc).await;
+    let client = Client::with_srtp_profiles(profiles).await;
+    let (mut client, peer) = subscriber_with(&mut bridge, ssrc, client).await;
     let track = first_remote_track(&mut bridge, &mut client, peer, ssrc).await;
     assert_eq!(track.ssrcs().await, vec![ssrc]);
 

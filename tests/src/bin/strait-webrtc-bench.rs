@@ -9,6 +9,11 @@
 //! before the first peer to the end, per peer. The peers share the two cores with the gateway, as
 //! in every benchmark here.
 //!
+//! Setting up: `--concurrency K` posts K WHEP offers at a time (default one); `peers/s` is the
+//! peers connected per second of setup (offer, answer, ICE, DTLS, first packet), `gw ms/peer`
+//! the gateway's CPU per peer over the setup. `KiB/peer@setup` is the gateway's RSS growth per
+//! peer once all are connected, `KiB/peer@end` at the end of the run (packet caches full).
+//!
 //! With `--rooms R`, R publishers in R rooms, each with N subscribers; `--set` passes settings
 //! to the gateway (`media.workers=2`). It also reports the CPU of the gateway's media-worker
 //! threads alone (`strait-media-*`).
@@ -17,6 +22,7 @@
 //! cargo build --release -p strait-gateway -p strait-tests --bin strait --bin strait-webrtc-bench
 //! target/release/strait-webrtc-bench --subscribers 1,10,50,100 --rate 200 --seconds 10
 //! target/release/strait-webrtc-bench --rooms 2 --subscribers 50 --rate 800 --set media.workers=2
+//! target/release/strait-webrtc-bench --subscribers 100 --concurrency 10   # peers set up 10 at once
 //! ```
 //!
 //! Bounded: every wait has a timeout, traffic stays on loopback, the gateway is killed at the end.
@@ -62,6 +68,9 @@ struct Args {
     /// `key=value` settings for the gateway (`strait serve --set`), e.g. `media.workers=2`.
     #[arg(long = "set")]
     settings: Vec<String>,
+    /// WHEP subscribers set up at once (offers in flight together).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
 }
 
 /// One WHEP subscriber; counts the RTP packets it receives and raises `first` at the first.
@@ -185,6 +194,8 @@ async fn run(args: &Args, n: usize) -> Result<()> {
     let mut counters = Vec::with_capacity(peers_total);
     let first = Arc::new(tokio::sync::Notify::new());
     let setup = Instant::now();
+    let setup_cpu = CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?;
+    let mut pending = Vec::with_capacity(args.concurrency);
     for i in 0..n {
         for (r, publisher) in publishers.iter().enumerate() {
             let room = format!("bench-{r}");
@@ -193,17 +204,27 @@ async fn run(args: &Args, n: usize) -> Result<()> {
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
             let received = Arc::new(AtomicU64::new(0));
-            let subscriber = whep_subscriber(
-                &gateway,
-                &path,
-                &token,
-                Arc::clone(&received),
-                Arc::clone(&first),
+            counters.push(Arc::clone(&received));
+            let (gateway, first) = (&gateway, Arc::clone(&first));
+            pending.push(
+                async move { whep_subscriber(gateway, &path, &token, received, first).await },
             );
-            peers.push(subscriber.await?);
-            counters.push(received);
+            if pending.len() >= args.concurrency.max(1) {
+                for pc in futures::future::join_all(pending.drain(..)).await {
+                    peers.push(pc?);
+                }
+            }
         }
     }
+    for pc in futures::future::join_all(pending.drain(..)).await {
+        peers.push(pc?);
+    }
+    drop(pending);
+    let connected_s = setup.elapsed().as_secs_f64();
+    let setup_cpu = setup_cpu.until(
+        &CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?,
+        clock_ticks_per_second(),
+    );
     // Warm-up: every subscriber has media (each raises `first` once; `notify_one` keeps a
     // raise between the count and the wait).
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -216,6 +237,9 @@ async fn run(args: &Args, n: usize) -> Result<()> {
         }
     }
     let setup_s = setup.elapsed().as_secs_f64();
+    // What the peers cost once connected, before their send state and caches fill.
+    let rss_setup_per_peer =
+        status_kib(&pid, "VmRSS:").saturating_sub(rss_before) as f64 / peers_total as f64;
 
     let cpu_before = CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?;
     let workers_before = threads_ticks(&pid, "strait-media").map_err(|e| anyhow!("{e}"))?;
@@ -239,10 +263,12 @@ async fn run(args: &Args, n: usize) -> Result<()> {
         .sum::<u64>()
         - received_before;
     println!(
-        "{:>5} {n:>6} {:>8} {:>8.1} {:>10} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>6.0} {:>9.2} {:>10.0}",
+        "{:>5} {n:>6} {:>8} {:>8.1} {:>7.1} {:>10.1} {:>10} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>6.0} {:>9.2} {:>14.0} {:>12.0}",
         args.rooms,
         args.rate,
         setup_s,
+        peers_total as f64 / connected_s,
+        setup_cpu.cpu_s * 1e3 / peers_total as f64,
         out,
         received,
         out as f64 / cpu.wall_s,
@@ -254,6 +280,7 @@ async fn run(args: &Args, n: usize) -> Result<()> {
         } else {
             f64::NAN
         },
+        rss_setup_per_peer,
         rss_per_peer,
     );
     stop.store(true, Ordering::Relaxed);
@@ -284,7 +311,7 @@ async fn main() -> Result<()> {
         args.strait.display()
     );
     println!(
-        "rooms      N   rate/s  setup s  webrtc out   received  out pkt/s  gw CPU s  worker s  sys %  µs/pkt  KiB/peer"
+        "rooms      N   rate/s  setup s  peers/s  gw ms/peer  webrtc out   received  out pkt/s  gw CPU s  worker s  sys %  µs/pkt  KiB/peer@setup  KiB/peer@end"
     );
     for &n in &args.subscribers {
         run(&args, n).await?;

@@ -23,9 +23,9 @@ use strait_protocol::{ControlMessage, TrackKind};
 use strait_tests::bridge::{
     Count, VideoCodec, WAIT, WhipOptions, WhipPublisher, WsSubscriber, close_publisher,
     local_vp8_track, next_packet_on, next_remote_track, published_video_of, receive_rtp,
-    receive_video, receive_vp8, reoffer, reoffer_with_video_section, rtp_and_reports_of, rtp_of,
-    signal_offer, subscribe_to_video_of, vp8_spec, wait_for_leave, wait_for_leave_reason,
-    wait_for_participant, wait_for_tracks_of, watch_rtcp,
+    receive_video, receive_vp8, reoffer, reoffer_with_video_section, rtp_and_reports_of,
+    rtp_and_sender_reports_of, rtp_of, signal_offer, subscribe_to_video_of, vp8_spec,
+    wait_for_leave, wait_for_leave_reason, wait_for_participant, wait_for_tracks_of, watch_rtcp,
 };
 use strait_tests::fixture::{TestGateway, rtp};
 use strait_tests::http::{bearer, delete, http, patch, post_offer};
@@ -482,7 +482,15 @@ async fn a_whep_subscribers_nack_is_answered_from_the_tracks_packet_cache() {
     let recent = received.last().unwrap().clone();
 
     // One NACK for both, the old one first: the bridge answers in order, so once the recent
-    // packet is back, the old one would have come before it had it been kept.
+    // packet is back, the old one would have come before it had it been kept. The recent one is
+    // named twice: it is sent once.
+    let granted = r#"result="granted""#;
+    let not_cached = r#"result="not_cached""#;
+    let nacks = "strait_webrtc_nacks_total";
+    let (granted_before, not_cached_before) = (
+        gw.metric_where(nacks, granted).await,
+        gw.metric_where(nacks, not_cached).await,
+    );
     remote
         .write_rtcp(vec![Box::new(TransportLayerNack {
             sender_ssrc: 0,
@@ -490,6 +498,10 @@ async fn a_whep_subscribers_nack_is_answered_from_the_tracks_packet_cache() {
             nacks: vec![
                 NackPair {
                     packet_id: old,
+                    lost_packets: 0,
+                },
+                NackPair {
+                    packet_id: recent.header.sequence_number,
                     lost_packets: 0,
                 },
                 NackPair {
@@ -517,9 +529,29 @@ async fn a_whep_subscribers_nack_is_answered_from_the_tracks_packet_cache() {
         "the same packet, from the cache"
     );
     assert_eq!(again.header.timestamp, recent.header.timestamp);
+    assert_eq!(again.header.ssrc, ssrc, "in the leg's own stream");
     assert!(
         !after.contains(&old),
         "a packet older than the cache was resent: {after:?}"
+    );
+    gw.wait_metric_where(nacks, not_cached, |v| v > not_cached_before)
+        .await;
+    let granted_now = gw
+        .wait_metric_where(nacks, granted, |v| v > granted_before)
+        .await;
+    assert_eq!(
+        granted_now - granted_before,
+        1.0,
+        "the packet was sent once"
+    );
+    assert_eq!(
+        gw.metric_where(nacks, not_cached).await - not_cached_before,
+        1.0
+    );
+    assert!(
+        gw.metric_where("strait_webrtc_feedback_total", r#"kind="nack""#)
+            .await
+            >= 1.0
     );
 
     viewer.close().await;
@@ -2109,6 +2141,88 @@ async fn spoofed_checks_neither_grow_the_address_table_nor_draw_media() {
             );
         }
     }
+
+    viewer.close().await;
+    presenter.close().await;
+    gw.stop().await;
+}
+
+/// The transport-cc extension id an SDP answer maps.
+fn transport_cc_id(sdp: &str) -> u8 {
+    sdp.lines()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix("a=extmap:")?;
+            let (id, uri) = rest.split_once(' ')?;
+            uri.starts_with("http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc")
+                .then(|| id.split('/').next()?.parse().ok())
+                .flatten()
+        })
+        .expect("the answer maps transport-cc")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_leg_gets_its_own_transport_sequence_sender_reports_that_match_and_its_feedback_counted()
+ {
+    let gw = TestGateway::start_with(|c| {
+        c.media.keyframe_request_interval = Duration::from_millis(50);
+    })
+    .await;
+    let presenter = gw
+        .native_video_publisher("twcc", "presenter", VideoCodec::Vp8, rtp::VP8_PT)
+        .await;
+    let viewer = gw.whep_subscriber("twcc", presenter.track()).await;
+    let id = transport_cc_id(&viewer.response.body);
+    let (mut rx, mut reports) = rtp_and_sender_reports_of(Arc::clone(&viewer.remote));
+
+    // Transport-wide numbers on this leg: one more per packet, no gaps (loopback loses none).
+    let packets = receive_rtp(&mut rx, 300, "300 packets reach the WHEP subscriber").await;
+    let twcc: Vec<u16> = packets
+        .iter()
+        .map(|p| {
+            let value = p
+                .header
+                .get_extension(id)
+                .expect("every packet carries the transport sequence");
+            u16::from_be_bytes([value[0], value[1]])
+        })
+        .collect();
+    for pair in twcc.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0].wrapping_add(1),
+            "a gap or a repeat: {twcc:?}"
+        );
+    }
+    // The subscriber's transport-wide feedback reaches the hub.
+    gw.wait_metric_where("strait_webrtc_feedback_total", r#"kind="twcc""#, |v| {
+        v > 0.0
+    })
+    .await;
+
+    // A sender report counts what the leg sent: what the subscriber received by the time it
+    // arrived, within one packet in flight (nothing is lost on loopback).
+    let (report, received) = tokio::time::timeout(WAIT, async {
+        loop {
+            let (report, received) = reports.recv().await.expect("sender reports");
+            // A report after the packets above.
+            if report.packet_count >= 300 {
+                return (report, received);
+            }
+        }
+    })
+    .await
+    .expect("a sender report arrives");
+    assert!(
+        report.packet_count.abs_diff(received) <= 1,
+        "the report counts {} packets, the subscriber received {received}",
+        report.packet_count
+    );
+    assert_eq!(report.ssrc, viewer.ssrc().await);
+    assert!(
+        report.octet_count > report.packet_count,
+        "octets are counted"
+    );
+    assert!(gw.metric("strait_webrtc_sender_reports_total").await >= 1.0);
 
     viewer.close().await;
     presenter.close().await;
