@@ -189,3 +189,35 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// How fast a test cluster's nodes renew and give up their leases.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// `cluster.heartbeat`.
+    pub heartbeat: std::time::Duration,
+    /// `cluster.lease`.
+    pub lease: std::time::Duration,
+    /// `cluster.room_lease`.
+    pub room_lease: std::time::Duration,
+}
+
+/// Makes `config` a node named `id` of the test cluster on `redis`: the cluster's one API key
+/// (`key_id`, `secret`) and resume secret, shared by every node, and `timings`.
+pub fn join_cluster(
+    config: &mut strait_gateway::config::Config,
+    redis: &RedisServer,
+    id: &str,
+    (key_id, secret, resume_secret): (&str, &str, &str),
+    timings: Timings,
+) {
+    config.auth.keys = vec![strait_gateway::config::ApiKeyConfig {
+        id: key_id.into(),
+        secret: secret.into(),
+    }];
+    config.auth.resume_secret = Some(resume_secret.into());
+    config.cluster.redis_url = Some(redis.url());
+    config.cluster.node_id = Some(id.into());
+    config.cluster.heartbeat = timings.heartbeat;
+    config.cluster.lease = timings.lease;
+    config.cluster.room_lease = timings.room_lease;
+}

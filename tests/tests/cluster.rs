@@ -11,13 +11,18 @@ use std::time::{Duration, Instant};
 
 use strait_client::protocol::ErrorCode;
 use strait_client::{Client, ClientError, Session, Transport};
-use strait_gateway::config::ApiKeyConfig;
 use strait_tests::fixture::{TestGateway, WAIT, http_get, metric_value_where};
-use strait_tests::redis::RedisServer;
+use strait_tests::redis::{RedisServer, Timings, join_cluster};
 
 const KEY_ID: &str = "cluster";
 const SECRET: &str = "cluster-test-secret-0123456789abcdefghij";
 const RESUME_SECRET: &str = "cluster-test-resume-secret-0123456789abc";
+/// Compressed: a node is known gone 0.6 s after its last renewal.
+const TIMINGS: Timings = Timings {
+    heartbeat: Duration::from_millis(100),
+    lease: Duration::from_millis(600),
+    room_lease: Duration::from_millis(1500),
+};
 
 /// A node of the cluster on `ip`, named `id` (no WebRTC bridge).
 async fn node(redis: &RedisServer, id: &str, ip: [u8; 4]) -> TestGateway {
@@ -26,22 +31,12 @@ async fn node(redis: &RedisServer, id: &str, ip: [u8; 4]) -> TestGateway {
 
 /// A node of the cluster on `ip`, named `id`, with the WebRTC bridge if `webrtc`.
 async fn node_with(redis: &RedisServer, id: &str, ip: [u8; 4], webrtc: bool) -> TestGateway {
-    let url = redis.url();
     let gateway = TestGateway::start_with(|c| {
         c.quic.listen = SocketAddr::from((ip, 0));
         c.http.listen = SocketAddr::from((ip, 0));
         c.webrtc.enabled = webrtc;
         c.webrtc.listen = SocketAddr::from((ip, 0));
-        c.auth.keys = vec![ApiKeyConfig {
-            id: KEY_ID.into(),
-            secret: SECRET.into(),
-        }];
-        c.auth.resume_secret = Some(RESUME_SECRET.into());
-        c.cluster.redis_url = Some(url);
-        c.cluster.node_id = Some(id.into());
-        c.cluster.heartbeat = Duration::from_millis(100);
-        c.cluster.lease = Duration::from_millis(600);
-        c.cluster.room_lease = Duration::from_millis(1500);
+        join_cluster(c, redis, id, (KEY_ID, SECRET, RESUME_SECRET), TIMINGS);
     })
     .await;
     wait_ready(&gateway, true).await;
@@ -873,17 +868,9 @@ async fn nodes_reach_redis_over_tls_trusting_the_authority_they_are_given() {
 
     let node = TestGateway::start_with(|c| {
         c.webrtc.enabled = false;
-        c.auth.keys = vec![ApiKeyConfig {
-            id: KEY_ID.into(),
-            secret: SECRET.into(),
-        }];
-        c.auth.resume_secret = Some(RESUME_SECRET.into());
+        join_cluster(c, &redis, "t", (KEY_ID, SECRET, RESUME_SECRET), TIMINGS);
         c.cluster.redis_url = Some(url.clone());
         c.cluster.redis_ca = Some(ca_pem.clone());
-        c.cluster.node_id = Some("t".into());
-        c.cluster.heartbeat = Duration::from_millis(100);
-        c.cluster.lease = Duration::from_millis(600);
-        c.cluster.room_lease = Duration::from_millis(1500);
     })
     .await;
     wait_ready(&node, true).await;
@@ -898,15 +885,8 @@ async fn nodes_reach_redis_over_tls_trusting_the_authority_they_are_given() {
     // Without the authority, the system's roots do not know Redis's certificate: never ready.
     let untrusting = TestGateway::start_with(|c| {
         c.webrtc.enabled = false;
-        c.auth.keys = vec![ApiKeyConfig {
-            id: KEY_ID.into(),
-            secret: SECRET.into(),
-        }];
-        c.auth.resume_secret = Some(RESUME_SECRET.into());
+        join_cluster(c, &redis, "u", (KEY_ID, SECRET, RESUME_SECRET), TIMINGS);
         c.cluster.redis_url = Some(url);
-        c.cluster.node_id = Some("u".into());
-        c.cluster.heartbeat = Duration::from_millis(100);
-        c.cluster.lease = Duration::from_millis(600);
     })
     .await;
     let events = cluster_events(&untrusting, "redis_error");

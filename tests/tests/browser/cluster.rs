@@ -16,10 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strait_client::{Client, Transport};
-use strait_gateway::config::ApiKeyConfig;
 use strait_tests::browser::{repo_root, require_chromium, require_node, require_playwright};
 use strait_tests::fixture::{TestGateway, WAIT, http_get, metric_value_where};
-use strait_tests::redis::RedisServer;
+use strait_tests::redis::{RedisServer, Timings, join_cluster};
 
 use crate::demo::{BROWSER_LIMIT, record_vp8, replay_vp8, run_node, wait_for_video};
 
@@ -30,22 +29,18 @@ const RESUME_SECRET: &str = "browser-cluster-resume-secret-0123456789a";
 /// A node of the cluster on `ip`, named `id`, that mints development tokens for its page (with
 /// the cluster's key: the other node verifies them).
 async fn node(redis: &RedisServer, id: &str, ip: [u8; 4]) -> TestGateway {
-    let url = redis.url();
     let gateway = TestGateway::start_with(|c| {
         c.quic.listen = SocketAddr::from((ip, 0));
         c.http.listen = SocketAddr::from((ip, 0));
         c.http.dev_token_endpoint = Some(true);
         c.webrtc.enabled = false;
-        c.auth.keys = vec![ApiKeyConfig {
-            id: KEY_ID.into(),
-            secret: SECRET.into(),
-        }];
-        c.auth.resume_secret = Some(RESUME_SECRET.into());
-        c.cluster.redis_url = Some(url);
-        c.cluster.node_id = Some(id.into());
-        c.cluster.heartbeat = Duration::from_millis(250);
-        c.cluster.lease = Duration::from_secs(2);
-        c.cluster.room_lease = Duration::from_secs(5);
+        // Looser than the other cluster tests: Chromium shares the two cores.
+        let timings = Timings {
+            heartbeat: Duration::from_millis(250),
+            lease: Duration::from_secs(2),
+            room_lease: Duration::from_secs(5),
+        };
+        join_cluster(c, redis, id, (KEY_ID, SECRET, RESUME_SECRET), timings);
     })
     .await;
     wait_ready(&gateway, true).await;
