@@ -330,6 +330,38 @@ impl TestGateway {
         waited.unwrap_or_else(|_| panic!("metric {name}{{{label}}} stuck at {last}"))
     }
 
+    /// Polls `GET path` until `pick(status, body)` accepts the answer, for at most `within`;
+    /// returns the body. Health and readiness change with time (a stall, a lease) and the
+    /// gateway sends no notification of them, so this looks every 25 ms.
+    pub async fn wait_http(
+        &self,
+        path: &str,
+        within: Duration,
+        pick: impl Fn(u16, &str) -> bool,
+    ) -> String {
+        let mut last = (0, String::new());
+        let found = tokio::time::timeout(within, async {
+            loop {
+                let response = crate::http::http(self, "GET", path, &[], b"").await;
+                last = (response.status, response.body);
+                if pick(last.0, &last.1) {
+                    return last.1.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("{path} still answers {} {:?}", last.0, last.1))
+    }
+
+    /// Waits (at most [`WAIT`]) until `/readyz` says `ready`, or (`ready` false) that it is not.
+    pub async fn wait_ready(&self, ready: bool) {
+        self.wait_http("/readyz", WAIT, |status, body| {
+            (status == 200 && body == "ready\n") == ready
+        })
+        .await;
+    }
+
     /// A fresh access token for `identity` in `room` that expired an hour ago.
     pub fn expired_token(&self, room: &str, identity: &str) -> String {
         let issued = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);

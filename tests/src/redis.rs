@@ -4,11 +4,14 @@
 //! The binary is `redis-server` from `PATH`, or `STRAIT_REDIS_SERVER`; `./scripts/test`
 //! installs Debian's `redis-server`.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use tempfile::TempDir;
+
+use crate::fixture::WAIT;
 
 /// A running `redis-server`.
 #[derive(Debug)]
@@ -107,8 +110,8 @@ impl RedisServer {
                 .arg(&tls.key)
                 .args(["--tls-auth-clients", "no"]);
         }
-        let child = command
-            .stdout(Stdio::null())
+        let mut child = command
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| {
@@ -118,20 +121,69 @@ impl RedisServer {
                     binary.to_string_lossy()
                 )
             });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut conn) = self.connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return;
+        // redis-server says when it accepts connections; its log is read (and kept being read,
+        // so that it never blocks on a full pipe) on a thread of its own.
+        let stdout = child.stdout.take().expect("a stdout pipe");
+        let (ready, is_ready) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut ready = Some(ready);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // "The server is now ready to accept connections at <socket>" (7.0).
+                if line.to_ascii_lowercase().contains("ready to accept connections")
+                    && let Some(ready) = ready.take()
+                {
+                    let _ = ready.send(());
+                }
             }
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        });
+        self.child = Some(child);
+        tokio::time::timeout(WAIT, is_ready)
+            .await
+            .expect("redis-server ready in time")
+            .expect("redis-server said it was ready (it exited before)");
+    }
+
+    /// Waits (at most [`WAIT`]) until `read` gives a value, and returns it: `read` looks at
+    /// Redis now, and again at each change of any key (keyspace notifications, which this
+    /// turns on), expiries included.
+    pub async fn wait_until<T>(
+        &self,
+        what: &str,
+        mut read: impl AsyncFnMut(&RedisServer) -> Option<T>,
+    ) -> T {
+        let client = redis::Client::open(self.url()).expect("redis client");
+        let mut conn = self.connection().await.expect("redis connection");
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg("KA")
+            .query_async(&mut conn)
+            .await
+            .expect("keyspace notifications on");
+        let mut pubsub = client
+            .get_async_pubsub()
+            .await
+            .expect("a pubsub connection");
+        pubsub
+            .psubscribe("__keyspace@*__:*")
+            .await
+            .expect("subscribed to keyspace notifications");
+        let mut changes = pubsub.on_message();
+        // Subscribed before the first look: no change between the two is missed.
+        let waited = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(value) = read(self).await {
+                    return value;
+                }
+                changes
+                    .next()
+                    .await
+                    .expect("the notification stream is open");
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| panic!("waited in vain for {what}"))
     }
 
     /// A connection for the test's own commands.

@@ -39,7 +39,7 @@ async fn node_with(redis: &RedisServer, id: &str, ip: [u8; 4], webrtc: bool) -> 
         join_cluster(c, redis, id, (KEY_ID, SECRET, RESUME_SECRET), TIMINGS);
     })
     .await;
-    wait_ready(&gateway, true).await;
+    gateway.wait_ready(true).await;
     gateway
 }
 
@@ -50,23 +50,6 @@ async fn three(redis: &RedisServer) -> Vec<TestGateway> {
         node(redis, "b", [127, 0, 0, 3]).await,
         node(redis, "c", [127, 0, 0, 4]).await,
     ]
-}
-
-/// Waits (at most [`WAIT`]) until `/readyz` says `ready`.
-async fn wait_ready(gateway: &TestGateway, ready: bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let body = http_get(gateway.http_addr(), "/readyz").await;
-        if (body == "ready\n") == ready {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "readyz never became {}: {body}",
-            if ready { "ready" } else { "unready" }
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// A client of `entry` for `room` (it pins `entry`'s certificate; a redirect brings the
@@ -150,11 +133,10 @@ async fn joins_through_every_node_land_on_one_owner_after_at_most_one_redirect()
     assert_eq!(cluster_events(&nodes[2], "redirected").await, 1.0);
     // They are in one room: each sees the two others.
     let last = sessions.last().expect("three sessions");
-    let deadline = Instant::now() + WAIT;
-    while last.participants().len() < 2 {
-        assert!(Instant::now() < deadline, "the room's members never met");
-        let _ = tokio::time::timeout(Duration::from_millis(100), last.next_event()).await;
-    }
+    until_room(last, "the room's members meet", |s| {
+        s.participants().len() >= 2
+    })
+    .await;
     for session in sessions {
         session.close().await;
     }
@@ -214,11 +196,7 @@ async fn a_redis_outage_keeps_rooms_here_refuses_new_ones_and_heals_without_a_re
     let alice = join(&nodes[0], "ops", "alice").await.expect("joins");
     let listener = join(&nodes[0], "ops", "listener").await.expect("joins");
     let track = alice.publish(opus_spec()).await.expect("publishes");
-    let deadline = Instant::now() + WAIT;
-    while listener.tracks().is_empty() {
-        assert!(Instant::now() < deadline, "the track never showed");
-        let _ = tokio::time::timeout(Duration::from_millis(100), listener.next_event()).await;
-    }
+    until_room(&listener, "the track shows", |s| !s.tracks().is_empty()).await;
     listener
         .subscribe(track.track, None)
         .await
@@ -240,19 +218,22 @@ async fn a_redis_outage_keeps_rooms_here_refuses_new_ones_and_heals_without_a_re
     redis.kill();
     let killed = Instant::now();
     // Alive throughout, unready once the lease could not be renewed for its length.
-    let mut health_polls = 0;
-    loop {
-        assert_eq!(http_get(nodes[0].http_addr(), "/healthz").await, "ok\n");
-        health_polls += 1;
-        if http_get(nodes[0].http_addr(), "/readyz").await != "ready\n" {
-            break;
+    let health_polls = std::sync::atomic::AtomicU32::new(0);
+    let healthy_throughout = async {
+        loop {
+            assert_eq!(http_get(nodes[0].http_addr(), "/healthz").await, "ok\n");
+            health_polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::task::yield_now().await;
         }
-        assert!(killed.elapsed() < WAIT, "never unready");
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    tokio::select! {
+        () = nodes[0].wait_ready(false) => {}
+        () = healthy_throughout => {}
     }
     eprintln!(
-        "unready {:?} after Redis died (lease 600 ms; /healthz 200 at each of {health_polls} polls)",
-        killed.elapsed()
+        "unready {:?} after Redis died (lease 600 ms; /healthz 200 at each of {} polls)",
+        killed.elapsed(),
+        health_polls.into_inner()
     );
     forwarded().await;
     // A room already here takes more participants; a new one is refused, retryably.
@@ -270,13 +251,13 @@ async fn a_redis_outage_keeps_rooms_here_refuses_new_ones_and_heals_without_a_re
     redis.restart().await;
     let back = Instant::now();
     for node in &nodes {
-        wait_ready(node, true).await;
+        node.wait_ready(true).await;
     }
-    let deadline = Instant::now() + WAIT;
-    while redis.hget("{strait}:room:ops", "node").await.as_deref() != Some("a") {
-        assert!(Instant::now() < deadline, "the room was never re-claimed");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    redis
+        .wait_until("the room re-claimed by a", async |r: &RedisServer| {
+            (r.hget("{strait}:room:ops", "node").await.as_deref() == Some("a")).then_some(())
+        })
+        .await;
     eprintln!("recovered {:?} after Redis came back", back.elapsed());
     assert!(cluster_events(&nodes[0], "reclaimed").await >= 1.0);
     forwarded().await;
@@ -288,6 +269,28 @@ async fn a_redis_outage_keeps_rooms_here_refuses_new_ones_and_heals_without_a_re
     for node in nodes {
         node.stop().await;
     }
+}
+
+/// Waits (at most [`WAIT`]) until `done` holds for `session`, woken by each change of its room
+/// state.
+async fn until_room(session: &Session, what: &str, done: impl Fn(&Session) -> bool) {
+    let mut changes = session.room_changes();
+    tokio::time::timeout(WAIT, async {
+        while !done(session) {
+            changes.changed().await.expect("the session is open");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("waited in vain: {what}"));
+}
+
+/// Waits until `key` is gone from Redis (an expired lease).
+async fn gone(redis: &RedisServer, key: &str) {
+    redis
+        .wait_until(&format!("{key} gone"), async |r: &RedisServer| {
+            r.get(key).await.is_none().then_some(())
+        })
+        .await;
 }
 
 /// The `strait` binary of this build (`scripts/test` builds it before the tests).
@@ -338,11 +341,12 @@ async fn child_node(redis: &RedisServer, id: &str) -> strait_load::gateway::Gate
     )
     .await
     .expect("the node process starts");
-    let deadline = Instant::now() + WAIT;
-    while redis.get(&format!("{{strait}}:node:{id}")).await.is_none() {
-        assert!(Instant::now() < deadline, "{id} never registered");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let key = format!("{{strait}}:node:{id}");
+    redis
+        .wait_until("the node's lease", async |r: &RedisServer| {
+            r.get(&key).await
+        })
+        .await;
     node
 }
 
@@ -365,12 +369,8 @@ async fn a_killed_owners_lease_expires_and_its_room_goes_to_a_live_node() {
     );
 
     // kill -9: nothing is released; the lease runs out on its own.
-    let killed = Instant::now();
     k.stop().await;
-    while redis.get("{strait}:node:k").await.is_some() {
-        assert!(killed.elapsed() < WAIT, "k's lease never expired");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    gone(&redis, "{strait}:node:k").await;
     // The room's record still names k, but k is not live: the next join takes it.
     let doctor = join(&b, "ward", "doctor")
         .await
@@ -609,7 +609,6 @@ async fn a_paused_node_that_lost_its_room_sends_its_sessions_to_the_new_owner() 
     let redis = RedisServer::start().await;
     let b = node(&redis, "b", [127, 0, 0, 3]).await;
     let z = child_node(&redis, "z").await;
-    let deadline = Instant::now() + WAIT;
     let mut config = b.client_config(Transport::Quic, b.token("night", "owl"));
     config.server = z.quic;
     config.trust = strait_client::Trust::Hashes(vec![z.cert]);
@@ -620,10 +619,7 @@ async fn a_paused_node_that_lost_its_room_sends_its_sessions_to_the_new_owner() 
 
     // z stops in its tracks (SIGSTOP): its lease runs out and b takes the room.
     signal(z.pid, "STOP");
-    while redis.get("{strait}:node:z").await.is_some() {
-        assert!(Instant::now() < deadline, "z's lease never expired");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    gone(&redis, "{strait}:node:z").await;
     let lark = join(&b, "night", "lark").await.expect("joins at b");
     assert_eq!(lark.remote_address(), Some(b.quic_addr()));
 
@@ -760,21 +756,15 @@ async fn after_flushall_every_node_registers_and_takes_its_rooms_back() {
     let at_b = join(&nodes[1], "beta", "y").await.expect("joins at b");
 
     redis.flush_all().await;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let nodes_back = redis.keys("{strait}:node:*").await.len() == 3;
-        let alpha = redis.hget("{strait}:room:alpha", "node").await;
-        let beta = redis.hget("{strait}:room:beta", "node").await;
-        if nodes_back && alpha.as_deref() == Some("a") && beta.as_deref() == Some("b") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not rebuilt: {:?}",
-            redis.keys("{strait}:*").await
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    redis
+        .wait_until("nodes and rooms rebuilt", async |r: &RedisServer| {
+            let nodes_back = r.keys("{strait}:node:*").await.len() == 3;
+            let alpha = r.hget("{strait}:room:alpha", "node").await;
+            let beta = r.hget("{strait}:room:beta", "node").await;
+            (nodes_back && alpha.as_deref() == Some("a") && beta.as_deref() == Some("b"))
+                .then_some(())
+        })
+        .await;
     // Each room once: two placements drawn after the flush, one per room.
     assert_eq!(redis.get("{strait}:epoch").await.as_deref(), Some("2"));
     assert!(!at_a.is_closed() && !at_b.is_closed());
@@ -783,11 +773,11 @@ async fn after_flushall_every_node_registers_and_takes_its_rooms_back() {
     // index and the counter.
     at_a.close().await;
     at_b.close().await;
-    let deadline = Instant::now() + WAIT;
-    while !redis.keys("{strait}:room:*").await.is_empty() {
-        assert!(Instant::now() < deadline, "rooms never given back");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    redis
+        .wait_until("rooms given back", async |r: &RedisServer| {
+            r.keys("{strait}:room:*").await.is_empty().then_some(())
+        })
+        .await;
     assert_eq!(redis.keys("{strait}:*").await.len(), 3 + 2);
     for node in nodes {
         node.stop().await;
@@ -873,7 +863,7 @@ async fn nodes_reach_redis_over_tls_trusting_the_authority_they_are_given() {
         c.cluster.redis_ca = Some(ca_pem.clone());
     })
     .await;
-    wait_ready(&node, true).await;
+    node.wait_ready(true).await;
     let session = join(&node, "secure", "x").await.expect("joins");
     assert_eq!(
         redis.hget("{strait}:room:secure", "node").await.as_deref(),
@@ -889,14 +879,13 @@ async fn nodes_reach_redis_over_tls_trusting_the_authority_they_are_given() {
         c.cluster.redis_url = Some(url);
     })
     .await;
-    let events = cluster_events(&untrusting, "redis_error");
-    let deadline = Instant::now() + WAIT;
-    let mut errors = events.await;
-    while errors < 2.0 {
-        assert!(Instant::now() < deadline, "no TLS failure counted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        errors = cluster_events(&untrusting, "redis_error").await;
-    }
+    untrusting
+        .wait_metric_where(
+            "strait_cluster_events_total",
+            "event=\"redis_error\"",
+            |errors| errors >= 2.0,
+        )
+        .await;
     assert_ne!(http_get(untrusting.http_addr(), "/readyz").await, "ready\n");
     assert_eq!(redis.get("{strait}:node:u").await, None);
     untrusting.stop().await;

@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strait_client::{Client, Transport};
 use strait_tests::browser::{repo_root, require_chromium, require_node, require_playwright};
@@ -43,25 +43,8 @@ async fn node(redis: &RedisServer, id: &str, ip: [u8; 4]) -> TestGateway {
         join_cluster(c, redis, id, (KEY_ID, SECRET, RESUME_SECRET), timings);
     })
     .await;
-    wait_ready(&gateway, true).await;
+    gateway.wait_ready(true).await;
     gateway
-}
-
-/// Waits (at most [`WAIT`]) until `/readyz` says `ready`, or that it is not.
-async fn wait_ready(gateway: &TestGateway, ready: bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let body = http_get(gateway.http_addr(), "/readyz").await;
-        if (body == "ready\n") == ready {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "readyz never became {}: {body}",
-            if ready { "ready" } else { "unready" }
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 async fn cluster_events(gateway: &TestGateway, event: &str) -> f64 {
@@ -169,7 +152,7 @@ async fn a_page_of_one_node_follows_the_redirect_to_the_node_that_serves_its_roo
 
     // Without Redis, `b` cannot place a new room: the page retries, then says so.
     redis.kill();
-    wait_ready(&b, false).await;
+    b.wait_ready(false).await;
     run_page(&b, "unavailable", &[]).await;
 
     native.close().await;

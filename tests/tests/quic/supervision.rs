@@ -14,27 +14,6 @@ async fn probe(gw: &TestGateway, path: &str) -> (u16, String) {
     (response.status, response.body)
 }
 
-/// Polls `path` until `pick` accepts its answer, for at most `within`.
-async fn until(
-    gw: &TestGateway,
-    path: &str,
-    within: Duration,
-    pick: impl Fn(u16, &str) -> bool,
-) -> String {
-    let mut last = (0, String::new());
-    let found = tokio::time::timeout(within, async {
-        loop {
-            last = probe(gw, path).await;
-            if pick(last.0, &last.1) {
-                return last.1.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("{path} still answers {} {:?}", last.0, last.1))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalls_make_the_gateway_unready_and_panics_unhealthy_with_their_cause() {
     let gw = TestGateway::start_with(|c| {
@@ -52,22 +31,23 @@ async fn stalls_make_the_gateway_unready_and_panics_unhealthy_with_their_cause()
     gw.gateway
         .inject_fault(Some(0), Fault::Stall(Duration::from_secs(7)))
         .await;
-    let said = until(&gw, "/readyz", Duration::from_secs(5), |status, _| {
-        status == 503
-    })
-    .await;
+    let said = gw
+        .wait_http("/readyz", Duration::from_secs(5), |status, _| status == 503)
+        .await;
     assert!(said.contains("media worker 0 is stalled"), "{said}");
     let (status, said) = probe(&gw, "/healthz").await;
     assert_eq!(status, 503, "{said}");
-    until(&gw, "/readyz", WAIT, |status, _| status == 200).await;
+    gw.wait_http("/readyz", WAIT, |status, _| status == 200)
+        .await;
     assert_eq!(probe(&gw, "/healthz").await.0, 200);
 
     // A worker that panics: dead, with the cause, for good.
     gw.gateway.inject_fault(Some(1), Fault::Panic).await;
-    let said = until(&gw, "/healthz", Duration::from_secs(5), |status, _| {
-        status == 503
-    })
-    .await;
+    let said = gw
+        .wait_http("/healthz", Duration::from_secs(5), |status, _| {
+            status == 503
+        })
+        .await;
     assert!(
         said.contains("media worker 1 is dead: panicked: fault injected into media worker 1"),
         "{said}"
@@ -77,10 +57,11 @@ async fn stalls_make_the_gateway_unready_and_panics_unhealthy_with_their_cause()
 
     // The TURN server too.
     gw.gateway.inject_fault(None, Fault::Panic).await;
-    let said = until(&gw, "/healthz", Duration::from_secs(5), |_, body| {
-        body.contains("turn server is dead")
-    })
-    .await;
+    let said = gw
+        .wait_http("/healthz", Duration::from_secs(5), |_, body| {
+            body.contains("turn server is dead")
+        })
+        .await;
     assert!(
         said.contains("fault injected into the TURN server"),
         "{said}"
@@ -202,7 +183,9 @@ async fn an_overloaded_worker_refuses_joins_and_sheds_video_but_never_audio() {
         Err(ClientError::Rejected { code, .. }) => assert_eq!(code, ErrorCode::LIMIT_EXCEEDED),
         other => panic!("a join while overloaded: {other:?}"),
     }
-    let said = until(&gw, "/readyz", WAIT, |status, _| status == 503).await;
+    let said = gw
+        .wait_http("/readyz", WAIT, |status, _| status == 503)
+        .await;
     assert!(said.contains("overloaded: shedding at level"), "{said}");
     assert_eq!(
         probe(&gw, "/healthz").await.0,
