@@ -130,7 +130,9 @@ impl RedisServer {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 // "The server is now ready to accept connections at <socket>" (7.0).
-                if line.to_ascii_lowercase().contains("ready to accept connections")
+                if line
+                    .to_ascii_lowercase()
+                    .contains("ready to accept connections")
                     && let Some(ready) = ready.take()
                 {
                     let _ = ready.send(());

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::record::{NodeRecord, NodeState};
@@ -42,62 +42,39 @@ pub(crate) enum Placed {
     Unavailable(String),
 }
 
-/// A room this node served now belongs to another node (this node lost it, or handed it over
-/// in a drain): its sessions here go there.
-#[derive(Debug, Clone)]
-pub(crate) struct RoomMove {
-    /// The room.
-    pub(crate) room: String,
-    /// Its owner now.
-    pub(crate) to: Arc<NodeRecord>,
-}
-
-/// The room moves a session listens to ([`Cluster::moves`]).
+/// The moves of one room away from this node (this node lost it, or handed it over in a
+/// drain), for a session of that room to listen to ([`Cluster::moves`]): only that room's
+/// sessions wake when it moves.
 #[derive(Debug)]
-pub(crate) struct Moves(Option<broadcast::Receiver<RoomMove>>);
+pub(crate) struct Moves(Option<watch::Receiver<Option<Arc<NodeRecord>>>>);
 
 impl Moves {
-    /// The next move of `room`; never resolves outside a cluster. Cancel-safe.
-    pub(crate) async fn of(&mut self, room: Option<&str>) -> RoomMove {
-        let Some(receiver) = &mut self.0 else {
-            return std::future::pending().await;
-        };
-        loop {
-            match receiver.recv().await {
-                Ok(moved) if Some(moved.room.as_str()) == room => return moved,
-                Ok(_) => {}
-                // Moves come a room at a time in a drain or after a partition: a session that
-                // fell this far behind re-checks nothing; its room's owner redirects it on
-                // its next connection.
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "room moves missed");
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    return std::future::pending().await;
+    /// The room's next owner, once it moves; never resolves outside a cluster or for a session
+    /// without one room. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Arc<NodeRecord> {
+        if let Some(receiver) = &mut self.0 {
+            while receiver.changed().await.is_ok() {
+                if let Some(to) = receiver.borrow_and_update().clone() {
+                    return to;
                 }
             }
         }
+        std::future::pending().await
     }
 
-    /// A move of `room` already announced and not yet taken, if any.
-    pub(crate) fn pending(&mut self, room: Option<&str>) -> Option<RoomMove> {
+    /// A move announced and not yet taken, if any.
+    pub(crate) fn pending(&mut self) -> Option<Arc<NodeRecord>> {
         let receiver = self.0.as_mut()?;
-        loop {
-            match receiver.try_recv() {
-                Ok(moved) if Some(moved.room.as_str()) == room => return Some(moved),
-                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
-                Err(_) => return None,
-            }
+        if receiver.has_changed().unwrap_or(false) {
+            receiver.borrow_and_update().clone()
+        } else {
+            None
         }
     }
 }
 
 /// Room renewals and releases in flight at once on the connection to Redis.
 const IN_FLIGHT: usize = 64;
-
-/// Room moves announced at once, at most (a drain of this many rooms, or a partition's
-/// worth of lost rooms); a session that falls further behind misses some (see [`Moves::of`]).
-const MOVES_QUEUE: usize = 4096;
 
 /// What the cluster needs to know about this node, asked at each heartbeat.
 pub(crate) trait Local: Send + Sync + 'static {
@@ -120,7 +97,9 @@ struct Inner {
     incarnation: u64,
     state: Mutex<State>,
     metrics: Arc<Metrics>,
-    moves: broadcast::Sender<RoomMove>,
+    /// Per room with a session listening, where it went last (see [`Moves`]); rooms nobody
+    /// listens to any more are pruned at each heartbeat.
+    moves: Mutex<HashMap<String, watch::Sender<Option<Arc<NodeRecord>>>>>,
 }
 
 #[derive(Debug)]
@@ -201,13 +180,21 @@ impl Cluster {
                 rng,
             }),
             metrics,
-            moves: broadcast::channel(MOVES_QUEUE).0,
+            moves: Mutex::new(HashMap::new()),
         }))))
     }
 
-    /// The moves of rooms away from this node, for a session to listen to.
-    pub(crate) fn moves(&self) -> Moves {
-        Moves(self.0.as_ref().map(|inner| inner.moves.subscribe()))
+    /// The moves of `room` away from this node, for a session of it to listen to (a session
+    /// without one room, or outside a cluster, hears none). Only moves from now on are heard.
+    pub(crate) fn moves(&self, room: Option<&str>) -> Moves {
+        let (Some(inner), Some(room)) = (&self.0, room) else {
+            return Moves(None);
+        };
+        let mut moves = inner.moves.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = moves
+            .entry(room.to_owned())
+            .or_insert_with(|| watch::channel(None).0);
+        Moves(Some(sender.subscribe()))
     }
 
     /// Hands every room of this (draining) node that has participants here to other serving
@@ -354,6 +341,7 @@ impl Cluster {
             let renew_all = failing || rooms_renewed.elapsed() >= room_every;
             failing = false;
             inner.release_idle(&local, &me, heartbeat).await;
+            inner.prune_moves();
             if renew_all {
                 rooms_renewed = Instant::now();
                 inner.renew_rooms(&me).await;
@@ -520,10 +508,7 @@ impl Inner {
                     self.metrics.cluster_event(ClusterEvent::Lost);
                     tracing::warn!(room, owner = %owner.id, "room now owned by another node");
                     self.lock().rooms.remove(&room);
-                    let _ = self.moves.send(RoomMove {
-                        room,
-                        to: Arc::new(owner),
-                    });
+                    self.announce_move(&room, owner);
                 }
                 Err(e) => {
                     self.metrics.cluster_event(ClusterEvent::RedisError);
@@ -582,10 +567,7 @@ impl Inner {
                 Ok(Some(owner)) => {
                     self.lock().rooms.remove(&room);
                     self.metrics.cluster_event(ClusterEvent::HandedOver);
-                    let _ = self.moves.send(RoomMove {
-                        room,
-                        to: Arc::new(owner),
-                    });
+                    self.announce_move(&room, owner);
                     moved += 1;
                 }
                 Ok(None) => {}
@@ -597,6 +579,20 @@ impl Inner {
             }
         }
         moved
+    }
+
+    /// Tells the sessions of `room` here that `to` owns it now.
+    fn announce_move(&self, room: &str, to: NodeRecord) {
+        let moves = self.moves.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = moves.get(room) {
+            sender.send_replace(Some(Arc::new(to)));
+        }
+    }
+
+    /// Forgets the rooms nobody listens to any more.
+    fn prune_moves(&self) {
+        let mut moves = self.moves.lock().unwrap_or_else(|e| e.into_inner());
+        moves.retain(|_, sender| sender.receiver_count() > 0);
     }
 
     fn set_epoch(&self, room: &str, epoch: u64) {

@@ -296,7 +296,7 @@ async fn serve(
     let max_frame = config.limits.max_frame_size;
     let drain = shared.drain.clone();
     let mut draining = false;
-    let mut moves = shared.cluster.moves();
+    let mut moves = shared.cluster.moves(core.room().map(|r| r.0.as_str()));
     // Liveness: a WebSocket Ping every `keep_alive` (browsers answer on their own); the core
     // closes a session that sends nothing for `idle_timeout`, or that has not joined within
     // `hello_timeout`.
@@ -413,16 +413,16 @@ async fn serve(
                 if deadline.is_some() => {
                     core.handle_timeout(shared.credentials(), Instant::now(), SystemTime::now());
                 }
-            moved = moves.of(core.room().map(|r| r.0.as_str())) => {
-                let go_away = shared.redirect(&moved.to, RedirectPath::WebSocket, core.token());
+            to = moves.next() => {
+                let go_away = shared.redirect(&to, RedirectPath::WebSocket, core.token());
                 core.handle_moved(go_away);
             },
             () = drain.cancelled(), if !draining => {
                 draining = true;
-                match moves.pending(core.room().map(|r| r.0.as_str())) {
-                    Some(moved) => {
-                        let to = RedirectPath::WebSocket;
-                        core.handle_moved(shared.redirect(&moved.to, to, core.token()));
+                match moves.pending() {
+                    Some(to) => {
+                        let path = RedirectPath::WebSocket;
+                        core.handle_moved(shared.redirect(&to, path, core.token()));
                     }
                     None => core.handle_drain(),
                 }

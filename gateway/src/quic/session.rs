@@ -492,8 +492,7 @@ async fn session_loop(
     let mut reported_bandwidth = 0u64;
     let look = tokio::time::sleep(WATCH_ACTIVE);
     let drain = shared.drain.clone().cancelled_owned();
-    let mut moves = shared.cluster.moves();
-    let room = core.room().map(|r| r.0.clone());
+    let mut moves = shared.cluster.moves(core.room().map(|r| r.0.as_str()));
     let transport = link.transport();
     let label = TransportLabel { transport };
     let packets_in = shared.metrics.packets_in.get_or_create(&label).clone();
@@ -562,17 +561,17 @@ async fn session_loop(
                 let pause = watch.looked(vitals.traffic, moved || reported);
                 look.as_mut().reset(tokio::time::Instant::now() + pause);
             },
-            moved = moves.of(room.as_deref()) => {
-                let go_away = shared.redirect(&moved.to, redirect_path(link), core.token());
+            to = moves.next() => {
+                let go_away = shared.redirect(&to, redirect_path(link), core.token());
                 core.handle_moved(go_away);
             },
             () = &mut drain, if !draining => {
                 draining = true;
                 // A drain hands the rooms over first: a session whose room went elsewhere is
                 // sent there, not just away.
-                match moves.pending(room.as_deref()) {
-                    Some(moved) => {
-                        let go_away = shared.redirect(&moved.to, redirect_path(link), core.token());
+                match moves.pending() {
+                    Some(to) => {
+                        let go_away = shared.redirect(&to, redirect_path(link), core.token());
                         core.handle_moved(go_away);
                     }
                     None => core.handle_drain(),
