@@ -4,6 +4,10 @@
 // In a cluster, the node the page came from may redirect the session to the node that serves the
 // room: the page follows (session.js `openSession`), and retries a cluster that cannot take the
 // room now (`UNAVAILABLE`), saying so.
+// A WebTransport session whose connection is lost (or that hears nothing from the gateway for
+// LOSS_MS) reconnects by itself: it resumes where the gateway still keeps it (PROTOCOL.md §7.8),
+// else starts afresh through the same node or another node of the cluster (`/v1/nodes`), joins
+// the room and publishes again. A room moved to another node (`GoAway` REDIRECT) is joined there.
 //
 // URL: `/?room=<room>&name=<display name>[&transport=auto|webtransport|webrtc]`; without `room`
 // the page shows a join form. `transport=webrtc` goes straight to the WebRTC fallback;
@@ -11,17 +15,24 @@
 //
 // Test hook: `window.strait` holds the live state (`state`, with `transport`: 'webtransport' or
 // 'webrtc', `url`: the WebTransport URL of the session, `redirects`: the URLs the cluster
-// redirected it to, `retries`: attempts made again after `UNAVAILABLE`), media statistics
+// redirected it to, `retries`: attempts made again after `UNAVAILABLE`, `nodes`: the other nodes
+// it may reconnect through, `recoveries`: each reconnection, `{resumed, url, ms}`), media statistics
 // (`stats`) and every error shown to the user (`errors`). The browser test (test/browser.mjs)
 // reads it.
 
 import { WebRtcFallback, signalingUrl } from './fallback.js';
 import { AudioPlayer, AudioReceiver, Publisher, VideoReceiver, emptyRemoteStats, missingMediaApis } from './media.js';
 import { ErrorCode, errorCodeName } from './protocol.js';
-import { ConnectError, openSession } from './session.js';
+import { ConnectError, hashesFromHex, openSession, redirectTarget, retryDelayMs } from './session.js';
 
 /** How long WebTransport may take to connect before the page falls back to WebRTC. */
 const RACE_MS = 4000;
+/** Nothing heard from the gateway (frames, media, pongs of the pings sent every second) for this long: the connection counts as lost. */
+const LOSS_MS = 5000;
+/** Connection attempts of one reconnection before the page gives up. */
+const RECONNECT_ATTEMPTS = 8;
+/** Bound on each of those attempts' connect. */
+const RECONNECT_CONNECT_MS = 3000;
 const TRANSPORTS = ['auto', 'webtransport', 'webrtc'];
 
 const $ = (id) => document.getElementById(id);
@@ -50,6 +61,8 @@ const hook = {
     url: null,
     redirects: [],
     retries: 0,
+    nodes: [],
+    recoveries: [],
     me: null,
     name: null,
     participants: {},
@@ -76,6 +89,14 @@ let rtc = null;
 /** Our own tile (camera preview). */
 let leaving = false;
 let goingAway = null;
+/** The room and the name the page joined with, and the access token it was given. */
+let joinedAs = null;
+/** Where the live WebTransport session is: `{url, certificateHashes}`. */
+let current = null;
+/** Other nodes of the cluster (`/v1/nodes`), to reconnect through: `[{url, certificateHashes}]`. */
+let fallbacks = [];
+/** Between a resumed `ServerHello` and the `Ack` that ends its snapshot (PROTOCOL.md §7.8). */
+let resyncing = false;
 
 // ---------------------------------------------------------------------------------------------
 // What the user sees.
@@ -225,14 +246,29 @@ async function subscribe(info) {
     reportProblem(`subscribing to ${displayName(p.info)}'s ${info.source}: ${e.message}`);
     return;
   }
-  const t = tracks.get(info.track);
-  if (!t) return; // unpublished while we waited
+  attachSubscription(subscribed);
+}
+
+/** A subscription's media now arrives on `subscribed.media`: decode and show or play it. */
+function attachSubscription(subscribed) {
+  const t = tracks.get(subscribed.track);
+  if (!t || t.media !== null) return; // unpublished while we waited, or attached already
+  const p = participants.get(t.info.participant);
+  if (!p) return;
   t.media = subscribed.media;
   t.receiver =
-    info.kind === 'Video'
+    t.info.kind === 'Video'
       ? new VideoReceiver({ session, media: subscribed.media, canvas: p.canvas, stats: p.stats })
-      : new AudioReceiver({ media: subscribed.media, player, key: info.participant, stats: p.stats });
+      : new AudioReceiver({ media: subscribed.media, player, key: t.info.participant, stats: p.stats });
   receivers.set(subscribed.media, t.receiver);
+}
+
+/** Forgets everyone else (the room is announced again after a reconnection). */
+function clearRoom() {
+  for (const id of [...participants.keys()]) removeParticipant(id);
+  for (const receiver of receivers.values()) receiver.close();
+  receivers.clear();
+  tracks.clear();
 }
 
 /** WebRTC: a track of another participant, received once the connection has a section for it. */
@@ -283,8 +319,22 @@ function onMessage(name, m) {
       break;
     case 'TrackPublished':
       if (m.participant !== hook.state.me) {
-        if (rtc) noteTrack(m);
+        // In the snapshot of a resumed session, the subscriptions follow as `Subscribed`.
+        if (rtc || resyncing) noteTrack(m);
         else subscribe(m);
+      }
+      break;
+    case 'Subscribed':
+      // A subscription restored by a resume (request 0).
+      attachSubscription(m);
+      break;
+    case 'Ack':
+      if (m.request === 0 && resyncing) {
+        // The end of the snapshot: subscribe to what the resumed session did not receive yet.
+        resyncing = false;
+        for (const t of [...tracks.values()]) {
+          if (t.media === null && t.info.participant !== hook.state.me) subscribe(t.info);
+        }
       }
       break;
     case 'TrackUnpublished': {
@@ -310,15 +360,153 @@ function onMessage(name, m) {
       showNotice(
         `The gateway is going away (${errorCodeName(m.code)})` +
           (m.redirect ? `; it points to ${m.redirect}` : '') +
-          '. Reload the page to join again.',
+          (rtc ? '. Reload the page to join again.' : '; the page follows.'),
       );
       break;
     case 'Error':
+      // A refused resume does not end the session: it goes on afresh (PROTOCOL.md §7.8).
+      if (m.request === null && m.code === ErrorCode.RESUME_FAILED) break;
+      if (m.request === null && m.code === ErrorCode.REDIRECT && goingAway) break;
       if (m.request === null) showError(`The gateway ended the session: ${errorCodeName(m.code)}${m.reason ? ` — ${m.reason}` : ''}`);
       else reportProblem(`request ${m.request} failed: ${errorCodeName(m.code)} ${m.reason}`);
       break;
     default:
       break;
+  }
+}
+
+/** Whether a session that ended with `code` is taken back or followed (PROTOCOL.md §7.9). */
+function recoverable(code) {
+  return (
+    code === null ||
+    code === ErrorCode.INTERNAL ||
+    code === ErrorCode.GOING_AWAY ||
+    (code === ErrorCode.REDIRECT && goingAway?.redirect != null) ||
+    // Chromium may report the close of a moved room as a lost connection, or with no code.
+    (goingAway !== null && [ErrorCode.REDIRECT, ErrorCode.GOING_AWAY].includes(goingAway.code))
+  );
+}
+
+/** The end of the WebTransport session `ended`; a live one is taken back or followed. */
+function onSessionClosed(ended, info) {
+  if (ended !== session) return;
+  const live = ['joined', 'publishing'].includes(hook.state.phase);
+  if (!rtc && !leaving && live && recoverable(info.code)) {
+    reconnect(info).catch((e) => showError(`Reconnecting failed: ${e.message}`));
+    return;
+  }
+  onClosed(info);
+}
+
+/**
+ * Takes the session back after its connection was lost (§7.8), through its node, then the
+ * cluster's other nodes; where the gateway no longer keeps it (its node died), a fresh session
+ * joins the room again and publishes again. A room that moved (`GoAway` REDIRECT) is joined at
+ * its new node.
+ */
+async function reconnect(info) {
+  const old = session;
+  const phase = hook.state.phase;
+  const started = performance.now();
+  const away = goingAway;
+  goingAway = null;
+  const moved = away?.code === ErrorCode.REDIRECT && away.redirect ? away : null;
+  hook.state.phase = 'reconnecting';
+  setStatus('reconnecting…');
+  showNotice(
+    moved
+      ? `The room moved to ${moved.redirect}; joining it there…`
+      : `The connection to the gateway was lost (${info.message}); reconnecting…`,
+  );
+  clearRoom();
+  const token = joinedAs.token;
+  const here = { ...current, token };
+  const targets = [];
+  if (moved) {
+    targets.push(redirectTarget(here, moved));
+  } else {
+    if (away?.redirect) {
+      try {
+        targets.push(redirectTarget(here, away));
+      } catch {
+        // not usable: the same node and the others
+      }
+    }
+    targets.push(here, ...fallbacks.filter((n) => n.url !== current.url).map((n) => ({ ...n, token })));
+  }
+  const resume = moved ? null : (old.serverHello?.resume_token ?? null);
+  let last = null;
+  for (let attempt = 0; attempt < RECONNECT_ATTEMPTS; attempt++) {
+    if (leaving) return;
+    // Each target once at once, then again after a growing wait.
+    if (attempt >= targets.length) await new Promise((r) => setTimeout(r, retryDelayMs(attempt - targets.length + 1)));
+    const target = targets[attempt % targets.length];
+    // The snapshot of a resumed session may arrive with its ServerHello.
+    resyncing = resume !== null;
+    let opened;
+    try {
+      opened = await openSession(target, {
+        resume,
+        connectTimeoutMs: RECONNECT_CONNECT_MS,
+        prepare: installSession,
+        onRedirect: ({ url }) => hook.state.redirects.push(url),
+      });
+    } catch (e) {
+      last = e;
+      continue;
+    }
+    const resumed = opened.serverHello.resumed;
+    try {
+      if (resumed) {
+        await publisher?.moveTo(session, { republish: false });
+      } else {
+        resyncing = false;
+        await session.request('Join', { room: joinedAs.room, name: joinedAs.name });
+        await publisher?.moveTo(session, { republish: true });
+      }
+    } catch (e) {
+      last = e;
+      session.abandon(e);
+      continue;
+    }
+    current = { url: session.url, certificateHashes: session.certificateHashes };
+    hook.state.url = session.url;
+    hook.state.phase = phase;
+    hook.state.recoveries.push({ resumed, url: session.url, ms: Math.round(performance.now() - started) });
+    setStatus(`live · you are ${joinedAs.name}`, true);
+    hook.state.notice = null;
+    el.notice.hidden = true;
+    session.startPings();
+    refreshNodes();
+    return;
+  }
+  resyncing = false;
+  onClosed({
+    code: null,
+    message: `the connection was lost and could not be restored after ${RECONNECT_ATTEMPTS} attempts (${last?.message ?? info.message})`,
+  });
+}
+
+/** Points the page's callbacks at `attempt`, a session being opened. */
+function installSession(attempt) {
+  // Events follow Joined at once, and subscribing to them needs the session.
+  session = attempt;
+  session.onMessage = onMessage;
+  session.onMedia = (media, rtp) => receivers.get(media)?.push(rtp);
+  session.onKeyframeRequest = (request) => publisher?.keyframeRequested(request);
+  session.onClosed = (info) => onSessionClosed(attempt, info);
+}
+
+/** The cluster's other nodes, from the page's own node (best effort: kept as they were if it fails). */
+async function refreshNodes() {
+  try {
+    const { nodes } = await fetchJson('the cluster nodes', '/v1/nodes');
+    fallbacks = nodes
+      .map((n) => ({ url: n.webtransport, certificateHashes: current.certificateHashes.length > 0 ? hashesFromHex(n.cert_hashes) : [] }))
+      .filter((n) => n.certificateHashes !== null && n.url !== current.url);
+    hook.state.nodes = fallbacks.map((n) => n.url);
+  } catch (e) {
+    reportProblem(`the cluster's nodes: ${e.message}`);
   }
 }
 
@@ -396,6 +584,10 @@ function formatStats(s) {
 }
 
 function tick() {
+  if (session && !session.closed && ['joined', 'publishing'].includes(hook.state.phase)) {
+    const silent = performance.now() - session.lastHeard;
+    if (silent > LOSS_MS) session.lose(`nothing heard from the gateway for ${(silent / 1000).toFixed(1)} s`);
+  }
   hook.stats.rttMs = session?.rttMs ?? null;
   el.rtt.textContent = hook.stats.rttMs === null ? '' : `RTT ${hook.stats.rttMs.toFixed(1)} ms`;
   if (publisher) {
@@ -574,14 +766,7 @@ async function openWebTransport(grant, room, name, raceMs) {
     {
       join: { room, name },
       connectTimeoutMs: raceMs,
-      prepare: (attempt) => {
-        // Events follow Joined at once, and subscribing to them needs the session.
-        session = attempt;
-        session.onMessage = onMessage;
-        session.onMedia = (media, rtp) => receivers.get(media)?.push(rtp);
-        session.onKeyframeRequest = (request) => publisher?.keyframeRequested(request);
-        session.onClosed = onClosed;
-      },
+      prepare: installSession,
       onRedirect: ({ url }) => {
         hook.state.redirects.push(url);
         setStatus(`connecting to ${new URL(url).host}, which serves the room…`);
@@ -598,6 +783,8 @@ async function openWebTransport(grant, room, name, raceMs) {
     },
   );
   hook.state.url = opened.session.url;
+  joinedAs = { room, name, token: grant.token };
+  current = { url: opened.session.url, certificateHashes: opened.session.certificateHashes };
   if (hook.state.retries > 0) {
     hook.state.notice = null;
     el.notice.hidden = true;
@@ -615,6 +802,7 @@ async function startWebTransport(name) {
   setStatus(`live · you are ${name}`, true);
   session.startPings();
   setInterval(tick, 1000);
+  refreshNodes();
   wireControls();
   el.leave.disabled = false;
 

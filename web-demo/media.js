@@ -120,16 +120,36 @@ export class Publisher {
     await Promise.all(starts);
   }
 
+  /**
+   * Goes on over `session` (the page reconnected). With `republish` (a fresh session: the old one
+   * and its tracks are gone) the tracks are announced again, on the same media ids and with
+   * their mute state, and get new track ids; otherwise (a resumed session) they are kept.
+   */
+  async moveTo(session, { republish }) {
+    this.session = session;
+    const tracks = [this.audio, this.video].filter((t) => t !== null);
+    for (const t of tracks) t.sender.session = session;
+    if (this.video) this.video.forceKey = true;
+    if (!republish) return;
+    await Promise.all(
+      tracks.map(async (t) => {
+        const published = await session.request('Publish', { ...t.announce, muted: t.muted });
+        t.track = published.track;
+      }),
+    );
+  }
+
   async startAudio(track) {
-    const published = await this.session.request('Publish', {
+    const announce = {
       kind: 'Audio',
       codec: OPUS,
       source: 'microphone',
       layers: [{ media: AUDIO_MEDIA, max_bitrate: AUDIO_BITRATE, width: 0, height: 0 }],
       muted: false,
-    });
+    };
+    const published = await this.session.request('Publish', announce);
     const sender = new RtpSender(this.session, AUDIO_MEDIA, OPUS.payload_type);
-    const audio = { track: published.track, media: AUDIO_MEDIA, sender, muted: false, encoder: null };
+    const audio = { track: published.track, announce, media: AUDIO_MEDIA, sender, muted: false, encoder: null };
     this.audio = audio;
     audio.encoder = new AudioEncoder({
       output: (chunk) => {
@@ -161,7 +181,7 @@ export class Publisher {
 
   async startVideo(track) {
     const settings = track.getSettings();
-    const published = await this.session.request('Publish', {
+    const announce = {
       kind: 'Video',
       codec: VP8,
       source: 'camera',
@@ -169,10 +189,12 @@ export class Publisher {
         { media: VIDEO_MEDIA, max_bitrate: VIDEO_BITRATE, width: settings.width ?? 0, height: settings.height ?? 0 },
       ],
       muted: false,
-    });
+    };
+    const published = await this.session.request('Publish', announce);
     const sender = new RtpSender(this.session, VIDEO_MEDIA, VP8.payload_type);
     const video = {
       track: published.track,
+      announce,
       media: VIDEO_MEDIA,
       sender,
       muted: false,

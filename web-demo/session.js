@@ -107,7 +107,7 @@ function certificateOptions(hashes) {
  * The hashes of a `GoAway` (lowercase hex SHA-256, PROTOCOL.md §6.3) as `[{algorithm, value}]`;
  * null when one is not 64 hex digits.
  */
-function hashesFromHex(list) {
+export function hashesFromHex(list) {
   const out = [];
   for (const hex of list) {
     if (!/^[0-9a-fA-F]{64}$/.test(hex)) return null;
@@ -138,6 +138,8 @@ export class Session {
     this.maxFrameSize = DEFAULT_MAX_FRAME_SIZE;
     this.closed = false;
     this.rttMs = null;
+    /** When the gateway was last heard from (`performance.now()`): a frame or a datagram. */
+    this.lastHeard = globalThis.performance?.now() ?? 0;
     this.pingSeq = 0;
     this.pings = null;
     this.datagramsDropped = 0;
@@ -205,13 +207,26 @@ export class Session {
     this.readDatagrams(datagrams.readable);
   }
 
-  /** Sends ClientHello; resolves with ServerHello's fields. */
-  hello(token, agent = `strait-web-demo/0.1 ${globalThis.navigator?.userAgent ?? ''}`.trim().slice(0, 256)) {
+  /**
+   * Sends ClientHello (with `resume`, a resume token from an earlier ServerHello, to take that
+   * session back: PROTOCOL.md §7.8); resolves with ServerHello's fields.
+   */
+  hello(token, agent = `strait-web-demo/0.1 ${globalThis.navigator?.userAgent ?? ''}`.trim().slice(0, 256), resume = null) {
     const answer = new Promise((resolve, reject) => {
       this.helloWaiter = { resolve, reject };
     });
-    this.send({ ClientHello: { version: PROTOCOL_VERSION, token, resume: null, agent } });
+    this.send({ ClientHello: { version: PROTOCOL_VERSION, token, resume, agent } });
     return answer;
+  }
+
+  /**
+   * Gives the connection up as lost (nothing heard from the gateway for too long): it is closed,
+   * and `onClosed` hears of it as of a lost connection (`code` null), so that the page resumes.
+   */
+  lose(reason) {
+    if (this.closed) return;
+    this.finish(null, reason);
+    this.close(ErrorCode.NONE, 'no answer');
   }
 
   /** Sends a request (`Join`, `Publish`, …) with a fresh request id; resolves with its answer. */
@@ -291,6 +306,7 @@ export class Session {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
+        this.lastHeard = performance.now();
         frames.push(value);
         for (let f; (f = frames.next()) !== null; ) {
           if (f.message) this.handle(f.message);
@@ -311,6 +327,7 @@ export class Session {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
+        this.lastHeard = performance.now();
         let parsed;
         try {
           parsed = parseDatagram(value);
@@ -475,6 +492,10 @@ export function redirectTarget(target, goAway) {
  * - A session that cannot be opened rejects with a ConnectError, whose `hop` says how many
  *   redirects led to it (0: `entry` itself); other refusals reject with a RequestError.
  *
+ * With `resume` (a resume token), the hello asks to take that session back (PROTOCOL.md §7.8;
+ * `serverHello.resumed` says whether it was) and `join` must be null: a session taken back is in
+ * its room already, and one refused joins after.
+ *
  * Options: `prepare(session)` is called for each attempt before it connects (install the
  * callbacks there: events follow `Joined` at once); a failed attempt is abandoned, so its end
  * never reaches them. `connectTimeoutMs` bounds each connect (none by default).
@@ -484,6 +505,7 @@ export function redirectTarget(target, goAway) {
 export async function openSession(entry, options = {}) {
   const {
     join = null,
+    resume = null,
     prepare = () => {},
     connectTimeoutMs = null,
     maxRedirects = MAX_REDIRECTS,
@@ -506,7 +528,7 @@ export async function openSession(entry, options = {}) {
       e.hop = redirects.length;
       throw e;
     }
-    const hello = session.hello(target.token);
+    const hello = resume === null ? session.hello(target.token) : session.hello(target.token, undefined, resume);
     const joining = join ? session.request('Join', join) : null;
     // Rejected along with the hello when the session is refused or redirected.
     joining?.catch(() => {});

@@ -125,6 +125,17 @@ pub struct ClientConfig {
     /// Reconnect with the resume token when the connection is lost (not when it is closed on
     /// purpose by either side) or the server goes away. Default on.
     pub auto_resume: bool,
+    /// After a resume the server refused (the session's node died, or its grace period was
+    /// over) and after a move of the room to another node (`GoAway` with `REDIRECT`), join the
+    /// room again and publish the session's tracks again, with the same media ids, by itself
+    /// ([`SessionEvent::Rejoined`]). Without it, a refused resume leaves a fresh session that
+    /// the application joins and publishes, and a move ends the session with
+    /// [`ClientError::Redirected`]. A move is followed only when `trust` accepts the new node's
+    /// certificate (with [`Trust::Hashes`], the hashes the redirect names must be listed).
+    /// Default on.
+    ///
+    /// [`SessionEvent::Rejoined`]: crate::SessionEvent::Rejoined
+    pub rejoin: bool,
     /// Reconnection backoff.
     pub backoff: Backoff,
     /// Received media packets held for [`crate::Session::recv_media`]; when full the oldest is
@@ -165,6 +176,7 @@ impl ClientConfig {
             hello_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             auto_resume: true,
+            rejoin: true,
             backoff: Backoff::default(),
             media_queue: 1024,
             event_queue: 1024,
@@ -256,7 +268,7 @@ impl ClientConfig {
 }
 
 /// 32 bytes from 64 hex digits.
-fn decode_hex_32(hex: &str) -> Option<[u8; 32]> {
+pub(crate) fn decode_hex_32(hex: &str) -> Option<[u8; 32]> {
     let bytes = hex.as_bytes();
     if bytes.len() != 64 {
         return None;

@@ -16,13 +16,14 @@ use rand::{Rng, SeedableRng};
 use strait_protocol::datagram::{self, Datagram, DatagramControl};
 use strait_protocol::limits::DEFAULT_MAX_FRAME_SIZE;
 use strait_protocol::{
-    ClientHello, ControlMessage, DecodeError, Decoded, ErrorCode, FrameReader, PROTOCOL_VERSION,
-    Pong, RequestId, ServerHello, encode_frame,
+    ClientHello, ControlMessage, DecodeError, Decoded, ErrorCode, FrameReader, Join,
+    PROTOCOL_VERSION, Pong, Publish, RequestId, RoomId, ServerHello, TrackId, encode_frame,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
+use crate::config::Trust;
 use crate::error::ClientError;
 use crate::shared::{HelloInfo, RequestKind, Shared, lock};
 use crate::stats::bump;
@@ -192,6 +193,9 @@ pub(crate) struct Driver {
     pub(crate) last_error: Option<(ErrorCode, String)>,
     /// Where a `GoAway` told us to go.
     pub(crate) redirect: Option<Target>,
+    /// The room moved to another node: the next connection is a new session there, presenting
+    /// this access token (the redirect's own, else the configured one), not a resume.
+    pub(crate) moving: Option<String>,
 }
 
 impl Driver {
@@ -388,18 +392,20 @@ impl Driver {
                     me: j.me.clone(),
                 });
             }
-            (RequestKind::Publish { media, muted }, ControlMessage::Published(p)) => {
+            (RequestKind::Publish(publish), ControlMessage::Published(p)) => {
                 state.published.insert(
                     p.track,
                     PublishedTrack {
                         track: p.track,
-                        media: media.clone(),
-                        muted: *muted,
+                        media: publish.layers.iter().map(|l| l.media).collect(),
+                        muted: publish.muted,
                     },
                 );
+                state.announced.insert(p.track, (**publish).clone());
             }
             (RequestKind::Unpublish { track }, ControlMessage::Ack(_)) => {
                 state.published.remove(track);
+                state.announced.remove(track);
             }
             (RequestKind::Subscribe, ControlMessage::Subscribed(s)) => {
                 state.subscriptions.insert(s.track, subscription(s));
@@ -409,6 +415,9 @@ impl Driver {
             }
             (RequestKind::SetMute { track, muted }, ControlMessage::Ack(_)) => {
                 if let Some(p) = state.published.get_mut(track) {
+                    p.muted = *muted;
+                }
+                if let Some(p) = state.announced.get_mut(track) {
                     p.muted = *muted;
                 }
             }
@@ -531,9 +540,26 @@ impl Driver {
                 });
                 if g.code == ErrorCode::REDIRECT {
                     // The room moved to another node: a new session there, not a resume (the
-                    // participant's state stays behind). The application connects again with
-                    // `ClientConfig::follow`.
+                    // participant's state stays behind). With `rejoin` the session goes there
+                    // itself when it can trust the node; otherwise the application connects
+                    // again with `ClientConfig::follow`.
                     self.conn.close(ErrorCode::NONE, "redirected");
+                    let target = g.redirect.as_deref().and_then(|r| self.parse_redirect(r));
+                    if shared.config.rejoin
+                        && target.is_some()
+                        && trusts(&shared.config.trust, &g.cert_hashes)
+                    {
+                        self.moving = Some(
+                            g.token
+                                .clone()
+                                .unwrap_or_else(|| shared.config.token.clone()),
+                        );
+                        return Some(Next::Reconnect {
+                            cause: "the room moved to another node".into(),
+                            redirect: target,
+                            keep_old: false,
+                        });
+                    }
                     return Some(Next::Terminal(ClientError::Redirected {
                         redirect: Box::new(g.clone()),
                     }));
@@ -725,7 +751,7 @@ impl Driver {
                         });
                     }
                 },
-                result = try_connect(&self.shared, &target, delay) => result,
+                result = try_connect(&self.shared, &target, delay, self.moving.as_deref()) => result,
             };
             bump(&shared.counters.reconnect_attempts);
             match attempt_result {
@@ -783,18 +809,26 @@ impl Driver {
         }
         let resumed = handshake.hello.resumed;
         let participant = handshake.hello.participant;
+        let moved = self.moving.take().is_some();
         *lock(&shared.hello) = hello_info(&handshake.hello);
-        {
+        let rejoin = {
             let mut state = lock(&shared.state);
             // The snapshot that follows re-announces the room; what it omits is gone.
             state.participants.clear();
             state.tracks.clear();
             state.subscriptions.clear();
-            if !resumed {
-                state.room = None;
+            if resumed {
+                None
+            } else {
                 state.published.clear();
+                let announced: Vec<(TrackId, Publish)> = state.announced.drain().collect();
+                state
+                    .room
+                    .take()
+                    .filter(|_| shared.config.rejoin)
+                    .map(|room| (room.room, announced))
             }
-        }
+        };
         for _ in 0..handshake.unknown {
             bump(&shared.counters.unknown_messages);
         }
@@ -818,26 +852,136 @@ impl Driver {
                 outage,
                 attempts,
             });
+        } else if moved {
+            info!(
+                participant = participant.0,
+                "new session where the room moved"
+            );
         } else {
             bump(&shared.counters.resume_failures);
             info!(participant = participant.0, "resume refused; fresh session");
             shared.emit(SessionEvent::ResumeFailed { participant });
         }
+        if let Some((room, announced)) = rejoin {
+            tokio::spawn(rejoin_room(shared, room, announced).in_current_span());
+        }
     }
 }
 
+/// Joins `room` again and announces the tracks of `announced` again (with their media ids),
+/// after a refused resume or a move: the session's own requests, as the application would send
+/// them; the publishes go out together once the join is answered.
+async fn rejoin_room(shared: Arc<Shared>, room: RoomId, mut announced: Vec<(TrackId, Publish)>) {
+    let name = shared.config.name.clone();
+    let joined = shared
+        .request(RequestKind::Join, |request| {
+            ControlMessage::Join(Join {
+                request,
+                room: room.clone(),
+                name,
+            })
+        })
+        .await;
+    let joined = match joined {
+        Ok(ControlMessage::Joined(j)) => JoinedRoom {
+            room: j.room,
+            me: j.me,
+        },
+        Ok(other) => return rejoin_failed(&shared, unexpected_answer("Join", &other)),
+        Err(error) => return rejoin_failed(&shared, error),
+    };
+    announced.sort_by_key(|(track, _)| track.0);
+    let mut publishes = tokio::task::JoinSet::new();
+    for (index, (_, publish)) in announced.iter().enumerate() {
+        let shared = shared.clone();
+        let publish = publish.clone();
+        publishes.spawn(async move {
+            let kind = RequestKind::Publish(Box::new(publish.clone()));
+            let answer = shared
+                .request(kind, |request| {
+                    ControlMessage::Publish(Publish { request, ..publish })
+                })
+                .await;
+            (index, answer)
+        });
+    }
+    let mut tracks = vec![None; announced.len()];
+    while let Some(done) = publishes.join_next().await {
+        match done {
+            Ok((index, Ok(ControlMessage::Published(p)))) => tracks[index] = Some(p.track),
+            Ok((_, Ok(other))) => {
+                return rejoin_failed(&shared, unexpected_answer("Publish", &other));
+            }
+            Ok((_, Err(error))) => return rejoin_failed(&shared, error),
+            Err(join) => {
+                return rejoin_failed(&shared, ClientError::ConnectionLost(join.to_string()));
+            }
+        }
+    }
+    let tracks: Vec<(TrackId, TrackId)> = announced
+        .iter()
+        .zip(tracks)
+        .filter_map(|((old, _), new)| Some((*old, new?)))
+        .collect();
+    bump(&shared.counters.rejoins);
+    info!(room = %joined.room.0, tracks = tracks.len(), "rejoined the room");
+    shared.emit(SessionEvent::Rejoined {
+        room: joined,
+        tracks,
+    });
+}
+
+fn rejoin_failed(shared: &Shared, error: ClientError) {
+    info!(%error, "rejoining the room failed");
+    shared.emit(SessionEvent::RejoinFailed { error });
+}
+
+fn unexpected_answer(expected: &'static str, got: &ControlMessage) -> ClientError {
+    ClientError::UnexpectedAnswer {
+        expected,
+        kind: got.kind(),
+    }
+}
+
+/// Whether `trust` accepts a node whose certificates have these hashes (hex): with pinned
+/// hashes, every one the redirect names must be pinned; with roots, the name check decides.
+fn trusts(trust: &Trust, hashes: &[String]) -> bool {
+    match trust {
+        Trust::Roots(_) => true,
+        Trust::Hashes(pinned) => {
+            !hashes.is_empty()
+                && hashes
+                    .iter()
+                    .all(|h| crate::config::decode_hex_32(h).is_some_and(|h| pinned.contains(&h)))
+        }
+    }
+}
+
+/// One connection attempt: a resume with the session's token, or with `moving` a new session
+/// under that access token.
 async fn try_connect(
     shared: &Shared,
     target: &Target,
     delay: Duration,
+    moving: Option<&str>,
 ) -> Result<(Conn, Handshake), ClientError> {
     tokio::time::sleep(delay).await;
-    let token = lock(&shared.hello).resume_token.clone();
-    let hello = ClientHello {
-        version: PROTOCOL_VERSION,
-        token: shared.config.token.clone(),
-        resume: (!token.0.is_empty()).then_some(token),
-        agent: shared.config.agent.clone(),
+    let hello = match moving {
+        Some(token) => ClientHello {
+            version: PROTOCOL_VERSION,
+            token: token.to_owned(),
+            resume: None,
+            agent: shared.config.agent.clone(),
+        },
+        None => {
+            let resume = lock(&shared.hello).resume_token.clone();
+            ClientHello {
+                version: PROTOCOL_VERSION,
+                token: shared.config.token.clone(),
+                resume: (!resume.0.is_empty()).then_some(resume),
+                agent: shared.config.agent.clone(),
+            }
+        }
     };
     let max_frame = shared.config.max_frame_size;
     let work = async {

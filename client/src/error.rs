@@ -52,9 +52,11 @@ pub enum ClientError {
     /// The server sent the session to another node of its cluster (`GoAway` with code
     /// `REDIRECT`). Before `ServerHello`, [`Client::connect`](crate::Client::connect) follows
     /// up to [`MAX_REDIRECTS`](crate::MAX_REDIRECTS) redirects and returns this one after that,
-    /// or when the redirect names no address this client can reach. A live session ends with it
-    /// when its room moves to another node (a drain, or a node that lost its room): connect
-    /// again with [`ClientConfig::follow`](crate::ClientConfig::follow).
+    /// or when the redirect names no address this client can reach. A live session whose room
+    /// moves to another node (a drain, or a node that lost its room) goes there by itself with
+    /// [`ClientConfig::rejoin`](crate::ClientConfig::rejoin) when it trusts that node's
+    /// certificate, and ends with this error otherwise: connect again with
+    /// [`ClientConfig::follow`](crate::ClientConfig::follow).
     #[error("redirected to {}", redirect.redirect.as_deref().unwrap_or("nowhere"))]
     Redirected {
         /// The go-away: where, with which certificate hashes and token.

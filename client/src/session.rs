@@ -170,6 +170,7 @@ impl Client {
             rng: Driver::rng(seed),
             last_error: None,
             redirect: None,
+            moving: None,
         };
         tokio::spawn(driver.run().instrument(span));
         tracing::info!(participant = participant.0, "session established");
@@ -373,20 +374,18 @@ impl Session {
                 height: l.height,
             })
             .collect();
-        let kind = RequestKind::Publish {
-            media: media.clone(),
+        let publish = Publish {
+            request: RequestId(0),
+            kind: spec.kind,
+            codec: spec.codec,
+            source: spec.source,
+            layers,
             muted: spec.muted,
         };
+        let kind = RequestKind::Publish(Box::new(publish.clone()));
         let answer = self
             .request(kind, |request| {
-                ControlMessage::Publish(Publish {
-                    request,
-                    kind: spec.kind,
-                    codec: spec.codec,
-                    source: spec.source,
-                    layers,
-                    muted: spec.muted,
-                })
+                ControlMessage::Publish(Publish { request, ..publish })
             })
             .await?;
         match answer {
@@ -690,9 +689,7 @@ impl Session {
     // ----- internals -----
 
     fn ended(&self) -> ClientError {
-        self.shared
-            .terminal_error()
-            .unwrap_or_else(unreachable_closed)
+        self.shared.ended()
     }
 
     fn send_control_datagram(&self, control: &DatagramControl) -> Result<(), SendError> {
@@ -706,10 +703,7 @@ impl Session {
     }
 
     fn max_frame(&self) -> usize {
-        let announced = lock(&self.shared.hello).limits.max_frame_size;
-        usize::try_from(announced)
-            .unwrap_or(HARD_MAX_FRAME_SIZE)
-            .min(HARD_MAX_FRAME_SIZE)
+        self.shared.max_frame()
     }
 
     /// Queues a frame that expects no answer.
@@ -751,14 +745,45 @@ impl Session {
         kind: RequestKind,
         build: impl FnOnce(RequestId) -> ControlMessage,
     ) -> Result<ControlMessage, ClientError> {
-        let shared = &*self.shared;
-        let id = shared.request_id();
+        self.shared.request(kind, build).await
+    }
+
+    async fn await_answer(
+        &self,
+        id: RequestId,
+        reply: crate::driver::Reply,
+        name: &'static str,
+    ) -> Result<ControlMessage, ClientError> {
+        self.shared.await_answer(id, reply, name).await
+    }
+}
+
+/// Requests, for the [`Session`] handle and for the driver's own rejoin alike.
+impl Shared {
+    pub(crate) fn ended(&self) -> ClientError {
+        self.terminal_error().unwrap_or_else(unreachable_closed)
+    }
+
+    pub(crate) fn max_frame(&self) -> usize {
+        let announced = lock(&self.hello).limits.max_frame_size;
+        usize::try_from(announced)
+            .unwrap_or(HARD_MAX_FRAME_SIZE)
+            .min(HARD_MAX_FRAME_SIZE)
+    }
+
+    /// Sends a request and waits for its answer (bounded by `request_timeout`).
+    pub(crate) async fn request(
+        &self,
+        kind: RequestKind,
+        build: impl FnOnce(RequestId) -> ControlMessage,
+    ) -> Result<ControlMessage, ClientError> {
+        let id = self.request_id();
         let name = kind.name();
         let mut wire = Vec::with_capacity(64);
         encode_frame(&build(id), self.max_frame(), &mut wire)?;
         let (tx, rx) = oneshot::channel();
         let epoch = {
-            let mut pending = lock(&shared.pending);
+            let mut pending = lock(&self.pending);
             if let Some(e) = &pending.closed {
                 return Err(e.clone());
             }
@@ -767,9 +792,8 @@ impl Session {
                 .insert(id, PendingRequest { kind, reply: tx });
             pending.epoch
         };
-        let guard = PendingGuard { shared, id };
-        shared
-            .frames
+        let guard = PendingGuard { shared: self, id };
+        self.frames
             .send(OutFrame {
                 epoch,
                 bytes: Bytes::from(wire),
@@ -781,18 +805,18 @@ impl Session {
         answer
     }
 
-    async fn await_answer(
+    pub(crate) async fn await_answer(
         &self,
         id: RequestId,
         reply: crate::driver::Reply,
         name: &'static str,
     ) -> Result<ControlMessage, ClientError> {
-        let result = tokio::time::timeout(self.shared.config.request_timeout, reply).await;
+        let result = tokio::time::timeout(self.config.request_timeout, reply).await;
         match result {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(self.ended()),
             Err(_) => {
-                lock(&self.shared.pending).requests.remove(&id);
+                lock(&self.pending).requests.remove(&id);
                 tracing::debug!(request = id.0, name, "request timed out");
                 Err(ClientError::Timeout("an answer"))
             }

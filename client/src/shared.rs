@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use strait_protocol::{
-    ControlMessage, IceServer, MediaId, ParticipantId, ParticipantInfo, RequestId, ResumeToken,
-    SessionLimits, TrackId, TrackInfo,
+    ControlMessage, IceServer, MediaId, ParticipantId, ParticipantInfo, Publish, RequestId,
+    ResumeToken, SessionLimits, TrackId, TrackInfo,
 };
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -50,6 +50,9 @@ pub(crate) struct RoomState {
     pub(crate) participants: HashMap<ParticipantId, ParticipantInfo>,
     pub(crate) tracks: HashMap<TrackId, TrackInfo>,
     pub(crate) published: HashMap<TrackId, PublishedTrack>,
+    /// How each published track was announced (request id aside), to announce it again after a
+    /// rejoin with the same media ids.
+    pub(crate) announced: HashMap<TrackId, Publish>,
     pub(crate) subscriptions: HashMap<TrackId, Subscription>,
 }
 
@@ -68,12 +71,20 @@ impl RoomState {
 pub(crate) enum RequestKind {
     Join,
     Leave,
-    Publish { media: Vec<MediaId>, muted: bool },
-    Unpublish { track: TrackId },
+    /// The `Publish` as sent: its layers' media ids, and what to send again after a rejoin.
+    Publish(Box<Publish>),
+    Unpublish {
+        track: TrackId,
+    },
     Subscribe,
-    Unsubscribe { track: TrackId },
+    Unsubscribe {
+        track: TrackId,
+    },
     SetLayerPreference,
-    SetMute { track: TrackId, muted: bool },
+    SetMute {
+        track: TrackId,
+        muted: bool,
+    },
 }
 
 impl RequestKind {
@@ -81,7 +92,7 @@ impl RequestKind {
         match self {
             RequestKind::Join => "Join",
             RequestKind::Leave => "Leave",
-            RequestKind::Publish { .. } => "Publish",
+            RequestKind::Publish(_) => "Publish",
             RequestKind::Unpublish { .. } => "Unpublish",
             RequestKind::Subscribe => "Subscribe",
             RequestKind::Unsubscribe { .. } => "Unsubscribe",

@@ -12,6 +12,9 @@ pub struct SessionStats {
     pub resumes: u64,
     /// Reconnections where the server did not honour the token (a fresh session followed).
     pub resume_failures: u64,
+    /// Rooms joined again (and tracks published again) by the session itself, after a refused
+    /// resume or a move of the room ([`crate::SessionEvent::Rejoined`]).
+    pub rejoins: u64,
     /// Socket rebinds ([`crate::Session::rebind`]).
     pub rebinds: u64,
     /// Media datagrams sent.
@@ -42,6 +45,7 @@ pub(crate) struct Counters {
     pub(crate) reconnect_attempts: AtomicU64,
     pub(crate) resumes: AtomicU64,
     pub(crate) resume_failures: AtomicU64,
+    pub(crate) rejoins: AtomicU64,
     pub(crate) rebinds: AtomicU64,
     pub(crate) media_sent: AtomicU64,
     pub(crate) media_received: AtomicU64,
@@ -64,6 +68,7 @@ impl Counters {
             reconnect_attempts: get(&self.reconnect_attempts),
             resumes: get(&self.resumes),
             resume_failures: get(&self.resume_failures),
+            rejoins: get(&self.rejoins),
             rebinds: get(&self.rebinds),
             media_sent: get(&self.media_sent),
             media_received: get(&self.media_received),

@@ -162,11 +162,32 @@ pub enum SessionEvent {
         /// Connection attempts it took.
         attempts: u32,
     },
-    /// The server did not honour the resume token: this is a fresh session with a new
-    /// participant id; join and publish again.
+    /// The server did not honour the resume token (its node died, say): this is a fresh
+    /// session with a new participant id. With [`ClientConfig::rejoin`] (the default) the
+    /// session joins its room and publishes its tracks again by itself, and
+    /// [`SessionEvent::Rejoined`] or [`SessionEvent::RejoinFailed`] follows; without it, join and
+    /// publish again.
+    ///
+    /// [`ClientConfig::rejoin`]: crate::ClientConfig::rejoin
     ResumeFailed {
         /// The new participant id.
         participant: ParticipantId,
+    },
+    /// After a refused resume or a move of the room to another node, the session joined its
+    /// room again and published its tracks again, with the same media ids (keep sending on
+    /// them). Subscriptions are not restored: the room's tracks are announced afresh
+    /// (`TrackPublished`, new track ids); subscribe to the ones wanted.
+    Rejoined {
+        /// The room, and who this session is in it now.
+        room: JoinedRoom,
+        /// Each track published again: its old id and its new one.
+        tracks: Vec<(TrackId, TrackId)>,
+    },
+    /// Joining the room again (or publishing a track again) failed; the session is connected
+    /// but not in the room (or lacks the tracks not listed in an earlier `Rejoined`).
+    RejoinFailed {
+        /// Why.
+        error: ClientError,
     },
     /// The server renewed the resume token (`NewResumeToken`); the session keeps the latest
     /// and presents it at its next resume. Nothing to do.

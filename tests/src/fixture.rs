@@ -765,3 +765,24 @@ impl Streamer {
             .expect("the streamer does not panic")
     }
 }
+
+/// The `strait` binary next to the running test (`target/<profile>/strait`), or `$STRAIT_BIN`:
+/// for tests that run a node as a process of its own (to kill or pause it).
+pub fn strait_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("STRAIT_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the test's path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>");
+    let binary = dir.join(format!("strait{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p strait-gateway --bin strait` first (scripts/test \
+         does), or set STRAIT_BIN",
+        binary.display()
+    );
+    binary
+}

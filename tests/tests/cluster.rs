@@ -294,25 +294,6 @@ async fn gone(redis: &RedisServer, key: &str) {
 }
 
 /// The `strait` binary of this build (`scripts/test` builds it before the tests).
-fn strait_binary() -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("STRAIT_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("the test's path");
-    let dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("target/<profile>");
-    let binary = dir.join(format!("strait{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p strait-gateway --bin strait` first (scripts/test \
-         does), or set STRAIT_BIN",
-        binary.display()
-    );
-    binary
-}
-
 /// The settings of a node process named `id` (`redis`: of the cluster on it, or alone).
 fn child_settings(redis: Option<&RedisServer>, id: &str) -> Vec<String> {
     let mut settings = vec![
@@ -336,7 +317,7 @@ fn child_settings(redis: Option<&RedisServer>, id: &str) -> Vec<String> {
 /// Redis.
 async fn child_node(redis: &RedisServer, id: &str) -> strait_load::gateway::GatewayChild {
     let node = strait_load::gateway::GatewayChild::start(
-        &strait_binary(),
+        &strait_tests::fixture::strait_binary(),
         &child_settings(Some(redis), id),
     )
     .await
@@ -561,6 +542,22 @@ async fn a_draining_node_hands_its_rooms_over_and_sends_their_sessions_after_the
         );
     }
 
+    // One more member trusts every node's certificate: its session follows its room by itself
+    // and publishes its track again there.
+    let every_hash: Vec<[u8; 32]> = nodes
+        .iter()
+        .map(|n| *n.gateway.cert_fingerprint().as_bytes())
+        .collect();
+    let mut config = nodes[0].client_config(Transport::Quic, nodes[0].token("drill-0", "roamer"));
+    config.trust = strait_client::Trust::Hashes(every_hash);
+    let (roamer, _) = Client::connect_and_join(config, "drill-0")
+        .await
+        .expect("joins at a");
+    let roaming = roamer
+        .publish(strait_tests::fixture::opus_spec())
+        .await
+        .expect("publishes at a");
+
     let a = nodes.remove(0);
     let started = Instant::now();
     a.gateway.begin_shutdown();
@@ -583,6 +580,31 @@ async fn a_draining_node_hands_its_rooms_over_and_sends_their_sessions_after_the
         assert_eq!(again.remote_address().map(|a| a.to_string()), Some(to));
         followed.push(again);
     }
+    let (room, tracks) = loop {
+        let event = tokio::time::timeout(WAIT, roamer.next_event())
+            .await
+            .expect("the roamer moves in time")
+            .expect("the roamer's session is open");
+        match event {
+            strait_client::SessionEvent::Rejoined { room, tracks } => break (room, tracks),
+            strait_client::SessionEvent::RejoinFailed { error } => panic!("{error}"),
+            _ => {}
+        }
+    };
+    assert_eq!(room.room.0, "drill-0");
+    assert_eq!(tracks.len(), 1);
+    assert_eq!(tracks[0].0, roaming.track);
+    assert!(
+        nodes
+            .iter()
+            .any(|n| roamer.remote_address() == Some(n.quic_addr())),
+        "the roamer is at b or c"
+    );
+    assert_eq!(
+        roamer.published()[0].media,
+        roaming.media,
+        "the same media ids"
+    );
     a.gateway.stopped().await.expect("a stops");
     eprintln!(
         "drain of {} sessions in {ROOMS} rooms, all sent on and joined again: {:?}",
@@ -599,6 +621,7 @@ async fn a_draining_node_hands_its_rooms_over_and_sends_their_sessions_after_the
     for session in followed {
         session.close().await;
     }
+    roamer.close().await;
     for node in nodes {
         node.stop().await;
     }
@@ -661,7 +684,7 @@ async fn a_node_started_again_resets_the_connections_of_its_previous_run_at_once
     use strait_load::gateway::GatewayChild;
 
     let settings = child_settings(None, "r");
-    let first = GatewayChild::start(&strait_binary(), &settings)
+    let first = GatewayChild::start(&strait_tests::fixture::strait_binary(), &settings)
         .await
         .expect("the node starts");
     let quic = first.quic;
@@ -689,7 +712,7 @@ async fn a_node_started_again_resets_the_connections_of_its_previous_run_at_once
 
     // kill -9, and the node starts again on the same port.
     first.stop().await;
-    let again = GatewayChild::start_on(&strait_binary(), quic, &settings)
+    let again = GatewayChild::start_on(&strait_tests::fixture::strait_binary(), quic, &settings)
         .await
         .expect("the node starts again");
     let started = Instant::now();
@@ -785,8 +808,9 @@ async fn after_flushall_every_node_registers_and_takes_its_rooms_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_whose_node_dies_goes_on_afresh_through_another_node_and_joins_again() {
+async fn a_client_whose_node_dies_goes_on_through_another_node_and_joins_and_publishes_again() {
     use strait_client::SessionEvent;
+    use strait_tests::fixture::{opus_spec, rtp};
 
     let redis = RedisServer::start().await;
     let b = node(&redis, "b", [127, 0, 0, 3]).await;
@@ -808,26 +832,60 @@ async fn a_client_whose_node_dies_goes_on_afresh_through_another_node_and_joins_
         .await
         .expect("joins at k");
     assert_eq!(medic.remote_address(), Some(k.quic));
+    let published = medic.publish(opus_spec()).await.expect("publishes at k");
+    let media = published.media[0];
 
-    // k dies: the client loses it, cannot resume anywhere, and goes on at b afresh.
+    // k dies: the client loses it, cannot resume anywhere, goes on at b afresh, and joins its
+    // room and publishes its track again there by itself.
     k.stop().await;
     let deadline = Instant::now() + 3 * WAIT;
-    loop {
+    let (room, tracks) = loop {
         let event = tokio::time::timeout_at(deadline.into(), medic.next_event())
             .await
             .expect("the session goes on elsewhere in time")
             .expect("the session is open");
-        if matches!(event, SessionEvent::ResumeFailed { .. }) {
-            break;
+        match event {
+            SessionEvent::Rejoined { room, tracks } => break (room, tracks),
+            SessionEvent::RejoinFailed { error } => panic!("rejoining failed: {error}"),
+            _ => {}
         }
-    }
+    };
     assert_eq!(medic.remote_address(), Some(b.quic_addr()));
-    // What the application does then: join again (the room is b's now that k's lease is gone).
-    medic.join("clinic").await.expect("joins again");
+    assert_eq!(room.room.0, "clinic");
     assert_eq!(
         redis.hget("{strait}:room:clinic", "node").await.as_deref(),
         Some("b")
     );
+    let [(old, new)] = tracks[..] else {
+        panic!("one track published again: {tracks:?}");
+    };
+    assert_eq!(old, published.track);
+    assert_eq!(medic.stats().resume_failures, 1);
+    assert_eq!(medic.stats().rejoins, 1);
+
+    // Someone at b hears the medic on the track published again, sent on the same media id.
+    let nurse = join(&b, "clinic", "nurse").await.expect("joins at b");
+    until_room(&nurse, "the medic's track", |s| {
+        s.tracks().iter().any(|t| t.track == new)
+    })
+    .await;
+    let sub = nurse.subscribe(new, None).await.expect("subscribes");
+    let heard = async {
+        for seq in 0..500u16 {
+            medic
+                .send_rtp(media, &rtp::opus(seq, u32::from(seq) * 960, 0x5eed, 0))
+                .expect("sent on the old media id");
+            if let Ok(Some(packet)) =
+                tokio::time::timeout(Duration::from_millis(20), nurse.recv_media()).await
+            {
+                return packet;
+            }
+        }
+        panic!("500 packets sent, none heard");
+    };
+    let packet = heard.await;
+    assert_eq!(packet.media, sub.media);
+    nurse.close().await;
     medic.close().await;
     b.stop().await;
 }

@@ -22,7 +22,9 @@
 // STRAIT_SCENARIO=redirect, that a page of room STRAIT_ROOM, which another node serves, follows
 // the redirect to STRAIT_REDIRECT_TO and sees and decodes the participant STRAIT_PEER there; with
 // STRAIT_SCENARIO=unavailable (the cluster's Redis is down), that a page of a new room retries
-// and then shows a retryable error.
+// and then shows a retryable error; with STRAIT_SCENARIO=node-loss, that a page redirected to
+// STRAIT_REDIRECT_TO, which the test kills, goes on at STRAIT_FALLBACK_TO afresh, publishes again
+// and decodes STRAIT_PEER there.
 //
 // Environment: STRAIT_DEMO_URL (required), STRAIT_CHROMIUM (default /usr/bin/chromium),
 // STRAIT_ARTIFACTS (screenshots; default target/browser-artifacts), STRAIT_WAIT_MS (bound of each
@@ -95,6 +97,7 @@ async function main() {
     else if (process.env.STRAIT_SCENARIO === 'turn') await turnServers(context);
     else if (process.env.STRAIT_SCENARIO === 'redirect') await redirected(context);
     else if (process.env.STRAIT_SCENARIO === 'unavailable') await unavailable(context);
+    else if (process.env.STRAIT_SCENARIO === 'node-loss') await nodeLoss(context);
     else await rooms(context);
     ok = true;
   } catch (e) {
@@ -348,6 +351,43 @@ async function redirected({ openPage, pageUrl, artifacts, waitMs }) {
   if (errors.length > 0) throw new Error(`the redirected page reported ${JSON.stringify(errors)}`);
   await page.page.screenshot({ path: join(artifacts, 'redirected.png') });
   console.log(`browser test: the redirected page lists ${JSON.stringify(listed)} and sees ${peer}'s picture change`);
+}
+
+/**
+ * The page's room is served by another node (STRAIT_REDIRECT_TO), which the test kills once the
+ * page publishes there. The page must notice, find that its session cannot be resumed, start
+ * afresh at STRAIT_FALLBACK_TO (a node of `/v1/nodes`), join the room, publish again, and decode
+ * STRAIT_PEER (which moved there too) — with no reload.
+ */
+async function nodeLoss({ openPage, pageUrl, artifacts, waitMs }) {
+  const room = required('STRAIT_ROOM');
+  const target = required('STRAIT_REDIRECT_TO');
+  const fallback = required('STRAIT_FALLBACK_TO');
+  const peer = required('STRAIT_PEER');
+  const page = await openPage('node-loss', pageUrl('erin', { room }));
+  const state = await waitForPhase(page, 'publishing', waitMs);
+  if (state.url !== target) throw new Error(`the page publishes at ${state.url}, not at ${target}`);
+  console.log(`browser test: the page publishes at ${target}, the node the test kills`);
+  const handle = await page.page.waitForFunction(
+    () => {
+      const s = window.strait;
+      if (s.state.error) return { error: s.state.error };
+      return s.state.recoveries.length > 0 && s.state.phase === 'publishing' ? JSON.parse(JSON.stringify(s.state)) : false;
+    },
+    null,
+    { timeout: waitMs * 3, polling: 100 },
+  );
+  const after = await handle.jsonValue();
+  if (after.error) throw new Error(`the page shows an error: ${after.error}`);
+  const [recovery] = after.recoveries;
+  if (recovery.resumed || after.url !== fallback || recovery.url !== fallback) {
+    throw new Error(`the page recovered with ${JSON.stringify(after.recoveries)} at ${after.url}, not afresh at ${fallback}`);
+  }
+  console.log(`browser test: the page lost its node and publishes afresh at ${fallback}, ${recovery.ms} ms after noticing`);
+  const remote = await waitForRemoteVideo(page, peer, waitMs * 2);
+  await waitForMovingPicture(page, remote.id, waitMs);
+  await page.page.screenshot({ path: join(artifacts, 'node-loss.png') });
+  console.log(`browser test: after the loss the page decodes ${peer}'s video again at ${fallback}`);
 }
 
 /**

@@ -228,9 +228,11 @@ async fn go_away_makes_the_session_move() {
 }
 
 #[tokio::test]
-async fn a_refused_resume_starts_a_fresh_session() {
+async fn a_refused_resume_starts_a_fresh_session_that_the_application_joins_without_rejoin() {
     let server = TestServer::start();
-    let (session, peer, _media) = established(&server, server.config()).await;
+    let mut config = server.config();
+    config.rejoin = false;
+    let (session, peer, _media) = established(&server, config).await;
     peer.conn.close(ErrorCode::INTERNAL.0.into(), b"crashed");
 
     let mut peer = server.accept().await;
@@ -252,6 +254,102 @@ async fn a_refused_resume_starts_a_fresh_session() {
     // The application joins again.
     let (joined, _) = tokio::join!(session.join("room"), peer.join(70));
     joined.unwrap();
+    assert_eq!(session.stats().rejoins, 0);
+}
+
+#[tokio::test]
+async fn a_refused_resume_rejoins_the_room_and_publishes_again_on_the_same_media_ids() {
+    let server = TestServer::start();
+    let (session, peer, media) = established(&server, server.config()).await;
+    peer.conn.close(ErrorCode::INTERNAL.0.into(), b"crashed");
+
+    // Another node, say, which knows nothing of the session: a fresh one.
+    let mut peer = server.accept().await;
+    peer.hello(70, "rt-new", false).await;
+    event(&session, |e| {
+        matches!(e, SessionEvent::ResumeFailed { .. }).then_some(())
+    })
+    .await;
+    // The session joins its room again by itself, then announces its track again.
+    let join = peer.join(70).await;
+    assert_eq!(join.room.0, "room");
+    assert_eq!(join.name, "tester");
+    let ControlMessage::Publish(p) = peer.recv().await else {
+        panic!("expected the track to be published again");
+    };
+    assert_eq!(
+        p.layers.iter().map(|l| l.media).collect::<Vec<_>>(),
+        media,
+        "the same media ids"
+    );
+    assert_eq!(p.kind, TrackKind::Video);
+    assert!(!p.muted);
+    peer.send(&[ControlMessage::Published(Published {
+        request: p.request,
+        track: TrackId(101),
+    })])
+    .await;
+    let (room, tracks) = event(&session, |e| match e {
+        SessionEvent::Rejoined { room, tracks } => Some((room, tracks)),
+        SessionEvent::RejoinFailed { error } => panic!("rejoin failed: {error}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(room.room.0, "room");
+    assert_eq!(tracks, vec![(TrackId(100), TrackId(101))]);
+    let published = session.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].track, TrackId(101));
+    assert_eq!(published[0].media, media);
+    assert!(
+        session.subscriptions().is_empty(),
+        "subscriptions are the application's"
+    );
+    assert_eq!(session.stats().rejoins, 1);
+
+    // Media goes on on the same media id, over the new connection.
+    let rtp = [0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0xaa];
+    session.send_rtp(media[0], &rtp).expect("sent");
+    let datagram = within("the media datagram", peer.conn.read_datagram())
+        .await
+        .expect("a datagram");
+    assert!(datagram.ends_with(&rtp[..]));
+}
+
+#[tokio::test]
+async fn a_refused_join_after_a_refused_resume_is_reported() {
+    let server = TestServer::start();
+    let (session, peer, _media) = established(&server, server.config()).await;
+    peer.conn.close(ErrorCode::INTERNAL.0.into(), b"crashed");
+    let mut peer = server.accept().await;
+    peer.hello(70, "rt-new", false).await;
+    let ControlMessage::Join(join) = peer.recv().await else {
+        panic!("expected Join");
+    };
+    peer.send(&[ControlMessage::Error(ErrorMessage {
+        request: Some(join.request),
+        code: ErrorCode::FORBIDDEN,
+        reason: "not in this room".into(),
+    })])
+    .await;
+    let error = event(&session, |e| match e {
+        SessionEvent::RejoinFailed { error } => Some(error),
+        SessionEvent::Rejoined { .. } => panic!("the join was refused"),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(
+            error,
+            ClientError::Rejected {
+                code: ErrorCode::FORBIDDEN,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(session.room().is_none());
+    assert!(!session.is_closed(), "the session stays open");
 }
 
 #[tokio::test]

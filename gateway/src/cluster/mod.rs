@@ -271,6 +271,26 @@ impl Cluster {
         }
     }
 
+    /// The serving nodes of the cluster (this one included, if serving), for clients to fall
+    /// back to when their node dies. Empty outside a cluster; `Err` when the directory is
+    /// unreachable.
+    pub(crate) async fn serving_nodes(&self) -> Result<Vec<NodeRecord>, String> {
+        let Some(inner) = &self.0 else {
+            return Ok(Vec::new());
+        };
+        match inner.store.nodes().await {
+            Ok(mut nodes) => {
+                nodes.retain(|n| n.state == NodeState::Serving);
+                nodes.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(nodes)
+            }
+            Err(e) => {
+                inner.metrics.cluster_event(ClusterEvent::RedisError);
+                Err(e.to_string())
+            }
+        }
+    }
+
     /// `Err(why)` while this node cannot vouch for its lease (never renewed, or not for longer
     /// than the lease): it is unready, though everything already here goes on.
     pub(crate) fn ready(&self) -> Result<(), String> {

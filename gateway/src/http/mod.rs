@@ -7,6 +7,7 @@
 //! | `GET /readyz` | 200 when listeners are up, the node is not draining and (in a cluster) holds its lease, 503 otherwise |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/cert-hashes` | SHA-256 hashes of the QUIC certificates for `serverCertificateHashes` |
+//! | `GET /v1/nodes` | the cluster's serving nodes (URLs, certificate hashes), for clients to fall back to |
 //! | `POST /v1/dev/token` | mints an access token (development mode only) |
 //! | `POST /whip/{room}`, `POST /whep/{room}/{id}` | WebRTC publish and subscribe ([`whip`]), when the bridge is on |
 //! | `POST /v1/turn/credentials` | TURN credentials for the bearer of an access token |
@@ -62,6 +63,7 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/cert-hashes", get(cert_hashes))
+        .route("/v1/nodes", get(nodes))
         .route("/v1/turn/credentials", post(turn::credentials));
     if state.sessions.config.dev_token_endpoint() {
         router = router.route("/v1/dev/token", post(tokens::dev_token));
@@ -133,6 +135,57 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
 #[derive(Serialize)]
 struct CertHashes {
     hashes: Vec<crate::quic::tls::CertHash>,
+}
+
+#[derive(Serialize)]
+struct Nodes {
+    nodes: Vec<NodeEntry>,
+}
+
+#[derive(Serialize)]
+struct NodeEntry {
+    id: String,
+    webtransport: String,
+    quic: String,
+    http: String,
+    region: Option<String>,
+    cert_hashes: Vec<String>,
+}
+
+/// How long `/v1/nodes` waits for the cluster's directory before it answers 503.
+const NODES_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The cluster's serving nodes, so that a client can go on through another node when its own
+/// dies (the web demo asks once it is live). An empty list outside a cluster; 503 while the
+/// directory is unreachable.
+async fn nodes(State(state): State<Arc<HttpState>>) -> Response {
+    let listed = tokio::time::timeout(NODES_DEADLINE, state.sessions.cluster.serving_nodes()).await;
+    match listed {
+        Ok(Ok(nodes)) => Json(Nodes {
+            nodes: nodes
+                .into_iter()
+                .map(|n| NodeEntry {
+                    id: n.id,
+                    webtransport: n.webtransport,
+                    quic: n.quic,
+                    http: n.http,
+                    region: n.region,
+                    cert_hashes: n.cert_hashes,
+                })
+                .collect(),
+        })
+        .into_response(),
+        Ok(Err(why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the cluster directory is unreachable: {why}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster directory did not answer in time\n",
+        )
+            .into_response(),
+    }
 }
 
 /// The hashes browsers may pin. Browsers accept `serverCertificateHashes` only for certificates

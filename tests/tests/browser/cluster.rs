@@ -5,7 +5,8 @@
 //! URL, its certificate hashes and a token), and the page must follow it: it joins at `a`, the
 //! native client receives its camera's VP8, and the page decodes the native client's video.
 //! Then, with Redis gone, a page of a new room on `b` is refused with `UNAVAILABLE`, retries, and
-//! shows a retryable error.
+//! shows a retryable error. And when the node that serves a page's room is killed, the page goes
+//! on through the node it came from: it joins the room there and publishes again.
 //!
 //! The timings are compressed less than in `tests/tests/cluster.rs`: a browser shares the two
 //! cores with both nodes here, and nothing in this test waits for a lease to run out.
@@ -157,5 +158,114 @@ async fn a_page_of_one_node_follows_the_redirect_to_the_node_that_serves_its_roo
 
     native.close().await;
     a.stop().await;
+    b.stop().await;
+}
+
+/// The node `k` that serves a room runs as a process of its own; a native client and a page of
+/// node `b` (redirected to `k`) are in the room. `k` is killed (SIGKILL): the page notices, cannot
+/// resume anywhere, starts afresh at `b` (which it learnt from `b`'s `/v1/nodes`), joins the room
+/// and publishes again; the native client does the same by itself (`ClientConfig::rejoin`); each
+/// sees the other's video again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_node_dies_goes_on_through_another_node_and_publishes_again() {
+    use strait_load::gateway::GatewayChild;
+    use strait_tests::fixture::strait_binary;
+
+    require_node();
+    require_chromium();
+    require_playwright(&repo_root());
+
+    let redis = RedisServer::start().await;
+    let b = node(&redis, "b", [127, 0, 0, 3]).await;
+    let settings = [
+        format!("auth.keys=[{{id=\"{KEY_ID}\",secret=\"{SECRET}\"}}]"),
+        format!("auth.resume_secret={RESUME_SECRET}"),
+        "cluster.node_id=k".into(),
+        format!("cluster.redis_url={}", redis.url()),
+        "cluster.heartbeat=250ms".into(),
+        "cluster.lease=2s".into(),
+        "cluster.room_lease=5s".into(),
+        "webrtc.enabled=false".into(),
+        "webtransport.allowed_origins=[\"*\"]".into(),
+    ];
+    let k = GatewayChild::start(&strait_binary(), &settings)
+        .await
+        .expect("node k starts");
+    redis
+        .wait_until("k's lease", async |r: &RedisServer| {
+            r.get("{strait}:node:k").await
+        })
+        .await;
+
+    // The native participant joins at k (so k serves the room), with b to fall back to.
+    let room = "cluster-loss";
+    let b_hash = *b.gateway.cert_fingerprint().as_bytes();
+    let mut config = b.client_config(Transport::Quic, b.token(room, "native"));
+    config.server = k.quic;
+    config.server_name = None;
+    config.trust = strait_client::Trust::Hashes(vec![k.cert, b_hash]);
+    config.fallback_servers = vec![b.quic_addr()];
+    config.idle_timeout = Duration::from_secs(2);
+    config.keep_alive = Duration::from_millis(500);
+    config.backoff = strait_client::Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_millis(500),
+        attempts: 40,
+    };
+    let (native, _) = tokio::time::timeout(WAIT, Client::connect_and_join(config, room))
+        .await
+        .expect("joins in time")
+        .expect("joins at k");
+    let native = Arc::new(native);
+
+    let env = [
+        ("STRAIT_ROOM", room.to_owned()),
+        ("STRAIT_REDIRECT_TO", format!("https://{}/rtc", k.quic)),
+        (
+            "STRAIT_FALLBACK_TO",
+            format!("https://{}/rtc", b.quic_addr()),
+        ),
+        ("STRAIT_PEER", "native".to_owned()),
+    ];
+    let browser = run_page(&b, "node-loss", &env);
+    let native_side = async {
+        // The page publishes at k: then k dies.
+        let track = wait_for_video(&native, WAIT * 6).await;
+        let sub = native
+            .subscribe(track.track, None)
+            .await
+            .expect("subscribe");
+        let recorded = record_vp8(&native, &sub, 45).await;
+        println!(
+            "the native client at k received {} packets of the page's VP8",
+            recorded.len()
+        );
+        // It sends them back as its own video (published at k first), for the page to decode;
+        // its session moves to b by itself after k dies, and the replay goes on there.
+        let replay = replay_vp8(Arc::clone(&native), recorded);
+        tokio::pin!(replay);
+        let mut changes = native.room_changes();
+        tokio::select! {
+            _ = &mut replay => unreachable!("the replay runs until the browser is done"),
+            _ = changes.wait_for(|_| !native.published().is_empty()) => {}
+        }
+        println!("the native client publishes at k; killing k");
+        k.stop().await;
+        replay.await
+    };
+    tokio::select! {
+        () = browser => {}
+        _ = native_side => unreachable!("the replay runs until the browser is done"),
+    }
+    assert_eq!(native.remote_address(), Some(b.quic_addr()));
+    assert_eq!(native.stats().rejoins, 1);
+    assert_eq!(
+        redis
+            .hget(&format!("{{strait}}:room:{room}"), "node")
+            .await
+            .as_deref(),
+        Some("b")
+    );
+    native.close().await;
     b.stop().await;
 }
