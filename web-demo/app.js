@@ -389,7 +389,9 @@ function recoverable(code) {
 
 /** The end of the WebTransport session `ended`; a live one is taken back or followed. */
 function onSessionClosed(ended, info) {
-  if (ended !== session) return;
+  // While reconnecting, the session is an attempt, whose failure the reconnection hears of (its
+  // hello or requests are rejected): only the end of a live session counts here.
+  if (ended !== session || hook.state.phase === 'reconnecting') return;
   const live = ['joined', 'publishing'].includes(hook.state.phase);
   if (!rtc && !leaving && live && recoverable(info.code)) {
     reconnect(info).catch((e) => showError(`Reconnecting failed: ${e.message}`));

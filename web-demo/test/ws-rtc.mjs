@@ -5,7 +5,9 @@
 // - page "viewer" joins STRAIT_VIEW_ROOM, waits for a video track to be published there, offers
 //   one recvonly video section and must decode frames of it (`framesDecoded` in getStats reaches
 //   10); it then follows the room, and when a second video track is published it renegotiates
-//   (a new recvonly section on the same connection) and must decode that one too.
+//   (a new recvonly section on the same connection) and must decode that one too. No packet of
+//   either stream may be lost (`packetsLost` 0 on loopback): a packet whose SRTP authentication
+//   fails is dropped by Chromium and counted lost.
 //
 // Run by tests/tests/browser/demo.rs, which starts the gateway, receives the camera's RTP with a
 // native client and publishes it again, natively, in the viewer's room. The camera keeps publishing
@@ -146,7 +148,17 @@ async function main() {
           if (decoding.length >= 2) break;
           await new Promise((r) => setTimeout(r, 100));
         }
+        // Every forwarded packet must authenticate: Chromium drops a packet whose SRTP check
+        // fails and then counts it lost (its NACK gets the same failing packet again). On
+        // loopback nothing else loses packets, so every stream must show none lost.
+        const final = [...(await peer.pc.getStats()).values()];
+        const inbound = final.filter((s) => s.type === 'inbound-rtp' && s.kind === 'video');
+        const transport = final.find((s) => s.type === 'transport') ?? {};
         return {
+          lost: inbound.map((s) => s.packetsLost ?? null),
+          received: inbound.map((s) => s.packetsReceived ?? 0),
+          nacks: inbound.map((s) => s.nackCount ?? 0),
+          srtpCipher: transport.srtpCipher ?? null,
           ports: candidatePorts(peer.pc.remoteDescription.sdp),
           subscriptions: peer.log.filter(([n]) => n === 'Subscribed').length,
           answers: peer.log.filter(([n, f]) => n === 'Sdp' && f.kind === 'Answer').length,
@@ -171,6 +183,10 @@ async function main() {
     if (!(viewed.framesDecoded >= 10)) throw new Error(`the viewer decoded ${viewed.framesDecoded} frames, not 10`);
     if (viewed.answers < 2 || viewed.subscriptions < 2) throw new Error('the viewer did not renegotiate for the second track');
     if (viewed.decodingStreams < 2) throw new Error('the viewer does not decode the second track after renegotiating');
+    if (!viewed.srtpCipher) throw new Error('the viewer reports no SRTP cipher');
+    if (viewed.lost.some((lost) => lost !== 0) || viewed.received.some((n) => n < 10)) {
+      throw new Error(`the viewer lost packets (${JSON.stringify(viewed.lost)} lost of ${JSON.stringify(viewed.received)} received): some did not authenticate`);
+    }
     ok = true;
   } catch (e) {
     console.error(`ws-rtc: ${e.stack ?? e}`);
