@@ -91,6 +91,9 @@ let leaving = false;
 let goingAway = null;
 /** The room and the name the page joined with, and the access token it was given. */
 let joinedAs = null;
+/** Ticks (seconds) between two reads of `/v1/nodes` while the session is live. */
+const NODES_EVERY = 15;
+let ticks = 0;
 /** Where the live WebTransport session is: `{url, certificateHashes}`. */
 let current = null;
 /** Other nodes of the cluster (`/v1/nodes`), to reconnect through: `[{url, certificateHashes}]`. */
@@ -434,7 +437,11 @@ async function reconnect(info) {
         // not usable: the same node and the others
       }
     }
-    targets.push(here, ...fallbacks.filter((n) => n.url !== current.url).map((n) => ({ ...n, token })));
+    // The node the page came from, then the others it learnt of.
+    const others = [joinedAs.entry, ...fallbacks].filter(
+      (n, i, all) => n.url !== current.url && all.findIndex((m) => m.url === n.url) === i,
+    );
+    targets.push(here, ...others.map((n) => ({ ...n, token })));
   }
   const resume = moved ? null : (old.serverHello?.resume_token ?? null);
   let last = null;
@@ -499,7 +506,10 @@ function installSession(attempt) {
   session.onClosed = (info) => onSessionClosed(attempt, info);
 }
 
-/** The cluster's other nodes, from the page's own node (best effort: kept as they were if it fails). */
+/**
+ * The cluster's other nodes, from the page's own node (best effort: kept as they were if it
+ * fails; the node the page came from is always tried after the session's own).
+ */
 async function refreshNodes() {
   try {
     const { nodes } = await fetchJson('the cluster nodes', '/v1/nodes');
@@ -589,6 +599,9 @@ function tick() {
   if (session && !session.closed && ['joined', 'publishing'].includes(hook.state.phase)) {
     const silent = performance.now() - session.lastHeard;
     if (silent > LOSS_MS) session.lose(`nothing heard from the gateway for ${(silent / 1000).toFixed(1)} s`);
+    // Nodes come and go: the list is read again now and then.
+    ticks += 1;
+    if (ticks % NODES_EVERY === 0) refreshNodes();
   }
   hook.stats.rttMs = session?.rttMs ?? null;
   el.rtt.textContent = hook.stats.rttMs === null ? '' : `RTT ${hook.stats.rttMs.toFixed(1)} ms`;
@@ -785,7 +798,7 @@ async function openWebTransport(grant, room, name, raceMs) {
     },
   );
   hook.state.url = opened.session.url;
-  joinedAs = { room, name, token: grant.token };
+  joinedAs = { room, name, token: grant.token, entry: { url: grant.url, certificateHashes: hashes } };
   current = { url: opened.session.url, certificateHashes: opened.session.certificateHashes };
   if (hook.state.retries > 0) {
     hook.state.notice = null;

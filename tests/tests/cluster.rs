@@ -85,6 +85,34 @@ async fn nodes_hold_leases_and_a_stopped_node_gives_back_its_lease_and_rooms() {
         "{record}"
     );
 
+    // `/v1/nodes` lists the serving nodes with what a client needs to reach each; outside a
+    // cluster the list is empty.
+    let nodes_of = async |gateway: &TestGateway| -> Vec<serde_json::Value> {
+        let body = http_get(gateway.http_addr(), "/v1/nodes").await;
+        let listed: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        listed["nodes"].as_array().expect("a list").clone()
+    };
+    let listed = nodes_of(&nodes[2]).await;
+    let ids: Vec<&str> = listed.iter().filter_map(|n| n["id"].as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(
+        listed[1]["webtransport"],
+        format!("https://{}/rtc", nodes[1].quic_addr())
+    );
+    assert_eq!(listed[1]["quic"], nodes[1].quic_addr().to_string());
+    let b_hash = nodes[1].gateway.cert_fingerprint().to_hex();
+    assert!(
+        listed[1]["cert_hashes"]
+            .as_array()
+            .expect("hashes")
+            .iter()
+            .any(|h| h == b_hash.as_str()),
+        "{listed:?}"
+    );
+    let alone = TestGateway::start().await;
+    assert!(nodes_of(&alone).await.is_empty());
+    alone.stop().await;
+
     // A room joined through `a` is placed on `a` (it is idle).
     let session = join(&nodes[0], "standup", "alice").await.expect("joins");
     assert_eq!(session.remote_address(), Some(nodes[0].quic_addr()));
@@ -103,6 +131,12 @@ async fn nodes_hold_leases_and_a_stopped_node_gives_back_its_lease_and_rooms() {
     a.stop().await;
     assert_eq!(redis.get("{strait}:node:a").await, None);
     assert_eq!(redis.hget("{strait}:room:standup", "node").await, None);
+    let ids: Vec<String> = nodes_of(&nodes[0])
+        .await
+        .iter()
+        .filter_map(|n| n["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids, ["b", "c"], "a stopped node is not listed");
     for node in nodes {
         node.stop().await;
     }
