@@ -19,7 +19,10 @@
 //!
 //! - a **driver task** that reads the control stream and the datagrams, answers pings, keeps the
 //!   session's view of the room (participants, tracks, subscriptions) and, when the connection is
-//!   lost or the server goes away, reconnects with backoff and the resume token;
+//!   lost or the server goes away, reconnects with backoff and the resume token (through
+//!   [`ClientConfig::fallback_servers`] too); where the resume is refused (the session's node
+//!   died) or the room moved to another node, it joins the room again and publishes its tracks
+//!   again on the same media ids ([`ClientConfig::rejoin`], [`SessionEvent::Rejoined`]);
 //! - a **writer task**, the only writer of the control stream, fed by a bounded queue
 //!   (`config.control_queue`; requests wait when it is full);
 //! - two **drop-oldest queues** the application reads: received media

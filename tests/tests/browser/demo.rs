@@ -302,7 +302,10 @@ pub(crate) async fn replay_vp8(session: Arc<Session>, recorded: Vec<Vec<u8>>) ->
             restart |= matches!(event, SessionEvent::KeyframeRequested { .. });
         }
         if restart && media.len() == 1 {
-            media.push(publish_vp8(&session).await);
+            // Refused while the session reconnects (its node died): tried at the next request.
+            if let Ok(second) = try_publish_vp8(&session).await {
+                media.push(second);
+            }
         }
         if restart && at != 0 {
             base = base.wrapping_add(span);
@@ -329,6 +332,10 @@ pub(crate) async fn replay_vp8(session: Arc<Session>, recorded: Vec<Vec<u8>>) ->
 }
 
 async fn publish_vp8(session: &Session) -> MediaId {
+    try_publish_vp8(session).await.expect("publish")
+}
+
+async fn try_publish_vp8(session: &Session) -> Result<MediaId, strait_client::ClientError> {
     let published = session
         .publish(PublishSpec {
             kind: TrackKind::Video,
@@ -347,9 +354,8 @@ async fn publish_vp8(session: &Session) -> MediaId {
             }],
             muted: false,
         })
-        .await
-        .expect("publish");
-    published.media[0]
+        .await?;
+    Ok(published.media[0])
 }
 
 const VP8_PT: u8 = 96;
