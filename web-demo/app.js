@@ -789,11 +789,12 @@ async function openWebTransport(grant, room, name, raceMs) {
       onRetry: ({ error, attempt, retries, delayMs }) => {
         hook.state.retries = attempt;
         setStatus('waiting to try again…');
-        showNotice(
-          `No node of the cluster can take room “${room}” now (${errorCodeName(error.code)}` +
-            `${error.reason ? ` — ${error.reason}` : ''}): trying again in ${(delayMs / 1000).toFixed(1)} s ` +
-            `(retry ${attempt} of ${retries}).`,
-        );
+        const why =
+          error.code === null
+            ? 'The gateway closed the connection before the session started'
+            : `No node of the cluster can take room “${room}” now (${errorCodeName(error.code)}` +
+              `${error.reason ? ` — ${error.reason}` : ''})`;
+        showNotice(`${why}: trying again in ${(delayMs / 1000).toFixed(1)} s (retry ${attempt} of ${retries}).`);
       },
     },
   );

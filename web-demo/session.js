@@ -68,6 +68,21 @@ export class ConnectError extends Error {
 }
 
 /**
+ * The connection ended before `ServerHello` without a word from the gateway (no `GoAway`, no
+ * `Error` read): a refusal whose explanation was lost with the connection, or a node going away.
+ * Retried like `UNAVAILABLE` (`retryable`); `code` is null.
+ */
+export class LostBeforeHelloError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'LostBeforeHelloError';
+    this.code = null;
+    this.reason = '';
+    this.retryable = true;
+  }
+}
+
+/**
  * Another node of the cluster serves the session (`GoAway` with code `REDIRECT` before
  * `ServerHello`), or `openSession` could not follow such redirects: `goAway` is the last one.
  */
@@ -415,6 +430,7 @@ export class Session {
       // Chromium does not show the QUIC close code of a connection the gateway closed: before
       // ServerHello that is almost always the hello being refused.
       why += ' The gateway closed the connection before accepting the session: the access token may have been refused (invalid or expired), or the gateway is full.';
+      error ??= new LostBeforeHelloError(`the session ended (${why})`);
     }
     error ??= new Error(`the session ended (${why})`);
     this.helloWaiter?.reject(error);
@@ -488,7 +504,9 @@ export function redirectTarget(target, goAway) {
  *   session to its URL, pinning its certificate hashes when `entry` pins hashes, presenting its
  *   token if it has one. More than `maxRedirects` of them reject with a RedirectError.
  * - A refusal with `UNAVAILABLE` (no node can take the room now) is retried from `entry` after
- *   `retryDelayMs`, `retries` times; then it rejects with that RequestError (`retryable`).
+ *   `retryDelayMs`, `retries` times; then it rejects with that RequestError (`retryable`). So is
+ *   a connection that ends before `ServerHello` without a word (LostBeforeHelloError: the
+ *   gateway's explanation can be lost when its close overtakes the stream's last bytes).
  * - A session that cannot be opened rejects with a ConnectError, whose `hop` says how many
  *   redirects led to it (0: `entry` itself); other refusals reject with a RequestError.
  *
@@ -555,7 +573,7 @@ export async function openSession(entry, options = {}) {
         target = next;
         continue;
       }
-      if (e instanceof RequestError && e.retryable && retried < retries) {
+      if ((e instanceof RequestError || e instanceof LostBeforeHelloError) && e.retryable && retried < retries) {
         retried += 1;
         const delayMs = retryDelayMs(retried, random);
         onRetry({ error: e, attempt: retried, retries, delayMs });

@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { ErrorCode, FrameReader, PROTOCOL_VERSION, encodeFrame, toHex } from '../protocol.js';
 import {
   ConnectError,
+  LostBeforeHelloError,
   MAX_REDIRECTS,
   RedirectError,
   RequestError,
@@ -46,8 +47,13 @@ function cluster(nodes) {
       connections.push(this.record);
       this.node = nodes[url];
       let closed;
-      this.closed = new Promise((resolve) => (closed = resolve));
+      let lost;
+      this.closed = new Promise((resolve, reject) => {
+        closed = resolve;
+        lost = reject;
+      });
       this.resolveClosed = closed;
+      this.rejectClosed = lost;
       this.ready = this.node ? Promise.resolve() : Promise.reject(new Error('Opening handshake failed.'));
       this.datagrams = {
         readable: new ReadableStream({ start: (c) => (this.datagramsIn = c) }),
@@ -108,6 +114,19 @@ function cluster(nodes) {
     close(info = {}) {
       this.record.closedByClient = true;
       this.end(info.closeCode ?? 0, info.reason ?? '');
+    }
+
+    /** The connection is lost with nothing read (what Chromium shows of a close it got first). */
+    vanish() {
+      queueMicrotask(() => {
+        try {
+          this.toClient.error(new Error('Connection lost.'));
+          this.datagramsIn.close();
+        } catch {
+          // closed already
+        }
+        this.rejectClosed(new Error('Connection lost.'));
+      });
     }
   }
 
@@ -350,6 +369,31 @@ test('UNAVAILABLE after every retry is a retryable error that says to try again'
   assert.match(error.message, /UNAVAILABLE \(0x12\) — the cluster directory is unreachable/);
   assert.match(error.message, /after 4 attempts/);
   assert.match(error.message, /try again/);
+});
+
+test('a connection lost before ServerHello without a word is tried again, then its words are shown', async () => {
+  let lost = 0;
+  const vanishOnce = (transport, hello) => {
+    if (lost === 1) return serve(transport, hello);
+    lost += 1;
+    transport.vanish();
+  };
+  const fake = cluster({ [B]: vanishOnce });
+  const { result, seen } = await open(fake, entry());
+  const { session } = await result;
+  assert.equal(session.url, B);
+  assert.equal(fake.connections.length, 2);
+  assert.deepEqual(
+    seen.retries.map((r) => [r.attempt, r.error.code, r.error instanceof LostBeforeHelloError]),
+    [[1, null, true]],
+  );
+
+  const always = cluster({ [B]: (transport) => transport.vanish() });
+  const opened = await open(always, entry());
+  const error = await opened.result.catch((e) => e);
+  assert.ok(error instanceof LostBeforeHelloError, error);
+  assert.equal(always.connections.length, UNAVAILABLE_RETRIES + 1);
+  assert.match(error.message, /closed the connection before accepting the session/);
 });
 
 test('other refusals are not retried and keep their words', async () => {

@@ -161,7 +161,8 @@ const COALESCE: Duration = Duration::from_millis(20);
 /// Most bytes of frames gathered into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// How long a closing session waits for the client to acknowledge its last control frames.
+/// How long a closing session waits for the client to acknowledge its last control frames (and,
+/// before `ServerHello`, to close the connection itself once it has read them).
 const CLOSE_FLUSH: Duration = Duration::from_millis(500);
 
 /// Runs a session on an established connection until it ends. The caller holds the admission
@@ -227,6 +228,10 @@ async fn close_with_messages(
         let _ = tokio::time::timeout(CLOSE_FLUSH, async {
             if send.write_all(&out).await.is_ok() {
                 send.finish_and_wait(CLOSE_FLUSH).await;
+                // Acknowledged is not read: a browser discards what its page has not read yet
+                // when the connection closes. A client that read the explanation closes first
+                // (a redirect, a refusal); the others are closed here once the bound is up.
+                let _ = link.quic().closed().await;
             }
         })
         .await;
