@@ -79,4 +79,7 @@ pub enum WebRtcError {
     /// `rtc` refused the offer, the answer or a write.
     #[error("webrtc stack refused: {0}")]
     Rtc(#[from] RtcError),
+    /// Protecting a forwarded packet failed (the crypto provider refused it).
+    #[error("srtp: {0}")]
+    Srtp(#[from] rtc::crypto::CryptoError),
 }

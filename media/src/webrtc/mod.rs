@@ -422,7 +422,7 @@ struct Peer {
     /// The peer connection's crypto provider, which saw its SRTP keys.
     tap: Arc<KeyTap>,
     /// The SRTP context of forwarded RTP, made at the first send after DTLS completed.
-    srtp: Option<rtc::srtp::context::Context>,
+    srtp: Option<srtp::SendProtection>,
     /// Whether making it failed (not tried again).
     srtp_failed: bool,
     /// Where its media goes: `rtc`'s selected candidate pair (local, remote).
@@ -1039,10 +1039,14 @@ impl Endpoint {
             scratch,
         )
         .map_err(|_| WebRtcError::MalformedRtp)?;
-        let protected = srtp.encrypt_rtp_with_header(
+        // Protected in place in the leg's write buffer, then copied once into the datagram.
+        scratch.reserve(srtp.overhead());
+        srtp.protect(
             scratch,
-            &srtp::header_of_len(ssrc, sequence_number, header_len),
+            header_len,
+            out.stream.rollover.next(sequence_number),
         )?;
+        let protected = Bytes::copy_from_slice(scratch);
         if format.transport_cc.is_some() {
             *twcc_seq = twcc_seq.wrapping_add(1);
         }
@@ -1061,7 +1065,7 @@ impl Endpoint {
             Transmit {
                 from,
                 to,
-                bytes: protected.freeze(),
+                bytes: protected,
             },
         );
         Ok(())
@@ -1137,6 +1141,7 @@ impl Endpoint {
                 }
                 None => (ssrc, leg_seq, None),
             };
+            let on_rtx = wrap.is_some();
             let written = write_leg(
                 original,
                 (wire_ssrc, wire_seq, timestamp),
@@ -1148,12 +1153,19 @@ impl Endpoint {
             let Ok(header_len) = written else {
                 continue;
             };
-            let Ok(protected) = srtp.encrypt_rtp_with_header(
-                scratch,
-                &srtp::header_of_len(wire_ssrc, wire_seq, header_len),
-            ) else {
-                continue;
+            let rollover = if on_rtx {
+                &mut out.stream.rtx_rollover
+            } else {
+                &mut out.stream.rollover
             };
+            scratch.reserve(srtp.overhead());
+            if srtp
+                .protect(scratch, header_len, rollover.next(wire_seq))
+                .is_err()
+            {
+                continue;
+            }
+            let protected = Bytes::copy_from_slice(scratch);
             if format.transport_cc.is_some() {
                 *twcc_seq = twcc_seq.wrapping_add(1);
             }
@@ -1165,7 +1177,7 @@ impl Endpoint {
                 Transmit {
                     from: *from,
                     to: *to,
-                    bytes: protected.freeze(),
+                    bytes: protected,
                 },
             );
         }
@@ -1691,7 +1703,7 @@ fn ready_to_send(peer: &mut Peer, id: PeerId, now: Instant) -> Result<(), WebRtc
         let profile = report
             .transport()
             .and_then(|t| srtp::profile_named(&t.srtp_cipher));
-        peer.srtp = profile.and_then(|p| peer.tap.send_context(p));
+        peer.srtp = profile.and_then(|p| peer.tap.send_protection(p));
         if peer.srtp.is_none() {
             peer.srtp_failed = true;
             tracing::warn!(peer = %id, "no srtp send keys for the peer: it gets no media");

@@ -19,6 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::nack::NackBudget;
+use super::srtp::Rollover;
 
 /// The RTP header extension profile of one-byte elements (RFC 8285 §4.2).
 const ONE_BYTE_PROFILE: u16 = 0xBEDE;
@@ -287,6 +288,9 @@ pub(crate) struct LegStream {
     pub(crate) last: Option<(u32, Instant)>,
     /// The next sequence number of its RTX stream.
     pub(crate) rtx_seq: u16,
+    /// The SRTP rollover counters of the stream and of its RTX stream.
+    pub(crate) rollover: Rollover,
+    pub(crate) rtx_rollover: Rollover,
 }
 
 impl LegStream {
@@ -300,6 +304,8 @@ impl LegStream {
             reported: 0,
             last: None,
             rtx_seq: 0,
+            rollover: Rollover::default(),
+            rtx_rollover: Rollover::default(),
         }
     }
 
