@@ -18,6 +18,11 @@
 //! to the gateway (`media.workers=2`). It also reports the CPU of the gateway's media-worker
 //! threads alone (`strait-media-*`).
 //!
+//! With `--ingest`, the receive path instead: per room one publisher at `--rate` and nobody
+//! subscribed, first over WHIP (a `webrtc`-crate peer: SRTP, `rtc`'s receive pipeline with its
+//! NACK generator, receiver reports and TWCC receiver, then the SFU core), then over raw QUIC;
+//! the gateway's CPU per packet received (`strait_packets_in_total`).
+//!
 //! ```text
 //! cargo build --release -p strait-gateway -p strait-tests --bin strait --bin strait-webrtc-bench
 //! target/release/strait-webrtc-bench --subscribers 1,10,50,100 --rate 200 --seconds 10
@@ -71,6 +76,10 @@ struct Args {
     /// WHEP subscribers set up at once (offers in flight together).
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// Measure the receive path instead: the gateway's CPU per packet received from one
+    /// publisher per room, over WHIP (the `webrtc` crate) and over raw QUIC, nobody subscribed.
+    #[arg(long)]
+    ingest: bool,
 }
 
 /// One WHEP subscriber; counts the RTP packets it receives and raises `first` at the first.
@@ -295,6 +304,121 @@ async fn run(args: &Args, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// `strait_packets_in_total{transport=…}`.
+async fn packets_in(addr: SocketAddr, transport: &str) -> Result<u64> {
+    let label = format!("transport=\"{transport}\"");
+    let n = strait_load::gateway::metric(addr, "strait_packets_in_total", &label)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(n as u64)
+}
+
+/// A WHIP publisher of one VP8-like track in `room` (the `webrtc` crate), sending at `rate`
+/// until `stop`.
+async fn whip_publisher(
+    gateway: &GatewayChild,
+    room: &str,
+    rate: u32,
+    stop: &Arc<AtomicBool>,
+) -> Result<(Box<dyn PeerConnection>, tokio::task::JoinHandle<()>)> {
+    use rtc::shared::marshal::Unmarshal;
+    use webrtc::media_stream::track_local::TrackLocal;
+    let token = mint_token(gateway.http, room, "whip-publisher")
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut peer = Peer::new().await;
+    let ssrc = 0x00c0_ffee;
+    let track = strait_tests::bridge::local_vp8_track(ssrc);
+    peer.pc
+        .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let offer = peer.offer().await;
+    let answer = post_sdp(gateway.http, &format!("/whip/{room}"), &token, &offer).await?;
+    peer.finish(&answer).await;
+    let sender = {
+        let stop = Arc::clone(stop);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+            // Bounded: at most ten minutes of packets.
+            for index in 0u32..rate.saturating_mul(600) {
+                tick.tick().await;
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let bytes = rtp::vp8(index as u16, index * 3000, ssrc, index == 0, index);
+                let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &bytes[..]) else {
+                    break;
+                };
+                let _ = track.write_rtp(packet).await;
+            }
+        })
+    };
+    Ok((peer.pc, sender))
+}
+
+/// The receive path: one publisher per room over `transport` ("webrtc": WHIP, "quic": raw
+/// QUIC), nobody subscribed; the gateway's CPU per packet it received.
+async fn run_ingest(args: &Args, transport: &str) -> Result<()> {
+    let gateway = GatewayChild::start(&args.strait, &args.settings)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut whip = Vec::new();
+    let mut quic = Vec::new();
+    for r in 0..args.rooms {
+        let room = format!("ingest-{r}");
+        if transport == "webrtc" {
+            whip.push(whip_publisher(&gateway, &room, args.rate, &stop).await?);
+        } else {
+            quic.push(publisher(&gateway, &room, args.rate, &stop).await?);
+        }
+    }
+    // Warm-up: media arrives from every publisher (bounded).
+    let deadline = Instant::now() + WAIT;
+    let wanted = 2 * args.rate as u64 * args.rooms as u64;
+    while packets_in(gateway.http, transport).await? < wanted {
+        if Instant::now() > deadline {
+            bail!("no media from the {transport} publishers within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = gateway.pid.to_string();
+    let cpu_before = CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?;
+    let in_before = packets_in(gateway.http, transport).await?;
+    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    let cpu = cpu_before.until(
+        &CpuMark::read(&pid).map_err(|e| anyhow!("{e}"))?,
+        clock_ticks_per_second(),
+    );
+    let received = packets_in(gateway.http, transport).await? - in_before;
+    println!(
+        "{transport:>9} {:>5} {:>8} {:>10} {:>9.0} {:>9.2} {:>6.0} {:>9.2}",
+        args.rooms,
+        args.rate,
+        received,
+        received as f64 / cpu.wall_s,
+        cpu.cpu_s,
+        cpu.system_pct,
+        if received > 0 {
+            cpu.cpu_s * 1e6 / received as f64
+        } else {
+            f64::NAN
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    for (pc, sender) in whip {
+        let _ = sender.await;
+        let _ = pc.close().await;
+    }
+    for publisher in quic {
+        let _ = publisher.sender.await;
+        publisher.session.close().await;
+    }
+    gateway.stop().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -310,6 +434,13 @@ async fn main() -> Result<()> {
         args.seconds,
         args.strait.display()
     );
+    if args.ingest {
+        println!("publisher rooms   rate/s   received   in pkt/s  gw CPU s  sys %  µs/pkt");
+        for transport in ["webrtc", "quic"] {
+            run_ingest(&args, transport).await?;
+        }
+        return Ok(());
+    }
     println!(
         "rooms      N   rate/s  setup s  peers/s  gw ms/peer  webrtc out   received  out pkt/s  gw CPU s  worker s  sys %  µs/pkt  KiB/peer@setup  KiB/peer@end"
     );
