@@ -275,3 +275,27 @@ pub fn join_cluster(
     config.cluster.lease = timings.lease;
     config.cluster.room_lease = timings.room_lease;
 }
+
+/// A raw-QUIC client of the node process `node` that goes on through `fallback` when `node`
+/// dies: it trusts both nodes' certificates, counts the connection lost after 2 s of silence and
+/// tries again for up to ~20 s (40 attempts, backoff capped at 0.5 s).
+pub fn failover_client(
+    node: &strait_load::gateway::GatewayChild,
+    fallback: &crate::fixture::TestGateway,
+    token: String,
+) -> strait_client::ClientConfig {
+    let fallback_hash = *fallback.gateway.cert_fingerprint().as_bytes();
+    let mut config = fallback.client_config(strait_client::Transport::Quic, token);
+    config.server = node.quic;
+    config.server_name = None;
+    config.trust = strait_client::Trust::Hashes(vec![node.cert, fallback_hash]);
+    config.fallback_servers = vec![fallback.quic_addr()];
+    config.idle_timeout = std::time::Duration::from_secs(2);
+    config.keep_alive = std::time::Duration::from_millis(500);
+    config.backoff = strait_client::Backoff {
+        initial: std::time::Duration::from_millis(100),
+        max: std::time::Duration::from_millis(500),
+        attempts: 40,
+    };
+    config
+}

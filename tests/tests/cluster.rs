@@ -849,19 +849,7 @@ async fn a_client_whose_node_dies_goes_on_through_another_node_and_joins_and_pub
     let redis = RedisServer::start().await;
     let b = node(&redis, "b", [127, 0, 0, 3]).await;
     let k = child_node(&redis, "k").await;
-    let b_hash = *b.gateway.cert_fingerprint().as_bytes();
-    let mut config = b.client_config(Transport::Quic, b.token("clinic", "medic"));
-    config.server = k.quic;
-    config.fallback_servers = vec![b.quic_addr()];
-    config.trust = strait_client::Trust::Hashes(vec![k.cert, b_hash]);
-    config.server_name = None;
-    config.idle_timeout = Duration::from_secs(2);
-    config.keep_alive = Duration::from_millis(500);
-    config.backoff = strait_client::Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_millis(400),
-        attempts: 30,
-    };
+    let config = strait_tests::redis::failover_client(&k, &b, b.token("clinic", "medic"));
     let (medic, _) = Client::connect_and_join(config, "clinic")
         .await
         .expect("joins at k");

@@ -127,6 +127,14 @@ struct Publisher {
     sender: tokio::task::JoinHandle<()>,
 }
 
+impl Publisher {
+    /// Waits for its sender (stopped by the caller) and closes its session.
+    async fn finish(self) {
+        let _ = self.sender.await;
+        self.session.close().await;
+    }
+}
+
 async fn publisher(
     gateway: &GatewayChild,
     room: &str,
@@ -297,8 +305,7 @@ async fn run(args: &Args, n: usize) -> Result<()> {
         let _ = pc.close().await;
     }
     for publisher in publishers {
-        let _ = publisher.sender.await;
-        publisher.session.close().await;
+        publisher.finish().await;
     }
     gateway.stop().await;
     Ok(())
@@ -412,8 +419,7 @@ async fn run_ingest(args: &Args, transport: &str) -> Result<()> {
         let _ = pc.close().await;
     }
     for publisher in quic {
-        let _ = publisher.sender.await;
-        publisher.session.close().await;
+        publisher.finish().await;
     }
     gateway.stop().await;
     Ok(())

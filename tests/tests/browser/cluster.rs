@@ -199,19 +199,7 @@ async fn a_page_whose_node_dies_goes_on_through_another_node_and_publishes_again
 
     // The native participant joins at k (so k serves the room), with b to fall back to.
     let room = "cluster-loss";
-    let b_hash = *b.gateway.cert_fingerprint().as_bytes();
-    let mut config = b.client_config(Transport::Quic, b.token(room, "native"));
-    config.server = k.quic;
-    config.server_name = None;
-    config.trust = strait_client::Trust::Hashes(vec![k.cert, b_hash]);
-    config.fallback_servers = vec![b.quic_addr()];
-    config.idle_timeout = Duration::from_secs(2);
-    config.keep_alive = Duration::from_millis(500);
-    config.backoff = strait_client::Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_millis(500),
-        attempts: 40,
-    };
+    let config = strait_tests::redis::failover_client(&k, &b, b.token(room, "native"));
     let (native, _) = tokio::time::timeout(WAIT, Client::connect_and_join(config, room))
         .await
         .expect("joins in time")
