@@ -127,6 +127,25 @@ struct Publisher {
     sender: tokio::task::JoinHandle<()>,
 }
 
+/// Calls `send(index)` `rate` times a second until `stop`, at most ten minutes' worth.
+fn paced<F, Fut>(rate: u32, stop: &Arc<AtomicBool>, mut send: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut(u32) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let stop = Arc::clone(stop);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+        for index in 0u32..rate.saturating_mul(600) {
+            tick.tick().await;
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            send(index).await;
+        }
+    })
+}
+
 impl Publisher {
     /// Waits for its sender (stopped by the caller) and closes its session.
     async fn finish(self) {
@@ -163,25 +182,16 @@ async fn publisher(
         })
         .await?;
     let media = track.media[0];
-    let sender = {
-        let (session, stop) = (Arc::clone(&publisher), Arc::clone(stop));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
-            // Bounded: at most ten minutes of packets.
-            for index in 0u32..rate.saturating_mul(600) {
-                tick.tick().await;
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let mut key = index == 0;
-                while let Some(event) = session.try_next_event() {
-                    key |= matches!(event, SessionEvent::KeyframeRequested { .. });
-                }
-                let packet = rtp::vp8(index as u16, index * 3000, 0x00be_0c00, key, index);
-                let _ = session.send_rtp(media, &packet);
-            }
-        })
-    };
+    let session = Arc::clone(&publisher);
+    let sender = paced(rate, stop, move |index| {
+        let mut key = index == 0;
+        while let Some(event) = session.try_next_event() {
+            key |= matches!(event, SessionEvent::KeyframeRequested { .. });
+        }
+        let packet = rtp::vp8(index as u16, index * 3000, 0x00be_0c00, key, index);
+        let _ = session.send_rtp(media, &packet);
+        std::future::ready(())
+    });
     Ok(Publisher {
         session: publisher,
         track: track.track,
@@ -343,24 +353,15 @@ async fn whip_publisher(
     let offer = peer.offer().await;
     let answer = post_sdp(gateway.http, &format!("/whip/{room}"), &token, &offer).await?;
     peer.finish(&answer).await;
-    let sender = {
-        let stop = Arc::clone(stop);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
-            // Bounded: at most ten minutes of packets.
-            for index in 0u32..rate.saturating_mul(600) {
-                tick.tick().await;
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let bytes = rtp::vp8(index as u16, index * 3000, ssrc, index == 0, index);
-                let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &bytes[..]) else {
-                    break;
-                };
+    let sender = paced(rate, stop, move |index| {
+        let track = Arc::clone(&track);
+        async move {
+            let bytes = rtp::vp8(index as u16, index * 3000, ssrc, index == 0, index);
+            if let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &bytes[..]) {
                 let _ = track.write_rtp(packet).await;
             }
-        })
-    };
+        }
+    });
     Ok((peer.pc, sender))
 }
 
