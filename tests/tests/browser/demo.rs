@@ -234,7 +234,9 @@ pub(crate) async fn wait_for_video(session: &Session, limit: Duration) -> TrackI
 }
 
 /// Receives a subscription's RTP from its first VP8 keyframe until `frames` whole frames have
-/// arrived; asks for a keyframe every second until one comes.
+/// arrived; asks for a keyframe every second until one comes. A gap in the sequence numbers (a
+/// datagram lost on the way) starts the recording over at the next keyframe: a replay of a
+/// keyframe with a hole would never decode.
 pub(crate) async fn record_vp8(
     session: &Session,
     sub: &Subscription,
@@ -243,6 +245,7 @@ pub(crate) async fn record_vp8(
     let mut recorded: Vec<Vec<u8>> = Vec::new();
     let mut timestamps = 0usize;
     let mut last_ts = None;
+    let mut last_seq: Option<u16> = None;
     let mut ask = tokio::time::interval(Duration::from_secs(1));
     tokio::time::timeout(WAIT * 3, async {
         loop {
@@ -259,9 +262,17 @@ pub(crate) async fn record_vp8(
             let rtp = packet.rtp.to_vec();
             let header = RtpHeader::parse(&rtp).expect("the gateway forwards valid RTP");
             let payload = &rtp[header.payload_start..header.payload_end];
+            let seq = u16::from_be_bytes([rtp[2], rtp[3]]);
+            if last_seq.is_some_and(|last| seq != last.wrapping_add(1)) {
+                recorded.clear();
+                timestamps = 0;
+                last_ts = None;
+            }
             if recorded.is_empty() && !vp8_keyframe_start(payload) {
+                last_seq = None;
                 continue;
             }
+            last_seq = Some(seq);
             let ts = u32::from_be_bytes([rtp[4], rtp[5], rtp[6], rtp[7]]);
             if last_ts != Some(ts) {
                 last_ts = Some(ts);
