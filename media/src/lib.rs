@@ -16,6 +16,9 @@
 //! media.
 //! The NACK packet cache is still to come.
 //!
+//! [`bwe`] estimates what a subscriber's link can carry from its transport's counters, and what
+//! each published layer really costs (the inputs of the layer allocation; not wired in yet).
+//!
 //! [`turn`] is the embedded TURN server: a sans-IO state machine and the TURN REST credentials
 //! and peer policy it relies on; the gateway owns its sockets.
 //!
@@ -76,6 +79,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bwe;
 pub mod sfu;
 pub mod turn;
 pub mod webrtc;

@@ -1,0 +1,317 @@
+//! A QUIC leg's estimate from the connection's own counters.
+
+use std::time::{Duration, Instant};
+
+use super::{Estimate, LinkState};
+
+/// One reading of a QUIC connection's counters (cumulative ones as the transport keeps them),
+/// taken by the gateway at a steady tick (about every 100 ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicSample {
+    /// When it was read.
+    pub at: Instant,
+    /// UDP bytes sent so far.
+    pub sent_bytes: u64,
+    /// Of those, bytes declared lost so far.
+    pub lost_bytes: u64,
+    /// Packets sent so far.
+    pub sent_packets: u64,
+    /// Of those, packets declared lost so far.
+    pub lost_packets: u64,
+    /// Smoothed round-trip time.
+    pub srtt: Duration,
+    /// Minimum round-trip time seen.
+    pub min_rtt: Duration,
+    /// Congestion window, bytes.
+    pub cwnd: u64,
+    /// Congestion events so far.
+    pub congestion_events: u64,
+    /// Datagram bytes queued for sending and not sent yet.
+    pub buffered_bytes: u64,
+}
+
+/// The thresholds of [`QuicEstimator`]; the defaults are where the reasoning of the module docs
+/// puts them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuicEstimatorConfig {
+    /// How far back the acknowledged rate and the loss ratio look (their smoothing).
+    pub smoothing: Duration,
+    /// A queueing delay above this is a warning: hold.
+    pub warning_queue: Duration,
+    /// A congestion event with a queueing delay above this is congestion.
+    pub congested_queue: Duration,
+    /// Datagrams waiting longer than this in the send buffer is congestion.
+    pub congested_buffer: Duration,
+    /// A loss ratio above this is congestion.
+    pub congested_loss: f64,
+    /// Under congestion the estimate is this share of the acknowledged rate.
+    pub backoff: f64,
+    /// The ceiling: this multiple of `cwnd × 8 / srtt`.
+    pub cwnd_headroom: f64,
+    /// When clear, at most `ack_growth × acked + ack_bonus_bps`: an app-limited leg proves what
+    /// it can carry step by step.
+    pub ack_growth: f64,
+    /// See `ack_growth`.
+    pub ack_bonus_bps: u64,
+}
+
+impl Default for QuicEstimatorConfig {
+    fn default() -> Self {
+        Self {
+            smoothing: Duration::from_secs(1),
+            warning_queue: Duration::from_millis(30),
+            congested_queue: Duration::from_millis(60),
+            congested_buffer: Duration::from_millis(150),
+            congested_loss: 0.10,
+            backoff: 0.85,
+            cwnd_headroom: 1.25,
+            ack_growth: 1.5,
+            ack_bonus_bps: 10_000,
+        }
+    }
+}
+
+/// A QUIC leg's estimate (see the module docs of [`super`]).
+#[derive(Debug, Clone)]
+pub struct QuicEstimator {
+    config: QuicEstimatorConfig,
+    last: Option<QuicSample>,
+    acked_bps: f64,
+    loss: f64,
+    estimate: Option<Estimate>,
+}
+
+impl QuicEstimator {
+    /// An estimator with nothing seen yet.
+    pub fn new(config: QuicEstimatorConfig) -> Self {
+        Self {
+            config,
+            last: None,
+            acked_bps: 0.0,
+            loss: 0.0,
+            estimate: None,
+        }
+    }
+
+    /// The latest estimate, once two samples have been seen.
+    pub fn estimate(&self) -> Option<Estimate> {
+        self.estimate
+    }
+
+    /// Takes a new reading; returns the estimate after it (`None` for the first reading, or one
+    /// not later than the previous).
+    pub fn update(&mut self, sample: QuicSample) -> Option<Estimate> {
+        let last = self.last.replace(sample)?;
+        let dt = sample.at.saturating_duration_since(last.at);
+        if dt.is_zero() {
+            self.last = Some(last);
+            return self.estimate;
+        }
+        let c = self.config;
+        let weight = (dt.as_secs_f64() / c.smoothing.as_secs_f64()).min(1.0);
+
+        // What the leg delivered: sent minus declared lost, over the interval.
+        let sent = sample.sent_bytes.saturating_sub(last.sent_bytes);
+        let lost = sample.lost_bytes.saturating_sub(last.lost_bytes);
+        let delivered_bps = sent.saturating_sub(lost) as f64 * 8.0 / dt.as_secs_f64();
+        self.acked_bps += weight * (delivered_bps - self.acked_bps);
+        let packets = sample.sent_packets.saturating_sub(last.sent_packets);
+        if packets > 0 {
+            let lost = sample.lost_packets.saturating_sub(last.lost_packets);
+            let ratio = (lost as f64 / packets as f64).min(1.0);
+            self.loss += weight * (ratio - self.loss);
+        }
+
+        let queue_delay = sample.srtt.saturating_sub(sample.min_rtt);
+        let buffer_delay = if self.acked_bps >= 1.0 {
+            Duration::from_secs_f64(sample.buffered_bytes as f64 * 8.0 / self.acked_bps)
+        } else if sample.buffered_bytes > 0 {
+            Duration::MAX
+        } else {
+            Duration::ZERO
+        };
+        let congestion_event = sample.congestion_events > last.congestion_events;
+        let state = if buffer_delay > c.congested_buffer
+            || self.loss > c.congested_loss
+            || (congestion_event && queue_delay > c.congested_queue)
+        {
+            LinkState::Congested
+        } else if queue_delay > c.warning_queue {
+            LinkState::Warning
+        } else {
+            LinkState::Clear
+        };
+
+        let acked = self.acked_bps;
+        let ceiling = if sample.srtt.is_zero() {
+            f64::MAX
+        } else {
+            c.cwnd_headroom * sample.cwnd as f64 * 8.0 / sample.srtt.as_secs_f64()
+        };
+        let proven = c.ack_growth * acked + c.ack_bonus_bps as f64;
+        let available = match state {
+            LinkState::Congested => c.backoff * acked,
+            // Hold what was given, within the ceiling; never above what a clear leg would get.
+            LinkState::Warning => self
+                .estimate
+                .map_or(acked, |e| e.available_bps as f64)
+                .min(ceiling)
+                .min(proven),
+            LinkState::Clear => ceiling.min(proven),
+        };
+        let estimate = Estimate {
+            available_bps: available.max(0.0) as u64,
+            acked_bps: acked as u64,
+            state,
+            queue_delay,
+        };
+        self.estimate = Some(estimate);
+        Some(estimate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leg driven tick by tick: what it sends per tick and how the transport looks.
+    struct Leg {
+        estimator: QuicEstimator,
+        sample: QuicSample,
+    }
+
+    const TICK: Duration = Duration::from_millis(100);
+
+    impl Leg {
+        fn new() -> Leg {
+            Leg {
+                estimator: QuicEstimator::new(QuicEstimatorConfig::default()),
+                sample: QuicSample {
+                    at: Instant::now(),
+                    sent_bytes: 0,
+                    lost_bytes: 0,
+                    sent_packets: 0,
+                    lost_packets: 0,
+                    srtt: Duration::from_millis(40),
+                    min_rtt: Duration::from_millis(40),
+                    cwnd: 12_000,
+                    congestion_events: 0,
+                    buffered_bytes: 0,
+                },
+            }
+        }
+
+        /// One tick at `bps`, with `loss` of the packets lost; returns the estimate.
+        fn tick(&mut self, bps: u64, loss: f64) -> Option<Estimate> {
+            let bytes = bps * TICK.as_millis() as u64 / 8 / 1000;
+            let packets = bytes.div_ceil(1_200);
+            let lost_packets = (packets as f64 * loss).round() as u64;
+            self.sample.at += TICK;
+            self.sample.sent_bytes += bytes;
+            self.sample.sent_packets += packets;
+            self.sample.lost_packets += lost_packets;
+            self.sample.lost_bytes += lost_packets * 1_200;
+            self.estimator.update(self.sample)
+        }
+    }
+
+    #[test]
+    fn the_first_reading_gives_no_estimate_and_a_stale_one_changes_nothing() {
+        let mut leg = Leg::new();
+        assert_eq!(leg.estimator.update(leg.sample), None);
+        let e = leg.tick(500_000, 0.0).expect("an estimate");
+        assert_eq!(leg.estimator.update(leg.sample), Some(e));
+    }
+
+    #[test]
+    fn an_app_limited_leg_is_held_near_what_it_delivers_whatever_the_window() {
+        let mut leg = Leg::new();
+        leg.sample.cwnd = 10_000_000; // a huge window: a ceiling of gigabits
+        leg.estimator.update(leg.sample);
+        let mut e = None;
+        for _ in 0..30 {
+            e = leg.tick(500_000, 0.0);
+        }
+        let e = e.expect("an estimate");
+        assert_eq!(e.state, LinkState::Clear);
+        // 1.5 × 500 kbit/s + 10 kbit/s, within the smoothing's error.
+        assert!((700_000..=800_000).contains(&e.available_bps), "{e:?}");
+    }
+
+    #[test]
+    fn cwnd_over_srtt_is_only_a_ceiling() {
+        let mut leg = Leg::new();
+        // 12 000 bytes at 100 ms: 0.96 Mbit/s, × 1.25 = 1.2 Mbit/s.
+        leg.sample.srtt = Duration::from_millis(100);
+        leg.sample.min_rtt = Duration::from_millis(95);
+        leg.estimator.update(leg.sample);
+        let mut e = None;
+        for _ in 0..30 {
+            e = leg.tick(2_000_000, 0.0);
+        }
+        let e = e.expect("an estimate");
+        assert_eq!(e.available_bps, 1_200_000, "{e:?}");
+    }
+
+    #[test]
+    fn a_growing_queue_holds_and_a_congestion_event_with_a_queue_backs_off() {
+        let mut leg = Leg::new();
+        leg.sample.cwnd = 1_000_000;
+        leg.estimator.update(leg.sample);
+        for _ in 0..20 {
+            leg.tick(1_000_000, 0.0);
+        }
+        let clear = leg.estimator.estimate().expect("an estimate");
+        assert_eq!(clear.state, LinkState::Clear);
+        // 45 ms of queue: hold (no more than before).
+        leg.sample.srtt = Duration::from_millis(85);
+        let warning = leg.tick(1_000_000, 0.0).expect("an estimate");
+        assert_eq!(warning.state, LinkState::Warning);
+        assert!(warning.available_bps <= clear.available_bps);
+        assert_eq!(warning.queue_delay, Duration::from_millis(45));
+        // 70 ms of queue and a congestion event: below what was delivered.
+        leg.sample.srtt = Duration::from_millis(110);
+        leg.sample.congestion_events += 1;
+        let congested = leg.tick(1_000_000, 0.0).expect("an estimate");
+        assert_eq!(congested.state, LinkState::Congested);
+        assert!(
+            congested.available_bps < congested.acked_bps,
+            "{congested:?}"
+        );
+    }
+
+    #[test]
+    fn heavy_loss_is_congestion_and_light_loss_is_not() {
+        let mut light = Leg::new();
+        light.sample.cwnd = 1_000_000;
+        light.estimator.update(light.sample);
+        let mut e = None;
+        for _ in 0..30 {
+            e = light.tick(1_000_000, 0.03);
+        }
+        assert_eq!(e.expect("an estimate").state, LinkState::Clear);
+
+        let mut heavy = Leg::new();
+        heavy.sample.cwnd = 1_000_000;
+        heavy.estimator.update(heavy.sample);
+        let mut e = None;
+        for _ in 0..30 {
+            e = heavy.tick(1_000_000, 0.20);
+        }
+        assert_eq!(e.expect("an estimate").state, LinkState::Congested);
+    }
+
+    #[test]
+    fn datagrams_waiting_in_the_send_buffer_are_congestion() {
+        let mut leg = Leg::new();
+        leg.sample.cwnd = 1_000_000;
+        leg.estimator.update(leg.sample);
+        for _ in 0..20 {
+            leg.tick(800_000, 0.0);
+        }
+        // 32 KB waiting at ~800 kbit/s: about 320 ms.
+        leg.sample.buffered_bytes = 32_000;
+        let e = leg.tick(800_000, 0.0).expect("an estimate");
+        assert_eq!(e.state, LinkState::Congested, "{e:?}");
+    }
+}
