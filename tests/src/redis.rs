@@ -299,3 +299,14 @@ pub fn failover_client(
     };
     config
 }
+
+/// The count of `event` in `gateway`'s `strait_cluster_events_total` (placements, redirects,
+/// Redis errors…).
+pub async fn cluster_events(gateway: &crate::fixture::TestGateway, event: &str) -> f64 {
+    let body = crate::fixture::http_get(gateway.http_addr(), "/metrics").await;
+    crate::fixture::metric_value_where(
+        &body,
+        "strait_cluster_events_total",
+        &format!("event=\"{event}\""),
+    )
+}

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use strait_client::protocol::ErrorCode;
 use strait_client::{Client, ClientError, Session, Transport};
-use strait_tests::fixture::{TestGateway, WAIT, http_get, metric_value_where};
-use strait_tests::redis::{RedisServer, Timings, join_cluster};
+use strait_tests::fixture::{TestGateway, WAIT, http_get};
+use strait_tests::redis::{RedisServer, Timings, cluster_events, join_cluster};
 
 const KEY_ID: &str = "cluster";
 const SECRET: &str = "cluster-test-secret-0123456789abcdefghij";
@@ -59,15 +59,6 @@ async fn join(entry: &TestGateway, room: &str, identity: &str) -> Result<Session
     let config = entry.client_config(Transport::Quic, token);
     let (session, _) = Client::connect_and_join(config, room).await?;
     Ok(session)
-}
-
-async fn cluster_events(gateway: &TestGateway, event: &str) -> f64 {
-    let body = http_get(gateway.http_addr(), "/metrics").await;
-    metric_value_where(
-        &body,
-        "strait_cluster_events_total",
-        &format!("event=\"{event}\""),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@
 //! (paused, partitioned) can neither renew nor delete what another node now owns.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::{Script, ScriptInvocation, Value};
 
 use super::record::NodeRecord;
 use crate::config::ClusterConfig;
@@ -234,6 +234,24 @@ impl Store {
         format!("{{{}}}:epoch", self.tag)
     }
 
+    /// A call of `script` about `room` by `node`, with what the claim, renew and hand-over
+    /// scripts all begin with: the room and epoch keys, the node-key prefix, the node's id and
+    /// incarnation.
+    fn room_call<'a>(
+        &self,
+        script: &'a Script,
+        room: &str,
+        node: &NodeRecord,
+    ) -> ScriptInvocation<'a> {
+        let mut call = script.prepare_invoke();
+        call.key(self.room_key(room))
+            .key(self.epoch_key())
+            .arg(self.node_prefix())
+            .arg(&node.id)
+            .arg(&node.incarnation);
+        call
+    }
+
     /// Renews `me`'s lease for `lease_ms`.
     pub(crate) async fn heartbeat(&self, me: &NodeRecord, lease_ms: u64) -> Result<(), StoreError> {
         let record =
@@ -277,12 +295,7 @@ impl Store {
     ) -> Result<Option<(NodeRecord, u64)>, StoreError> {
         let mut conn = self.conn.clone();
         let answer: Value = self
-            .claim
-            .key(self.room_key(room))
-            .key(self.epoch_key())
-            .arg(self.node_prefix())
-            .arg(&candidate.id)
-            .arg(&candidate.incarnation)
+            .room_call(&self.claim, room, candidate)
             .arg(room_lease_ms)
             .invoke_async(&mut conn)
             .await?;
@@ -306,12 +319,7 @@ impl Store {
     ) -> Result<Renewed, StoreError> {
         let mut conn = self.conn.clone();
         let answer: Vec<String> = self
-            .renew
-            .key(self.room_key(room))
-            .key(self.epoch_key())
-            .arg(self.node_prefix())
-            .arg(&me.id)
-            .arg(&me.incarnation)
+            .room_call(&self.renew, room, me)
             .arg(epoch.to_string())
             .arg(room_lease_ms)
             .invoke_async(&mut conn)
@@ -335,12 +343,7 @@ impl Store {
     ) -> Result<Option<NodeRecord>, StoreError> {
         let mut conn = self.conn.clone();
         let answer: Value = self
-            .hand_over
-            .key(self.room_key(room))
-            .key(self.epoch_key())
-            .arg(self.node_prefix())
-            .arg(&me.id)
-            .arg(&me.incarnation)
+            .room_call(&self.hand_over, room, me)
             .arg(epoch.to_string())
             .arg(&to.id)
             .arg(&to.incarnation)

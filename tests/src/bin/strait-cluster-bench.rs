@@ -315,6 +315,9 @@ impl Cluster {
             cluster.nodes.push(Some(node));
             cluster.ids.push(id);
         }
+        // Readiness (the lease renewed, as the node itself records it) is the node's own state:
+        // nothing notifies it, so `/readyz` is asked every 50 ms, within `START_WAIT`. (The lease
+        // key appearing in Redis comes a moment before the node has taken note of its renewal.)
         let deadline = Instant::now() + START_WAIT;
         for (i, node) in cluster.nodes.iter().flatten().enumerate() {
             while !ready(node.http).await.unwrap_or(false) {

@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use strait_client::{Client, Transport};
 use strait_tests::browser::{repo_root, require_chromium, require_node, require_playwright};
-use strait_tests::fixture::{TestGateway, WAIT, http_get, metric_value_where};
-use strait_tests::redis::{RedisServer, Timings, join_cluster};
+use strait_tests::fixture::{TestGateway, WAIT};
+use strait_tests::redis::{RedisServer, Timings, cluster_events, join_cluster};
 
-use crate::demo::{BROWSER_LIMIT, record_vp8, replay_vp8, run_node, wait_for_video};
+use crate::demo::{BROWSER_LIMIT, record_browser_video, replay_vp8, run_node};
 
 const KEY_ID: &str = "cluster";
 const SECRET: &str = "browser-cluster-secret-0123456789abcdefgh";
@@ -46,15 +46,6 @@ async fn node(redis: &RedisServer, id: &str, ip: [u8; 4]) -> TestGateway {
     .await;
     gateway.wait_ready(true).await;
     gateway
-}
-
-async fn cluster_events(gateway: &TestGateway, event: &str) -> f64 {
-    let body = http_get(gateway.http_addr(), "/metrics").await;
-    metric_value_where(
-        &body,
-        "strait_cluster_events_total",
-        &format!("event=\"{event}\""),
-    )
 }
 
 /// Runs `web-demo/test/browser.mjs` with `scenario` against the page of `entry`, with `env`
@@ -122,19 +113,13 @@ async fn a_page_of_one_node_follows_the_redirect_to_the_node_that_serves_its_roo
     let browser = run_page(&b, "redirect", &env);
     let native_side = async {
         // The page's camera reaches the native client at `a`: the page is in `a`'s room.
-        let track = wait_for_video(&native, WAIT * 6).await;
+        let (track, recorded) = record_browser_video(&native).await;
         let carol = native
             .participants()
             .into_iter()
             .find(|p| p.participant == track.participant)
             .expect("the publisher of the track is in the room");
         assert_eq!(carol.name, "carol", "{carol:?}");
-        let sub = native
-            .subscribe(track.track, None)
-            .await
-            .expect("subscribe");
-        let recorded = record_vp8(&native, &sub, 45).await;
-        assert!(recorded.len() >= 45, "{} packets", recorded.len());
         println!(
             "the native client at a received {} packets of the redirected page's VP8",
             recorded.len()
@@ -218,12 +203,7 @@ async fn a_page_whose_node_dies_goes_on_through_another_node_and_publishes_again
     let browser = run_page(&b, "node-loss", &env);
     let native_side = async {
         // The page publishes at k: then k dies.
-        let track = wait_for_video(&native, WAIT * 6).await;
-        let sub = native
-            .subscribe(track.track, None)
-            .await
-            .expect("subscribe");
-        let recorded = record_vp8(&native, &sub, 45).await;
+        let (_, recorded) = record_browser_video(&native).await;
         println!(
             "the native client at k received {} packets of the page's VP8",
             recorded.len()

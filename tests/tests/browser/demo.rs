@@ -233,6 +233,19 @@ pub(crate) async fn wait_for_video(session: &Session, limit: Duration) -> TrackI
     .expect("a video track is published by the browser in time")
 }
 
+/// Waits for the browser's video track in `session`'s room (the first video of another
+/// participant), subscribes to it and records 45 frames of it from a keyframe on.
+pub(crate) async fn record_browser_video(session: &Session) -> (TrackInfo, Vec<Vec<u8>>) {
+    let track = wait_for_video(session, WAIT * 6).await;
+    let sub = session
+        .subscribe(track.track, None)
+        .await
+        .expect("subscribe");
+    let recorded = record_vp8(session, &sub, 45).await;
+    assert!(recorded.len() >= 45, "{} packets", recorded.len());
+    (track, recorded)
+}
+
 /// Receives a subscription's RTP from its first VP8 keyframe until `frames` whole frames have
 /// arrived; asks for a keyframe every second until one comes. A gap in the sequence numbers (a
 /// datagram lost on the way) starts the recording over at the next keyframe: a replay of a
@@ -406,14 +419,8 @@ async fn chromium_on_websocket_signaling_publishes_to_and_decodes_from_native_cl
 
     let native = async {
         // (a) The browser publishes VP8; the native client receives it from a keyframe on.
-        let track = wait_for_video(&recorder, WAIT * 6).await;
+        let (track, recorded) = record_browser_video(&recorder).await;
         assert!(track.codec.name.eq_ignore_ascii_case("VP8"), "{track:?}");
-        let sub = recorder
-            .subscribe(track.track, None)
-            .await
-            .expect("subscribe");
-        let recorded = record_vp8(&recorder, &sub, 45).await;
-        assert!(recorded.len() >= 45, "{} packets", recorded.len());
         println!(
             "the native client received {} packets of the browser's VP8",
             recorded.len()

@@ -330,6 +330,27 @@ fn stream_index(rooms: &Rooms, room: usize, p: usize, video: bool) -> u32 {
     ((room * rooms.publishers + p) * 2 + usize::from(video)) as u32
 }
 
+/// The other participants' tracks, once the session shows at least `expected` of them (waited
+/// for on its room changes); `None` if the session ends first. Unbounded: the caller bounds it.
+async fn others_tracks(
+    session: &Session,
+    expected: usize,
+) -> Option<Vec<strait_client::protocol::TrackInfo>> {
+    let me = session.participant();
+    let mut changes = session.room_changes();
+    loop {
+        let tracks: Vec<_> = session
+            .tracks()
+            .into_iter()
+            .filter(|t| t.participant != me)
+            .collect();
+        if tracks.len() >= expected {
+            return Some(tracks);
+        }
+        changes.changed().await.ok()?;
+    }
+}
+
 /// The (room, publisher) an identity `r{room}-p{p}` names.
 fn publisher_of(identity: &str) -> Option<(usize, usize)> {
     let (room, p) = identity.strip_prefix('r')?.split_once("-p")?;
@@ -514,24 +535,22 @@ async fn participant_inner(
     // Every other publisher's tracks: wait until the room shows them (publishers start first).
     let own = usize::from(rooms.audio.is_some()) + usize::from(rooms.video.is_some());
     let expected = own * (rooms.publishers - usize::from(role.publisher.is_some()));
-    let me = session.participant();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut changes = session.room_changes();
-    let tracks = loop {
-        let tracks: Vec<_> = session
-            .tracks()
-            .into_iter()
-            .filter(|t| t.participant != me)
-            .collect();
-        if tracks.len() >= expected {
-            break tracks;
-        }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err("the session ended while waiting for tracks".into()),
-            Err(_) => {
-                return Err(format!("saw {} of {expected} tracks in 60 s", tracks.len()).into());
-            }
+    let tracks = match tokio::time::timeout(
+        Duration::from_secs(60),
+        others_tracks(&session, expected),
+    )
+    .await
+    {
+        Ok(Some(tracks)) => tracks,
+        Ok(None) => return Err("the session ended while waiting for tracks".into()),
+        Err(_) => {
+            let me = session.participant();
+            let seen = session
+                .tracks()
+                .iter()
+                .filter(|t| t.participant != me)
+                .count();
+            return Err(format!("saw {seen} of {expected} tracks in 60 s").into());
         }
     };
     let names: HashMap<_, _> = session

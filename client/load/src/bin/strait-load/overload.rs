@@ -38,7 +38,7 @@ use strait_load::{Error, Result};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
-use super::{Args, Target, opus, publisher_of, transport_for, vp8};
+use super::{Args, Target, opus, others_tracks, publisher_of, transport_for, vp8};
 
 /// How long a publisher's start or a subscriber's join (connect, join, subscriptions) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -986,22 +986,9 @@ async fn subscribe_all(
     overload: &Overload,
     session: &Session,
 ) -> std::result::Result<Vec<Subscribed>, String> {
-    let expected = 2 * overload.publishers;
-    let mut changes = session.room_changes();
-    let me = session.participant();
-    let tracks = loop {
-        let tracks: Vec<_> = session
-            .tracks()
-            .into_iter()
-            .filter(|t| t.participant != me)
-            .collect();
-        if tracks.len() >= expected {
-            break tracks;
-        }
-        // Bounded by the caller's timeout.
-        if changes.changed().await.is_err() {
-            return Err("the session ended while waiting for the room's tracks".into());
-        }
+    // Bounded by the caller's timeout.
+    let Some(tracks) = others_tracks(session, 2 * overload.publishers).await else {
+        return Err("the session ended while waiting for the room's tracks".into());
     };
     let names: std::collections::HashMap<_, _> = session
         .participants()
