@@ -17,12 +17,18 @@
 // 'webrtc', `url`: the WebTransport URL of the session, `redirects`: the URLs the cluster
 // redirected it to, `retries`: attempts made again after `UNAVAILABLE`, `nodes`: the other nodes
 // it may reconnect through, `recoveries`: each reconnection, `{resumed, url, ms}`), media statistics
-// (`stats`) and every error shown to the user (`errors`). The browser test (test/browser.mjs)
-// reads it.
+// (`stats`) and every error shown to the user (`errors`); `state.paused` maps each subscription
+// the gateway paused (`TrackPaused`) to its reason's name (`BANDWIDTH`, `LOAD`, or a number). The
+// browser test (test/browser.mjs) reads it.
+//
+// When the gateway pauses a subscription's video (the page's link cannot carry it, or the node
+// sheds load), its tile keeps the last picture under a "paused — …" badge until `TrackResumed`;
+// the page does not unsubscribe. Screen shares are subscribed at a higher priority than cameras
+// (`SCREEN_PRIORITY`), so that they are paused last.
 
 import { WebRtcFallback, signalingUrl } from './fallback.js';
 import { AudioPlayer, AudioReceiver, Publisher, VideoReceiver, emptyRemoteStats, missingMediaApis } from './media.js';
-import { ErrorCode, errorCodeName } from './protocol.js';
+import { ErrorCode, PauseReason, SCREEN_PRIORITY, errorCodeName, pauseReasonName } from './protocol.js';
 import { ConnectError, hashesFromHex, openSession, redirectTarget, retryDelayMs } from './session.js';
 
 /** How long WebTransport may take to connect before the page falls back to WebRTC. */
@@ -66,6 +72,7 @@ const hook = {
     me: null,
     name: null,
     participants: {},
+    paused: {},
     error: null,
     notice: null,
   },
@@ -76,7 +83,7 @@ window.strait = hook;
 
 /** Everyone in the room but us: participant id → {info, tile, canvas, stats, tracks: Set}. */
 const participants = new Map();
-/** Tracks of others: track id → {info, media, receiver}. */
+/** Tracks of others: track id → {info, media, receiver, paused: reason or null}. */
 const tracks = new Map();
 /** Subscriptions by the media id the gateway chose: media id → receiver. */
 const receivers = new Map();
@@ -150,9 +157,13 @@ function makeTile(label, media) {
   head.append(name, badge);
   const stats = document.createElement('div');
   stats.className = 'stats';
-  tile.append(media, head, stats);
+  // Over the picture, which stays frozen on its last frame while the gateway pauses the video.
+  const paused = document.createElement('div');
+  paused.className = 'paused-badge';
+  paused.hidden = true;
+  tile.append(media, paused, head, stats);
   el.grid.append(tile);
-  return { tile, badge, statsLine: stats };
+  return { tile, badge, paused, statsLine: stats };
 }
 
 function displayName(info) {
@@ -220,9 +231,12 @@ function dropTrack(trackId) {
   const t = tracks.get(trackId);
   if (!t) return;
   tracks.delete(trackId);
+  delete hook.state.paused[String(trackId)];
   if (t.media !== null) receivers.delete(t.media);
   t.receiver?.close();
-  participants.get(t.info.participant)?.tracks.delete(trackId);
+  const p = participants.get(t.info.participant);
+  p?.tracks.delete(trackId);
+  if (p) updatePaused(p);
 }
 
 function updateBadges(p) {
@@ -230,12 +244,39 @@ function updateBadges(p) {
   p.view.badge.textContent = muted.map((t) => (t.info.kind === 'Audio' ? 'mic off' : 'camera off')).join(' · ');
 }
 
+/** Words for why the gateway paused a video (an open set: an unknown reason shows as a number). */
+function pausedText(reason) {
+  if (reason === PauseReason.BANDWIDTH) return 'paused — low bandwidth';
+  if (reason === PauseReason.LOAD) return 'paused — server load';
+  return `paused — reason ${reason}`;
+}
+
+/** Shows the "paused" badge over `p`'s picture while the gateway pauses one of its videos. */
+function updatePaused(p) {
+  const paused = [...p.tracks].map((id) => tracks.get(id)).filter((t) => t && t.paused !== null);
+  const video = paused.find((t) => t.info.kind === 'Video') ?? paused[0];
+  p.view.paused.hidden = !video;
+  p.view.paused.textContent = video ? pausedText(video.paused) : '';
+  p.view.tile.classList.toggle('paused', Boolean(video));
+}
+
+/** `TrackPaused` (`reason`) or `TrackResumed` (`null`) for one of our subscriptions. */
+function setPaused(trackId, reason) {
+  const t = tracks.get(trackId);
+  if (!t) return;
+  t.paused = reason;
+  if (reason === null) delete hook.state.paused[String(trackId)];
+  else hook.state.paused[String(trackId)] = pauseReasonName(reason);
+  const p = participants.get(t.info.participant);
+  if (p) updatePaused(p);
+}
+
 async function subscribe(info) {
   const p = participants.get(info.participant);
   if (!p) return;
   const codec = info.codec.name.toLowerCase();
   const supported = (info.kind === 'Video' && codec === 'vp8') || (info.kind === 'Audio' && codec === 'opus');
-  tracks.set(info.track, { info, media: null, receiver: null });
+  tracks.set(info.track, { info, media: null, receiver: null, paused: null });
   p.tracks.add(info.track);
   updateBadges(p);
   if (!supported) {
@@ -244,7 +285,9 @@ async function subscribe(info) {
   }
   let subscribed;
   try {
-    subscribed = await session.request('Subscribe', { track: info.track, max_layer: null });
+    // A shared screen is paused after the cameras; others take the gateway's default (no field).
+    const priority = info.source === 'screen' ? SCREEN_PRIORITY : null;
+    subscribed = await session.request('Subscribe', { track: info.track, max_layer: null, priority });
   } catch (e) {
     reportProblem(`subscribing to ${displayName(p.info)}'s ${info.source}: ${e.message}`);
     return;
@@ -272,13 +315,14 @@ function clearRoom() {
   for (const receiver of receivers.values()) receiver.close();
   receivers.clear();
   tracks.clear();
+  hook.state.paused = {};
 }
 
 /** WebRTC: a track of another participant, received once the connection has a section for it. */
 function noteTrack(info) {
   const p = participants.get(info.participant);
   if (!p) return;
-  tracks.set(info.track, { info, media: null, receiver: null });
+  tracks.set(info.track, { info, media: null, receiver: null, paused: null });
   p.tracks.add(info.track);
   updateBadges(p);
 }
@@ -355,6 +399,14 @@ function onMessage(name, m) {
       }
       break;
     }
+    case 'TrackPaused':
+      // Nothing arrives until `TrackResumed`: the picture stays on its last frame, the
+      // subscription stays, and nothing is answered (PROTOCOL.md §6.3).
+      setPaused(m.track, m.reason);
+      break;
+    case 'TrackResumed':
+      setPaused(m.track, null);
+      break;
     case 'KeyframeRequest':
       publisher?.keyframeRequested({ track: m.track });
       break;

@@ -6,7 +6,10 @@
 //
 // A message is a plain object with one key, its name, whose value holds its fields by name:
 // `{Ping: {nonce: 7}}` — the same shape as the golden vectors. Options are `null` when absent,
-// `TrackKind` and `SdpType` are strings ("Audio", "Video", "Offer", "Answer").
+// `TrackKind` and `SdpType` are strings ("Audio", "Video", "Offer", "Answer"). A field appended
+// to a version-1 message later (`priority` of `Subscribe` and `SetLayerPreference`, PROTOCOL.md §5)
+// is left out of the object when absent: the encoder writes nothing for it (the bytes an older
+// client sends) and the decoder leaves it out when the body ends before it or its tag is 00.
 //
 // u64 values (ids, nonces, timestamps) decode to a Number when it is exact (below 2^53, which is
 // everything the gateway issues) and to a BigInt above; the encoder takes either.
@@ -20,6 +23,24 @@ export const PROTOCOL_VERSION = 1;
 /** Default and hard maximum of a control frame body (PROTOCOL.md §2). */
 export const DEFAULT_MAX_FRAME_SIZE = 65536;
 export const HARD_MAX_FRAME_SIZE = 1048576;
+
+/** Why the server paused a subscription's video (PROTOCOL.md §6.3, `TrackPaused`). An open set. */
+export const PauseReason = Object.freeze({
+  BANDWIDTH: 0,
+  LOAD: 1,
+});
+
+const PAUSE_REASON_NAMES = new Map(Object.entries(PauseReason).map(([name, code]) => [code, name]));
+
+/** `BANDWIDTH`, or the number itself for a reason this version does not name. */
+export function pauseReasonName(reason) {
+  return PAUSE_REASON_NAMES.get(Number(reason)) ?? String(reason);
+}
+
+/** The priority the gateway gives a subscription that names none (PROTOCOL.md §6.3, `Subscribe`). */
+export const DEFAULT_PRIORITY = 100;
+/** The same for a track whose source is `screen`. */
+export const SCREEN_PRIORITY = 200;
 
 /** Error codes (PROTOCOL.md §9). The set is open: unknown values are valid. */
 export const ErrorCode = Object.freeze({
@@ -299,6 +320,30 @@ function opt(type) {
   };
 }
 
+/**
+ * An `option<T>` appended to a version-1 message after it was published (PROTOCOL.md §5); only
+ * ever the last field. Absent (`null` or `undefined`) is written as nothing at all; the body ending
+ * before it reads as absent, tag 00 too; tag 01 and T is the value. Absent is `undefined`, which
+ * `struct` leaves out of the decoded object.
+ */
+function appended(type) {
+  return {
+    appended: true,
+    enc(w, v) {
+      if (v === null || v === undefined) return;
+      w.u8(1);
+      type.enc(w, v);
+    },
+    dec(r) {
+      if (r.remaining === 0) return undefined;
+      const tag = r.u8();
+      if (tag === 0) return undefined;
+      if (tag === 1) return type.dec(r);
+      throw new ProtocolError(`invalid option tag ${tag}`);
+    },
+  };
+}
+
 /** `list<T>` of at most `max` items. */
 function list(type, max) {
   return {
@@ -343,13 +388,16 @@ function struct(fields) {
     enc(w, v) {
       if (v === null || typeof v !== 'object') throw new TypeError(`not a struct: ${v}`);
       for (const [name, type] of fields) {
-        if (!(name in v)) throw new TypeError(`missing field ${name}`);
+        if (!(name in v) && !type.appended) throw new TypeError(`missing field ${name}`);
         type.enc(w, v[name]);
       }
     },
     dec(r) {
       const out = {};
-      for (const [name, type] of fields) out[name] = type.dec(r);
+      for (const [name, type] of fields) {
+        const value = type.dec(r);
+        if (value !== undefined) out[name] = value;
+      }
       return out;
     },
   };
@@ -365,6 +413,7 @@ const RoomId = str(128);
 const ResumeToken = str(4096);
 const TrackKind = names('Audio', 'Video');
 const SdpType = names('Offer', 'Answer');
+const PauseReasonT = u8;
 
 // Structs (PROTOCOL.md §6.3).
 const IceServer = struct([
@@ -420,7 +469,7 @@ function checkPublishLayers(layers) {
 }
 
 /**
- * The 27 message kinds of version 1, in kind order: `[name, fields, check?]`. `check` returns a
+ * The 30 message kinds of version 1, in kind order: `[name, fields, check?]`. `check` returns a
  * string when a known message breaks a rule of §6.4.
  */
 const MESSAGES = [
@@ -469,10 +518,13 @@ const MESSAGES = [
     ],
   ],
   ['TrackUnpublished', [['track', TrackId], ['participant', ParticipantId]]],
-  ['Subscribe', [['request', RequestId], ['track', TrackId], ['max_layer', opt(u8)]]],
+  ['Subscribe', [['request', RequestId], ['track', TrackId], ['max_layer', opt(u8)], ['priority', appended(u8)]]],
   ['Subscribed', [['request', RequestId], ['track', TrackId], ['media', MediaId], ['ssrc', u32], ['layer', u8]]],
   ['Unsubscribe', [['request', RequestId], ['track', TrackId]]],
-  ['SetLayerPreference', [['request', RequestId], ['track', TrackId], ['max_layer', opt(u8)]]],
+  [
+    'SetLayerPreference',
+    [['request', RequestId], ['track', TrackId], ['max_layer', opt(u8)], ['priority', appended(u8)]],
+  ],
   ['SetMute', [['request', RequestId], ['track', TrackId], ['muted', bool]]],
   ['TrackMuted', [['track', TrackId], ['muted', bool]]],
   ['KeyframeRequest', [['track', TrackId], ['layer', opt(u8)]]],
@@ -493,6 +545,8 @@ const MESSAGES = [
     [['candidate', str(1024)], ['sdp_mid', opt(str(256))], ['sdp_mline_index', opt(u16)]],
   ],
   ['NewResumeToken', [['resume_token', ResumeToken]]],
+  ['TrackPaused', [['track', TrackId], ['reason', PauseReasonT]]],
+  ['TrackResumed', [['track', TrackId], ['reason', PauseReasonT]]],
 ].map(([name, fields, check], kind) => ({ name, kind, body: struct(fields), check }));
 
 /** Number of message kinds this version knows; kinds at or above it are skipped. */
@@ -606,6 +660,8 @@ export class FrameReader {
 
 export const DATAGRAM_MEDIA = 0x00;
 export const DATAGRAM_CONTROL = 0x01;
+/** Padding: `02 | any bytes`, the gateway probing the link (§8.6). Dropped, and not unusable. */
+export const DATAGRAM_PADDING = 0x02;
 
 const DATAGRAM_CONTROLS = [
   ['Ping', [['seq', u32], ['timestamp_us', u64]]],
@@ -626,6 +682,14 @@ export function encodeControlDatagram(message) {
   w.varint(spec.kind, U32_MAX);
   spec.body.enc(w, fields);
   return w.finish();
+}
+
+/** A padding datagram of `length` bytes in all (at least its kind byte): 02 then zeros. */
+export function encodePaddingDatagram(length) {
+  if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`invalid padding length ${length}`);
+  const out = new Uint8Array(Math.max(1, length));
+  out[0] = DATAGRAM_PADDING;
+  return out;
 }
 
 /** Bytes a media datagram's header takes for `media`: the kind byte and the QUIC varint. */
@@ -664,7 +728,8 @@ export function rtpProblem(rtp) {
 
 /**
  * Parses a datagram: `{media, rtp}` (rtp is a view into `bytes`), `{control}` for a control
- * datagram this version knows, `{unknownControl}` for one from a newer version. Throws
+ * datagram this version knows, `{unknownControl}` for one from a newer version, `{padding}` (its
+ * length) for a padding datagram, which the caller drops without counting it. Throws
  * ProtocolError for anything unusable; the caller drops and counts it (datagrams never close a
  * session).
  */
@@ -686,6 +751,7 @@ export function parseDatagram(bytes) {
     const spec = DATAGRAM_CONTROLS[kind];
     return { control: { [spec.name]: spec.body.dec(r) } };
   }
+  if (bytes[0] === DATAGRAM_PADDING) return { padding: bytes.length };
   throw new ProtocolError(`unknown datagram kind ${bytes[0]}`);
 }
 

@@ -157,7 +157,10 @@ export class Session {
     this.lastHeard = globalThis.performance?.now() ?? 0;
     this.pingSeq = 0;
     this.pings = null;
+    /** Unusable datagrams (malformed, unknown kind), dropped. */
     this.datagramsDropped = 0;
+    /** Padding datagrams (the gateway probing the link, PROTOCOL.md §8.6), dropped: not unusable. */
+    this.paddingReceived = 0;
     this.onMessage = () => {};
     this.onMedia = () => {};
     this.onKeyframeRequest = () => {};
@@ -352,6 +355,7 @@ export class Session {
         }
         if (parsed.rtp) this.onMedia(parsed.media, parsed.rtp);
         else if (parsed.control) this.handleControlDatagram(parsed.control);
+        else if (parsed.padding !== undefined) this.paddingReceived += 1;
       }
     } catch {
       // The session ended.

@@ -528,6 +528,28 @@ impl Driver {
                     layer: l.layer,
                 });
             }
+            // "It SHOULD NOT unsubscribe (the server resumes the video when it can) and answers
+            // nothing" (section 6.3): the state and an event for the application, nothing sent.
+            ControlMessage::TrackPaused(p) => {
+                debug!(track = p.track.0, reason = %p.reason, "subscription paused");
+                if let Some(s) = lock(&shared.state).subscriptions.get_mut(&p.track) {
+                    s.paused = Some(p.reason);
+                }
+                shared.emit(SessionEvent::TrackPaused {
+                    track: p.track,
+                    reason: p.reason,
+                });
+            }
+            ControlMessage::TrackResumed(r) => {
+                debug!(track = r.track.0, reason = %r.reason, "subscription resumed");
+                if let Some(s) = lock(&shared.state).subscriptions.get_mut(&r.track) {
+                    s.paused = None;
+                }
+                shared.emit(SessionEvent::TrackResumed {
+                    track: r.track,
+                    reason: r.reason,
+                });
+            }
             ControlMessage::Ping(p) => {
                 self.send_control(&ControlMessage::Pong(Pong { nonce: p.nonce }))
             }
@@ -661,6 +683,9 @@ impl Driver {
             Ok(Datagram::Control(DatagramControl::ReceiverReport { .. })) => {
                 bump(&shared.counters.receiver_reports);
             }
+            // "A client drops a padding datagram silently: it is not an unknown kind and not
+            // unusable, so it is not counted with those" (section 8.6).
+            Ok(Datagram::Padding { .. }) => bump(&shared.counters.padding_received),
             Ok(_) | Err(_) => bump(&shared.counters.datagrams_invalid),
         }
     }
@@ -1009,12 +1034,15 @@ fn retryable(error: &ClientError) -> bool {
     }
 }
 
-fn subscription(s: &strait_protocol::Subscribed) -> Subscription {
+/// A subscription as `Subscribed` announces it: forwarded, until a `TrackPaused` says otherwise
+/// (the server sends one right after a `Subscribed` whose video is paused).
+pub(crate) fn subscription(s: &strait_protocol::Subscribed) -> Subscription {
     Subscription {
         track: s.track,
         media: s.media,
         ssrc: s.ssrc,
         layer: s.layer,
+        paused: None,
     }
 }
 

@@ -30,7 +30,10 @@
 //!   driver; drops are counted in [`Session::stats`].
 //!
 //! Requests (`join`, `publish`, `subscribe`…) are correlated by request id; an `Error` answer is
-//! [`ClientError::Rejected`] with the server's code. Media is sent with [`Session::send_rtp`],
+//! [`ClientError::Rejected`] with the server's code. When the session's link cannot carry every
+//! video it receives, the server pauses the subscriptions of the lowest priority
+//! ([`Session::subscribe_with`] names one) and says so with [`SessionEvent::TrackPaused`] and
+//! [`SessionEvent::TrackResumed`]; the padding datagrams it sends to probe the link are dropped. Media is sent with [`Session::send_rtp`],
 //! which never blocks and refuses (never silently drops) a packet that does not fit a datagram.
 //!
 //! Time comes from tokio's clock (`tokio::time::Instant`), so tests can pause it; the backoff
@@ -89,7 +92,8 @@ pub use session::{Client, MAX_REDIRECTS, Session};
 pub use stats::SessionStats;
 pub use tls::{ALPN_H3, ALPN_STRAIT, certificate_hash, client_config as tls_client_config};
 pub use types::{
-    JoinedRoom, LayerSpec, MediaPacket, PublishSpec, PublishedTrack, SessionEvent, Subscription,
+    JoinedRoom, LayerSpec, MediaPacket, PublishSpec, PublishedTrack, SessionEvent,
+    SubscribeOptions, Subscription,
 };
 
 /// The protocol crate, re-exported so that applications name the same types.

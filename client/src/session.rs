@@ -19,13 +19,16 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::ClientConfig;
-use crate::driver::{Command, Driver, PendingGuard, PingGuard, handshake, hello_info};
+use crate::driver::{
+    Command, Driver, PendingGuard, PingGuard, handshake, hello_info, subscription,
+};
 use crate::error::{ClientError, SendError};
 use crate::shared::{OutFrame, PendingRequest, RequestKind, Shared, lock, run_writer};
 use crate::stats::{SessionStats, bump};
 use crate::transport::{Connector, Target};
 use crate::types::{
-    JoinedRoom, MediaPacket, PublishSpec, PublishedTrack, SessionEvent, Subscription,
+    JoinedRoom, MediaPacket, PublishSpec, PublishedTrack, SessionEvent, SubscribeOptions,
+    Subscription,
 };
 
 /// Redirects (`GoAway` with code `REDIRECT`) that [`Client::connect`] follows before it gives
@@ -417,28 +420,47 @@ impl Session {
         .await
     }
 
-    /// Receives `track`, at most layer `max_layer` (`None`: the best available).
+    /// Receives `track`, at most layer `max_layer` (`None`: the best available), at the priority
+    /// the server gives it by default. [`Session::subscribe_with`] names a priority.
     pub async fn subscribe(
         &self,
         track: TrackId,
         max_layer: Option<u8>,
+    ) -> Result<Subscription, ClientError> {
+        self.subscribe_with(
+            track,
+            SubscribeOptions {
+                max_layer,
+                priority: None,
+            },
+        )
+        .await
+    }
+
+    /// Receives `track` as `options` say: at most layer `options.max_layer`, and at priority
+    /// `options.priority` when this session's link cannot carry every video it receives (the
+    /// server pauses the lowest first, [`SessionEvent::TrackPaused`]).
+    ///
+    /// The subscription may be paused from its start: then a [`SessionEvent::TrackPaused`]
+    /// follows right after this returns (which returns what `Subscribed` said;
+    /// [`Session::subscription`] has the latest state).
+    pub async fn subscribe_with(
+        &self,
+        track: TrackId,
+        options: SubscribeOptions,
     ) -> Result<Subscription, ClientError> {
         let answer = self
             .request(RequestKind::Subscribe, |request| {
                 ControlMessage::Subscribe(Subscribe {
                     request,
                     track,
-                    max_layer,
+                    max_layer: options.max_layer,
+                    priority: options.priority,
                 })
             })
             .await?;
         match answer {
-            ControlMessage::Subscribed(s) => Ok(Subscription {
-                track: s.track,
-                media: s.media,
-                ssrc: s.ssrc,
-                layer: s.layer,
-            }),
+            ControlMessage::Subscribed(s) => Ok(subscription(&s)),
             other => Err(unexpected("Subscribe", &other)),
         }
     }
@@ -451,17 +473,37 @@ impl Session {
         .await
     }
 
-    /// Caps the layer forwarded on a subscription (`None`: the best available).
+    /// Caps the layer forwarded on a subscription (`None`: the best available). Like the
+    /// protocol's `SetLayerPreference` without a priority, it also returns the subscription to
+    /// the server's default priority; [`Session::set_layer_preference_with`] names one.
     pub async fn set_layer_preference(
         &self,
         track: TrackId,
         max_layer: Option<u8>,
     ) -> Result<(), ClientError> {
+        self.set_layer_preference_with(
+            track,
+            SubscribeOptions {
+                max_layer,
+                priority: None,
+            },
+        )
+        .await
+    }
+
+    /// Replaces what a subscription wants: its layer cap and its priority (`None` in either:
+    /// the best available layer, the server's default priority).
+    pub async fn set_layer_preference_with(
+        &self,
+        track: TrackId,
+        options: SubscribeOptions,
+    ) -> Result<(), ClientError> {
         self.ack(RequestKind::SetLayerPreference, |request| {
             ControlMessage::SetLayerPreference(SetLayerPreference {
                 request,
                 track,
-                max_layer,
+                max_layer: options.max_layer,
+                priority: options.priority,
             })
         })
         .await

@@ -26,6 +26,9 @@ pub struct SessionStats {
     /// Received datagrams dropped as unusable (empty, unknown kind, bad media id or RTP,
     /// undecodable or unknown control, keyframe request for an unknown media id).
     pub datagrams_invalid: u64,
+    /// Padding datagrams received (the server probing how much this session's link can take):
+    /// dropped as they carry nothing, and not counted in `datagrams_invalid`.
+    pub padding_received: u64,
     /// RTP packets refused because they do not fit a datagram.
     pub send_too_large: u64,
     /// RTP packets refused because the session was reconnecting.
@@ -50,6 +53,7 @@ pub(crate) struct Counters {
     pub(crate) media_sent: AtomicU64,
     pub(crate) media_received: AtomicU64,
     pub(crate) datagrams_invalid: AtomicU64,
+    pub(crate) padding_received: AtomicU64,
     pub(crate) send_too_large: AtomicU64,
     pub(crate) send_not_connected: AtomicU64,
     pub(crate) unknown_messages: AtomicU64,
@@ -74,6 +78,7 @@ impl Counters {
             media_received: get(&self.media_received),
             media_dropped,
             datagrams_invalid: get(&self.datagrams_invalid),
+            padding_received: get(&self.padding_received),
             send_too_large: get(&self.send_too_large),
             send_not_connected: get(&self.send_not_connected),
             events_dropped,

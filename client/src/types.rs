@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strait_protocol::{
-    Codec, ErrorCode, MediaId, ParticipantId, ParticipantInfo, RoomId, TrackId, TrackInfo,
-    TrackKind,
+    Codec, ErrorCode, MediaId, ParticipantId, ParticipantInfo, PauseReason, RoomId, TrackId,
+    TrackInfo, TrackKind,
 };
 use tokio::time::Instant;
 
@@ -49,6 +49,23 @@ pub struct PublishedTrack {
     pub muted: bool,
 }
 
+/// How to receive a track ([`crate::Session::subscribe_with`]), or what a subscription wants
+/// from now on ([`crate::Session::set_layer_preference_with`]). The default is what
+/// [`crate::Session::subscribe`] with `None` asks for: the best layer, the server's priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubscribeOptions {
+    /// The highest layer wanted (an index into the track's layers); `None` for the best
+    /// available.
+    pub max_layer: Option<u8>,
+    /// How much the subscription matters when this session's link cannot carry every video it
+    /// receives: the server pauses the lowest priority first ([`SessionEvent::TrackPaused`]),
+    /// higher wins. `None` leaves it to the server, which derives it from the track's source
+    /// (`screen` [`strait_protocol::SCREEN_PRIORITY`], any other
+    /// [`strait_protocol::DEFAULT_PRIORITY`]); it is then not sent at all, so a server that
+    /// predates priorities reads the same request as before.
+    pub priority: Option<u8>,
+}
+
 /// A track this session receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {
@@ -60,6 +77,9 @@ pub struct Subscription {
     pub ssrc: u32,
     /// The layer being forwarded.
     pub layer: u8,
+    /// Why the server paused this subscription's video, while it is paused
+    /// ([`SessionEvent::TrackPaused`]); `None` while it is forwarded.
+    pub paused: Option<PauseReason>,
 }
 
 /// The room this session is in.
@@ -119,6 +139,25 @@ pub enum SessionEvent {
         track: TrackId,
         /// The layer, if one.
         layer: Option<u8>,
+    },
+    /// The server paused a subscription's video: nothing arrives on its media id until
+    /// [`SessionEvent::TrackResumed`]. The subscription stays; keep showing the last frame or a
+    /// placeholder, and do not unsubscribe. A subscription can be paused from its start (this
+    /// event right after `subscribe` returns).
+    TrackPaused {
+        /// The subscribed track.
+        track: TrackId,
+        /// Why: [`PauseReason::BANDWIDTH`] (this session's link cannot carry it; the lowest
+        /// priority is paused first) or [`PauseReason::LOAD`] (the server sheds load). An open
+        /// set: a newer server may give a reason this build prints as a number.
+        reason: PauseReason,
+    },
+    /// The server forwards a paused subscription's video again.
+    TrackResumed {
+        /// The subscribed track.
+        track: TrackId,
+        /// The reason of the pause that ended.
+        reason: PauseReason,
     },
     /// A subscription now carries another layer.
     LayerSwitched {

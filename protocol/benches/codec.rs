@@ -34,6 +34,7 @@ fn hot_messages() -> Vec<(&'static str, ControlMessage)> {
                 request: RequestId(17),
                 track: TrackId(1_000_007),
                 max_layer: None,
+                priority: None,
             }),
         ),
         (
@@ -114,6 +115,7 @@ fn frame_reader(c: &mut Criterion) {
             request: RequestId(3),
             track: TrackId(7),
             max_layer: Some(1),
+            priority: None,
         }),
     ];
     let mut wire = Vec::new();

@@ -66,6 +66,11 @@ pub(crate) fn take() -> Option<Violation> {
     LAST.with(Cell::take)
 }
 
+/// An error for an enum (or option tag) index this version does not define.
+pub(crate) fn unknown_variant<E: de::Error>(ty: &'static str, found: u64) -> E {
+    record(Violation::UnknownVariant { ty, found })
+}
+
 /// An error for a field whose value breaks a rule other than its length.
 pub(crate) fn invalid<E: de::Error>(field: &'static str, reason: &'static str) -> E {
     record(Violation::Invalid { field, reason })

@@ -5,9 +5,13 @@
 //! see [`crate::bounded`]) and with a decode limit of [`HARD_MAX_FRAME_SIZE`]. Swapping bincode for
 //! another format means rewriting this module, the golden vectors and `docs/PROTOCOL.md` §4 only.
 
+use std::fmt;
+use std::marker::PhantomData;
+
 use bincode::config::{self, Configuration, LittleEndian, Varint};
 use bincode::error::DecodeError as BincodeDecodeError;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
 use crate::bounded::{self, Violation};
@@ -137,6 +141,59 @@ fn map_decode_error(e: BincodeDecodeError) -> DecodeError {
             DecodeError::LengthOutOfBounds
         }
         other => DecodeError::Malformed(other.to_string()),
+    }
+}
+
+/// Decodes an `option<T>` appended to a version-1 message after the version was published, for
+/// `#[serde(deserialize_with = "appended_option")]` on the message's last field (with
+/// `#[serde(default, skip_serializing_if = "Option::is_none")]`, so that `None` is written as
+/// nothing and the message is byte for byte what an older sender writes).
+///
+/// - The body ends before the field: `None` (an older sender; `docs/PROTOCOL.md` §5).
+/// - Tag `00`: `None`. Tag `01`: the value follows, and a body that ends inside it is truncated.
+/// - Any other tag: [`DecodeError::UnknownVariant`], as for any option.
+///
+/// How, with bincode: its serde decoder reads nothing for a tuple itself, only its elements one
+/// by one, so the field is asked for as a tuple of two elements, the tag as a `u8` and then the
+/// value. Every byte is a valid `u8`, so reading the tag fails only where the input has ended;
+/// that failure, and only that one, is "absent". (The only other error a `u8` read can give is
+/// the 1 MiB decode limit, which the few-byte messages that carry such a field never reach.)
+/// Human-readable formats (the golden vectors' JSON) read a plain `Option`, with a missing key as
+/// `None` by `default`.
+pub(crate) fn appended_option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    if d.is_human_readable() {
+        return Option::<T>::deserialize(d);
+    }
+    d.deserialize_tuple(2, AppendedOption(PhantomData))
+}
+
+struct AppendedOption<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for AppendedOption<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an option appended to a message, or the end of the message")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
+        let tag = match seq.next_element::<u8>() {
+            Ok(Some(tag)) => tag,
+            // The end of the body: the sender predates the field.
+            Ok(None) | Err(_) => return Ok(None),
+        };
+        match tag {
+            0 => Ok(None),
+            1 => seq
+                .next_element()?
+                .map(Some)
+                .ok_or_else(|| de::Error::invalid_length(1, &self)),
+            other => Err(bounded::unknown_variant("Option<T>", u64::from(other))),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! ```text
 //! media:   0x00 | varint media id | RTP packet (as is, to the end of the datagram)
 //! control: 0x01 | bincode DatagramControl
+//! padding: 0x02 | any bytes (the server probing a subscriber's link; dropped on receipt)
 //! ```
 //!
 //! Parsing borrows: the RTP packet of a media datagram is a slice (or a zero-copy `Bytes`) of the
@@ -20,6 +21,9 @@ use crate::varint::{self, VarIntError};
 pub const KIND_MEDIA: u8 = 0x00;
 /// Kind byte of a control datagram.
 pub const KIND_CONTROL: u8 = 0x01;
+/// Kind byte of a padding datagram: bytes that carry nothing, sent by the server to probe how
+/// much a subscriber's link can take. The receiver drops it without counting it as unusable.
+pub const KIND_PADDING: u8 = 0x02;
 /// The smallest valid RTP packet (fixed header, RFC 3550 §5.1).
 pub const RTP_HEADER_LEN: usize = 12;
 
@@ -112,6 +116,12 @@ pub enum Datagram {
     Control(DatagramControl),
     /// A control datagram of a kind from a newer version; skip it.
     UnknownControl(u32),
+    /// A padding datagram (the server probing the link): drop it. It is not an error and not an
+    /// unknown kind, so it is not counted as one.
+    Padding {
+        /// The whole datagram's length, kind byte included.
+        len: usize,
+    },
 }
 
 /// Checks that `rtp` looks like an RTP packet: version 2 and a header that fits.
@@ -180,8 +190,23 @@ pub fn parse_datagram(datagram: &Bytes) -> Result<Datagram, DatagramError> {
                 .map(Datagram::Control)
                 .map_err(DatagramError::InvalidControl)
         }
+        Some(&KIND_PADDING) => Ok(Datagram::Padding {
+            len: datagram.len(),
+        }),
         Some(&other) => Err(DatagramError::UnknownKind(other)),
     }
+}
+
+/// Appends a padding datagram of `len` bytes in all (the kind byte, then zeros) to `out`, as the
+/// server writes one to probe a subscriber's link; `len` is what the probe costs on the link,
+/// before QUIC's own overhead. A `len` of 0 is taken as 1: a datagram has at least its kind byte.
+///
+/// Like the other builders it writes after whatever `out` already holds (a WebTransport
+/// session's prefix, for one), so that a probe costs one buffer.
+pub fn write_padding(out: &mut Vec<u8>, len: usize) {
+    out.reserve(len.max(1));
+    out.push(KIND_PADDING);
+    out.resize(out.len() + len.saturating_sub(1), 0);
 }
 
 /// Bytes of the media datagram header for `media` (kind byte + varint).

@@ -252,9 +252,10 @@ mod tests {
             Ok(Decoded::Message(ControlMessage::Ping(Ping { nonce: 3 })))
         );
         // An unknown kind is a frame like any other: the session skips it.
+        let unknown = ControlMessage::KINDS as u8;
         assert_eq!(
-            decode_single_frame(&[4, 28, 1, 2, 3], 1024),
-            Ok(Decoded::UnknownKind(28))
+            decode_single_frame(&[4, unknown, 1, 2, 3], 1024),
+            Ok(Decoded::UnknownKind(ControlMessage::KINDS))
         );
     }
 

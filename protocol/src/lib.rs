@@ -11,11 +11,12 @@
 //! ## Layers
 //!
 //! - [`varint`]: QUIC variable-length integers (frame lengths, media ids).
-//! - [`ControlMessage`] and its structs: every message, with [`ErrorCode`] an open set of codes.
+//! - [`ControlMessage`] and its structs: every message, with [`ErrorCode`] and [`PauseReason`]
+//!   open sets of codes.
 //! - [`decode_message`] / [`encode_message`]: the bincode 2 body codec (one module, swappable).
 //! - [`FrameReader`] / [`encode_frame`]: `varint length + body` framing, incremental and bounded;
 //!   [`decode_single_frame`] for a message that holds exactly one frame (the WebSocket path).
-//! - [`datagram`]: kind byte, media (`varint media id + RTP`) and control datagrams.
+//! - [`datagram`]: kind byte, media (`varint media id + RTP`), control and padding datagrams.
 //!
 //! ## Decoding network input
 //!
@@ -23,7 +24,10 @@
 //! reader's maximum frame size, strings and lists by the limits in [`limits`]. Errors are typed
 //! ([`DecodeError`], [`DatagramError`]); "need more bytes" is `Ok(None)`, never an error. Unknown
 //! message kinds are reported as [`Decoded::UnknownKind`] so that an older peer skips what a newer
-//! one sends; a known kind that is malformed is an error.
+//! one sends; a known kind that is malformed is an error. Bytes after the fields a receiver knows
+//! are ignored, and the few optional fields appended to version 1 after it was first published
+//! (`Subscribe.priority`, `SetLayerPreference.priority`) read as absent when the body ends before
+//! them, so older and newer peers understand each other both ways.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -57,6 +61,7 @@ mod frame;
 mod ids;
 pub mod limits;
 mod message;
+mod pause_reason;
 pub mod varint;
 
 pub use codec::{DecodeError, Decoded, EncodeError, decode_message, encode_message};
@@ -65,3 +70,4 @@ pub use error_code::ErrorCode;
 pub use frame::{FrameReader, SingleFrameError, decode_single_frame, encode_frame};
 pub use ids::{MediaId, ParticipantId, RequestId, ResumeToken, RoomId, TrackId};
 pub use message::*;
+pub use pause_reason::PauseReason;

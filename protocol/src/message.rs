@@ -6,19 +6,46 @@
 //! message kinds are appended at the end; a receiver skips kinds it does not know. New fields are
 //! appended at the end of a struct; a receiver ignores bytes after the last field it knows.
 //! Reordering anything here is a breaking change that the golden vectors in `tests/vectors/` catch.
+//!
+//! A field appended to a message that version 1 already had (`Subscribe.priority`,
+//! `SetLayerPreference.priority`) is an `Option` that an older peer does not send: it is written
+//! as nothing at all when absent (so the message is byte for byte what an older peer sends) and
+//! read as absent when the body ends before it (`crate::codec::appended_option`). Only the last
+//! field of a message can be such a field.
 
 use serde::{Deserialize, Serialize};
 
 use crate::bounded::{bounded_opt_string, bounded_string, bounded_vec};
+use crate::codec::appended_option;
 use crate::error_code::ErrorCode;
 use crate::ids::{MediaId, ParticipantId, RequestId, ResumeToken, RoomId, TrackId};
 use crate::limits::*;
+use crate::pause_reason::PauseReason;
 
 /// The protocol version this crate speaks, sent in `ClientHello` and `ServerHello`.
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// The ALPN of native sessions on raw QUIC. WebTransport sessions use `h3`.
 pub const ALPN_NATIVE: &[u8] = b"strait/1";
+
+/// The priority of a subscription that names none (`Subscribe.priority` absent), for a track
+/// whose `source` is anything but `screen`.
+pub const DEFAULT_PRIORITY: u8 = 100;
+
+/// The priority of a subscription that names none, for a track whose `source` is `screen`: a
+/// shared screen is paused after the cameras.
+pub const SCREEN_PRIORITY: u8 = 200;
+
+/// The priority the server gives a subscription that names none: [`SCREEN_PRIORITY`] for a track
+/// whose `source` is exactly `screen`, [`DEFAULT_PRIORITY`] for any other.
+#[must_use]
+pub fn default_priority(source: &str) -> u8 {
+    if source == "screen" {
+        SCREEN_PRIORITY
+    } else {
+        DEFAULT_PRIORITY
+    }
+}
 
 bounded_string!(de_token, "token", MAX_TOKEN_LEN);
 bounded_string!(de_agent, "agent", MAX_NAME_LEN);
@@ -125,11 +152,17 @@ pub enum ControlMessage {
     /// 27, server → client: a resume token that replaces the last one (sent before the last
     /// one expires, for as long as the session lives).
     NewResumeToken(NewResumeToken),
+    // --- bandwidth allocation ---
+    /// 28, server → client: the server stopped forwarding a subscription's video; the
+    /// subscription stays.
+    TrackPaused(TrackPaused),
+    /// 29, server → client: the server forwards a paused subscription's video again.
+    TrackResumed(TrackResumed),
 }
 
 impl ControlMessage {
     /// Number of message kinds this version knows; kinds at or above it are skipped on receipt.
-    pub const KINDS: u32 = 28;
+    pub const KINDS: u32 = 30;
 
     /// The wire kind (variant index) of this message.
     #[must_use]
@@ -163,6 +196,8 @@ impl ControlMessage {
             Self::Sdp(_) => 25,
             Self::IceCandidate(_) => 26,
             Self::NewResumeToken(_) => 27,
+            Self::TrackPaused(_) => 28,
+            Self::TrackResumed(_) => 29,
         }
     }
 
@@ -442,6 +477,19 @@ pub struct Subscribe {
     pub track: TrackId,
     /// The highest layer wanted (index into the track's layers); `None` for the best available.
     pub max_layer: Option<u8>,
+    /// How much this subscription matters when the subscriber's link cannot carry every one:
+    /// the server pauses the video of the lowest priority first (`TrackPaused`), higher wins.
+    /// `None` leaves it to the server, which derives it from the track's `source`
+    /// ([`default_priority`]: `screen` 200, anything else 100).
+    ///
+    /// Appended to version 1: an older client does not send it. `None` is written as nothing at
+    /// all, and a body that ends before the field reads as `None` (`docs/PROTOCOL.md` §5).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "appended_option"
+    )]
+    pub priority: Option<u8>,
 }
 
 /// A subscription is active.
@@ -468,7 +516,7 @@ pub struct Unsubscribe {
     pub track: TrackId,
 }
 
-/// Cap the simulcast layer forwarded on a subscription.
+/// Cap the simulcast layer forwarded on a subscription, and set its priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetLayerPreference {
     /// Correlates the `Ack`.
@@ -477,6 +525,18 @@ pub struct SetLayerPreference {
     pub track: TrackId,
     /// The highest layer wanted; `None` for the best available.
     pub max_layer: Option<u8>,
+    /// The subscription's priority from now on, as in `Subscribe.priority` (higher wins). Like
+    /// `max_layer` it replaces what was set before: `None` returns to the server's default
+    /// ([`default_priority`]).
+    ///
+    /// Appended to version 1: an older client does not send it. `None` is written as nothing at
+    /// all, and a body that ends before the field reads as `None` (`docs/PROTOCOL.md` §5).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "appended_option"
+    )]
+    pub priority: Option<u8>,
 }
 
 /// Mute or unmute a track one publishes.
@@ -517,6 +577,29 @@ pub struct LayerSwitched {
     pub track: TrackId,
     /// The layer now forwarded.
     pub layer: u8,
+}
+
+/// The server stopped forwarding a subscription's video (the subscription stays; nothing is
+/// forwarded on its media id until `TrackResumed`). A client keeps showing the last frame or a
+/// placeholder, does not unsubscribe, and answers nothing. A subscription created while paused is
+/// answered `Subscribed`, then `TrackPaused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackPaused {
+    /// The subscribed track.
+    pub track: TrackId,
+    /// Why: [`PauseReason::BANDWIDTH`] (the subscriber's link cannot carry it), or
+    /// [`PauseReason::LOAD`] (the server sheds load); an open set.
+    pub reason: PauseReason,
+}
+
+/// The server forwards a paused subscription's video again (it should start at a keyframe). No
+/// answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackResumed {
+    /// The subscribed track.
+    pub track: TrackId,
+    /// The reason of the pause that ended.
+    pub reason: PauseReason,
 }
 
 /// A liveness probe on the control stream.

@@ -19,6 +19,8 @@
 //!   video publishers, and the waits on a native session that go with them.
 //! - [`browser`]: what the headless-Chromium tests share (tool checks, process-group cleanup).
 //! - [`redis`]: a real `redis-server` on a Unix socket, for the cluster tests.
+//! - [`sim`]: a deterministic network simulation in virtual time (narrow links, a sans-IO QUIC
+//!   pair, a simulcast publisher, freeze metrics) for the bandwidth allocator's tests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,6 +31,7 @@ pub mod http;
 pub mod redis;
 pub mod relay;
 pub mod sdp;
+pub mod sim;
 pub mod turn_client;
 pub mod turn_peer;
 pub mod webrtc_peer;

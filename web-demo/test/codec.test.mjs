@@ -18,11 +18,13 @@ import {
   encodeFrame,
   encodeMediaDatagram,
   encodeMessage,
+  encodePaddingDatagram,
   encodeVarint,
   errorCodeName,
   fromHex,
   maxRtpSize,
   parseDatagram,
+  pauseReasonName,
   toHex,
 } from '../protocol.js';
 
@@ -47,6 +49,7 @@ test('the vector file covers every message kind and every control datagram kind'
   assert.equal(kinds.size, MESSAGE_KINDS);
   const datagrams = new Set(vectors.datagram_control.map((v) => Object.keys(v.message)[0]));
   assert.deepEqual([...datagrams].sort(), ['KeyframeRequest', 'Ping', 'Pong', 'ReceiverReport']);
+  assert.ok(vectors.padding.length > 0, 'padding datagrams');
 });
 
 for (const v of vectors.control) {
@@ -83,6 +86,13 @@ for (const v of vectors.media) {
   });
 }
 
+for (const v of vectors.padding) {
+  test(`padding ${v.name}: both directions`, () => {
+    assert.deepEqual(parseDatagram(fromHex(v.datagram)), { padding: v.len });
+    assert.equal(toHex(encodePaddingDatagram(v.len)), v.datagram);
+  });
+}
+
 for (const v of vectors.varint) {
   test(`varint ${v.value}: both directions`, () => {
     assert.equal(toHex(encodeVarint(v.value)), v.hex);
@@ -115,9 +125,9 @@ test('u64 values above 2^53 decode to BigInt and encode back', () => {
 
 test('unknown message kinds are skipped, the next frame still decodes', () => {
   const reader = new FrameReader();
-  // Kind 28 (unknown to version 1) with two bytes of body, kind 300 (multi-byte), then Ping 7.
-  reader.push(fromHex('031c0102' + '03fb2c01' + '021407'));
-  assert.deepEqual(reader.next(), { unknownKind: 28 });
+  // Kind 30 (unknown to version 1) with two bytes of body, kind 300 (multi-byte), then Ping 7.
+  reader.push(fromHex('031e0102' + '03fb2c01' + '021407'));
+  assert.deepEqual(reader.next(), { unknownKind: 30 });
   assert.deepEqual(reader.next(), { unknownKind: 300 });
   assert.deepEqual(reader.next(), { message: { Ping: { nonce: 7 } } });
   assert.equal(reader.next(), null);
@@ -125,6 +135,36 @@ test('unknown message kinds are skipped, the next frame still decodes', () => {
 
 test('trailing bytes after the known fields are ignored', () => {
   assert.deepEqual(decodeMessage(fromHex('1407ffff')), { message: { Ping: { nonce: 7 } } });
+});
+
+test('an appended priority is absent when the body ends before it, and never sent when absent', () => {
+  for (const [kind, name] of [['0c', 'Subscribe'], ['0f', 'SetLayerPreference']]) {
+    const decode = (tail) => decodeMessage(fromHex(kind + '050a' + tail));
+    // As a client that predates the field sends it; and an explicit absent tag.
+    assert.deepEqual(decode('00'), { message: { [name]: { request: 5, track: 10, max_layer: null } } });
+    assert.deepEqual(decode('0000'), { message: { [name]: { request: 5, track: 10, max_layer: null } } });
+    assert.deepEqual(decode('010201c8ffff'), {
+      message: { [name]: { request: 5, track: 10, max_layer: 2, priority: 200 } },
+    });
+    for (const broken of ['', '01', '0001', '0002c8']) {
+      assert.throws(() => decode(broken), ProtocolError, `${name} ${broken}`);
+    }
+    for (const priority of [undefined, null]) {
+      const message = { [name]: { request: 5, track: 10, max_layer: null, priority } };
+      assert.equal(toHex(encodeMessage(message)), kind + '050a00');
+    }
+    assert.equal(toHex(encodeMessage({ [name]: { request: 5, track: 10, max_layer: null } })), kind + '050a00');
+    assert.equal(toHex(encodeMessage({ [name]: { request: 5, track: 10, max_layer: null, priority: 0 } })), kind + '050a000100');
+    assert.throws(() => encodeMessage({ [name]: { request: 5, track: 10, max_layer: null, priority: 256 } }), RangeError);
+  }
+});
+
+test('pause reasons print by name, unknown ones as numbers', () => {
+  assert.equal(pauseReasonName(0), 'BANDWIDTH');
+  assert.equal(pauseReasonName(1), 'LOAD');
+  assert.equal(pauseReasonName(254), '254');
+  // TrackPaused without its reason is malformed.
+  assert.throws(() => decodeMessage(fromHex('1c0a')), ProtocolError);
 });
 
 test('a frame longer than the maximum is refused as soon as its prefix is read', () => {
@@ -169,9 +209,12 @@ test('the encoder refuses what the protocol cannot carry', () => {
   assert.throws(() => encodeFrame({ Sdp: { kind: 'Offer', sdp: 'x'.repeat(61440) } }, 100), ProtocolError);
 });
 
-test('datagrams: unknown control kinds are reported, unusable ones throw', () => {
+test('datagrams: unknown control kinds are reported, padding is padding, unusable ones throw', () => {
   assert.deepEqual(parseDatagram(fromHex('0104')), { unknownControl: 4 });
-  for (const hex of ['', '02', '00', '0001', '000180', '00014000000000000000000000']) {
+  assert.deepEqual(parseDatagram(fromHex('02')), { padding: 1 });
+  assert.deepEqual(parseDatagram(fromHex('02ff0001')), { padding: 4 });
+  assert.equal(toHex(encodePaddingDatagram(0)), '02');
+  for (const hex of ['', '03', '7f01', '00', '0001', '000180', '00014000000000000000000000']) {
     assert.throws(() => parseDatagram(fromHex(hex)), ProtocolError, hex);
   }
   // A media id above 2^32 - 1 (8-byte varint).

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod allocation;
 mod hello;
 mod media;
 mod migration;

@@ -190,8 +190,8 @@ async fn an_unknown_message_kind_is_skipped() {
         let ControlMessage::Join(join) = peer.recv().await else {
             panic!("expected Join");
         };
-        // Kind 28 (unknown in version 1) with a body, then kind 300 (a two-byte varint).
-        peer.send_raw(&[0x04, 28, 0x01, 0x02, 0x03]).await;
+        // Kind 30 (unknown in version 1) with a body, then kind 300 (a two-byte varint).
+        peer.send_raw(&[0x04, 30, 0x01, 0x02, 0x03]).await;
         peer.send_raw(&[0x04, 0xfb, 0x2c, 0x01, 0x00]).await;
         peer.send(&[joined(join.request, "room", 1)]).await;
     });

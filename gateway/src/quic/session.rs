@@ -705,6 +705,8 @@ fn handle_datagram(
         Ok(Datagram::Control(_)) => {}
         // "A variant index this version does not know is dropped and counted" (section 8.5).
         Ok(Datagram::UnknownControl(_)) => shared.metrics.count_drop(DropReason::MalformedDatagram),
+        // Only the server sends padding (section 8.6): counted as before the kind existed.
+        Ok(Datagram::Padding { .. }) => shared.metrics.count_drop(DropReason::MalformedDatagram),
         Err(_) => shared.metrics.count_drop(DropReason::MalformedDatagram),
     }
 }

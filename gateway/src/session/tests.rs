@@ -567,6 +567,7 @@ fn websocket_requests_follow_the_offer_not_publish_and_subscribe() {
             request: RequestId(2),
             track: TrackId(1),
             max_layer: None,
+            priority: None,
         }),
     );
     assert!(matches!(

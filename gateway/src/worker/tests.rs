@@ -195,6 +195,7 @@ impl Harness {
                 request: RequestId(3),
                 track,
                 max_layer: None,
+                priority: None,
             }),
         );
         match answer.as_slice() {

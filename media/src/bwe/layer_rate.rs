@@ -68,6 +68,11 @@ impl LayerRates {
         meter.rate_bps.map(|r| r as u64)
     }
 
+    /// Whether any layer ever had a packet.
+    pub fn heard(&self) -> bool {
+        self.layers.iter().any(|m| m.last_packet.is_some())
+    }
+
     /// Whether `layer` had a packet within [`SILENT_AFTER`] of `now`.
     pub fn alive(&self, layer: u8, now: Instant) -> bool {
         self.layers

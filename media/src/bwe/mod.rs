@@ -15,11 +15,17 @@
 //!   average over about 2 s of the publisher's real bytes) and whether the layer is alive (a layer
 //!   silent for a second is not). A layer's cost is the larger of its declared and measured rates,
 //!   with defaults when neither is known, so that a layer declared at 0 is never free.
+//! - [`allocate`]: one subscriber's choice of layer (or pause) per video subscription within its
+//!   estimate, by priority.
 
+mod allocate;
 mod layer_rate;
+mod padding;
 mod quic;
 
+pub use self::allocate::{AllocatorConfig, Choice, Outcome, VideoWant, allocate};
 pub use self::layer_rate::{DEFAULT_LAYER_COSTS, LayerRates, SILENT_AFTER};
+pub use self::padding::{PADDING_INTERVAL, Padding};
 pub use self::quic::{QuicEstimator, QuicEstimatorConfig, QuicSample};
 
 use std::time::Duration;
@@ -36,7 +42,7 @@ pub enum LinkState {
 }
 
 /// A leg's estimate, in bits per second.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Estimate {
     /// What the leg may be given now.
     pub available_bps: u64,

@@ -1,37 +1,143 @@
-//! Layer choice: which simulcast layer each video subscription of a subscriber should forward,
-//! given its bandwidth estimate, its caps and hysteresis.
+//! Layer choice: which simulcast layer each video subscription of a subscriber forwards, or
+//! whether it is paused, given its bandwidth estimate, its caps, priorities and hysteresis.
 //!
-//! The estimate is the subscriber's whole downstream budget. Every video subscription gets its
-//! lowest layer first (a picture for everyone beats a sharp picture for some); what is left is
-//! handed out one level at a time (all subscriptions to layer 1, then to layer 2), each in
-//! subscription order. Hysteresis is asymmetric: keeping a layer costs its bitrate increment,
-//! climbing to one costs the increment plus a headroom share of its bitrate and is not allowed
-//! shortly after a fall. Audio is not part of the budget: it is small and never dropped.
+//! The choice itself is [`bwe::allocate`](crate::bwe::allocate) (floors by priority, pausing,
+//! climbing with headroom); this module feeds it and keeps its state:
+//!
+//! - **Costs** are what each layer really costs (the publisher's measured rate, at least what it
+//!   declared, defaults while neither is known), and a layer the publisher stopped sending for a
+//!   second is not offered. Audio subscriptions are reserved first at their measured rate.
+//! - **When**: on a real change only — an estimate that moved by [`ESTIMATE_STEP_PERCENT`] or
+//!   changed state, a subscription or preference change, a layer that stopped or started, a
+//!   cooldown that ended — plus every [`REFRESH`] to follow measured costs.
+//! - **Hysteresis**: a climb needs headroom, a clear link (no queue building) and the end of the
+//!   cooldown. A fall forced by the budget starts a cooldown of `layer_up_cooldown`; a fall within
+//!   [`CLIMB_TRIAL`] of a climb is a failed climb and doubles the cooldown, up to
+//!   [`MAX_COOLDOWN`].
+//! - **Pausing**: a paused subscription forwards nothing and is told so
+//!   ([`Notification::TrackPaused`]); when it resumes it starts again at a keyframe of its layer.
+//!
+//! A subscriber without an estimate gets each subscription's cap (the top layer unless capped):
+//! nothing says its link is narrow.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{MAX_LAYERS, ParticipantId, Sfu, TrackKind};
+use super::{
+    Event, MAX_LAYERS, Notification, ParticipantId, PauseReason, Sfu, Timer, Track, TrackKind,
+};
+use crate::bwe::{self, AllocatorConfig, Choice, Estimate, LinkState, VideoWant};
 
-/// One video subscription as the allocation sees it.
-#[derive(Debug, Clone, Copy)]
-struct Candidate {
-    track: usize,
-    slot: usize,
-    /// Highest layer allowed by the subscriber's cap and the track.
-    cap: u8,
-    /// Target before this allocation; `None` for a subscription being created.
-    old: Option<u8>,
-    /// Bitrate of each layer (0 when unknown, or past the track's top layer).
-    costs: [u64; MAX_LAYERS],
-    /// Whether the up-switch cooldown has passed.
-    may_climb: bool,
+/// An estimate that moved by this share of the last allocation's is a real change.
+pub const ESTIMATE_STEP_PERCENT: u64 = 10;
+
+/// A fall forced by the budget this soon after a climb makes the climb a failure.
+pub const CLIMB_TRIAL: Duration = Duration::from_secs(4);
+
+/// The longest cooldown after failed climbs.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(16);
+
+/// Every subscriber with an estimate is allocated again at least this often.
+pub const REFRESH: Duration = Duration::from_secs(5);
+
+/// How often layer liveness and ended cooldowns are looked at.
+pub(super) const TICK: Duration = Duration::from_millis(250);
+
+/// A link must have been clear this long before it is probed.
+pub const PROBE_AFTER_CLEAR: Duration = Duration::from_secs(2);
+
+/// How long a probe lasts at most.
+pub const PROBE_DURATION: Duration = Duration::from_millis(1500);
+
+/// The least and the most padding a probe sends, bits per second.
+pub const PROBE_PADDING_BPS: (u64, u64) = (200_000, 5_000_000);
+
+/// A layer's cost for an audio track whose rate is not measured yet, bits per second.
+pub const DEFAULT_AUDIO_COST: u64 = 40_000;
+
+/// The priority of a subscription that asked for none: screen shares over everything else.
+#[must_use]
+pub fn default_priority(source: &str) -> u8 {
+    if source.eq_ignore_ascii_case("screen") || source.eq_ignore_ascii_case("screen_share") {
+        200
+    } else {
+        100
+    }
+}
+
+/// One subscriber's allocation state.
+#[derive(Debug, Clone, Default)]
+pub(super) struct AllocState {
+    /// Its latest estimate, if the gateway gave one.
+    pub estimate: Option<Estimate>,
+    /// The budget and link state of the last allocation run.
+    last_run: Option<(u64, LinkState)>,
+    /// When it last ran.
+    last_run_at: Option<Instant>,
+    /// Whether climbing was allowed in that run.
+    last_may_climb: bool,
+    /// The current cooldown (it doubles after failed climbs).
+    cooldown: Duration,
+    /// No new step before this.
+    blocked_until: Option<Instant>,
+    /// When a subscription last climbed or resumed.
+    last_climb: Option<Instant>,
+    /// What the last run used and could not give (for probing).
+    pub outcome: bwe::Outcome,
+    /// The layers of its video subscriptions (live ones) at the last run, to see them change.
+    pub live_layers: u64,
+    /// Since when the link has been clear.
+    clear_since: Option<Instant>,
+    /// The end of the probe running, if one is.
+    probe_until: Option<Instant>,
+    /// No probe before this (the probe cooldown, doubled after each failed probe).
+    probe_blocked_until: Option<Instant>,
+    /// The current probe cooldown.
+    probe_cooldown: Duration,
+}
+
+/// The live layers of `track` at `now` as a bit set; every declared layer while the track has
+/// not been heard at all (nothing to learn from yet), none while it is silent or muted.
+pub(super) fn live_layers(track: &Track, now: Instant) -> [bool; MAX_LAYERS] {
+    let mut alive = [false; MAX_LAYERS];
+    if track.muted {
+        return alive;
+    }
+    let heard = track.rates.heard();
+    for (layer, a) in alive.iter_mut().enumerate().take(track.layers.len()) {
+        *a = !heard || track.rates.alive(layer as u8, now);
+    }
+    if heard && !alive.contains(&true) {
+        return [false; MAX_LAYERS];
+    }
+    alive
+}
+
+fn mask(alive: &[bool; MAX_LAYERS]) -> u64 {
+    alive
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, &a)| if a { m | 1 << i } else { m })
 }
 
 impl Sfu {
-    /// Re-picks the targets of `subscriber`'s video subscriptions and asks for keyframes of the
-    /// layers that changed. A relay member's targets are its caps (the highest layer passed
-    /// through), and nothing is asked. `fresh` names a subscription being created (it has no old target, so
-    /// even its first climb needs headroom, and it always wants a first keyframe).
+    /// The live layers of every video subscription in `subscriptions`, folded into one word
+    /// (to see a change, not to decode).
+    fn live_mask(&self, subscriptions: &[super::SubscriptionRef], now: Instant) -> u64 {
+        let mut m = 0u64;
+        for (k, r) in subscriptions.iter().enumerate() {
+            let track = &self.tracks[r.track];
+            if track.kind == TrackKind::Video {
+                m ^= mask(&live_layers(track, now)).rotate_left(((k * 3) % 64) as u32);
+            }
+        }
+        m
+    }
+
+    /// Re-picks the targets of `subscriber`'s video subscriptions, pauses and resumes them, and
+    /// asks for keyframes of the layers that changed. A relay member's targets are its caps
+    /// (the highest layer passed through), and nothing is asked. `fresh` names a subscription
+    /// being created (it has no old choice, it always wants a first keyframe, and a pause is not
+    /// notified: the caller tells the subscriber with its answer).
     pub(super) fn retarget(
         &mut self,
         subscriber: ParticipantId,
@@ -51,93 +157,309 @@ impl Sfu {
             }
             return;
         }
-        let cooldown = self.config.layer_up_cooldown;
-        let headroom = u64::from(self.config.layer_up_headroom_percent);
-        let mut candidates = Vec::new();
+        let estimate = p.alloc.estimate;
+        let mut wants = Vec::new();
+        let mut refs = Vec::new();
+        let mut audio = 0u64;
+        let live_mask = self.live_mask(&p.subscriptions, now);
         for r in &p.subscriptions {
             let track = &self.tracks[r.track];
+            let sub = &track.subscriptions[r.slot];
             if track.kind != TrackKind::Video {
+                if !track.muted {
+                    audio += track.rates.rate(0).unwrap_or(DEFAULT_AUDIO_COST);
+                }
                 continue;
             }
-            let sub = &track.subscriptions[r.slot];
             let top = track.top_layer();
-            let mut costs = [0; MAX_LAYERS];
-            for (cost, layer) in costs.iter_mut().zip(&track.layers) {
-                *cost = u64::from(layer.spec.max_bitrate);
-            }
             let cap = sub.max_layer.map_or(top, |m| m.min(top));
-            candidates.push(Candidate {
-                track: r.track,
-                slot: r.slot,
+            let mut costs = [0; MAX_LAYERS];
+            for (layer, (cost, l)) in costs.iter_mut().zip(&track.layers).enumerate() {
+                *cost = track.rates.cost(layer as u8, l.spec.max_bitrate);
+            }
+            let alive = live_layers(track, now);
+            wants.push(VideoWant {
+                priority: sub
+                    .priority
+                    .unwrap_or_else(|| default_priority(&track.source)),
                 // While load is shed, no higher than the ceiling.
                 cap: self.layer_ceiling.map_or(cap, |ceiling| cap.min(ceiling)),
+                costs,
+                alive,
                 old: if fresh == Some((r.track, r.slot)) {
                     None
+                } else if sub.paused {
+                    Some(Choice::Paused)
                 } else {
-                    Some(sub.target)
+                    Some(Choice::Layer(sub.target))
                 },
-                costs,
-                may_climb: sub.last_down.is_none_or(|at| now >= at + cooldown),
             });
+            refs.push((r.track, r.slot));
         }
-        let targets = match p.bandwidth {
-            None => candidates.iter().map(|c| c.cap).collect(),
-            Some(budget) => allocate(&candidates, budget, headroom),
-        };
 
+        let p = self
+            .participants
+            .get_mut(&subscriber)
+            .expect("looked up above");
+        let choices: Vec<Choice> = match estimate {
+            None => wants.iter().map(|w| Choice::Layer(w.cap)).collect(),
+            Some(estimate) => {
+                let a = &mut p.alloc;
+                if a.cooldown.is_zero() {
+                    a.cooldown = self.config.layer_up_cooldown;
+                }
+                let may_climb = estimate.state == LinkState::Clear
+                    && a.blocked_until.is_none_or(|until| now >= until);
+                let config = AllocatorConfig {
+                    headroom_percent: u64::from(self.config.layer_up_headroom_percent),
+                    ..AllocatorConfig::default()
+                };
+                let budget = estimate.available_bps.saturating_sub(audio);
+                let mut out = Vec::with_capacity(wants.len());
+                a.outcome = bwe::allocate(&wants, budget, may_climb, &config, &mut out);
+                a.last_run = Some((estimate.available_bps, estimate.state));
+                a.last_run_at = Some(now);
+                a.last_may_climb = may_climb;
+                out
+            }
+        };
+        p.alloc.live_layers = live_mask;
+
+        // Apply: falls forced by the budget start (or grow) the cooldown; climbs are noted.
+        let mut forced_fall = false;
+        let mut climbed = false;
         let mut requests = Vec::new();
-        for (c, target) in candidates.iter().zip(targets) {
-            if c.old == Some(target) {
+        let mut notes = Vec::new();
+        for ((want, (slot, sub_slot)), choice) in wants.iter().zip(refs).zip(choices) {
+            if want.old == Some(choice) {
                 continue;
             }
-            let track = &mut self.tracks[c.track];
-            let format = track.format;
-            let sub = &mut track.subscriptions[c.slot];
-            // A fall forced by the budget starts the cooldown; one the subscriber asked for
-            // (a lower cap) does not.
-            if c.old.is_some_and(|old| target < old) && target < c.cap {
-                sub.last_down = Some(now);
+            let track = &mut self.tracks[slot];
+            let (id, format) = (track.id, track.format);
+            let sub = &mut track.subscriptions[sub_slot];
+            match (want.old, choice) {
+                (Some(Choice::Layer(_)), Choice::Paused) => {
+                    sub.paused = true;
+                    forced_fall = true;
+                    self.stats.pauses += 1;
+                    notes.push(Notification::TrackPaused {
+                        track: id,
+                        reason: PauseReason::Bandwidth,
+                    });
+                }
+                (None, Choice::Paused) => {
+                    sub.paused = true;
+                    self.stats.pauses += 1;
+                }
+                (Some(Choice::Paused), Choice::Layer(layer)) => {
+                    sub.paused = false;
+                    sub.target = layer;
+                    // It starts again at a keyframe, as a new segment of the same stream.
+                    sub.current = None;
+                    climbed = true;
+                    self.stats.resumes += 1;
+                    notes.push(Notification::TrackResumed {
+                        track: id,
+                        reason: PauseReason::Bandwidth,
+                    });
+                    if sub.connected {
+                        requests.push((slot, layer));
+                    }
+                }
+                (old, Choice::Layer(layer)) => {
+                    if let Some(Choice::Layer(old)) = old {
+                        // A fall the subscriber asked for (a lower cap) is not forced.
+                        if layer < old && layer < want.cap {
+                            forced_fall = true;
+                        } else if layer > old {
+                            climbed = true;
+                        }
+                    }
+                    sub.paused = false;
+                    sub.target = layer;
+                    let wants_keyframe = match sub.current {
+                        None => true,
+                        Some(current) => current != layer && format.detects_keyframes(),
+                    };
+                    if wants_keyframe && sub.connected {
+                        requests.push((slot, layer));
+                    }
+                }
+                (_, Choice::Paused) => {}
             }
-            sub.target = target;
-            let wants_keyframe = match sub.current {
-                None => true,
-                Some(current) => current != target && format.detects_keyframes(),
-            };
-            if wants_keyframe && sub.connected {
-                requests.push((c.track, target));
+        }
+        if let Some(p) = self.participants.get_mut(&subscriber) {
+            let a = &mut p.alloc;
+            if forced_fall {
+                let failed = a.last_climb.is_some_and(|at| now < at + CLIMB_TRIAL);
+                a.cooldown = if failed {
+                    self.stats.failed_climbs += 1;
+                    (a.cooldown * 2).min(MAX_COOLDOWN)
+                } else {
+                    self.config.layer_up_cooldown
+                };
+                a.blocked_until = Some(now + a.cooldown);
+                a.last_climb = None;
+            } else if climbed {
+                a.last_climb = Some(now);
             }
+        }
+        if climbed {
+            self.end_probe(subscriber, true, now);
+        } else {
+            self.maybe_probe(subscriber, now);
+        }
+        for notification in notes {
+            self.notify(subscriber, notification);
         }
         for (track, layer) in requests {
             self.request_upstream(track, layer, now);
         }
     }
-}
 
-/// The target of each candidate for a budget of `budget` bits per second.
-fn allocate(candidates: &[Candidate], budget: u64, headroom_percent: u64) -> Vec<u8> {
-    let mut targets = vec![0u8; candidates.len()];
-    let floor: u64 = candidates.iter().map(|c| c.costs[0]).sum();
-    let mut remaining = budget.saturating_sub(floor);
-    for level in 1..MAX_LAYERS as u8 {
-        for (c, target) in candidates.iter().zip(targets.iter_mut()) {
-            if *target != level - 1 || level > c.cap {
-                continue;
+    /// Takes a new estimate for `subscriber` and allocates again if it is a real change (see
+    /// the module docs). Starts the allocation tick if it is not running.
+    pub(super) fn apply_estimate(
+        &mut self,
+        subscriber: ParticipantId,
+        estimate: Estimate,
+        now: Instant,
+    ) -> bool {
+        let Some(p) = self.participants.get_mut(&subscriber) else {
+            return false;
+        };
+        p.alloc.estimate = Some(estimate);
+        if estimate.state == LinkState::Clear {
+            p.alloc.clear_since.get_or_insert(now);
+        } else {
+            p.alloc.clear_since = None;
+        }
+        let queueing = estimate.state != LinkState::Clear && p.alloc.probe_until.is_some();
+        let changed = match p.alloc.last_run {
+            None => true,
+            Some((bps, state)) => {
+                state != estimate.state
+                    || estimate.available_bps.abs_diff(bps) * 100 >= bps * ESTIMATE_STEP_PERCENT
             }
-            let cost = c.costs[usize::from(level)];
-            let increment = cost.saturating_sub(c.costs[usize::from(level) - 1]);
-            let keeps = c.old.is_some_and(|old| level <= old);
-            let needed = if keeps {
-                increment
-            } else if c.may_climb {
-                increment + cost * headroom_percent / 100
-            } else {
-                continue;
-            };
-            if remaining >= needed {
-                *target = level;
-                remaining -= increment;
-            }
+        };
+        if !self.timers.iter().any(|&(_, t)| t == Timer::Allocate) {
+            self.timers.insert((now + TICK, Timer::Allocate));
+        }
+        if queueing {
+            // The probe made a queue (or met one): it failed.
+            self.end_probe(subscriber, false, now);
+        }
+        if changed {
+            self.retarget(subscriber, now, None);
+        }
+        changed
+    }
+
+    /// Starts a probe of `subscriber`'s link when something is left to climb to, climbing is
+    /// allowed, the link has been clear for [`PROBE_AFTER_CLEAR`], and no probe runs or cools
+    /// down. The padding asks the link for the step that is missing, with a fifth more.
+    fn maybe_probe(&mut self, subscriber: ParticipantId, now: Instant) {
+        let Some(p) = self.participants.get_mut(&subscriber) else {
+            return;
+        };
+        let connected = p.connected();
+        let a = &mut p.alloc;
+        let (Some(estimate), Some(shortfall)) = (a.estimate, a.outcome.shortfall_bps) else {
+            return;
+        };
+        let ready = estimate.state == LinkState::Clear
+            && a.clear_since
+                .is_some_and(|at| now >= at + PROBE_AFTER_CLEAR)
+            && a.blocked_until.is_none_or(|until| now >= until)
+            && a.probe_until.is_none()
+            && a.probe_blocked_until.is_none_or(|until| now >= until);
+        if !ready || !connected {
+            return;
+        }
+        let padding_bps =
+            (shortfall + shortfall / 5).clamp(PROBE_PADDING_BPS.0, PROBE_PADDING_BPS.1);
+        let until = now + PROBE_DURATION;
+        a.probe_until = Some(until);
+        self.stats.probes += 1;
+        self.events.push_back(Event::Probe {
+            to: subscriber,
+            padding_bps,
+            until,
+        });
+    }
+
+    /// Ends `subscriber`'s probe, if one runs: a success (a climb came of it) resets the probe
+    /// cooldown; a failure doubles it. The padding is stopped unless the probe's time is up.
+    fn end_probe(&mut self, subscriber: ParticipantId, success: bool, now: Instant) {
+        let Some(p) = self.participants.get_mut(&subscriber) else {
+            return;
+        };
+        let a = &mut p.alloc;
+        let Some(until) = a.probe_until.take() else {
+            return;
+        };
+        let base = self.config.layer_up_cooldown;
+        a.probe_cooldown = if success {
+            base
+        } else {
+            self.stats.probes_failed += 1;
+            (a.probe_cooldown * 2).clamp(base, MAX_COOLDOWN)
+        };
+        a.probe_blocked_until = Some(now + a.probe_cooldown);
+        if now < until {
+            self.events.push_back(Event::Probe {
+                to: subscriber,
+                padding_bps: 0,
+                until: now,
+            });
         }
     }
-    targets
+
+    /// The allocation tick: allocates again every subscriber with an estimate whose layers
+    /// started or stopped, whose cooldown ended with something left to climb to, or whose last
+    /// allocation is older than [`REFRESH`]. Reschedules itself while any subscriber has an
+    /// estimate.
+    pub(super) fn allocation_tick(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        let mut others = Vec::new();
+        for (&id, p) in &self.participants {
+            if p.relay || p.alloc.estimate.is_none() {
+                continue;
+            }
+            let a = &p.alloc;
+            let stale = a.last_run_at.is_none_or(|at| now >= at + REFRESH);
+            let unblocked = a.outcome.shortfall_bps.is_some()
+                && !a.last_may_climb
+                && a.blocked_until.is_none_or(|until| now >= until);
+            let live = self.live_mask(&p.subscriptions, now);
+            let probe_over = a.probe_until.is_some_and(|until| now >= until);
+            if stale || unblocked || live != a.live_layers || probe_over {
+                due.push(id);
+            } else if a.outcome.shortfall_bps.is_some() {
+                others.push(id);
+            }
+        }
+        for id in others {
+            self.maybe_probe(id, now);
+        }
+        let any = !due.is_empty()
+            || self
+                .participants
+                .values()
+                .any(|p| p.alloc.estimate.is_some());
+        for id in due {
+            let probe_over = self.participants[&id]
+                .alloc
+                .probe_until
+                .is_some_and(|until| now >= until);
+            self.retarget(id, now, None);
+            if probe_over {
+                // Time is up and no climb came of it (a climb would have ended it).
+                self.end_probe(id, false, now);
+            }
+        }
+        if any {
+            self.timers.insert((now + TICK, Timer::Allocate));
+        }
+    }
 }

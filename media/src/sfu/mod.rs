@@ -43,12 +43,18 @@ pub use self::config::SfuConfig;
 pub use self::error::{RoutingError, SfuError};
 pub use self::forward::Forward;
 pub use self::ids::{MediaId, ParticipantId, RoomName, TrackId};
+pub use self::layers::{
+    CLIMB_TRIAL, DEFAULT_AUDIO_COST, ESTIMATE_STEP_PERCENT, MAX_COOLDOWN, PROBE_AFTER_CLEAR,
+    PROBE_DURATION, PROBE_PADDING_BPS, REFRESH, default_priority,
+};
 pub use self::stats::{DropStats, SfuStats};
 pub use self::types::{
     CodecSpec, Event, LayerInfo, LayerSpec, LeaveReason, Notification, ParticipantInfo,
-    ParticipantMeta, ResumeSnapshot, RoomSnapshot, SubscriptionInfo, TrackInfo, TrackKind,
-    TrackSpec,
+    ParticipantMeta, PauseReason, ResumeSnapshot, RoomSnapshot, SubscriptionInfo, TrackInfo,
+    TrackKind, TrackSpec,
 };
+
+use crate::bwe::{Estimate, LayerRates, LinkState};
 
 use self::forward::{Mapped, Rewriter};
 use self::keyframe::PayloadFormat;
@@ -134,6 +140,8 @@ enum Timer {
     Grace(ParticipantId),
     /// A throttled keyframe request for a track's layer may be sent.
     Keyframe(TrackId, u8),
+    /// The allocation looks at layer liveness and cooldowns (see [`layers`]).
+    Allocate,
 }
 
 #[derive(Debug)]
@@ -156,8 +164,8 @@ struct Participant {
     published: Vec<usize>,
     /// Its subscriptions, in subscription order.
     subscriptions: Vec<SubscriptionRef>,
-    /// Latest bandwidth estimate in bits per second, if the gateway gave one.
-    bandwidth: Option<u64>,
+    /// Its bandwidth estimate and the allocation's hysteresis state.
+    alloc: layers::AllocState,
     /// Joined with [`Sfu::join_relay`]: invisible, never publishes, forwards every layer as is.
     relay: bool,
 }
@@ -191,6 +199,8 @@ struct Track {
     subscriptions: Slab<Subscription>,
     /// An audio track: when it last carried voice (see [`shed`]).
     last_voice: Option<Instant>,
+    /// What each layer really carries, and whether it is being sent.
+    rates: LayerRates,
 }
 
 #[derive(Debug)]
@@ -217,8 +227,10 @@ struct Subscription {
     current: Option<u8>,
     /// The layer the subscriber was last told about.
     announced: u8,
-    /// When the target last went down (for the up-switch cooldown).
-    last_down: Option<Instant>,
+    /// Its priority, if the subscriber gave one (else the track's source decides).
+    priority: Option<u8>,
+    /// Paused by the allocation: nothing is forwarded.
+    paused: bool,
     rewrite: Rewriter,
     /// The subscriber is a relay member: every layer up to `max_layer` is forwarded unchanged
     /// (no layer choice, no rewrite, no waiting for keyframes), for the other side to choose.
@@ -381,6 +393,7 @@ impl Sfu {
                 media: sub.media,
                 ssrc: sub.ssrc,
                 layer: sub.current.unwrap_or(sub.target),
+                paused: sub.paused,
             },
             current_layer: sub.current,
             target_layer: sub.target,
@@ -434,6 +447,7 @@ impl Sfu {
                         self.relays_removed(relays);
                     }
                 }
+                Timer::Allocate => self.allocation_tick(now),
                 Timer::Keyframe(track, layer) => {
                     let Some(&slot) = self.track_index.get(&track) else {
                         continue;
@@ -497,6 +511,7 @@ impl Sfu {
             }
         };
         let track = &mut tracks[slot];
+        track.rates.record(layer, packet.len(), now);
         let format = track.format;
         let switchable = format.detects_keyframes();
         let clock_rate = track.codec.clock_rate;
@@ -523,6 +538,10 @@ impl Sfu {
         for (_, sub) in &mut track.subscriptions {
             if !sub.connected {
                 stats.drops.subscriber_disconnected += 1;
+                continue;
+            }
+            if sub.paused {
+                stats.drops.paused += 1;
                 continue;
             }
             let rewritten = if sub.relay {
@@ -650,7 +669,7 @@ impl Sfu {
             disconnected_until: None,
             published: Vec::new(),
             subscriptions: Vec::new(),
-            bandwidth: None,
+            alloc: layers::AllocState::default(),
             relay: false,
         };
         let info = participant_info(participant, &p);
@@ -721,7 +740,7 @@ impl Sfu {
                 disconnected_until: None,
                 published: Vec::new(),
                 subscriptions: Vec::new(),
-                bandwidth: None,
+                alloc: layers::AllocState::default(),
                 relay: true,
             },
         );
@@ -830,6 +849,7 @@ impl Sfu {
                     media: sub.media,
                     ssrc: sub.ssrc,
                     layer: sub.current.unwrap_or(sub.target),
+                    paused: sub.paused,
                 }
             })
             .collect();
@@ -920,6 +940,7 @@ impl Sfu {
             source: spec.source,
             muted: spec.muted,
             last_voice: None,
+            rates: LayerRates::default(),
             layers: spec
                 .layers
                 .iter()
@@ -977,7 +998,6 @@ impl Sfu {
         muted: bool,
         now: Instant,
     ) -> Result<(), SfuError> {
-        let _ = now;
         let slot = self.owned_track(participant, track)?;
         let t = &mut self.tracks[slot];
         if t.muted == muted {
@@ -985,8 +1005,14 @@ impl Sfu {
         }
         t.muted = muted;
         let room = t.room.clone();
+        let subscribers: Vec<ParticipantId> =
+            t.subscriptions.iter().map(|(_, s)| s.subscriber).collect();
         for other in self.room_members(&room, participant) {
             self.notify(other, Notification::TrackMuted { track, muted });
+        }
+        // A muted video costs its subscribers nothing; unmuted, it counts again.
+        for subscriber in subscribers {
+            self.retarget(subscriber, now, None);
         }
         Ok(())
     }
@@ -1004,11 +1030,30 @@ impl Sfu {
     /// layer up to `max_layer` passes through unchanged from the next packet, nothing is
     /// requested, the returned layer is the highest passed through, and the returned SSRC is
     /// reserved but unused (packets keep the publisher's).
+    ///
+    /// The subscription has the default priority of its track's source
+    /// ([`default_priority`]); [`subscribe_with_priority`](Self::subscribe_with_priority) sets
+    /// one.
     pub fn subscribe(
         &mut self,
         subscriber: ParticipantId,
         track: TrackId,
         max_layer: Option<u8>,
+        now: Instant,
+    ) -> Result<SubscriptionInfo, SfuError> {
+        self.subscribe_with_priority(subscriber, track, max_layer, None, now)
+    }
+
+    /// As [`subscribe`](Self::subscribe), with a priority (`None`: the default of the track's
+    /// source). Under congestion the lowest-priority video is paused first and climbs last. The
+    /// answer says whether the subscription starts paused (its budget does not cover even the
+    /// lowest layer); the subscriber is not sent [`Notification::TrackPaused`] for that.
+    pub fn subscribe_with_priority(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        max_layer: Option<u8>,
+        priority: Option<u8>,
         now: Instant,
     ) -> Result<SubscriptionInfo, SfuError> {
         let p = self
@@ -1055,7 +1100,8 @@ impl Sfu {
             target: 0,
             current: None,
             announced: 0,
-            last_down: None,
+            priority,
+            paused: false,
             rewrite: Rewriter::new(first_seq, first_ts),
             relay,
         });
@@ -1079,6 +1125,7 @@ impl Sfu {
             media,
             ssrc,
             layer: sub.target,
+            paused: sub.paused,
         })
     }
 
@@ -1116,28 +1163,63 @@ impl Sfu {
         Ok(())
     }
 
-    /// The subscriber's downstream bandwidth estimate (QUIC: congestion window over RTT; WebRTC:
-    /// TWCC/REMB), fed periodically. Re-picks the target layer of each of its video
-    /// subscriptions: the budget goes first to every subscription's lowest layer, then layer by
-    /// layer to each subscription in subscription order. Moving up needs the layer's increment
-    /// plus `layer_up_headroom_percent` of its bitrate, and not within `layer_up_cooldown` of a
-    /// move down; keeping a layer needs only its increment. A changed target takes effect at that
-    /// layer's next keyframe, which is requested (throttled). Subscriptions are never paused: a
-    /// budget below the lowest layers still forwards every lowest layer (pacing and dropping
-    /// under congestion belong to the sender).
+    /// Sets the priority of one subscription (`None`: the default of the track's source) and
+    /// allocates again.
+    pub fn set_priority(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        priority: Option<u8>,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let (r, _) = self.find_subscription(subscriber, track)?;
+        self.tracks[r.track].subscriptions[r.slot].priority = priority;
+        self.retarget(subscriber, now, None);
+        Ok(())
+    }
+
+    /// The subscriber's downstream estimate (see [`crate::bwe`]), fed at the gateway's steady
+    /// tick. When it is a real change (it moved by [`ESTIMATE_STEP_PERCENT`] from the last
+    /// allocation's, or its state changed) the subscriber's video subscriptions are allocated
+    /// again: audio is reserved first; each video gets its lowest live layer by priority, and
+    /// the lowest-priority videos are paused when those do not fit
+    /// ([`Notification::TrackPaused`]); then the highest priority climbs first. A climb needs
+    /// the layer's increment plus `layer_up_headroom_percent` of its cost, a clear link, and
+    /// the end of the cooldown that a forced fall starts (doubled after a failed climb). A
+    /// changed target takes effect at that layer's next keyframe, which is requested
+    /// (throttled). Returns whether it allocated.
+    pub fn set_estimate(
+        &mut self,
+        subscriber: ParticipantId,
+        estimate: Estimate,
+        now: Instant,
+    ) -> Result<bool, SfuError> {
+        if !self.participants.contains_key(&subscriber) {
+            return Err(SfuError::UnknownParticipant(subscriber));
+        }
+        Ok(self.apply_estimate(subscriber, estimate, now))
+    }
+
+    /// A bare bandwidth figure as the estimate (a clear link that may carry
+    /// `bits_per_second`): for a leg with no congestion signals of its own. See
+    /// [`set_estimate`](Self::set_estimate).
     pub fn set_bandwidth(
         &mut self,
         subscriber: ParticipantId,
         bits_per_second: u64,
         now: Instant,
     ) -> Result<(), SfuError> {
-        let p = self
-            .participants
-            .get_mut(&subscriber)
-            .ok_or(SfuError::UnknownParticipant(subscriber))?;
-        p.bandwidth = Some(bits_per_second);
-        self.retarget(subscriber, now, None);
-        Ok(())
+        self.set_estimate(
+            subscriber,
+            Estimate {
+                available_bps: bits_per_second,
+                acked_bps: bits_per_second,
+                state: LinkState::Clear,
+                queue_delay: std::time::Duration::ZERO,
+            },
+            now,
+        )
+        .map(drop)
     }
 
     /// `subscriber` asks for a keyframe on its subscription to `track` (a PLI or a QUIC

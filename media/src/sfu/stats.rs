@@ -21,6 +21,17 @@ pub struct SfuStats {
     pub keyframe_requests_throttled: u64,
     /// Subscriptions that changed the layer they forward (at a keyframe).
     pub layer_switches: u64,
+    /// Video subscriptions paused by the allocation (their subscriber's budget).
+    pub pauses: u64,
+    /// Paused subscriptions resumed.
+    pub resumes: u64,
+    /// Climbs followed within `CLIMB_TRIAL` by a fall forced by the budget (each doubles the
+    /// subscriber's cooldown).
+    pub failed_climbs: u64,
+    /// Probes of subscribers' links started ([`Event::Probe`](super::Event::Probe)).
+    pub probes: u64,
+    /// Probes that ended without a climb (time up, or the link began to queue).
+    pub probes_failed: u64,
     /// Notifications not delivered because their recipient was disconnected.
     pub notifications_dropped: u64,
     /// Rooms now.
@@ -55,4 +66,6 @@ pub struct DropStats {
     /// Video not forwarded while load is shed: its publisher is not among the latest speakers
     /// ([`Sfu::set_video_speakers`](super::Sfu::set_video_speakers)).
     pub shed: u64,
+    /// The subscription is paused by the allocation.
+    pub paused: u64,
 }

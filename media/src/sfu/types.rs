@@ -136,6 +136,9 @@ pub struct SubscriptionInfo {
     /// The layer forwarded first (at subscribe), or now (in a [`ResumeSnapshot`]); for a relay
     /// member, the highest layer passed through.
     pub layer: u8,
+    /// The allocation paused it (its subscriber's budget does not cover it): nothing is
+    /// forwarded until [`Notification::TrackResumed`].
+    pub paused: bool,
 }
 
 /// What a participant gets back when it resumes within its grace period.
@@ -202,6 +205,30 @@ pub enum Notification {
         /// The layer now forwarded.
         layer: u8,
     },
+    /// One of the recipient's video subscriptions is paused: nothing of it is forwarded, the
+    /// subscription stays.
+    TrackPaused {
+        /// The subscribed track.
+        track: TrackId,
+        /// Why.
+        reason: PauseReason,
+    },
+    /// A paused subscription forwards again (from a keyframe).
+    TrackResumed {
+        /// The subscribed track.
+        track: TrackId,
+        /// Why it had been paused.
+        reason: PauseReason,
+    },
+}
+
+/// Why a subscription is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PauseReason {
+    /// The subscriber's link cannot carry it: the lowest-priority video is paused first.
+    Bandwidth,
+    /// The node sheds load.
+    Load,
 }
 
 /// Output of the core for the gateway, from [`Sfu::poll_event`](super::Sfu::poll_event).
@@ -236,5 +263,17 @@ pub enum Event {
         participant: ParticipantId,
         /// Why.
         reason: LeaveReason,
+    },
+    /// Probe a subscriber's link before climbing: send it padding at `padding_bps` on top of
+    /// its media until `until` (a padding datagram on QUIC, which clients drop). A probe with
+    /// `padding_bps` 0 ends the one running (it succeeded early, or the link began to queue).
+    /// Its outcome is judged by the estimates that follow.
+    Probe {
+        /// The subscriber.
+        to: ParticipantId,
+        /// Padding to send, bits per second (0: stop).
+        padding_bps: u64,
+        /// When to stop.
+        until: std::time::Instant,
     },
 }

@@ -61,6 +61,7 @@
 //! `None`, then sleep until `poll_timeout` and call `handle_timeout`.
 
 mod error;
+mod estimate;
 mod feedback;
 mod ice;
 mod nack;
@@ -112,6 +113,7 @@ use rustc_hash::FxHashMap;
 use tracing::{debug, trace};
 
 pub use self::error::{RtcError, WebRtcError};
+pub use self::estimate::WebRtcEstimator;
 pub use self::feedback::DeliverKeyframeRequests;
 use self::feedback::{is_feedback, register_interceptors};
 pub use self::ice::{IceCredentials, IceFragment, ice_fragment_of_answer};
@@ -240,21 +242,14 @@ pub enum WebRtcEvent {
         /// The whole packet (header and payload).
         packet: Bytes,
     },
-    /// A subscriber's transport-wide congestion control feedback about what it received.
-    TransportFeedback {
+    /// A subscriber's estimate changed, from its transport-wide congestion control feedback
+    /// about what was forwarded to it (or its REMB when it sends no TWCC); see
+    /// [`WebRtcEstimator`]. For the allocation of its layers.
+    Estimate {
         /// The subscriber.
         peer: PeerId,
-        /// The feedback as it arrived.
-        feedback: TransportLayerCc,
-    },
-    /// A subscriber's receiver-estimated maximum bitrate (REMB).
-    Remb {
-        /// The subscriber.
-        peer: PeerId,
-        /// The estimate, in bits per second.
-        bitrate: u64,
-        /// The streams it covers.
-        ssrcs: Vec<u32>,
+        /// The estimate.
+        estimate: crate::bwe::Estimate,
     },
     /// A subscriber asked (PLI or FIR) for a keyframe on one of its send tracks.
     KeyframeRequest {
@@ -429,6 +424,8 @@ struct Peer {
     path: Option<(SocketAddr, SocketAddr)>,
     /// The next transport-wide sequence number (one counter for all its send streams).
     twcc_seq: u16,
+    /// Its estimate, from the TWCC feedback about what was forwarded to it (or its REMB).
+    estimator: WebRtcEstimator,
     /// When its peer connection next needs `handle_timeout`, as it said after the last input
     /// (asking every peer at every wake-up was a tenth of the worker's time at 50 peers).
     deadline: Option<Instant>,
@@ -693,6 +690,7 @@ impl Endpoint {
                 srtp_failed: false,
                 path: None,
                 twcc_seq: 0,
+                estimator: WebRtcEstimator::new(),
                 deadline: None,
             },
         );
@@ -1003,6 +1001,7 @@ impl Endpoint {
             srtp,
             path,
             twcc_seq,
+            estimator,
             ..
         } = state;
         let (Some(srtp), Some((from, to))) = (srtp.as_mut(), *path) else {
@@ -1048,6 +1047,7 @@ impl Endpoint {
         )?;
         let protected = Bytes::copy_from_slice(scratch);
         if format.transport_cc.is_some() {
+            estimator.on_sent(*twcc_seq, ssrc, sequence_number, protected.len(), now);
             *twcc_seq = twcc_seq.wrapping_add(1);
         }
         out.stream.sent(
@@ -1090,6 +1090,7 @@ impl Endpoint {
             srtp: Some(srtp),
             path: Some((from, to)),
             twcc_seq,
+            estimator,
             ..
         }) = peers.get_mut(&peer)
         else {
@@ -1167,6 +1168,7 @@ impl Endpoint {
             }
             let protected = Bytes::copy_from_slice(scratch);
             if format.transport_cc.is_some() {
+                estimator.on_sent(*twcc_seq, wire_ssrc, wire_seq, protected.len(), now);
                 *twcc_seq = twcc_seq.wrapping_add(1);
             }
             stats.retransmitted += 1;
@@ -1417,19 +1419,22 @@ impl Endpoint {
                                 nacks.push(nack.clone());
                             } else if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
                                 feedback.twcc += 1;
-                                self.events.push_back(WebRtcEvent::TransportFeedback {
-                                    peer: id,
-                                    feedback: cc.clone(),
-                                });
+                                // Feedback only comes with a datagram, which set the time.
+                                let estimate =
+                                    self.now.and_then(|now| peer.estimator.on_feedback(cc, now));
+                                if let Some(estimate) = estimate {
+                                    self.events
+                                        .push_back(WebRtcEvent::Estimate { peer: id, estimate });
+                                }
                             } else if let Some(remb) =
                                 any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
                             {
                                 feedback.remb += 1;
-                                self.events.push_back(WebRtcEvent::Remb {
-                                    peer: id,
-                                    bitrate: remb.bitrate.max(0.0) as u64,
-                                    ssrcs: remb.ssrcs.clone(),
-                                });
+                                let bps = remb.bitrate.max(0.0) as u64;
+                                if let Some(estimate) = peer.estimator.on_remb(bps) {
+                                    self.events
+                                        .push_back(WebRtcEvent::Estimate { peer: id, estimate });
+                                }
                             }
                         }
                     }

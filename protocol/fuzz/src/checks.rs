@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use strait_protocol::datagram::{
-    self, Datagram, DatagramControl, DatagramError, KIND_CONTROL, KIND_MEDIA,
+    self, Datagram, DatagramControl, DatagramError, KIND_CONTROL, KIND_MEDIA, KIND_PADDING,
 };
 use strait_protocol::limits::HARD_MAX_FRAME_SIZE;
 use strait_protocol::{
@@ -209,7 +209,8 @@ pub(crate) fn control_decode(data: &[u8]) {
 
 /// `datagram_parse`: `parse_datagram` and `parse_media` agree; a parsed media datagram rebuilds
 /// with `write_media_datagram` into the same id and RTP (and the same bytes when the id was in its
-/// shortest form); a parsed control datagram re-encodes and parses back to itself.
+/// shortest form); a parsed control datagram re-encodes and parses back to itself; a padding
+/// datagram is the whole input and `write_padding` rebuilds one of the same length.
 pub(crate) fn datagram_parse(data: &[u8]) {
     let bytes = Bytes::copy_from_slice(data);
     let parsed = datagram::parse_datagram(&bytes);
@@ -259,6 +260,17 @@ pub(crate) fn datagram_parse(data: &[u8]) {
         Ok(Datagram::UnknownControl(kind)) => {
             assert_eq!(data[0], KIND_CONTROL);
             assert!(kind >= DatagramControl::KINDS);
+        }
+        Ok(Datagram::Padding { len }) => {
+            assert_eq!(data[0], KIND_PADDING);
+            assert_eq!(len, data.len(), "padding is the whole datagram");
+            let mut rebuilt = Vec::new();
+            datagram::write_padding(&mut rebuilt, len);
+            assert_eq!(
+                datagram::parse_datagram(&Bytes::from(rebuilt)),
+                Ok(Datagram::Padding { len }),
+                "rebuilt padding parses differently"
+            );
         }
         Err(_) => {}
     }

@@ -341,6 +341,7 @@ fn valid_messages() -> Vec<(&'static str, ControlMessage)> {
                 request: RequestId(3),
                 track: TrackId(7),
                 max_layer: Some(1),
+                priority: Some(200),
             }),
         ),
         (
@@ -359,6 +360,7 @@ fn valid_messages() -> Vec<(&'static str, ControlMessage)> {
                 request: RequestId(5),
                 track: TrackId(7),
                 max_layer: None,
+                priority: None,
             }),
         ),
         (
@@ -421,6 +423,20 @@ fn valid_messages() -> Vec<(&'static str, ControlMessage)> {
                 resume_token: ResumeToken("AQAAAAAAAAAqAAAAAAAAAAA".into()),
             }),
         ),
+        (
+            "track-paused",
+            ControlMessage::TrackPaused(TrackPaused {
+                track: TrackId(7),
+                reason: PauseReason::BANDWIDTH,
+            }),
+        ),
+        (
+            "track-resumed",
+            ControlMessage::TrackResumed(TrackResumed {
+                track: TrackId(70_000),
+                reason: PauseReason(9),
+            }),
+        ),
     ]
 }
 
@@ -445,6 +461,9 @@ fn bincode_u64(value: u64) -> Vec<u8> {
     out.extend_from_slice(&value.to_le_bytes());
     out
 }
+
+/// The first message kind this version does not know.
+const UNKNOWN_KIND: u8 = ControlMessage::KINDS as u8;
 
 /// What `decode_message` must answer for a hostile body.
 type Expected = fn(&Result<Decoded, DecodeError>) -> bool;
@@ -494,9 +513,15 @@ fn hostile_bodies() -> Vec<(&'static str, Vec<u8>, Expected)> {
         ("hostile-empty", vec![], |r| {
             r == &Err(DecodeError::Truncated)
         }),
-        ("hostile-unknown-kind", vec![28, 1, 2, 3], |r| {
-            r == &Ok(Decoded::UnknownKind(28))
+        ("hostile-unknown-kind", vec![UNKNOWN_KIND, 1, 2, 3], |r| {
+            r == &Ok(Decoded::UnknownKind(u32::from(UNKNOWN_KIND)))
         }),
+        // Subscribe whose appended priority has an option tag of 2.
+        (
+            "hostile-subscribe-priority-tag-2",
+            vec![12, 3, 7, 0, 2, 9],
+            |r| matches!(r, Err(DecodeError::UnknownVariant { found: 2, .. })),
+        ),
         ("hostile-unknown-kind-wide", vec![0xfb, 0x00, 0x10], |r| {
             r == &Ok(Decoded::UnknownKind(4096))
         }),
@@ -707,7 +732,7 @@ fn seeds() -> Vec<Seed> {
         "hostile-truncated-frame",
         FrameInput::build(0, &[4], &truncated),
     );
-    let mut unknown_then_ping = frame(&[28, 1, 2, 3]);
+    let mut unknown_then_ping = frame(&[UNKNOWN_KIND, 1, 2, 3]);
     unknown_then_ping.extend_from_slice(&ping);
     add(
         fr,
@@ -826,7 +851,10 @@ fn seeds() -> Vec<Seed> {
         ping[..ping.len() - 2].to_vec(),
     );
     add(dp, "hostile-control-empty", vec![1]);
-    add(dp, "hostile-unknown-kind", vec![2, 1, 2, 3]);
+    add(dp, "hostile-unknown-kind", vec![3, 1, 2, 3]);
+    let mut padding = Vec::new();
+    datagram::write_padding(&mut padding, 48);
+    add(dp, "valid-padding", padding);
     add(dp, "hostile-empty", vec![]);
 
     // single_frame: header byte (max frame size index), then one WebSocket message. Index 0 is
@@ -849,7 +877,7 @@ fn seeds() -> Vec<Seed> {
     add(
         sf,
         "valid-unknown-kind",
-        SingleFrameInput::build(0, &frame(&[28, 1, 2, 3])),
+        SingleFrameInput::build(0, &frame(&[UNKNOWN_KIND, 1, 2, 3])),
     );
     let ping_body = body(message("ping"));
     let ping = frame(&ping_body);

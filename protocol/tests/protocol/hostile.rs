@@ -239,6 +239,79 @@ fn trailing_bytes_after_known_fields_are_ignored() {
     assert_eq!(decode_message(&body), Ok(Decoded::Message(msg)));
 }
 
+fn subscribe(max_layer: Option<u8>, priority: Option<u8>) -> ControlMessage {
+    ControlMessage::Subscribe(Subscribe {
+        request: RequestId(5),
+        track: TrackId(10),
+        max_layer,
+        priority,
+    })
+}
+
+fn set_layer_preference(max_layer: Option<u8>, priority: Option<u8>) -> ControlMessage {
+    ControlMessage::SetLayerPreference(SetLayerPreference {
+        request: RequestId(5),
+        track: TrackId(10),
+        max_layer,
+        priority,
+    })
+}
+
+#[test]
+fn an_appended_priority_is_absent_when_the_body_ends_before_it() {
+    for (kind, message) in [
+        (
+            12u8,
+            subscribe as fn(Option<u8>, Option<u8>) -> ControlMessage,
+        ),
+        (15, set_layer_preference),
+    ] {
+        let decode = |tail: &[u8]| decode_message(&[&[kind, 5, 10][..], tail].concat());
+        // Written by a client that predates the field: the body ends after `max_layer`.
+        assert_eq!(decode(&[0]), Ok(Decoded::Message(message(None, None))));
+        assert_eq!(
+            decode(&[1, 2]),
+            Ok(Decoded::Message(message(Some(2), None)))
+        );
+        // Present: an ordinary option, and what follows it is ignored as ever.
+        assert_eq!(decode(&[0, 0]), Ok(Decoded::Message(message(None, None))));
+        assert_eq!(
+            decode(&[0, 1, 200]),
+            Ok(Decoded::Message(message(None, Some(200))))
+        );
+        assert_eq!(
+            decode(&[1, 0, 1, 0, 0xff, 0xff]),
+            Ok(Decoded::Message(message(Some(0), Some(0))))
+        );
+        // Only the appended field may be missing, and a present one must be whole and valid.
+        assert_eq!(decode(&[]), Err(DecodeError::Truncated));
+        assert_eq!(decode(&[1]), Err(DecodeError::Truncated));
+        assert_eq!(decode(&[0, 1]), Err(DecodeError::Truncated));
+        assert_eq!(
+            decode(&[0, 2, 200]),
+            Err(DecodeError::UnknownVariant {
+                ty: "Option<T>",
+                found: 2
+            })
+        );
+    }
+}
+
+#[test]
+fn a_truncated_subscribe_is_an_error_except_right_before_its_priority() {
+    let body = body_of(&subscribe(Some(1), Some(200)));
+    let old = body_of(&subscribe(Some(1), None));
+    assert_eq!(body.len(), old.len() + 2);
+    for cut in 0..body.len() {
+        let result = decode_bounded(&body[..cut], 64);
+        if cut == old.len() {
+            assert_eq!(result, Ok(Decoded::Message(subscribe(Some(1), None))));
+        } else {
+            assert_eq!(result, Err(DecodeError::Truncated), "cut at {cut}");
+        }
+    }
+}
+
 #[test]
 fn invalid_varint_markers_are_malformed() {
     assert!(matches!(
@@ -436,6 +509,8 @@ fn bad_bool_option_and_enum_bytes_are_errors() {
         decode_message(&[12, 1, 2, 7]),
         Err(DecodeError::UnknownVariant { .. })
     ));
+    // TrackPaused { track 1 } without its reason.
+    assert_eq!(decode_message(&[28, 1]), Err(DecodeError::Truncated));
     // Publish with track kind 9.
     assert_eq!(
         decode_message(&[7, 1, 9]),
@@ -516,6 +591,18 @@ fn malformed_datagrams_are_typed_errors() {
     ));
     // parse_media refuses other kinds.
     assert_eq!(parse_media(&[0x01, 0]), Err(DatagramError::NotMedia(0x01)));
+}
+
+#[test]
+fn padding_datagrams_are_reported_as_padding_not_as_unknown_kinds() {
+    let parse = |b: &[u8]| parse_datagram(&Bytes::copy_from_slice(b));
+    assert_eq!(parse(&[0x02]), Ok(Datagram::Padding { len: 1 }));
+    assert_eq!(parse(&[0x02, 0xff, 0, 1]), Ok(Datagram::Padding { len: 4 }));
+    assert_eq!(parse(&[0x03, 0, 0]), Err(DatagramError::UnknownKind(0x03)));
+    assert_eq!(parse_media(&[0x02, 0]), Err(DatagramError::NotMedia(0x02)));
+    let mut out = Vec::new();
+    datagram::write_padding(&mut out, 0);
+    assert_eq!(out, [0x02], "a padding datagram has at least its kind byte");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
-use strait_protocol::datagram::{self, parse_datagram, write_media_datagram};
+use strait_protocol::datagram::{self, parse_datagram, write_media_datagram, write_padding};
 use strait_protocol::*;
 
 fn text(max: usize) -> impl Strategy<Value = String> {
@@ -214,13 +214,14 @@ fn message() -> impl Strategy<Value = ControlMessage> {
         (track(), participant()).prop_map(|(track, participant)| M::TrackUnpublished(
             TrackUnpublished { track, participant }
         )),
-        (request(), track(), any::<Option<u8>>()).prop_map(|(request, track, max_layer)| {
-            M::Subscribe(Subscribe {
+        (request(), track(), any::<Option<u8>>(), any::<Option<u8>>()).prop_map(
+            |(request, track, max_layer, priority)| M::Subscribe(Subscribe {
                 request,
                 track,
                 max_layer,
+                priority,
             })
-        }),
+        ),
         (request(), track(), media(), any::<u32>(), any::<u8>()).prop_map(
             |(request, track, media, ssrc, layer)| M::Subscribed(Subscribed {
                 request,
@@ -232,13 +233,14 @@ fn message() -> impl Strategy<Value = ControlMessage> {
         ),
         (request(), track())
             .prop_map(|(request, track)| M::Unsubscribe(Unsubscribe { request, track })),
-        (request(), track(), any::<Option<u8>>()).prop_map(|(request, track, max_layer)| {
-            M::SetLayerPreference(SetLayerPreference {
+        (request(), track(), any::<Option<u8>>(), any::<Option<u8>>()).prop_map(
+            |(request, track, max_layer, priority)| M::SetLayerPreference(SetLayerPreference {
                 request,
                 track,
                 max_layer,
+                priority,
             })
-        }),
+        ),
         (request(), track(), any::<bool>()).prop_map(|(request, track, muted)| M::SetMute(
             SetMute {
                 request,
@@ -293,6 +295,14 @@ fn message() -> impl Strategy<Value = ControlMessage> {
             )),
         text(64).prop_map(|token| M::NewResumeToken(NewResumeToken {
             resume_token: ResumeToken(token)
+        })),
+        (track(), any::<u8>()).prop_map(|(track, reason)| M::TrackPaused(TrackPaused {
+            track,
+            reason: PauseReason(reason)
+        })),
+        (track(), any::<u8>()).prop_map(|(track, reason)| M::TrackResumed(TrackResumed {
+            track,
+            reason: PauseReason(reason)
         })),
     ]
 }
@@ -407,6 +417,27 @@ proptest! {
         let (parsed_id, rtp) = datagram::parse_media(&buf[..n]).unwrap();
         prop_assert_eq!(parsed_id, id);
         prop_assert_eq!(rtp, &packet[..]);
+    }
+
+    #[test]
+    fn padding_datagrams_round_trip(len in 0usize..1500, prefix in vec(any::<u8>(), 0..4)) {
+        // Written after what the buffer holds (a WebTransport prefix), `len` bytes in all.
+        let mut out = prefix.clone();
+        write_padding(&mut out, len);
+        prop_assert_eq!(&out[..prefix.len()], &prefix[..]);
+        let padding = Bytes::copy_from_slice(&out[prefix.len()..]);
+        prop_assert_eq!(padding.len(), len.max(1));
+        prop_assert_eq!(parse_datagram(&padding).unwrap(), Datagram::Padding { len: len.max(1) });
+    }
+
+    #[test]
+    fn any_bytes_after_the_padding_kind_are_padding(tail in vec(any::<u8>(), 0..1500)) {
+        let mut d = vec![datagram::KIND_PADDING];
+        d.extend_from_slice(&tail);
+        prop_assert_eq!(
+            parse_datagram(&Bytes::from(d)).unwrap(),
+            Datagram::Padding { len: tail.len() + 1 }
+        );
     }
 
     #[test]

@@ -77,6 +77,7 @@ fn subscribe(request: u32, track: TrackId) -> ControlMessage {
         request: RequestId(request),
         track,
         max_layer: None,
+        priority: None,
     })
 }
 
@@ -193,16 +194,16 @@ async fn unknown_message_kinds_are_skipped() {
 
     // Before the hello: skipped too.
     let mut raw = RawSession::connect(&gw).await;
-    raw.send_raw(&[0x02, 0x1c, 0x00]).await;
+    raw.send_raw(&[0x02, 0x1e, 0x00]).await;
     let hello = raw
         .send_hello(client_hello(gw.token("unknown", "u"), None))
         .await;
     assert!(!hello.resumed);
     raw.join(1, "unknown").await;
 
-    // Kind 28 (the first this version does not know), kind 250, and kind 300 (a multi-byte
+    // Kind 30 (the first this version does not know), kind 250, and kind 300 (a multi-byte
     // bincode varint, `fb 2c 01`) with trailing bytes.
-    raw.send_raw(&[0x02, 0x1c, 0x00]).await;
+    raw.send_raw(&[0x02, 0x1e, 0x00]).await;
     raw.send_raw(&[0x01, 0xfa]).await;
     raw.send_raw(&[0x05, 0xfb, 0x2c, 0x01, 0x07, 0x07]).await;
     let skipped = raw.ping(7).await;

@@ -1309,6 +1309,7 @@ async fn a_websocket_subscriber_chooses_its_simulcast_layer() {
             request: strait_protocol::RequestId(41),
             track,
             max_layer: Some(0),
+            priority: None,
         },
     ))
     .await;

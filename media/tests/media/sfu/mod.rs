@@ -2,6 +2,7 @@
 
 mod fixture;
 
+mod allocation;
 mod detect;
 mod forwarding;
 mod grace;

@@ -121,29 +121,38 @@ fn going_up_needs_headroom_and_waits_out_the_cooldown() {
     assert_eq!(sub.layer, 0, "the estimate chooses the first layer");
     let target = |h: &Harness| h.sfu.subscription(p(2), track).unwrap().target_layer;
 
-    // Layer 1 costs 500 kbit/s; climbing to it needs 20 % more.
+    // Layer 1 costs 500 kbit/s; climbing to it needs 20 % more (an estimate is taken again only
+    // when it moved by 10 %).
     h.sfu
         .set_bandwidth(p(2), u64::from(MID) + 90_000, h.now)
         .unwrap();
     assert_eq!(target(&h), 0);
     h.sfu
-        .set_bandwidth(p(2), u64::from(MID) + 100_000, h.now)
+        .set_bandwidth(p(2), u64::from(MID) + 150_000, h.now)
         .unwrap();
     assert_eq!(target(&h), 1);
     // Keeping it needs only its bitrate.
     h.sfu.set_bandwidth(p(2), u64::from(MID), h.now).unwrap();
     assert_eq!(target(&h), 1);
     h.sfu
-        .set_bandwidth(p(2), u64::from(MID) - 1, h.now)
+        .set_bandwidth(p(2), u64::from(MID) * 9 / 10 - 1, h.now)
         .unwrap();
     assert_eq!(target(&h), 0);
-    // Shortly after a fall, no climb even with plenty.
+    // Shortly after a fall, no climb even with plenty. The climb to 1 failed (the fall came
+    // within CLIMB_TRIAL), so the cooldown is twice `layer_up_cooldown`; when it ends, the
+    // allocation tick climbs without a new estimate.
     h.advance(1000);
     h.sfu.set_bandwidth(p(2), 10_000_000, h.now).unwrap();
     assert_eq!(target(&h), 0);
-    h.advance(1000);
-    h.sfu.set_bandwidth(p(2), 10_000_000, h.now).unwrap();
+    for _ in 0..4 {
+        h.advance(250);
+    }
+    assert_eq!(target(&h), 0, "the cooldown doubled after a failed climb");
+    for _ in 0..8 {
+        h.advance(250);
+    }
     assert_eq!(target(&h), 2);
+    assert_eq!(h.sfu.stats().failed_climbs, 1);
     let _ = HIGH;
 }
 

@@ -1,0 +1,334 @@
+//! The allocation of a subscriber's budget: measured costs, live layers, priorities, pausing.
+
+use std::time::Duration;
+
+use strait_media::bwe::{Estimate, LinkState};
+use strait_media::sfu::{MediaId, Notification, PauseReason, TrackId, TrackSpec};
+
+use crate::sfu::fixture::*;
+
+fn estimate(bps: u64, state: LinkState) -> Estimate {
+    Estimate {
+        available_bps: bps,
+        acked_bps: bps,
+        state,
+        queue_delay: Duration::ZERO,
+    }
+}
+
+/// A camera (or screen share) of three layers whose declared bitrates are all 0, as browser
+/// simulcast over WHIP without `max-br` announces them.
+fn undeclared(source: &str, media: &[u32]) -> TrackSpec {
+    let mut spec = video_track("VP8", media);
+    spec.source = source.into();
+    for layer in &mut spec.layers {
+        layer.max_bitrate = 0;
+    }
+    spec
+}
+
+/// Sends `seconds` of each stream at its rate: one 1 000-byte packet every `8_000 / rate` s,
+/// keyframes every packet (so switches happen at once). Returns what participant `to` got.
+fn play(
+    h: &mut Harness,
+    publisher: u64,
+    streams: &mut [(Stream, u64)],
+    seconds: u64,
+    to: u64,
+) -> Vec<Received> {
+    let mut got = Vec::new();
+    let mut payload = vp8(true);
+    payload.resize(988, 0xab);
+    // 10 ms steps; each stream sends what its rate owes by then.
+    let mut owed = vec![0f64; streams.len()];
+    for _ in 0..seconds * 100 {
+        h.advance(10);
+        for ((stream, rate), owe) in streams.iter_mut().zip(owed.iter_mut()) {
+            *owe += *rate as f64 / 8_000.0 / 100.0;
+            while *owe >= 1.0 {
+                *owe -= 1.0;
+                let packet = stream.next(&payload);
+                got.extend(
+                    h.send(publisher, stream.media, &packet)
+                        .into_iter()
+                        .filter(|r| r.to == p(to)),
+                );
+            }
+        }
+    }
+    got
+}
+
+fn target(h: &Harness, sub: u64, track: TrackId) -> u8 {
+    h.sfu.subscription(p(sub), track).unwrap().target_layer
+}
+
+#[test]
+fn layers_declared_at_zero_cost_what_they_carry_not_nothing() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let track = h.publish(1, undeclared("camera", &[10, 11, 12]));
+    h.sfu
+        .set_estimate(p(2), estimate(550_000, LinkState::Clear), h.now)
+        .unwrap();
+    // Before anything is measured, the defaults (150 k / 500 k / 1.5 M): layer 1 does not fit
+    // 550 k with headroom.
+    let sub = h.subscribe(2, track);
+    assert_eq!(sub.layer, 0, "a free top layer was chosen");
+    // Measured: the real rates are 100 k / 300 k / 900 k, so layer 1 (300 k + 20 %) fits.
+    let mut streams = [
+        (Stream::video(10, 1), 100_000),
+        (Stream::video(11, 1), 300_000),
+        (Stream::video(12, 1), 900_000),
+    ];
+    play(&mut h, 1, &mut streams, 6, 2);
+    assert_eq!(target(&h, 2, track), 1);
+}
+
+#[test]
+fn a_layer_the_publisher_stops_is_given_up_within_a_second_and_a_half() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let track = h.publish(1, video_track("VP8", &[10, 11, 12]));
+    h.sfu
+        .set_estimate(p(2), estimate(10_000_000, LinkState::Clear), h.now)
+        .unwrap();
+    h.subscribe(2, track);
+    let mut streams = [
+        (Stream::video(10, 1), 150_000),
+        (Stream::video(11, 1), 500_000),
+        (Stream::video(12, 1), 1_500_000),
+    ];
+    play(&mut h, 1, &mut streams, 3, 2);
+    assert_eq!(target(&h, 2, track), 2);
+    h.events();
+    // The top layer stops; the others go on.
+    let mut lower = [streams[0].clone(), streams[1].clone()];
+    let got = play(&mut h, 1, &mut lower, 2, 2);
+    assert_eq!(target(&h, 2, track), 1);
+    let first_mid = got
+        .iter()
+        .position(|r| r.layer == 1)
+        .expect("layer 1 forwarded");
+    // 150 k + 500 k of 1 000-byte packets: ≈ 81 packets a second; the switch came within 1.5 s.
+    assert!(first_mid < 122, "switched after {first_mid} packets");
+    // It comes back when the top layer does.
+    play(&mut h, 1, &mut streams, 3, 2);
+    assert_eq!(target(&h, 2, track), 2);
+}
+
+#[test]
+fn the_lowest_priority_video_is_paused_told_and_resumed() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let camera = h.publish(1, video_track("VP8", &[10, 11, 12]));
+    let screen = {
+        let mut spec = video_track("VP8", &[20, 21, 22]);
+        spec.source = "screen".into();
+        h.publish(1, spec)
+    };
+    h.sfu
+        .set_estimate(p(2), estimate(3_000_000, LinkState::Clear), h.now)
+        .unwrap();
+    h.subscribe(2, camera);
+    h.subscribe(2, screen);
+    h.events();
+    // Only one floor fits: the screen share (priority 200 by its source) keeps it.
+    h.advance(2_000);
+    h.sfu
+        .set_estimate(p(2), estimate(200_000, LinkState::Congested), h.now)
+        .unwrap();
+    let events = h.events();
+    assert_eq!(
+        Harness::notifications_for(&events, 2)
+            .into_iter()
+            .filter(|n| matches!(n, Notification::TrackPaused { .. }))
+            .collect::<Vec<_>>(),
+        [Notification::TrackPaused {
+            track: camera,
+            reason: PauseReason::Bandwidth
+        }]
+    );
+    assert!(h.sfu.subscription(p(2), camera).unwrap().info.paused);
+    assert_eq!(target(&h, 2, screen), 0);
+    // Nothing of the paused camera is forwarded; the screen share's low layer is.
+    let mut streams: Vec<Stream> = [10, 11, 12, 20, 21, 22]
+        .into_iter()
+        .map(|m| Stream::video(m, 1))
+        .collect();
+    assert!(h.send(1, 10, &streams[0].next(&vp8(true))).is_empty());
+    assert_eq!(h.send(1, 20, &streams[3].next(&vp8(true))).len(), 1);
+    assert_eq!(h.sfu.stats().drops.paused, 1);
+    h.events();
+
+    // Back up after the cooldown (every layer being sent meanwhile): resumed, told, and a
+    // keyframe asked for its floor.
+    h.sfu
+        .set_estimate(p(2), estimate(3_000_000, LinkState::Clear), h.now)
+        .unwrap();
+    for _ in 0..40 {
+        h.advance(250);
+        for stream in &mut streams {
+            let packet = stream.next(&vp8(false));
+            h.send(1, stream.media, &packet);
+        }
+    }
+    let events = h.events();
+    assert!(
+        Harness::notifications_for(&events, 2).contains(&Notification::TrackResumed {
+            track: camera,
+            reason: PauseReason::Bandwidth
+        }),
+        "{events:?}"
+    );
+    assert!(!h.sfu.subscription(p(2), camera).unwrap().info.paused);
+    assert!(
+        Harness::keyframe_requests(&events)
+            .iter()
+            .any(|&(to, t, _, _)| to == p(1) && t == camera),
+        "{events:?}"
+    );
+    assert!(h.sfu.stats().resumes >= 1);
+}
+
+#[test]
+fn a_priority_set_by_the_subscriber_wins_over_the_sources_default() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let camera = h.publish(1, video_track("VP8", &[10, 11, 12]));
+    let screen = {
+        let mut spec = video_track("VP8", &[20, 21, 22]);
+        spec.source = "screen".into();
+        h.publish(1, spec)
+    };
+    h.sfu
+        .set_estimate(p(2), estimate(3_000_000, LinkState::Clear), h.now)
+        .unwrap();
+    h.sfu
+        .subscribe_with_priority(p(2), camera, None, Some(255), h.now)
+        .unwrap();
+    h.subscribe(2, screen);
+    // The camera climbs first.
+    assert_eq!((target(&h, 2, camera), target(&h, 2, screen)), (2, 1));
+    h.sfu
+        .set_estimate(p(2), estimate(200_000, LinkState::Congested), h.now)
+        .unwrap();
+    assert!(!h.sfu.subscription(p(2), camera).unwrap().info.paused);
+    assert!(h.sfu.subscription(p(2), screen).unwrap().info.paused);
+    // Set back to the default, the screen share wins the next time the floors are shared.
+    h.sfu.set_priority(p(2), camera, None, h.now).unwrap();
+    h.advance(10_000);
+    h.sfu
+        .set_estimate(p(2), estimate(3_000_000, LinkState::Clear), h.now)
+        .unwrap();
+    assert_eq!((target(&h, 2, camera), target(&h, 2, screen)), (1, 2));
+}
+
+#[test]
+fn a_subscription_made_on_a_narrow_link_starts_paused_without_a_notification() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let first = h.publish(1, video_track("VP8", &[10, 11, 12]));
+    let second = h.publish(1, video_track("VP8", &[20, 21, 22]));
+    h.sfu
+        .set_estimate(p(2), estimate(200_000, LinkState::Clear), h.now)
+        .unwrap();
+    assert!(!h.subscribe(2, first).paused);
+    h.events();
+    let info = h.subscribe(2, second);
+    assert!(info.paused);
+    assert!(
+        Harness::notifications_for(&h.events(), 2)
+            .iter()
+            .all(|n| !matches!(n, Notification::TrackPaused { .. }))
+    );
+}
+
+#[test]
+fn a_muted_video_frees_its_budget() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let first = h.publish(1, video_track("VP8", &[10, 11, 12]));
+    let second = h.publish(1, video_track("VP8", &[20, 21, 22]));
+    h.sfu
+        .set_estimate(p(2), estimate(2_000_000, LinkState::Clear), h.now)
+        .unwrap();
+    h.subscribe(2, first);
+    h.subscribe(2, second);
+    // The first keeps its top layer (keeping needs no headroom); the second climbs to the
+    // middle with what is left.
+    assert_eq!((target(&h, 2, first), target(&h, 2, second)), (2, 1));
+    h.sfu.set_muted(p(1), first, true, h.now).unwrap();
+    assert_eq!(target(&h, 2, second), 2);
+    let _ = MediaId(0);
+}
+
+fn probes(events: &[strait_media::sfu::Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            strait_media::sfu::Event::Probe { padding_bps, .. } => Some(*padding_bps),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_clear_link_with_a_layer_to_climb_to_is_probed_and_a_probe_that_queues_fails() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let track = h.publish(1, video_track("VP8", &[10, 11, 12]));
+    // What an app-limited leg on the lowest layer is given: not enough for the middle one.
+    h.sfu
+        .set_estimate(p(2), estimate(250_000, LinkState::Clear), h.now)
+        .unwrap();
+    h.subscribe(2, track);
+    assert_eq!(target(&h, 2, track), 0);
+    assert!(
+        probes(&h.events()).is_empty(),
+        "probed before the link was clear long enough"
+    );
+    h.advance(2_000);
+    // The tick probes for the missing step (600 k − 250 k, a fifth more).
+    let padding = probes(&h.events());
+    assert_eq!(padding, [420_000]);
+    // The padding raised the estimate: the climb ends the probe at once.
+    h.sfu
+        .set_estimate(p(2), estimate(700_000, LinkState::Clear), h.now)
+        .unwrap();
+    assert_eq!(target(&h, 2, track), 1);
+    assert_eq!(probes(&h.events()), [0]);
+    assert_eq!(h.sfu.stats().probes_failed, 0);
+
+    // Next probe (for the top layer), after the cooldown: the link queues, so it fails.
+    for _ in 0..8 {
+        h.advance(250);
+    }
+    let padding = probes(&h.events());
+    assert_eq!(padding.len(), 1, "{padding:?}");
+    h.sfu
+        .set_estimate(p(2), estimate(700_000, LinkState::Warning), h.now)
+        .unwrap();
+    assert_eq!(probes(&h.events()), [0]);
+    assert_eq!(h.sfu.stats().probes_failed, 1);
+    assert_eq!(target(&h, 2, track), 1);
+    // Clear again, but the failed probe doubled the probe cooldown (4 s): nothing at 3 s.
+    h.sfu
+        .set_estimate(p(2), estimate(700_000, LinkState::Clear), h.now)
+        .unwrap();
+    for _ in 0..12 {
+        h.advance(250);
+    }
+    assert!(probes(&h.events()).is_empty());
+    for _ in 0..8 {
+        h.advance(250);
+    }
+    assert_eq!(probes(&h.events()).len(), 1);
+}
