@@ -105,11 +105,14 @@ pub enum DropReason {
     /// A datagram for another media worker (a shared WebRTC port's) found that worker's pipe
     /// full.
     WorkerPipeFull,
+    /// The subscription is paused by its subscriber's bandwidth allocation (its link cannot
+    /// carry it next to higher-priority video); per packet and subscriber.
+    Paused,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (`reason as usize` indexes it).
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::MalformedDatagram,
         DropReason::UnknownMedia,
         DropReason::WorkerQueueFull,
@@ -130,6 +133,7 @@ impl DropReason {
         DropReason::UdpSendFailed,
         DropReason::MediaBudget,
         DropReason::WorkerPipeFull,
+        DropReason::Paused,
     ];
 
     /// The label value (snake case).
@@ -155,6 +159,7 @@ impl DropReason {
             DropReason::UdpSendFailed => "udp_send_failed",
             DropReason::MediaBudget => "media_budget",
             DropReason::WorkerPipeFull => "worker_pipe_full",
+            DropReason::Paused => "paused",
         }
     }
 }
@@ -461,6 +466,8 @@ pub struct Metrics {
     pub webrtc_feedback: Family<FeedbackLabel, Counter>,
     /// Sender reports the WebRTC bridges sent.
     pub webrtc_sender_reports: Counter,
+    /// What the bandwidth allocation of subscribers did (`strait_allocation_*`).
+    pub allocation: AllocationMetrics,
     /// The embedded TURN server (`strait_turn_*`).
     pub turn: TurnMetrics,
 }
@@ -511,6 +518,7 @@ impl Metrics {
             webrtc_nacks: Family::default(),
             webrtc_feedback: Family::default(),
             webrtc_sender_reports: Counter::default(),
+            allocation: AllocationMetrics::new(),
             turn: TurnMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("strait");
@@ -652,6 +660,7 @@ impl Metrics {
             "RTCP sender reports the WebRTC bridge sent for forwarded streams",
             m.webrtc_sender_reports.clone(),
         );
+        m.allocation.register(r);
         m.turn.register(r.sub_registry_with_prefix("turn"));
         m
     }
@@ -675,6 +684,120 @@ impl Metrics {
     /// Counts one cluster event.
     pub fn cluster_event(&self, event: ClusterEvent) {
         self.cluster.get_or_create(&ClusterLabel { event }).inc();
+    }
+}
+
+/// The buckets of `strait_subscriber_estimate_bits_per_second`: from an audio-only link to a
+/// few full-HD videos.
+const ESTIMATE_BUCKETS: [f64; 14] = [
+    50e3, 100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6, 20e6, 50e6,
+];
+
+fn estimate_histogram() -> Histogram {
+    Histogram::new(ESTIMATE_BUCKETS)
+}
+
+/// What the bandwidth allocation of subscribers did: the SFU cores' counters (each media worker
+/// adds what its own core counted since it last looked), the padding sent to probe links, and
+/// the estimates the workers were given.
+#[derive(Debug)]
+pub struct AllocationMetrics {
+    /// Video subscriptions paused because their subscriber's link could not carry them.
+    pub pauses: Counter,
+    /// Paused subscriptions resumed.
+    pub resumes: Counter,
+    /// Climbs to a higher layer (or resumes) undone by the budget within a few seconds; each
+    /// doubles that subscriber's cooldown.
+    pub failed_climbs: Counter,
+    /// Probes of subscribers' links started.
+    pub probes: Counter,
+    /// Probes that ended without a climb (time up, or the link began to queue).
+    pub probes_failed: Counter,
+    /// Padding datagrams handed to QUIC to probe subscribers' links.
+    pub padding_datagrams: Counter,
+    /// Bytes of those datagrams (kind byte and zeros, WebTransport prefix included).
+    pub padding_bytes: Counter,
+    /// Subscribers' estimates as they reach their media worker (a QUIC or WebTransport session's
+    /// when it moved by a tenth or changed state, a WebRTC leg's likewise), bits per second.
+    pub estimates: Family<TransportLabel, Histogram, fn() -> Histogram>,
+    /// `estimates`' histogram of each transport, resolved once (no lookup per estimate).
+    by_transport: [Histogram; 3],
+}
+
+impl AllocationMetrics {
+    fn new() -> AllocationMetrics {
+        let estimates: Family<TransportLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(estimate_histogram);
+        let by_transport =
+            [Transport::Quic, Transport::Webtransport, Transport::Webrtc].map(|transport| {
+                estimates
+                    .get_or_create(&TransportLabel { transport })
+                    .clone()
+            });
+        AllocationMetrics {
+            pauses: Counter::default(),
+            resumes: Counter::default(),
+            failed_climbs: Counter::default(),
+            probes: Counter::default(),
+            probes_failed: Counter::default(),
+            padding_datagrams: Counter::default(),
+            padding_bytes: Counter::default(),
+            estimates,
+            by_transport,
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "allocation_pauses",
+            "Video subscriptions paused because their subscriber's link could not carry them",
+            self.pauses.clone(),
+        );
+        r.register(
+            "allocation_resumes",
+            "Paused video subscriptions resumed",
+            self.resumes.clone(),
+        );
+        r.register(
+            "allocation_failed_climbs",
+            "Climbs to a higher layer undone by the subscriber's budget within the trial time",
+            self.failed_climbs.clone(),
+        );
+        r.register(
+            "allocation_probes",
+            "Probes of subscribers' links started",
+            self.probes.clone(),
+        );
+        r.register(
+            "allocation_probes_failed",
+            "Probes of subscribers' links that ended without a climb",
+            self.probes_failed.clone(),
+        );
+        r.register(
+            "padding_datagrams",
+            "Padding datagrams sent to probe subscribers' links",
+            self.padding_datagrams.clone(),
+        );
+        r.register(
+            "padding_bytes",
+            "Bytes of padding datagrams sent to probe subscribers' links",
+            self.padding_bytes.clone(),
+        );
+        r.register(
+            "subscriber_estimate_bits_per_second",
+            "Subscribers' downstream bandwidth estimates as they reach their media worker",
+            self.estimates.clone(),
+        );
+    }
+
+    /// Notes an estimate of a subscriber on `transport`.
+    pub fn observe_estimate(&self, transport: Transport, available_bps: u64) {
+        let index = match transport {
+            Transport::Quic => 0,
+            Transport::Webtransport => 1,
+            Transport::Webrtc => 2,
+        };
+        self.by_transport[index].observe(available_bps as f64);
     }
 }
 

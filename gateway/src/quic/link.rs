@@ -1,14 +1,15 @@
 //! A session's connection, whatever carries it: a raw QUIC connection (ALPN `strait/1`) or a
 //! WebTransport session over HTTP/3. Both give a control stream, datagrams and the QUIC
-//! connection's facts (address, RTT, congestion window); the rest of the gateway does not care
-//! which it is.
+//! connection's facts (address, the counters its bandwidth estimate is made of); the rest of the
+//! gateway does not care which it is.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use strait_media::bwe::QuicSample;
 use strait_protocol::ErrorCode;
 use strait_protocol::datagram::{self, DatagramPrefix};
 use tokio::io::AsyncRead;
@@ -194,22 +195,24 @@ impl Link {
         Ok(())
     }
 
-    /// Datagrams quinn displaced from the full send buffer since the previous call (reads the
-    /// connection twice; called when the session looks at its connection, not per datagram).
+    /// Datagrams quinn displaced from the full send buffer since the previous call, from a
+    /// look at the connection ([`vitals`](Self::vitals): called when the session looks at its
+    /// connection, not per datagram).
     ///
     /// Every datagram queued either was sent in a DATAGRAM frame, is still buffered, or was
     /// displaced. The buffered ones are at most the buffer's used bytes over the smallest
-    /// datagram (a media datagram's header and RTP header, 14 bytes), so the count never runs
-    /// ahead of what happened, and it is exact whenever the buffer is empty, which is most of
-    /// the time outside congestion.
-    pub(crate) fn displaced(&self, buffer: usize) -> u64 {
-        const SMALLEST: usize = 14;
-        let quic = self.quic();
-        let queued = self.tally.queued.load(Ordering::Relaxed);
-        let sent = quic.stats().frame_tx.datagram;
-        let used = buffer.saturating_sub(quic.datagram_send_buffer_space());
-        let buffered = u64::try_from(used.div_ceil(SMALLEST)).unwrap_or(u64::MAX);
-        let displaced = queued.saturating_sub(sent).saturating_sub(buffered);
+    /// datagram (a media datagram's header and RTP header, 14 bytes; a padding datagram is
+    /// larger), so the count never runs ahead of what happened, and it is exact whenever the
+    /// buffer is empty, which is most of the time outside congestion. The datagrams are counted
+    /// before the connection is read, so that one queued between the two reads is not taken
+    /// for displaced.
+    pub(crate) fn displaced(&self, vitals: &Vitals) -> u64 {
+        const SMALLEST: u64 = 14;
+        let buffered = vitals.sample.buffered_bytes.div_ceil(SMALLEST);
+        let displaced = vitals
+            .queued
+            .saturating_sub(vitals.datagrams_sent)
+            .saturating_sub(buffered);
         let before = self.tally.displaced.fetch_max(displaced, Ordering::Relaxed);
         displaced.saturating_sub(before)
     }
@@ -240,20 +243,38 @@ impl Link {
         self.quic().stable_id()
     }
 
-    /// The connection's address, bandwidth estimate and traffic so far, read at once (one lock
-    /// of the connection, no allocation).
-    pub(crate) fn vitals(&self) -> Vitals {
+    /// The connection's address, traffic so far and the counters of its bandwidth estimate,
+    /// read `at` (no allocation). quinn 0.11 has no call that gives them all under one lock of
+    /// the connection: its statistics, its address and its datagram buffer's free space are three
+    /// (taken one after the other, a few microseconds apart, four times a second at most).
+    /// `buffer` is the datagram send buffer's configured size (`quic.datagram_send_buffer`).
+    pub(crate) fn vitals(&self, buffer: usize, at: Instant) -> Vitals {
         let quic = self.quic();
+        let queued = self.tally.queued.load(Ordering::Relaxed);
         let stats = quic.stats();
-        let rtt = stats.path.rtt.max(Duration::from_millis(1));
-        let bps = u128::from(stats.path.cwnd) * 8 * 1_000_000 / rtt.as_micros().max(1);
+        let remote = quic.remote_address();
+        let buffered = buffer.saturating_sub(quic.datagram_send_buffer_space());
+        let path = &stats.path;
         Vitals {
-            remote: quic.remote_address(),
-            bandwidth: u64::try_from(bps).unwrap_or(u64::MAX),
+            remote,
             traffic: stats.frame_tx.stream
                 + stats.frame_rx.stream
                 + stats.frame_tx.datagram
                 + stats.frame_rx.datagram,
+            sample: QuicSample {
+                at,
+                sent_bytes: stats.udp_tx.bytes,
+                lost_bytes: path.lost_bytes,
+                sent_packets: path.sent_packets,
+                lost_packets: path.lost_packets,
+                srtt: path.rtt,
+                min_rtt: path.min_rtt,
+                cwnd: path.cwnd,
+                congestion_events: path.congestion_events,
+                buffered_bytes: u64::try_from(buffered).unwrap_or(u64::MAX),
+            },
+            queued,
+            datagrams_sent: stats.frame_tx.datagram,
         }
     }
 }
@@ -263,12 +284,17 @@ impl Link {
 pub(crate) struct Vitals {
     /// The client's current address.
     pub remote: SocketAddr,
-    /// Estimated sending rate toward the client, bits per second (congestion window per RTT).
-    pub bandwidth: u64,
     /// Stream and datagram frames carried so far, both directions: it grows while media or
     /// control messages flow, and stays put on a connection that only keeps itself alive
     /// (pings and acknowledgements are not counted).
     pub traffic: u64,
+    /// The counters the connection's bandwidth estimate is made of
+    /// ([`QuicEstimator`](strait_media::bwe::QuicEstimator)).
+    pub sample: QuicSample,
+    /// Datagrams handed to quinn so far (for [`Link::displaced`]).
+    pub queued: u64,
+    /// DATAGRAM frames sent so far.
+    pub datagrams_sent: u64,
 }
 
 impl Connection for Link {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use strait_media::bwe::{Estimate, QuicEstimator, QuicEstimatorConfig};
 use strait_protocol::datagram::{self, Datagram};
 use strait_protocol::{
     ControlMessage, DatagramControl, Decoded, ErrorCode, FrameReader, ParticipantId,
@@ -399,7 +400,8 @@ async fn serve(shared: &Arc<SessionContext>, link: &Link, accepted_at: Instant) 
         // A close with NONE is a leave (PROTOCOL.md 7.9).
         end = SessionEnd::Left;
     }
-    let displaced = link.displaced(shared.config.quic.datagram_send_buffer);
+    let vitals = link.vitals(shared.config.quic.datagram_send_buffer, Instant::now());
+    let displaced = link.displaced(&vitals);
     if displaced > 0 {
         shared
             .metrics
@@ -491,10 +493,14 @@ async fn session_loop(
     control: &mpsc::Sender<ControlMessage>,
     worker: &mut WorkerHandle,
 ) -> SessionEnd {
-    let vitals = link.vitals();
+    let buffer = shared.config.quic.datagram_send_buffer;
+    let vitals = link.vitals(buffer, Instant::now());
     let mut address = vitals.remote;
     let mut watch = Watch::new(vitals.traffic);
-    let mut reported_bandwidth = 0u64;
+    // The connection's estimate toward the client, for the worker's layer choice.
+    let mut estimator = QuicEstimator::new(QuicEstimatorConfig::default());
+    estimator.update(vitals.sample);
+    let mut reported: Option<Estimate> = None;
     let look = tokio::time::sleep(WATCH_ACTIVE);
     let drain = shared.drain.clone().cancelled_owned();
     let mut moves = shared.cluster.moves(core.room().map(|r| r.0.as_str()));
@@ -541,29 +547,32 @@ async fn session_loop(
                 }
             },
             () = &mut look => {
-                let displaced = link.displaced(shared.config.quic.datagram_send_buffer);
+                let vitals = link.vitals(buffer, Instant::now());
+                let displaced = link.displaced(&vitals);
                 if displaced > 0 {
                     shared.metrics.count_drops(DropReason::SendBufferFull, displaced);
                 }
-                let vitals = link.vitals();
                 let moved = vitals.remote != address;
                 if moved {
                     address = vitals.remote;
                     shared.metrics.migrations.inc();
                     tracing::debug!("client address changed");
                 }
-                // The worker only hears of the estimate when it moved by more than an eighth, so
-                // that idle sessions cost it nothing.
-                let estimate = vitals.bandwidth;
-                let reported = estimate.abs_diff(reported_bandwidth) > reported_bandwidth / 8;
-                if reported {
-                    reported_bandwidth = estimate;
-                    worker.send(WorkerCommand::Bandwidth {
-                        participant,
-                        bits_per_second: estimate,
-                    }).await;
+                // The worker only hears of the estimate when its state changed or it moved by a
+                // tenth, so that steady and idle sessions cost it nothing.
+                let estimate = estimator
+                    .update(vitals.sample)
+                    .filter(|&e| crate::worker::estimate_moved(reported, e));
+                if let Some(estimate) = estimate {
+                    reported = Some(estimate);
+                    tracing::trace!(
+                        available_bps = estimate.available_bps,
+                        state = ?estimate.state,
+                        "estimate"
+                    );
+                    worker.send(WorkerCommand::Estimate { participant, estimate }).await;
                 }
-                let pause = watch.looked(vitals.traffic, moved || reported);
+                let pause = watch.looked(vitals.traffic, moved || estimate.is_some());
                 look.as_mut().reset(tokio::time::Instant::now() + pause);
             },
             to = moves.next() => {
@@ -602,7 +611,8 @@ fn core_deadline(core: &SessionCore) -> tokio::time::Instant {
 }
 
 /// How often a session looks at its connection (address, bandwidth estimate) while it carries
-/// traffic: media or control messages, either way.
+/// traffic: media or control messages, either way. Each look is one reading of the connection's
+/// counters for its [`QuicEstimator`].
 const WATCH_ACTIVE: Duration = Duration::from_millis(250);
 
 /// The longest pause between two looks at a connection that carries nothing but keep-alives.

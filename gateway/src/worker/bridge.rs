@@ -42,6 +42,10 @@
 //!   becomes the core's `request_keyframe` for the subscribed track, which reaches a QUIC
 //!   publisher as `KeyframeRequest`. When a subscriber's DTLS completes, keyframes are requested
 //!   for its tracks (anything sent before was lost).
+//! - Bandwidth: a subscriber leg's estimate, from its TWCC feedback or REMB
+//!   ([`WebRtcEvent::Estimate`]), is the core's estimate of that participant, so a WHEP or
+//!   `/ws/rtc` subscriber's layers (and pauses) follow its link like a QUIC subscriber's. The core's
+//!   probes get no padding on this path yet (see the hub).
 //! - A peer leaves its room when its resource is deleted (`LeaveReason::Left`) or when its ICE
 //!   fails (`LeaveReason::Timeout`). There is no grace period: a WebRTC peer cannot resume.
 //!
@@ -58,6 +62,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+use strait_media::bwe::Estimate;
 use strait_media::sfu::{self, LayerSpec, LeaveReason, ParticipantMeta, SfuError, TrackSpec};
 use strait_media::webrtc::{
     Endpoint, ForwardedRtp, IceFragment, PeerId, RidLayer, SendTrack, SimulcastSection, Transmit,
@@ -67,6 +72,7 @@ use strait_media::webrtc::{
 use strait_protocol::{ParticipantId, RoomId};
 use tracing::{debug, warn};
 
+use super::estimate_moved;
 use super::hub::{BridgedRtp, Core};
 use super::translate::{self, Principal};
 use crate::auth::VerifiedToken;
@@ -231,6 +237,8 @@ struct Leg {
     publisher: Option<Publisher>,
     /// What the peer receives, when it subscribes.
     subscriber: Option<Subscriber>,
+    /// The peer's estimate last given to the core (see [`WebRtcEvent::Estimate`]).
+    estimate: Option<Estimate>,
 }
 
 #[derive(Default)]
@@ -522,6 +530,7 @@ impl Bridge {
                 identity,
                 publisher,
                 subscriber,
+                estimate: None,
             },
         );
         debug!(participant = me.0, peer = %peer, "webrtc participant joined");
@@ -664,6 +673,7 @@ impl Bridge {
                             publisher
                         }),
                         subscriber: Some(Subscriber { tracks, sections }),
+                        estimate: None,
                     },
                 );
                 core.set_webrtc_peer(me, peer);
@@ -948,6 +958,18 @@ impl Bridge {
                 if let Some(track) = track {
                     core.metrics.webrtc_keyframe_requests_in.inc();
                     let _ = core.sfu.request_keyframe(participant, track, now);
+                }
+            }
+            WebRtcEvent::Estimate { peer, estimate } => {
+                // The leg's estimate from its TWCC feedback (or REMB) is kept, not given to the
+                // core yet: a WebRTC leg has no way to probe (no padding on that path), so a
+                // video the allocation paused there would send nothing, draw no feedback and
+                // never come back. Until it can probe, a WHEP or `/ws/rtc` subscriber's layers
+                // follow its caps, as before the allocation.
+                let participant = *self.by_peer.get(&peer)?;
+                let leg = self.legs.get_mut(&participant)?;
+                if estimate_moved(leg.estimate, estimate) {
+                    leg.estimate = Some(estimate);
                 }
             }
             WebRtcEvent::Disconnected(peer) => {

@@ -428,10 +428,10 @@ impl Driver {
             WorkerCommand::KeyframeForMedia { participant, media } => {
                 self.hub.request_keyframe_for_media(participant, media, now);
             }
-            WorkerCommand::Bandwidth {
+            WorkerCommand::Estimate {
                 participant,
-                bits_per_second,
-            } => self.hub.set_bandwidth(participant, bits_per_second, now),
+                estimate,
+            } => self.hub.set_estimate(participant, estimate, now),
             WorkerCommand::WebRtcOffer(offer, reply) => {
                 let _ = reply.send(self.hub.webrtc_offer(*offer, now));
             }
@@ -537,14 +537,15 @@ impl Driver {
             token,
         } = attach;
         let conn = link.conn_id();
+        let transport = link.transport();
         let request = AttachRequest {
             participant,
             conn,
             prefix: link.prefix(),
+            transport,
             resume,
             token,
         };
-        let transport = link.transport();
         let attached = self.hub.attach(request, now)?;
         let port = Port::new(conn, Some(link), control, transport, &self.metrics);
         if let Some(old) = self.ports.insert(participant, port)
@@ -576,6 +577,17 @@ impl Driver {
                         self.metrics.count_drop(DropReason::SubscriberAway);
                         continue;
                     };
+                    if rtp_len == 0 {
+                        // A probe's padding: counted apart, never as media (nor its refusal
+                        // as a media drop).
+                        let len = datagram.len() as u64;
+                        if link.send_datagram(datagram).is_ok() {
+                            let allocation = &self.metrics.allocation;
+                            allocation.padding_datagrams.inc();
+                            allocation.padding_bytes.inc_by(len);
+                        }
+                        continue;
+                    }
                     match link.send_datagram(datagram) {
                         Ok(()) => {
                             port.packets_out.inc();
@@ -836,5 +848,123 @@ mod tests {
         assert_eq!(left.participant, ParticipantId(2));
         assert_eq!(left.reason, ErrorCode::TIMEOUT);
         assert!(!driver.ports.contains_key(&ParticipantId(2)));
+    }
+
+    fn driver(metrics: &Arc<Metrics>) -> Driver {
+        let hub = Hub::new(SfuConfig::default(), 1, None, metrics.clone());
+        Driver::new(
+            hub,
+            None,
+            metrics.clone(),
+            Arc::new(Placement::new(1, 10, 100)),
+            0,
+            Steering {
+                pipes: Arc::new(Pipes::new(1).0),
+                shared_port: false,
+                ice_timeout: Duration::from_secs(25),
+                shedding: None,
+            },
+            Arc::new(crate::health::Health::new(Duration::from_secs(3))).register("worker"),
+        )
+    }
+
+    /// Publishes a one-layer VP8 camera track from `id`; returns its track id.
+    fn publish(
+        driver: &mut Driver,
+        id: u64,
+        queue: &mut mpsc::Receiver<ControlMessage>,
+    ) -> strait_protocol::TrackId {
+        use strait_protocol::{Codec, Layer, MediaId, Publish, TrackKind};
+        driver.command(WorkerCommand::Request {
+            participant: ParticipantId(id),
+            message: ControlMessage::Publish(Publish {
+                request: RequestId(2),
+                kind: TrackKind::Video,
+                codec: Codec {
+                    name: "VP8".into(),
+                    payload_type: 96,
+                    clock_rate: 90_000,
+                    channels: 0,
+                    fmtp: String::new(),
+                },
+                source: "camera".into(),
+                layers: vec![Layer {
+                    media: MediaId(1),
+                    max_bitrate: 0,
+                    width: 0,
+                    height: 0,
+                }],
+                muted: false,
+            }),
+            join_started: None,
+            home: None,
+        });
+        loop {
+            match queue.try_recv() {
+                Ok(ControlMessage::Published(p)) => return p.track,
+                Ok(_) => {}
+                Err(e) => panic!("no Published: {e}"),
+            }
+        }
+    }
+
+    /// A probe's padding datagrams are counted apart from media: `padding_datagrams` and
+    /// `padding_bytes`, never `packets_out` or a media drop.
+    #[test]
+    fn padding_is_counted_apart_from_media() {
+        use strait_media::bwe::{Estimate, LinkState};
+        use strait_protocol::Subscribe;
+
+        let metrics = Arc::new(Metrics::new(&mut Registry::default()));
+        let mut driver = driver(&metrics);
+        let (_, mut alice) = join(&mut driver, 1, 64);
+        let first = publish(&mut driver, 1, &mut alice);
+        let (_, mut bob) = join(&mut driver, 2, 64);
+        let second = publish(&mut driver, 2, &mut bob);
+        let (_, _carol) = join(&mut driver, 3, 64);
+        for track in [first, second] {
+            driver.command(WorkerCommand::Request {
+                participant: ParticipantId(3),
+                message: ControlMessage::Subscribe(Subscribe {
+                    request: RequestId(3),
+                    track,
+                    max_layer: None,
+                    priority: None,
+                }),
+                join_started: None,
+                home: None,
+            });
+        }
+        // Room for one video: the second is paused, and the core probes the link once it has
+        // been clear a while and the pause's cooldown is over.
+        let start = Instant::now();
+        driver.command(WorkerCommand::Estimate {
+            participant: ParticipantId(3),
+            estimate: Estimate {
+                available_bps: 200_000,
+                acked_bps: 200_000,
+                state: LinkState::Clear,
+                queue_delay: Duration::ZERO,
+            },
+        });
+        // The hub's clock, a slice at a time, until padding went out (bounded).
+        let mut at = start;
+        while metrics.allocation.padding_datagrams.get() == 0 {
+            assert!(at < start + Duration::from_secs(30), "no probe");
+            at += strait_media::bwe::PADDING_INTERVAL;
+            driver.hub.handle_timeout(at);
+            driver.flush();
+        }
+        let allocation = &metrics.allocation;
+        assert!(allocation.padding_datagrams.get() > 0, "padding was sent");
+        assert!(
+            allocation.padding_bytes.get() >= allocation.padding_datagrams.get(),
+            "at least its kind byte each"
+        );
+        let label = TransportLabel {
+            transport: Transport::Quic,
+        };
+        assert_eq!(metrics.packets_out.get_or_create(&label).get(), 0);
+        assert_eq!(metrics.bytes_out.get_or_create(&label).get(), 0);
     }
 }

@@ -14,7 +14,7 @@
 //!   [`detach`](Hub::detach), [`leave`](Hub::leave), [`webrtc_offer`](Hub::webrtc_offer),
 //!   [`signaling_offer`](Hub::signaling_offer), [`webrtc_patch`](Hub::webrtc_patch),
 //!   [`webrtc_delete`](Hub::webrtc_delete), [`signaling_closed`](Hub::signaling_closed),
-//!   [`set_bandwidth`](Hub::set_bandwidth), [`request_keyframe_for_media`](Hub::request_keyframe_for_media),
+//!   [`set_estimate`](Hub::set_estimate), [`request_keyframe_for_media`](Hub::request_keyframe_for_media),
 //!   [`close_all`](Hub::close_all); those that answer a request return the answer;
 //! - **handlers** for input from the network and the clock: [`handle_media`](Hub::handle_media)
 //!   (a QUIC or WebTransport publisher's RTP, the hot path), [`handle_udp`](Hub::handle_udp) (a
@@ -23,7 +23,7 @@
 //!   datagrams for sessions, in order), [`poll_transmit`](Hub::poll_transmit) (datagrams for the
 //!   WebRTC socket), [`poll_ufrag_change`](Hub::poll_ufrag_change) (the ICE ufrags its peers
 //!   answer to, for a shared port) and [`poll_timeout`](Hub::poll_timeout) (when to call
-//!   `handle_timeout`);
+//!   `handle_timeout`: the SFU core's and the endpoint's timers, and a probe's next padding);
 //! - **getters**: [`stats`](Hub::stats).
 //!
 //! Every call takes `now`. After any mutator or handler, drain `poll_output` and `poll_transmit`
@@ -44,15 +44,28 @@
 //! without a session (in its grace period, or a WHIP/WHEP peer) is not made. A media datagram for
 //! a participant without a session is dropped and counted (`subscriber_away`); the driver counts
 //! what its connections refuse.
+//!
+//! ## Probes
+//!
+//! When the SFU core wants to know whether a subscriber's link can take more before it resumes a
+//! paused video or climbs a layer, it asks for padding ([`Event::Probe`]). For a QUIC or
+//! WebTransport member the hub keeps a [`Padding`] pacer and, at each of its slices (every
+//! [`PADDING_INTERVAL`](strait_media::bwe::PADDING_INTERVAL), part of
+//! [`poll_timeout`](Hub::poll_timeout)), outputs the bytes due as padding datagrams
+//! (`Output::Datagram` with `rtp_len` 0) of at most [`PADDING_DATAGRAM`] bytes each, behind the
+//! connection's prefix; the session's estimator then sees what the link carried. A probe ends at
+//! its `until`, when the core stops it (padding 0), or when the member's session goes. A WebRTC
+//! member gets no padding yet.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use strait_media::bwe::{Estimate, Padding};
 use strait_media::sfu::{self, Event, Sfu, SfuConfig, SfuError, SfuStats};
 use strait_media::webrtc::{IceFragment, PeerId, Transmit, UfragChange};
-use strait_protocol::datagram::DatagramPrefix;
+use strait_protocol::datagram::{self, DatagramPrefix};
 use strait_protocol::{ControlMessage, ErrorCode, MediaId, ParticipantId};
 
 use super::bridge::{Bridge, BridgeError, IcePatched, WebRtcOffer, WebRtcResource};
@@ -61,7 +74,11 @@ use super::placement::PlacementError;
 use super::spread::{PendingJoin, Spread};
 use super::translate::{self, Principal};
 use crate::auth::VerifiedToken;
-use crate::metrics::{DropReason, Metrics, RefusalReason};
+use crate::metrics::{DropReason, Metrics, RefusalReason, Transport};
+
+/// The largest padding datagram a probe sends (kind byte and zeros, after the connection's
+/// prefix): well under any QUIC path's datagram size, so that none is refused as too large.
+pub(crate) const PADDING_DATAGRAM: usize = 1000;
 
 /// Identifies one connection of a session (the QUIC connection's stable id, or a number the
 /// WebSocket path draws): a participant that resumed elsewhere is not detached by its old one.
@@ -93,13 +110,15 @@ pub(crate) enum Output {
         /// The message.
         message: RoomMessage,
     },
-    /// Send a media datagram (header and RTP, ready to go) on the participant's connection.
+    /// Send a datagram (ready to go, prefix included) on the participant's connection: a media
+    /// datagram (header and RTP), or a probe's padding datagram.
     Datagram {
         /// The recipient.
         to: ParticipantId,
         /// The datagram.
         datagram: Bytes,
-        /// Bytes of RTP in it (for the byte counters).
+        /// Bytes of RTP in it (for the byte counters); 0 for a padding datagram, which is not
+        /// media.
         rtp_len: usize,
     },
 }
@@ -113,6 +132,8 @@ pub(crate) struct AttachRequest {
     pub(crate) conn: ConnId,
     /// What goes in front of each datagram on that connection.
     pub(crate) prefix: DatagramPrefix,
+    /// Which transport carries that connection (QUIC or WebTransport).
+    pub(crate) transport: Transport,
     /// Take back an existing participant (from a resume token).
     pub(crate) resume: bool,
     /// The verified access token (required for a new participant).
@@ -138,6 +159,7 @@ pub(crate) struct Released {
     principal: Principal,
     session: Option<ConnId>,
     prefix: DatagramPrefix,
+    transport: Transport,
 }
 
 /// Why an attach was refused. Each reaches the client with its own code ([`AttachError::code`]).
@@ -186,8 +208,36 @@ struct Member {
     session: Option<ConnId>,
     /// What goes in front of each datagram on the session's connection.
     prefix: DatagramPrefix,
+    /// Which transport carries its media: its session's (QUIC, WebTransport), or `Webrtc` for a
+    /// WHIP/WHEP peer and a `/ws/rtc` participant.
+    transport: Transport,
     /// The WebRTC peer, once the participant has one.
     webrtc: Option<PeerId>,
+}
+
+/// A probe of a member's link that is running (see the module docs).
+#[derive(Debug)]
+struct Probe {
+    padding: Padding,
+    /// The connection's prefix and a padding datagram of [`PADDING_DATAGRAM`] bytes: each
+    /// padding datagram sent is a slice of it from its start (no copy, no allocation).
+    template: Bytes,
+    /// The prefix's length.
+    prefix_len: usize,
+}
+
+impl Probe {
+    fn new(prefix: DatagramPrefix, padding: Padding) -> Probe {
+        let prefix = prefix.as_slice();
+        let mut template = Vec::with_capacity(prefix.len() + PADDING_DATAGRAM);
+        template.extend_from_slice(prefix);
+        datagram::write_padding(&mut template, PADDING_DATAGRAM);
+        Probe {
+            padding,
+            template: Bytes::from(template),
+            prefix_len: prefix.len(),
+        }
+    }
 }
 
 /// The hub's room state: the SFU core, its members and the outputs for sessions. The
@@ -203,6 +253,9 @@ pub(crate) struct Core {
     /// Rooms a participant of this hub left since the last settle (a spread room's instance
     /// here may have emptied).
     left_rooms: Vec<String>,
+    /// The probes running, by member: few at a time (a probe lasts under two seconds, and a
+    /// subscriber waits seconds between two), so [`Hub::poll_timeout`] looks at each.
+    probes: HashMap<sfu::ParticipantId, Probe>,
 }
 
 impl Core {
@@ -253,9 +306,57 @@ impl Core {
                 principal,
                 session: None,
                 prefix: DatagramPrefix::NONE,
+                transport: Transport::Webrtc,
                 webrtc: Some(peer),
             },
         );
+    }
+
+    /// A subscriber's downstream estimate, on `transport`: given to the SFU core, which allocates
+    /// the subscriber's layers again when it is a real change, and counted.
+    pub(crate) fn set_estimate(
+        &mut self,
+        participant: sfu::ParticipantId,
+        transport: Transport,
+        estimate: Estimate,
+        now: Instant,
+    ) {
+        // An error is a participant not in a room (yet): nothing to allocate, nothing counted.
+        if self.sfu.set_estimate(participant, estimate, now).is_ok() {
+            self.metrics
+                .allocation
+                .observe_estimate(transport, estimate.available_bps);
+        }
+    }
+
+    /// Starts (or, with `padding_bps` 0, stops) a probe of a member's link: padding at
+    /// `padding_bps` until `until`, from the next [`Hub::handle_timeout`]. Only for a QUIC or
+    /// WebTransport member with a session: the bridge has no padding path yet, so a WebRTC
+    /// leg's probe sends nothing (the core judges it by the estimates that follow all the same),
+    /// and a member in its grace period has no connection to send it on.
+    fn probe(
+        &mut self,
+        participant: sfu::ParticipantId,
+        padding_bps: u64,
+        until: Instant,
+        now: Instant,
+    ) {
+        if padding_bps == 0 {
+            self.probes.remove(&participant);
+            return;
+        }
+        let Some(member) = self.members.get(&participant) else {
+            return;
+        };
+        if member.session.is_none()
+            || member.webrtc.is_some()
+            || member.transport == Transport::Webrtc
+        {
+            return;
+        }
+        let padding = Padding::new(padding_bps, until, now);
+        self.probes
+            .insert(participant, Probe::new(member.prefix, padding));
     }
 
     /// Notes the WebRTC peer of a member signaled over a WebSocket.
@@ -277,6 +378,7 @@ impl Core {
     /// Removes a member (its room state is the caller's to end); the driver drops its port.
     pub(crate) fn remove_member(&mut self, participant: sfu::ParticipantId) -> Option<Principal> {
         let member = self.members.remove(&participant)?;
+        self.probes.remove(&participant);
         self.outputs.push_back(Output::Gone {
             participant: translate::participant_out(participant),
         });
@@ -296,8 +398,8 @@ pub(crate) struct Hub {
     spread: Spread,
     /// Rooms, participants, tracks and subscriptions last added to the metrics' gauges.
     reported: [i64; 4],
-    /// Video packets shed (per subscriber) last added to the drop counter.
-    reported_shed: u64,
+    /// The SFU core's counters last added to the metrics' counters.
+    reported_counts: Counts,
     /// The load-shedding level (see `worker::shed`): from 1, joins and offers are refused.
     shed_level: u8,
 }
@@ -319,11 +421,12 @@ impl Hub {
                 metrics,
                 scratch: BytesMut::with_capacity(64 * 1024),
                 left_rooms: Vec::new(),
+                probes: HashMap::new(),
             },
             bridge,
             spread: Spread::new(0),
             reported: [0; 4],
-            reported_shed: 0,
+            reported_counts: Counts::default(),
             shed_level: 0,
         }
     }
@@ -367,14 +470,18 @@ impl Hub {
         self.bridge.as_mut()?.poll_ufrag_change()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    /// When [`handle_timeout`](Self::handle_timeout) is due next: the SFU core's timers, the
+    /// WebRTC endpoint's, and the next slice of a probe's padding.
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
         let sfu = self.core.sfu.poll_timeout();
         let webrtc = self.bridge.as_mut().and_then(Bridge::poll_timeout);
-        match (sfu, webrtc) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let padding = self
+            .core
+            .probes
+            .values()
+            .filter_map(|p| p.padding.poll_timeout())
+            .min();
+        [sfu, webrtc, padding].into_iter().flatten().min()
     }
 
     // ---- getters ----
@@ -446,13 +553,34 @@ impl Hub {
         self.settle(now);
     }
 
-    /// Runs the timers of the SFU core and the WebRTC endpoint.
+    /// Runs the timers of the SFU core and the WebRTC endpoint, and sends the padding due.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.core.sfu.handle_timeout(now);
         if let Some(bridge) = self.bridge.as_mut() {
             bridge.handle_timeout(now);
         }
         self.settle(now);
+        self.send_padding(now);
+    }
+
+    /// Outputs the padding datagrams due at `now`, and forgets the probes that are over.
+    fn send_padding(&mut self, now: Instant) {
+        let Core {
+            probes, outputs, ..
+        } = &mut self.core;
+        probes.retain(|&id, probe| {
+            let mut due = probe.padding.take(now);
+            while due > 0 {
+                let len = due.min(PADDING_DATAGRAM);
+                due -= len;
+                outputs.push_back(Output::Datagram {
+                    to: translate::participant_out(id),
+                    datagram: probe.template.slice(..probe.prefix_len + len),
+                    rtp_len: 0,
+                });
+            }
+            probe.padding.poll_timeout().is_some()
+        });
     }
 
     // ---- mutators: sessions ----
@@ -467,6 +595,7 @@ impl Hub {
             participant,
             conn,
             prefix,
+            transport,
             resume,
             token,
         } = request;
@@ -482,6 +611,9 @@ impl Hub {
             }
             let replaced = member.session.replace(conn).filter(|old| *old != conn);
             member.prefix = prefix;
+            member.transport = transport;
+            // A probe's padding was framed for the connection this one replaces.
+            core.probes.remove(&id);
             if member.principal.room.is_some() {
                 match core.sfu.reconnect(id, now) {
                     Ok(snapshot) => {
@@ -508,6 +640,7 @@ impl Hub {
                     principal: Principal { token, room: None },
                     session: Some(conn),
                     prefix,
+                    transport,
                     webrtc: None,
                 },
             )?;
@@ -531,6 +664,8 @@ impl Hub {
                 principal: Principal { token, room: None },
                 session: Some(conn),
                 prefix: DatagramPrefix::NONE,
+                // Its media runs on the bridge once it has sent an offer.
+                transport: Transport::Webrtc,
                 webrtc: None,
             },
         )
@@ -634,18 +769,21 @@ impl Hub {
         self.settle(now);
     }
 
-    /// A connection's bandwidth estimate toward its participant.
-    pub(crate) fn set_bandwidth(
+    /// A QUIC or WebTransport session's estimate of its connection toward its participant
+    /// (from the connection's counters, see `quic::session`), for the allocation of the
+    /// participant's layers. Ignored for a participant this hub does not hold.
+    pub(crate) fn set_estimate(
         &mut self,
         participant: ParticipantId,
-        bits_per_second: u64,
+        estimate: Estimate,
         now: Instant,
     ) {
-        let _ = self.core.sfu.set_bandwidth(
-            translate::participant_in(participant),
-            bits_per_second,
-            now,
-        );
+        let id = translate::participant_in(participant);
+        let Some(member) = self.core.members.get(&id) else {
+            return;
+        };
+        let transport = member.transport;
+        self.core.set_estimate(id, transport, estimate, now);
         self.settle(now);
     }
 
@@ -660,6 +798,7 @@ impl Hub {
             return;
         }
         member.session = None;
+        self.core.probes.remove(&id);
         if member.principal.room.is_some() {
             let _ = self.core.sfu.disconnect(id, now);
         } else {
@@ -690,10 +829,12 @@ impl Hub {
             return None;
         }
         let member = self.core.members.remove(&id)?;
+        self.core.probes.remove(&id);
         Some(Released {
             principal: member.principal,
             session: member.session,
             prefix: member.prefix,
+            transport: member.transport,
         })
     }
 
@@ -709,6 +850,7 @@ impl Hub {
                 principal: released.principal,
                 session: released.session,
                 prefix: released.prefix,
+                transport: released.transport,
                 webrtc: None,
             },
         )
@@ -808,13 +950,38 @@ impl Hub {
         if let Some(bridge) = self.bridge.as_mut() {
             bridge.update_gauges(&self.core.metrics);
         }
-        // Every worker's hub adds its own change: the gauges are the node's sums.
+        // Every worker's hub adds its own change: the gauges and counters are the node's sums.
         let stats = self.core.sfu.stats();
-        if stats.drops.shed > self.reported_shed {
-            self.core
-                .metrics
-                .count_drops(DropReason::ShedVideo, stats.drops.shed - self.reported_shed);
-            self.reported_shed = stats.drops.shed;
+        let counts = Counts::of(stats);
+        if counts != self.reported_counts {
+            let before = std::mem::replace(&mut self.reported_counts, counts);
+            let metrics = &self.core.metrics;
+            let allocation = &metrics.allocation;
+            metrics.count_drops(
+                DropReason::ShedVideo,
+                counts.shed.saturating_sub(before.shed),
+            );
+            metrics.count_drops(
+                DropReason::Paused,
+                counts.paused.saturating_sub(before.paused),
+            );
+            for (counter, now, before) in [
+                (&allocation.pauses, counts.pauses, before.pauses),
+                (&allocation.resumes, counts.resumes, before.resumes),
+                (
+                    &allocation.failed_climbs,
+                    counts.failed_climbs,
+                    before.failed_climbs,
+                ),
+                (&allocation.probes, counts.probes, before.probes),
+                (
+                    &allocation.probes_failed,
+                    counts.probes_failed,
+                    before.probes_failed,
+                ),
+            ] {
+                counter.inc_by(now.saturating_sub(before));
+            }
         }
         let now = [
             gauge(stats.rooms),
@@ -924,6 +1091,11 @@ impl Hub {
                     self.spread.relay_removed(participant);
                     self.core.remove_member(participant);
                 }
+                Event::Probe {
+                    to,
+                    padding_bps,
+                    until,
+                } => self.core.probe(to, padding_bps, until, now),
                 _ => {}
             }
         }
@@ -1004,4 +1176,31 @@ fn forward(
 
 fn gauge(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The SFU core's counters that the hub adds to the metrics (each hub its own change since it
+/// last looked: the metrics are the node's sums).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    shed: u64,
+    paused: u64,
+    pauses: u64,
+    resumes: u64,
+    failed_climbs: u64,
+    probes: u64,
+    probes_failed: u64,
+}
+
+impl Counts {
+    fn of(stats: &SfuStats) -> Counts {
+        Counts {
+            shed: stats.drops.shed,
+            paused: stats.drops.paused,
+            pauses: stats.pauses,
+            resumes: stats.resumes,
+            failed_climbs: stats.failed_climbs,
+            probes: stats.probes,
+            probes_failed: stats.probes_failed,
+        }
+    }
 }

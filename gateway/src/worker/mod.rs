@@ -32,7 +32,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use strait_media::sfu::SfuConfig;
+use strait_media::bwe::Estimate;
+use strait_media::sfu::{ESTIMATE_STEP_PERCENT, SfuConfig};
 use strait_protocol::datagram::DatagramPrefix;
 use strait_protocol::{ControlMessage, MediaId, ParticipantId, RoomId};
 use tokio::sync::{mpsc, oneshot};
@@ -108,12 +109,14 @@ pub(crate) enum WorkerCommand {
         /// Its outgoing media id.
         media: MediaId,
     },
-    /// The connection's bandwidth estimate.
-    Bandwidth {
+    /// The session's estimate of its connection toward the participant (from the QUIC
+    /// connection's counters), for the allocation of its layers. Sent when it moved (see
+    /// [`estimate_moved`]), so that a steady or idle session costs the worker nothing.
+    Estimate {
         /// Who.
         participant: ParticipantId,
-        /// Estimated bits per second toward the participant.
-        bits_per_second: u64,
+        /// The estimate.
+        estimate: Estimate,
     },
     /// The connection `conn` was lost: start the grace period.
     Detached {
@@ -580,6 +583,21 @@ pub(crate) fn spawn(
         placement,
     };
     Ok((media, threads))
+}
+
+/// Whether a leg's estimate moved enough since the one last given to the SFU core to be worth
+/// giving again: its state changed, or its available rate moved by [`ESTIMATE_STEP_PERCENT`] or
+/// more (the step at which the core allocates again; a smaller move changes nothing there). The
+/// first estimate always is; an unchanged one never is, even at 0.
+pub(crate) fn estimate_moved(last: Option<Estimate>, next: Estimate) -> bool {
+    let Some(last) = last else {
+        return true;
+    };
+    let moved = next.available_bps.abs_diff(last.available_bps);
+    last.state != next.state
+        || (moved > 0
+            && moved.saturating_mul(100)
+                >= last.available_bps.saturating_mul(ESTIMATE_STEP_PERCENT))
 }
 
 /// The SFU core's configuration, from the gateway's.

@@ -22,19 +22,21 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::Unmarshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use strait_media::bwe::{Estimate, LinkState};
 use strait_media::sfu::SfuConfig;
 use strait_media::webrtc::DeliverKeyframeRequests;
 use strait_protocol::datagram::{self, Datagram, DatagramPrefix};
 use strait_protocol::{
-    Codec, ControlMessage, ErrorCode, Join, Layer, MediaId, ParticipantId, Publish, RequestId,
-    RoomId, Subscribe, TrackId, TrackKind,
+    Codec, ControlMessage, ErrorCode, Join, Layer, MediaId, ParticipantId, PauseReason, Publish,
+    RequestId, RoomId, SetLayerPreference, Subscribe, TrackId, TrackKind, TrackPaused,
+    TrackResumed,
 };
 
 use super::bridge::{Bridge, BridgeError, OfferRole, WebRtcOffer};
@@ -42,7 +44,7 @@ use super::hub::{AttachError, AttachRequest, Attached, ConnId, Hub, Output};
 use super::pipe::RoomMessage;
 use crate::auth::{Grants, RoomGrant, VerifiedToken};
 use crate::config::WebRtcConfig;
-use crate::metrics::{DropLabel, DropReason, Metrics};
+use crate::metrics::{DropLabel, DropReason, Metrics, Transport, TransportLabel};
 
 const VP8_PT: u8 = 96;
 
@@ -119,11 +121,28 @@ impl Harness {
     }
 
     fn attach(&mut self, participant: u64, conn: u64) -> Result<Attached, AttachError> {
+        self.attach_with_prefix(participant, conn, DatagramPrefix::NONE)
+    }
+
+    /// Attaches `participant` on a connection whose datagrams start with `prefix` (a
+    /// WebTransport session's, or none for raw QUIC).
+    fn attach_with_prefix(
+        &mut self,
+        participant: u64,
+        conn: u64,
+        prefix: DatagramPrefix,
+    ) -> Result<Attached, AttachError> {
+        let transport = if prefix == DatagramPrefix::NONE {
+            Transport::Quic
+        } else {
+            Transport::Webtransport
+        };
         self.hub.attach(
             AttachRequest {
                 participant: ParticipantId(participant),
                 conn: ConnId(conn),
-                prefix: DatagramPrefix::NONE,
+                prefix,
+                transport,
                 resume: false,
                 token: Some(token(&format!("user-{participant}"), "lobby")),
             },
@@ -137,6 +156,7 @@ impl Harness {
                 participant: ParticipantId(participant),
                 conn: ConnId(conn),
                 prefix: DatagramPrefix::NONE,
+                transport: Transport::Quic,
                 resume: true,
                 token: None,
             },
@@ -422,6 +442,7 @@ fn a_refused_attach_names_its_own_error_code() {
             participant: ParticipantId(1),
             conn: ConnId(1),
             prefix: DatagramPrefix::NONE,
+            transport: Transport::Quic,
             resume: false,
             token: None,
         },
@@ -477,10 +498,12 @@ fn a_participant_that_leaves_is_let_go_and_heard_leaving() {
     assert_eq!(h.gone, [ParticipantId(2)]);
 }
 
-/// webrtc-rs's sans-IO peer connection as a WHIP publisher (VP8, one SSRC), in memory.
+/// webrtc-rs's sans-IO peer connection as a WHIP publisher (VP8, one SSRC) or a WHEP
+/// subscriber (one video section), in memory.
 struct RtcPeer {
     pc: RTCPeerConnection,
-    sender: RTCRtpSenderId,
+    /// A publisher's sender.
+    sender: Option<RTCRtpSenderId>,
     addr: SocketAddr,
     connected: bool,
     plis: usize,
@@ -490,18 +513,7 @@ const PEER_SSRC: u32 = 0x5eed_0001;
 
 impl RtcPeer {
     fn publisher(now: Instant) -> RtcPeer {
-        let mut media_engine = MediaEngine::default();
-        media_engine.register_default_codecs().unwrap();
-        // Lets the bridge's keyframe requests (RTCP PLI) reach `poll_read`.
-        let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
-        let registry = register_default_interceptors(registry, &mut media_engine).unwrap();
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_setting_engine(SettingEngineBuilder::new().build())
-            .with_media_engine(media_engine)
-            .with_interceptor_registry(registry)
-            .build(now)
-            .unwrap();
+        let mut peer = RtcPeer::new(now);
         let track = MediaStreamTrack::new(
             "stream".into(),
             "video".into(),
@@ -522,7 +534,40 @@ impl RtcPeer {
                 ..Default::default()
             }],
         );
-        let sender = pc.add_track(track).unwrap();
+        peer.sender = Some(peer.pc.add_track(track).unwrap());
+        peer
+    }
+
+    /// A WHEP subscriber: one receiving video section; its default interceptors send TWCC
+    /// feedback about what it receives.
+    fn subscriber(now: Instant) -> RtcPeer {
+        let mut peer = RtcPeer::new(now);
+        peer.pc
+            .add_transceiver_from_kind(
+                RtpCodecKind::Video,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .unwrap();
+        peer
+    }
+
+    fn new(now: Instant) -> RtcPeer {
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs().unwrap();
+        // Lets the bridge's keyframe requests (RTCP PLI) reach `poll_read`.
+        let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+        let registry = register_default_interceptors(registry, &mut media_engine).unwrap();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(SettingEngineBuilder::new().build())
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .unwrap();
         let addr: SocketAddr = PEER_ADDR.parse().unwrap();
         pc.add_local_candidate(RTCIceCandidateInit {
             candidate: format!(
@@ -537,7 +582,7 @@ impl RtcPeer {
             .unwrap();
         RtcPeer {
             pc,
-            sender,
+            sender: None,
             addr,
             connected: false,
             plis: 0,
@@ -608,7 +653,8 @@ impl RtcPeer {
     fn send_vp8(&mut self, h: &Harness, seq: u16, key: bool) {
         let bytes = vp8_packet(seq, u32::from(seq) * 3000, PEER_SSRC, key);
         let packet = rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap();
-        let mut sender = self.pc.rtp_sender(self.sender).expect("the sender");
+        let id = self.sender.expect("a publisher");
+        let mut sender = self.pc.rtp_sender(id).expect("the sender");
         sender.write_rtp(h.now, packet).expect("written");
     }
 }
@@ -840,4 +886,450 @@ fn a_room_spread_over_two_workers_reaches_every_subscriber_once_in_order() {
             .any(|m| matches!(m, ControlMessage::KeyframeRequest(_))),
         "the publisher is asked for a keyframe"
     );
+}
+
+// ---- bandwidth allocation ----
+
+/// A clear link's estimate of `bps`.
+fn clear(bps: u64) -> Estimate {
+    Estimate {
+        available_bps: bps,
+        acked_bps: bps,
+        state: LinkState::Clear,
+        queue_delay: Duration::ZERO,
+    }
+}
+
+/// What fits one video's lowest layer (150 kbit/s by default, with room to resume it) and not
+/// two.
+const ONE_VIDEO: u64 = 200_000;
+
+fn paused(track: TrackId) -> ControlMessage {
+    ControlMessage::TrackPaused(TrackPaused {
+        track,
+        reason: PauseReason::BANDWIDTH,
+    })
+}
+
+fn resumed(track: TrackId) -> ControlMessage {
+    ControlMessage::TrackResumed(TrackResumed {
+        track,
+        reason: PauseReason::BANDWIDTH,
+    })
+}
+
+impl Harness {
+    /// Publishes a one-layer VP8 track from `source` (`camera`, `screen`) on media id 1.
+    fn publish_source(&mut self, participant: u64, source: &str) -> TrackId {
+        let answer = self.request(
+            participant,
+            ControlMessage::Publish(Publish {
+                request: RequestId(2),
+                kind: TrackKind::Video,
+                codec: vp8(),
+                source: source.into(),
+                layers: vec![Layer {
+                    media: MediaId(1),
+                    max_bitrate: 0,
+                    width: 0,
+                    height: 0,
+                }],
+                muted: false,
+            }),
+        );
+        match answer.as_slice() {
+            [ControlMessage::Published(p)] => p.track,
+            other => panic!("expected Published, got {other:?}"),
+        }
+    }
+
+    /// Subscribes `participant` to `track` with `priority`; returns everything it was told.
+    fn subscribe_with(
+        &mut self,
+        participant: u64,
+        track: TrackId,
+        priority: Option<u8>,
+    ) -> Vec<ControlMessage> {
+        self.request(
+            participant,
+            ControlMessage::Subscribe(Subscribe {
+                request: RequestId(3),
+                track,
+                max_layer: None,
+                priority,
+            }),
+        )
+    }
+
+    /// The media id `answer` (a subscription's) announces.
+    fn media_of(answer: &[ControlMessage]) -> MediaId {
+        match answer.first() {
+            Some(ControlMessage::Subscribed(s)) => s.media,
+            other => panic!("expected Subscribed, got {other:?}"),
+        }
+    }
+
+    /// Gives `participant`'s session estimate to the hub; returns what it was told.
+    fn estimate(&mut self, participant: u64, estimate: Estimate) -> Vec<ControlMessage> {
+        self.hub
+            .set_estimate(ParticipantId(participant), estimate, self.now);
+        self.told(participant)
+    }
+
+    /// The media ids of the media datagrams `to` got since the last call (padding ignored).
+    fn media_ids(&mut self, to: u64) -> Vec<MediaId> {
+        self.media(to)
+            .iter()
+            .filter(|d| d.first() == Some(&datagram::KIND_MEDIA))
+            .map(|d| parse_media(d).0)
+            .collect()
+    }
+}
+
+/// An estimate too small for two videos pauses the one of lower priority (its subscriber is
+/// told `TrackPaused`, and nothing of it is forwarded, counted as `paused`), even though it was
+/// subscribed first; a wider link resumes it (`TrackResumed`), from a keyframe.
+#[test]
+fn a_narrow_link_pauses_the_lower_priority_video_and_resumes_it_when_it_widens() {
+    let mut h = Harness::new();
+    h.join(1);
+    let low = h.publish_vp8(1);
+    h.join(2);
+    let high = h.publish_vp8(2);
+    h.join(3);
+    let low_media = Harness::media_of(&h.subscribe_with(3, low, Some(50)));
+    let high_media = Harness::media_of(&h.subscribe_with(3, high, None));
+    h.told(3);
+
+    assert_eq!(h.estimate(3, clear(ONE_VIDEO)), [paused(low)]);
+    h.send_vp8(1, 1, true);
+    h.send_vp8(2, 1, true);
+    assert_eq!(
+        h.media_ids(3),
+        [high_media],
+        "only the higher priority plays"
+    );
+    h.hub.update_gauges();
+    assert_eq!(h.drops(DropReason::Paused), 1);
+    assert_eq!(h.metrics.allocation.pauses.get(), 1);
+
+    // Climbing back waits for the cooldown a forced pause starts; the publishers go on
+    // sending (a silent layer is not resumed).
+    let end = h.now + SfuConfig::default().layer_up_cooldown;
+    let mut seq = 2;
+    while h.now <= end {
+        h.advance_to(h.now + Duration::from_millis(100));
+        h.send_vp8(1, seq, false);
+        h.send_vp8(2, seq, false);
+        seq += 1;
+    }
+    assert!(h.told(3).is_empty());
+    h.media(3);
+    assert_eq!(h.estimate(3, clear(2_000_000)), [resumed(low)]);
+    h.send_vp8(1, seq, true);
+    assert_eq!(h.media_ids(3), [low_media], "from the next keyframe");
+    h.hub.update_gauges();
+    assert_eq!(h.metrics.allocation.resumes.get(), 1);
+    let quic = TransportLabel {
+        transport: Transport::Quic,
+    };
+    let estimates = h.metrics.allocation.estimates.get_or_create(&quic).clone();
+    assert_eq!(estimates.count(), 2, "each estimate is counted");
+}
+
+/// `Subscribe.priority` reaches the core: a camera subscribed at 255 takes the place of a
+/// screen share at its default (200, above a camera's default 100), which is paused.
+#[test]
+fn a_subscribe_priority_reaches_the_sfu() {
+    let mut h = Harness::new();
+    h.join(1);
+    let screen = h.publish_source(1, "screen");
+    h.join(2);
+    let camera = h.publish_source(2, "camera");
+    h.join(3);
+    assert!(h.estimate(3, clear(ONE_VIDEO)).is_empty());
+    let answer = h.subscribe_with(3, screen, None);
+    assert!(matches!(answer.as_slice(), [ControlMessage::Subscribed(_)]));
+    let answer = h.subscribe_with(3, camera, Some(255));
+    assert!(
+        matches!(answer.as_slice(), [ControlMessage::Subscribed(s), p] if s.track == camera && *p == paused(screen)),
+        "{answer:?}"
+    );
+}
+
+/// A subscription the budget does not cover is created paused: `Subscribed`, then
+/// `TrackPaused`; and the snapshot of a resumed session says so again after its `Subscribed`.
+#[test]
+fn a_subscription_created_paused_is_answered_subscribed_then_track_paused() {
+    let mut h = Harness::new();
+    h.join(1);
+    let screen = h.publish_source(1, "screen");
+    h.join(2);
+    let camera = h.publish_source(2, "camera");
+    h.join(3);
+    h.estimate(3, clear(ONE_VIDEO));
+    let answer = h.subscribe_with(3, screen, None);
+    assert!(matches!(answer.as_slice(), [ControlMessage::Subscribed(_)]));
+    // The camera's default priority is below the screen share's: it does not fit.
+    let answer = h.subscribe_with(3, camera, None);
+    assert!(
+        matches!(answer.as_slice(), [ControlMessage::Subscribed(s), p] if s.track == camera && *p == paused(camera)),
+        "{answer:?}"
+    );
+    h.send_vp8(2, 1, true);
+    assert!(h.media_ids(3).is_empty(), "nothing of it is forwarded");
+
+    h.hub.detach(ParticipantId(3), ConnId(3), h.now);
+    assert_eq!(h.resume(3, 30), Ok(Attached::Resumed { replaced: None }));
+    let snapshot = h.told(3);
+    let at = |track: TrackId| {
+        snapshot
+            .iter()
+            .position(|m| matches!(m, ControlMessage::Subscribed(s) if s.track == track))
+            .expect("in the snapshot")
+    };
+    assert_eq!(snapshot.get(at(camera) + 1), Some(&paused(camera)));
+    assert!(
+        !matches!(
+            snapshot.get(at(screen) + 1),
+            Some(ControlMessage::TrackPaused(_))
+        ),
+        "{snapshot:?}"
+    );
+}
+
+/// `SetLayerPreference.priority` sets a subscription's priority, and an absent one returns it
+/// to the default.
+#[test]
+fn set_layer_preference_sets_the_priority_and_an_absent_one_restores_the_default() {
+    let mut h = Harness::new();
+    h.join(1);
+    let first = h.publish_vp8(1);
+    h.join(2);
+    let second = h.publish_vp8(2);
+    h.join(3);
+    h.estimate(3, clear(ONE_VIDEO));
+    h.subscribe_with(3, first, None);
+    // Equal priorities: the first subscribed plays.
+    assert_eq!(h.subscribe_with(3, second, None)[1..], [paused(second)]);
+
+    let prefer = |priority| {
+        ControlMessage::SetLayerPreference(SetLayerPreference {
+            request: RequestId(4),
+            track: second,
+            max_layer: None,
+            priority,
+        })
+    };
+    let told = h.request(3, prefer(Some(150)));
+    assert_eq!(
+        told[1..],
+        [paused(first), resumed(second)],
+        "the second outranks the first: {told:?}"
+    );
+    assert!(matches!(told[0], ControlMessage::Ack(_)));
+
+    // Back to the default: a tie, which goes to the first subscribed once the cooldown of the
+    // first's forced pause is over.
+    let told = h.request(3, prefer(None));
+    assert!(
+        matches!(told.as_slice(), [ControlMessage::Ack(_)]),
+        "{told:?}"
+    );
+    h.advance_to(h.now + SfuConfig::default().layer_up_cooldown + Duration::from_millis(250));
+    assert_eq!(h.told(3), [resumed(first), paused(second)]);
+}
+
+/// A probe of a QUIC or WebTransport subscriber's link sends padding datagrams (kind 0x02, each
+/// at most 1000 bytes, behind the connection's prefix) for the probe's duration; a probe the core
+/// stops early (a climb came of it) stops its padding at once.
+#[test]
+fn a_probe_sends_padding_behind_the_prefix_for_its_duration_and_stops_when_told() {
+    const SESSION: u64 = 4;
+    let prefix = DatagramPrefix::webtransport(SESSION);
+    let mut h = Harness::new();
+    h.join(1);
+    let first = h.publish_vp8(1);
+    h.join(2);
+    let second = h.publish_vp8(2);
+    h.attach_with_prefix(3, 3, prefix).expect("attached");
+    h.request(
+        3,
+        ControlMessage::Join(Join {
+            request: RequestId(1),
+            room: RoomId("lobby".into()),
+            name: String::new(),
+        }),
+    );
+    h.subscribe_with(3, first, None);
+    h.subscribe_with(3, second, None);
+    assert_eq!(h.estimate(3, clear(ONE_VIDEO)), [paused(second)]);
+
+    // The core probes once the link has been clear a while: collect what subscriber 3 gets,
+    // slice by slice of virtual time, until the first probe is over and the link is quiet.
+    let step = strait_media::bwe::PADDING_INTERVAL;
+    let mut padding: Vec<(Instant, usize)> = Vec::new();
+    let deadline = h.now + Duration::from_secs(20);
+    while h.now < deadline {
+        h.advance_to(h.now + step);
+        for d in h.media(3) {
+            let payload =
+                datagram::strip_webtransport_prefix(&d, SESSION).expect("behind the prefix");
+            assert_eq!(
+                payload.first(),
+                Some(&datagram::KIND_PADDING),
+                "only padding"
+            );
+            assert!(matches!(
+                datagram::parse_datagram(&payload),
+                Ok(Datagram::Padding { .. })
+            ));
+            assert!(payload.len() <= 1000, "{}", payload.len());
+            padding.push((h.now, payload.len()));
+        }
+        if padding
+            .last()
+            .is_some_and(|&(at, _)| h.now >= at + Duration::from_secs(1))
+        {
+            break;
+        }
+    }
+    let (start, _) = *padding.first().expect("a probe sent padding");
+    let (end, _) = *padding.last().expect("a probe sent padding");
+    let lasted = end - start;
+    let duration = strait_media::sfu::PROBE_DURATION;
+    assert!(
+        lasted + step * 2 >= duration && lasted <= duration,
+        "padding for {lasted:?}, the probe lasts {duration:?}"
+    );
+    let bytes: usize = padding.iter().map(|&(_, len)| len).sum();
+    assert!(bytes > 1000, "{bytes} bytes of padding");
+    assert!(h.told(3).is_empty(), "padding alone changes nothing");
+
+    // The next probe; a wide link during it resumes the paused video, which ends the probe:
+    // its padding stops at once.
+    let deadline = h.now + Duration::from_secs(20);
+    while h.media(3).is_empty() {
+        assert!(h.now < deadline, "no second probe");
+        h.advance_to(h.now + step);
+    }
+    assert_eq!(h.estimate(3, clear(2_000_000)), [resumed(second)]);
+    h.media(3);
+    h.advance_to(h.now + Duration::from_millis(500));
+    assert!(h.media(3).is_empty(), "the padding stopped");
+}
+
+/// A WHEP subscriber's estimate, from the TWCC feedback its stack sends about what the bridge
+/// forwards to it, reaches the hub (`WebRtcEvent::Estimate`), which counts it for the `webrtc`
+/// transport and gives it to the SFU core.
+#[test]
+fn a_whep_subscribers_twcc_feedback_becomes_its_estimate() {
+    let mut h = Harness::new();
+    h.join(1);
+    let track = h.publish_vp8(1);
+    let mut peer = RtcPeer::subscriber(h.now);
+    let offer = peer.offer(h.now);
+    let answer = h
+        .hub
+        .webrtc_offer(
+            WebRtcOffer {
+                participant: ParticipantId(2),
+                resource: "whep-1".into(),
+                token: token("viewer", "lobby"),
+                room: RoomId("lobby".into()),
+                role: OfferRole::Subscribe(track.0),
+                sdp: offer,
+            },
+            h.now,
+        )
+        .expect("the offer is answered");
+    assert!(
+        answer.contains("transport-wide-cc"),
+        "transport-cc is negotiated: {answer}"
+    );
+    peer.pc
+        .set_remote_description(h.now, RTCSessionDescription::answer(answer).unwrap())
+        .unwrap();
+    peer.run_until(&mut h, |peer, _| peer.connected);
+
+    let webrtc = h
+        .metrics
+        .allocation
+        .estimates
+        .get_or_create(&TransportLabel {
+            transport: Transport::Webrtc,
+        })
+        .clone();
+    assert_eq!(webrtc.count(), 0);
+    let mut seq = 0u16;
+    peer.run_until(&mut h, |_, h| {
+        // A frame every 10 ms of virtual time or so, from the QUIC publisher.
+        seq += 1;
+        h.send_vp8(1, seq, seq % 100 == 1);
+        webrtc.count() > 0
+    });
+    assert!(webrtc.sum() > 0.0, "an estimate of {} bit/s", webrtc.sum());
+}
+
+/// `TrackPaused` and `TrackResumed` are the server's to send: from a client they are refused as
+/// any other server message without a request id is (`LayerSwitched` here).
+#[test]
+fn a_client_sending_track_paused_or_resumed_is_refused_like_any_server_message() {
+    let mut h = Harness::new();
+    h.join(1);
+    let track = h.publish_vp8(1);
+    let refusal = |told: Vec<ControlMessage>| match told.as_slice() {
+        [ControlMessage::Error(e)] if e.request.is_none() => (e.code, e.reason.clone()),
+        other => panic!("expected an Error, got {other:?}"),
+    };
+    let switched = refusal(h.request(
+        1,
+        ControlMessage::LayerSwitched(strait_protocol::LayerSwitched { track, layer: 0 }),
+    ));
+    assert_eq!(switched.0, ErrorCode::INVALID_REQUEST);
+    for (message, kind) in [
+        (
+            ControlMessage::TrackPaused(TrackPaused {
+                track,
+                reason: PauseReason::BANDWIDTH,
+            }),
+            28,
+        ),
+        (
+            ControlMessage::TrackResumed(TrackResumed {
+                track,
+                reason: PauseReason::LOAD,
+            }),
+            29,
+        ),
+    ] {
+        let (code, reason) = refusal(h.request(1, message));
+        assert_eq!(code, switched.0);
+        assert_eq!(reason, switched.1.replace("19", &kind.to_string()));
+    }
+}
+
+/// What a session or a WebRTC leg passes on to its worker: the first estimate, a new state, a
+/// move of a tenth or more; never a smaller move or the same estimate again (an idle link's 0
+/// included), so that a steady or idle leg costs the worker nothing.
+#[test]
+fn an_estimate_is_passed_on_when_it_moved_a_tenth_or_changed_state() {
+    use super::estimate_moved;
+    let at = |bps, state| Estimate {
+        available_bps: bps,
+        acked_bps: bps,
+        state,
+        queue_delay: Duration::ZERO,
+    };
+    let last = Some(at(1_000_000, LinkState::Clear));
+    assert!(estimate_moved(None, at(0, LinkState::Clear)));
+    assert!(!estimate_moved(last, at(1_000_000, LinkState::Clear)));
+    assert!(!estimate_moved(last, at(1_090_000, LinkState::Clear)));
+    assert!(!estimate_moved(last, at(910_000, LinkState::Clear)));
+    assert!(estimate_moved(last, at(1_100_000, LinkState::Clear)));
+    assert!(estimate_moved(last, at(900_000, LinkState::Clear)));
+    assert!(estimate_moved(last, at(1_000_000, LinkState::Warning)));
+    let idle = Some(at(0, LinkState::Clear));
+    assert!(!estimate_moved(idle, at(0, LinkState::Clear)));
+    assert!(estimate_moved(idle, at(1, LinkState::Clear)));
 }

@@ -13,9 +13,9 @@ use strait_media::webrtc::WebRtcError;
 use strait_protocol::datagram::DatagramPrefix;
 use strait_protocol::{
     Ack, Codec, ControlMessage, ErrorCode, ErrorMessage, Joined, KeyframeRequest, LayerInfo,
-    LayerSwitched, MediaId, ParticipantId, ParticipantInfo, ParticipantLeft, Published, RequestId,
-    RoomId, SdpType, SessionDescription, Subscribed, TrackId, TrackInfo, TrackKind, TrackMuted,
-    TrackUnpublished, datagram,
+    LayerSwitched, MediaId, ParticipantId, ParticipantInfo, ParticipantLeft, PauseReason,
+    Published, RequestId, RoomId, SdpType, SessionDescription, Subscribed, TrackId, TrackInfo,
+    TrackKind, TrackMuted, TrackPaused, TrackResumed, TrackUnpublished, datagram,
 };
 
 use super::bridge::{BridgeError, SignalingAnswer};
@@ -144,6 +144,32 @@ pub(crate) fn subscribed(request: RequestId, s: &sfu::SubscriptionInfo) -> Contr
     })
 }
 
+/// A subscription's `Subscribed`, then its `TrackPaused` when it is paused: "a subscription
+/// created while paused is answered `Subscribed`, then `TrackPaused`; so is a paused subscription
+/// in the snapshot after a resume" (PROTOCOL.md, TrackPaused). The core pauses for the
+/// subscriber's bandwidth only (load shedding lowers layers and drops video, it pauses nothing),
+/// so the reason is `BANDWIDTH`.
+fn subscribed_then_paused(
+    request: RequestId,
+    s: &sfu::SubscriptionInfo,
+    out: &mut Vec<ControlMessage>,
+) {
+    out.push(subscribed(request, s));
+    if s.paused {
+        out.push(ControlMessage::TrackPaused(TrackPaused {
+            track: TrackId(s.track.0),
+            reason: PauseReason::BANDWIDTH,
+        }));
+    }
+}
+
+fn pause_reason_out(reason: sfu::PauseReason) -> PauseReason {
+    match reason {
+        sfu::PauseReason::Bandwidth => PauseReason::BANDWIDTH,
+        sfu::PauseReason::Load => PauseReason::LOAD,
+    }
+}
+
 /// The messages that tell a client the state of its room: `Joined`, then everyone present, then
 /// every track. Used after a join and after a resume (with request id 0).
 pub(crate) fn room_snapshot(
@@ -172,16 +198,14 @@ pub(crate) fn room_snapshot(
 }
 
 /// A resumed session's snapshot, all with request id 0: the room (`Joined`, everyone else
-/// present, every track of the others), its subscriptions, and `Ack` to mark the end. Its own
-/// tracks are not repeated: they are unchanged and the client published them.
+/// present, every track of the others), its subscriptions (each paused one followed by its
+/// `TrackPaused`), and `Ack` to mark the end. Its own tracks are not repeated: they are
+/// unchanged and the client published them.
 pub(crate) fn resume_snapshot(snapshot: &sfu::ResumeSnapshot) -> Vec<ControlMessage> {
     let mut out = room_snapshot(RequestId::UNSOLICITED, &snapshot.room);
-    out.extend(
-        snapshot
-            .subscriptions
-            .iter()
-            .map(|s| subscribed(RequestId::UNSOLICITED, s)),
-    );
+    for s in &snapshot.subscriptions {
+        subscribed_then_paused(RequestId::UNSOLICITED, s, &mut out);
+    }
     out.push(snapshot_end());
     out
 }
@@ -224,6 +248,18 @@ pub(crate) fn notification(n: &sfu::Notification) -> Option<ControlMessage> {
             ControlMessage::LayerSwitched(LayerSwitched {
                 track: TrackId(track.0),
                 layer: *layer,
+            })
+        }
+        sfu::Notification::TrackPaused { track, reason } => {
+            ControlMessage::TrackPaused(TrackPaused {
+                track: TrackId(track.0),
+                reason: pause_reason_out(*reason),
+            })
+        }
+        sfu::Notification::TrackResumed { track, reason } => {
+            ControlMessage::TrackResumed(TrackResumed {
+                track: TrackId(track.0),
+                reason: pause_reason_out(*reason),
             })
         }
         _ => return None,
@@ -344,8 +380,13 @@ pub(crate) fn request(
                     "the access token does not grant subscribe",
                 )];
             }
-            match sfu.subscribe(me, tid(s.track), s.max_layer, now) {
-                Ok(info) => vec![subscribed(s.request, &info)],
+            // Absent priority: the core's default for the track's source (PROTOCOL.md §6.3).
+            match sfu.subscribe_with_priority(me, tid(s.track), s.max_layer, s.priority, now) {
+                Ok(info) => {
+                    let mut out = Vec::with_capacity(2);
+                    subscribed_then_paused(s.request, &info, &mut out);
+                    out
+                }
                 Err(e) => vec![sfu_error(s.request, &e)],
             }
         }
@@ -354,7 +395,21 @@ pub(crate) fn request(
             Err(e) => vec![sfu_error(u.request, &e)],
         },
         ControlMessage::SetLayerPreference(l) => {
-            match sfu.set_layer_preference(me, tid(l.track), l.max_layer, now) {
+            // "Both fields replace what the subscription had: an absent field returns to its
+            // default" (PROTOCOL.md, SetLayerPreference). The core has a call for each, and each
+            // allocates again: the cap is set only when it changed, so that a request for the
+            // priority alone allocates once; when both change the cap goes first, which on its
+            // own only moves layers (pauses follow the floors by priority, not the caps).
+            let track = tid(l.track);
+            let cap_kept = sfu
+                .subscription(me, track)
+                .is_some_and(|s| s.max_layer == l.max_layer);
+            let set = if cap_kept {
+                Ok(())
+            } else {
+                sfu.set_layer_preference(me, track, l.max_layer, now)
+            };
+            match set.and_then(|()| sfu.set_priority(me, track, l.priority, now)) {
                 Ok(()) => vec![ack(l.request)],
                 Err(e) => vec![sfu_error(l.request, &e)],
             }
@@ -431,19 +486,17 @@ pub(crate) fn offer_refused(e: &BridgeError) -> ControlMessage {
 }
 
 /// The bridge's answer to a WebSocket participant's offer: the `Sdp` answer, then one
-/// `Subscribed` (request id 0) per track the peer will receive.
+/// `Subscribed` (request id 0) per track the peer will receive, each followed by its
+/// `TrackPaused` when it starts paused (the peer's estimate does not cover it).
 pub(crate) fn signaling_answer(answer: &SignalingAnswer) -> Vec<ControlMessage> {
     let mut out = Vec::with_capacity(1 + answer.subscriptions.len());
     out.push(ControlMessage::Sdp(SessionDescription {
         kind: SdpType::Answer,
         sdp: answer.sdp.clone(),
     }));
-    out.extend(
-        answer
-            .subscriptions
-            .iter()
-            .map(|s| subscribed(RequestId::UNSOLICITED, s)),
-    );
+    for s in &answer.subscriptions {
+        subscribed_then_paused(RequestId::UNSOLICITED, s, &mut out);
+    }
     out
 }
 

@@ -6,16 +6,18 @@
 //!
 //! The order of the passes:
 //!
-//! 1. **Floors**, by priority (highest first; equal priorities in subscription order): each video
-//!    gets its lowest live layer while that fits. One that does not fit is paused. The
-//!    highest-priority video that was already playing may overrun the budget by
+//! Priority groups are served one after the other, highest first: a group gets its floors and
+//! climbs as far as it can before the next group gets anything (a screen share is made readable
+//! before a camera gets a picture). Within a group (equal priorities, in subscription order):
+//!
+//! 1. **Floors**: each video gets its lowest live layer while that fits. One that does not fit
+//!    is paused. The first video that was already playing may overrun the budget by
 //!    [`AllocatorConfig::grace_bps`] rather than be paused (a picture of the main speaker beats
 //!    none); a paused video comes back only with headroom and when climbing is allowed.
-//! 2. **Climbing**, one priority group at a time (the highest group climbs as far as it can before
-//!    the next one gets anything above its floor), one step per subscription per round within a
-//!    group (equal priorities share). A step to a layer the subscription already had costs the
-//!    layer's increment; a new step costs the increment plus `headroom_percent` of the layer's
-//!    cost, and only when climbing is allowed. A layer that is not live is skipped.
+//! 2. **Climbing**, one step per subscription per round (equal priorities share: a picture for
+//!    everyone before a sharp picture for some). A step to a layer the subscription already had
+//!    costs the layer's increment; a new step costs the increment plus `headroom_percent` of the
+//!    layer's cost, and only when climbing is allowed. A layer that is not live is skipped.
 //!
 //! Audio is not part of this: the caller reserves it before (it is never paused).
 
@@ -126,35 +128,9 @@ pub fn allocate(
         shortfall = Some(shortfall.map_or(gap, |s| s.min(gap)));
     };
 
-    // Pass 1: floors by priority.
+    // By priority group, highest first: each group gets its floors, then climbs as far as it
+    // can, before the next group gets anything.
     let mut playing_any = false;
-    for &i in &order {
-        let w = &wants[i];
-        let Some(floor) = w.floor() else {
-            // Nothing of it is being sent: keep what it had (nothing to forward, nothing to pay).
-            continue;
-        };
-        let cost = w.cost(floor);
-        let resuming = w.old == Some(Choice::Paused);
-        let needed = if resuming {
-            cost + headroom(cost)
-        } else {
-            cost
-        };
-        let fits = remaining >= needed && (!resuming || may_climb);
-        let graced = !resuming && !playing_any && cost <= remaining + config.grace_bps;
-        if fits || !config.allow_pause || graced {
-            out[i] = Choice::Layer(floor);
-            remaining = remaining.saturating_sub(cost);
-            used += cost;
-            playing_any = true;
-        } else {
-            out[i] = Choice::Paused;
-            note_short(needed, remaining);
-        }
-    }
-
-    // Pass 2: climbing, one priority group at a time.
     let mut start = 0;
     while start < order.len() {
         let priority = wants[order[start]].priority;
@@ -163,6 +139,34 @@ pub fn allocate(
             .position(|&i| wants[i].priority != priority)
             .map_or(order.len(), |n| start + n);
         let group = &order[start..end];
+        // Floors, in subscription order.
+        for &i in group {
+            let w = &wants[i];
+            let Some(floor) = w.floor() else {
+                // Nothing of it is being sent: keep what it had (nothing to forward, nothing
+                // to pay).
+                continue;
+            };
+            let cost = w.cost(floor);
+            let resuming = w.old == Some(Choice::Paused);
+            let needed = if resuming {
+                cost + headroom(cost)
+            } else {
+                cost
+            };
+            let fits = remaining >= needed && (!resuming || may_climb);
+            let graced = !resuming && !playing_any && cost <= remaining + config.grace_bps;
+            if fits || !config.allow_pause || graced {
+                out[i] = Choice::Layer(floor);
+                remaining = remaining.saturating_sub(cost);
+                used += cost;
+                playing_any = true;
+            } else {
+                out[i] = Choice::Paused;
+                note_short(needed, remaining);
+            }
+        }
+        // Climbing, one step per subscription per round.
         loop {
             let mut stepped = false;
             for &i in group {

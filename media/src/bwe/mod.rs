@@ -26,7 +26,7 @@ mod quic;
 pub use self::allocate::{AllocatorConfig, Choice, Outcome, VideoWant, allocate};
 pub use self::layer_rate::{DEFAULT_LAYER_COSTS, LayerRates, SILENT_AFTER};
 pub use self::padding::{PADDING_INTERVAL, Padding};
-pub use self::quic::{QuicEstimator, QuicEstimatorConfig, QuicSample};
+pub use self::quic::{IDLE_BPS, QuicEstimator, QuicEstimatorConfig, QuicSample, START_BPS};
 
 use std::time::Duration;
 
@@ -53,3 +53,102 @@ pub struct Estimate {
     /// The queueing delay the transport sees (smoothed RTT − minimum RTT).
     pub queue_delay: Duration,
 }
+
+/// How long a delivered rate stays proven.
+const PROVEN_FOR: Duration = Duration::from_secs(10);
+
+/// Delivered bytes are summed over windows of this length for [`Proven`].
+const PROVEN_WINDOW: Duration = Duration::from_millis(500);
+
+/// The highest rate a leg delivered over a window of [`PROVEN_WINDOW`] while its link was
+/// clear, in the last [`PROVEN_FOR`]: what the leg has shown it can carry. A probe's padding
+/// lifts it, so that successive probes build on each other instead of each starting again from
+/// the (smoothed) acknowledged rate. Congestion resets it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Proven {
+    /// Closed windows: when each ended and its rate.
+    windows: std::collections::VecDeque<(std::time::Instant, f64)>,
+    /// The open window: when it started, and its bytes.
+    open: Option<(std::time::Instant, u64)>,
+}
+
+impl Proven {
+    /// `bytes` were delivered between `since` and `now`; `clear` says whether the link was clear
+    /// meanwhile (a window with any unclear part is not counted).
+    pub(crate) fn record(
+        &mut self,
+        bytes: u64,
+        since: std::time::Instant,
+        now: std::time::Instant,
+        clear: bool,
+    ) {
+        if !clear {
+            self.open = None;
+            return;
+        }
+        let (start, sum) = self.open.get_or_insert((since, 0));
+        *sum += bytes;
+        let elapsed = now.saturating_duration_since(*start);
+        if elapsed >= PROVEN_WINDOW {
+            let rate = *sum as f64 * 8.0 / elapsed.as_secs_f64();
+            self.windows.push_back((now, rate));
+            self.open = Some((now, 0));
+        }
+        while self
+            .windows
+            .front()
+            .is_some_and(|&(at, _)| now.saturating_duration_since(at) > PROVEN_FOR)
+        {
+            self.windows.pop_front();
+        }
+    }
+
+    /// The highest proven rate, bits per second (0 when none).
+    pub(crate) fn rate(&self) -> f64 {
+        self.windows.iter().map(|&(_, r)| r).fold(0.0, f64::max)
+    }
+
+    /// Forgets everything (the link is congested: what it carried before no longer holds).
+    pub(crate) fn reset(&mut self) {
+        self.windows.clear();
+        self.open = None;
+    }
+}
+
+/// The growth rule of a clear leg shared by both estimators: at most `growth` × what the leg
+/// has shown it carries + `bonus_bps`, so that an app-limited leg climbs as it proves more (by
+/// its media, or by a probe's padding) rather than drifting upward on no evidence.
+pub(crate) fn clear_limit(acked_bps: f64, proven_bps: f64, growth: f64, bonus_bps: f64) -> f64 {
+    growth * acked_bps.max(proven_bps) + bonus_bps
+}
+
+/// The padding a probe needs, on top of the `sending_bps` of media the leg carries, so that a
+/// leg estimated at `estimate` is estimated at `wanted_bps` or more once it delivers both
+/// without a queue (the inverse of the clear legs' growth rule: 1.5 × delivered + 10 kbit/s),
+/// a tenth more. The leg then delivers at most [`PROBE_GROWTH`] × what it has shown it carries (read back
+/// from the estimate by the same rule; a probe far above what the link carries only fills its
+/// queue), and the padding is at least `floor_bps`.
+#[must_use]
+pub fn probe_padding(
+    estimate: &Estimate,
+    sending_bps: u64,
+    wanted_bps: u64,
+    floor_bps: u64,
+) -> u64 {
+    let sending = sending_bps as f64;
+    let shown = ((estimate.available_bps as f64 - ACK_BONUS_BPS) / ACK_GROWTH)
+        .max(estimate.acked_bps as f64);
+    let delivered = (wanted_bps as f64 - ACK_BONUS_BPS) / ACK_GROWTH;
+    let padding = ((delivered - sending) * 1.1).max(0.0);
+    let most = (PROBE_GROWTH * shown - sending).max(0.0);
+    (padding.min(most) as u64).max(floor_bps)
+}
+
+/// A probe makes a leg deliver at most this multiple of what it has shown it carries: a
+/// staircase of probes climbs by half each step rather than overshooting by much.
+pub const PROBE_GROWTH: f64 = 1.5;
+
+/// The clear legs' growth: at most this multiple of what a leg has shown it carries…
+pub(crate) const ACK_GROWTH: f64 = 1.5;
+/// …plus this, bits per second.
+pub(crate) const ACK_BONUS_BPS: f64 = 10_000.0;

@@ -2,7 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Estimate, LinkState};
+use super::{Estimate, LinkState, Proven, clear_limit};
+
+/// A leg delivering less than this (bits per second) is idle: nothing to judge it by yet.
+pub const IDLE_BPS: u32 = 100_000;
+
+/// An idle, clear leg's estimate (bits per second): where a new viewer starts.
+pub const START_BPS: u32 = 2_500_000;
 
 /// One reading of a QUIC connection's counters (cumulative ones as the transport keeps them),
 /// taken by the gateway at a steady tick (about every 100 ms).
@@ -65,8 +71,8 @@ impl Default for QuicEstimatorConfig {
             congested_loss: 0.10,
             backoff: 0.85,
             cwnd_headroom: 1.25,
-            ack_growth: 1.5,
-            ack_bonus_bps: 10_000,
+            ack_growth: super::ACK_GROWTH,
+            ack_bonus_bps: super::ACK_BONUS_BPS as u64,
         }
     }
 }
@@ -78,6 +84,7 @@ pub struct QuicEstimator {
     last: Option<QuicSample>,
     acked_bps: f64,
     loss: f64,
+    proven: Proven,
     estimate: Option<Estimate>,
 }
 
@@ -89,6 +96,7 @@ impl QuicEstimator {
             last: None,
             acked_bps: 0.0,
             loss: 0.0,
+            proven: Proven::default(),
             estimate: None,
         }
     }
@@ -114,7 +122,12 @@ impl QuicEstimator {
         let sent = sample.sent_bytes.saturating_sub(last.sent_bytes);
         let lost = sample.lost_bytes.saturating_sub(last.lost_bytes);
         let delivered_bps = sent.saturating_sub(lost) as f64 * 8.0 / dt.as_secs_f64();
-        self.acked_bps += weight * (delivered_bps - self.acked_bps);
+        if self.estimate.is_none() {
+            // The first interval is the whole history: no average to start from zero.
+            self.acked_bps = delivered_bps;
+        } else {
+            self.acked_bps += weight * (delivered_bps - self.acked_bps);
+        }
         let packets = sample.sent_packets.saturating_sub(last.sent_packets);
         if packets > 0 {
             let lost = sample.lost_packets.saturating_sub(last.lost_packets);
@@ -143,12 +156,26 @@ impl QuicEstimator {
         };
 
         let acked = self.acked_bps;
+        if state == LinkState::Congested {
+            self.proven.reset();
+        }
+        self.proven.record(
+            sent.saturating_sub(lost),
+            last.at,
+            sample.at,
+            state == LinkState::Clear,
+        );
         let ceiling = if sample.srtt.is_zero() {
             f64::MAX
         } else {
             c.cwnd_headroom * sample.cwnd as f64 * 8.0 / sample.srtt.as_secs_f64()
         };
-        let proven = c.ack_growth * acked + c.ack_bonus_bps as f64;
+        let proven = clear_limit(
+            acked,
+            self.proven.rate(),
+            c.ack_growth,
+            c.ack_bonus_bps as f64,
+        );
         let available = match state {
             LinkState::Congested => c.backoff * acked,
             // Hold what was given, within the ceiling; never above what a clear leg would get.
@@ -157,6 +184,11 @@ impl QuicEstimator {
                 .map_or(acked, |e| e.available_bps as f64)
                 .min(ceiling)
                 .min(proven),
+            // A leg that carries next to nothing yet (a viewer that just joined) has shown
+            // nothing: it starts at `START_BPS`, within the ceiling.
+            LinkState::Clear if acked < f64::from(IDLE_BPS) => {
+                ceiling.min(proven.max(f64::from(START_BPS)))
+            }
             LinkState::Clear => ceiling.min(proven),
         };
         let estimate = Estimate {

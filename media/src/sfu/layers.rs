@@ -11,9 +11,9 @@
 //!   changed state, a subscription or preference change, a layer that stopped or started, a
 //!   cooldown that ended — plus every [`REFRESH`] to follow measured costs.
 //! - **Hysteresis**: a climb needs headroom, a clear link (no queue building) and the end of the
-//!   cooldown. A fall forced by the budget starts a cooldown of `layer_up_cooldown`; a fall within
-//!   [`CLIMB_TRIAL`] of a climb is a failed climb and doubles the cooldown, up to
-//!   [`MAX_COOLDOWN`].
+//!   cooldown. A fall forced by the budget starts a cooldown: `layer_up_cooldown` after a climb
+//!   held for [`CLIMB_HELD`] (or none); twice the last one after a failed climb (a fall within
+//!   [`CLIMB_TRIAL`] of it), up to [`MAX_COOLDOWN`]; the same as the last one in between.
 //! - **Pausing**: a paused subscription forwards nothing and is told so
 //!   ([`Notification::TrackPaused`]); when it resumes it starts again at a keyframe of its layer.
 //!
@@ -30,11 +30,18 @@ use crate::bwe::{self, AllocatorConfig, Choice, Estimate, LinkState, VideoWant};
 /// An estimate that moved by this share of the last allocation's is a real change.
 pub const ESTIMATE_STEP_PERCENT: u64 = 10;
 
-/// A fall forced by the budget this soon after a climb makes the climb a failure.
-pub const CLIMB_TRIAL: Duration = Duration::from_secs(4);
+/// A fall forced by the budget this soon after a climb makes the climb a failure (and doubles
+/// the cooldown).
+pub const CLIMB_TRIAL: Duration = Duration::from_secs(10);
+
+/// A climb held this long was a success: the next forced fall starts the cooldown afresh.
+pub const CLIMB_HELD: Duration = Duration::from_secs(30);
 
 /// The longest cooldown after failed climbs.
-pub const MAX_COOLDOWN: Duration = Duration::from_secs(16);
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(64);
+
+/// An estimate this far above the one at the last forced fall lifts the cooldown.
+pub const CLEARLY_HIGHER_PERCENT: u64 = 50;
 
 /// Every subscriber with an estimate is allocated again at least this often.
 pub const REFRESH: Duration = Duration::from_secs(5);
@@ -45,11 +52,22 @@ pub(super) const TICK: Duration = Duration::from_millis(250);
 /// A link must have been clear this long before it is probed.
 pub const PROBE_AFTER_CLEAR: Duration = Duration::from_secs(2);
 
+/// A probe whose time is up succeeded if the estimate rose by this share; the next may follow
+/// after [`PROBE_AFTER_SUCCESS`].
+pub(super) const PROBE_RISE_PERCENT: u64 = 15;
+
+/// The longest a forced fall holds probing back.
+pub(super) const PROBE_AFTER_FALL: Duration = Duration::from_secs(8);
+
+/// The pause after a successful probe.
+pub(super) const PROBE_AFTER_SUCCESS: Duration = Duration::from_millis(500);
+
 /// How long a probe lasts at most.
 pub const PROBE_DURATION: Duration = Duration::from_millis(1500);
 
-/// The least and the most padding a probe sends, bits per second.
-pub const PROBE_PADDING_BPS: (u64, u64) = (200_000, 5_000_000);
+/// The least and the most padding a probe sends, bits per second (and at most the link's
+/// acknowledged rate, above the least).
+pub const PROBE_PADDING_BPS: (u64, u64) = (100_000, 5_000_000);
 
 /// A layer's cost for an audio track whose rate is not measured yet, bits per second.
 pub const DEFAULT_AUDIO_COST: u64 = 40_000;
@@ -77,22 +95,40 @@ pub(super) struct AllocState {
     last_may_climb: bool,
     /// The current cooldown (it doubles after failed climbs).
     cooldown: Duration,
-    /// No new step before this.
+    /// No new step before this…
     blocked_until: Option<Instant>,
+    /// …unless the estimate is [`CLEARLY_HIGHER_PERCENT`] above this one, at the last forced
+    /// fall (conditions changed: a cooldown guards against flapping at one level, not against
+    /// a link that came back).
+    fell_at_bps: u64,
     /// When a subscription last climbed or resumed.
     last_climb: Option<Instant>,
     /// What the last run used and could not give (for probing).
     pub outcome: bwe::Outcome,
+    /// What its audio subscriptions take, as reserved by the last run.
+    audio_bps: u64,
     /// The layers of its video subscriptions (live ones) at the last run, to see them change.
     pub live_layers: u64,
     /// Since when the link has been clear.
     clear_since: Option<Instant>,
     /// The end of the probe running, if one is.
     probe_until: Option<Instant>,
+    /// The estimate when the running probe started.
+    probe_from: u64,
     /// No probe before this (the probe cooldown, doubled after each failed probe).
     probe_blocked_until: Option<Instant>,
     /// The current probe cooldown.
     probe_cooldown: Duration,
+}
+
+impl AllocState {
+    /// Whether new steps are allowed at `now` as far as the cooldown goes.
+    fn unblocked(&self, now: Instant) -> bool {
+        self.blocked_until.is_none_or(|until| now >= until)
+            || self.estimate.is_some_and(|e| {
+                e.available_bps * 100 >= self.fell_at_bps * (100 + CLEARLY_HIGHER_PERCENT)
+            })
+    }
 }
 
 /// The live layers of `track` at `now` as a bit set; every declared layer while the track has
@@ -208,8 +244,7 @@ impl Sfu {
                 if a.cooldown.is_zero() {
                     a.cooldown = self.config.layer_up_cooldown;
                 }
-                let may_climb = estimate.state == LinkState::Clear
-                    && a.blocked_until.is_none_or(|until| now >= until);
+                let may_climb = estimate.state == LinkState::Clear && a.unblocked(now);
                 let config = AllocatorConfig {
                     headroom_percent: u64::from(self.config.layer_up_headroom_percent),
                     ..AllocatorConfig::default()
@@ -217,6 +252,7 @@ impl Sfu {
                 let budget = estimate.available_bps.saturating_sub(audio);
                 let mut out = Vec::with_capacity(wants.len());
                 a.outcome = bwe::allocate(&wants, budget, may_climb, &config, &mut out);
+                a.audio_bps = audio;
                 a.last_run = Some((estimate.available_bps, estimate.state));
                 a.last_run_at = Some(now);
                 a.last_may_climb = may_climb;
@@ -291,15 +327,24 @@ impl Sfu {
         if let Some(p) = self.participants.get_mut(&subscriber) {
             let a = &mut p.alloc;
             if forced_fall {
-                let failed = a.last_climb.is_some_and(|at| now < at + CLIMB_TRIAL);
-                a.cooldown = if failed {
-                    self.stats.failed_climbs += 1;
-                    (a.cooldown * 2).min(MAX_COOLDOWN)
-                } else {
-                    self.config.layer_up_cooldown
+                let since_climb = a.last_climb.map(|at| now.saturating_duration_since(at));
+                a.cooldown = match since_climb {
+                    Some(t) if t < CLIMB_TRIAL => {
+                        self.stats.failed_climbs += 1;
+                        (a.cooldown * 2).min(MAX_COOLDOWN)
+                    }
+                    Some(t) if t < CLIMB_HELD => a.cooldown,
+                    _ => self.config.layer_up_cooldown,
                 };
                 a.blocked_until = Some(now + a.cooldown);
-                a.last_climb = None;
+                a.fell_at_bps = a.estimate.map_or(0, |e| e.available_bps);
+                // A link that just fell is not probed before twice the cooldown (at most
+                // PROBE_AFTER_FALL).
+                let probe_after = now + (a.cooldown * 2).min(PROBE_AFTER_FALL);
+                a.probe_blocked_until = Some(
+                    a.probe_blocked_until
+                        .map_or(probe_after, |until| until.max(probe_after)),
+                );
             } else if climbed {
                 a.last_climb = Some(now);
             }
@@ -370,16 +415,25 @@ impl Sfu {
         let ready = estimate.state == LinkState::Clear
             && a.clear_since
                 .is_some_and(|at| now >= at + PROBE_AFTER_CLEAR)
-            && a.blocked_until.is_none_or(|until| now >= until)
+            && a.unblocked(now)
             && a.probe_until.is_none()
             && a.probe_blocked_until.is_none_or(|until| now >= until);
         if !ready || !connected {
             return;
         }
-        let padding_bps =
-            (shortfall + shortfall / 5).clamp(PROBE_PADDING_BPS.0, PROBE_PADDING_BPS.1);
+        // Enough for the estimate to cover the missing step, within bounds (see
+        // `bwe::probe_padding`); a probe that stops short leaves the leg's proven rate higher
+        // for the next.
+        let padding_bps = bwe::probe_padding(
+            &estimate,
+            a.outcome.used_bps + a.audio_bps,
+            estimate.available_bps + shortfall,
+            PROBE_PADDING_BPS.0,
+        )
+        .min(PROBE_PADDING_BPS.1);
         let until = now + PROBE_DURATION;
         a.probe_until = Some(until);
+        a.probe_from = estimate.available_bps;
         self.stats.probes += 1;
         self.events.push_back(Event::Probe {
             to: subscriber,
@@ -388,8 +442,9 @@ impl Sfu {
         });
     }
 
-    /// Ends `subscriber`'s probe, if one runs: a success (a climb came of it) resets the probe
-    /// cooldown; a failure doubles it. The padding is stopped unless the probe's time is up.
+    /// Ends `subscriber`'s probe, if one runs: a success (a climb came of it, or the estimate
+    /// rose) resets the probe cooldown and lets the next probe follow after
+    /// [`PROBE_AFTER_SUCCESS`]; a failure doubles the cooldown. The padding is stopped unless the probe's time is up.
     fn end_probe(&mut self, subscriber: ParticipantId, success: bool, now: Instant) {
         let Some(p) = self.participants.get_mut(&subscriber) else {
             return;
@@ -405,7 +460,11 @@ impl Sfu {
             self.stats.probes_failed += 1;
             (a.probe_cooldown * 2).clamp(base, MAX_COOLDOWN)
         };
-        a.probe_blocked_until = Some(now + a.probe_cooldown);
+        a.probe_blocked_until = Some(if success {
+            now + PROBE_AFTER_SUCCESS
+        } else {
+            now + a.probe_cooldown
+        });
         if now < until {
             self.events.push_back(Event::Probe {
                 to: subscriber,
@@ -428,9 +487,8 @@ impl Sfu {
             }
             let a = &p.alloc;
             let stale = a.last_run_at.is_none_or(|at| now >= at + REFRESH);
-            let unblocked = a.outcome.shortfall_bps.is_some()
-                && !a.last_may_climb
-                && a.blocked_until.is_none_or(|until| now >= until);
+            let unblocked =
+                a.outcome.shortfall_bps.is_some() && !a.last_may_climb && a.unblocked(now);
             let live = self.live_mask(&p.subscriptions, now);
             let probe_over = a.probe_until.is_some_and(|until| now >= until);
             if stale || unblocked || live != a.live_layers || probe_over {
@@ -454,8 +512,15 @@ impl Sfu {
                 .is_some_and(|until| now >= until);
             self.retarget(id, now, None);
             if probe_over {
-                // Time is up and no climb came of it (a climb would have ended it).
-                self.end_probe(id, false, now);
+                // Time is up and no climb came of it (a climb would have ended it): it
+                // succeeded if the link carried the padding without a queue, so that the
+                // estimate rose; the next probe goes on from there.
+                let a = &self.participants[&id].alloc;
+                let rose = a.estimate.is_some_and(|e| {
+                    e.state == LinkState::Clear
+                        && e.available_bps * 100 >= a.probe_from * (100 + PROBE_RISE_PERCENT)
+                });
+                self.end_probe(id, rose, now);
             }
         }
         if any {

@@ -44,8 +44,8 @@ pub use self::error::{RoutingError, SfuError};
 pub use self::forward::Forward;
 pub use self::ids::{MediaId, ParticipantId, RoomName, TrackId};
 pub use self::layers::{
-    CLIMB_TRIAL, DEFAULT_AUDIO_COST, ESTIMATE_STEP_PERCENT, MAX_COOLDOWN, PROBE_AFTER_CLEAR,
-    PROBE_DURATION, PROBE_PADDING_BPS, REFRESH, default_priority,
+    CLEARLY_HIGHER_PERCENT, CLIMB_HELD, CLIMB_TRIAL, DEFAULT_AUDIO_COST, ESTIMATE_STEP_PERCENT,
+    MAX_COOLDOWN, PROBE_AFTER_CLEAR, PROBE_DURATION, PROBE_PADDING_BPS, REFRESH, default_priority,
 };
 pub use self::stats::{DropStats, SfuStats};
 pub use self::types::{

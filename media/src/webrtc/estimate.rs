@@ -27,7 +27,7 @@ use rtc::interceptor::{OveruseDetector, PacketReport, SlopeEstimator, Usage, con
 use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 
-use crate::bwe::{Estimate, LinkState};
+use crate::bwe::{ACK_BONUS_BPS, ACK_GROWTH, Estimate, LinkState, Proven, clear_limit};
 
 /// Departures remembered, by transport-wide sequence number modulo this (about 2 s at 1 000
 /// packets a second; feedback comes every 50–100 ms).
@@ -61,10 +61,6 @@ const WARNING_LOSS: f64 = 0.02;
 /// Under congestion, this share of the acknowledged rate.
 const BACKOFF: f64 = 0.85;
 
-/// When clear, at most `ACK_GROWTH` × acknowledged + `ACK_BONUS_BPS`.
-const ACK_GROWTH: f64 = 1.5;
-const ACK_BONUS_BPS: f64 = 10_000.0;
-
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     twcc: u16,
@@ -96,6 +92,10 @@ pub struct WebRtcEstimator {
     base: Option<(f64, f64, Instant)>,
     /// The queueing delay of the latest feedback.
     queue: Duration,
+    /// What the leg has shown it carries.
+    proven: Proven,
+    /// When the previous feedback came.
+    last_feedback: Option<Instant>,
     reports: Vec<PacketReport>,
 }
 
@@ -134,6 +134,8 @@ impl WebRtcEstimator {
             epoch: None,
             base: None,
             queue: Duration::ZERO,
+            proven: Proven::default(),
+            last_feedback: None,
             reports: Vec::new(),
         }
     }
@@ -263,7 +265,13 @@ impl WebRtcEstimator {
             LinkState::Clear
         };
         let acked = self.acked_bps;
-        let proven = ACK_GROWTH * acked + ACK_BONUS_BPS;
+        if state == LinkState::Congested {
+            self.proven.reset();
+        }
+        let since = self.last_feedback.replace(now).unwrap_or(now);
+        self.proven
+            .record(arrived, since, now, state == LinkState::Clear);
+        let proven = clear_limit(acked, self.proven.rate(), ACK_GROWTH, ACK_BONUS_BPS);
         let available = match state {
             LinkState::Congested => BACKOFF * acked,
             LinkState::Warning => self

@@ -395,6 +395,11 @@ impl<T> Link<T> {
         self.config.rate = rate;
     }
 
+    /// Replaces the random loss probability, from now on.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.config.loss = loss;
+    }
+
     /// Offers a packet of `size` bytes at `now` (not earlier than any previous `now`).
     pub fn send(&mut self, now: Instant, size: usize, packet: T) -> Fate {
         let size = size as u64;

@@ -60,11 +60,14 @@
 pub mod freeze;
 pub mod link;
 pub mod quic;
+pub mod room;
+pub mod scenarios;
 pub mod video;
 
 pub use self::freeze::{FreezeConfig, MediaReceiver, VideoReport, VideoStream};
 pub use self::link::{Fate, Link, LinkConfig, LinkStats, QueueLimit, RateBin, RateTrace};
 pub use self::quic::{CongestionControl, DatagramStats, QuicPair, QuicPairConfig, SimError};
+pub use self::room::{PublisherSpec, RoomConfig, SimRoom, Slot};
 pub use self::video::{
     AudioConfig, LayerConfig, LayerStats, MediaKind, MediaPacket, PublisherConfig,
     SimulcastPublisher,

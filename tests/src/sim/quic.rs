@@ -663,6 +663,11 @@ impl QuicPair {
         self.forward.set_rate(rate);
     }
 
+    /// Replaces the forward link's random loss probability, from now on.
+    pub fn set_forward_loss(&mut self, loss: f64) {
+        self.forward.set_loss(loss);
+    }
+
     /// Everything due at `now`, until quiescent.
     fn drive_now(&mut self) {
         let now = self.now;

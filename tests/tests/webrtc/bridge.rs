@@ -1135,15 +1135,22 @@ async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers
     publisher.plis[2]
         .wait_above(0, "a PLI on the top layer's SSRC")
         .await;
+    // The subscriber's estimate may take it through the middle layer first (it climbs as its
+    // link shows it carries more, and the layers' costs are measured as they flow); every switch
+    // happens at a keyframe of the new layer.
+    let mut last = 0;
     let switch_at = loop {
         let packet = next_packet_on(&viewer, sub.media.0).await;
-        let (layer, _) = simulcast_layer_of(&packet);
+        let (layer, key) = simulcast_layer_of(&packet);
+        if layer != last {
+            assert!(key, "a switch happens at a keyframe of the new layer");
+            last = layer;
+        }
         received.push(packet);
         if layer == 2 {
             break received.len() - 1;
         }
-        assert_eq!(layer, 0, "the old layer until the switch");
-        assert!(received.len() < 5_000, "the switch never happened");
+        assert!(received.len() < 20_000, "the switch never happened");
     };
     assert!(
         simulcast_layer_of(&received[switch_at]).1,
@@ -1177,10 +1184,7 @@ async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers
     tokio::time::timeout(WAIT, async {
         loop {
             match viewer.next_event().await.expect("session open") {
-                SessionEvent::LayerSwitched { track: t, layer } if t == track => {
-                    assert_eq!(layer, 2);
-                    return;
-                }
+                SessionEvent::LayerSwitched { track: t, layer: 2 } if t == track => return,
                 _ => {}
             }
         }
@@ -1257,12 +1261,28 @@ async fn a_websocket_peer_publishes_simulcast_too() {
     );
 
     let sub = viewer.subscribe(track, Some(1)).await.expect("subscribe");
+    // Its cap's layer, perhaps after the lowest while its estimate shows it carries more; each
+    // layer starts at a keyframe.
     let mut received = Vec::new();
-    for _ in 0..20 {
-        received.push(next_packet_on(&viewer, sub.media.0).await);
+    let mut last = None;
+    loop {
+        let packet = next_packet_on(&viewer, sub.media.0).await;
+        let (layer, key) = simulcast_layer_of(&packet);
+        if last != Some(layer) {
+            assert!(key, "layer {layer} starts at a keyframe");
+            assert!(layer <= 1, "above the cap");
+            last = Some(layer);
+        }
+        if layer == 1 {
+            received.push(packet);
+            if received.len() == 20 {
+                break;
+            }
+        } else {
+            // Down again while the layers' costs are learnt: the run starts over.
+            received.clear();
+        }
     }
-    assert!(simulcast_layer_of(&received[0]).1, "starts at a keyframe");
-    assert!(received.iter().all(|p| simulcast_layer_of(p).0 == 1));
     // The publisher's RTCP reader counts the PLI on its own task: wait for it.
     publisher.plis[1]
         .wait_above(0, "a PLI on the middle layer's SSRC")

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use strait_media::sfu::{
-    Event, LeaveReason, MediaId, ParticipantId, ParticipantMeta, TrackId, TrackKind,
+    Event, LeaveReason, MediaId, Notification, ParticipantId, ParticipantMeta, TrackId, TrackKind,
 };
 
 use crate::sfu::fixture::{
@@ -291,6 +291,18 @@ impl World {
             }
         }
         for event in self.h.events() {
+            if let Event::Notify {
+                to,
+                notification: Notification::TrackPaused { track, .. },
+            } = &event
+            {
+                // A paused subscription resumes as a new segment (like a switch).
+                for ((sub, t, _), seen) in &mut self.seen {
+                    if sub == to && t == track {
+                        seen.run = None;
+                    }
+                }
+            }
             match event {
                 Event::Notify { to, .. } | Event::KeyframeRequest { to, .. } => {
                     assert_eq!(self.connected.get(&to.0), Some(&true), "event for {to}");

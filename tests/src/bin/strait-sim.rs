@@ -1,0 +1,77 @@
+//! The scorecard of the bandwidth allocation on the simulated network: every scenario of
+//! `strait_tests::sim::scenarios` (five seeds each), with what failed and the subscriber's
+//! timeline for those that do not hold. Virtual time: a run takes seconds.
+//!
+//! ```text
+//! cargo run --release -p strait-tests --bin strait-sim
+//! ```
+
+use strait_tests::sim::scenarios;
+
+type Scenario = (&'static str, fn() -> Result<(), String>);
+
+const SCENARIOS: &[Scenario] = &[
+    (
+        "capacity 4 -> 0.8 Mbit/s",
+        scenarios::a_falling_capacity_is_followed_within_a_second_and_a_half,
+    ),
+    (
+        "capacity 0.8 -> 4 Mbit/s",
+        scenarios::a_rising_capacity_reaches_the_top_layer_within_seconds,
+    ),
+    (
+        "hovering at a layer boundary +-10 %",
+        scenarios::a_capacity_near_a_layer_boundary_does_not_make_the_picture_oscillate,
+    ),
+    (
+        "square wave 1.2 <-> 3 Mbit/s",
+        scenarios::a_square_wave_is_followed_without_flapping,
+    ),
+    (
+        "six publishers, ramp 0 -> 6 Mbit/s",
+        scenarios::six_publishers_on_a_ramp_change_the_allocation_rarely,
+    ),
+    (
+        "app-limited, 150 ms RTT, 20 Mbit/s",
+        scenarios::an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer,
+    ),
+    (
+        "layers announced without max-br, 0.6 Mbit/s",
+        scenarios::layers_announced_without_a_bitrate_are_not_free,
+    ),
+    (
+        "screen share + 3 cameras, 1.2 -> 0.4 -> 3 Mbit/s",
+        scenarios::cameras_are_paused_before_the_screen_share_and_come_back,
+    ),
+    (
+        "the top layer stops",
+        scenarios::a_layer_that_stops_is_given_up_for_the_next_one_down,
+    ),
+    (
+        "3 % / 20 % random loss",
+        scenarios::light_loss_is_no_reason_to_downgrade_and_heavy_loss_is,
+    ),
+];
+
+fn main() {
+    let mut passed = 0;
+    for (name, run) in SCENARIOS {
+        match run() {
+            Ok(()) => {
+                passed += 1;
+                println!("pass  {name}");
+            }
+            Err(why) => {
+                let first = why.lines().next().unwrap_or_default();
+                println!("FAIL  {name}: {first}");
+                for line in why.lines().skip(1) {
+                    println!("        {line}");
+                }
+            }
+        }
+    }
+    println!(
+        "{passed} of {} scenarios hold (QUIC subscriber)",
+        SCENARIOS.len()
+    );
+}

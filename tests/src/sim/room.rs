@@ -1,0 +1,595 @@
+//! A room in the simulation: simulcast publishers, the real SFU core, and one subscriber whose
+//! QUIC leg crosses a simulated link — the whole loop of the bandwidth allocation.
+//!
+//! Each step does what the gateway does, in virtual time:
+//!
+//! - the publishers' packets go through [`Sfu::handle_rtp`]; what it forwards to the subscriber
+//!   is framed as a media datagram and given to the server side of the [`QuicPair`];
+//! - every [`RoomConfig::sample_interval`] the server connection's counters feed a
+//!   [`QuicEstimator`], whose estimate goes to [`Sfu::set_estimate`] when it changed by 10 %
+//!   or changed state (as the gateway's QUIC session does);
+//! - the core's events are carried out: keyframe requests reach the publisher, probes send
+//!   padding datagrams (kind `0x02`) paced by [`Padding`];
+//! - the subscriber renders what arrives ([`MediaReceiver`]) and, like a browser's decoder, asks
+//!   for a keyframe when a stream has a gap (at most every 250 ms per stream).
+//!
+//! Every 100 ms the room records what each video subscription forwards, for the tests'
+//! measures: layer switches, allocation changes, time to a layer, pauses.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use strait_media::bwe::{Estimate, LinkState, Padding, QuicEstimator, QuicEstimatorConfig};
+use strait_media::sfu::{
+    self, CodecSpec, Event, LayerSpec, MediaId, Notification, ParticipantId, ParticipantMeta, Sfu,
+    SfuConfig, TrackId, TrackKind, TrackSpec,
+};
+use strait_protocol::datagram;
+
+use super::freeze::{FreezeConfig, MediaReceiver, VideoReport};
+use super::quic::{QuicPair, QuicPairConfig, SimError};
+use super::video::{MediaKind, PublisherConfig, SimulcastPublisher};
+
+/// One publisher of the room.
+#[derive(Debug, Clone)]
+pub struct PublisherSpec {
+    /// Its media.
+    pub media: PublisherConfig,
+    /// The video track's source (`camera`, `screen`…): the default priority follows it.
+    pub source: String,
+    /// Whether each layer's bitrate is announced (`max_bitrate`), as a QUIC client or WHIP with
+    /// `max-br` does; when not, the layers are announced at 0.
+    pub declared: bool,
+    /// When it starts sending, from the room's start.
+    pub starts_after: Duration,
+}
+
+impl PublisherSpec {
+    /// A camera with the default publisher (150 k / 500 k / 1.5 M, audio), declared bitrates.
+    pub fn camera() -> Self {
+        Self {
+            media: PublisherConfig::default(),
+            source: "camera".into(),
+            declared: true,
+            starts_after: Duration::ZERO,
+        }
+    }
+}
+
+/// What a [`SimRoom`] is made of.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// The subscriber's leg.
+    pub link: QuicPairConfig,
+    /// The publishers, each with one video track and its audio.
+    pub publishers: Vec<PublisherSpec>,
+    /// How often the server's counters feed the estimator (the gateway's look at an active
+    /// session).
+    pub sample_interval: Duration,
+    /// The estimator's thresholds.
+    pub estimator: QuicEstimatorConfig,
+    /// The SFU's configuration.
+    pub sfu: SfuConfig,
+}
+
+impl RoomConfig {
+    /// One camera behind `link`.
+    pub fn new(link: QuicPairConfig) -> Self {
+        Self {
+            link,
+            publishers: vec![PublisherSpec::camera()],
+            sample_interval: Duration::from_millis(250),
+            estimator: QuicEstimatorConfig::default(),
+            sfu: SfuConfig::default(),
+        }
+    }
+}
+
+/// What one video subscription did in a 100 ms slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// Since the room's start.
+    pub at: Duration,
+    /// The layer being forwarded (`None`: nothing yet, or paused).
+    pub current: Option<u8>,
+    /// The layer the allocation chose.
+    pub target: u8,
+    /// Paused by the allocation.
+    pub paused: bool,
+}
+
+#[derive(Debug)]
+struct Publisher {
+    id: ParticipantId,
+    source: SimulcastPublisher,
+    video: TrackId,
+    audio: TrackId,
+    /// The subscriber's SSRC of the video subscription.
+    video_ssrc: u32,
+    audio_ssrc: u32,
+    starts: Instant,
+    started: bool,
+}
+
+/// The room (see the module docs).
+#[derive(Debug)]
+pub struct SimRoom {
+    pair: QuicPair,
+    sfu: Sfu,
+    subscriber: ParticipantId,
+    publishers: Vec<Publisher>,
+    estimator: QuicEstimator,
+    sample_interval: Duration,
+    next_sample: Instant,
+    last_sent: Option<Estimate>,
+    estimates: Vec<(Duration, Estimate)>,
+    padding: Option<Padding>,
+    padding_bytes: u64,
+    receiver: MediaReceiver,
+    /// Per subscriber SSRC: the last sequence number seen and when a keyframe was last asked.
+    streams: BTreeMap<u32, (u16, Option<Instant>)>,
+    next_slot: Instant,
+    timeline: Vec<Vec<Slot>>,
+    pause_notes: u64,
+    resume_notes: u64,
+    scratch: Vec<u8>,
+    refused: u64,
+}
+
+fn codec(kind: TrackKind) -> CodecSpec {
+    match kind {
+        TrackKind::Audio => CodecSpec {
+            name: "opus".into(),
+            payload_type: 111,
+            clock_rate: 48_000,
+            channels: 2,
+            fmtp: String::new(),
+        },
+        TrackKind::Video => CodecSpec {
+            name: "VP8".into(),
+            payload_type: 96,
+            clock_rate: 90_000,
+            channels: 0,
+            fmtp: String::new(),
+        },
+    }
+}
+
+const SLOT: Duration = Duration::from_millis(100);
+const KEYFRAME_ASK_INTERVAL: Duration = Duration::from_millis(250);
+
+impl SimRoom {
+    /// A room whose subscriber is connected and subscribed to every track at the start.
+    pub fn new(seed: u64, config: &RoomConfig) -> Result<Self, SimError> {
+        let pair = QuicPair::new(seed, config.link.clone())?;
+        let start = pair.now();
+        let mut sfu = Sfu::new(config.sfu.clone(), seed);
+        let room = "sim";
+        let meta = |name: &str| ParticipantMeta {
+            identity: name.into(),
+            name: name.into(),
+        };
+        let subscriber = ParticipantId(1);
+        let mut publishers = Vec::new();
+        for (n, spec) in config.publishers.iter().enumerate() {
+            let id = ParticipantId(10 + n as u64);
+            sfu.join(id, room, meta(&format!("p{n}")), start)
+                .map_err(|e| SimError::Config(e.to_string()))?;
+            let source = SimulcastPublisher::new(
+                spec.media.clone(),
+                start + spec.starts_after,
+                seed ^ ((n as u64 + 1) * 0x9e37),
+            );
+            let layers = spec
+                .media
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(l, layer)| LayerSpec {
+                    media: MediaId(1 + l as u32),
+                    max_bitrate: if spec.declared {
+                        u32::try_from(layer.bitrate_bps).unwrap_or(u32::MAX)
+                    } else {
+                        0
+                    },
+                    width: 0,
+                    height: 0,
+                })
+                .collect();
+            let video = sfu
+                .publish(
+                    id,
+                    TrackSpec {
+                        kind: TrackKind::Video,
+                        codec: codec(TrackKind::Video),
+                        source: spec.source.clone(),
+                        layers,
+                        muted: false,
+                    },
+                    start,
+                )
+                .map_err(|e| SimError::Config(e.to_string()))?;
+            let audio = sfu
+                .publish(
+                    id,
+                    TrackSpec {
+                        kind: TrackKind::Audio,
+                        codec: codec(TrackKind::Audio),
+                        source: "microphone".into(),
+                        layers: vec![LayerSpec {
+                            media: MediaId(100),
+                            max_bitrate: 0,
+                            width: 0,
+                            height: 0,
+                        }],
+                        muted: false,
+                    },
+                    start,
+                )
+                .map_err(|e| SimError::Config(e.to_string()))?;
+            publishers.push(Publisher {
+                id,
+                source,
+                video,
+                audio,
+                video_ssrc: 0,
+                audio_ssrc: 0,
+                starts: start + spec.starts_after,
+                started: false,
+            });
+        }
+        sfu.join(subscriber, room, meta("subscriber"), start)
+            .map_err(|e| SimError::Config(e.to_string()))?;
+        for p in &mut publishers {
+            let video = sfu
+                .subscribe(subscriber, p.video, None, start)
+                .map_err(|e| SimError::Config(e.to_string()))?;
+            let audio = sfu
+                .subscribe(subscriber, p.audio, None, start)
+                .map_err(|e| SimError::Config(e.to_string()))?;
+            p.video_ssrc = video.ssrc;
+            p.audio_ssrc = audio.ssrc;
+        }
+        let timeline = vec![Vec::new(); publishers.len()];
+        let mut room = Self {
+            pair,
+            sfu,
+            subscriber,
+            publishers,
+            estimator: QuicEstimator::new(config.estimator),
+            sample_interval: config.sample_interval,
+            next_sample: start,
+            last_sent: None,
+            estimates: Vec::new(),
+            padding: None,
+            padding_bytes: 0,
+            receiver: MediaReceiver::new(FreezeConfig::default()),
+            streams: BTreeMap::new(),
+            next_slot: start,
+            timeline,
+            pause_notes: 0,
+            resume_notes: 0,
+            scratch: Vec::new(),
+            refused: 0,
+        };
+        room.drain_events(start);
+        Ok(room)
+    }
+
+    /// The room's start.
+    pub fn start(&self) -> Instant {
+        self.pair.epoch()
+    }
+
+    /// Virtual now.
+    pub fn now(&self) -> Instant {
+        self.pair.now()
+    }
+
+    /// The subscriber's leg (to change the link, read its counters).
+    pub fn pair(&mut self) -> &mut QuicPair {
+        &mut self.pair
+    }
+
+    /// The SFU core.
+    pub fn sfu(&self) -> &Sfu {
+        &self.sfu
+    }
+
+    /// Publisher `n`'s media (to stop a layer, say).
+    pub fn publisher(&mut self, n: usize) -> &mut SimulcastPublisher {
+        &mut self.publishers[n].source
+    }
+
+    /// Sets the priority of the subscriber's subscription to publisher `n`'s video.
+    pub fn set_priority(&mut self, n: usize, priority: Option<u8>) {
+        let now = self.now();
+        let track = self.publishers[n].video;
+        let _ = self.sfu.set_priority(self.subscriber, track, priority, now);
+        self.drain_events(now);
+    }
+
+    /// Runs everything up to `until`.
+    pub fn run_until(&mut self, until: Instant) {
+        let mut guard = 0u64;
+        loop {
+            guard += 1;
+            assert!(guard < 50_000_000, "the simulation does not advance");
+            let mut next = until.min(self.next_sample).min(self.next_slot);
+            for p in &self.publishers {
+                next = next.min(p.source.poll_timeout().max(p.starts));
+            }
+            if let Some(at) = self.padding.as_ref().and_then(Padding::poll_timeout) {
+                next = next.min(at);
+            }
+            if let Some(at) = self.sfu.poll_timeout() {
+                next = next.min(at);
+            }
+            let next = next.max(self.pair.now());
+            self.pair.run_until(next);
+            self.receive(next);
+            if next >= until && self.pair.now() >= until {
+                self.step(next);
+                break;
+            }
+            self.step(next);
+        }
+    }
+
+    /// Runs for `duration` more.
+    pub fn run_for(&mut self, duration: Duration) {
+        let until = self.now() + duration;
+        self.run_until(until);
+    }
+
+    fn receive(&mut self, now: Instant) {
+        for (at, datagram) in self.pair.take_received() {
+            match datagram::parse_media(&datagram) {
+                Ok((_, rtp)) => {
+                    self.receiver.on_rtp(at, rtp);
+                    self.watch_gap(rtp, now);
+                }
+                Err(_) => {
+                    // Padding (or anything else): dropped, as a client does.
+                }
+            }
+        }
+    }
+
+    /// Asks for a keyframe when a video stream skips a sequence number.
+    fn watch_gap(&mut self, rtp: &[u8], now: Instant) {
+        if rtp.len() < 12 {
+            return;
+        }
+        let seq = u16::from_be_bytes([rtp[2], rtp[3]]);
+        let ssrc = u32::from_be_bytes([rtp[8], rtp[9], rtp[10], rtp[11]]);
+        let Some(p) = self.publishers.iter().find(|p| p.video_ssrc == ssrc) else {
+            return;
+        };
+        let track = p.video;
+        let entry = self
+            .streams
+            .entry(ssrc)
+            .or_insert((seq.wrapping_sub(1), None));
+        let gap = seq.wrapping_sub(entry.0) > 1 && seq.wrapping_sub(entry.0) < 0x8000;
+        if seq.wrapping_sub(entry.0) < 0x8000 {
+            entry.0 = seq;
+        }
+        if gap && entry.1.is_none_or(|at| now >= at + KEYFRAME_ASK_INTERVAL) {
+            entry.1 = Some(now);
+            let _ = self.sfu.request_keyframe(self.subscriber, track, now);
+        }
+    }
+
+    fn step(&mut self, now: Instant) {
+        if self.sfu.poll_timeout().is_some_and(|at| at <= now) {
+            self.sfu.handle_timeout(now);
+        }
+        // The publishers' media through the core.
+        for n in 0..self.publishers.len() {
+            if now < self.publishers[n].starts {
+                continue;
+            }
+            self.publishers[n].started = true;
+            for packet in self.publishers[n].source.poll_packets(now) {
+                let media = match packet.kind {
+                    MediaKind::Video { layer, .. } => MediaId(1 + layer as u32),
+                    MediaKind::Audio => MediaId(100),
+                };
+                self.forward(n, media, &packet.rtp, now);
+            }
+        }
+        // The estimate, as the gateway's session feeds it.
+        if now >= self.next_sample {
+            self.next_sample = now + self.sample_interval;
+            if let Some(estimate) = self.estimator.update(self.pair.server_sample()) {
+                self.estimates.push((now - self.start(), estimate));
+                let report = self.last_sent.is_none_or(|last| {
+                    last.state != estimate.state
+                        || estimate.available_bps.abs_diff(last.available_bps) * 10
+                            >= last.available_bps
+                });
+                if report {
+                    self.last_sent = Some(estimate);
+                    let _ = self.sfu.set_estimate(self.subscriber, estimate, now);
+                }
+            }
+        }
+        // A probe's padding.
+        if let Some(padding) = self.padding.as_mut() {
+            let mut bytes = padding.take(now);
+            while bytes > 0 {
+                let len = bytes.min(1000);
+                bytes -= len;
+                self.scratch.clear();
+                datagram::write_padding(&mut self.scratch, len);
+                self.padding_bytes += len as u64;
+                if self
+                    .pair
+                    .send_datagram(Bytes::copy_from_slice(&self.scratch))
+                    .is_err()
+                {
+                    self.refused += 1;
+                }
+            }
+        }
+        self.drain_events(now);
+        if now >= self.next_slot {
+            self.next_slot += SLOT;
+            let at = now - self.start();
+            for (n, p) in self.publishers.iter().enumerate() {
+                if let Some(s) = self.sfu.subscription(self.subscriber, p.video) {
+                    self.timeline[n].push(Slot {
+                        at,
+                        current: if s.info.paused { None } else { s.current_layer },
+                        target: s.target_layer,
+                        paused: s.info.paused,
+                    });
+                }
+            }
+        }
+    }
+
+    fn forward(&mut self, n: usize, media: MediaId, rtp: &[u8], now: Instant) {
+        let publisher = self.publishers[n].id;
+        let subscriber = self.subscriber;
+        let mut out: Vec<(MediaId, Vec<u8>)> = Vec::new();
+        let _ = self
+            .sfu
+            .handle_rtp(publisher, media, rtp, now, &mut |fwd: sfu::Forward<'_>| {
+                if fwd.to == subscriber {
+                    let mut bytes = vec![0; fwd.len()];
+                    fwd.write_into(&mut bytes);
+                    out.push((MediaId(fwd.media.0), bytes));
+                }
+            });
+        for (media, rtp) in out {
+            let media = strait_protocol::MediaId(media.0);
+            let mut buf = vec![0; datagram::media_header_len(media) + rtp.len()];
+            if datagram::write_media_datagram(media, &rtp, &mut buf).is_ok()
+                && self.pair.send_datagram(Bytes::from(buf)).is_err()
+            {
+                self.refused += 1;
+            }
+        }
+        self.drain_events(now);
+    }
+
+    fn drain_events(&mut self, now: Instant) {
+        while let Some(event) = self.sfu.poll_event() {
+            match event {
+                Event::KeyframeRequest { to, layer, .. } => {
+                    if let Some(p) = self.publishers.iter_mut().find(|p| p.id == to) {
+                        p.source.request_keyframe(usize::from(layer));
+                    }
+                }
+                Event::Probe {
+                    to,
+                    padding_bps,
+                    until,
+                } if to == self.subscriber => {
+                    self.padding = (padding_bps > 0).then(|| Padding::new(padding_bps, until, now));
+                }
+                Event::Notify {
+                    notification: Notification::TrackPaused { .. },
+                    ..
+                } => self.pause_notes += 1,
+                Event::Notify {
+                    notification: Notification::TrackResumed { .. },
+                    ..
+                } => self.resume_notes += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// Publisher `n`'s video subscription, slot by slot.
+    pub fn timeline(&self, n: usize) -> &[Slot] {
+        &self.timeline[n]
+    }
+
+    /// Publisher `n`'s video as the subscriber rendered it.
+    pub fn video_report(&self, n: usize) -> Option<VideoReport> {
+        self.receiver
+            .video(self.publishers[n].video_ssrc)
+            .map(|v| v.report())
+    }
+
+    /// The share of publisher `n`'s audio that reached the subscriber, of what was sent after
+    /// `from` (approximately: packets received over packets sent).
+    pub fn audio_ratio(&self, n: usize) -> f64 {
+        let p = &self.publishers[n];
+        self.receiver
+            .audio_delivered_ratio(p.audio_ssrc, p.source.audio_sent())
+    }
+
+    /// The estimates the estimator produced, with their time since the start.
+    pub fn estimates(&self) -> &[(Duration, Estimate)] {
+        &self.estimates
+    }
+
+    /// Padding bytes sent by probes.
+    pub fn padding_bytes(&self) -> u64 {
+        self.padding_bytes
+    }
+
+    /// `TrackPaused` and `TrackResumed` notifications the subscriber was sent.
+    pub fn pause_notifications(&self) -> (u64, u64) {
+        (self.pause_notes, self.resume_notes)
+    }
+
+    /// Datagrams quinn refused (a full send buffer without drop-oldest).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Whether the estimate was ever `state`.
+    pub fn ever(&self, state: LinkState) -> bool {
+        self.estimates.iter().any(|(_, e)| e.state == state)
+    }
+}
+
+/// Measures over a timeline.
+pub mod measure {
+    use std::time::Duration;
+
+    use super::Slot;
+
+    /// Changes of the forwarded layer (pauses and resumes included) within `[from, to)`.
+    pub fn switches(slots: &[Slot], from: Duration, to: Duration) -> usize {
+        let within: Vec<&Slot> = slots.iter().filter(|s| s.at >= from && s.at < to).collect();
+        within
+            .windows(2)
+            .filter(|w| w[0].current.is_some() || w[1].current.is_some())
+            .filter(|w| w[0].current != w[1].current)
+            .count()
+    }
+
+    /// Changes of the allocation's choice (target layer or pause) within `[from, to)`.
+    pub fn allocation_changes(slots: &[Slot], from: Duration, to: Duration) -> usize {
+        let within: Vec<&Slot> = slots.iter().filter(|s| s.at >= from && s.at < to).collect();
+        within
+            .windows(2)
+            .filter(|w| (w[0].target, w[0].paused) != (w[1].target, w[1].paused))
+            .count()
+    }
+
+    /// The first slot at or after `from` whose forwarded layer is at least `layer`.
+    pub fn first_at_least(slots: &[Slot], from: Duration, layer: u8) -> Option<Duration> {
+        slots
+            .iter()
+            .find(|s| s.at >= from && s.current.is_some_and(|c| c >= layer))
+            .map(|s| s.at - from)
+    }
+
+    /// The mean forwarded layer within `[from, to)` (a paused slot counts as −1).
+    pub fn mean_layer(slots: &[Slot], from: Duration, to: Duration) -> f64 {
+        let within: Vec<f64> = slots
+            .iter()
+            .filter(|s| s.at >= from && s.at < to)
+            .map(|s| s.current.map_or(-1.0, f64::from))
+            .collect();
+        within.iter().sum::<f64>() / within.len().max(1) as f64
+    }
+}
