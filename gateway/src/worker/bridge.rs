@@ -970,6 +970,9 @@ impl Bridge {
                 let leg = self.legs.get_mut(&participant)?;
                 if estimate_moved(leg.estimate, estimate) {
                     leg.estimate = Some(estimate);
+                    core.metrics
+                        .allocation
+                        .observe_estimate(Transport::Webrtc, estimate.available_bps);
                 }
             }
             WebRtcEvent::Disconnected(peer) => {

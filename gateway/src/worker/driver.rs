@@ -943,6 +943,7 @@ mod tests {
             estimate: Estimate {
                 available_bps: 200_000,
                 acked_bps: 200_000,
+                proven_bps: 200_000,
                 state: LinkState::Clear,
                 queue_delay: Duration::ZERO,
             },

@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use strait_media::bwe::Estimate;
-use strait_media::sfu::{ESTIMATE_STEP_PERCENT, SfuConfig};
+use strait_media::sfu::SfuConfig;
 use strait_protocol::datagram::DatagramPrefix;
 use strait_protocol::{ControlMessage, MediaId, ParticipantId, RoomId};
 use tokio::sync::{mpsc, oneshot};
@@ -586,18 +586,12 @@ pub(crate) fn spawn(
 }
 
 /// Whether a leg's estimate moved enough since the one last given to the SFU core to be worth
-/// giving again: its state changed, or its available rate moved by [`ESTIMATE_STEP_PERCENT`] or
+/// giving again: its state changed, or its available or proven rate moved by
+/// [`ESTIMATE_STEP_PERCENT`](strait_media::bwe::ESTIMATE_STEP_PERCENT) or
 /// more (the step at which the core allocates again; a smaller move changes nothing there). The
 /// first estimate always is; an unchanged one never is, even at 0.
 pub(crate) fn estimate_moved(last: Option<Estimate>, next: Estimate) -> bool {
-    let Some(last) = last else {
-        return true;
-    };
-    let moved = next.available_bps.abs_diff(last.available_bps);
-    last.state != next.state
-        || (moved > 0
-            && moved.saturating_mul(100)
-                >= last.available_bps.saturating_mul(ESTIMATE_STEP_PERCENT))
+    last.is_none_or(|last| next.moved_from(&last))
 }
 
 /// The SFU core's configuration, from the gateway's.

@@ -895,6 +895,7 @@ fn clear(bps: u64) -> Estimate {
     Estimate {
         available_bps: bps,
         acked_bps: bps,
+        proven_bps: bps,
         state: LinkState::Clear,
         queue_delay: Duration::ZERO,
     }
@@ -1221,7 +1222,8 @@ fn a_probe_sends_padding_behind_the_prefix_for_its_duration_and_stops_when_told(
 
 /// A WHEP subscriber's estimate, from the TWCC feedback its stack sends about what the bridge
 /// forwards to it, reaches the hub (`WebRtcEvent::Estimate`), which counts it for the `webrtc`
-/// transport and gives it to the SFU core.
+/// transport (it does not give it to the SFU core yet: a WebRTC leg cannot be probed, so a
+/// video paused there could never come back).
 #[test]
 fn a_whep_subscribers_twcc_feedback_becomes_its_estimate() {
     let mut h = Harness::new();
@@ -1318,6 +1320,7 @@ fn an_estimate_is_passed_on_when_it_moved_a_tenth_or_changed_state() {
     let at = |bps, state| Estimate {
         available_bps: bps,
         acked_bps: bps,
+        proven_bps: bps,
         state,
         queue_delay: Duration::ZERO,
     };

@@ -104,11 +104,14 @@ pub struct Outcome {
 }
 
 /// Chooses a layer (or a pause) for each of `wants` within `budget_bps`, writing one [`Choice`]
-/// per want into `out` (cleared first). `may_climb` allows new steps (climbs and resumes); steps
-/// back to what a subscription had are always allowed when they fit.
+/// per want into `out` (cleared first). `may_climb` allows new steps (climbs and resumes), which
+/// must also fit, headroom included, within `climb_bps` (what the link has shown it carries:
+/// a new step is taken on evidence, a held one on the estimate); steps back to what a
+/// subscription had are always allowed when they fit the budget.
 pub fn allocate(
     wants: &[VideoWant],
     budget_bps: u64,
+    climb_bps: u64,
     may_climb: bool,
     config: &AllocatorConfig,
     out: &mut Vec<Choice>,
@@ -154,7 +157,8 @@ pub fn allocate(
             } else {
                 cost
             };
-            let fits = remaining >= needed && (!resuming || may_climb);
+            let climb_room = climb_bps.saturating_sub(used);
+            let fits = remaining >= needed && (!resuming || (may_climb && climb_room >= needed));
             let graced = !resuming && !playing_any && cost <= remaining + config.grace_bps;
             if fits || !config.allow_pause || graced {
                 out[i] = Choice::Layer(floor);
@@ -163,7 +167,7 @@ pub fn allocate(
                 playing_any = true;
             } else {
                 out[i] = Choice::Paused;
-                note_short(needed, remaining);
+                note_short(needed, remaining.min(climb_room));
             }
         }
         // Climbing, one step per subscription per round.
@@ -183,13 +187,21 @@ pub fn allocate(
                 } else {
                     increment + headroom(w.cost(next))
                 };
-                if remaining >= needed && (keeps || may_climb) {
+                let climb_room = climb_bps.saturating_sub(used);
+                if remaining >= needed && (keeps || (may_climb && climb_room >= needed)) {
                     out[i] = Choice::Layer(next);
                     remaining -= increment;
                     used += increment;
                     stepped = true;
                 } else {
-                    note_short(needed, remaining);
+                    note_short(
+                        needed,
+                        if keeps {
+                            remaining
+                        } else {
+                            remaining.min(climb_room)
+                        },
+                    );
                 }
             }
             if !stepped {
@@ -224,6 +236,7 @@ mod tests {
         let mut out = Vec::new();
         let outcome = allocate(
             wants,
+            budget,
             budget,
             may_climb,
             &AllocatorConfig::default(),
@@ -301,6 +314,7 @@ mod tests {
         let mut out = Vec::new();
         allocate(
             &[camera(Some(Layer(1))), camera(Some(Layer(1)))],
+            0,
             0,
             true,
             &config,

@@ -48,10 +48,47 @@ pub struct Estimate {
     pub available_bps: u64,
     /// What it delivered lately (acknowledged), smoothed.
     pub acked_bps: u64,
+    /// What it has shown it carries: the highest rate it delivered over half a second while
+    /// clear, lately (media and a probe's padding alike), and at least `acked_bps`. A climb to
+    /// a higher layer must fit in it: what a leg may be given to hold (`available_bps`) is
+    /// more than what it may climb to on no evidence.
+    pub proven_bps: u64,
     /// What the congestion signals say.
     pub state: LinkState,
     /// The queueing delay the transport sees (smoothed RTT − minimum RTT).
     pub queue_delay: Duration,
+}
+
+/// An estimate is a real change from the last when its state changed, or its available or
+/// proven rate moved by this share.
+pub const ESTIMATE_STEP_PERCENT: u64 = 10;
+
+impl Estimate {
+    /// A bare bandwidth figure as an estimate: a clear link that may carry `bps` and has shown
+    /// it does (for a leg with no congestion signals of its own).
+    #[must_use]
+    pub fn clear(bps: u64) -> Self {
+        Self {
+            available_bps: bps,
+            acked_bps: bps,
+            proven_bps: bps,
+            state: LinkState::Clear,
+            queue_delay: Duration::ZERO,
+        }
+    }
+
+    /// Whether this estimate is a real change from `last` (see [`ESTIMATE_STEP_PERCENT`]): what
+    /// the gateway passes on to its media worker, and what makes the allocation run again.
+    #[must_use]
+    pub fn moved_from(&self, last: &Estimate) -> bool {
+        let moved = |a: u64, b: u64| {
+            let d = a.abs_diff(b);
+            d > 0 && d.saturating_mul(100) >= b.saturating_mul(ESTIMATE_STEP_PERCENT)
+        };
+        self.state != last.state
+            || moved(self.available_bps, last.available_bps)
+            || moved(self.proven_bps, last.proven_bps)
+    }
 }
 
 /// How long a delivered rate stays proven.
@@ -122,24 +159,22 @@ pub(crate) fn clear_limit(acked_bps: f64, proven_bps: f64, growth: f64, bonus_bp
     growth * acked_bps.max(proven_bps) + bonus_bps
 }
 
-/// The padding a probe needs, on top of the `sending_bps` of media the leg carries, so that a
-/// leg estimated at `estimate` is estimated at `wanted_bps` or more once it delivers both
-/// without a queue (the inverse of the clear legs' growth rule: 1.5 × delivered + 10 kbit/s),
-/// a tenth more. The leg then delivers at most [`PROBE_GROWTH`] × what it has shown it carries (read back
-/// from the estimate by the same rule; a probe far above what the link carries only fills its
-/// queue), and the padding is at least `floor_bps`.
+/// The padding a probe needs, on top of the `sending_bps` of media the leg carries, for the leg
+/// to show it carries `shortfall_bps` more than it has shown so far (its proven rate), a tenth
+/// more. The leg then delivers at most [`PROBE_GROWTH`] × what it has shown it carries (a probe
+/// far above what the link carries only fills its queue), and the padding is at least
+/// `floor_bps`.
 #[must_use]
 pub fn probe_padding(
     estimate: &Estimate,
     sending_bps: u64,
-    wanted_bps: u64,
+    shortfall_bps: u64,
     floor_bps: u64,
 ) -> u64 {
     let sending = sending_bps as f64;
-    let shown = ((estimate.available_bps as f64 - ACK_BONUS_BPS) / ACK_GROWTH)
-        .max(estimate.acked_bps as f64);
-    let delivered = (wanted_bps as f64 - ACK_BONUS_BPS) / ACK_GROWTH;
-    let padding = ((delivered - sending) * 1.1).max(0.0);
+    let shown = (estimate.proven_bps as f64).max(sending);
+    let wanted = (shown + shortfall_bps as f64) * 1.1;
+    let padding = (wanted - sending).max(0.0);
     let most = (PROBE_GROWTH * shown - sending).max(0.0);
     (padding.min(most) as u64).max(floor_bps)
 }

@@ -48,6 +48,9 @@ pub struct QuicEstimatorConfig {
     pub congested_queue: Duration,
     /// Datagrams waiting longer than this in the send buffer is congestion.
     pub congested_buffer: Duration,
+    /// Datagrams waiting longer than this in the send buffer means the congestion window is
+    /// what holds the leg back: only then is the window a ceiling.
+    pub window_limited_buffer: Duration,
     /// A loss ratio above this is congestion.
     pub congested_loss: f64,
     /// Under congestion the estimate is this share of the acknowledged rate.
@@ -68,6 +71,7 @@ impl Default for QuicEstimatorConfig {
             warning_queue: Duration::from_millis(30),
             congested_queue: Duration::from_millis(60),
             congested_buffer: Duration::from_millis(150),
+            window_limited_buffer: Duration::from_millis(20),
             congested_loss: 0.10,
             backoff: 0.85,
             cwnd_headroom: 1.25,
@@ -144,16 +148,23 @@ impl QuicEstimator {
             Duration::ZERO
         };
         let congestion_event = sample.congestion_events > last.congestion_events;
-        let state = if buffer_delay > c.congested_buffer
-            || self.loss > c.congested_loss
+        // Datagrams waiting long for the window are congestion when the path shows a queue
+        // too; without one (a window still opening, as in slow start) they only say to hold.
+        let state = if self.loss > c.congested_loss
             || (congestion_event && queue_delay > c.congested_queue)
+            || (buffer_delay > c.congested_buffer && queue_delay > c.warning_queue)
         {
             LinkState::Congested
-        } else if queue_delay > c.warning_queue {
+        } else if queue_delay > c.warning_queue || buffer_delay > c.congested_buffer {
             LinkState::Warning
         } else {
             LinkState::Clear
         };
+        if self.estimate.is_none() && state == LinkState::Warning {
+            // Nothing to hold yet: no estimate until the leg shows which way it goes.
+            self.last = Some(sample);
+            return None;
+        }
 
         let acked = self.acked_bps;
         if state == LinkState::Congested {
@@ -165,7 +176,11 @@ impl QuicEstimator {
             sample.at,
             state == LinkState::Clear,
         );
-        let ceiling = if sample.srtt.is_zero() {
+        // The window is a ceiling only while it is what holds the leg back (datagrams wait for
+        // it): an app-limited leg's window does not grow (Cubic), and under random loss it
+        // shrinks far below what the link carries, neither of which says anything about the
+        // link while everything given is sent at once.
+        let ceiling = if sample.srtt.is_zero() || buffer_delay <= c.window_limited_buffer {
             f64::MAX
         } else {
             c.cwnd_headroom * sample.cwnd as f64 * 8.0 / sample.srtt.as_secs_f64()
@@ -194,6 +209,7 @@ impl QuicEstimator {
         let estimate = Estimate {
             available_bps: available.max(0.0) as u64,
             acked_bps: acked as u64,
+            proven_bps: acked.max(self.proven.rate()) as u64,
             state,
             queue_delay,
         };
@@ -271,17 +287,22 @@ mod tests {
     }
 
     #[test]
-    fn cwnd_over_srtt_is_only_a_ceiling() {
+    fn cwnd_over_srtt_is_a_ceiling_only_while_datagrams_wait_for_it() {
         let mut leg = Leg::new();
         // 12 000 bytes at 100 ms: 0.96 Mbit/s, × 1.25 = 1.2 Mbit/s.
         leg.sample.srtt = Duration::from_millis(100);
         leg.sample.min_rtt = Duration::from_millis(95);
         leg.estimator.update(leg.sample);
+        // Everything given is sent at once: the window holds nothing back, whatever its size.
         let mut e = None;
         for _ in 0..30 {
             e = leg.tick(2_000_000, 0.0);
         }
         let e = e.expect("an estimate");
+        assert_eq!(e.available_bps, 3_010_000, "{e:?}");
+        // Datagrams wait for the window (8 kB: 32 ms at 2 Mbit/s): it is the ceiling.
+        leg.sample.buffered_bytes = 8_000;
+        let e = leg.tick(2_000_000, 0.0).expect("an estimate");
         assert_eq!(e.available_bps, 1_200_000, "{e:?}");
     }
 
@@ -334,16 +355,31 @@ mod tests {
     }
 
     #[test]
-    fn datagrams_waiting_in_the_send_buffer_are_congestion() {
+    fn datagrams_waiting_in_the_send_buffer_are_congestion_with_a_queue_and_a_hold_without() {
         let mut leg = Leg::new();
         leg.sample.cwnd = 1_000_000;
         leg.estimator.update(leg.sample);
         for _ in 0..20 {
             leg.tick(800_000, 0.0);
         }
-        // 32 KB waiting at ~800 kbit/s: about 320 ms.
+        // 32 KB waiting at ~800 kbit/s: about 320 ms. No queue on the path (a window still
+        // opening): hold.
         leg.sample.buffered_bytes = 32_000;
         let e = leg.tick(800_000, 0.0).expect("an estimate");
+        assert_eq!(e.state, LinkState::Warning, "{e:?}");
+        // With a queue on the path too: congestion.
+        leg.sample.srtt = Duration::from_millis(80);
+        let e = leg.tick(800_000, 0.0).expect("an estimate");
         assert_eq!(e.state, LinkState::Congested, "{e:?}");
+    }
+
+    #[test]
+    fn a_first_reading_that_says_hold_gives_no_estimate_yet() {
+        let mut leg = Leg::new();
+        leg.estimator.update(leg.sample);
+        leg.sample.buffered_bytes = 32_000;
+        assert_eq!(leg.tick(800_000, 0.0), None);
+        leg.sample.buffered_bytes = 0;
+        assert!(leg.tick(800_000, 0.0).is_some());
     }
 }

@@ -7,7 +7,7 @@
 //! - **Costs** are what each layer really costs (the publisher's measured rate, at least what it
 //!   declared, defaults while neither is known), and a layer the publisher stopped sending for a
 //!   second is not offered. Audio subscriptions are reserved first at their measured rate.
-//! - **When**: on a real change only — an estimate that moved by [`ESTIMATE_STEP_PERCENT`] or
+//! - **When**: on a real change only — an estimate that moved by [`bwe::ESTIMATE_STEP_PERCENT`] or
 //!   changed state, a subscription or preference change, a layer that stopped or started, a
 //!   cooldown that ended — plus every [`REFRESH`] to follow measured costs.
 //! - **Hysteresis**: a climb needs headroom, a clear link (no queue building) and the end of the
@@ -26,9 +26,6 @@ use super::{
     Event, MAX_LAYERS, Notification, ParticipantId, PauseReason, Sfu, Timer, Track, TrackKind,
 };
 use crate::bwe::{self, AllocatorConfig, Choice, Estimate, LinkState, VideoWant};
-
-/// An estimate that moved by this share of the last allocation's is a real change.
-pub const ESTIMATE_STEP_PERCENT: u64 = 10;
 
 /// A fall forced by the budget this soon after a climb makes the climb a failure (and doubles
 /// the cooldown).
@@ -50,7 +47,7 @@ pub const REFRESH: Duration = Duration::from_secs(5);
 pub(super) const TICK: Duration = Duration::from_millis(250);
 
 /// A link must have been clear this long before it is probed.
-pub const PROBE_AFTER_CLEAR: Duration = Duration::from_secs(2);
+pub const PROBE_AFTER_CLEAR: Duration = Duration::from_secs(1);
 
 /// A probe whose time is up succeeded if the estimate rose by this share; the next may follow
 /// after [`PROBE_AFTER_SUCCESS`].
@@ -88,7 +85,7 @@ pub(super) struct AllocState {
     /// Its latest estimate, if the gateway gave one.
     pub estimate: Option<Estimate>,
     /// The budget and link state of the last allocation run.
-    last_run: Option<(u64, LinkState)>,
+    last_run: Option<Estimate>,
     /// When it last ran.
     last_run_at: Option<Instant>,
     /// Whether climbing was allowed in that run.
@@ -251,9 +248,11 @@ impl Sfu {
                 };
                 let budget = estimate.available_bps.saturating_sub(audio);
                 let mut out = Vec::with_capacity(wants.len());
-                a.outcome = bwe::allocate(&wants, budget, may_climb, &config, &mut out);
+                // New steps on evidence: what the leg has shown it carries, audio aside.
+                let climb = estimate.proven_bps.saturating_sub(audio);
+                a.outcome = bwe::allocate(&wants, budget, climb, may_climb, &config, &mut out);
                 a.audio_bps = audio;
-                a.last_run = Some((estimate.available_bps, estimate.state));
+                a.last_run = Some(estimate);
                 a.last_run_at = Some(now);
                 a.last_may_climb = may_climb;
                 out
@@ -380,13 +379,10 @@ impl Sfu {
             p.alloc.clear_since = None;
         }
         let queueing = estimate.state != LinkState::Clear && p.alloc.probe_until.is_some();
-        let changed = match p.alloc.last_run {
-            None => true,
-            Some((bps, state)) => {
-                state != estimate.state
-                    || estimate.available_bps.abs_diff(bps) * 100 >= bps * ESTIMATE_STEP_PERCENT
-            }
-        };
+        let changed = p
+            .alloc
+            .last_run
+            .is_none_or(|last| estimate.moved_from(&last));
         if !self.timers.iter().any(|&(_, t)| t == Timer::Allocate) {
             self.timers.insert((now + TICK, Timer::Allocate));
         }
@@ -415,19 +411,18 @@ impl Sfu {
         let ready = estimate.state == LinkState::Clear
             && a.clear_since
                 .is_some_and(|at| now >= at + PROBE_AFTER_CLEAR)
-            && a.unblocked(now)
             && a.probe_until.is_none()
             && a.probe_blocked_until.is_none_or(|until| now >= until);
         if !ready || !connected {
             return;
         }
-        // Enough for the estimate to cover the missing step, within bounds (see
+        // Enough for the leg to show it carries the missing step, within bounds (see
         // `bwe::probe_padding`); a probe that stops short leaves the leg's proven rate higher
         // for the next.
         let padding_bps = bwe::probe_padding(
             &estimate,
             a.outcome.used_bps + a.audio_bps,
-            estimate.available_bps + shortfall,
+            shortfall,
             PROBE_PADDING_BPS.0,
         )
         .min(PROBE_PADDING_BPS.1);

@@ -44,8 +44,8 @@ pub use self::error::{RoutingError, SfuError};
 pub use self::forward::Forward;
 pub use self::ids::{MediaId, ParticipantId, RoomName, TrackId};
 pub use self::layers::{
-    CLEARLY_HIGHER_PERCENT, CLIMB_HELD, CLIMB_TRIAL, DEFAULT_AUDIO_COST, ESTIMATE_STEP_PERCENT,
-    MAX_COOLDOWN, PROBE_AFTER_CLEAR, PROBE_DURATION, PROBE_PADDING_BPS, REFRESH, default_priority,
+    CLEARLY_HIGHER_PERCENT, CLIMB_HELD, CLIMB_TRIAL, DEFAULT_AUDIO_COST, MAX_COOLDOWN,
+    PROBE_AFTER_CLEAR, PROBE_DURATION, PROBE_PADDING_BPS, REFRESH, default_priority,
 };
 pub use self::stats::{DropStats, SfuStats};
 pub use self::types::{
@@ -54,7 +54,7 @@ pub use self::types::{
     TrackKind, TrackSpec,
 };
 
-use crate::bwe::{Estimate, LayerRates, LinkState};
+use crate::bwe::{Estimate, LayerRates};
 
 use self::forward::{Mapped, Rewriter};
 use self::keyframe::PayloadFormat;
@@ -1179,7 +1179,7 @@ impl Sfu {
     }
 
     /// The subscriber's downstream estimate (see [`crate::bwe`]), fed at the gateway's steady
-    /// tick. When it is a real change (it moved by [`ESTIMATE_STEP_PERCENT`] from the last
+    /// tick. When it is a real change (it moved by [`ESTIMATE_STEP_PERCENT`](crate::bwe::ESTIMATE_STEP_PERCENT) from the last
     /// allocation's, or its state changed) the subscriber's video subscriptions are allocated
     /// again: audio is reserved first; each video gets its lowest live layer by priority, and
     /// the lowest-priority videos are paused when those do not fit
@@ -1209,17 +1209,8 @@ impl Sfu {
         bits_per_second: u64,
         now: Instant,
     ) -> Result<(), SfuError> {
-        self.set_estimate(
-            subscriber,
-            Estimate {
-                available_bps: bits_per_second,
-                acked_bps: bits_per_second,
-                state: LinkState::Clear,
-                queue_delay: std::time::Duration::ZERO,
-            },
-            now,
-        )
-        .map(drop)
+        self.set_estimate(subscriber, Estimate::clear(bits_per_second), now)
+            .map(drop)
     }
 
     /// `subscriber` asks for a keyframe on its subscription to `track` (a PLI or a QUIC

@@ -283,6 +283,7 @@ impl WebRtcEstimator {
         let estimate = Estimate {
             available_bps: available.max(0.0) as u64,
             acked_bps: acked as u64,
+            proven_bps: acked.max(self.proven.rate()) as u64,
             state,
             queue_delay: queue,
         };
@@ -296,12 +297,7 @@ impl WebRtcEstimator {
         if self.twcc {
             return self.estimate;
         }
-        let estimate = Estimate {
-            available_bps: bps,
-            acked_bps: bps,
-            state: LinkState::Clear,
-            queue_delay: Duration::ZERO,
-        };
+        let estimate = Estimate::clear(bps);
         self.estimate = Some(estimate);
         Some(estimate)
     }

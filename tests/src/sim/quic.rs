@@ -96,8 +96,9 @@ pub enum CongestionControl {
 }
 
 /// A [`QuicPair`]'s configuration. Defaults: a 1 Mbit/s forward link and a 100 Mbit/s reverse
-/// link, 20 ms each way (40 ms RTT), Cubic, a 32 KiB datagram send buffer with drop-oldest, a
-/// 1400-byte MTU and a 10 s handshake deadline.
+/// link, 20 ms each way (40 ms RTT), Cubic, the gateway's transport settings (a 64 KiB datagram
+/// send buffer with drop-oldest, acknowledgement frequency 10 / 25 ms), a 1400-byte MTU and a
+/// 10 s handshake deadline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuicPairConfig {
     /// Server → client: the subscriber's narrow downlink.
@@ -106,8 +107,9 @@ pub struct QuicPairConfig {
     pub reverse: LinkConfig,
     /// Both endpoints' congestion controller.
     pub congestion: CongestionControl,
-    /// quinn's `datagram_send_buffer_size` on both sides, bytes. quinn's default (1 MiB) holds
-    /// seconds of video at a narrow link's rate; 32 KiB is ~100 ms at 2.6 Mbit/s.
+    /// quinn's `datagram_send_buffer_size` on both sides, bytes: the gateway's
+    /// `quic.datagram_send_buffer` (64 KiB by default; quinn's own default, 1 MiB, holds seconds
+    /// of video at a narrow link's rate).
     pub datagram_send_buffer: usize,
     /// Whether a full send buffer drops its oldest datagrams (quinn's `send_datagram`) rather
     /// than refusing the new one.
@@ -118,6 +120,10 @@ pub struct QuicPairConfig {
     pub mtu: u16,
     /// Virtual time the handshake may take.
     pub handshake_timeout: Duration,
+    /// The acknowledgement-frequency extension's threshold the server asks of the client (0:
+    /// not asked), and its longest delay: the gateway's `quic.ack_eliciting_threshold` and
+    /// `quic.ack_max_delay` (10 and 25 ms by default).
+    pub ack_frequency: (u32, Duration),
 }
 
 impl Default for QuicPairConfig {
@@ -134,10 +140,11 @@ impl QuicPairConfig {
             forward: LinkConfig::constant(forward_bps).delay(rtt / 2),
             reverse: LinkConfig::constant(100_000_000).delay(rtt / 2),
             congestion: CongestionControl::Cubic,
-            datagram_send_buffer: 32 * 1024,
+            datagram_send_buffer: 64 * 1024,
             drop_oldest: true,
             mtu: 1400,
             handshake_timeout: Duration::from_secs(10),
+            ack_frequency: (10, Duration::from_millis(25)),
         }
     }
 }
@@ -740,6 +747,13 @@ fn transport(config: &QuicPairConfig) -> TransportConfig {
         .mtu_discovery_config(None)
         // A test decides when the connection ends; a long outage must not close it.
         .max_idle_timeout(None);
+    let (threshold, max_delay) = config.ack_frequency;
+    if threshold > 0 {
+        let mut ack = quinn_proto::AckFrequencyConfig::default();
+        ack.ack_eliciting_threshold(threshold.into())
+            .max_ack_delay(Some(max_delay));
+        transport.ack_frequency_config(Some(ack));
+    }
     transport
 }
 

@@ -11,7 +11,8 @@
 //! - the core's events are carried out: keyframe requests reach the publisher, probes send
 //!   padding datagrams (kind `0x02`) paced by [`Padding`];
 //! - the subscriber renders what arrives ([`MediaReceiver`]) and, like a browser's decoder, asks
-//!   for a keyframe when a stream has a gap (at most every 250 ms per stream).
+//!   for a keyframe when a stream has a gap (at most every 250 ms per stream), and again every
+//!   500 ms while its picture is frozen.
 //!
 //! Every 100 ms the room records what each video subscription forwards, for the tests'
 //! measures: layer switches, allocation changes, time to a layer, pauses.
@@ -158,6 +159,7 @@ fn codec(kind: TrackKind) -> CodecSpec {
 
 const SLOT: Duration = Duration::from_millis(100);
 const KEYFRAME_ASK_INTERVAL: Duration = Duration::from_millis(250);
+const FROZEN_ASK_INTERVAL: Duration = Duration::from_millis(500);
 
 impl SimRoom {
     /// A room whose subscriber is connected and subscribed to every track at the start.
@@ -405,11 +407,7 @@ impl SimRoom {
             self.next_sample = now + self.sample_interval;
             if let Some(estimate) = self.estimator.update(self.pair.server_sample()) {
                 self.estimates.push((now - self.start(), estimate));
-                let report = self.last_sent.is_none_or(|last| {
-                    last.state != estimate.state
-                        || estimate.available_bps.abs_diff(last.available_bps) * 10
-                            >= last.available_bps
-                });
+                let report = self.last_sent.is_none_or(|last| estimate.moved_from(&last));
                 if report {
                     self.last_sent = Some(estimate);
                     let _ = self.sfu.set_estimate(self.subscriber, estimate, now);
@@ -432,6 +430,28 @@ impl SimRoom {
                 {
                     self.refused += 1;
                 }
+            }
+        }
+        // A decoder that cannot render asks for a keyframe again while it waits (a browser
+        // sends PLIs while its picture is frozen), not only when it sees a gap.
+        for n in 0..self.publishers.len() {
+            let p = &self.publishers[n];
+            let paused = self
+                .sfu
+                .subscription(self.subscriber, p.video)
+                .is_none_or(|s| s.info.paused);
+            let frozen = self
+                .receiver
+                .video(p.video_ssrc)
+                .is_some_and(|v| v.ongoing_freeze(now).is_some());
+            if paused || !frozen {
+                continue;
+            }
+            let (ssrc, track) = (p.video_ssrc, p.video);
+            let entry = self.streams.entry(ssrc).or_insert((0, None));
+            if entry.1.is_none_or(|at| now >= at + FROZEN_ASK_INTERVAL) {
+                entry.1 = Some(now);
+                let _ = self.sfu.request_keyframe(self.subscriber, track, now);
             }
         }
         self.drain_events(now);

@@ -10,13 +10,13 @@ fn check(result: Result<(), String>) {
 }
 
 #[test]
-fn a_rising_capacity_reaches_the_top_layer_within_seconds() {
-    check(scenarios::a_rising_capacity_reaches_the_top_layer_within_seconds());
+fn a_square_wave_is_followed_without_flapping() {
+    check(scenarios::a_square_wave_is_followed_without_flapping());
 }
 
 #[test]
-fn a_square_wave_is_followed_without_flapping() {
-    check(scenarios::a_square_wave_is_followed_without_flapping());
+fn an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer() {
+    check(scenarios::an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer());
 }
 
 #[test]

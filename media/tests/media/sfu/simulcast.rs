@@ -138,11 +138,13 @@ fn going_up_needs_headroom_and_waits_out_the_cooldown() {
         .set_bandwidth(p(2), u64::from(MID) * 9 / 10 - 1, h.now)
         .unwrap();
     assert_eq!(target(&h), 0);
-    // Shortly after a fall, no climb even with plenty. The climb to 1 failed (the fall came
-    // within CLIMB_TRIAL), so the cooldown is twice `layer_up_cooldown`; when it ends, the
-    // allocation tick climbs without a new estimate.
+    // Shortly after a fall, no climb with an estimate that is back to where it was. The climb
+    // to 1 failed (the fall came within CLIMB_TRIAL), so the cooldown is twice
+    // `layer_up_cooldown`; when it ends, the allocation tick climbs without a new estimate.
     h.advance(1000);
-    h.sfu.set_bandwidth(p(2), 10_000_000, h.now).unwrap();
+    h.sfu
+        .set_bandwidth(p(2), u64::from(MID) + 150_000, h.now)
+        .unwrap();
     assert_eq!(target(&h), 0);
     for _ in 0..4 {
         h.advance(250);
@@ -151,9 +153,16 @@ fn going_up_needs_headroom_and_waits_out_the_cooldown() {
     for _ in 0..8 {
         h.advance(250);
     }
-    assert_eq!(target(&h), 2);
+    assert_eq!(target(&h), 1);
     assert_eq!(h.sfu.stats().failed_climbs, 1);
-    let _ = HIGH;
+    // An estimate clearly above the one at the last fall (half as much again) lifts the
+    // cooldown: the link came back.
+    h.sfu.set_bandwidth(p(2), u64::from(LOW), h.now).unwrap();
+    assert_eq!(target(&h), 0);
+    h.sfu
+        .set_bandwidth(p(2), u64::from(HIGH) * 2, h.now)
+        .unwrap();
+    assert_eq!(target(&h), 2);
 }
 
 #[test]
