@@ -60,6 +60,18 @@ fn play(
     got
 }
 
+/// Participant 1 publishes a camera and a screen share (three layers each); 2 is in the room.
+fn camera_and_screen() -> (Harness, TrackId, TrackId) {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let camera = h.publish(1, video_track("VP8", &[10, 11, 12]));
+    let mut spec = video_track("VP8", &[20, 21, 22]);
+    spec.source = "screen".into();
+    let screen = h.publish(1, spec);
+    (h, camera, screen)
+}
+
 fn target(h: &Harness, sub: u64, track: TrackId) -> u8 {
     h.sfu.subscription(p(sub), track).unwrap().target_layer
 }
@@ -122,15 +134,7 @@ fn a_layer_the_publisher_stops_is_given_up_within_a_second_and_a_half() {
 
 #[test]
 fn the_lowest_priority_video_is_paused_told_and_resumed() {
-    let mut h = Harness::new();
-    h.join(1, "r");
-    h.join(2, "r");
-    let camera = h.publish(1, video_track("VP8", &[10, 11, 12]));
-    let screen = {
-        let mut spec = video_track("VP8", &[20, 21, 22]);
-        spec.source = "screen".into();
-        h.publish(1, spec)
-    };
+    let (mut h, camera, screen) = camera_and_screen();
     h.sfu
         .set_estimate(p(2), estimate(3_000_000, LinkState::Clear), h.now)
         .unwrap();
@@ -197,15 +201,7 @@ fn the_lowest_priority_video_is_paused_told_and_resumed() {
 
 #[test]
 fn a_priority_set_by_the_subscriber_wins_over_the_sources_default() {
-    let mut h = Harness::new();
-    h.join(1, "r");
-    h.join(2, "r");
-    let camera = h.publish(1, video_track("VP8", &[10, 11, 12]));
-    let screen = {
-        let mut spec = video_track("VP8", &[20, 21, 22]);
-        spec.source = "screen".into();
-        h.publish(1, spec)
-    };
+    let (mut h, camera, screen) = camera_and_screen();
     h.sfu
         .set_estimate(p(2), estimate(3_000_000, LinkState::Clear), h.now)
         .unwrap();
