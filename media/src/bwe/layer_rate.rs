@@ -81,12 +81,14 @@ impl LayerRates {
             .is_some_and(|at| now.saturating_duration_since(at) < SILENT_AFTER)
     }
 
-    /// What `layer` costs a subscriber: the larger of what its publisher declared (`declared`,
-    /// 0 when nothing was) and what it measured; [`DEFAULT_LAYER_COSTS`] while both are unknown.
+    /// What `layer` costs a subscriber: what it was measured to carry; until it is measured,
+    /// what its publisher declared (`declared`, 0 when nothing was), or [`DEFAULT_LAYER_COSTS`]
+    /// when that is 0 too. A declared rate is the encoder's maximum, often well above what it
+    /// sends.
     pub fn cost(&self, layer: u8, declared: u32) -> u64 {
         let declared = u64::from(declared);
         match self.rate(layer) {
-            Some(measured) => measured.max(declared),
+            Some(measured) => measured,
             None if declared > 0 => declared,
             None => DEFAULT_LAYER_COSTS
                 .get(usize::from(layer))
@@ -153,19 +155,20 @@ mod tests {
     }
 
     #[test]
-    fn a_cost_is_never_zero_and_never_below_what_was_declared() {
+    fn a_cost_is_never_zero_and_measured_once_known() {
         let mut rates = LayerRates::default();
         // Nothing known: the defaults, not zero (a layer declared at 0 is never free).
         assert_eq!(rates.cost(0, 0), 150_000);
         assert_eq!(rates.cost(2, 0), 1_500_000);
         // Declared only.
         assert_eq!(rates.cost(1, 700_000), 700_000);
-        // Measured: the larger of the two.
+        // Measured: what the layer really carries, whatever was declared (an encoder often
+        // sends less than its announced maximum, and sometimes more).
         let t0 = Instant::now();
         send(&mut rates, 1, 400_000, t0, 3.0);
         let measured = rates.rate(1).expect("measured");
         assert_eq!(rates.cost(1, 0), measured);
-        assert_eq!(rates.cost(1, 700_000), 700_000);
+        assert_eq!(rates.cost(1, 700_000), measured);
         assert_eq!(rates.cost(1, 100_000), measured);
         // Past the last layer: ignored.
         rates.record(7, 1_000, t0);

@@ -13,8 +13,9 @@
 //!   step by step as it proves it can carry more, rather than drifting upward on no evidence.
 //! - [`LayerRates`]: the measured rate of each simulcast layer of a published track (a moving
 //!   average over about 2 s of the publisher's real bytes) and whether the layer is alive (a layer
-//!   silent for a second is not). A layer's cost is the larger of its declared and measured rates,
-//!   with defaults when neither is known, so that a layer declared at 0 is never free.
+//!   silent for a second is not). A layer's cost is its measured rate, its declared one until it
+//!   is measured, and defaults when neither is known, so that a layer declared at 0 is never
+//!   free.
 //! - [`allocate`]: one subscriber's choice of layer (or pause) per video subscription within its
 //!   estimate, by priority.
 

@@ -140,8 +140,17 @@ impl QuicEstimator {
         }
 
         let queue_delay = sample.srtt.saturating_sub(sample.min_rtt);
-        let buffer_delay = if self.acked_bps >= 1.0 {
-            Duration::from_secs_f64(sample.buffered_bytes as f64 * 8.0 / self.acked_bps)
+        // How long the datagrams waiting now will take to leave: the buffer drains at the
+        // window's rate (an app-limited leg delivers less than that, and a keyframe waiting a
+        // moment behind a leg that carried little is no congestion).
+        let window_bps = if sample.srtt.is_zero() {
+            0.0
+        } else {
+            sample.cwnd as f64 * 8.0 / sample.srtt.as_secs_f64()
+        };
+        let drain_bps = self.acked_bps.max(window_bps);
+        let buffer_delay = if drain_bps >= 1.0 {
+            Duration::from_secs_f64(sample.buffered_bytes as f64 * 8.0 / drain_bps)
         } else if sample.buffered_bytes > 0 {
             Duration::MAX
         } else {
@@ -362,9 +371,10 @@ mod tests {
         for _ in 0..20 {
             leg.tick(800_000, 0.0);
         }
-        // 32 KB waiting at ~800 kbit/s: about 320 ms. No queue on the path (a window still
-        // opening): hold.
+        // 32 KB waiting behind a window of 4 kB per 40 ms (800 kbit/s): about 320 ms. No queue
+        // on the path (a window still opening): hold.
         leg.sample.buffered_bytes = 32_000;
+        leg.sample.cwnd = 4_000;
         let e = leg.tick(800_000, 0.0).expect("an estimate");
         assert_eq!(e.state, LinkState::Warning, "{e:?}");
         // With a queue on the path too: congestion.
@@ -377,7 +387,8 @@ mod tests {
     fn a_first_reading_that_says_hold_gives_no_estimate_yet() {
         let mut leg = Leg::new();
         leg.estimator.update(leg.sample);
-        leg.sample.buffered_bytes = 32_000;
+        // 64 kB behind a window of 12 kB per 40 ms (2.4 Mbit/s): over 200 ms.
+        leg.sample.buffered_bytes = 64_000;
         assert_eq!(leg.tick(800_000, 0.0), None);
         leg.sample.buffered_bytes = 0;
         assert!(leg.tick(800_000, 0.0).is_some());

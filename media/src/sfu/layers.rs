@@ -4,7 +4,7 @@
 //! The choice itself is [`bwe::allocate`](crate::bwe::allocate) (floors by priority, pausing,
 //! climbing with headroom); this module feeds it and keeps its state:
 //!
-//! - **Costs** are what each layer really costs (the publisher's measured rate, at least what it
+//! - **Costs** are what each layer really costs (the publisher's measured rate; what it
 //!   declared, defaults while neither is known), and a layer the publisher stopped sending for a
 //!   second is not offered. Audio subscriptions are reserved first at their measured rate.
 //! - **When**: on a real change only — an estimate that moved by [`bwe::ESTIMATE_STEP_PERCENT`] or

@@ -10,6 +10,11 @@ fn check(result: Result<(), String>) {
 }
 
 #[test]
+fn a_rising_capacity_reaches_the_top_layer_within_seconds() {
+    check(scenarios::a_rising_capacity_reaches_the_top_layer_within_seconds());
+}
+
+#[test]
 fn a_square_wave_is_followed_without_flapping() {
     check(scenarios::a_square_wave_is_followed_without_flapping());
 }
