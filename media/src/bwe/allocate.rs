@@ -11,9 +11,11 @@
 //! before a camera gets a picture). Within a group (equal priorities, in subscription order):
 //!
 //! 1. **Floors**: each video gets its lowest live layer while that fits. One that does not fit
-//!    is paused. The first video that was already playing may overrun the budget by
-//!    [`AllocatorConfig::grace_bps`] rather than be paused (a picture of the main speaker beats
-//!    none); a paused video comes back only with headroom and when climbing is allowed.
+//!    is paused, except the first video (in priority order): it keeps (or gets back) its lowest
+//!    layer whatever the budget (a picture of the main speaker beats none, and a congestion
+//!    signal that lasts a moment must not leave a subscriber with no video at all); the others
+//!    are paused to spare the audio. Another paused video comes back only with headroom and
+//!    when climbing is allowed.
 //! 2. **Climbing**, one step per subscription per round (equal priorities share: a picture for
 //!    everyone before a sharp picture for some). A step to a layer the subscription already had
 //!    costs the layer's increment; a new step costs the increment plus `headroom_percent` of the
@@ -77,9 +79,6 @@ pub struct AllocatorConfig {
     /// Whether videos are paused when their floors do not fit (default yes). When not, every
     /// video keeps at least its lowest layer whatever the budget.
     pub allow_pause: bool,
-    /// How far the highest-priority video that is playing may overrun the budget rather than be
-    /// paused (default 300 kbit/s).
-    pub grace_bps: u64,
 }
 
 impl Default for AllocatorConfig {
@@ -87,7 +86,6 @@ impl Default for AllocatorConfig {
         Self {
             headroom_percent: 20,
             allow_pause: true,
-            grace_bps: 300_000,
         }
     }
 }
@@ -159,7 +157,7 @@ pub fn allocate(
             };
             let climb_room = climb_bps.saturating_sub(used);
             let fits = remaining >= needed && (!resuming || (may_climb && climb_room >= needed));
-            let graced = !resuming && !playing_any && cost <= remaining + config.grace_bps;
+            let graced = !playing_any;
             if fits || !config.allow_pause || graced {
                 out[i] = Choice::Layer(floor);
                 remaining = remaining.saturating_sub(cost);
@@ -292,17 +290,21 @@ mod tests {
     }
 
     #[test]
-    fn the_top_video_that_plays_is_not_paused_for_a_small_overrun() {
+    fn the_first_video_is_never_paused_and_the_others_come_back_with_headroom() {
         let (out, o) = run(&[camera(Some(Layer(0))), camera(Some(Layer(0)))], 0, true);
         assert_eq!(out, [Layer(0), Paused]);
         assert_eq!(o.used_bps, 150_000);
-        // A paused one comes back only with headroom and permission.
-        let (out, _) = run(&[camera(Some(Paused))], 150_000, true);
-        assert_eq!(out, [Paused]);
-        let (out, _) = run(&[camera(Some(Paused))], 180_000, false);
-        assert_eq!(out, [Paused]);
-        let (out, _) = run(&[camera(Some(Paused))], 180_000, true);
+        // The only video of a subscriber keeps a picture whatever the budget.
+        let (out, _) = run(&[camera(Some(Paused))], 0, false);
         assert_eq!(out, [Layer(0)]);
+        // A second video comes back only with headroom and permission.
+        let playing = camera(Some(Layer(0)));
+        let (out, _) = run(&[playing, camera(Some(Paused))], 300_000, true);
+        assert_eq!(out, [Layer(0), Paused]);
+        let (out, _) = run(&[playing, camera(Some(Paused))], 330_000, false);
+        assert_eq!(out, [Layer(0), Paused]);
+        let (out, _) = run(&[playing, camera(Some(Paused))], 330_000, true);
+        assert_eq!(out, [Layer(0), Layer(0)]);
     }
 
     #[test]
