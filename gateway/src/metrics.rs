@@ -718,7 +718,7 @@ pub struct AllocationMetrics {
     /// Bytes of those datagrams (kind byte and zeros, WebTransport prefix included).
     pub padding_bytes: Counter,
     /// Subscribers' estimates as they reach their media worker (a QUIC or WebTransport session's
-    /// when it moved by a tenth or changed state, a WebRTC leg's likewise), bits per second.
+    /// when it moved by a tenth (its queueing delay by 5 ms) or changed state, a WebRTC leg's likewise), bits per second.
     pub estimates: Family<TransportLabel, Histogram, fn() -> Histogram>,
     /// `estimates`' histogram of each transport, resolved once (no lookup per estimate).
     by_transport: [Histogram; 3],

@@ -586,9 +586,10 @@ pub(crate) fn spawn(
 }
 
 /// Whether a leg's estimate moved enough since the one last given to the SFU core to be worth
-/// giving again: its state changed, or its available or proven rate moved by
+/// giving again: its state changed, its available or proven rate moved by
 /// [`ESTIMATE_STEP_PERCENT`](strait_media::bwe::ESTIMATE_STEP_PERCENT) or
-/// more (the step at which the core allocates again; a smaller move changes nothing there). The
+/// more (the step at which the core allocates again; a smaller move changes nothing there), or
+/// its queueing delay by [`QUEUE_STEP`](strait_media::bwe::QUEUE_STEP) (what stops a probe). The
 /// first estimate always is; an unchanged one never is, even at 0.
 pub(crate) fn estimate_moved(last: Option<Estimate>, next: Estimate) -> bool {
     last.is_none_or(|last| next.moved_from(&last))

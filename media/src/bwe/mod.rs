@@ -61,8 +61,11 @@ pub struct Estimate {
 }
 
 /// An estimate is a real change from the last when its state changed, or its available or
-/// proven rate moved by this share.
+/// proven rate moved by this share…
 pub const ESTIMATE_STEP_PERCENT: u64 = 10;
+
+/// …or its queueing delay moved by this much (a probe watches the queue it may be building).
+pub const QUEUE_STEP: Duration = Duration::from_millis(5);
 
 impl Estimate {
     /// A bare bandwidth figure as an estimate: a clear link that may carry `bps` and has shown
@@ -78,7 +81,8 @@ impl Estimate {
         }
     }
 
-    /// Whether this estimate is a real change from `last` (see [`ESTIMATE_STEP_PERCENT`]): what
+    /// Whether this estimate is a real change from `last` (see [`ESTIMATE_STEP_PERCENT`] and
+    /// [`QUEUE_STEP`]): what
     /// the gateway passes on to its media worker, and what makes the allocation run again.
     #[must_use]
     pub fn moved_from(&self, last: &Estimate) -> bool {
@@ -89,6 +93,7 @@ impl Estimate {
         self.state != last.state
             || moved(self.available_bps, last.available_bps)
             || moved(self.proven_bps, last.proven_bps)
+            || self.queue_delay.abs_diff(last.queue_delay) >= QUEUE_STEP
     }
 }
 
@@ -160,31 +165,55 @@ pub(crate) fn clear_limit(acked_bps: f64, proven_bps: f64, growth: f64, bonus_bp
     growth * acked_bps.max(proven_bps) + bonus_bps
 }
 
-/// The padding a probe needs, on top of the `sending_bps` of media the leg carries, for the leg
-/// to show it carries `shortfall_bps` more than it has shown so far (its proven rate), a tenth
-/// more. The leg then delivers at most [`PROBE_GROWTH`] × what it has shown it carries (a probe
-/// far above what the link carries only fills its queue), and the padding is at least
-/// `floor_bps`.
+/// The rate a probe aims the leg at: what it must show it carries (its proven rate, or what
+/// it sends if more) for `shortfall_bps` more, a tenth more.
 #[must_use]
-pub fn probe_padding(
-    estimate: &Estimate,
-    sending_bps: u64,
-    shortfall_bps: u64,
-    floor_bps: u64,
-) -> u64 {
-    let sending = sending_bps as f64;
-    let shown = (estimate.proven_bps as f64).max(sending);
-    let wanted = (shown + shortfall_bps as f64) * 1.1;
-    let padding = (wanted - sending).max(0.0);
-    let most = (PROBE_GROWTH * shown - sending).max(0.0);
-    (padding.min(most) as u64).max(floor_bps)
+pub fn probe_goal(estimate: &Estimate, sending_bps: u64, shortfall_bps: u64) -> u64 {
+    let shown = estimate.proven_bps.max(sending_bps);
+    shown.saturating_add(shortfall_bps).saturating_mul(11) / 10
 }
 
-/// A probe makes a leg deliver at most this multiple of what it has shown it carries: a
-/// staircase of probes climbs by half each step rather than overshooting by much.
-pub const PROBE_GROWTH: f64 = 1.5;
+/// A probe ramps: it asks the leg for [`PROBE_STEP`] × what it sends at first, then
+/// [`PROBE_STEP`] × its last level at each step while the link stays clear, up to its goal. A
+/// step overshoots a link by at most a fifth of a level the link carried, so the queue it builds
+/// before the estimator sees it stays well inside a 100 ms queue: a failing probe stops before it
+/// costs media a packet. (What the leg has shown it carries is not where a ramp starts: it may
+/// be a probe's level that the link only just carried.)
+#[must_use]
+pub fn probe_level(sending_bps: u64, last_level: Option<u64>, goal: u64) -> u64 {
+    let from = last_level.unwrap_or(sending_bps);
+    ((from as f64 * PROBE_STEP) as u64).min(goal)
+}
+
+/// See [`probe_level`].
+pub const PROBE_STEP: f64 = 1.2;
 
 /// The clear legs' growth: at most this multiple of what a leg has shown it carries…
 pub(crate) const ACK_GROWTH: f64 = 1.5;
 /// …plus this, bits per second.
 pub(crate) const ACK_BONUS_BPS: f64 = 10_000.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_aims_a_tenth_above_the_missing_step_and_ramps_to_it_by_a_fifth() {
+        let estimate = Estimate::clear(600_000);
+        // Shown 600 k (more than the 500 k sent), 1 M missing: 1.76 M.
+        assert_eq!(probe_goal(&estimate, 500_000, 1_000_000), 1_760_000);
+        assert_eq!(probe_level(500_000, None, 1_760_000), 600_000);
+        assert_eq!(probe_level(500_000, Some(600_000), 1_760_000), 720_000);
+        assert_eq!(probe_level(500_000, Some(1_600_000), 1_760_000), 1_760_000);
+    }
+
+    #[test]
+    fn a_queue_that_moved_is_a_real_change() {
+        let last = Estimate::clear(1_000_000);
+        let mut next = last;
+        next.queue_delay = QUEUE_STEP - Duration::from_millis(1);
+        assert!(!next.moved_from(&last));
+        next.queue_delay = QUEUE_STEP;
+        assert!(next.moved_from(&last));
+    }
+}

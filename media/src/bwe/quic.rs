@@ -44,7 +44,9 @@ pub struct QuicEstimatorConfig {
     pub smoothing: Duration,
     /// A queueing delay above this is a warning: hold.
     pub warning_queue: Duration,
-    /// A congestion event with a queueing delay above this is congestion.
+    /// A congestion event with a queueing delay above this is congestion (the warning's
+    /// threshold by default: a loss while a queue builds is the queue overflowing; without a
+    /// queue, random loss is no reason to back off).
     pub congested_queue: Duration,
     /// Datagrams waiting longer than this in the send buffer is congestion.
     pub congested_buffer: Duration,
@@ -69,7 +71,7 @@ impl Default for QuicEstimatorConfig {
         Self {
             smoothing: Duration::from_secs(1),
             warning_queue: Duration::from_millis(30),
-            congested_queue: Duration::from_millis(60),
+            congested_queue: Duration::from_millis(30),
             congested_buffer: Duration::from_millis(150),
             window_limited_buffer: Duration::from_millis(20),
             congested_loss: 0.10,

@@ -53,6 +53,10 @@ pub const PROBE_AFTER_CLEAR: Duration = Duration::from_secs(1);
 /// after [`PROBE_AFTER_SUCCESS`].
 pub(super) const PROBE_RISE_PERCENT: u64 = 15;
 
+/// A probe whose leg's queueing delay rose this much above where it started is building a
+/// queue: it stops at once, as a failure (before the queue overflows into media losses).
+pub const PROBE_QUEUE_RISE: Duration = Duration::from_millis(10);
+
 /// The longest a forced fall holds probing back.
 pub(super) const PROBE_AFTER_FALL: Duration = Duration::from_secs(8);
 
@@ -60,7 +64,7 @@ pub(super) const PROBE_AFTER_FALL: Duration = Duration::from_secs(8);
 pub(super) const PROBE_AFTER_SUCCESS: Duration = Duration::from_millis(500);
 
 /// How long a probe lasts at most.
-pub const PROBE_DURATION: Duration = Duration::from_millis(1500);
+pub const PROBE_DURATION: Duration = Duration::from_secs(3);
 
 /// The least and the most padding a probe sends, bits per second (and at most the link's
 /// acknowledged rate, above the least).
@@ -112,6 +116,15 @@ pub(super) struct AllocState {
     probe_until: Option<Instant>,
     /// The estimate when the running probe started.
     probe_from: u64,
+    /// The queueing delay when the running probe started.
+    probe_queue: Duration,
+    /// The running probe's goal and the rate it asks the leg for now (it ramps up to the goal).
+    probe_goal: u64,
+    probe_level: u64,
+    /// Whether the last probe failed.
+    probe_failed: bool,
+    /// When the running probe last stepped up (it steps once per [`TICK`]).
+    probe_stepped_at: Option<Instant>,
     /// No probe before this (the probe cooldown, doubled after each failed probe).
     probe_blocked_until: Option<Instant>,
     /// The current probe cooldown.
@@ -378,7 +391,9 @@ impl Sfu {
         } else {
             p.alloc.clear_since = None;
         }
-        let queueing = estimate.state != LinkState::Clear && p.alloc.probe_until.is_some();
+        let queueing = p.alloc.probe_until.is_some()
+            && (estimate.state != LinkState::Clear
+                || estimate.queue_delay >= p.alloc.probe_queue + PROBE_QUEUE_RISE);
         let changed = p
             .alloc
             .last_run
@@ -393,6 +408,7 @@ impl Sfu {
         if changed {
             self.retarget(subscriber, now, None);
         }
+        self.ramp_probe(subscriber, now);
         changed
     }
 
@@ -416,20 +432,66 @@ impl Sfu {
         if !ready || !connected {
             return;
         }
-        // Enough for the leg to show it carries the missing step, within bounds (see
-        // `bwe::probe_padding`); a probe that stops short leaves the leg's proven rate higher
-        // for the next.
-        let padding_bps = bwe::probe_padding(
-            &estimate,
-            a.outcome.used_bps + a.audio_bps,
-            shortfall,
-            PROBE_PADDING_BPS.0,
-        )
-        .min(PROBE_PADDING_BPS.1);
+        // Enough for the leg to show it carries the missing step, reached step by step (see
+        // `bwe::probe_level`); a probe that stops short leaves the leg's proven rate higher for
+        // the next.
+        let sending = a.outcome.used_bps + a.audio_bps;
+        let goal = bwe::probe_goal(&estimate, sending, shortfall);
+        // A ramp goes on from what the leg has shown after a probe that succeeded; after one
+        // that failed, that may be a level the link only just carried: from what it sends.
+        let base = if a.probe_failed {
+            sending
+        } else {
+            sending.max(estimate.proven_bps)
+        };
+        let level = bwe::probe_level(base, None, goal);
+        a.probe_goal = goal;
+        a.probe_level = level;
+        a.probe_stepped_at = Some(now);
+        let padding_bps = level
+            .saturating_sub(sending)
+            .clamp(PROBE_PADDING_BPS.0, PROBE_PADDING_BPS.1);
         let until = now + PROBE_DURATION;
         a.probe_until = Some(until);
         a.probe_from = estimate.available_bps;
+        a.probe_queue = estimate.queue_delay;
         self.stats.probes += 1;
+        self.events.push_back(Event::Probe {
+            to: subscriber,
+            padding_bps,
+            until,
+        });
+    }
+
+    /// Raises the padding of `subscriber`'s probe, if one runs and its link stays clear, by one
+    /// step towards its goal (see [`bwe::probe_level`]): once per [`TICK`], the period at which
+    /// the gateway reads a leg's counters, so that the leg was seen at the last step (an
+    /// estimate showing a queue would have stopped the probe; none comes when nothing moved).
+    fn ramp_probe(&mut self, subscriber: ParticipantId, now: Instant) {
+        let Some(p) = self.participants.get_mut(&subscriber) else {
+            return;
+        };
+        let a = &mut p.alloc;
+        let (Some(until), Some(estimate)) = (a.probe_until, a.estimate) else {
+            return;
+        };
+        let seen = a
+            .probe_stepped_at
+            .is_none_or(|stepped| now >= stepped + TICK);
+        if !seen
+            || now >= until
+            || estimate.state != LinkState::Clear
+            || a.probe_level >= a.probe_goal
+        {
+            return;
+        }
+        a.probe_stepped_at = Some(now);
+        let sending = a.outcome.used_bps + a.audio_bps;
+        a.probe_level = bwe::probe_level(sending, Some(a.probe_level), a.probe_goal);
+        let padding_bps = a
+            .probe_level
+            .saturating_sub(sending)
+            .clamp(PROBE_PADDING_BPS.0, PROBE_PADDING_BPS.1);
         self.events.push_back(Event::Probe {
             to: subscriber,
             padding_bps,
@@ -449,6 +511,7 @@ impl Sfu {
             return;
         };
         let base = self.config.layer_up_cooldown;
+        a.probe_failed = !success;
         a.probe_cooldown = if success {
             base
         } else {
@@ -494,6 +557,15 @@ impl Sfu {
         }
         for id in others {
             self.maybe_probe(id, now);
+        }
+        let probing: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.alloc.probe_until.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in probing {
+            self.ramp_probe(id, now);
         }
         let any = !due.is_empty()
             || self

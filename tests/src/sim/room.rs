@@ -385,6 +385,18 @@ impl SimRoom {
     }
 
     fn step(&mut self, now: Instant) {
+        // The estimate, as the gateway's session feeds it.
+        if now >= self.next_sample {
+            self.next_sample = now + self.sample_interval;
+            if let Some(estimate) = self.estimator.update(self.pair.server_sample()) {
+                self.estimates.push((now - self.start(), estimate));
+                let report = self.last_sent.is_none_or(|last| estimate.moved_from(&last));
+                if report {
+                    self.last_sent = Some(estimate);
+                    let _ = self.sfu.set_estimate(self.subscriber, estimate, now);
+                }
+            }
+        }
         if self.sfu.poll_timeout().is_some_and(|at| at <= now) {
             self.sfu.handle_timeout(now);
         }
@@ -400,18 +412,6 @@ impl SimRoom {
                     MediaKind::Audio => MediaId(100),
                 };
                 self.forward(n, media, &packet.rtp, now);
-            }
-        }
-        // The estimate, as the gateway's session feeds it.
-        if now >= self.next_sample {
-            self.next_sample = now + self.sample_interval;
-            if let Some(estimate) = self.estimator.update(self.pair.server_sample()) {
-                self.estimates.push((now - self.start(), estimate));
-                let report = self.last_sent.is_none_or(|last| estimate.moved_from(&last));
-                if report {
-                    self.last_sent = Some(estimate);
-                    let _ = self.sfu.set_estimate(self.subscriber, estimate, now);
-                }
             }
         }
         // A probe's padding.

@@ -11,20 +11,22 @@ fn check(result: Result<(), String>) {
 
 #[test]
 fn a_rising_capacity_reaches_the_top_layer_within_seconds() {
-    check(scenarios::a_rising_capacity_reaches_the_top_layer_within_seconds());
+    check(scenarios::a_rising_capacity_reaches_the_top_layer_within_seconds(&scenarios::SEEDS));
 }
 
 #[test]
 fn a_square_wave_is_followed_without_flapping() {
-    check(scenarios::a_square_wave_is_followed_without_flapping());
+    check(scenarios::a_square_wave_is_followed_without_flapping(
+        &scenarios::SEEDS,
+    ));
 }
 
 #[test]
 fn an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer() {
-    check(scenarios::an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer());
+    check(scenarios::an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer(&scenarios::SEEDS));
 }
 
 #[test]
 fn a_layer_that_stops_is_given_up_for_the_next_one_down() {
-    check(scenarios::a_layer_that_stops_is_given_up_for_the_next_one_down());
+    check(scenarios::a_layer_that_stops_is_given_up_for_the_next_one_down(&scenarios::SEEDS));
 }
