@@ -237,8 +237,11 @@ struct Leg {
     publisher: Option<Publisher>,
     /// What the peer receives, when it subscribes.
     subscriber: Option<Subscriber>,
-    /// The peer's estimate last given to the core (see [`WebRtcEvent::Estimate`]).
+    /// The peer's estimate last seen (see [`WebRtcEvent::Estimate`]).
     estimate: Option<Estimate>,
+    /// Whether the core has the peer's estimate (it is withdrawn when the leg can no longer
+    /// climb with it).
+    estimate_given: bool,
 }
 
 #[derive(Default)]
@@ -531,6 +534,7 @@ impl Bridge {
                 publisher,
                 subscriber,
                 estimate: None,
+                estimate_given: false,
             },
         );
         debug!(participant = me.0, peer = %peer, "webrtc participant joined");
@@ -674,6 +678,7 @@ impl Bridge {
                         }),
                         subscriber: Some(Subscriber { tracks, sections }),
                         estimate: None,
+                        estimate_given: false,
                     },
                 );
                 core.set_webrtc_peer(me, peer);
@@ -961,13 +966,26 @@ impl Bridge {
                 }
             }
             WebRtcEvent::Estimate { peer, estimate } => {
-                // The leg's estimate from its TWCC feedback (or REMB) is kept, not given to the
-                // core yet: a WebRTC leg has no way to probe (no padding on that path), so a
-                // video the allocation paused there would send nothing, draw no feedback and
-                // never come back. Until it can probe, a WHEP or `/ws/rtc` subscriber's layers
-                // follow its caps, as before the allocation.
+                // The leg's estimate from its TWCC feedback (or REMB) goes to the allocation
+                // while the leg can climb again after a fall: REMB rises by itself, TWCC only as
+                // the leg proves more, which needs a probe's padding (RTX padding, when the leg
+                // negotiated RTX and transport-cc and its receiver reports padding). Without
+                // that, a video the allocation paused or lowered there could never come back:
+                // such a leg's layers follow its caps (an estimate given before is withdrawn).
                 let participant = *self.by_peer.get(&peer)?;
+                let usable = self.endpoint.estimate_can_climb(peer);
                 let leg = self.legs.get_mut(&participant)?;
+                // Only a subscriber's estimate says anything about what it receives.
+                leg.subscriber.as_ref()?;
+                if !usable {
+                    if leg.estimate_given {
+                        leg.estimate_given = false;
+                        let _ = core.sfu.clear_estimate(participant, now);
+                    }
+                } else if estimate_moved(leg.estimate, estimate) || !leg.estimate_given {
+                    leg.estimate_given = true;
+                    let _ = core.sfu.set_estimate(participant, estimate, now);
+                }
                 if estimate_moved(leg.estimate, estimate) {
                     leg.estimate = Some(estimate);
                     core.metrics
@@ -1004,6 +1022,31 @@ impl Bridge {
             metrics.webrtc_keyframe_requests_out.inc();
         }
         true
+    }
+
+    /// Whether `participant` is a WebRTC subscriber whose link a probe can pad (see
+    /// [`Endpoint::can_pad`]).
+    pub(crate) fn can_pad(&mut self, participant: sfu::ParticipantId) -> bool {
+        let Some(leg) = self.legs.get(&participant) else {
+            return false;
+        };
+        leg.subscriber.is_some() && self.endpoint.can_pad(leg.peer)
+    }
+
+    /// Sends about `bytes` of a probe's padding to `participant`'s WebRTC leg; returns what
+    /// went out (see [`Endpoint::send_padding`]).
+    pub(crate) fn send_padding(
+        &mut self,
+        participant: sfu::ParticipantId,
+        bytes: usize,
+        now: Instant,
+    ) -> usize {
+        let Some(leg) = self.legs.get(&participant) else {
+            return 0;
+        };
+        let peer = leg.peer;
+        let endpoint = &mut self.endpoint;
+        contained("padding", || endpoint.send_padding(peer, bytes, now)).unwrap_or(0)
     }
 
     /// Brings the bridge's gauges and drop counters up to date.
@@ -1089,6 +1132,14 @@ impl Bridge {
         metrics
             .webrtc_sender_reports
             .inc_by(stats.sender_reports - seen.sender_reports);
+        metrics
+            .allocation
+            .padding_datagrams
+            .inc_by(stats.padding_packets - seen.padding_packets);
+        metrics
+            .allocation
+            .padding_bytes
+            .inc_by(stats.padding_bytes - seen.padding_bytes);
         // Every worker's bridge adds its own change: the gauges are the node's sums.
         metrics
             .webrtc_peers

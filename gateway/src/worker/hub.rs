@@ -53,9 +53,10 @@
 //! [`PADDING_INTERVAL`](strait_media::bwe::PADDING_INTERVAL), part of
 //! [`poll_timeout`](Hub::poll_timeout)), outputs the bytes due as padding datagrams
 //! (`Output::Datagram` with `rtp_len` 0) of at most [`PADDING_DATAGRAM`] bytes each, behind the
-//! connection's prefix; the session's estimator then sees what the link carried. A probe ends at
-//! its `until`, when the core stops it (padding 0), or when the member's session goes. A WebRTC
-//! member gets no padding yet.
+//! connection's prefix; the session's estimator then sees what the link carried. For a WebRTC
+//! member whose leg negotiated RTX and transport-cc, the bridge writes the bytes due as RTX
+//! padding, which the leg's TWCC feedback reports. A probe ends at its `until`, when the core
+//! stops it (padding 0), or when the member's session goes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -219,23 +220,29 @@ struct Member {
 #[derive(Debug)]
 struct Probe {
     padding: Padding,
-    /// The connection's prefix and a padding datagram of [`PADDING_DATAGRAM`] bytes: each
-    /// padding datagram sent is a slice of it from its start (no copy, no allocation).
-    template: Bytes,
-    /// The prefix's length.
-    prefix_len: usize,
+    /// For a QUIC or WebTransport member: the connection's prefix and a padding datagram of
+    /// [`PADDING_DATAGRAM`] bytes, each padding datagram sent being a slice of it from its
+    /// start (no copy, no allocation), and the prefix's length. `None` for a WebRTC member,
+    /// whose padding the bridge writes (RTX padding).
+    template: Option<(Bytes, usize)>,
 }
 
 impl Probe {
-    fn new(prefix: DatagramPrefix, padding: Padding) -> Probe {
+    fn quic(prefix: DatagramPrefix, padding: Padding) -> Probe {
         let prefix = prefix.as_slice();
         let mut template = Vec::with_capacity(prefix.len() + PADDING_DATAGRAM);
         template.extend_from_slice(prefix);
         datagram::write_padding(&mut template, PADDING_DATAGRAM);
         Probe {
             padding,
-            template: Bytes::from(template),
-            prefix_len: prefix.len(),
+            template: Some((Bytes::from(template), prefix.len())),
+        }
+    }
+
+    fn webrtc(padding: Padding) -> Probe {
+        Probe {
+            padding,
+            template: None,
         }
     }
 }
@@ -330,15 +337,15 @@ impl Core {
     }
 
     /// Starts (or, with `padding_bps` 0, stops) a probe of a member's link: padding at
-    /// `padding_bps` until `until`, from the next [`Hub::handle_timeout`]. Only for a QUIC or
-    /// WebTransport member with a session: the bridge has no padding path yet, so a WebRTC
-    /// leg's probe sends nothing (the core judges it by the estimates that follow all the same),
-    /// and a member in its grace period has no connection to send it on.
+    /// `padding_bps` until `until`, from the next [`Hub::handle_timeout`]. For a QUIC or
+    /// WebTransport member with a session (one in its grace period has no connection to send
+    /// it on), and for a WebRTC member whose leg the bridge can pad (`webrtc_pad`); any other
+    /// probe sends nothing (the core judges it by the estimates that follow all the same).
     fn probe(
         &mut self,
         participant: sfu::ParticipantId,
-        padding_bps: u64,
-        until: Instant,
+        (padding_bps, until): (u64, Instant),
+        webrtc_pad: bool,
         now: Instant,
     ) {
         if padding_bps == 0 {
@@ -348,15 +355,18 @@ impl Core {
         let Some(member) = self.members.get(&participant) else {
             return;
         };
-        if member.session.is_none()
-            || member.webrtc.is_some()
-            || member.transport == Transport::Webrtc
-        {
+        let padding = Padding::new(padding_bps, until, now);
+        if member.webrtc.is_some() || member.transport == Transport::Webrtc {
+            if webrtc_pad {
+                self.probes.insert(participant, Probe::webrtc(padding));
+            }
             return;
         }
-        let padding = Padding::new(padding_bps, until, now);
+        if member.session.is_none() {
+            return;
+        }
         self.probes
-            .insert(participant, Probe::new(member.prefix, padding));
+            .insert(participant, Probe::quic(member.prefix, padding));
     }
 
     /// Notes the WebRTC peer of a member signaled over a WebSocket.
@@ -563,21 +573,34 @@ impl Hub {
         self.send_padding(now);
     }
 
-    /// Outputs the padding datagrams due at `now`, and forgets the probes that are over.
+    /// Outputs the padding datagrams due at `now` (a WebRTC member's through the bridge), and
+    /// forgets the probes that are over.
     fn send_padding(&mut self, now: Instant) {
         let Core {
             probes, outputs, ..
         } = &mut self.core;
+        let mut bridge = self.bridge.as_mut();
         probes.retain(|&id, probe| {
             let mut due = probe.padding.take(now);
-            while due > 0 {
-                let len = due.min(PADDING_DATAGRAM);
-                due -= len;
-                outputs.push_back(Output::Datagram {
-                    to: translate::participant_out(id),
-                    datagram: probe.template.slice(..probe.prefix_len + len),
-                    rtp_len: 0,
-                });
+            match &probe.template {
+                Some((template, prefix_len)) => {
+                    while due > 0 {
+                        let len = due.min(PADDING_DATAGRAM);
+                        due -= len;
+                        outputs.push_back(Output::Datagram {
+                            to: translate::participant_out(id),
+                            datagram: template.slice(..prefix_len + len),
+                            rtp_len: 0,
+                        });
+                    }
+                }
+                None => {
+                    if due > 0
+                        && let Some(bridge) = bridge.as_deref_mut()
+                    {
+                        bridge.send_padding(id, due, now);
+                    }
+                }
             }
             probe.padding.poll_timeout().is_some()
         });
@@ -1095,7 +1118,11 @@ impl Hub {
                     to,
                     padding_bps,
                     until,
-                } => self.core.probe(to, padding_bps, until, now),
+                } => {
+                    let webrtc_pad =
+                        padding_bps > 0 && self.bridge.as_mut().is_some_and(|b| b.can_pad(to));
+                    self.core.probe(to, (padding_bps, until), webrtc_pad, now);
+                }
                 _ => {}
             }
         }

@@ -412,6 +412,29 @@ impl Sfu {
         changed
     }
 
+    /// Forgets `subscriber`'s estimate (its leg can no longer be judged by one): a running
+    /// probe stops, and its subscriptions go back to their caps (paused ones resume). Returns
+    /// whether it had one.
+    pub(super) fn drop_estimate(&mut self, subscriber: ParticipantId, now: Instant) -> bool {
+        let Some(p) = self.participants.get_mut(&subscriber) else {
+            return false;
+        };
+        if p.alloc.estimate.is_none() {
+            return false;
+        }
+        let probing = p.alloc.probe_until.is_some();
+        p.alloc = AllocState::default();
+        if probing {
+            self.events.push_back(Event::Probe {
+                to: subscriber,
+                padding_bps: 0,
+                until: now,
+            });
+        }
+        self.retarget(subscriber, now, None);
+        true
+    }
+
     /// Starts a probe of `subscriber`'s link when something is left to climb to, climbing is
     /// allowed, the link has been clear for [`PROBE_AFTER_CLEAR`], and no probe runs or cools
     /// down. The padding asks the link for the step that is missing, with a fifth more.

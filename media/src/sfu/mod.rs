@@ -1201,6 +1201,21 @@ impl Sfu {
         Ok(self.apply_estimate(subscriber, estimate, now))
     }
 
+    /// Forgets `subscriber`'s estimate: its subscriptions go back to their caps (paused ones
+    /// resume, with `TrackResumed`) and a running probe stops. For a leg whose estimate can no
+    /// longer be trusted to climb again (its receiver stopped reporting what a probe sends).
+    /// Returns whether it had one.
+    pub fn clear_estimate(
+        &mut self,
+        subscriber: ParticipantId,
+        now: Instant,
+    ) -> Result<bool, SfuError> {
+        if !self.participants.contains_key(&subscriber) {
+            return Err(SfuError::UnknownParticipant(subscriber));
+        }
+        Ok(self.drop_estimate(subscriber, now))
+    }
+
     /// A bare bandwidth figure as the estimate (a clear link that may carry
     /// `bits_per_second`): for a leg with no congestion signals of its own. See
     /// [`set_estimate`](Self::set_estimate).

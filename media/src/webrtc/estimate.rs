@@ -27,7 +27,9 @@ use rtc::interceptor::{OveruseDetector, PacketReport, SlopeEstimator, Usage, con
 use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 
-use crate::bwe::{ACK_BONUS_BPS, ACK_GROWTH, Estimate, LinkState, Proven, clear_limit};
+use crate::bwe::{
+    ACK_BONUS_BPS, ACK_GROWTH, Estimate, IDLE_BPS, LinkState, Proven, START_BPS, clear_limit,
+};
 
 /// Departures remembered, by transport-wide sequence number modulo this (about 2 s at 1 000
 /// packets a second; feedback comes every 50–100 ms).
@@ -52,6 +54,10 @@ const FULL_QUEUE: Duration = Duration::from_millis(150);
 /// previous one), so that a drift of the two clocks cannot move it far.
 const BASE_WINDOW: Duration = Duration::from_secs(10);
 
+/// Padding packets reported missing, none arrived, before a receiver is taken not to report
+/// padding ([`WebRtcEstimator::padding_unreported`]).
+pub const PADDING_JUDGED: u64 = 50;
+
 /// Loss above this is congestion.
 const CONGESTED_LOSS: f64 = 0.10;
 
@@ -69,6 +75,9 @@ struct Sent {
     size: u32,
     departure: Instant,
     id: u64,
+    /// A probe's padding: its loss is not the link's (a receiver may not report padding at
+    /// all), only its arrival counts.
+    padding: bool,
 }
 
 /// One WebRTC subscriber leg's estimate (see the module docs).
@@ -97,6 +106,9 @@ pub struct WebRtcEstimator {
     /// When the previous feedback came.
     last_feedback: Option<Instant>,
     reports: Vec<PacketReport>,
+    /// Padding packets reported as arrived, and as not arrived, so far.
+    padding_arrived: u64,
+    padding_missing: u64,
 }
 
 impl std::fmt::Debug for WebRtcEstimator {
@@ -137,6 +149,8 @@ impl WebRtcEstimator {
             proven: Proven::default(),
             last_feedback: None,
             reports: Vec::new(),
+            padding_arrived: 0,
+            padding_missing: 0,
         }
     }
 
@@ -146,9 +160,45 @@ impl WebRtcEstimator {
         self.estimate
     }
 
+    /// Whether the estimate comes from TWCC feedback (once any came, REMB is ignored).
+    pub fn uses_twcc(&self) -> bool {
+        self.twcc
+    }
+
+    /// Whether the receiver's feedback leaves a probe's padding out: [`PADDING_JUDGED`] padding
+    /// packets were reported as not arrived and none as arrived (webrtc-rs, for one, records
+    /// only the streams it bound, not an RTX stream's padding). Such a leg cannot be probed.
+    pub fn padding_unreported(&self) -> bool {
+        self.padding_arrived == 0 && self.padding_missing >= PADDING_JUDGED
+    }
+
     /// A packet of `size` bytes left for the subscriber at `now` with transport-wide sequence
     /// number `twcc` (and RTP `ssrc`/`rtp_seq`).
     pub fn on_sent(&mut self, twcc: u16, ssrc: u32, rtp_seq: u16, size: usize, now: Instant) {
+        self.record(twcc, (ssrc, rtp_seq), size, now, false);
+    }
+
+    /// A probe's padding packet left as [`on_sent`](Self::on_sent) says: it counts when the
+    /// feedback reports it arrived, and its loss is not the link's.
+    pub fn on_padding_sent(
+        &mut self,
+        twcc: u16,
+        ssrc: u32,
+        rtp_seq: u16,
+        size: usize,
+        now: Instant,
+    ) {
+        self.record(twcc, (ssrc, rtp_seq), size, now, true);
+    }
+
+    fn record(
+        &mut self,
+        twcc: u16,
+        (ssrc, rtp_seq): (u32, u16),
+        size: usize,
+        now: Instant,
+        padding: bool,
+    ) {
         if self.sent.is_empty() {
             self.sent = vec![None; SLOTS];
         }
@@ -160,6 +210,7 @@ impl WebRtcEstimator {
             size: u32::try_from(size).unwrap_or(u32::MAX),
             departure: now,
             id: self.next_id,
+            padding,
         });
         self.next_id += 1;
     }
@@ -175,6 +226,15 @@ impl WebRtcEstimator {
             if sent.twcc != ack.sequence_number {
                 // Overwritten: too old to know.
                 continue;
+            }
+            if sent.padding {
+                if ack.arrived {
+                    self.padding_arrived += 1;
+                } else {
+                    // Not the link's loss: the receiver may not report padding.
+                    self.padding_missing += 1;
+                    continue;
+                }
             }
             self.reports.push(PacketReport {
                 ssrc: sent.ssrc,
@@ -278,6 +338,9 @@ impl WebRtcEstimator {
                 .estimate
                 .map_or(acked, |e| e.available_bps as f64)
                 .min(proven),
+            // A leg that carries next to nothing yet (a viewer that just joined) has shown
+            // nothing: it starts where a QUIC leg does.
+            LinkState::Clear if acked < f64::from(IDLE_BPS) => proven.max(f64::from(START_BPS)),
             LinkState::Clear => proven,
         };
         let estimate = Estimate {

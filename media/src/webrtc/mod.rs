@@ -113,7 +113,7 @@ use rustc_hash::FxHashMap;
 use tracing::{debug, trace};
 
 pub use self::error::{RtcError, WebRtcError};
-pub use self::estimate::WebRtcEstimator;
+pub use self::estimate::{PADDING_JUDGED, WebRtcEstimator};
 pub use self::feedback::DeliverKeyframeRequests;
 use self::feedback::{is_feedback, register_interceptors};
 pub use self::ice::{IceCredentials, IceFragment, ice_fragment_of_answer};
@@ -339,6 +339,10 @@ pub struct WebRtcStats {
     pub retransmitted: u64,
     /// Sender reports sent.
     pub sender_reports: u64,
+    /// Padding-only packets sent to probe subscribers' links ([`Endpoint::send_padding`]).
+    pub padding_packets: u64,
+    /// Their bytes, as sent (SRTP included).
+    pub padding_bytes: u64,
     /// Peer source addresses routed now.
     pub addresses: usize,
 }
@@ -1071,6 +1075,120 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Whether `peer`'s link can be probed with [`send_padding`](Self::send_padding): it is
+    /// connected, one of its video send streams negotiated RTX and transport-cc, and its
+    /// feedback does not leave padding out ([`WebRtcEstimator::padding_unreported`]).
+    pub fn can_pad(&mut self, peer: PeerId) -> bool {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        if !state.connected || state.estimator.padding_unreported() {
+            return false;
+        }
+        padding_stream(state).is_some()
+    }
+
+    /// Whether `peer`'s estimate may be given to the allocation: a REMB-based one rises on its
+    /// own (the receiver estimates), a TWCC-based one only as the leg proves more, which a
+    /// paused or low layer can only do with a probe's padding ([`can_pad`](Self::can_pad)).
+    pub fn estimate_can_climb(&mut self, peer: PeerId) -> bool {
+        let Some(state) = self.peers.get(&peer) else {
+            return false;
+        };
+        if !state.estimator.uses_twcc() {
+            return true;
+        }
+        self.can_pad(peer)
+    }
+
+    /// Sends about `bytes` of padding to `peer`, to probe its link: padding-only packets (at
+    /// most 255 bytes of padding each, RFC 3550 §5.1) on the RTX stream (RFC 4588) of one of
+    /// its video send streams that negotiated RTX and transport-cc, each numbered in the leg's
+    /// transport-wide sequence, so that its feedback reports what the link carried; a receiver
+    /// drops them (an RTX packet without the original's sequence number has nothing to
+    /// recover). Returns the bytes queued (SRTP included); 0 when the leg cannot be padded
+    /// ([`can_pad`](Self::can_pad)) or has sent no media on that stream yet.
+    pub fn send_padding(&mut self, peer: PeerId, bytes: usize, now: Instant) -> usize {
+        let Endpoint {
+            peers,
+            scratch,
+            transmits,
+            stats,
+            config,
+            ..
+        } = self;
+        let Some(state) = peers.get_mut(&peer) else {
+            return 0;
+        };
+        if ready_to_send(state, peer, now).is_err() {
+            return 0;
+        }
+        let Some(ssrc) = padding_stream(state) else {
+            return 0;
+        };
+        let Peer {
+            outbound,
+            srtp: Some(srtp),
+            path: Some((from, to)),
+            twcc_seq,
+            estimator,
+            ..
+        } = state
+        else {
+            return 0;
+        };
+        let Some(out) = outbound.get_mut(&ssrc) else {
+            return 0;
+        };
+        let (Some(format), Some((last_timestamp, _))) = (out.negotiated.as_ref(), out.stream.last)
+        else {
+            return 0;
+        };
+        let Some((rtx_ssrc, payload_type)) = format.rtx else {
+            return 0;
+        };
+        let mut sent = 0;
+        let mut left = bytes;
+        while left > 0 {
+            let padding = left.min(send::MAX_PADDING);
+            left -= padding;
+            let seq = out.stream.rtx_seq;
+            out.stream.rtx_seq = seq.wrapping_add(1);
+            let header_len = send::write_padding(
+                (rtx_ssrc, seq, last_timestamp),
+                payload_type,
+                format.transport_cc,
+                *twcc_seq,
+                padding,
+                scratch,
+            );
+            scratch.reserve(srtp.overhead());
+            if srtp
+                .protect(scratch, header_len, out.stream.rtx_rollover.next(seq))
+                .is_err()
+            {
+                break;
+            }
+            let protected = Bytes::copy_from_slice(scratch);
+            estimator.on_padding_sent(*twcc_seq, rtx_ssrc, seq, protected.len(), now);
+            *twcc_seq = twcc_seq.wrapping_add(1);
+            sent += protected.len();
+            stats.padding_packets += 1;
+            stats.padding_bytes += protected.len() as u64;
+            queue_transmit(
+                transmits,
+                config.max_queued_transmits,
+                stats,
+                Transmit {
+                    from: *from,
+                    to: *to,
+                    bytes: protected,
+                },
+            );
+        }
+        sent
+    }
+
     /// Answers a NACK of `peer` from the packet cache of the stream its send track forwards,
     /// within the leg's NACK budget.
     fn answer_nack(&mut self, peer: PeerId, nack: &TransportLayerNack, now: Instant) {
@@ -1686,6 +1804,28 @@ fn ensure_format(pc: &mut RTCPeerConnection, out: &mut Outbound) -> Result<(), W
         rtx: rtx_ssrc.zip(rtx_payload_type),
     });
     Ok(())
+}
+
+/// The send stream whose RTX stream carries `peer`'s padding: the video stream of the lowest
+/// SSRC that negotiated RTX and transport-cc and has sent media (the receiver knows its RTX
+/// stream by then).
+fn padding_stream(peer: &mut Peer) -> Option<u32> {
+    let Peer { pc, outbound, .. } = peer;
+    let mut best = None;
+    for (&ssrc, out) in outbound.iter_mut() {
+        if out.clock_rate != 90_000 || out.stream.last.is_none() || ensure_format(pc, out).is_err()
+        {
+            continue;
+        }
+        let padded = out
+            .negotiated
+            .as_ref()
+            .is_some_and(|f| f.rtx.is_some() && f.transport_cc.is_some());
+        if padded && best.is_none_or(|b| ssrc < b) {
+            best = Some(ssrc);
+        }
+    }
+    best
 }
 
 /// Makes the peer's SRTP context of forwarded RTP once its DTLS completed, and finds where its

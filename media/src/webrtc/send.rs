@@ -366,6 +366,46 @@ pub(crate) fn payload_len(packet: &[u8], header_len: usize) -> usize {
     packet.len().saturating_sub(header_len + padding)
 }
 
+/// The most padding one padding-only packet carries: RFC 3550 §5.1 counts it in one octet.
+pub(crate) const MAX_PADDING: usize = 255;
+
+/// Writes a padding-only packet of the leg's RTX stream into `out` (RFC 3550 §5.1 padding, no
+/// payload: a receiver drops an RTX packet too short for the original sequence number, RFC
+/// 4588 §4): `padding` bytes (1 to [`MAX_PADDING`]) after the header and, when the leg
+/// negotiated transport-cc, the transport-wide sequence number `twcc` as its one extension
+/// element, so that the leg's feedback reports the packet. Returns the header's length (what
+/// SRTP leaves in the clear).
+pub(crate) fn write_padding(
+    (ssrc, sequence_number, timestamp): (u32, u16, u32),
+    payload_type: u8,
+    transport_cc: Option<u8>,
+    twcc: u16,
+    padding: usize,
+    out: &mut Vec<u8>,
+) -> usize {
+    let padding = padding.clamp(1, MAX_PADDING);
+    out.clear();
+    let extension = if transport_cc.is_some() { 0x10 } else { 0 };
+    out.push(0x80 | 0x20 | extension);
+    out.push(payload_type & 0x7f);
+    out.extend_from_slice(&sequence_number.to_be_bytes());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&ssrc.to_be_bytes());
+    if let Some(id) = transport_cc {
+        // One word of one-byte elements: the id with length 2 (written as 1), the number, and
+        // a zero byte of padding to the word.
+        out.extend_from_slice(&ONE_BYTE_PROFILE.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.push(id << 4 | 1);
+        out.extend_from_slice(&twcc.to_be_bytes());
+        out.push(0);
+    }
+    let header_len = out.len();
+    out.resize(header_len + padding - 1, 0);
+    out.push(padding as u8);
+    header_len
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,5 +545,26 @@ mod tests {
         assert_eq!(leg.lookup(500), Some((14, 90_000)));
         assert_eq!(leg.lookup(504), None);
         assert_eq!((leg.packets, leg.octets), (1, 1));
+    }
+
+    #[test]
+    fn a_padding_packet_is_an_rtx_packet_without_payload_numbered_for_transport_cc() {
+        let mut out = Vec::new();
+        let header = write_padding((0x1234_5678, 7, 90_000), 97, Some(3), 0xabcd, 200, &mut out);
+        assert_eq!(header, 20);
+        assert_eq!(out.len(), 220);
+        // Version 2, padding and extension bits, no CSRC; no marker; payload type 97.
+        assert_eq!(out[0], 0x80 | 0x20 | 0x10);
+        assert_eq!(out[1], 97);
+        assert_eq!(&out[2..4], &7u16.to_be_bytes());
+        assert_eq!(&out[8..12], &0x1234_5678u32.to_be_bytes());
+        // The one-byte profile, one word: id 3, two bytes of transport-wide number.
+        assert_eq!(&out[12..20], &[0xbe, 0xde, 0, 1, 0x31, 0xab, 0xcd, 0]);
+        // The padding counts itself in its last octet; nothing is left for a payload.
+        assert_eq!(usize::from(out[out.len() - 1]), out.len() - header);
+        assert_eq!(payload_len(&out, header), 0);
+        // At most 255 bytes of padding in one packet; without transport-cc, no extension.
+        let header = write_padding((1, 0, 0), 97, None, 0, 1_000, &mut out);
+        assert_eq!((header, out.len(), out[0]), (12, 12 + MAX_PADDING, 0xa0));
     }
 }

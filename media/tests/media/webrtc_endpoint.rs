@@ -1078,3 +1078,76 @@ async fn a_check_replayed_from_another_address_is_neither_answered_nor_routed() 
     );
     client.pc.close().await.unwrap();
 }
+
+// A probe's padding on a WebRTC leg: padding-only packets on the RTX stream of its video, each
+// numbered in the leg's transport-wide sequence; the receiver drops them (no media packet comes
+// of them) and the leg's media goes on. (Whether the receiver's feedback reports them is the
+// receiver's: webrtc-rs's records only packets of streams it bound with the extension, not an
+// RTX stream's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn padding_goes_out_on_the_rtx_stream_and_media_goes_on() {
+    let mut bridge = Bridge::start().await;
+    let ssrc = 0x5151;
+    let (mut client, peer) = subscriber(&mut bridge, ssrc).await;
+    assert!(!bridge.endpoint.can_pad(PeerId(u64::MAX)));
+    assert_eq!(bridge.endpoint.send_padding(peer, 1_000, Instant::now()), 0);
+    let track = first_remote_track(&mut bridge, &mut client, peer, ssrc).await;
+    assert!(
+        bridge.endpoint.can_pad(peer),
+        "the leg negotiated no RTX or no transport-cc"
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let reader = Arc::clone(&track);
+    tokio::spawn(async move {
+        while let Some(event) = reader.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                let _ = tx.send(packet);
+            }
+        }
+    });
+
+    // Padding only, for a while: 40 kB in 100 ms slices.
+    let before = bridge.endpoint.stats();
+    let mut sent = 0;
+    for _ in 0..10 {
+        sent += bridge.endpoint.send_padding(peer, 4_000, Instant::now());
+        bridge.step(Duration::from_millis(100)).await;
+    }
+    let stats = bridge.endpoint.stats();
+    // At most 255 bytes of padding a packet; each with its header, extension and SRTP tag.
+    assert_eq!(
+        stats.padding_packets - before.padding_packets,
+        10 * 4_000u64.div_ceil(255)
+    );
+    assert_eq!(stats.padding_bytes - before.padding_bytes, sent as u64);
+    assert!(sent > 40_000, "{sent}");
+    assert_eq!(stats.forwarded, before.forwarded);
+
+    // Media still flows after it, and nothing of the padding came out as media.
+    let mut seq = 5_000u16;
+    let deadline = Instant::now() + WAIT;
+    let mut media = Vec::new();
+    while !media
+        .iter()
+        .any(|p: &rtc::rtp::Packet| p.header.sequence_number >= 5_000)
+    {
+        assert!(Instant::now() < deadline, "no media after the padding");
+        let packet = marshal(&rtp_packet(100, 0xdead, seq, &[0x10, 0, 0, 1]));
+        bridge
+            .endpoint
+            .send_rtp(peer, ssrc, &packet, Instant::now())
+            .unwrap();
+        seq += 1;
+        bridge.step(Duration::from_millis(10)).await;
+        while let Ok(packet) = rx.try_recv() {
+            media.push(packet);
+        }
+    }
+    assert!(
+        media
+            .iter()
+            .all(|p| p.header.ssrc == ssrc && !p.payload.is_empty()),
+        "padding surfaced as media"
+    );
+    client.pc.close().await.unwrap();
+}

@@ -1243,6 +1243,106 @@ async fn a_simulcast_whip_publisher_is_one_track_whose_subscribers_switch_layers
     gw.stop().await;
 }
 
+/// A WHEP subscriber that negotiates no transport-cc is estimated by its REMB: told 150
+/// kbit/s, the allocation gives it the lowest layer of a simulcast track (its only video is
+/// never paused); told 5 Mbit/s, the top one. Every switch at a keyframe of the new layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_subscribers_remb_chooses_its_simulcast_layer() {
+    use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+    use std::sync::atomic::AtomicU64;
+
+    let gw = TestGateway::start_bridge().await;
+    let viewer = gw.native("remb", "viewer").await;
+    let token = gw.token("remb", "camera");
+    let publisher = SimulcastPublisher::start(&gw, "remb", &token, Signaling::Whip).await;
+    let (_, track, _) = published_video_of(&viewer, "camera").await;
+
+    let mut peer = Peer::new().await;
+    peer.receive_only(RtpCodecKind::Video).await;
+    let offer: String = peer
+        .offer()
+        .await
+        .lines()
+        .filter(|l| !l.contains("transport-wide-cc"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let watcher = gw.token_with(
+        "remb",
+        "watcher",
+        Grants {
+            publish: false,
+            subscribe: true,
+            admin: false,
+        },
+    );
+    let response = post_offer(&gw, &format!("/whep/remb/{}", track.0), &watcher, &offer).await;
+    assert_eq!(response.status, 201, "{response:?}");
+    assert!(!response.body.contains("transport-wide-cc"));
+    peer.finish(&response.body).await;
+    let remote = next_remote_track(&mut peer, "the WHEP subscription").await;
+    let ssrc = remote.ssrcs().await[0];
+    let mut rx = rtp_of(Arc::clone(&remote));
+
+    // The receiver's estimate, every 100 ms (at most a minute).
+    let bitrate = Arc::new(AtomicU64::new(150_000));
+    let reporter = {
+        let (remote, bitrate) = (Arc::clone(&remote), Arc::clone(&bitrate));
+        tokio::spawn(async move {
+            for _ in 0..600 {
+                let remb = ReceiverEstimatedMaximumBitrate {
+                    sender_ssrc: 1,
+                    bitrate: bitrate.load(Ordering::Relaxed) as f32,
+                    ssrcs: vec![ssrc],
+                };
+                let _ = remote.write_rtcp(vec![Box::new(remb)]).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let layer =
+        |p: &rtc::rtp::Packet| u32::from_be_bytes(p.payload[4..8].try_into().unwrap()) >> 24;
+    let until_layer = async |rx: &mut mpsc::UnboundedReceiver<rtc::rtp::Packet>, want: u32| {
+        for _ in 0..20_000 {
+            let p = receive_rtp(rx, 1, "packets reach the WHEP subscriber").await;
+            if layer(&p[0]) == want {
+                return;
+            }
+        }
+        panic!("never on layer {want}");
+    };
+    until_layer(&mut rx, 0).await;
+    let low = receive_rtp(&mut rx, 20, "20 packets on the lowest layer").await;
+    assert!(
+        low.iter().all(|p| layer(p) == 0),
+        "held on the lowest layer"
+    );
+
+    bitrate.store(5_000_000, Ordering::Relaxed);
+    until_layer(&mut rx, 2).await;
+    let high = receive_rtp(&mut rx, 20, "20 packets on the top layer").await;
+    assert!(high.iter().all(|p| layer(p) == 2), "held on the top layer");
+    // One stream for the subscriber throughout: its SSRC, consecutive sequence numbers.
+    for w in low.windows(2).chain(high.windows(2)) {
+        assert_eq!(w[1].header.ssrc, ssrc);
+        assert_eq!(
+            w[1].header.sequence_number,
+            w[0].header.sequence_number.wrapping_add(1)
+        );
+    }
+    gw.wait_metric_where(
+        "strait_subscriber_estimate_bits_per_second_count",
+        "transport=\"webrtc\"",
+        |v| v > 0.0,
+    )
+    .await;
+
+    reporter.abort();
+    let _ = peer.pc.close().await;
+    publisher.close().await;
+    viewer.close().await;
+    gw.stop().await;
+}
+
 /// A `/ws/rtc` peer publishes simulcast the same way: one track whose layers are its first three
 /// rids (sizes and bitrates unknown), each subscriber on the layer its cap allows; when its
 /// session ends, the track goes with all its layers.
