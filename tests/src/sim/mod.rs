@@ -10,6 +10,9 @@
 //! - [`quic`]: a quinn-proto server (the gateway side) and client (the subscriber) connected over
 //!   two links; datagrams from the server, what reached the client, and the server's transport
 //!   counters as a [`strait_media::bwe::QuicSample`].
+//! - [`webrtc`]: a subscriber's WebRTC leg — the bridge stamping RTP with transport-wide
+//!   sequence numbers over a link, a browser's TWCC feedback (`rtc`'s receive interceptor) back
+//!   over another — feeding the gateway's [`strait_media::webrtc::WebRtcEstimator`].
 //! - [`video`]: a simulcast publisher (three VP8-like layers, Opus-like audio) producing RTP on a
 //!   virtual clock.
 //! - [`freeze`]: the subscriber's side of the media — which frames it could render, W3C-style
@@ -63,6 +66,7 @@ pub mod quic;
 pub mod room;
 pub mod scenarios;
 pub mod video;
+pub mod webrtc;
 
 pub use self::freeze::{FreezeConfig, MediaReceiver, VideoReport, VideoStream};
 pub use self::link::{Fate, Link, LinkConfig, LinkStats, QueueLimit, RateBin, RateTrace};
@@ -72,6 +76,7 @@ pub use self::video::{
     AudioConfig, LayerConfig, LayerStats, MediaKind, MediaPacket, PublisherConfig,
     SimulcastPublisher,
 };
+pub use self::webrtc::{WebRtcLeg, WebRtcLegConfig, WebRtcLegError, WebRtcLegStats};
 
 #[cfg(test)]
 mod tests {
