@@ -466,6 +466,8 @@ pub struct Metrics {
     pub webrtc_feedback: Family<FeedbackLabel, Counter>,
     /// Sender reports the WebRTC bridges sent.
     pub webrtc_sender_reports: Counter,
+    /// WebRTC subscriber legs found to leave a probe's padding out of their feedback.
+    pub webrtc_padding_unreported: Counter,
     /// What the bandwidth allocation of subscribers did (`strait_allocation_*`).
     pub allocation: AllocationMetrics,
     /// The embedded TURN server (`strait_turn_*`).
@@ -518,6 +520,7 @@ impl Metrics {
             webrtc_nacks: Family::default(),
             webrtc_feedback: Family::default(),
             webrtc_sender_reports: Counter::default(),
+            webrtc_padding_unreported: Counter::default(),
             allocation: AllocationMetrics::new(),
             turn: TurnMetrics::default(),
         };
@@ -659,6 +662,11 @@ impl Metrics {
             "webrtc_sender_reports",
             "RTCP sender reports the WebRTC bridge sent for forwarded streams",
             m.webrtc_sender_reports.clone(),
+        );
+        r.register(
+            "webrtc_padding_unreported",
+            "WebRTC subscriber legs whose feedback left a probe's padding out (not probed again)",
+            m.webrtc_padding_unreported.clone(),
         );
         m.allocation.register(r);
         m.turn.register(r.sub_registry_with_prefix("turn"));

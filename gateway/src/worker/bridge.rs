@@ -1140,6 +1140,9 @@ impl Bridge {
             .allocation
             .padding_bytes
             .inc_by(stats.padding_bytes - seen.padding_bytes);
+        metrics
+            .webrtc_padding_unreported
+            .inc_by(stats.padding_unreported - seen.padding_unreported);
         // Every worker's bridge adds its own change: the gauges are the node's sums.
         metrics
             .webrtc_peers

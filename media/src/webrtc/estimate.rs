@@ -86,8 +86,13 @@ pub struct WebRtcEstimator {
     next_id: u64,
     slope: SlopeEstimator,
     detector: OveruseDetector,
-    /// Bytes reported as arrived since `window_start`.
+    /// Bytes reported as arrived since `window_start`, and packets reported (padding that did
+    /// not arrive aside) and of those, lost.
     window_bytes: u64,
+    window_reported: u64,
+    window_lost: u64,
+    /// Rate windows closed so far.
+    windows: u64,
     window_start: Option<Instant>,
     acked_bps: f64,
     loss: f64,
@@ -138,6 +143,9 @@ impl WebRtcEstimator {
             slope: SlopeEstimator::new(),
             detector: OveruseDetector::new(),
             window_bytes: 0,
+            window_reported: 0,
+            window_lost: 0,
+            windows: 0,
             window_start: None,
             acked_bps: 0.0,
             loss: 0.0,
@@ -219,7 +227,10 @@ impl WebRtcEstimator {
     pub fn on_feedback(&mut self, feedback: &TransportLayerCc, now: Instant) -> Option<Estimate> {
         self.twcc = true;
         self.reports.clear();
-        for ack in convert_twcc(feedback) {
+        // A status chunk carries a fixed number of symbols: those past the feedback's packet
+        // count are filler, not packets reported missing.
+        let count = usize::from(feedback.packet_status_count);
+        for ack in convert_twcc(feedback).into_iter().take(count) {
             let Some(Some(sent)) = self.sent.get(usize::from(ack.sequence_number) % SLOTS) else {
                 continue;
             };
@@ -268,7 +279,7 @@ impl WebRtcEstimator {
                 usage = self.detector.update(trend.at, trend.estimate_ms);
             }
         }
-        let ratio = f64::from(lost) / self.reports.len() as f64;
+        let reported = self.reports.len() as u64;
 
         // The queueing delay: this feedback's last one-way delay over the smallest seen lately
         // (the clocks' offset cancels out).
@@ -298,16 +309,42 @@ impl WebRtcEstimator {
         }
         let queue = self.queue;
 
-        // The acknowledged rate, over windows of at least RATE_WINDOW.
+        // What the leg has shown it carries counts every feedback's arrivals (a probe's
+        // padding included), over the time since the previous feedback.
+        // (The first feedback covers what arrived since the first send.)
+        let since = self
+            .last_feedback
+            .replace(now)
+            .or(self.epoch)
+            .unwrap_or(now);
+        let clear_so_far = usage != Usage::Over
+            && queue <= WARNING_QUEUE
+            && self.estimate.is_none_or(|e| e.state == LinkState::Clear);
+        self.proven.record(arrived, since, now, clear_so_far);
+
+        // The acknowledged rate and the loss ratio, over windows of at least RATE_WINDOW (every
+        // feedback of the window counts).
         let start = *self.window_start.get_or_insert(now);
         self.window_bytes += arrived;
+        self.window_reported += reported;
+        self.window_lost += u64::from(lost);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= RATE_WINDOW {
             let weight = (elapsed.as_secs_f64() / SMOOTHING.as_secs_f64()).min(1.0);
             let rate = self.window_bytes as f64 * 8.0 / elapsed.as_secs_f64();
-            self.acked_bps += weight * (rate - self.acked_bps);
-            self.loss += weight * (ratio - self.loss);
+            let ratio = self.window_lost as f64 / self.window_reported.max(1) as f64;
+            if self.windows == 0 {
+                // The first window is the whole history: no average to start from zero.
+                self.acked_bps = rate;
+                self.loss = ratio;
+            } else {
+                self.acked_bps += weight * (rate - self.acked_bps);
+                self.loss += weight * (ratio - self.loss);
+            }
+            self.windows += 1;
             self.window_bytes = 0;
+            self.window_reported = 0;
+            self.window_lost = 0;
             self.window_start = Some(now);
         } else if self.estimate.is_some() && usage != Usage::Over && self.queue <= WARNING_QUEUE {
             return self.estimate;
@@ -328,9 +365,6 @@ impl WebRtcEstimator {
         if state == LinkState::Congested {
             self.proven.reset();
         }
-        let since = self.last_feedback.replace(now).unwrap_or(now);
-        self.proven
-            .record(arrived, since, now, state == LinkState::Clear);
         let proven = clear_limit(acked, self.proven.rate(), ACK_GROWTH, ACK_BONUS_BPS);
         let available = match state {
             LinkState::Congested => BACKOFF * acked,
@@ -497,5 +531,46 @@ mod tests {
         run(&mut est, 300_000, 20_000_000, 2);
         let after = est.on_remb(5_000_000).expect("estimate");
         assert!(after.available_bps < 1_000_000, "{after:?}");
+    }
+
+    #[test]
+    fn symbols_past_the_packet_count_are_filler_not_losses() {
+        use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
+            StatusVectorChunk, SymbolSizeTypeTcc,
+        };
+        // Two packets from `base`, both received, in a two-bit status vector of seven symbols:
+        // the five after them are filler (those packets are still on their way).
+        let feedback = |base: u16, count: u8| {
+            let mut symbols = vec![SymbolTypeTcc::PacketReceivedSmallDelta; 2];
+            symbols.extend([SymbolTypeTcc::PacketNotReceived; 5]);
+            let delta = RecvDelta {
+                type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
+                delta: 1_000,
+            };
+            TransportLayerCc {
+                sender_ssrc: 1,
+                media_ssrc: 2,
+                base_sequence_number: base,
+                packet_status_count: 2,
+                reference_time: 0,
+                fb_pkt_count: count,
+                packet_chunks: vec![PacketStatusChunk::StatusVectorChunk(StatusVectorChunk {
+                    type_tcc: StatusChunkTypeTcc::StatusVectorChunk,
+                    symbol_size: SymbolSizeTypeTcc::TwoBit,
+                    symbol_list: symbols,
+                })],
+                recv_deltas: vec![delta.clone(), delta],
+            }
+        };
+        let mut est = WebRtcEstimator::new();
+        let t0 = Instant::now();
+        for seq in 0..12u16 {
+            est.on_sent(seq, 7, seq, 1_000, t0);
+        }
+        // Two feedbacks 300 ms apart: a rate window closes.
+        est.on_feedback(&feedback(0, 0), t0 + Duration::from_millis(100));
+        est.on_feedback(&feedback(2, 1), t0 + Duration::from_millis(400));
+        assert_eq!(est.loss, 0.0, "filler read as losses");
+        assert_eq!(est.estimate().map(|e| e.state), Some(LinkState::Clear));
     }
 }

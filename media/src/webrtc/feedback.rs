@@ -7,8 +7,15 @@
 //! to act on: the interceptor marks PLI and FIR (relayed to the publisher), NACK (answered from
 //! the stream's packet cache), transport-wide congestion control feedback and REMB (for the
 //! bandwidth estimate). Receiver reports stay with `rtc`.
+//!
+//! Transport-wide feedback and REMB are also copied here, before `rtc` routes the compound
+//! packet: `rtc` hands RTCP to the application by the SSRC its first packet names, and a
+//! receiver names the stream of the last packet it got — after a probe, the RTX stream of its
+//! padding, which `rtc` does not know as a send stream, so that it drops the feedback. The
+//! endpoint takes those from the [`TransportFeedbackSink`] instead.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rtc::interceptor::{
@@ -40,9 +47,28 @@ pub struct DeliverKeyframeRequests {
     all: bool,
     /// Also NACK, transport-wide feedback and REMB: the endpoint's own peers.
     feedback: bool,
+    /// Where transport-wide feedback and REMB go, whatever SSRC they name.
+    sink: Option<TransportFeedbackSink>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
+
+/// Transport-wide feedback about what a peer received, as it arrived.
+#[derive(Debug, Clone)]
+pub(crate) enum TransportFeedback {
+    /// Transport-wide congestion control feedback.
+    Twcc(TransportLayerCc),
+    /// A receiver-estimated maximum bitrate, bits per second.
+    Remb(u64),
+}
+
+/// Transport feedback copied by a peer's [`DeliverKeyframeRequests`] for the endpoint, which
+/// drains it after each input to the peer (bounded: [`MAX_SINK`], the oldest dropped).
+pub(crate) type TransportFeedbackSink = Arc<Mutex<VecDeque<TransportFeedback>>>;
+
+/// The most transport feedback packets waiting in a sink (the endpoint drains it after every
+/// datagram, so more means a burst of hundreds in one datagram, which no receiver sends).
+pub(crate) const MAX_SINK: usize = 64;
 
 impl DeliverKeyframeRequests {
     /// One that delivers every inbound RTCP packet (reports included), not only keyframe
@@ -54,10 +80,12 @@ impl DeliverKeyframeRequests {
         }
     }
 
-    /// One that delivers a subscriber's feedback about forwarded RTP too (see the module docs).
-    pub(crate) fn feedback() -> Self {
+    /// One that delivers a subscriber's feedback about forwarded RTP too, its transport
+    /// feedback into `sink` (see the module docs).
+    pub(crate) fn feedback(sink: TransportFeedbackSink) -> Self {
         Self {
             feedback: true,
+            sink: Some(sink),
             ..Self::default()
         }
     }
@@ -120,6 +148,25 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let (Some(sink), Packet::Rtcp(packets)) = (&self.sink, &msg.message.packet) {
+            let mut sink = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for packet in packets {
+                let any = packet.as_any();
+                let copied = if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
+                    TransportFeedback::Twcc(cc.clone())
+                } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                    TransportFeedback::Remb(remb.bitrate.max(0.0) as u64)
+                } else {
+                    continue;
+                };
+                if sink.len() >= MAX_SINK {
+                    sink.pop_front();
+                }
+                sink.push_back(copied);
+            }
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet
             && (self.all
                 || packets.iter().any(|p| {

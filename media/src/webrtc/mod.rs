@@ -98,9 +98,7 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::sender_report::SenderReport;
-use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -343,6 +341,9 @@ pub struct WebRtcStats {
     pub padding_packets: u64,
     /// Their bytes, as sent (SRTP included).
     pub padding_bytes: u64,
+    /// Legs found to leave padding out of their feedback
+    /// ([`WebRtcEstimator::padding_unreported`]).
+    pub padding_unreported: u64,
     /// Peer source addresses routed now.
     pub addresses: usize,
 }
@@ -430,6 +431,8 @@ struct Peer {
     twcc_seq: u16,
     /// Its estimate, from the TWCC feedback about what was forwarded to it (or its REMB).
     estimator: WebRtcEstimator,
+    /// Its transport feedback, copied by its interceptor before `rtc` routes RTCP.
+    feedback: feedback::TransportFeedbackSink,
     /// When its peer connection next needs `handle_timeout`, as it said after the last input
     /// (asking every peer at every wake-up was a tenth of the worker's time at 50 peers).
     deadline: Option<Instant>,
@@ -625,8 +628,11 @@ impl Endpoint {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs()?;
         // The slot number only orders interceptors; any custom slot works for a marker.
-        let registry =
-            Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::feedback());
+        let sink = feedback::TransportFeedbackSink::default();
+        let registry = Registry::new().with(
+            Slot::from(14_000),
+            DeliverKeyframeRequests::feedback(Arc::clone(&sink)),
+        );
         let registry = register_interceptors(registry, &mut media_engine)?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -695,6 +701,7 @@ impl Endpoint {
                 path: None,
                 twcc_seq: 0,
                 estimator: WebRtcEstimator::new(),
+                feedback: sink,
                 deadline: None,
             },
         );
@@ -1535,25 +1542,9 @@ impl Endpoint {
                             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                                 feedback.nack += 1;
                                 nacks.push(nack.clone());
-                            } else if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
-                                feedback.twcc += 1;
-                                // Feedback only comes with a datagram, which set the time.
-                                let estimate =
-                                    self.now.and_then(|now| peer.estimator.on_feedback(cc, now));
-                                if let Some(estimate) = estimate {
-                                    self.events
-                                        .push_back(WebRtcEvent::Estimate { peer: id, estimate });
-                                }
-                            } else if let Some(remb) =
-                                any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
-                            {
-                                feedback.remb += 1;
-                                let bps = remb.bitrate.max(0.0) as u64;
-                                if let Some(estimate) = peer.estimator.on_remb(bps) {
-                                    self.events
-                                        .push_back(WebRtcEvent::Estimate { peer: id, estimate });
-                                }
                             }
+                            // Transport-wide feedback and REMB come through the peer's
+                            // feedback sink, whatever SSRC they name (`feedback` module docs).
                         }
                     }
                     _ => {}
@@ -1585,6 +1576,7 @@ impl Endpoint {
         }
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.deadline = peer.pc.poll_timeout();
+            self.transport_feedback(id);
         }
         if let Some(now) = self.now {
             for nack in &nacks {
@@ -1598,6 +1590,46 @@ impl Endpoint {
 
     /// A check from `(local, from)` passed the peer's integrity check: the address is routed to
     /// it (the most recently verified), within [`MAX_PEER_ADDRESSES`].
+    /// Takes the transport feedback `id`'s receiver sent (its feedback sink) into its estimate.
+    fn transport_feedback(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        // Feedback only comes with a datagram, which set the time.
+        let Some(now) = self.now else {
+            return;
+        };
+        loop {
+            let next = peer
+                .feedback
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop_front();
+            let Some(next) = next else {
+                break;
+            };
+            let estimate = match next {
+                feedback::TransportFeedback::Twcc(cc) => {
+                    self.stats.feedback.twcc += 1;
+                    let unreported = peer.estimator.padding_unreported();
+                    let estimate = peer.estimator.on_feedback(&cc, now);
+                    if !unreported && peer.estimator.padding_unreported() {
+                        self.stats.padding_unreported += 1;
+                    }
+                    estimate
+                }
+                feedback::TransportFeedback::Remb(bps) => {
+                    self.stats.feedback.remb += 1;
+                    peer.estimator.on_remb(bps)
+                }
+            };
+            if let Some(estimate) = estimate {
+                self.events
+                    .push_back(WebRtcEvent::Estimate { peer: id, estimate });
+            }
+        }
+    }
+
     fn verified(
         &mut self,
         id: PeerId,

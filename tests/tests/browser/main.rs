@@ -5,6 +5,7 @@
 //!   and the demo's JavaScript codec against the golden vectors under node;
 //! - `turn`: a page restricted to TURN relay candidates publishing through the embedded TURN
 //!   server;
+//! - `probe`: a plain WHEP player in Chromium whose link the gateway probes with RTX padding;
 //! - `cluster`: the demo against two nodes of a cluster on one Redis, where a page of one node
 //!   follows the redirect to the node that serves its room.
 //!
@@ -14,4 +15,5 @@
 
 mod cluster;
 mod demo;
+mod probe;
 mod turn;
