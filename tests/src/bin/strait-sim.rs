@@ -8,9 +8,9 @@
 //! cargo run --release -p strait-tests --bin strait-sim
 //! ```
 
-use strait_tests::sim::scenarios;
+use strait_tests::sim::{LegKind, scenarios};
 
-type Scenario = (&'static str, fn(&[u64]) -> Result<(), String>);
+type Scenario = (&'static str, fn(LegKind, &[u64]) -> Result<(), String>);
 
 const SCENARIOS: &[Scenario] = &[
     (
@@ -57,28 +57,38 @@ const SCENARIOS: &[Scenario] = &[
 
 fn main() {
     let seeds = scenarios::SEEDS;
-    let mut passed = 0;
-    for (name, run) in SCENARIOS {
-        let alone = seeds.iter().filter(|&&seed| run(&[seed]).is_ok()).count();
-        match run(&seeds) {
-            Ok(()) => {
-                passed += 1;
-                println!("pass  {name}");
-            }
-            Err(why) => {
-                let first = why.lines().next().unwrap_or_default();
-                println!(
-                    "FAIL  {name} ({alone} of {} seeds hold alone): {first}",
-                    seeds.len()
-                );
-                for line in why.lines().skip(1) {
-                    println!("        {line}");
+    for leg in [LegKind::Quic, LegKind::WebRtc] {
+        let name_of = match leg {
+            LegKind::Quic => "QUIC",
+            LegKind::WebRtc => "WebRTC",
+        };
+        println!("{name_of} subscriber");
+        let mut passed = 0;
+        for (name, run) in SCENARIOS {
+            let alone = seeds
+                .iter()
+                .filter(|&&seed| run(leg, &[seed]).is_ok())
+                .count();
+            match run(leg, &seeds) {
+                Ok(()) => {
+                    passed += 1;
+                    println!("pass  {name}");
+                }
+                Err(why) => {
+                    let first = why.lines().next().unwrap_or_default();
+                    println!(
+                        "FAIL  {name} ({alone} of {} seeds hold alone): {first}",
+                        seeds.len()
+                    );
+                    for line in why.lines().skip(1) {
+                        println!("        {line}");
+                    }
                 }
             }
         }
+        println!(
+            "{passed} of {} scenarios hold ({name_of} subscriber)\n",
+            SCENARIOS.len()
+        );
     }
-    println!(
-        "{passed} of {} scenarios hold (QUIC subscriber)",
-        SCENARIOS.len()
-    );
 }

@@ -1,15 +1,19 @@
 //! A room in the simulation: simulcast publishers, the real SFU core, and one subscriber whose
-//! QUIC leg crosses a simulated link — the whole loop of the bandwidth allocation.
+//! leg — QUIC or WebRTC ([`LegKind`]) — crosses a simulated link: the whole loop of the
+//! bandwidth allocation.
 //!
 //! Each step does what the gateway does, in virtual time:
 //!
 //! - the publishers' packets go through [`Sfu::handle_rtp`]; what it forwards to the subscriber
-//!   is framed as a media datagram and given to the server side of the [`QuicPair`];
-//! - every [`RoomConfig::sample_interval`] the server connection's counters feed a
-//!   [`QuicEstimator`], whose estimate goes to [`Sfu::set_estimate`] when it changed by 10 %
-//!   or changed state (as the gateway's QUIC session does);
+//!   is framed as a media datagram and given to the server side of the [`QuicPair`], or sent on
+//!   the [`WebRtcLeg`] (the bridge's RTP with transport-wide sequence numbers);
+//! - QUIC: every [`RoomConfig::sample_interval`] the server connection's counters feed a
+//!   [`QuicEstimator`]; WebRTC: each TWCC feedback that reaches the leg feeds its
+//!   `WebRtcEstimator`. The estimate goes to [`Sfu::set_estimate`] when it is a real change
+//!   ([`Estimate::moved_from`]), as the gateway's session and bridge do;
 //! - the core's events are carried out: keyframe requests reach the publisher, probes send
-//!   padding datagrams (kind `0x02`) paced by [`Padding`];
+//!   padding paced by [`Padding`] (QUIC padding datagrams of kind `0x02`, or RTX padding on the
+//!   WebRTC leg);
 //! - the subscriber renders what arrives ([`MediaReceiver`]) and, like a browser's decoder, asks
 //!   for a keyframe when a stream has a gap (at most every 250 ms per stream), and again every
 //!   500 ms while its picture is frozen.
@@ -29,8 +33,10 @@ use strait_media::sfu::{
 use strait_protocol::datagram;
 
 use super::freeze::{FreezeConfig, MediaReceiver, VideoReport};
+use super::link::RateBin;
 use super::quic::{QuicPair, QuicPairConfig, SimError};
 use super::video::{MediaKind, PublisherConfig, SimulcastPublisher};
+use super::webrtc::{WebRtcLeg, WebRtcLegConfig};
 
 /// One publisher of the room.
 #[derive(Debug, Clone)]
@@ -58,11 +64,22 @@ impl PublisherSpec {
     }
 }
 
+/// The subscriber's kind of leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegKind {
+    /// A native or WebTransport subscriber: quinn-proto with the gateway's settings.
+    Quic,
+    /// A WHEP or `/ws/rtc` subscriber: the bridge's RTP and the browser's TWCC feedback.
+    WebRtc,
+}
+
 /// What a [`SimRoom`] is made of.
 #[derive(Debug, Clone)]
 pub struct RoomConfig {
-    /// The subscriber's leg.
+    /// The subscriber's links (for a WebRTC leg, its `forward` and `reverse` links are used).
     pub link: QuicPairConfig,
+    /// The subscriber's kind of leg.
+    pub leg: LegKind,
     /// The publishers, each with one video track and its audio.
     pub publishers: Vec<PublisherSpec>,
     /// How often the server's counters feed the estimator (the gateway's look at an active
@@ -79,6 +96,7 @@ impl RoomConfig {
     pub fn new(link: QuicPairConfig) -> Self {
         Self {
             link,
+            leg: LegKind::Quic,
             publishers: vec![PublisherSpec::camera()],
             sample_interval: Duration::from_millis(250),
             estimator: QuicEstimatorConfig::default(),
@@ -113,10 +131,50 @@ struct Publisher {
     started: bool,
 }
 
+/// The subscriber's leg.
+#[derive(Debug)]
+enum Leg {
+    Quic(Box<QuicPair>),
+    WebRtc(Box<WebRtcLeg>),
+}
+
+impl Leg {
+    fn now(&self) -> Instant {
+        match self {
+            Leg::Quic(pair) => pair.now(),
+            Leg::WebRtc(leg) => leg.now(),
+        }
+    }
+
+    fn epoch(&self) -> Instant {
+        match self {
+            Leg::Quic(pair) => pair.epoch(),
+            Leg::WebRtc(leg) => leg.epoch(),
+        }
+    }
+
+    fn run_until(&mut self, until: Instant) {
+        match self {
+            Leg::Quic(pair) => pair.run_until(until),
+            Leg::WebRtc(leg) => leg.run_until(until),
+        }
+    }
+
+    /// When the leg has something to do before the room's own next event (a WebRTC leg's
+    /// feedback, whose estimate the room passes on when it comes); a QUIC pair runs to any
+    /// time it is given.
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Leg::Quic(_) => None,
+            Leg::WebRtc(leg) => leg.poll_timeout(),
+        }
+    }
+}
+
 /// The room (see the module docs).
 #[derive(Debug)]
 pub struct SimRoom {
-    pair: QuicPair,
+    leg: Leg,
     sfu: Sfu,
     subscriber: ParticipantId,
     publishers: Vec<Publisher>,
@@ -164,8 +222,22 @@ const FROZEN_ASK_INTERVAL: Duration = Duration::from_millis(500);
 impl SimRoom {
     /// A room whose subscriber is connected and subscribed to every track at the start.
     pub fn new(seed: u64, config: &RoomConfig) -> Result<Self, SimError> {
-        let pair = QuicPair::new(seed, config.link.clone())?;
-        let start = pair.now();
+        let leg = match config.leg {
+            LegKind::Quic => Leg::Quic(Box::new(QuicPair::new(seed, config.link.clone())?)),
+            LegKind::WebRtc => {
+                let leg = WebRtcLeg::new(
+                    seed,
+                    WebRtcLegConfig {
+                        forward: config.link.forward.clone(),
+                        reverse: config.link.reverse.clone(),
+                        ..WebRtcLegConfig::default()
+                    },
+                )
+                .map_err(|e| SimError::Config(e.to_string()))?;
+                Leg::WebRtc(Box::new(leg))
+            }
+        };
+        let start = leg.now();
         let mut sfu = Sfu::new(config.sfu.clone(), seed);
         let room = "sim";
         let meta = |name: &str| ParticipantMeta {
@@ -255,7 +327,7 @@ impl SimRoom {
         }
         let timeline = vec![Vec::new(); publishers.len()];
         let mut room = Self {
-            pair,
+            leg,
             sfu,
             subscriber,
             publishers,
@@ -281,17 +353,67 @@ impl SimRoom {
 
     /// The room's start.
     pub fn start(&self) -> Instant {
-        self.pair.epoch()
+        self.leg.epoch()
     }
 
     /// Virtual now.
     pub fn now(&self) -> Instant {
-        self.pair.now()
+        self.leg.now()
     }
 
-    /// The subscriber's leg (to change the link, read its counters).
-    pub fn pair(&mut self) -> &mut QuicPair {
-        &mut self.pair
+    /// The subscriber's QUIC leg, if it has one (to read its counters).
+    pub fn quic(&mut self) -> Option<&mut QuicPair> {
+        match &mut self.leg {
+            Leg::Quic(pair) => Some(pair),
+            Leg::WebRtc(_) => None,
+        }
+    }
+
+    /// The subscriber's kind of leg.
+    pub fn leg_kind(&self) -> LegKind {
+        match self.leg {
+            Leg::Quic(_) => LegKind::Quic,
+            Leg::WebRtc(_) => LegKind::WebRtc,
+        }
+    }
+
+    /// The forward link's offered, admitted and possible bits in bins of `bin` over
+    /// `[from, to)` (see [`super::Link::rate_bins`]).
+    pub fn forward_rate_bins(&self, from: Duration, to: Duration, bin: Duration) -> Vec<RateBin> {
+        match &self.leg {
+            Leg::Quic(pair) => pair.forward().rate_bins(from, to, bin),
+            Leg::WebRtc(leg) => leg.forward().rate_bins(from, to, bin),
+        }
+    }
+
+    /// The `q`-quantile of the forward link's queueing delay over `[from, to)`.
+    pub fn forward_queue_delay_percentile(
+        &self,
+        q: f64,
+        from: Duration,
+        to: Duration,
+    ) -> Option<Duration> {
+        match &self.leg {
+            Leg::Quic(pair) => pair.forward().queue_delay_percentile(q, from, to),
+            Leg::WebRtc(leg) => leg.forward().queue_delay_percentile(q, from, to),
+        }
+    }
+
+    /// The share of `bin`-long windows of `[from, to)` in which the leg offered the forward
+    /// link more than it carried.
+    pub fn forward_share_above_capacity(&self, from: Duration, to: Duration, bin: Duration) -> f64 {
+        match &self.leg {
+            Leg::Quic(pair) => pair.forward().share_above_capacity(from, to, bin),
+            Leg::WebRtc(leg) => leg.forward().share_above_capacity(from, to, bin),
+        }
+    }
+
+    /// Sets the forward link's random loss from now on.
+    pub fn set_forward_loss(&mut self, loss: f64) {
+        match &mut self.leg {
+            Leg::Quic(pair) => pair.set_forward_loss(loss),
+            Leg::WebRtc(leg) => leg.set_forward_loss(loss),
+        }
     }
 
     /// The SFU core.
@@ -328,10 +450,13 @@ impl SimRoom {
             if let Some(at) = self.sfu.poll_timeout() {
                 next = next.min(at);
             }
-            let next = next.max(self.pair.now());
-            self.pair.run_until(next);
+            if let Some(at) = self.leg.poll_timeout() {
+                next = next.min(at);
+            }
+            let next = next.max(self.leg.now());
+            self.leg.run_until(next);
             self.receive(next);
-            if next >= until && self.pair.now() >= until {
+            if next >= until && self.leg.now() >= until {
                 self.step(next);
                 break;
             }
@@ -346,14 +471,24 @@ impl SimRoom {
     }
 
     fn receive(&mut self, now: Instant) {
-        for (at, datagram) in self.pair.take_received() {
-            match datagram::parse_media(&datagram) {
-                Ok((_, rtp)) => {
-                    self.receiver.on_rtp(at, rtp);
-                    self.watch_gap(rtp, now);
+        match &mut self.leg {
+            Leg::Quic(pair) => {
+                for (at, datagram) in pair.take_received() {
+                    match datagram::parse_media(&datagram) {
+                        Ok((_, rtp)) => {
+                            self.receiver.on_rtp(at, rtp);
+                            self.watch_gap(rtp, now);
+                        }
+                        Err(_) => {
+                            // Padding (or anything else): dropped, as a client does.
+                        }
+                    }
                 }
-                Err(_) => {
-                    // Padding (or anything else): dropped, as a client does.
+            }
+            Leg::WebRtc(leg) => {
+                for (at, rtp) in leg.take_received() {
+                    self.receiver.on_rtp(at, &rtp);
+                    self.watch_gap(&rtp, now);
                 }
             }
         }
@@ -385,16 +520,27 @@ impl SimRoom {
     }
 
     fn step(&mut self, now: Instant) {
-        // The estimate, as the gateway's session feeds it.
-        if now >= self.next_sample {
+        // The estimate, as the gateway's session (QUIC) or bridge (WebRTC) feeds it.
+        let sample = now >= self.next_sample;
+        if sample {
             self.next_sample = now + self.sample_interval;
-            if let Some(estimate) = self.estimator.update(self.pair.server_sample()) {
-                self.estimates.push((now - self.start(), estimate));
-                let report = self.last_sent.is_none_or(|last| estimate.moved_from(&last));
-                if report {
-                    self.last_sent = Some(estimate);
-                    let _ = self.sfu.set_estimate(self.subscriber, estimate, now);
+        }
+        let estimates: Vec<Estimate> = match &mut self.leg {
+            Leg::Quic(pair) => {
+                let mut out = Vec::new();
+                if sample && let Some(estimate) = self.estimator.update(pair.server_sample()) {
+                    out.push(estimate);
                 }
+                out
+            }
+            Leg::WebRtc(leg) => leg.take_estimates().into_iter().map(|(_, e)| e).collect(),
+        };
+        for estimate in estimates {
+            self.estimates.push((now - self.start(), estimate));
+            let report = self.last_sent.is_none_or(|last| estimate.moved_from(&last));
+            if report {
+                self.last_sent = Some(estimate);
+                let _ = self.sfu.set_estimate(self.subscriber, estimate, now);
             }
         }
         if self.sfu.poll_timeout().is_some_and(|at| at <= now) {
@@ -417,18 +563,26 @@ impl SimRoom {
         // A probe's padding.
         if let Some(padding) = self.padding.as_mut() {
             let mut bytes = padding.take(now);
-            while bytes > 0 {
-                let len = bytes.min(1000);
-                bytes -= len;
-                self.scratch.clear();
-                datagram::write_padding(&mut self.scratch, len);
-                self.padding_bytes += len as u64;
-                if self
-                    .pair
-                    .send_datagram(Bytes::copy_from_slice(&self.scratch))
-                    .is_err()
-                {
-                    self.refused += 1;
+            match &mut self.leg {
+                Leg::Quic(pair) => {
+                    while bytes > 0 {
+                        let len = bytes.min(1000);
+                        bytes -= len;
+                        self.scratch.clear();
+                        datagram::write_padding(&mut self.scratch, len);
+                        self.padding_bytes += len as u64;
+                        if pair
+                            .send_datagram(Bytes::copy_from_slice(&self.scratch))
+                            .is_err()
+                        {
+                            self.refused += 1;
+                        }
+                    }
+                }
+                Leg::WebRtc(leg) => {
+                    if bytes > 0 {
+                        self.padding_bytes += leg.send_padding(now, bytes) as u64;
+                    }
                 }
             }
         }
@@ -485,12 +639,21 @@ impl SimRoom {
                 }
             });
         for (media, rtp) in out {
-            let media = strait_protocol::MediaId(media.0);
-            let mut buf = vec![0; datagram::media_header_len(media) + rtp.len()];
-            if datagram::write_media_datagram(media, &rtp, &mut buf).is_ok()
-                && self.pair.send_datagram(Bytes::from(buf)).is_err()
-            {
-                self.refused += 1;
+            match &mut self.leg {
+                Leg::Quic(pair) => {
+                    let media = strait_protocol::MediaId(media.0);
+                    let mut buf = vec![0; datagram::media_header_len(media) + rtp.len()];
+                    if datagram::write_media_datagram(media, &rtp, &mut buf).is_ok()
+                        && pair.send_datagram(Bytes::from(buf)).is_err()
+                    {
+                        self.refused += 1;
+                    }
+                }
+                Leg::WebRtc(leg) => {
+                    if leg.send_rtp(now, &rtp).is_err() {
+                        self.refused += 1;
+                    }
+                }
             }
         }
         self.drain_events(now);

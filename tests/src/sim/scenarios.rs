@@ -1,5 +1,5 @@
-//! The scenarios of the allocation's acceptance, on the simulated network: a QUIC subscriber
-//! behind a narrow link, each scenario on the seeds given ([`SEEDS`] in CI). Each returns `Err` with what failed and
+//! The scenarios of the allocation's acceptance, on the simulated network: a subscriber behind
+//! a narrow link on a QUIC or a WebRTC leg, each scenario on the seeds given ([`SEEDS`] in CI). Each returns `Err` with what failed and
 //! the subscriber's timeline; the tests run the ones that pass today, and `strait-sim` prints a
 //! scorecard of all of them. What each checks is in its doc; every scenario also checks the
 //! link's queue and how often the leg sent more than the link carried ([`check_link`]).
@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use super::room::measure;
-use super::{LinkConfig, PublisherSpec, QuicPairConfig, RateTrace, RoomConfig, SimRoom, Slot};
+use super::{
+    LegKind, LinkConfig, PublisherSpec, QuicPairConfig, RateTrace, RoomConfig, SimRoom, Slot,
+};
 
 /// Returns `Err(message)` from the scenario when `cond` does not hold.
 macro_rules! ensure {
@@ -24,8 +26,10 @@ pub const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
 const S: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
 
-fn room(seed: u64, config: &RoomConfig) -> SimRoom {
-    SimRoom::new(seed, config).expect("the simulated connection comes up")
+fn room(seed: u64, leg: LegKind, config: &RoomConfig) -> SimRoom {
+    let mut config = config.clone();
+    config.leg = leg;
+    SimRoom::new(seed, &config).expect("the simulated connection comes up")
 }
 
 /// A link following `rate`, with `rtt` (split evenly) and a 100 ms drop-tail queue.
@@ -56,12 +60,11 @@ fn line(slots: &[Slot]) -> String {
 /// start's climb).
 pub fn check_link(r: &mut SimRoom, from: Duration, seed: u64) -> Result<(), String> {
     let to = r.now() - r.start();
-    let forward = r.pair().forward();
-    let p95 = forward
-        .queue_delay_percentile(0.95, from, to)
+    let p95 = r
+        .forward_queue_delay_percentile(0.95, from, to)
         .unwrap_or_default();
     ensure!(p95 <= 150 * MS, "seed {seed}: p95 queueing delay {p95:?}");
-    let above = forward.share_above_capacity(from, to, 500 * MS);
+    let above = r.forward_share_above_capacity(from, to, 500 * MS);
     ensure!(
         above <= 0.05,
         "seed {seed}: above capacity {:.1} % of the time",
@@ -81,16 +84,21 @@ fn freeze(r: &SimRoom, n: usize) -> Duration {
 /// probe may exceed it briefly: [`check_link`] bounds that); the video freezes for at most 1 s
 /// in all; at least 99 % of the audio arrives.
 pub fn a_falling_capacity_is_followed_within_a_second_and_a_half(
+    leg: LegKind,
     seeds: &[u64],
 ) -> Result<(), String> {
     let step = 10 * S;
     for &seed in seeds {
-        let mut r = room(seed, &one_camera(RateTrace::step(4_000_000, step, 800_000)));
+        let mut r = room(
+            seed,
+            leg,
+            &one_camera(RateTrace::step(4_000_000, step, 800_000)),
+        );
         let start = r.start();
         r.run_until(start + step + 20 * S);
         // The first 250 ms after the step in which the leg offered no more than the link
         // carries ends within 1.5 s of the step.
-        let bins = r.pair().forward().rate_bins(step, step + 5 * S, 250 * MS);
+        let bins = r.forward_rate_bins(step, step + 5 * S, 250 * MS);
         let fit = bins
             .iter()
             .find(|b| !b.above_capacity())
@@ -113,11 +121,18 @@ pub fn a_falling_capacity_is_followed_within_a_second_and_a_half(
 
 /// Capacity 0.8 → 4 Mbit/s: the top layer within 8 s (median over the seeds) and 12 s (every
 /// seed); at most one failed probe on the way.
-pub fn a_rising_capacity_reaches_the_top_layer_within_seconds(seeds: &[u64]) -> Result<(), String> {
+pub fn a_rising_capacity_reaches_the_top_layer_within_seconds(
+    leg: LegKind,
+    seeds: &[u64],
+) -> Result<(), String> {
     let step = 10 * S;
     let mut times = Vec::new();
     for &seed in seeds {
-        let mut r = room(seed, &one_camera(RateTrace::step(800_000, step, 4_000_000)));
+        let mut r = room(
+            seed,
+            leg,
+            &one_camera(RateTrace::step(800_000, step, 4_000_000)),
+        );
         let start = r.start();
         r.run_until(start + step);
         let failed_before = r.sfu().stats().probes_failed;
@@ -151,12 +166,13 @@ pub fn a_rising_capacity_reaches_the_top_layer_within_seconds(seeds: &[u64]) -> 
 /// Capacity hovering ±10 % around 1.1 × what the lowest and middle layers take (a new value
 /// every second): at most 2 switches a minute, and no freeze.
 pub fn a_capacity_near_a_layer_boundary_does_not_make_the_picture_oscillate(
+    leg: LegKind,
     seeds: &[u64],
 ) -> Result<(), String> {
     for &seed in seeds {
         let base = (150_000 + 500_000 + 40_000) * 11 / 10;
         let rate = RateTrace::constant(base).with_noise(0.10, S, 70 * S, seed);
-        let mut r = room(seed, &one_camera(rate));
+        let mut r = room(seed, leg, &one_camera(rate));
         let start = r.start();
         r.run_until(start + 70 * S);
         let switches = measure::switches(r.timeline(0), 10 * S, 70 * S);
@@ -174,10 +190,13 @@ pub fn a_capacity_near_a_layer_boundary_does_not_make_the_picture_oscillate(
 
 /// A square wave 1.2 ↔ 3 Mbit/s with a 20 s period: at most 2 switches per period, and the
 /// leg uses at least 60 % of what it could (see the measure).
-pub fn a_square_wave_is_followed_without_flapping(seeds: &[u64]) -> Result<(), String> {
+pub fn a_square_wave_is_followed_without_flapping(
+    leg: LegKind,
+    seeds: &[u64],
+) -> Result<(), String> {
     for &seed in seeds {
         let rate = RateTrace::square_wave(3_000_000, 1_200_000, 10 * S, 90 * S);
-        let mut r = room(seed, &one_camera(rate));
+        let mut r = room(seed, leg, &one_camera(rate));
         let start = r.start();
         r.run_until(start + 90 * S);
         let switches = measure::switches(r.timeline(0), 10 * S, 90 * S);
@@ -189,7 +208,7 @@ pub fn a_square_wave_is_followed_without_flapping(seeds: &[u64]) -> Result<(), S
         // Utilisation: what the link admitted over what the room could use of it (the lesser
         // of the capacity and all the camera sends at its top layer, with its audio).
         let best = (1_500_000.0 + 40_000.0) * 10.0;
-        let bins = r.pair().forward().rate_bins(10 * S, 90 * S, 10 * S);
+        let bins = r.forward_rate_bins(10 * S, 90 * S, 10 * S);
         let used: f64 = bins.iter().map(|b| b.admitted_bits as f64).sum();
         let capacity: f64 = bins.iter().map(|b| b.capacity_bits.min(best)).sum();
         ensure!(
@@ -204,11 +223,14 @@ pub fn a_square_wave_is_followed_without_flapping(seeds: &[u64]) -> Result<(), S
 
 /// Six cameras while the capacity ramps from 0 to 6 Mbit/s over a minute: fewer than 20
 /// allocation changes in all.
-pub fn six_publishers_on_a_ramp_change_the_allocation_rarely(seeds: &[u64]) -> Result<(), String> {
+pub fn six_publishers_on_a_ramp_change_the_allocation_rarely(
+    leg: LegKind,
+    seeds: &[u64],
+) -> Result<(), String> {
     for &seed in seeds {
         let mut config = one_camera(RateTrace::ramp(100_000, 6_000_000, 60 * S, S));
         config.publishers = vec![PublisherSpec::camera(); 6];
-        let mut r = room(seed, &config);
+        let mut r = room(seed, leg, &config);
         let start = r.start();
         r.run_until(start + 60 * S);
         let changes: usize = (0..6)
@@ -228,11 +250,12 @@ pub fn six_publishers_on_a_ramp_change_the_allocation_rarely(seeds: &[u64]) -> R
 /// A 20 Mbit/s link with 150 ms of RTT, where the congestion window over the RTT stays low
 /// while the leg is app-limited: the top layer within 5 s all the same.
 pub fn an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer(
+    leg: LegKind,
     seeds: &[u64],
 ) -> Result<(), String> {
     for &seed in seeds {
         let config = RoomConfig::new(link(RateTrace::constant(20_000_000), 150 * MS));
-        let mut r = room(seed, &config);
+        let mut r = room(seed, leg, &config);
         let start = r.start();
         r.run_until(start + 10 * S);
         // On top within 5 s, and there from then on.
@@ -249,11 +272,14 @@ pub fn an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer(
 
 /// Browser simulcast over WHIP without `max-br` (every layer announced at 0) behind a
 /// 0.6 Mbit/s link: never the top layer once the estimate is known.
-pub fn layers_announced_without_a_bitrate_are_not_free(seeds: &[u64]) -> Result<(), String> {
+pub fn layers_announced_without_a_bitrate_are_not_free(
+    leg: LegKind,
+    seeds: &[u64],
+) -> Result<(), String> {
     for &seed in seeds {
         let mut config = one_camera(RateTrace::constant(600_000));
         config.publishers[0].declared = false;
-        let mut r = room(seed, &config);
+        let mut r = room(seed, leg, &config);
         let start = r.start();
         r.run_until(start + 30 * S);
         let top = r
@@ -271,6 +297,7 @@ pub fn layers_announced_without_a_bitrate_are_not_free(seeds: &[u64]) -> Result<
 /// least its middle layer at 1.2 Mbit/s; at 0.4 Mbit/s the cameras are paused (the screen share
 /// plays) and the audio is intact; at 3 Mbit/s the cameras are back within 5 s.
 pub fn cameras_are_paused_before_the_screen_share_and_come_back(
+    leg: LegKind,
     seeds: &[u64],
 ) -> Result<(), String> {
     for &seed in seeds {
@@ -288,7 +315,7 @@ pub fn cameras_are_paused_before_the_screen_share_and_come_back(
             PublisherSpec::camera(),
             PublisherSpec::camera(),
         ];
-        let mut r = room(seed, &config);
+        let mut r = room(seed, leg, &config);
         let start = r.start();
         r.run_until(start + 60 * S);
         let lines: Vec<String> = (0..4).map(|n| line(r.timeline(n))).collect();
@@ -339,9 +366,12 @@ pub fn cameras_are_paused_before_the_screen_share_and_come_back(
 }
 
 /// The publisher stops its top layer: the subscriber is on the middle one within 1.5 s.
-pub fn a_layer_that_stops_is_given_up_for_the_next_one_down(seeds: &[u64]) -> Result<(), String> {
+pub fn a_layer_that_stops_is_given_up_for_the_next_one_down(
+    leg: LegKind,
+    seeds: &[u64],
+) -> Result<(), String> {
     for &seed in seeds {
-        let mut r = room(seed, &one_camera(RateTrace::constant(4_000_000)));
+        let mut r = room(seed, leg, &one_camera(RateTrace::constant(4_000_000)));
         let start = r.start();
         r.run_until(start + 10 * S);
         ensure!(
@@ -367,11 +397,14 @@ pub fn a_layer_that_stops_is_given_up_for_the_next_one_down(seeds: &[u64]) -> Re
 
 /// 3 % random loss on a 4 Mbit/s link: no downgrade from the top layer. 20 %: a downgrade
 /// within 2 s.
-pub fn light_loss_is_no_reason_to_downgrade_and_heavy_loss_is(seeds: &[u64]) -> Result<(), String> {
+pub fn light_loss_is_no_reason_to_downgrade_and_heavy_loss_is(
+    leg: LegKind,
+    seeds: &[u64],
+) -> Result<(), String> {
     for &seed in seeds {
         let mut config = one_camera(RateTrace::constant(4_000_000));
         config.link.forward = config.link.forward.clone().loss(0.03);
-        let mut r = room(seed, &config);
+        let mut r = room(seed, leg, &config);
         let start = r.start();
         r.run_until(start + 30 * S);
         let below = r
@@ -381,13 +414,13 @@ pub fn light_loss_is_no_reason_to_downgrade_and_heavy_loss_is(seeds: &[u64]) -> 
             .count();
         ensure!(below == 0, "seed {seed}: 3 % loss\n{}", line(r.timeline(0)));
 
-        let mut r = room(seed, &one_camera(RateTrace::constant(4_000_000)));
+        let mut r = room(seed, leg, &one_camera(RateTrace::constant(4_000_000)));
         r.run_until(start + 10 * S);
         ensure!(
             r.timeline(0).last().map(|s| s.target) == Some(2),
             "seed {seed}"
         );
-        r.pair().set_forward_loss(0.20);
+        r.set_forward_loss(0.20);
         r.run_until(start + 15 * S);
         let took = r
             .timeline(0)

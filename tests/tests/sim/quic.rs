@@ -1,32 +1,30 @@
 //! A QUIC subscriber behind a narrow link: the scenarios of `strait_tests::sim::scenarios` that
 //! hold today (`strait-sim` prints the scorecard of all of them, these included).
 
-use strait_tests::sim::scenarios;
+use strait_tests::sim::{LegKind, scenarios};
 
-fn check(result: Result<(), String>) {
-    if let Err(why) = result {
+fn check(scenario: fn(LegKind, &[u64]) -> Result<(), String>) {
+    if let Err(why) = scenario(LegKind::Quic, &scenarios::SEEDS) {
         panic!("{why}");
     }
 }
 
 #[test]
 fn a_rising_capacity_reaches_the_top_layer_within_seconds() {
-    check(scenarios::a_rising_capacity_reaches_the_top_layer_within_seconds(&scenarios::SEEDS));
+    check(scenarios::a_rising_capacity_reaches_the_top_layer_within_seconds);
 }
 
 #[test]
 fn a_square_wave_is_followed_without_flapping() {
-    check(scenarios::a_square_wave_is_followed_without_flapping(
-        &scenarios::SEEDS,
-    ));
+    check(scenarios::a_square_wave_is_followed_without_flapping);
 }
 
 #[test]
 fn an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer() {
-    check(scenarios::an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer(&scenarios::SEEDS));
+    check(scenarios::an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer);
 }
 
 #[test]
 fn a_layer_that_stops_is_given_up_for_the_next_one_down() {
-    check(scenarios::a_layer_that_stops_is_given_up_for_the_next_one_down(&scenarios::SEEDS));
+    check(scenarios::a_layer_that_stops_is_given_up_for_the_next_one_down);
 }
