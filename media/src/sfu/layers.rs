@@ -486,8 +486,9 @@ impl Sfu {
         });
     }
 
-    /// Raises the padding of `subscriber`'s probe, if one runs and its link stays clear, by one
-    /// step towards its goal (see [`bwe::probe_level`]): once per [`TICK`], the period at which
+    /// Raises the padding of `subscriber`'s probe, if one runs, its link stays clear and its
+    /// estimate has shown 70 % of the level it asks for now, by one step towards its goal (see
+    /// [`bwe::probe_level`]): at most once per [`TICK`], the period at which
     /// the gateway reads a leg's counters, so that the leg was seen at the last step (an
     /// estimate showing a queue would have stopped the probe; none comes when nothing moved).
     fn ramp_probe(&mut self, subscriber: ParticipantId, now: Instant) {
@@ -501,7 +502,12 @@ impl Sfu {
         let seen = a
             .probe_stepped_at
             .is_none_or(|stepped| now >= stepped + TICK);
+        // The leg has shown most of the level it was asked for: a ramp that outruns what the
+        // estimate has seen overshoots the link before the estimate can show the step (its
+        // proven rate lags by a window, and counts packets, not every header).
+        let shown = estimate.proven_bps.saturating_mul(10) >= a.probe_level.saturating_mul(7);
         if !seen
+            || !shown
             || now >= until
             || estimate.state != LinkState::Clear
             || a.probe_level >= a.probe_goal

@@ -17,6 +17,11 @@ fn a_falling_capacity_is_followed_within_a_second_and_a_half() {
 }
 
 #[test]
+fn a_capacity_near_a_layer_boundary_does_not_make_the_picture_oscillate() {
+    check(scenarios::a_capacity_near_a_layer_boundary_does_not_make_the_picture_oscillate);
+}
+
+#[test]
 fn a_square_wave_is_followed_without_flapping() {
     check(scenarios::a_square_wave_is_followed_without_flapping);
 }
