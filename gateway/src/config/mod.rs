@@ -59,6 +59,19 @@ pub struct Config {
     pub cluster: ClusterConfig,
 }
 
+/// A QUIC connection's congestion controller (`quic.congestion_controller`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CongestionController {
+    /// CUBIC (RFC 9438), quinn's default.
+    #[default]
+    Cubic,
+    /// quinn's BBR (experimental in quinn).
+    Bbr,
+    /// NewReno (RFC 9002).
+    NewReno,
+}
+
 /// The QUIC front door.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -95,6 +108,12 @@ pub struct QuicConfig {
     /// bounds how late the gateway's congestion control and loss detection hear of a packet.
     #[serde(with = "humantime_serde")]
     pub ack_max_delay: Duration,
+    /// The congestion controller of every connection: `cubic` (quinn's default), `bbr` or
+    /// `new_reno`. Under random loss Cubic's window shrinks far below what the link carries
+    /// and holds a subscriber's datagrams back at each keyframe, which the layer allocation
+    /// reads as a narrow link (docs/BENCHMARKS.md §13); quinn's BBR keeps its rate there, but
+    /// is marked experimental by quinn.
+    pub congestion_controller: CongestionController,
     /// Stream data a client may send on one stream ahead of what the gateway has read, in bytes.
     /// The gateway reads one stream per session (the control stream) and only after the
     /// handshake; this and `receive_window` bound what a connection can make it buffer.
@@ -120,6 +139,7 @@ impl Default for QuicConfig {
             retry_above_handshakes: 64,
             ack_eliciting_threshold: 10,
             ack_max_delay: Duration::from_millis(25),
+            congestion_controller: CongestionController::Cubic,
             stream_receive_window: 64 * 1024,
             receive_window: 256 * 1024,
             send_window: 1024 * 1024,
@@ -1029,6 +1049,33 @@ mod tests {
         assert!(err.to_string().contains("max_session"), "{err}");
         let err = load(None, &[], &[("nosuch.key", "1")]).unwrap_err();
         assert!(err.to_string().contains("nosuch"), "{err}");
+    }
+
+    #[test]
+    fn the_congestion_controller_is_named_and_anything_else_is_refused() {
+        assert_eq!(
+            load(None, &[], &[]).unwrap().quic.congestion_controller,
+            CongestionController::Cubic
+        );
+        let config = load(Some("[quic]\ncongestion_controller = \"bbr\"\n"), &[], &[]).unwrap();
+        assert_eq!(config.quic.congestion_controller, CongestionController::Bbr);
+        let config = load(
+            None,
+            &[("STRAIT_QUIC__CONGESTION_CONTROLLER", "new_reno")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.quic.congestion_controller,
+            CongestionController::NewReno
+        );
+        let err = load(
+            Some("[quic]\ncongestion_controller = \"vegas\"\n"),
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("vegas"), "{err}");
     }
 
     #[test]

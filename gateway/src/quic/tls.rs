@@ -18,7 +18,7 @@ use strait_certs::{
 };
 use thiserror::Error;
 
-use crate::config::ValidConfig;
+use crate::config::{CongestionController, ValidConfig};
 
 /// ALPN of WebTransport (HTTP/3).
 pub(crate) const ALPN_H3: &[u8] = b"h3";
@@ -197,6 +197,15 @@ pub(crate) fn transport_config(config: &ValidConfig) -> quinn::TransportConfig {
     t.stream_receive_window(varint(config.quic.stream_receive_window));
     t.receive_window(varint(config.quic.receive_window));
     t.send_window(config.quic.send_window as u64);
+    match config.quic.congestion_controller {
+        CongestionController::Cubic => {}
+        CongestionController::Bbr => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+        }
+        CongestionController::NewReno => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()));
+        }
+    }
     if config.quic.ack_eliciting_threshold > 0 {
         let mut ack = quinn::AckFrequencyConfig::default();
         ack.ack_eliciting_threshold(config.quic.ack_eliciting_threshold.into())

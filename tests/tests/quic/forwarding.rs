@@ -34,7 +34,22 @@ async fn wait_for_tracks(session: &Session, count: usize) -> Vec<TrackId> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_native_and_one_webtransport_client_exchange_media() {
-    let gw = TestGateway::start().await;
+    exchange_media(TestGateway::start().await).await;
+}
+
+/// The same with each congestion controller the gateway offers besides its default (Cubic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_flows_with_bbr_and_new_reno_too() {
+    use strait_gateway::config::CongestionController;
+    for controller in [CongestionController::Bbr, CongestionController::NewReno] {
+        exchange_media(
+            TestGateway::start_with(|c| c.quic.congestion_controller = controller).await,
+        )
+        .await;
+    }
+}
+
+async fn exchange_media(gw: TestGateway) {
     let alice = gw.native("forward", "alice").await;
     let bob = gw.native("forward", "bob").await;
     let carol = gw.webtransport("forward", "carol").await;
