@@ -4,11 +4,14 @@
 // estimate starts, so the viewer starts below the top and climbs only if the gateway's probes
 // (padding-only RTX packets) come back in Chromium's transport-wide feedback. Every 250 ms the
 // page reads its stats: the video's `bytesReceived` (media only) and the transport's
-// `bytesReceived` (media, padding and RTCP). The check passes when the video has arrived at
-// STRAIT_TOP_BPS or more over the last second, and prints what the transport carried beyond
-// the media (the padding, about). Run by tests/tests/browser/probe.rs.
+// `bytesReceived` (media, padding and RTCP). The check passes when the video, having first
+// arrived below STRAIT_BELOW_BPS over a second (the allocation placed the viewer below the top:
+// until the first estimate it gets its cap, the top layer), then arrives at STRAIT_TOP_BPS or
+// more over a second; it prints what the transport carried beyond the media (the padding,
+// about). Run by tests/tests/browser/probe.rs.
 //
-// Environment: STRAIT_DEMO_URL, STRAIT_WHEP_PATH, STRAIT_TOKEN, STRAIT_TOP_BPS (required);
+// Environment: STRAIT_DEMO_URL, STRAIT_WHEP_PATH, STRAIT_TOKEN, STRAIT_BELOW_BPS, STRAIT_TOP_BPS
+// (required);
 // STRAIT_CHROMIUM (default /usr/bin/chromium); STRAIT_WAIT_MS (bound of the climb; default
 // 30000). Prints `whep-probe: …` lines; exit status 0 when the check passed.
 
@@ -38,6 +41,7 @@ async function main() {
   const whepPath = required('STRAIT_WHEP_PATH');
   const token = required('STRAIT_TOKEN');
   const topBps = Number(required('STRAIT_TOP_BPS'));
+  const belowBps = Number(required('STRAIT_BELOW_BPS'));
   const waitMs = Number(process.env.STRAIT_WAIT_MS ?? 30000);
   const watchdog = setTimeout(() => fail('overall time limit reached'), waitMs * 2);
 
@@ -52,7 +56,7 @@ async function main() {
     page.on('console', (m) => console.log(`whep-probe: page: ${m.text()}`));
     // A page of the gateway's origin, so that the WHEP request is same-origin.
     await page.goto(new URL('/healthz', demoUrl).href);
-    const result = await page.evaluate(async ({ whepPath, token, topBps, waitMs }) => {
+    const result = await page.evaluate(async ({ whepPath, token, topBps, belowBps, waitMs }) => {
       const pc = new RTCPeerConnection();
       pc.addTransceiver('video', { direction: 'recvonly' });
       await pc.setLocalDescription(await pc.createOffer());
@@ -75,6 +79,7 @@ async function main() {
       await pc.setRemoteDescription({ type: 'answer', sdp: answer });
       const samples = [];
       const started = performance.now();
+      let below = null;
       while (performance.now() - started < waitMs) {
         await new Promise((r) => setTimeout(r, 250));
         let video = 0;
@@ -89,10 +94,15 @@ async function main() {
         if (before && at - before.at >= 750) {
           const bps = ((video - before.video) * 8 * 1000) / (at - before.at);
           if (samples.length % 4 === 0) console.log(`${(at / 1000).toFixed(1)} s: video ${Math.round(bps / 1000)} kbit/s`);
-          if (bps >= topBps) {
+          if (below === null && bps <= belowBps) {
+            below = at / 1000;
+            console.log(`below ${belowBps} bit/s from ${below.toFixed(1)} s`);
+          }
+          if (below !== null && bps >= topBps) {
             pc.close();
             return {
               ok: true,
+              below,
               seconds: at / 1000,
               bps,
               videoBytes: video,
@@ -103,11 +113,14 @@ async function main() {
       }
       pc.close();
       const last = samples[samples.length - 1] ?? { video: 0, transport: 0 };
-      return { ok: false, why: `the video never reached ${topBps} bit/s (video ${last.video} bytes, transport ${last.transport} bytes)` };
-    }, { whepPath, token, topBps, waitMs });
+      const why = below === null
+        ? `the video never went below ${belowBps} bit/s`
+        : `the video went below ${belowBps} bit/s at ${below.toFixed(1)} s and never reached ${topBps} bit/s after`;
+      return { ok: false, why: `${why} (video ${last.video} bytes, transport ${last.transport} bytes)` };
+    }, { whepPath, token, topBps, belowBps, waitMs });
     if (!result.ok) fail(result.why);
     console.log(
-      `whep-probe: the video reached ${Math.round(result.bps / 1000)} kbit/s after ${result.seconds.toFixed(1)} s; ` +
+      `whep-probe: below the top from ${result.below.toFixed(1)} s, the video reached ${Math.round(result.bps / 1000)} kbit/s at ${result.seconds.toFixed(1)} s; ` +
         `the transport carried ${result.transportBytes - result.videoBytes} bytes beyond the video's ${result.videoBytes}`,
     );
     console.log('whep-probe: PASS');

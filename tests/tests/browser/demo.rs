@@ -96,6 +96,7 @@ async fn run_demo_script(gw: &TestGateway, scenario: &str) {
 /// see each other in one room; a wrong certificate is explained, or makes the page fall back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_see_and_hear_each_other_and_a_wrong_certificate_is_explained() {
+    let _heavy = crate::HEAVY.lock().await;
     let gw = gateway().await;
     run_demo_script(&gw, "rooms").await;
     gw.stop().await;

@@ -69,8 +69,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A WHEP player in Chromium climbs from the layer its start estimate allows to a 3 Mbit/s top
-/// layer: the gateway probes its link with RTX padding, Chromium's TWCC feedback reports it,
+/// A WHEP player in Chromium, placed below the top layer by its start estimate (it gets its cap
+/// until the first estimate), climbs back to the 3 Mbit/s top layer: the gateway probes its link with RTX padding, Chromium's TWCC feedback reports it,
 /// and the estimate that follows lets the allocation climb. The leg is never found to leave
 /// padding out of its feedback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,6 +79,7 @@ async fn a_chromium_whep_player_climbs_to_a_top_layer_through_probes() {
     require_node();
     let chromium = require_chromium();
     require_playwright(&root);
+    let _heavy = crate::HEAVY.lock().await;
 
     // Keyframe requests close together are not held back long (each layer switch asks one).
     let gw = TestGateway::start_with(|c| {
@@ -128,6 +129,7 @@ async fn a_chromium_whep_player_climbs_to_a_top_layer_through_probes() {
             format!("/whep/probe/{}", published.track.0),
         ),
         ("STRAIT_TOKEN", token),
+        ("STRAIT_BELOW_BPS", "1500000".into()),
         ("STRAIT_TOP_BPS", "2400000".into()),
     ];
     let run = run_node(&["web-demo/test/whep-probe.mjs"], &env, BROWSER_LIMIT).await;
