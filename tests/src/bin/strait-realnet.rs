@@ -1604,6 +1604,7 @@ fn parse_metrics(lines: &[String]) -> BTreeMap<(String, String), f64> {
 fn parse_subscriber(lines: &[String]) -> Result<SubscriberRecord> {
     let mut record = SubscriberRecord::default();
     let mut events = Vec::new();
+    let mut freezes = Vec::new();
     let mut kbits = Vec::new();
     for line in lines {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -1684,6 +1685,10 @@ fn parse_subscriber(lines: &[String]) -> Result<SubscriberRecord> {
                 num(4)?
             )),
             Some("relay") => record.notes.push(line.clone()),
+            Some("freeze") => {
+                let (end, length) = (num(1)? as f64 / 1e6, num(2)? as f64 / 1e6);
+                freezes.push(format!("{:.2}–{end:.2} s", end - length));
+            }
             _ => {}
         }
     }
@@ -1698,6 +1703,14 @@ fn parse_subscriber(lines: &[String]) -> Result<SubscriberRecord> {
             }
         ),
     );
+    record.notes.push(format!(
+        "freezes: {}",
+        if freezes.is_empty() {
+            "none".into()
+        } else {
+            freezes.join(", ")
+        }
+    ));
     record.notes.push(format!(
         "received RTP, kbit/s per 500 ms: {}",
         kbits
@@ -2034,6 +2047,7 @@ async fn run_subscriber(
     let mut audio_seq: Option<u64> = None;
     let (mut audio_first, mut audio_last, mut audio_count) = (u64::MAX, 0u64, 0u64);
     let mut asks = 0u64;
+    let mut seen = VideoReport::default();
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut tick = tokio::time::interval_at((t0 + SLOT).into(), SLOT);
     let end = tokio::time::Instant::from_std(t0 + Duration::from_secs(args.max_seconds));
@@ -2050,6 +2064,20 @@ async fn run_subscriber(
                 }
                 bytes[bin] += rtp.len() as u64;
                 receiver.on_rtp(at, rtp);
+                // A freeze is known when the frame after it renders: note when it ended and
+                // how long it was.
+                if packet.media == vsub.media
+                    && let Some(report) = receiver.video(vsub.ssrc).map(|v| v.report())
+                {
+                    if report.freeze_count > seen.freeze_count {
+                        events.push(format!(
+                            "freeze {} {}",
+                            since(at).as_micros(),
+                            (report.total_freeze - seen.total_freeze).as_micros()
+                        ));
+                    }
+                    seen = report;
+                }
                 if let Some(stamp) = Stamp::parse_rtp(rtp) {
                     let arrival = t0_us as i64 + since(at).as_micros() as i64;
                     owd.push(arrival - stamp.sent_us as i64);
