@@ -128,8 +128,11 @@ impl QuicEstimator {
         let sent = sample.sent_bytes.saturating_sub(last.sent_bytes);
         let lost = sample.lost_bytes.saturating_sub(last.lost_bytes);
         let delivered_bps = sent.saturating_sub(lost) as f64 * 8.0 / dt.as_secs_f64();
-        if self.estimate.is_none() {
-            // The first interval is the whole history: no average to start from zero.
+        if self.estimate.is_none() || self.acked_bps < f64::from(IDLE_BPS) {
+            // The first interval is the whole history: no average to start from zero. So is
+            // the first after an idle spell (a viewer connects before its media starts): an
+            // average still climbing from an idle leg's rate would make the first congestion
+            // back off far below what the link carries.
             self.acked_bps = delivered_bps;
         } else {
             self.acked_bps += weight * (delivered_bps - self.acked_bps);
@@ -203,7 +206,10 @@ impl QuicEstimator {
             c.ack_bonus_bps as f64,
         );
         let available = match state {
-            LinkState::Congested => c.backoff * acked,
+            // Below what the leg delivered lately, or in this interval if that was more: the
+            // smoothed rate lags a leg that just started (or just climbed), and backing off
+            // from it lands far below what the link carries.
+            LinkState::Congested => c.backoff * acked.max(delivered_bps),
             // Hold what was given, within the ceiling; never above what a clear leg would get.
             LinkState::Warning => self
                 .estimate
@@ -394,5 +400,24 @@ mod tests {
         assert_eq!(leg.tick(800_000, 0.0), None);
         leg.sample.buffered_bytes = 0;
         assert!(leg.tick(800_000, 0.0).is_some());
+    }
+
+    #[test]
+    fn a_leg_that_starts_after_an_idle_spell_backs_off_from_what_it_delivers() {
+        let mut leg = Leg::new();
+        leg.sample.cwnd = 1_000_000;
+        leg.estimator.update(leg.sample);
+        // Connected, nothing sent for a second (a viewer whose media has not started).
+        for _ in 0..10 {
+            leg.tick(0, 0.0);
+        }
+        // Then 1 Mbit/s, and at once a congestion event with a queue: the back-off is from the
+        // rate delivered, not from an average still climbing out of the idle spell.
+        leg.tick(1_000_000, 0.0);
+        leg.sample.srtt = Duration::from_millis(80);
+        leg.sample.congestion_events += 1;
+        let e = leg.tick(1_000_000, 0.0).expect("an estimate");
+        assert_eq!(e.state, LinkState::Congested, "{e:?}");
+        assert!(e.available_bps >= 800_000, "{e:?}");
     }
 }

@@ -91,8 +91,9 @@ pub struct WebRtcEstimator {
     window_bytes: u64,
     window_reported: u64,
     window_lost: u64,
-    /// Rate windows closed so far.
+    /// Rate windows closed so far, and the loss ratio of the last.
     windows: u64,
+    window_loss: f64,
     window_start: Option<Instant>,
     acked_bps: f64,
     loss: f64,
@@ -146,6 +147,7 @@ impl WebRtcEstimator {
             window_reported: 0,
             window_lost: 0,
             windows: 0,
+            window_loss: 0.0,
             window_start: None,
             acked_bps: 0.0,
             loss: 0.0,
@@ -342,6 +344,7 @@ impl WebRtcEstimator {
                 self.loss += weight * (ratio - self.loss);
             }
             self.windows += 1;
+            self.window_loss = ratio;
             self.window_bytes = 0;
             self.window_reported = 0;
             self.window_lost = 0;
@@ -350,8 +353,11 @@ impl WebRtcEstimator {
             return self.estimate;
         }
 
+        // Heavy loss lately is congestion while it lasts (the last window's too: the average
+        // alone kept a leg congested, backing off window after window, for a second after one
+        // overflow had drained); lighter loss lately, a warning.
         let state = if usage == Usage::Over
-            || self.loss > CONGESTED_LOSS
+            || (self.loss > CONGESTED_LOSS && self.window_loss > CONGESTED_LOSS)
             || queue > FULL_QUEUE
             || (queue > CONGESTED_QUEUE && queue > previous_queue)
         {
@@ -361,6 +367,10 @@ impl WebRtcEstimator {
         } else {
             LinkState::Clear
         };
+        if self.windows == 0 && state != LinkState::Clear {
+            // No rate measured yet to hold or back off from: no estimate until there is one.
+            return self.estimate;
+        }
         let acked = self.acked_bps;
         if state == LinkState::Congested {
             self.proven.reset();
@@ -572,5 +582,62 @@ mod tests {
         est.on_feedback(&feedback(2, 1), t0 + Duration::from_millis(400));
         assert_eq!(est.loss, 0.0, "filler read as losses");
         assert_eq!(est.estimate().map(|e| e.state), Some(LinkState::Clear));
+    }
+
+    #[test]
+    fn an_overflow_that_drained_is_not_congestion_a_window_later() {
+        let mut est = WebRtcEstimator::new();
+        let t0 = Instant::now();
+        for seq in 0..400u16 {
+            est.on_sent(
+                seq,
+                7,
+                seq,
+                1_000,
+                t0 + Duration::from_millis(u64::from(seq)),
+            );
+        }
+        // 250 ms with half the packets lost (an overflow), then 250 ms with none: the second
+        // window is not congested, though the loss averaged over a second still is high.
+        let lossy: Vec<Option<i64>> = (0..200).map(|i| (i % 2 == 0).then_some(4)).collect();
+        est.on_feedback(&feedback(0, &lossy, 0, 0), t0 + Duration::from_millis(250));
+        let e = est.on_feedback(&feedback(0, &lossy, 0, 1), t0 + Duration::from_millis(500));
+        assert_eq!(e.map(|e| e.state), Some(LinkState::Congested), "{e:?}");
+        let clean: Vec<Option<i64>> = (0..200).map(|_| Some(4)).collect();
+        let e = est.on_feedback(
+            &feedback(200, &clean, 0, 2),
+            t0 + Duration::from_millis(750),
+        );
+        assert!(
+            est.loss > CONGESTED_LOSS,
+            "the average remembers the overflow"
+        );
+        assert_ne!(e.map(|e| e.state), Some(LinkState::Congested), "{e:?}");
+    }
+
+    #[test]
+    fn no_estimate_comes_before_a_rate_to_hold_or_back_off_from() {
+        let mut est = WebRtcEstimator::new();
+        let t0 = Instant::now();
+        for seq in 0..20u16 {
+            est.on_sent(
+                seq,
+                7,
+                seq,
+                1_000,
+                t0 + Duration::from_millis(u64::from(seq)),
+            );
+        }
+        // A first feedback, 120 ms in: sent a millisecond apart, arrived five apart (a queue
+        // of 76 ms by the last). Congestion, but no rate measured yet to back off from.
+        let mut arrivals = vec![Some(80)];
+        arrivals.extend(std::iter::repeat_n(Some(20), 19));
+        assert_eq!(
+            est.on_feedback(
+                &feedback(0, &arrivals, 0, 0),
+                t0 + Duration::from_millis(120)
+            ),
+            None
+        );
     }
 }

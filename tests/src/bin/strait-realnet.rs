@@ -426,7 +426,10 @@ fn sim_run(trace: &Trace, seed: u64, rtt: Duration, idle: Duration) -> Result<Ru
     let failed_before = r.sfu().stats().probes_failed;
     r.run_until(start + trace.duration);
     let failed = r.sfu().stats().probes_failed - failed_before;
-    let forward = r.pair().forward();
+    let forward = r
+        .quic()
+        .ok_or_else(|| anyhow!("the simulation has a QUIC leg"))?
+        .forward();
     let mut bins = forward.rate_bins(idle, idle + trace.duration, BIN);
     for bin in &mut bins {
         bin.start -= idle;

@@ -46,6 +46,10 @@ const SCENARIOS: &[Scenario] = &[
         scenarios::cameras_are_paused_before_the_screen_share_and_come_back,
     ),
     (
+        "a viewer connected before the media, 0.8 Mbit/s",
+        scenarios::a_viewer_connected_before_the_media_gets_the_layer_its_link_carries,
+    ),
+    (
         "the top layer stops",
         scenarios::a_layer_that_stops_is_given_up_for_the_next_one_down,
     ),

@@ -365,6 +365,31 @@ pub fn cameras_are_paused_before_the_screen_share_and_come_back(
     Ok(())
 }
 
+/// A viewer whose leg is up before the media starts (a real client connects, joins and
+/// subscribes about 150 ms before the first packet), on a 0.8 Mbit/s link that carries the
+/// middle layer: on the middle layer from 4 s on, not held on the lowest one by an estimate
+/// that began at an idle leg's rate.
+pub fn a_viewer_connected_before_the_media_gets_the_layer_its_link_carries(
+    leg: LegKind,
+    seeds: &[u64],
+) -> Result<(), String> {
+    for &seed in seeds {
+        let mut config = one_camera(RateTrace::constant(800_000));
+        config.publishers[0].starts_after = 150 * MS;
+        let mut r = room(seed, leg, &config);
+        let start = r.start();
+        r.run_until(start + 15 * S);
+        let below = r
+            .timeline(0)
+            .iter()
+            .filter(|s| s.at >= 4 * S && s.current.is_none_or(|c| c < 1))
+            .count();
+        ensure!(below == 0, "seed {seed}\n{}", line(r.timeline(0)));
+        check_link(&mut r, 4 * S, seed)?;
+    }
+    Ok(())
+}
+
 /// The publisher stops its top layer: the subscriber is on the middle one within 1.5 s.
 pub fn a_layer_that_stops_is_given_up_for_the_next_one_down(
     leg: LegKind,

@@ -17,8 +17,8 @@ fn a_falling_capacity_is_followed_within_a_second_and_a_half() {
 }
 
 #[test]
-fn a_capacity_near_a_layer_boundary_does_not_make_the_picture_oscillate() {
-    check(scenarios::a_capacity_near_a_layer_boundary_does_not_make_the_picture_oscillate);
+fn a_rising_capacity_reaches_the_top_layer_within_seconds() {
+    check(scenarios::a_rising_capacity_reaches_the_top_layer_within_seconds);
 }
 
 #[test]
