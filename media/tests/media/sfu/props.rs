@@ -317,6 +317,18 @@ impl World {
                 _ => {}
             }
         }
+        // A subscription paused while its subscriber was away is not notified (nothing is sent
+        // to a disconnected participant): it resumes as a new segment all the same.
+        for ((sub, track, _), seen) in &mut self.seen {
+            if self
+                .h
+                .sfu
+                .subscription(*sub, *track)
+                .is_some_and(|s| s.info.paused)
+            {
+                seen.run = None;
+            }
+        }
         let sfu = &self.h.sfu;
         self.tracks.retain(|t| sfu.track_info(t.id).is_some());
         let stats = self.h.sfu.stats();
