@@ -207,3 +207,66 @@ impl Interceptor for DeliverKeyframeRequests {
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::interceptor::AttributedPacket;
+    use rtc::shared::TransportContext;
+    use rtc::shared::TransportMessage;
+
+    fn rtcp(packets: Vec<Box<dyn rtc::rtcp::Packet>>) -> TaggedPacket {
+        TransportMessage {
+            now: Instant::now(),
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtcp(packets)),
+        }
+    }
+
+    #[test]
+    fn transport_feedback_reaches_the_sink_whatever_ssrc_it_names_and_the_sink_is_bounded() {
+        let sink = TransportFeedbackSink::default();
+        let mut interceptor = DeliverKeyframeRequests::feedback(Arc::clone(&sink));
+        // Feedback naming an SSRC no send stream has (a receiver names the stream it last got:
+        // after a probe, the padding's RTX stream), and a REMB.
+        let twcc = TransportLayerCc {
+            sender_ssrc: 1,
+            media_ssrc: 0xdead_beef,
+            ..TransportLayerCc::default()
+        };
+        let remb = ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 1,
+            bitrate: 300_000.0,
+            ssrcs: vec![0xdead_beef],
+        };
+        interceptor
+            .handle_read(rtcp(vec![Box::new(twcc), Box::new(remb)]))
+            .expect("read");
+        {
+            let got = sink.lock().expect("not poisoned");
+            assert_eq!(got.len(), 2);
+            assert!(matches!(&got[0], TransportFeedback::Twcc(cc) if cc.media_ssrc == 0xdead_beef));
+            assert!(matches!(got[1], TransportFeedback::Remb(300_000)));
+        }
+        // The packet still goes on, marked for the application.
+        let read = interceptor.poll_read().expect("passed on");
+        assert!(read.message.has(&Attribute::DeliverToApplication));
+
+        // A sink nobody drains keeps the newest MAX_SINK.
+        for n in 0..(MAX_SINK as u32 + 10) {
+            let remb = ReceiverEstimatedMaximumBitrate {
+                sender_ssrc: 1,
+                bitrate: n as f32,
+                ssrcs: vec![],
+            };
+            interceptor
+                .handle_read(rtcp(vec![Box::new(remb)]))
+                .expect("read");
+        }
+        let got = sink.lock().expect("not poisoned");
+        assert_eq!(got.len(), MAX_SINK);
+        assert!(
+            matches!(got.back(), Some(TransportFeedback::Remb(n)) if *n == MAX_SINK as u64 + 9)
+        );
+    }
+}
