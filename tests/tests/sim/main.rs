@@ -3,3 +3,12 @@
 
 mod quic;
 mod webrtc;
+
+use strait_tests::sim::{LegKind, scenarios};
+
+/// Runs `scenario` on `leg` over the CI seeds; panics with what failed and the timeline.
+fn check(leg: LegKind, scenario: fn(LegKind, &[u64]) -> Result<(), String>) {
+    if let Err(why) = scenario(leg, &scenarios::SEEDS) {
+        panic!("{why}");
+    }
+}

@@ -4,9 +4,7 @@
 use strait_tests::sim::{LegKind, scenarios};
 
 fn check(scenario: fn(LegKind, &[u64]) -> Result<(), String>) {
-    if let Err(why) = scenario(LegKind::Quic, &scenarios::SEEDS) {
-        panic!("{why}");
-    }
+    super::check(LegKind::Quic, scenario);
 }
 
 #[test]

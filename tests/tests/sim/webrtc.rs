@@ -6,9 +6,7 @@
 use strait_tests::sim::{LegKind, scenarios};
 
 fn check(scenario: fn(LegKind, &[u64]) -> Result<(), String>) {
-    if let Err(why) = scenario(LegKind::WebRtc, &scenarios::SEEDS) {
-        panic!("{why}");
-    }
+    super::check(LegKind::WebRtc, scenario);
 }
 
 #[test]
