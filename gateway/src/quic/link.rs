@@ -243,10 +243,18 @@ impl Link {
         self.quic().stable_id()
     }
 
+    /// The acknowledgements of the connection's current path, for its bandwidth estimate
+    /// (`None` if its congestion controller is not tapped). A path that changed may have a new
+    /// controller: ask again after a migration.
+    pub(crate) fn ack_feed(&self) -> Option<super::acks::AckFeed> {
+        super::acks::AckFeed::of(self.quic().congestion_state())
+    }
+
     /// The connection's address, traffic so far and the counters of its bandwidth estimate,
     /// read `at` (no allocation). quinn 0.11 has no call that gives them all under one lock of
     /// the connection: its statistics, its address and its datagram buffer's free space are three
-    /// (taken one after the other, a few microseconds apart, four times a second at most).
+    /// (taken one after the other, a few microseconds apart; twenty times a second at most, while
+    /// the session sends media).
     /// `buffer` is the datagram send buffer's configured size (`quic.datagram_send_buffer`).
     pub(crate) fn vitals(&self, buffer: usize, at: Instant) -> Vitals {
         let quic = self.quic();

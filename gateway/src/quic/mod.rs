@@ -7,6 +7,7 @@
 //! - [`tls`]: certificates served (and rotated in development mode), the rustls and quinn
 //!   configurations.
 
+pub(crate) mod acks;
 pub(crate) mod frontdoor;
 pub(crate) mod link;
 pub(crate) mod session;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use strait_media::bwe::{Estimate, QuicEstimator, QuicEstimatorConfig};
+use strait_media::bwe::{Estimate, PacketFate, QuicEstimator, QuicEstimatorConfig, QuicSample};
 use strait_protocol::datagram::{self, Datagram};
 use strait_protocol::{
     ControlMessage, DatagramControl, Decoded, ErrorCode, FrameReader, ParticipantId,
@@ -24,6 +24,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::acks::AckFeed;
 use super::link::{ControlRecv, ControlSend, Link};
 use crate::auth::RoomGrant;
 use crate::cluster::Placed;
@@ -496,10 +497,13 @@ async fn session_loop(
     let buffer = shared.config.quic.datagram_send_buffer;
     let vitals = link.vitals(buffer, Instant::now());
     let mut address = vitals.remote;
-    let mut watch = Watch::new(vitals.traffic);
-    // The connection's estimate toward the client, for the worker's layer choice.
+    let mut watch = Watch::new(vitals.traffic, vitals.datagrams_sent);
+    // The connection's estimate toward the client, for the worker's layer choice, from its
+    // counters and each packet's acknowledgement.
     let mut estimator = QuicEstimator::new(QuicEstimatorConfig::default());
-    estimator.update(vitals.sample);
+    let mut acks = link.ack_feed();
+    let mut acked = Vec::new();
+    estimate_from(&mut estimator, vitals.sample, acks.as_ref(), &mut acked);
     let mut reported: Option<Estimate> = None;
     let look = tokio::time::sleep(WATCH_ACTIVE);
     let drain = shared.drain.clone().cancelled_owned();
@@ -557,12 +561,14 @@ async fn session_loop(
                     address = vitals.remote;
                     shared.metrics.migrations.inc();
                     tracing::debug!("client address changed");
+                    // A new path may have a controller of its own.
+                    acks = link.ack_feed();
                 }
                 // The worker only hears of the estimate when its state changed or it moved by a
                 // tenth, so that steady and idle sessions cost it nothing.
-                let estimate = estimator
-                    .update(vitals.sample)
-                    .filter(|&e| crate::worker::estimate_moved(reported, e));
+                let estimate =
+                    estimate_from(&mut estimator, vitals.sample, acks.as_ref(), &mut acked)
+                        .filter(|&e| crate::worker::estimate_moved(reported, e));
                 if let Some(estimate) = estimate {
                     reported = Some(estimate);
                     tracing::trace!(
@@ -572,7 +578,11 @@ async fn session_loop(
                     );
                     worker.send(WorkerCommand::Estimate { participant, estimate }).await;
                 }
-                let pause = watch.looked(vitals.traffic, moved || estimate.is_some());
+                let pause = watch.looked(
+                    vitals.traffic,
+                    vitals.datagrams_sent,
+                    moved || estimate.is_some(),
+                );
                 look.as_mut().reset(tokio::time::Instant::now() + pause);
             },
             to = moves.next() => {
@@ -602,6 +612,25 @@ async fn session_loop(
     }
 }
 
+/// The estimate after a reading of the connection's counters and the acknowledgements its
+/// feed kept since the last one (`scratch` is reused); from the counters alone when its
+/// controller is not tapped.
+fn estimate_from(
+    estimator: &mut QuicEstimator,
+    sample: QuicSample,
+    feed: Option<&AckFeed>,
+    scratch: &mut Vec<PacketFate>,
+) -> Option<Estimate> {
+    match feed {
+        Some(feed) => {
+            scratch.clear();
+            feed.drain(scratch);
+            estimator.update_with_acks(sample, scratch)
+        }
+        None => estimator.update(sample),
+    }
+}
+
 /// When the core's timer is due, or far away when it has none.
 fn core_deadline(core: &SessionCore) -> tokio::time::Instant {
     core.poll_timeout().map_or_else(
@@ -614,6 +643,11 @@ fn core_deadline(core: &SessionCore) -> tokio::time::Instant {
 /// traffic: media or control messages, either way. Each look is one reading of the connection's
 /// counters for its [`QuicEstimator`].
 const WATCH_ACTIVE: Duration = Duration::from_millis(250);
+
+/// How often a session looks at its connection while it sends datagrams (media toward a
+/// subscriber): its estimate follows each packet's acknowledgement, and a probe or a queue
+/// building is seen within this (a WebRTC receiver's feedback comes as often).
+const WATCH_MEDIA: Duration = Duration::from_millis(50);
 
 /// The longest pause between two looks at a connection that carries nothing but keep-alives.
 const WATCH_QUIET_MAX: Duration = Duration::from_secs(4);
@@ -632,22 +666,28 @@ const WATCH_QUIET_MAX: Duration = Duration::from_secs(4);
 struct Watch {
     pause: Duration,
     traffic: u64,
+    datagrams: u64,
 }
 
 impl Watch {
-    fn new(traffic: u64) -> Watch {
+    fn new(traffic: u64, datagrams: u64) -> Watch {
         Watch {
             pause: WATCH_ACTIVE,
             traffic,
+            datagrams,
         }
     }
 
-    /// After a look that saw `traffic` frames so far and found the address or the estimate
-    /// `changed` (or not): the pause until the next look.
-    fn looked(&mut self, traffic: u64, changed: bool) -> Duration {
+    /// After a look that saw `traffic` frames and `datagrams` sent so far and found the
+    /// address or the estimate `changed` (or not): the pause until the next look.
+    fn looked(&mut self, traffic: u64, datagrams: u64, changed: bool) -> Duration {
         let quiet = !changed && traffic == self.traffic;
+        let sending = datagrams != self.datagrams;
         self.traffic = traffic;
-        self.pause = if quiet {
+        self.datagrams = datagrams;
+        self.pause = if sending {
+            WATCH_MEDIA
+        } else if quiet {
             (self.pause * 2).min(WATCH_QUIET_MAX)
         } else {
             WATCH_ACTIVE
@@ -727,8 +767,8 @@ mod tests {
 
     #[test]
     fn a_quiet_connection_is_looked_at_less_and_less_often_up_to_the_maximum() {
-        let mut watch = Watch::new(7);
-        let pauses: Vec<_> = (0..6).map(|_| watch.looked(7, false)).collect();
+        let mut watch = Watch::new(7, 0);
+        let pauses: Vec<_> = (0..6).map(|_| watch.looked(7, 0, false)).collect();
         assert_eq!(
             pauses,
             [
@@ -744,31 +784,42 @@ mod tests {
 
     #[test]
     fn traffic_or_a_change_brings_the_short_pause_back() {
-        let mut watch = Watch::new(0);
+        let mut watch = Watch::new(0, 0);
         for _ in 0..5 {
-            watch.looked(0, false);
+            watch.looked(0, 0, false);
         }
-        assert_eq!(watch.looked(1, false), WATCH_ACTIVE, "frames flowed");
+        assert_eq!(watch.looked(1, 0, false), WATCH_ACTIVE, "frames flowed");
         for _ in 0..5 {
-            watch.looked(1, false);
+            watch.looked(1, 0, false);
         }
         assert_eq!(
-            watch.looked(1, true),
+            watch.looked(1, 0, true),
             WATCH_ACTIVE,
             "the address or estimate moved"
         );
-        assert_eq!(watch.looked(1, false), WATCH_ACTIVE * 2);
+        assert_eq!(watch.looked(1, 0, false), WATCH_ACTIVE * 2);
+    }
+
+    #[test]
+    fn a_session_that_sends_datagrams_is_looked_at_every_fifty_milliseconds() {
+        let mut watch = Watch::new(0, 0);
+        for _ in 0..5 {
+            watch.looked(0, 0, false);
+        }
+        assert_eq!(watch.looked(3, 3, false), WATCH_MEDIA, "media went out");
+        assert_eq!(watch.looked(5, 5, false), WATCH_MEDIA);
+        assert_eq!(watch.looked(6, 5, false), WATCH_ACTIVE, "control only");
     }
 
     #[test]
     fn receiving_something_cuts_a_long_pause_short_once() {
-        let mut watch = Watch::new(0);
+        let mut watch = Watch::new(0, 0);
         assert!(!watch.wake(), "already at the short pause");
-        watch.looked(0, false);
-        watch.looked(0, false);
+        watch.looked(0, 0, false);
+        watch.looked(0, 0, false);
         assert!(watch.wake(), "a long pause is cut short");
         assert!(!watch.wake(), "and only once");
-        assert_eq!(watch.looked(0, false), WATCH_ACTIVE * 2);
+        assert_eq!(watch.looked(0, 0, false), WATCH_ACTIVE * 2);
     }
 
     #[test]

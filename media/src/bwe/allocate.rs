@@ -99,6 +99,10 @@ pub struct Outcome {
     /// resume or a climb, headroom included); `None` when every subscription has its best live
     /// layer.
     pub shortfall_bps: Option<u64>,
+    /// The extra budget that would give every subscription its best live layer within its
+    /// cap (each with its headroom): what a probe may aim for, step after step. 0 when
+    /// nothing is missing.
+    pub missing_bps: u64,
 }
 
 /// Chooses a layer (or a pause) for each of `wants` within `budget_bps`, writing one [`Choice`]
@@ -208,9 +212,25 @@ pub fn allocate(
         }
         start = end;
     }
+    // Everything at its best: each subscription's best live layer within its cap, headroom
+    // included, beyond what this allocation uses.
+    let full: u64 = wants
+        .iter()
+        .filter_map(|w| {
+            let best = (0..=w.cap.min(MAX_LAYERS as u8 - 1))
+                .rev()
+                .find(|&l| w.alive[usize::from(l)])?;
+            Some(w.cost(best) + headroom(w.cost(best)))
+        })
+        .sum();
     Outcome {
         used_bps: used,
         shortfall_bps: shortfall,
+        missing_bps: if shortfall.is_some() {
+            full.saturating_sub(used).max(shortfall.unwrap_or(0))
+        } else {
+            0
+        },
     }
 }
 

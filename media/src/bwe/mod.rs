@@ -1,16 +1,25 @@
 //! Bandwidth estimation, sans-IO: what a subscriber's link can carry, from the transport's own
 //! counters, and what each published layer really costs.
 //!
-//! Nothing here knows quinn or `rtc`: the gateway reads its transport's counters (a QUIC
-//! connection's statistics, say) into plain samples at a steady tick and feeds them in, with the
-//! time. What comes out is an [`Estimate`] per leg, for the layer allocator:
+//! Nothing here knows quinn, and no `rtc` type crosses its interface: the gateway reads its
+//! transport's counters (a QUIC connection's statistics, say) and per-packet feedback into plain
+//! samples and feeds them in, with the time. What comes out is an [`Estimate`] per leg, for the
+//! layer allocator:
 //!
-//! - [`QuicEstimator`]: a QUIC leg's estimate from the acknowledged rate, the queueing delay
-//!   (smoothed RTT − minimum RTT), the datagram-buffer delay, loss and congestion events. The
-//!   congestion window over the RTT is only a ceiling: quinn's Cubic does not grow its window while
-//!   the sender is app-limited, so that quotient follows the RTT and bursts, not capacity. An
-//!   app-limited leg is held at 1.5 × what it actually delivered + 10 kbit/s, so that it climbs
-//!   step by step as it proves it can carry more, rather than drifting upward on no evidence.
+//! - [`DelayEstimator`]: a leg's estimate from per-packet feedback (when each packet left, when
+//!   it arrived): the trend of the delay across packet groups (GCC's, `rtc`'s implementation used
+//!   as a library), the queueing delay, the acknowledged rate and losses. A WebRTC leg's TWCC
+//!   feeds it, and so do a QUIC leg's acknowledgements.
+//! - [`QuicEstimator`]: a QUIC leg's estimate. With each packet's acknowledgement
+//!   ([`QuicEstimator::update_with_acks`], what the gateway does) it is [`DelayEstimator`]'s,
+//!   with what only the sender sees added: the datagram-buffer delay, and the congestion window
+//!   over the RTT as a ceiling while datagrams wait for it. From the counters alone
+//!   ([`QuicEstimator::update`]) it reads the acknowledged rate, the queueing delay (smoothed RTT
+//!   − minimum RTT), the buffer delay, loss and congestion events. Either way the window is only
+//!   a ceiling: quinn's Cubic does not grow its window while the sender is app-limited, so that
+//!   quotient follows the RTT and bursts, not capacity. An app-limited leg is held at 1.5 × what
+//!   it actually delivered + 10 kbit/s, so that it climbs step by step as it proves it can carry
+//!   more, rather than drifting upward on no evidence.
 //! - [`LayerRates`]: the measured rate of each simulcast layer of a published track (a moving
 //!   average over about 2 s of the publisher's real bytes) and whether the layer is alive (a layer
 //!   silent for a second is not). A layer's cost is its measured rate, its declared one until it
@@ -20,11 +29,15 @@
 //!   estimate, by priority.
 
 mod allocate;
+mod delay;
 mod layer_rate;
 mod padding;
 mod quic;
 
 pub use self::allocate::{AllocatorConfig, Choice, Outcome, VideoWant, allocate};
+#[cfg(test)]
+pub(crate) use self::delay::CONGESTED_LOSS;
+pub use self::delay::{DelayEstimator, PacketFate};
 pub use self::layer_rate::{DEFAULT_LAYER_COSTS, LayerRates, SILENT_AFTER};
 pub use self::padding::{PADDING_INTERVAL, Padding};
 pub use self::quic::{IDLE_BPS, QuicEstimator, QuicEstimatorConfig, QuicSample, START_BPS};

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Estimate, LinkState, Proven, clear_limit};
+use super::{DelayEstimator, Estimate, LinkState, PacketFate, Proven, clear_limit};
 
 /// A leg delivering less than this (bits per second) is idle: nothing to judge it by yet.
 pub const IDLE_BPS: u32 = 100_000;
@@ -84,7 +84,7 @@ impl Default for QuicEstimatorConfig {
 }
 
 /// A QUIC leg's estimate (see the module docs of [`super`]).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct QuicEstimator {
     config: QuicEstimatorConfig,
     last: Option<QuicSample>,
@@ -92,6 +92,9 @@ pub struct QuicEstimator {
     loss: f64,
     proven: Proven,
     estimate: Option<Estimate>,
+    /// The estimate from per-packet acknowledgements, once any came
+    /// ([`update_with_acks`](Self::update_with_acks)).
+    delay: Option<DelayEstimator>,
 }
 
 impl QuicEstimator {
@@ -104,12 +107,76 @@ impl QuicEstimator {
             loss: 0.0,
             proven: Proven::default(),
             estimate: None,
+            delay: None,
         }
     }
 
     /// The latest estimate, once two samples have been seen.
     pub fn estimate(&self) -> Option<Estimate> {
         self.estimate
+    }
+
+    /// Takes a new reading with the acknowledgements that came since the last one (each
+    /// packet's departure and its acknowledgement's arrival); returns the estimate after it.
+    ///
+    /// The acknowledgements are per-packet feedback, as a WebRTC receiver's TWCC is: the
+    /// estimate is [`DelayEstimator`]'s (the trend of the delay across packet groups, the
+    /// queueing delay, the acknowledged rate, losses from the counters), read far more finely
+    /// than the counters' smoothed RTT. The counters add what only the sender sees: datagrams
+    /// waiting long in the send buffer are a warning (congestion when the path shows a queue
+    /// too), and the congestion window is a ceiling while it is what holds the leg back.
+    pub fn update_with_acks(
+        &mut self,
+        sample: QuicSample,
+        acks: &[PacketFate],
+    ) -> Option<Estimate> {
+        let Some(last) = self.last.replace(sample) else {
+            self.delay.get_or_insert_with(DelayEstimator::new);
+            return None;
+        };
+        if sample.at <= last.at {
+            self.last = Some(last);
+            return self.estimate;
+        }
+        let c = self.config;
+        let lost = sample.lost_packets.saturating_sub(last.lost_packets);
+        let delay = self.delay.get_or_insert_with(DelayEstimator::new);
+        let mut estimate = delay.on_feedback_and_losses(acks, lost, sample.at)?;
+        let window_bps = if sample.srtt.is_zero() {
+            0.0
+        } else {
+            sample.cwnd as f64 * 8.0 / sample.srtt.as_secs_f64()
+        };
+        let drain_bps = (estimate.acked_bps as f64).max(window_bps);
+        let buffer_delay = if drain_bps >= 1.0 {
+            Duration::from_secs_f64(sample.buffered_bytes as f64 * 8.0 / drain_bps)
+        } else if sample.buffered_bytes > 0 {
+            Duration::MAX
+        } else {
+            Duration::ZERO
+        };
+        // Datagrams waiting for a window that is still opening (slow start: no congestion
+        // event yet) say nothing of the link yet.
+        let opening = sample.congestion_events == 0 || sample.cwnd > last.cwnd;
+        if buffer_delay > c.congested_buffer && !opening {
+            if estimate.queue_delay > c.warning_queue {
+                estimate.state = LinkState::Congested;
+                estimate.available_bps = estimate
+                    .available_bps
+                    .min((c.backoff * estimate.acked_bps as f64) as u64);
+            } else if estimate.state == LinkState::Clear {
+                estimate.state = LinkState::Warning;
+                if let Some(e) = self.estimate {
+                    estimate.available_bps = estimate.available_bps.min(e.available_bps);
+                }
+            }
+        }
+        if buffer_delay > c.window_limited_buffer && window_bps > 0.0 && !opening {
+            let ceiling = (c.cwnd_headroom * window_bps) as u64;
+            estimate.available_bps = estimate.available_bps.min(ceiling);
+        }
+        self.estimate = Some(estimate);
+        Some(estimate)
     }
 
     /// Takes a new reading; returns the estimate after it (`None` for the first reading, or one
@@ -243,16 +310,20 @@ mod tests {
     struct Leg {
         estimator: QuicEstimator,
         sample: QuicSample,
+        /// Arrivals are counted from here.
+        epoch: Instant,
     }
 
     const TICK: Duration = Duration::from_millis(100);
 
     impl Leg {
         fn new() -> Leg {
+            let epoch = Instant::now();
             Leg {
                 estimator: QuicEstimator::new(QuicEstimatorConfig::default()),
+                epoch,
                 sample: QuicSample {
-                    at: Instant::now(),
+                    at: epoch,
                     sent_bytes: 0,
                     lost_bytes: 0,
                     sent_packets: 0,
@@ -278,6 +349,75 @@ mod tests {
             self.sample.lost_bytes += lost_packets * 1_200;
             self.estimator.update(self.sample)
         }
+    }
+
+    /// One tick at `bps` with its packets acknowledged `delay` after they left, evenly over
+    /// the tick; returns the estimate.
+    fn tick_acked(leg: &mut Leg, bps: u64, delay: Duration) -> Option<Estimate> {
+        let bytes = bps * TICK.as_millis() as u64 / 8 / 1000;
+        let packets = bytes.div_ceil(1_000);
+        let start = leg.sample.at;
+        let acks: Vec<PacketFate> = (0..packets)
+            .map(|k| {
+                let departure = start + TICK * k as u32 / packets as u32;
+                PacketFate {
+                    departure,
+                    arrival: Some(departure + delay - leg.epoch),
+                    size: 1_000,
+                }
+            })
+            .collect();
+        leg.sample.at += TICK;
+        leg.sample.sent_bytes += bytes;
+        leg.sample.sent_packets += packets;
+        leg.estimator.update_with_acks(leg.sample, &acks)
+    }
+
+    #[test]
+    fn datagrams_waiting_for_a_window_that_opens_are_no_ceiling_and_later_they_are() {
+        let mut leg = Leg::new();
+        leg.estimator.update_with_acks(leg.sample, &[]);
+        // Slow start: no congestion event yet, a small window, datagrams waiting for it.
+        leg.sample.cwnd = 6_000;
+        leg.sample.buffered_bytes = 60_000;
+        let mut e = None;
+        for _ in 0..10 {
+            e = tick_acked(&mut leg, 1_000_000, Duration::from_millis(40));
+        }
+        let ceiling = 6_000 * 8 * 25 * 5 / 4; // 1.25 × cwnd × 8 / 40 ms
+        let e = e.expect("an estimate");
+        assert_eq!(e.state, LinkState::Clear, "{e:?}");
+        assert!(
+            e.available_bps > ceiling,
+            "{e:?} held by a window still opening"
+        );
+        // After a congestion event, a window that stays put while datagrams wait for it is
+        // what holds the leg back: a ceiling, and a warning.
+        leg.sample.congestion_events = 1;
+        let e = tick_acked(&mut leg, 1_000_000, Duration::from_millis(40)).expect("an estimate");
+        assert!(e.available_bps <= ceiling, "{e:?}");
+        assert_eq!(e.state, LinkState::Warning, "{e:?}");
+    }
+
+    #[test]
+    fn acknowledgements_that_come_later_and_later_are_congestion() {
+        let mut leg = Leg::new();
+        leg.estimator.update_with_acks(leg.sample, &[]);
+        for _ in 0..10 {
+            tick_acked(&mut leg, 1_000_000, Duration::from_millis(40));
+        }
+        // The queue grows by 20 ms a tick: acknowledgements 60, 80, 100… ms after sending.
+        let mut e = None;
+        for k in 1..=5u32 {
+            e = tick_acked(
+                &mut leg,
+                1_000_000,
+                Duration::from_millis(40) + k * Duration::from_millis(20),
+            );
+        }
+        let e = e.expect("an estimate");
+        assert_eq!(e.state, LinkState::Congested, "{e:?}");
+        assert!(e.available_bps < 1_000_000, "{e:?}");
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub const CLIMB_HELD: Duration = Duration::from_secs(30);
 /// The longest cooldown after failed climbs.
 pub const MAX_COOLDOWN: Duration = Duration::from_secs(64);
 
+/// The longest probe cooldown after failed probes: an app-limited leg learns that its link
+/// came back only by a probe, so a leg held low keeps being probed this often (a failed probe
+/// costs a queue of [`PROBE_QUEUE_RISE`]).
+pub(super) const MAX_PROBE_COOLDOWN: Duration = Duration::from_secs(4);
+
 /// An estimate this far above the one at the last forced fall lifts the cooldown.
 pub const CLEARLY_HIGHER_PERCENT: u64 = 50;
 
@@ -121,6 +126,9 @@ pub(super) struct AllocState {
     /// The running probe's goal and the rate it asks the leg for now (it ramps up to the goal).
     probe_goal: u64,
     probe_level: u64,
+    /// What the running probe must reach for the next single step (a resume or a climb): a
+    /// probe that reached it before a queue stopped it did its work.
+    probe_step_goal: u64,
     /// Whether the last probe failed.
     probe_failed: bool,
     /// When the running probe last stepped up (it steps once per [`TICK`]).
@@ -402,8 +410,15 @@ impl Sfu {
             self.timers.insert((now + TICK, Timer::Allocate));
         }
         if queueing {
-            // The probe made a queue (or met one): it failed.
-            self.end_probe(subscriber, false, now);
+            // The probe made a queue (or met one): it failed, unless the leg carried the next
+            // step's level first.
+            let a = &self.participants[&subscriber].alloc;
+            let reached = estimate.proven_bps >= a.probe_step_goal;
+            self.end_probe(subscriber, reached, now);
+            if let Some(p) = self.participants.get_mut(&subscriber) {
+                // The next ramp starts from what the leg sends: the level reached was too much.
+                p.alloc.probe_failed = true;
+            }
         }
         if changed {
             self.retarget(subscriber, now, None);
@@ -459,7 +474,10 @@ impl Sfu {
         // `bwe::probe_level`); a probe that stops short leaves the leg's proven rate higher for
         // the next.
         let sending = a.outcome.used_bps + a.audio_bps;
-        let goal = bwe::probe_goal(&estimate, sending, shortfall);
+        // It aims at everything missing, so that it ramps on until a climb comes of it (or a
+        // queue stops it), and the probe after it starts from there.
+        let goal = bwe::probe_goal(&estimate, sending, a.outcome.missing_bps.max(shortfall));
+        a.probe_step_goal = bwe::probe_goal(&estimate, sending, shortfall);
         // A ramp goes on from what the leg has shown after a probe that succeeded; after one
         // that failed, that may be a level the link only just carried: from what it sends.
         let base = if a.probe_failed {
@@ -545,7 +563,7 @@ impl Sfu {
             base
         } else {
             self.stats.probes_failed += 1;
-            (a.probe_cooldown * 2).clamp(base, MAX_COOLDOWN)
+            (a.probe_cooldown * 2).clamp(base, MAX_PROBE_COOLDOWN)
         };
         a.probe_blocked_until = Some(if success {
             now + PROBE_AFTER_SUCCESS

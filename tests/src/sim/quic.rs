@@ -62,7 +62,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use strait_media::bwe::QuicSample;
+use strait_gateway::{AckFeed, AckTapFactory};
+use strait_media::bwe::{PacketFate, QuicSample};
 
 use super::link::{Link, LinkConfig, LinkStats};
 
@@ -394,6 +395,8 @@ impl Side {
 #[derive(Debug)]
 pub struct QuicPair {
     config: QuicPairConfig,
+    /// The server connection's acknowledgements, once it is up.
+    server_feed: Option<AckFeed>,
     epoch: Instant,
     now: Instant,
     server: Side,
@@ -458,6 +461,7 @@ impl QuicPair {
             forward: Link::new(config.forward.clone(), epoch, forward_seed),
             reverse: Link::new(config.reverse.clone(), epoch, reverse_seed),
             config,
+            server_feed: None,
             epoch,
             now: epoch,
             server: Side::new(server),
@@ -614,6 +618,20 @@ impl QuicPair {
         }
     }
 
+    /// Moves the acknowledgements the server connection received since the last call into
+    /// `out` (see `strait_gateway::AckFeed`).
+    pub fn server_acks(&mut self, out: &mut Vec<PacketFate>) {
+        if self.server_feed.is_none() {
+            self.server_feed = self
+                .server
+                .connection()
+                .and_then(|c| AckFeed::of(c.congestion_state().clone_box()));
+        }
+        if let Some(feed) = &self.server_feed {
+            feed.drain(out);
+        }
+    }
+
     /// The server connection's statistics (defaults if it was never accepted).
     pub fn server_stats(&self) -> ConnectionStats {
         self.server
@@ -740,7 +758,8 @@ fn transport(config: &QuicPairConfig) -> TransportConfig {
         CongestionControl::NewReno => Arc::new(NewRenoConfig::default()),
     };
     transport
-        .congestion_controller_factory(congestion)
+        // As the gateway does: the configured controller, its acknowledgements tapped.
+        .congestion_controller_factory(Arc::new(AckTapFactory::new(congestion)))
         .datagram_send_buffer_size(config.datagram_send_buffer)
         .initial_mtu(config.mtu)
         .min_mtu(config.mtu)
@@ -912,6 +931,35 @@ mod tests {
         assert!(sample.srtt >= 40 * MS, "{sample:?}");
         assert_eq!(sample.buffered_bytes, 0);
         println!("handshake done at {:?}: {sample:?}", pair.elapsed());
+    }
+
+    #[test]
+    fn the_server_learns_when_each_of_its_packets_was_acknowledged() {
+        let (mut pair, received) =
+            offer(3, QuicPairConfig::new(1_000_000, 40 * MS), 400_000, 1000, 2);
+        let mut acks = Vec::new();
+        pair.server_acks(&mut acks);
+        // Every datagram arrived and every packet that carried one was acknowledged (the
+        // handshake's packets and pings besides).
+        assert_eq!(received.len(), 100);
+        assert!(acks.len() >= 100, "{}", acks.len());
+        assert!(acks.windows(2).all(|w| w[0].departure <= w[1].departure));
+        // An acknowledgement comes at least a round trip after its packet left (arrivals
+        // count from the first acknowledgement, departures are instants: compare spans).
+        let first = acks[0];
+        let last = acks[acks.len() - 1];
+        let sent_span = last.departure - first.departure;
+        let acked_span = last.arrival.unwrap() - first.arrival.unwrap();
+        assert!(
+            acked_span + 30 * MS >= sent_span,
+            "{sent_span:?} {acked_span:?}"
+        );
+        let bytes: u64 = acks.iter().map(|a| u64::from(a.size)).sum();
+        assert!(bytes >= 100 * 1000, "{bytes}");
+        // Drained: nothing twice.
+        let mut again = Vec::new();
+        pair.server_acks(&mut again);
+        assert!(again.is_empty(), "{}", again.len());
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! - the publishers' packets go through [`Sfu::handle_rtp`]; what it forwards to the subscriber
 //!   is framed as a media datagram and given to the server side of the [`QuicPair`], or sent on
 //!   the [`WebRtcLeg`] (the bridge's RTP with transport-wide sequence numbers);
-//! - QUIC: every [`RoomConfig::sample_interval`] the server connection's counters feed a
-//!   [`QuicEstimator`]; WebRTC: each TWCC feedback that reaches the leg feeds its
+//! - QUIC: every [`RoomConfig::sample_interval`] the server connection's counters and the
+//!   acknowledgements its congestion controller's tap kept feed a [`QuicEstimator`]
+//!   ([`QuicEstimator::update_with_acks`]); WebRTC: each TWCC feedback that reaches the leg feeds its
 //!   `WebRtcEstimator`. The estimate goes to [`Sfu::set_estimate`] when it is a real change
 //!   ([`Estimate::moved_from`]), as the gateway's session and bridge do;
 //! - the core's events are carried out: keyframe requests reach the publisher, probes send
@@ -25,7 +26,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use strait_media::bwe::{Estimate, LinkState, Padding, QuicEstimator, QuicEstimatorConfig};
+use strait_media::bwe::{
+    Estimate, LinkState, PacketFate, Padding, QuicEstimator, QuicEstimatorConfig,
+};
 use strait_media::sfu::{
     self, CodecSpec, Event, LayerSpec, MediaId, Notification, ParticipantId, ParticipantMeta, Sfu,
     SfuConfig, TrackId, TrackKind, TrackSpec,
@@ -82,8 +85,8 @@ pub struct RoomConfig {
     pub leg: LegKind,
     /// The publishers, each with one video track and its audio.
     pub publishers: Vec<PublisherSpec>,
-    /// How often the server's counters feed the estimator (the gateway's look at an active
-    /// session).
+    /// How often the server's counters and acknowledgements feed the estimator (the gateway's
+    /// look at a session sending media: 50 ms).
     pub sample_interval: Duration,
     /// The estimator's thresholds.
     pub estimator: QuicEstimatorConfig,
@@ -98,7 +101,7 @@ impl RoomConfig {
             link,
             leg: LegKind::Quic,
             publishers: vec![PublisherSpec::camera()],
-            sample_interval: Duration::from_millis(250),
+            sample_interval: Duration::from_millis(50),
             estimator: QuicEstimatorConfig::default(),
             sfu: SfuConfig::default(),
         }
@@ -183,6 +186,9 @@ pub struct SimRoom {
     next_sample: Instant,
     last_sent: Option<Estimate>,
     estimates: Vec<(Duration, Estimate)>,
+    probes: Vec<(Duration, u64)>,
+    /// The acknowledgements of one sample (reused).
+    acks: Vec<PacketFate>,
     padding: Option<Padding>,
     padding_bytes: u64,
     receiver: MediaReceiver,
@@ -336,6 +342,8 @@ impl SimRoom {
             next_sample: start,
             last_sent: None,
             estimates: Vec::new(),
+            probes: Vec::new(),
+            acks: Vec::new(),
             padding: None,
             padding_bytes: 0,
             receiver: MediaReceiver::new(FreezeConfig::default()),
@@ -528,8 +536,15 @@ impl SimRoom {
         let estimates: Vec<Estimate> = match &mut self.leg {
             Leg::Quic(pair) => {
                 let mut out = Vec::new();
-                if sample && let Some(estimate) = self.estimator.update(pair.server_sample()) {
-                    out.push(estimate);
+                if sample {
+                    self.acks.clear();
+                    pair.server_acks(&mut self.acks);
+                    if let Some(estimate) = self
+                        .estimator
+                        .update_with_acks(pair.server_sample(), &self.acks)
+                    {
+                        out.push(estimate);
+                    }
                 }
                 out
             }
@@ -672,6 +687,7 @@ impl SimRoom {
                     padding_bps,
                     until,
                 } if to == self.subscriber => {
+                    self.probes.push((now - self.start(), padding_bps));
                     self.padding = (padding_bps > 0).then(|| Padding::new(padding_bps, until, now));
                 }
                 Event::Notify {
@@ -685,6 +701,11 @@ impl SimRoom {
                 _ => {}
             }
         }
+    }
+
+    /// Every probe event for the subscriber: when, and the padding it asked for (0 stops it).
+    pub fn probes(&self) -> &[(Duration, u64)] {
+        &self.probes
     }
 
     /// Publisher `n`'s video subscription, slot by slot.

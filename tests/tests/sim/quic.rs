@@ -8,6 +8,11 @@ fn check(scenario: fn(LegKind, &[u64]) -> Result<(), String>) {
 }
 
 #[test]
+fn a_falling_capacity_is_followed_within_a_second_and_a_half() {
+    check(scenarios::a_falling_capacity_is_followed_within_a_second_and_a_half);
+}
+
+#[test]
 fn a_rising_capacity_reaches_the_top_layer_within_seconds() {
     check(scenarios::a_rising_capacity_reaches_the_top_layer_within_seconds);
 }
@@ -20,6 +25,11 @@ fn a_square_wave_is_followed_without_flapping() {
 #[test]
 fn an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer() {
     check(scenarios::an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer);
+}
+
+#[test]
+fn layers_announced_without_a_bitrate_are_not_free() {
+    check(scenarios::layers_announced_without_a_bitrate_are_not_free);
 }
 
 #[test]
