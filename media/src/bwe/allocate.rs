@@ -266,6 +266,23 @@ mod tests {
     use Choice::{Layer, Paused};
 
     #[test]
+    fn what_is_missing_is_every_subscription_at_its_best_beyond_what_is_used() {
+        // Two cameras at 400 k: one floor (the other paused). Missing: both tops with their
+        // headroom (2 × 1.8 M) beyond the 150 k used.
+        let (out, o) = run(&[camera(None), camera(None)], 200_000, true);
+        assert_eq!(out, [Layer(0), Paused]);
+        assert_eq!(o.missing_bps, 2 * 1_800_000 - 150_000);
+        // A cap counts: a camera capped at the middle layer misses at most 600 k.
+        let mut capped = camera(None);
+        capped.cap = 1;
+        let (_, o) = run(&[capped], 200_000, true);
+        assert_eq!(o.missing_bps, 600_000 - 150_000);
+        // Nothing missing at the top.
+        let (_, o) = run(&[camera(None)], 10_000_000, true);
+        assert_eq!((o.shortfall_bps, o.missing_bps), (None, 0));
+    }
+
+    #[test]
     fn a_new_subscription_climbs_as_far_as_the_budget_and_headroom_allow() {
         // Top layer: 1.5 M + 20 % headroom on top of the floor's 150 k.
         let (out, o) = run(&[camera(None)], 150_000 + 1_350_000 + 300_000, true);
