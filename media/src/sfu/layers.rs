@@ -65,6 +65,11 @@ pub const PROBE_QUEUE_RISE: Duration = Duration::from_millis(10);
 /// The longest a forced fall holds probing back.
 pub(super) const PROBE_AFTER_FALL: Duration = Duration::from_secs(8);
 
+/// After a probe that a queue stopped, this long the leg's congestion is taken for the
+/// probe's: its padding stopped, the queue it built drains, and the media that the leg carried
+/// before it keeps its layers. A congestion that outlasts this is the link's.
+pub const PROBE_GRACE: Duration = Duration::from_millis(500);
+
 /// The pause after a successful probe.
 pub(super) const PROBE_AFTER_SUCCESS: Duration = Duration::from_millis(500);
 
@@ -131,6 +136,9 @@ pub(super) struct AllocState {
     probe_step_goal: u64,
     /// Whether the last probe failed.
     probe_failed: bool,
+    /// Until then, a probe that a queue stopped may still be what the leg's signals show: they
+    /// do not lower the media's layers (see [`PROBE_GRACE`]).
+    probe_grace_until: Option<Instant>,
     /// When the running probe last stepped up (it steps once per [`TICK`]).
     probe_stepped_at: Option<Instant>,
     /// No probe before this (the probe cooldown, doubled after each failed probe).
@@ -418,9 +426,19 @@ impl Sfu {
             if let Some(p) = self.participants.get_mut(&subscriber) {
                 // The next ramp starts from what the leg sends: the level reached was too much.
                 p.alloc.probe_failed = true;
+                p.alloc.probe_grace_until = Some(now + PROBE_GRACE);
             }
         }
-        if changed {
+        let a = &mut self
+            .participants
+            .get_mut(&subscriber)
+            .expect("looked up above")
+            .alloc;
+        if a.probe_grace_until.is_some_and(|until| now >= until) {
+            a.probe_grace_until = None;
+        }
+        let graced = estimate.state != LinkState::Clear && a.probe_grace_until.is_some();
+        if changed && !graced {
             self.retarget(subscriber, now, None);
         }
         self.ramp_probe(subscriber, now);
@@ -596,7 +614,9 @@ impl Sfu {
                 a.outcome.shortfall_bps.is_some() && !a.last_may_climb && a.unblocked(now);
             let live = self.live_mask(&p.subscriptions, now);
             let probe_over = a.probe_until.is_some_and(|until| now >= until);
-            if stale || unblocked || live != a.live_layers || probe_over {
+            let grace_over =
+                a.probe_grace_until.is_some_and(|until| now >= until) && a.estimate != a.last_run;
+            if stale || unblocked || live != a.live_layers || probe_over || grace_over {
                 due.push(id);
             } else if a.outcome.shortfall_bps.is_some() {
                 others.push(id);
@@ -620,6 +640,11 @@ impl Sfu {
                 .values()
                 .any(|p| p.alloc.estimate.is_some());
         for id in due {
+            if let Some(p) = self.participants.get_mut(&id)
+                && p.alloc.probe_grace_until.is_some_and(|until| now >= until)
+            {
+                p.alloc.probe_grace_until = None;
+            }
             let probe_over = self.participants[&id]
                 .alloc
                 .probe_until

@@ -45,7 +45,7 @@ pub use self::forward::Forward;
 pub use self::ids::{MediaId, ParticipantId, RoomName, TrackId};
 pub use self::layers::{
     CLEARLY_HIGHER_PERCENT, CLIMB_HELD, CLIMB_TRIAL, DEFAULT_AUDIO_COST, MAX_COOLDOWN,
-    PROBE_AFTER_CLEAR, PROBE_DURATION, PROBE_PADDING_BPS, PROBE_QUEUE_RISE, REFRESH,
+    PROBE_AFTER_CLEAR, PROBE_DURATION, PROBE_GRACE, PROBE_PADDING_BPS, PROBE_QUEUE_RISE, REFRESH,
     default_priority,
 };
 pub use self::stats::{DropStats, SfuStats};

@@ -342,3 +342,44 @@ fn a_clear_link_with_a_layer_to_climb_to_is_probed_and_a_probe_that_queues_fails
     assert!(padding.len() > 1, "{padding:?}");
     assert!(padding.windows(2).all(|w| w[0] < w[1]), "{padding:?}");
 }
+
+#[test]
+fn congestion_right_after_a_probe_stopped_is_the_probes_until_it_outlasts_the_grace() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let track = h.publish(1, video_track("VP8", &[10, 11, 12]));
+    h.sfu
+        .set_estimate(p(2), estimate(700_000, LinkState::Clear), h.now)
+        .unwrap();
+    h.subscribe(2, track);
+    assert_eq!(target(&h, 2, track), 1);
+    // A probe for the top layer starts once the link has been clear for a while.
+    let mut padding = Vec::new();
+    for _ in 0..12 {
+        h.advance(250);
+        padding = probes(&h.events());
+        if !padding.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(padding.len(), 1, "{padding:?}");
+    // Its padding builds a queue: it stops…
+    let mut queueing = estimate(700_000, LinkState::Clear);
+    queueing.queue_delay = strait_media::sfu::PROBE_QUEUE_RISE;
+    h.sfu.set_estimate(p(2), queueing, h.now).unwrap();
+    assert_eq!(probes(&h.events()), [0]);
+    // …and the congestion its queue shows a moment later lowers nothing: the padding stopped.
+    h.advance(100);
+    h.sfu
+        .set_estimate(p(2), estimate(300_000, LinkState::Congested), h.now)
+        .unwrap();
+    assert_eq!(
+        target(&h, 2, track),
+        1,
+        "the probe's congestion cost the media"
+    );
+    // A congestion that outlasts the grace is the link's: the layer falls.
+    h.advance(500);
+    assert_eq!(target(&h, 2, track), 0);
+}
