@@ -40,6 +40,11 @@ fn layers_announced_without_a_bitrate_are_not_free() {
 }
 
 #[test]
+fn a_viewer_connected_before_the_media_gets_the_layer_its_link_carries() {
+    check(scenarios::a_viewer_connected_before_the_media_gets_the_layer_its_link_carries);
+}
+
+#[test]
 fn a_layer_that_stops_is_given_up_for_the_next_one_down() {
     check(scenarios::a_layer_that_stops_is_given_up_for_the_next_one_down);
 }
