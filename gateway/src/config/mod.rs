@@ -114,6 +114,12 @@ pub struct QuicConfig {
     /// reads as a narrow link (docs/BENCHMARKS.md §13); quinn's BBR keeps its rate there, but
     /// is marked experimental by quinn.
     pub congestion_controller: CongestionController,
+    /// Whether a subscriber's bandwidth estimate reads each packet's acknowledgement (a tap on
+    /// the congestion controller; a session sending media refreshes its estimate from them
+    /// every 50–250 ms) — the default — or only the connection's counters every 250 ms.
+    /// Per-packet feedback sees a queue build or a probe overshoot within a refresh
+    /// (docs/BENCHMARKS.md §13); it costs about 1.1 µs of CPU per forwarded datagram (§10.5).
+    pub ack_feedback: bool,
     /// Stream data a client may send on one stream ahead of what the gateway has read, in bytes.
     /// The gateway reads one stream per session (the control stream) and only after the
     /// handshake; this and `receive_window` bound what a connection can make it buffer.
@@ -140,6 +146,7 @@ impl Default for QuicConfig {
             ack_eliciting_threshold: 10,
             ack_max_delay: Duration::from_millis(25),
             congestion_controller: CongestionController::Cubic,
+            ack_feedback: true,
             stream_receive_window: 64 * 1024,
             receive_window: 256 * 1024,
             send_window: 1024 * 1024,
@@ -1076,6 +1083,9 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("vegas"), "{err}");
+        assert!(load(None, &[], &[]).unwrap().quic.ack_feedback);
+        let config = load(None, &[], &[("quic.ack_feedback", "false")]).unwrap();
+        assert!(!config.quic.ack_feedback);
     }
 
     #[test]

@@ -243,6 +243,12 @@ impl Link {
         self.quic().stable_id()
     }
 
+    /// Datagrams queued on the connection so far (an atomic counter: no lock of the
+    /// connection).
+    pub(crate) fn queued(&self) -> u64 {
+        self.tally.queued.load(Ordering::Relaxed)
+    }
+
     /// The acknowledgements of the connection's current path, for its bandwidth estimate
     /// (`None` if its congestion controller is not tapped). A path that changed may have a new
     /// controller: ask again after a migration.
@@ -253,8 +259,7 @@ impl Link {
     /// The connection's address, traffic so far and the counters of its bandwidth estimate,
     /// read `at` (no allocation). quinn 0.11 has no call that gives them all under one lock of
     /// the connection: its statistics, its address and its datagram buffer's free space are three
-    /// (taken one after the other, a few microseconds apart; twenty times a second at most, while
-    /// the session sends media).
+    /// (taken one after the other, a few microseconds apart, four times a second at most).
     /// `buffer` is the datagram send buffer's configured size (`quic.datagram_send_buffer`).
     pub(crate) fn vitals(&self, buffer: usize, at: Instant) -> Vitals {
         let quic = self.quic();

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use strait_media::bwe::{Estimate, PacketFate, QuicEstimator, QuicEstimatorConfig, QuicSample};
+use strait_media::bwe::{
+    Estimate, PacketFate, QuicEstimator, QuicEstimatorConfig, QuicSample, RefreshPace,
+};
 use strait_protocol::datagram::{self, Datagram};
 use strait_protocol::{
     ControlMessage, DatagramControl, Decoded, ErrorCode, FrameReader, ParticipantId,
@@ -497,15 +499,20 @@ async fn session_loop(
     let buffer = shared.config.quic.datagram_send_buffer;
     let vitals = link.vitals(buffer, Instant::now());
     let mut address = vitals.remote;
-    let mut watch = Watch::new(vitals.traffic, vitals.datagrams_sent);
+    let mut watch = Watch::new(vitals.traffic);
+    let mut acks = link.ack_feed();
+    // Between two looks, while media goes out, the acknowledgements alone (with the counters
+    // of the last look) refresh the estimate.
+    let mut pace = RefreshPace::new(link.queued());
+    let mut last_sample = vitals.sample;
     // The connection's estimate toward the client, for the worker's layer choice, from its
     // counters and each packet's acknowledgement.
     let mut estimator = QuicEstimator::new(QuicEstimatorConfig::default());
-    let mut acks = link.ack_feed();
     let mut acked = Vec::new();
     estimate_from(&mut estimator, vitals.sample, acks.as_ref(), &mut acked);
     let mut reported: Option<Estimate> = None;
     let look = tokio::time::sleep(WATCH_ACTIVE);
+    let feedback = tokio::time::sleep(RefreshPace::MIN);
     let drain = shared.drain.clone().cancelled_owned();
     let mut moves = shared.cluster.moves(core.room().map(|r| r.0.as_str()));
     let transport = link.transport();
@@ -526,7 +533,7 @@ async fn session_loop(
     let receiving = link.read_datagram();
     // The core's timer (a live session's: the next resume token).
     let timer = tokio::time::sleep_until(core_deadline(core));
-    tokio::pin!(look, drain, reading, receiving, timer);
+    tokio::pin!(look, feedback, drain, reading, receiving, timer);
 
     loop {
         tokio::select! {
@@ -564,26 +571,24 @@ async fn session_loop(
                     // A new path may have a controller of its own.
                     acks = link.ack_feed();
                 }
-                // The worker only hears of the estimate when its state changed or it moved by a
-                // tenth, so that steady and idle sessions cost it nothing.
+                last_sample = vitals.sample;
                 let estimate =
-                    estimate_from(&mut estimator, vitals.sample, acks.as_ref(), &mut acked)
-                        .filter(|&e| crate::worker::estimate_moved(reported, e));
-                if let Some(estimate) = estimate {
-                    reported = Some(estimate);
-                    tracing::trace!(
-                        available_bps = estimate.available_bps,
-                        state = ?estimate.state,
-                        "estimate"
-                    );
-                    worker.send(WorkerCommand::Estimate { participant, estimate }).await;
-                }
-                let pause = watch.looked(
-                    vitals.traffic,
-                    vitals.datagrams_sent,
-                    moved || estimate.is_some(),
-                );
+                    estimate_from(&mut estimator, vitals.sample, acks.as_ref(), &mut acked);
+                let sent = report_estimate(estimate, &mut reported, participant, worker).await;
+                let pause = watch.looked(vitals.traffic, moved || sent);
                 look.as_mut().reset(tokio::time::Instant::now() + pause);
+            },
+            () = &mut feedback, if acks.is_some() => {
+                let (refresh, pause) = pace.ticked(link.queued());
+                if refresh {
+                    // The counters as the last look read them; what is new is acknowledgements.
+                    let mut sample = last_sample;
+                    sample.at = Instant::now();
+                    let estimate =
+                        estimate_from(&mut estimator, sample, acks.as_ref(), &mut acked);
+                    report_estimate(estimate, &mut reported, participant, worker).await;
+                }
+                feedback.as_mut().reset(tokio::time::Instant::now() + pause);
             },
             to = moves.next() => {
                 let go_away = shared.redirect(&to, redirect_path(link), core.token());
@@ -610,6 +615,33 @@ async fn session_loop(
             return end;
         }
     }
+}
+
+/// Sends `estimate` to the worker when it is a real change from the last one sent (its state
+/// changed or it moved by a tenth: steady and idle sessions cost the worker nothing). Returns
+/// whether it did.
+async fn report_estimate(
+    estimate: Option<Estimate>,
+    reported: &mut Option<Estimate>,
+    participant: ParticipantId,
+    worker: &WorkerHandle,
+) -> bool {
+    let Some(estimate) = estimate.filter(|&e| crate::worker::estimate_moved(*reported, e)) else {
+        return false;
+    };
+    *reported = Some(estimate);
+    tracing::trace!(
+        available_bps = estimate.available_bps,
+        state = ?estimate.state,
+        "estimate"
+    );
+    worker
+        .send(WorkerCommand::Estimate {
+            participant,
+            estimate,
+        })
+        .await;
+    true
 }
 
 /// The estimate after a reading of the connection's counters and the acknowledgements its
@@ -644,11 +676,6 @@ fn core_deadline(core: &SessionCore) -> tokio::time::Instant {
 /// counters for its [`QuicEstimator`].
 const WATCH_ACTIVE: Duration = Duration::from_millis(250);
 
-/// How often a session looks at its connection while it sends datagrams (media toward a
-/// subscriber): its estimate follows each packet's acknowledgement, and a probe or a queue
-/// building is seen within this (a WebRTC receiver's feedback comes as often).
-const WATCH_MEDIA: Duration = Duration::from_millis(50);
-
 /// The longest pause between two looks at a connection that carries nothing but keep-alives.
 const WATCH_QUIET_MAX: Duration = Duration::from_secs(4);
 
@@ -666,28 +693,22 @@ const WATCH_QUIET_MAX: Duration = Duration::from_secs(4);
 struct Watch {
     pause: Duration,
     traffic: u64,
-    datagrams: u64,
 }
 
 impl Watch {
-    fn new(traffic: u64, datagrams: u64) -> Watch {
+    fn new(traffic: u64) -> Watch {
         Watch {
             pause: WATCH_ACTIVE,
             traffic,
-            datagrams,
         }
     }
 
-    /// After a look that saw `traffic` frames and `datagrams` sent so far and found the
-    /// address or the estimate `changed` (or not): the pause until the next look.
-    fn looked(&mut self, traffic: u64, datagrams: u64, changed: bool) -> Duration {
+    /// After a look that saw `traffic` frames so far and found the address or the estimate
+    /// `changed` (or not): the pause until the next look.
+    fn looked(&mut self, traffic: u64, changed: bool) -> Duration {
         let quiet = !changed && traffic == self.traffic;
-        let sending = datagrams != self.datagrams;
         self.traffic = traffic;
-        self.datagrams = datagrams;
-        self.pause = if sending {
-            WATCH_MEDIA
-        } else if quiet {
+        self.pause = if quiet {
             (self.pause * 2).min(WATCH_QUIET_MAX)
         } else {
             WATCH_ACTIVE
@@ -767,8 +788,8 @@ mod tests {
 
     #[test]
     fn a_quiet_connection_is_looked_at_less_and_less_often_up_to_the_maximum() {
-        let mut watch = Watch::new(7, 0);
-        let pauses: Vec<_> = (0..6).map(|_| watch.looked(7, 0, false)).collect();
+        let mut watch = Watch::new(7);
+        let pauses: Vec<_> = (0..6).map(|_| watch.looked(7, false)).collect();
         assert_eq!(
             pauses,
             [
@@ -784,42 +805,31 @@ mod tests {
 
     #[test]
     fn traffic_or_a_change_brings_the_short_pause_back() {
-        let mut watch = Watch::new(0, 0);
+        let mut watch = Watch::new(0);
         for _ in 0..5 {
-            watch.looked(0, 0, false);
+            watch.looked(0, false);
         }
-        assert_eq!(watch.looked(1, 0, false), WATCH_ACTIVE, "frames flowed");
+        assert_eq!(watch.looked(1, false), WATCH_ACTIVE, "frames flowed");
         for _ in 0..5 {
-            watch.looked(1, 0, false);
+            watch.looked(1, false);
         }
         assert_eq!(
-            watch.looked(1, 0, true),
+            watch.looked(1, true),
             WATCH_ACTIVE,
             "the address or estimate moved"
         );
-        assert_eq!(watch.looked(1, 0, false), WATCH_ACTIVE * 2);
-    }
-
-    #[test]
-    fn a_session_that_sends_datagrams_is_looked_at_every_fifty_milliseconds() {
-        let mut watch = Watch::new(0, 0);
-        for _ in 0..5 {
-            watch.looked(0, 0, false);
-        }
-        assert_eq!(watch.looked(3, 3, false), WATCH_MEDIA, "media went out");
-        assert_eq!(watch.looked(5, 5, false), WATCH_MEDIA);
-        assert_eq!(watch.looked(6, 5, false), WATCH_ACTIVE, "control only");
+        assert_eq!(watch.looked(1, false), WATCH_ACTIVE * 2);
     }
 
     #[test]
     fn receiving_something_cuts_a_long_pause_short_once() {
-        let mut watch = Watch::new(0, 0);
+        let mut watch = Watch::new(0);
         assert!(!watch.wake(), "already at the short pause");
-        watch.looked(0, 0, false);
-        watch.looked(0, 0, false);
+        watch.looked(0, false);
+        watch.looked(0, false);
         assert!(watch.wake(), "a long pause is cut short");
         assert!(!watch.wake(), "and only once");
-        assert_eq!(watch.looked(0, 0, false), WATCH_ACTIVE * 2);
+        assert_eq!(watch.looked(0, false), WATCH_ACTIVE * 2);
     }
 
     #[test]

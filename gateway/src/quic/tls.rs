@@ -197,15 +197,19 @@ pub(crate) fn transport_config(config: &ValidConfig) -> quinn::TransportConfig {
     t.stream_receive_window(varint(config.quic.stream_receive_window));
     t.receive_window(varint(config.quic.receive_window));
     t.send_window(config.quic.send_window as u64);
-    // The configured controller decides; a tap keeps each packet's acknowledgement for the
-    // session's bandwidth estimate (`acks`).
+    // The configured controller decides; unless `quic.ack_feedback` is off, a tap keeps each
+    // packet's acknowledgement for the session's bandwidth estimate (`acks`).
     let controller: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> =
         match config.quic.congestion_controller {
             CongestionController::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
             CongestionController::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
             CongestionController::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
         };
-    t.congestion_controller_factory(Arc::new(super::acks::AckTapFactory::new(controller)));
+    if config.quic.ack_feedback {
+        t.congestion_controller_factory(Arc::new(super::acks::AckTapFactory::new(controller)));
+    } else {
+        t.congestion_controller_factory(controller);
+    }
     if config.quic.ack_eliciting_threshold > 0 {
         let mut ack = quinn::AckFrequencyConfig::default();
         ack.ack_eliciting_threshold(config.quic.ack_eliciting_threshold.into())

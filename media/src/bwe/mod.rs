@@ -40,7 +40,9 @@ pub(crate) use self::delay::CONGESTED_LOSS;
 pub use self::delay::{DelayEstimator, PacketFate};
 pub use self::layer_rate::{DEFAULT_LAYER_COSTS, LayerRates, SILENT_AFTER};
 pub use self::padding::{PADDING_INTERVAL, Padding};
-pub use self::quic::{IDLE_BPS, QuicEstimator, QuicEstimatorConfig, QuicSample, START_BPS};
+pub use self::quic::{
+    IDLE_BPS, QuicEstimator, QuicEstimatorConfig, QuicSample, RefreshPace, START_BPS,
+};
 
 use std::time::Duration;
 

@@ -10,6 +10,62 @@ pub const IDLE_BPS: u32 = 100_000;
 /// An idle, clear leg's estimate (bits per second): where a new viewer starts.
 pub const START_BPS: u32 = 2_500_000;
 
+/// How often, between two readings of its counters, a QUIC leg's estimate is refreshed from its
+/// acknowledgements ([`QuicEstimator::update_with_acks`] with the last reading's counters):
+/// about once per [`RefreshPace::PACKETS`] datagrams sent, every [`RefreshPace::MIN`] at the most
+/// and every [`RefreshPace::MAX`] at the least while datagrams go out (each refresh is a wake-up
+/// of the session, most of its cost, and one that finds two or three acknowledgements tells
+/// little); while none go out, twice as long each time, up to [`RefreshPace::IDLE_MAX`] (media
+/// that starts again is seen within that).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshPace {
+    pause: Duration,
+    sent: u64,
+}
+
+impl RefreshPace {
+    /// The shortest pause between refreshes.
+    pub const MIN: Duration = Duration::from_millis(50);
+    /// The longest while datagrams go out.
+    pub const MAX: Duration = Duration::from_millis(250);
+    /// The longest while none do.
+    pub const IDLE_MAX: Duration = Duration::from_secs(4);
+    /// About this many datagrams between refreshes.
+    pub const PACKETS: u64 = 10;
+
+    /// A pace for a leg that has sent `sent` datagrams so far; the first pause is
+    /// [`Self::MIN`].
+    #[must_use]
+    pub fn new(sent: u64) -> Self {
+        Self {
+            pause: Self::MIN,
+            sent,
+        }
+    }
+
+    /// The first pause.
+    #[must_use]
+    pub fn pause(&self) -> Duration {
+        self.pause
+    }
+
+    /// At a refresh, with `sent` datagrams sent (or queued) so far: whether to refresh now
+    /// (datagrams went out since the last), and the pause until the next.
+    pub fn ticked(&mut self, sent: u64) -> (bool, Duration) {
+        let new = sent.saturating_sub(self.sent);
+        self.sent = sent;
+        if new == 0 {
+            self.pause = (self.pause * 2).min(Self::IDLE_MAX);
+            return (false, self.pause);
+        }
+        // The time PACKETS datagrams take at the rate of the last pause.
+        let per = self.pause.as_secs_f64() / new as f64;
+        self.pause =
+            Duration::from_secs_f64(per * Self::PACKETS as f64).clamp(Self::MIN, Self::MAX);
+        (true, self.pause)
+    }
+}
+
 /// One reading of a QUIC connection's counters (cumulative ones as the transport keeps them),
 /// taken by the gateway at a steady tick (about every 100 ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,6 +474,24 @@ mod tests {
         let e = e.expect("an estimate");
         assert_eq!(e.state, LinkState::Congested, "{e:?}");
         assert!(e.available_bps < 1_000_000, "{e:?}");
+    }
+
+    #[test]
+    fn a_leg_sending_media_is_refreshed_about_every_ten_datagrams() {
+        let mut pace = RefreshPace::new(0);
+        // 25 datagrams in 50 ms (500/s): every 50 ms, the most often.
+        assert_eq!(pace.ticked(25), (true, RefreshPace::MIN));
+        // 5 in 50 ms (100/s): ten take 100 ms.
+        assert_eq!(pace.ticked(30), (true, RefreshPace::MIN * 2));
+        // 1 in 100 ms (10/s): ten would take a second; every 250 ms, the least often.
+        assert_eq!(pace.ticked(31), (true, RefreshPace::MAX));
+        // Nothing more: less and less often…
+        let pauses: Vec<_> = (0..8).map(|_| pace.ticked(31)).collect();
+        assert!(pauses.iter().all(|&(refresh, _)| !refresh));
+        assert_eq!(pauses[0].1, RefreshPace::MAX * 2);
+        assert_eq!(pauses[7].1, RefreshPace::IDLE_MAX);
+        // …until media goes out again.
+        assert!(pace.ticked(40).0);
     }
 
     #[test]

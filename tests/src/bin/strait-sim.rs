@@ -6,7 +6,11 @@
 //!
 //! ```text
 //! cargo run --release -p strait-tests --bin strait-sim
+//! cargo run --release -p strait-tests --bin strait-sim -- --counters-only
 //! ```
+//!
+//! `--counters-only` runs the QUIC leg alone, its estimate from the connection's counters
+//! without each packet's acknowledgement (the gateway's `quic.ack_feedback = false`).
 
 use strait_tests::sim::{LegKind, scenarios};
 
@@ -61,10 +65,19 @@ const SCENARIOS: &[Scenario] = &[
 
 fn main() {
     let seeds = scenarios::SEEDS;
-    for leg in [LegKind::Quic, LegKind::WebRtc] {
-        let name_of = match leg {
-            LegKind::Quic => "QUIC",
-            LegKind::WebRtc => "WebRTC",
+    // `--counters-only`: QUIC legs as with the gateway's `quic.ack_feedback = false`.
+    let counters_only = std::env::args().any(|a| a == "--counters-only");
+    scenarios::COUNTERS_ONLY.store(counters_only, std::sync::atomic::Ordering::Relaxed);
+    let legs: &[LegKind] = if counters_only {
+        &[LegKind::Quic]
+    } else {
+        &[LegKind::Quic, LegKind::WebRtc]
+    };
+    for &leg in legs {
+        let name_of = match (leg, counters_only) {
+            (LegKind::Quic, false) => "QUIC",
+            (LegKind::Quic, true) => "QUIC, counters only",
+            (LegKind::WebRtc, _) => "WebRTC",
         };
         println!("{name_of} subscriber");
         let mut passed = 0;

@@ -9,7 +9,8 @@
 //!   the [`WebRtcLeg`] (the bridge's RTP with transport-wide sequence numbers);
 //! - QUIC: every [`RoomConfig::sample_interval`] the server connection's counters and the
 //!   acknowledgements its congestion controller's tap kept feed a [`QuicEstimator`]
-//!   ([`QuicEstimator::update_with_acks`]); WebRTC: each TWCC feedback that reaches the leg feeds its
+//!   ([`QuicEstimator::update_with_acks`]), and between them the acknowledgements alone at the
+//!   pace of [`RefreshPace`], as the gateway's session does; WebRTC: each TWCC feedback that reaches the leg feeds its
 //!   `WebRtcEstimator`. The estimate goes to [`Sfu::set_estimate`] when it is a real change
 //!   ([`Estimate::moved_from`]), as the gateway's session and bridge do;
 //! - the core's events are carried out: keyframe requests reach the publisher, probes send
@@ -27,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use strait_media::bwe::{
-    Estimate, LinkState, PacketFate, Padding, QuicEstimator, QuicEstimatorConfig,
+    Estimate, LinkState, PacketFate, Padding, QuicEstimator, QuicEstimatorConfig, QuicSample,
+    RefreshPace,
 };
 use strait_media::sfu::{
     self, CodecSpec, Event, LayerSpec, MediaId, Notification, ParticipantId, ParticipantMeta, Sfu,
@@ -85,9 +87,14 @@ pub struct RoomConfig {
     pub leg: LegKind,
     /// The publishers, each with one video track and its audio.
     pub publishers: Vec<PublisherSpec>,
-    /// How often the server's counters and acknowledgements feed the estimator (the gateway's
-    /// look at a session sending media: 50 ms).
+    /// How often the server's counters (and acknowledgements) feed the estimator: the
+    /// gateway's look at an active session (250 ms).
     pub sample_interval: Duration,
+    /// Whether the estimator reads each packet's acknowledgement (`quic.ack_feedback`, on by
+    /// default) — then between two samples it is refreshed from the acknowledgements alone at
+    /// the pace of [`RefreshPace`], with the last sample's counters, as the gateway's session
+    /// does — or the counters alone.
+    pub ack_feedback: bool,
     /// The estimator's thresholds.
     pub estimator: QuicEstimatorConfig,
     /// The SFU's configuration.
@@ -101,7 +108,8 @@ impl RoomConfig {
             link,
             leg: LegKind::Quic,
             publishers: vec![PublisherSpec::camera()],
-            sample_interval: Duration::from_millis(50),
+            sample_interval: Duration::from_millis(250),
+            ack_feedback: true,
             estimator: QuicEstimatorConfig::default(),
             sfu: SfuConfig::default(),
         }
@@ -184,6 +192,11 @@ pub struct SimRoom {
     estimator: QuicEstimator,
     sample_interval: Duration,
     next_sample: Instant,
+    ack_feedback: bool,
+    refresh: RefreshPace,
+    next_refresh: Instant,
+    /// The counters of the last sample (a refresh reuses them).
+    last_sample: Option<QuicSample>,
     last_sent: Option<Estimate>,
     estimates: Vec<(Duration, Estimate)>,
     probes: Vec<(Duration, u64)>,
@@ -340,6 +353,10 @@ impl SimRoom {
             estimator: QuicEstimator::new(config.estimator),
             sample_interval: config.sample_interval,
             next_sample: start,
+            ack_feedback: config.ack_feedback,
+            refresh: RefreshPace::new(0),
+            next_refresh: start + RefreshPace::MIN,
+            last_sample: None,
             last_sent: None,
             estimates: Vec::new(),
             probes: Vec::new(),
@@ -449,6 +466,9 @@ impl SimRoom {
             guard += 1;
             assert!(guard < 50_000_000, "the simulation does not advance");
             let mut next = until.min(self.next_sample).min(self.next_slot);
+            if self.ack_feedback && matches!(self.leg, Leg::Quic(_)) {
+                next = next.min(self.next_refresh);
+            }
             for p in &self.publishers {
                 next = next.min(p.source.poll_timeout().max(p.starts));
             }
@@ -535,18 +555,33 @@ impl SimRoom {
         }
         let estimates: Vec<Estimate> = match &mut self.leg {
             Leg::Quic(pair) => {
-                let mut out = Vec::new();
-                if sample {
-                    self.acks.clear();
-                    pair.server_acks(&mut self.acks);
-                    if let Some(estimate) = self
-                        .estimator
-                        .update_with_acks(pair.server_sample(), &self.acks)
-                    {
-                        out.push(estimate);
-                    }
+                // Between samples, the acknowledgements alone with the last sample's counters,
+                // at the gateway's pace.
+                let mut refresh = false;
+                if self.ack_feedback && now >= self.next_refresh {
+                    let (due, pause) = self.refresh.ticked(pair.server_stats().frame_tx.datagram);
+                    refresh = due && !sample;
+                    self.next_refresh = now + pause;
                 }
-                out
+                let reading = if sample {
+                    let s = pair.server_sample();
+                    self.last_sample = Some(s);
+                    Some(s)
+                } else if refresh {
+                    self.last_sample.map(|s| QuicSample { at: now, ..s })
+                } else {
+                    None
+                };
+                let estimate = reading.and_then(|s| {
+                    if self.ack_feedback {
+                        self.acks.clear();
+                        pair.server_acks(&mut self.acks);
+                        self.estimator.update_with_acks(s, &self.acks)
+                    } else {
+                        self.estimator.update(s)
+                    }
+                });
+                estimate.into_iter().collect()
             }
             Leg::WebRtc(leg) => leg.take_estimates().into_iter().map(|(_, e)| e).collect(),
         };

@@ -26,9 +26,16 @@ pub const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
 const S: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
 
+/// When set, QUIC legs read their connection's counters alone, without each packet's
+/// acknowledgement (the gateway's `quic.ack_feedback = false`): for `strait-sim`'s comparison.
+pub static COUNTERS_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn room(seed: u64, leg: LegKind, config: &RoomConfig) -> SimRoom {
     let mut config = config.clone();
     config.leg = leg;
+    if COUNTERS_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+        config.ack_feedback = false;
+    }
     SimRoom::new(seed, &config).expect("the simulated connection comes up")
 }
 

@@ -23,6 +23,11 @@ fn a_square_wave_is_followed_without_flapping() {
 }
 
 #[test]
+fn six_publishers_on_a_ramp_change_the_allocation_rarely() {
+    check(scenarios::six_publishers_on_a_ramp_change_the_allocation_rarely);
+}
+
+#[test]
 fn an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer() {
     check(scenarios::an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer);
 }
@@ -30,6 +35,11 @@ fn an_app_limited_leg_with_a_long_rtt_reaches_the_top_layer() {
 #[test]
 fn layers_announced_without_a_bitrate_are_not_free() {
     check(scenarios::layers_announced_without_a_bitrate_are_not_free);
+}
+
+#[test]
+fn a_viewer_connected_before_the_media_gets_the_layer_its_link_carries() {
+    check(scenarios::a_viewer_connected_before_the_media_gets_the_layer_its_link_carries);
 }
 
 #[test]
