@@ -32,6 +32,7 @@ mod allocate;
 mod delay;
 mod layer_rate;
 mod padding;
+mod policy;
 mod quic;
 
 pub use self::allocate::{AllocatorConfig, Choice, Outcome, VideoWant, allocate};
@@ -40,6 +41,7 @@ pub(crate) use self::delay::CONGESTED_LOSS;
 pub use self::delay::{DelayEstimator, PacketFate};
 pub use self::layer_rate::{DEFAULT_LAYER_COSTS, LayerRates, SILENT_AFTER};
 pub use self::padding::{PADDING_INTERVAL, Padding};
+pub use self::policy::BudgetPolicy;
 pub use self::quic::{
     IDLE_BPS, QuicEstimator, QuicEstimatorConfig, QuicSample, RefreshPace, START_BPS,
 };

@@ -34,6 +34,9 @@ pub struct SfuConfig {
     /// go up again for this long (default 2 s), so a fluctuating estimate does not make the
     /// picture oscillate (every switch costs a keyframe).
     pub layer_up_cooldown: Duration,
+    /// A learned scaling of each subscriber's budget ([`BudgetPolicy`](crate::bwe::BudgetPolicy)),
+    /// off by default (docs/BENCHMARKS.md §13.3: none found beats the heuristic).
+    pub budget_policy: Option<crate::bwe::BudgetPolicy>,
 }
 
 impl Default for SfuConfig {
@@ -47,6 +50,7 @@ impl Default for SfuConfig {
             grace_period: Duration::from_secs(20),
             layer_up_headroom_percent: 20,
             layer_up_cooldown: Duration::from_secs(2),
+            budget_policy: None,
         }
     }
 }

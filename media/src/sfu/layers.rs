@@ -275,10 +275,18 @@ impl Sfu {
                     headroom_percent: u64::from(self.config.layer_up_headroom_percent),
                     ..AllocatorConfig::default()
                 };
-                let budget = estimate.available_bps.saturating_sub(audio);
+                // A learned policy, if one is configured, scales what the estimate allows.
+                let scale = self
+                    .config
+                    .budget_policy
+                    .and_then(|policy| policy.scale(&estimate))
+                    .unwrap_or(1000);
+                let budget =
+                    (estimate.available_bps.saturating_mul(scale) / 1000).saturating_sub(audio);
                 let mut out = Vec::with_capacity(wants.len());
                 // New steps on evidence: what the leg has shown it carries, audio aside.
-                let climb = estimate.proven_bps.saturating_sub(audio);
+                let climb =
+                    (estimate.proven_bps.saturating_mul(scale) / 1000).saturating_sub(audio);
                 a.outcome = bwe::allocate(&wants, budget, climb, may_climb, &config, &mut out);
                 a.audio_bps = audio;
                 a.last_run = Some(estimate);

@@ -7,7 +7,10 @@
 //! ```text
 //! cargo run --release -p strait-tests --bin strait-sim
 //! cargo run --release -p strait-tests --bin strait-sim -- --counters-only
+//! cargo run --release -p strait-tests --bin strait-sim -- --learned
 //! ```
+//!
+//! `--learned` runs every scenario with the learned budget policy (`BudgetPolicy::LEARNED`).
 //!
 //! `--counters-only` runs the QUIC leg alone, its estimate from the connection's counters
 //! without each packet's acknowledgement (the gateway's `quic.ack_feedback = false`).
@@ -68,6 +71,9 @@ fn main() {
     // `--counters-only`: QUIC legs as with the gateway's `quic.ack_feedback = false`.
     let counters_only = std::env::args().any(|a| a == "--counters-only");
     scenarios::COUNTERS_ONLY.store(counters_only, std::sync::atomic::Ordering::Relaxed);
+    // `--learned`: the SFU with the learned budget policy (`BudgetPolicy::LEARNED`).
+    let learned = std::env::args().any(|a| a == "--learned");
+    scenarios::LEARNED_POLICY.store(learned, std::sync::atomic::Ordering::Relaxed);
     let legs: &[LegKind] = if counters_only {
         &[LegKind::Quic]
     } else {

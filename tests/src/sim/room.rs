@@ -743,6 +743,11 @@ impl SimRoom {
         &self.probes
     }
 
+    /// How many publishers' videos the subscriber has.
+    pub fn videos(&self) -> usize {
+        self.timeline.len()
+    }
+
     /// Publisher `n`'s video subscription, slot by slot.
     pub fn timeline(&self, n: usize) -> &[Slot] {
         &self.timeline[n]

@@ -30,9 +30,17 @@ const MS: Duration = Duration::from_millis(1);
 /// acknowledgement (the gateway's `quic.ack_feedback = false`): for `strait-sim`'s comparison.
 pub static COUNTERS_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// When set, the SFU allocates with the learned budget policy
+/// (`BudgetPolicy::LEARNED`): for `strait-sim`'s comparison.
+pub static LEARNED_POLICY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 fn room(seed: u64, leg: LegKind, config: &RoomConfig) -> SimRoom {
     let mut config = config.clone();
     config.leg = leg;
+    if LEARNED_POLICY.load(std::sync::atomic::Ordering::Relaxed) {
+        config.sfu.budget_policy = Some(strait_media::bwe::BudgetPolicy::LEARNED);
+    }
     if COUNTERS_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
         config.ack_feedback = false;
     }
@@ -500,4 +508,63 @@ pub fn light_loss_is_no_reason_to_downgrade_and_heavy_loss_is(
         );
     }
     Ok(())
+}
+
+/// The traces a budget policy is trained and judged on (`strait-policy`): the falling and
+/// rising capacities, the hovering one, the square wave and six publishers on a ramp, as their
+/// scenarios run them (the score counts the first publisher's video).
+pub const POLICY_TRACES: [&str; 5] = ["fall", "rise", "hover", "square", "six"];
+
+/// One of [`POLICY_TRACES`] on `leg` with `seed`, the SFU configured with `sfu`, run to its end.
+///
+/// # Panics
+///
+/// On a name not in [`POLICY_TRACES`].
+pub fn run_policy_trace(
+    name: &str,
+    leg: LegKind,
+    seed: u64,
+    sfu: &strait_media::sfu::SfuConfig,
+) -> (SimRoom, Duration) {
+    let (rate, length) = match name {
+        "fall" => (RateTrace::step(4_000_000, 10 * S, 800_000), 30 * S),
+        "rise" => (RateTrace::step(800_000, 10 * S, 4_000_000), 30 * S),
+        "hover" => {
+            let base = (150_000 + 500_000 + 40_000) * 11 / 10;
+            (
+                RateTrace::constant(base).with_noise(0.10, S, 70 * S, seed),
+                70 * S,
+            )
+        }
+        "square" => (
+            RateTrace::square_wave(3_000_000, 1_200_000, 10 * S, 90 * S),
+            90 * S,
+        ),
+        "six" => (RateTrace::ramp(100_000, 6_000_000, 60 * S, S), 60 * S),
+        other => panic!("no policy trace {other}"),
+    };
+    let mut config = one_camera(rate);
+    if name == "six" {
+        config.publishers = vec![PublisherSpec::camera(); 6];
+    }
+    config.sfu = sfu.clone();
+    let mut r = room(seed, leg, &config);
+    let start = r.start();
+    r.run_until(start + length);
+    (r, length)
+}
+
+/// The quality score of a run from `from` on: the mean layer (−1 while nothing plays) − 2 ×
+/// the seconds frozen − 0.2 × the layer switches, averaged over the subscriber's videos.
+pub fn quality(r: &SimRoom, from: Duration, to: Duration) -> f64 {
+    let videos = r.videos();
+    let total: f64 = (0..videos)
+        .map(|n| {
+            let slots = r.timeline(n);
+            measure::mean_layer(slots, from, to)
+                - 2.0 * freeze(r, n).as_secs_f64()
+                - 0.2 * measure::switches(slots, from, to) as f64
+        })
+        .sum();
+    total / videos.max(1) as f64
 }
