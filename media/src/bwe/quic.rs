@@ -198,19 +198,8 @@ impl QuicEstimator {
         let lost = sample.lost_packets.saturating_sub(last.lost_packets);
         let delay = self.delay.get_or_insert_with(DelayEstimator::new);
         let mut estimate = delay.on_feedback_and_losses(acks, lost, sample.at)?;
-        let window_bps = if sample.srtt.is_zero() {
-            0.0
-        } else {
-            sample.cwnd as f64 * 8.0 / sample.srtt.as_secs_f64()
-        };
-        let drain_bps = (estimate.acked_bps as f64).max(window_bps);
-        let buffer_delay = if drain_bps >= 1.0 {
-            Duration::from_secs_f64(sample.buffered_bytes as f64 * 8.0 / drain_bps)
-        } else if sample.buffered_bytes > 0 {
-            Duration::MAX
-        } else {
-            Duration::ZERO
-        };
+        let (window_bps, buffer_delay) =
+            window_and_buffer_delay(&sample, estimate.acked_bps as f64);
         // Datagrams waiting for a window that is still opening (slow start: no congestion
         // event yet) say nothing of the link yet.
         let opening = sample.congestion_events == 0 || sample.cwnd > last.cwnd;
@@ -268,22 +257,7 @@ impl QuicEstimator {
         }
 
         let queue_delay = sample.srtt.saturating_sub(sample.min_rtt);
-        // How long the datagrams waiting now will take to leave: the buffer drains at the
-        // window's rate (an app-limited leg delivers less than that, and a keyframe waiting a
-        // moment behind a leg that carried little is no congestion).
-        let window_bps = if sample.srtt.is_zero() {
-            0.0
-        } else {
-            sample.cwnd as f64 * 8.0 / sample.srtt.as_secs_f64()
-        };
-        let drain_bps = self.acked_bps.max(window_bps);
-        let buffer_delay = if drain_bps >= 1.0 {
-            Duration::from_secs_f64(sample.buffered_bytes as f64 * 8.0 / drain_bps)
-        } else if sample.buffered_bytes > 0 {
-            Duration::MAX
-        } else {
-            Duration::ZERO
-        };
+        let (_, buffer_delay) = window_and_buffer_delay(&sample, self.acked_bps);
         let congestion_event = sample.congestion_events > last.congestion_events;
         // Datagrams waiting long for the window are congestion when the path shows a queue
         // too; without one (a window still opening, as in slow start) they only say to hold.
@@ -356,6 +330,27 @@ impl QuicEstimator {
         self.estimate = Some(estimate);
         Some(estimate)
     }
+}
+
+/// The congestion window over the RTT (bits per second), and how long the datagrams waiting in
+/// the send buffer will take to leave: the buffer drains at the window's rate, or at what the
+/// leg delivered (`acked_bps`) if that is more (an app-limited leg delivers less than its
+/// window, and a keyframe waiting a moment behind a leg that carried little is no congestion).
+fn window_and_buffer_delay(sample: &QuicSample, acked_bps: f64) -> (f64, Duration) {
+    let window_bps = if sample.srtt.is_zero() {
+        0.0
+    } else {
+        sample.cwnd as f64 * 8.0 / sample.srtt.as_secs_f64()
+    };
+    let drain_bps = acked_bps.max(window_bps);
+    let buffer_delay = if drain_bps >= 1.0 {
+        Duration::from_secs_f64(sample.buffered_bytes as f64 * 8.0 / drain_bps)
+    } else if sample.buffered_bytes > 0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    };
+    (window_bps, buffer_delay)
 }
 
 #[cfg(test)]
