@@ -77,6 +77,13 @@ impl AckFeed {
         }
     }
 
+    /// Whether `other` is a handle to this same feed (a path whose controller quinn carried
+    /// over keeps its feed; a new path's controller has a new one).
+    #[must_use]
+    pub fn same(&self, other: &AckFeed) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The feed of the controller `controller` (a connection's, as quinn hands out a copy of
     /// it), if it is tapped.
     #[must_use]
@@ -200,5 +207,32 @@ impl Controller for AckTap {
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_of_a_tapped_controller_shares_its_feed_and_a_new_one_does_not() {
+        let factory = Arc::new(AckTapFactory::new(Arc::new(
+            quinn_proto::congestion::CubicConfig::default(),
+        )));
+        let now = Instant::now();
+        let first = factory.clone().build(now, 1200);
+        let feed = AckFeed::of(first.clone_box()).expect("tapped");
+        let again = AckFeed::of(first.clone_box()).expect("tapped");
+        assert!(
+            feed.same(&again),
+            "a copy (quinn's congestion_state) shares the feed"
+        );
+        let other = AckFeed::of(factory.build(now, 1200)).expect("tapped");
+        assert!(!feed.same(&other), "a new path's controller has its own");
+        let untapped = Arc::new(quinn_proto::congestion::CubicConfig::default()).build(now, 1200);
+        assert!(AckFeed::of(untapped).is_none());
+        let mut out = Vec::new();
+        assert_eq!(feed.drain(&mut out), 0);
+        assert!(out.is_empty());
     }
 }

@@ -568,8 +568,18 @@ async fn session_loop(
                     address = vitals.remote;
                     shared.metrics.migrations.inc();
                     tracing::debug!("client address changed");
-                    // A new path may have a controller of its own.
-                    acks = link.ack_feed();
+                    // A new path may have a controller of its own, and then the delays of its
+                    // acknowledgements count from another origin: its estimate starts afresh.
+                    let feed = link.ack_feed();
+                    let carried = match (&acks, &feed) {
+                        (Some(old), Some(new)) => old.same(new),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if !carried {
+                        estimator = QuicEstimator::new(QuicEstimatorConfig::default());
+                        acks = feed;
+                    }
                 }
                 last_sample = vitals.sample;
                 let estimate =
