@@ -26,7 +26,6 @@ struct Sent {
     twcc: u16,
     size: u32,
     departure: Instant,
-    id: u64,
     /// A probe's padding: its loss is not the link's (a receiver may not report padding at
     /// all), only its arrival counts.
     padding: bool,
@@ -35,7 +34,6 @@ struct Sent {
 /// One WebRTC subscriber leg's estimate (see the module docs).
 pub struct WebRtcEstimator {
     sent: Vec<Option<Sent>>,
-    next_id: u64,
     /// The estimate from TWCC feedback.
     delay: DelayEstimator,
     /// The estimate from REMB, while no TWCC feedback has come.
@@ -43,7 +41,6 @@ pub struct WebRtcEstimator {
     /// Whether any TWCC feedback came (then REMB is ignored).
     twcc: bool,
     /// This feedback's packets, in the order they left.
-    fates: Vec<(u64, PacketFate)>,
     packets: Vec<PacketFate>,
     /// Padding packets reported as arrived, and as not arrived, so far.
     padding_arrived: u64,
@@ -72,11 +69,9 @@ impl WebRtcEstimator {
     pub fn new() -> Self {
         Self {
             sent: Vec::new(),
-            next_id: 0,
             delay: DelayEstimator::new(),
             remb: None,
             twcc: false,
-            fates: Vec::new(),
             packets: Vec::new(),
             padding_arrived: 0,
             padding_missing: 0,
@@ -132,16 +127,14 @@ impl WebRtcEstimator {
             twcc,
             size: u32::try_from(size).unwrap_or(u32::MAX),
             departure: now,
-            id: self.next_id,
             padding,
         });
-        self.next_id += 1;
     }
 
     /// TWCC feedback arrived at `now`; returns the estimate after it.
     pub fn on_feedback(&mut self, feedback: &TransportLayerCc, now: Instant) -> Option<Estimate> {
         self.twcc = true;
-        self.fates.clear();
+        self.packets.clear();
         // A status chunk carries a fixed number of symbols: those past the feedback's packet
         // count are filler, not packets reported missing.
         let count = usize::from(feedback.packet_status_count);
@@ -162,19 +155,15 @@ impl WebRtcEstimator {
                     continue;
                 }
             }
-            self.fates.push((
-                sent.id,
-                PacketFate {
-                    departure: sent.departure,
-                    arrival: if ack.arrived { ack.arrival } else { None },
-                    size: sent.size,
-                },
-            ));
+            self.packets.push(PacketFate {
+                departure: sent.departure,
+                arrival: if ack.arrived { ack.arrival } else { None },
+                size: sent.size,
+            });
         }
-        self.fates.sort_by_key(|&(id, _)| id);
-        self.packets.clear();
-        self.packets
-            .extend(self.fates.iter().map(|&(_, fate)| fate));
+        // In the order they left (a stable sort: packets that left at the same instant keep
+        // the feedback's order, their transport-wide sequence).
+        self.packets.sort_by_key(|f| f.departure);
         self.delay.on_feedback(&self.packets, now)
     }
 

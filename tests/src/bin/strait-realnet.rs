@@ -1862,7 +1862,8 @@ async fn publisher(args: RoleArgs) -> Result<()> {
         })
         .await?;
     // Path-MTU discovery lifts the datagram size above QUIC's 1200 within a few round trips;
-    // the simulated publisher's 1200-byte RTP packets need it.
+    // the simulated publisher's 1200-byte RTP packets need it (quinn gives no event for it: its
+    // datagram size is looked at, for at most 5 s).
     let top = *video.media.last().ok_or_else(|| anyhow!("no layers"))?;
     let deadline = Instant::now() + 5 * S;
     while session.max_rtp_size(top).unwrap_or(0) < config.max_packet && Instant::now() < deadline {
@@ -1975,19 +1976,24 @@ async fn subscriber(args: RoleArgs) -> Result<()> {
         &args.room,
     )
     .await?;
-    let deadline = Instant::now() + WAIT;
-    let (video, audio) = loop {
-        let tracks = session.tracks();
-        let find = |kind: TrackKind| tracks.iter().find(|t| t.kind == kind).map(|t| t.track);
-        if let (Some(v), Some(a)) = (find(TrackKind::Video), find(TrackKind::Audio)) {
-            break (v, a);
+    // The publisher's tracks: in the room's snapshot, or announced after it.
+    let tracks = async {
+        loop {
+            let tracks = session.tracks();
+            let find = |kind: TrackKind| tracks.iter().find(|t| t.kind == kind).map(|t| t.track);
+            if let (Some(v), Some(a)) = (find(TrackKind::Video), find(TrackKind::Audio)) {
+                return Ok((v, a));
+            }
+            if session.next_event().await.is_none() {
+                bail!("the subscriber's session ended before the publisher's tracks came");
+            }
         }
-        if Instant::now() > deadline {
-            bail!("the publisher's tracks did not show up within {WAIT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // Path-MTU discovery, so that forwarded 1200-byte RTP packets fit from the start.
+    let (video, audio) = tokio::time::timeout(WAIT, tracks)
+        .await
+        .map_err(|_| anyhow!("the publisher's tracks did not show up within {WAIT:?}"))??;
+    // Path-MTU discovery, so that forwarded 1200-byte RTP packets fit from the start (quinn
+    // gives no event for it: its datagram size is looked at, for at most 5 s).
     let deadline = Instant::now() + 5 * S;
     while session.max_datagram_size().unwrap_or(0) < 1300 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -276,6 +276,28 @@ fn probes(events: &[strait_media::sfu::Event]) -> Vec<u64> {
         .collect()
 }
 
+/// Advances by allocation ticks, at most `ticks` of them, until a probe event comes; returns
+/// the first tick's probe events that were not empty (empty if none came).
+fn next_probe(h: &mut Harness, ticks: usize) -> Vec<u64> {
+    for _ in 0..ticks {
+        h.advance(250);
+        let padding = probes(&h.events());
+        if !padding.is_empty() {
+            return padding;
+        }
+    }
+    Vec::new()
+}
+
+/// Subscriber `sub`'s link, still clear at `bps`, shows its queueing delay risen by
+/// `PROBE_QUEUE_RISE`: the running probe stops at once.
+fn queue_rises(h: &mut Harness, sub: u64, bps: u64) {
+    let mut queueing = estimate(bps, LinkState::Clear);
+    queueing.queue_delay = strait_media::sfu::PROBE_QUEUE_RISE;
+    h.sfu.set_estimate(p(sub), queueing, h.now).unwrap();
+    assert_eq!(probes(&h.events()), [0], "the probe stops");
+}
+
 #[test]
 fn a_clear_link_with_a_layer_to_climb_to_is_probed_and_a_probe_that_queues_fails() {
     let mut h = Harness::new();
@@ -308,21 +330,11 @@ fn a_clear_link_with_a_layer_to_climb_to_is_probed_and_a_probe_that_queues_fails
     assert_eq!(h.sfu.stats().probes_failed, 0);
 
     // Next probe (for the top layer), soon after a success: the link queues, so it fails.
-    let mut padding = Vec::new();
-    for _ in 0..8 {
-        h.advance(250);
-        padding = probes(&h.events());
-        if !padding.is_empty() {
-            break;
-        }
-    }
+    let padding = next_probe(&mut h, 8);
     assert_eq!(padding.len(), 1, "{padding:?}");
     // Still clear, but the queueing delay rose by 10 ms since the probe began: it stops
     // before the queue overflows into media losses.
-    let mut queueing = estimate(700_000, LinkState::Clear);
-    queueing.queue_delay = strait_media::sfu::PROBE_QUEUE_RISE;
-    h.sfu.set_estimate(p(2), queueing, h.now).unwrap();
-    assert_eq!(probes(&h.events()), [0]);
+    queue_rises(&mut h, 2, 700_000);
     assert_eq!(h.sfu.stats().probes_failed, 1);
     assert_eq!(target(&h, 2, track), 1);
     // The queue gone, but the failed probe doubled the probe cooldown (4 s): nothing at 3 s.
@@ -355,20 +367,10 @@ fn congestion_right_after_a_probe_stopped_is_the_probes_until_it_outlasts_the_gr
     h.subscribe(2, track);
     assert_eq!(target(&h, 2, track), 1);
     // A probe for the top layer starts once the link has been clear for a while.
-    let mut padding = Vec::new();
-    for _ in 0..12 {
-        h.advance(250);
-        padding = probes(&h.events());
-        if !padding.is_empty() {
-            break;
-        }
-    }
+    let padding = next_probe(&mut h, 12);
     assert_eq!(padding.len(), 1, "{padding:?}");
     // Its padding builds a queue: it stops…
-    let mut queueing = estimate(700_000, LinkState::Clear);
-    queueing.queue_delay = strait_media::sfu::PROBE_QUEUE_RISE;
-    h.sfu.set_estimate(p(2), queueing, h.now).unwrap();
-    assert_eq!(probes(&h.events()), [0]);
+    queue_rises(&mut h, 2, 700_000);
     // …and the congestion its queue shows a moment later lowers nothing: the padding stopped.
     h.advance(100);
     h.sfu
