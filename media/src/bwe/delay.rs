@@ -262,8 +262,14 @@ impl DelayEstimator {
             self.window_reported = 0;
             self.window_lost = 0;
             self.window_start = Some(now);
-        } else if self.estimate.is_some() && usage != Usage::Over && self.queue <= WARNING_QUEUE {
-            return self.estimate;
+        } else if let Some(estimate) = self.estimate.as_mut()
+            && usage != Usage::Over
+            && self.queue <= WARNING_QUEUE
+        {
+            // Between rate windows the rate holds; the queue is this feedback's (a probe
+            // watches the queue it may be building).
+            estimate.queue_delay = queue;
+            return Some(*estimate);
         }
 
         // Heavy loss lately is congestion while it lasts (the last window's too: the average
@@ -394,5 +400,41 @@ mod tests {
         let mut est = DelayEstimator::new();
         let e = run(&mut est, 1_000_000, 4_000_000, 3, Some(5)).expect("an estimate");
         assert_eq!(e.state, LinkState::Congested, "{e:?}");
+    }
+
+    #[test]
+    fn the_queueing_delay_is_every_feedbacks_between_rate_windows() {
+        // Five packets per 50 ms feedback, 20 ms one way; then, between two rate windows, one
+        // feedback whose packets waited 15 ms more: a probe must see that queue now, not when
+        // the next window closes.
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut est = DelayEstimator::new();
+        let feedback = |k: u64, extra: Duration| -> Vec<PacketFate> {
+            (0..5)
+                .map(|i| {
+                    let departure = t0 + ms(50 * k + 10 * i);
+                    PacketFate {
+                        departure,
+                        arrival: Some(departure - t0 + ms(20) + extra),
+                        size: 1000,
+                    }
+                })
+                .collect()
+        };
+        let mut last = None;
+        for k in 0..6 {
+            last = est.on_feedback(&feedback(k, Duration::ZERO), t0 + ms(50 * k + 70));
+        }
+        let before = last.expect("an estimate");
+        assert_eq!(before.queue_delay, Duration::ZERO, "{before:?}");
+        let e = est
+            .on_feedback(&feedback(6, ms(15)), t0 + ms(50 * 6 + 70))
+            .expect("an estimate");
+        assert_eq!(e.queue_delay.as_millis(), 15, "{e:?}");
+        assert_eq!(
+            e.acked_bps, before.acked_bps,
+            "the rate holds between windows"
+        );
     }
 }

@@ -14,6 +14,8 @@
 //!   cooldown. A fall forced by the budget starts a cooldown: `layer_up_cooldown` after a climb
 //!   held for [`CLIMB_HELD`] (or none); twice the last one after a failed climb (a fall within
 //!   [`CLIMB_TRIAL`] of it), up to [`MAX_COOLDOWN`]; the same as the last one in between.
+//!   Congestion within [`PROBE_GRACE`] of a climb (or of a probe that a queue stopped) lowers
+//!   nothing: it is the climb's keyframe (or the probe's padding) draining.
 //! - **Pausing**: a paused subscription forwards nothing and is told so
 //!   ([`Notification::TrackPaused`]); when it resumes it starts again at a keyframe of its layer.
 //!
@@ -67,7 +69,10 @@ pub(super) const PROBE_AFTER_FALL: Duration = Duration::from_secs(8);
 
 /// After a probe that a queue stopped, this long the leg's congestion is taken for the
 /// probe's: its padding stopped, the queue it built drains, and the media that the leg carried
-/// before it keeps its layers. A congestion that outlasts this is the link's.
+/// before it keeps its layers. The same after a climb: the new layer starts with a keyframe,
+/// a burst that queues for a moment (on top of what a probe that led to the climb left in the
+/// queue), and a leg that reads that queue as congestion would undo the climb it just made. A
+/// congestion that outlasts this is the link's (a climb it undoes counts as failed).
 pub const PROBE_GRACE: Duration = Duration::from_millis(500);
 
 /// The pause after a successful probe.
@@ -136,9 +141,9 @@ pub(super) struct AllocState {
     probe_step_goal: u64,
     /// Whether the last probe failed.
     probe_failed: bool,
-    /// Until then, a probe that a queue stopped may still be what the leg's signals show: they
-    /// do not lower the media's layers (see [`PROBE_GRACE`]).
-    probe_grace_until: Option<Instant>,
+    /// Until then, a probe that a queue stopped (or a climb's keyframe) may still be what the
+    /// leg's signals show: they do not lower the media's layers (see [`PROBE_GRACE`]).
+    grace_until: Option<Instant>,
     /// When the running probe last stepped up (it steps once per [`TICK`]).
     probe_stepped_at: Option<Instant>,
     /// No probe before this (the probe cooldown, doubled after each failed probe).
@@ -383,6 +388,8 @@ impl Sfu {
                 );
             } else if climbed {
                 a.last_climb = Some(now);
+                // Its keyframe's burst is its own queue, not the link's (see PROBE_GRACE).
+                a.grace_until = Some(now + PROBE_GRACE);
             }
         }
         if climbed {
@@ -434,7 +441,7 @@ impl Sfu {
             if let Some(p) = self.participants.get_mut(&subscriber) {
                 // The next ramp starts from what the leg sends: the level reached was too much.
                 p.alloc.probe_failed = true;
-                p.alloc.probe_grace_until = Some(now + PROBE_GRACE);
+                p.alloc.grace_until = Some(now + PROBE_GRACE);
             }
         }
         let a = &mut self
@@ -442,10 +449,10 @@ impl Sfu {
             .get_mut(&subscriber)
             .expect("looked up above")
             .alloc;
-        if a.probe_grace_until.is_some_and(|until| now >= until) {
-            a.probe_grace_until = None;
+        if a.grace_until.is_some_and(|until| now >= until) {
+            a.grace_until = None;
         }
-        let graced = estimate.state != LinkState::Clear && a.probe_grace_until.is_some();
+        let graced = estimate.state != LinkState::Clear && a.grace_until.is_some();
         if changed && !graced {
             self.retarget(subscriber, now, None);
         }
@@ -623,7 +630,7 @@ impl Sfu {
             let live = self.live_mask(&p.subscriptions, now);
             let probe_over = a.probe_until.is_some_and(|until| now >= until);
             let grace_over =
-                a.probe_grace_until.is_some_and(|until| now >= until) && a.estimate != a.last_run;
+                a.grace_until.is_some_and(|until| now >= until) && a.estimate != a.last_run;
             if stale || unblocked || live != a.live_layers || probe_over || grace_over {
                 due.push(id);
             } else if a.outcome.shortfall_bps.is_some() {
@@ -649,9 +656,9 @@ impl Sfu {
                 .any(|p| p.alloc.estimate.is_some());
         for id in due {
             if let Some(p) = self.participants.get_mut(&id)
-                && p.alloc.probe_grace_until.is_some_and(|until| now >= until)
+                && p.alloc.grace_until.is_some_and(|until| now >= until)
             {
-                p.alloc.probe_grace_until = None;
+                p.alloc.grace_until = None;
             }
             let probe_over = self.participants[&id]
                 .alloc

@@ -10,6 +10,7 @@
 //! cargo run --release -p strait-tests --bin strait-sim -- --learned
 //! ```
 //!
+//! `--each` prints why each seed that fails alone fails.
 //! `--learned` runs every scenario with the learned budget policy (`BudgetPolicy::LEARNED`).
 //!
 //! `--counters-only` runs the QUIC leg alone, its estimate from the connection's counters
@@ -74,6 +75,8 @@ fn main() {
     // `--learned`: the SFU with the learned budget policy (`BudgetPolicy::LEARNED`).
     let learned = std::env::args().any(|a| a == "--learned");
     scenarios::LEARNED_POLICY.store(learned, std::sync::atomic::Ordering::Relaxed);
+    // `--each`: every seed that fails alone, with why.
+    let each = std::env::args().any(|a| a == "--each");
     let legs: &[LegKind] = if counters_only {
         &[LegKind::Quic]
     } else {
@@ -88,10 +91,17 @@ fn main() {
         println!("{name_of} subscriber");
         let mut passed = 0;
         for (name, run) in SCENARIOS {
-            let alone = seeds
-                .iter()
-                .filter(|&&seed| run(leg, &[seed]).is_ok())
-                .count();
+            let mut alone = 0;
+            for &seed in &seeds {
+                match run(leg, &[seed]) {
+                    Ok(()) => alone += 1,
+                    Err(why) if each => {
+                        let first = why.lines().next().unwrap_or_default();
+                        println!("      {name}: {first}");
+                    }
+                    Err(_) => {}
+                }
+            }
             match run(leg, &seeds) {
                 Ok(()) => {
                     passed += 1;

@@ -53,3 +53,8 @@ fn a_layer_that_stops_is_given_up_for_the_next_one_down() {
 fn light_loss_is_no_reason_to_downgrade_and_heavy_loss_is() {
     check(scenarios::light_loss_is_no_reason_to_downgrade_and_heavy_loss_is);
 }
+
+#[test]
+fn a_capacity_near_a_layer_boundary_does_not_make_the_picture_oscillate() {
+    check(scenarios::a_capacity_near_a_layer_boundary_does_not_make_the_picture_oscillate);
+}

@@ -385,3 +385,36 @@ fn congestion_right_after_a_probe_stopped_is_the_probes_until_it_outlasts_the_gr
     h.advance(500);
     assert_eq!(target(&h, 2, track), 0);
 }
+
+#[test]
+fn congestion_right_after_a_climb_is_its_keyframes_until_it_outlasts_the_grace() {
+    let mut h = Harness::new();
+    h.join(1, "r");
+    h.join(2, "r");
+    let track = h.publish(1, video_track("VP8", &[10, 11, 12]));
+    h.sfu
+        .set_estimate(p(2), estimate(250_000, LinkState::Clear), h.now)
+        .unwrap();
+    h.subscribe(2, track);
+    assert_eq!(target(&h, 2, track), 0);
+    h.advance(2_000);
+    h.sfu
+        .set_estimate(p(2), estimate(700_000, LinkState::Clear), h.now)
+        .unwrap();
+    assert_eq!(
+        target(&h, 2, track),
+        1,
+        "a clear link that carries it climbs"
+    );
+    // The new layer's keyframe queues for a moment: the congestion it shows lowers nothing…
+    h.advance(100);
+    h.sfu
+        .set_estimate(p(2), estimate(300_000, LinkState::Congested), h.now)
+        .unwrap();
+    assert_eq!(target(&h, 2, track), 1, "the climb's keyframe undid it");
+    // …but a congestion that outlasts the grace is the link's: the layer falls, and the climb
+    // counts as failed.
+    h.advance(500);
+    assert_eq!(target(&h, 2, track), 0);
+    assert_eq!(h.sfu.stats().failed_climbs, 1);
+}
