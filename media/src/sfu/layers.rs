@@ -393,7 +393,7 @@ impl Sfu {
             }
         }
         if climbed {
-            self.end_probe(subscriber, true, now);
+            self.continue_probe(subscriber, now);
         } else {
             self.maybe_probe(subscriber, now);
         }
@@ -530,6 +530,42 @@ impl Sfu {
         a.probe_from = estimate.available_bps;
         a.probe_queue = estimate.queue_delay;
         self.stats.probes += 1;
+        self.events.push_back(Event::Probe {
+            to: subscriber,
+            padding_bps,
+            until,
+        });
+    }
+
+    /// A climb came of `subscriber`'s probe: a success. While more is missing, the probe goes on
+    /// at the level it reached, the climbed media taking the place of that much padding (the
+    /// link carried that level); otherwise it ends.
+    fn continue_probe(&mut self, subscriber: ParticipantId, now: Instant) {
+        let Some(p) = self.participants.get_mut(&subscriber) else {
+            return;
+        };
+        let a = &mut p.alloc;
+        let (Some(_), Some(estimate), Some(shortfall)) =
+            (a.probe_until, a.estimate, a.outcome.shortfall_bps)
+        else {
+            self.end_probe(subscriber, true, now);
+            return;
+        };
+        // The probe's cooldown is settled when it ends (`end_probe`).
+        let sending = a.outcome.used_bps + a.audio_bps;
+        a.probe_goal = bwe::probe_goal(&estimate, sending, a.outcome.missing_bps.max(shortfall));
+        a.probe_step_goal = bwe::probe_goal(&estimate, sending, shortfall);
+        a.probe_level = a.probe_level.max(sending);
+        a.probe_stepped_at = Some(now);
+        a.probe_from = estimate.available_bps;
+        a.probe_queue = estimate.queue_delay;
+        a.probe_failed = false;
+        let until = now + PROBE_DURATION;
+        a.probe_until = Some(until);
+        let padding_bps = a
+            .probe_level
+            .saturating_sub(sending)
+            .clamp(PROBE_PADDING_BPS.0, PROBE_PADDING_BPS.1);
         self.events.push_back(Event::Probe {
             to: subscriber,
             padding_bps,

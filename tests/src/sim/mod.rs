@@ -69,7 +69,9 @@ pub mod video;
 pub mod webrtc;
 
 pub use self::freeze::{FreezeConfig, MediaReceiver, VideoReport, VideoStream};
-pub use self::link::{Fate, Link, LinkConfig, LinkStats, QueueLimit, RateBin, RateTrace};
+pub use self::link::{
+    Fate, Link, LinkConfig, LinkStats, PacketRecord, QueueLimit, RateBin, RateTrace,
+};
 pub use self::quic::{CongestionControl, DatagramStats, QuicPair, QuicPairConfig, SimError};
 pub use self::room::{LegKind, PublisherSpec, RoomConfig, SimRoom, Slot};
 pub use self::video::{

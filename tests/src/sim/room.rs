@@ -411,6 +411,14 @@ impl SimRoom {
         }
     }
 
+    /// Every packet the forward link was offered, as it saw it.
+    pub fn forward_records(&self) -> &[super::PacketRecord] {
+        match &self.leg {
+            Leg::Quic(pair) => pair.forward().records(),
+            Leg::WebRtc(leg) => leg.forward().records(),
+        }
+    }
+
     /// The `q`-quantile of the forward link's queueing delay over `[from, to)`.
     pub fn forward_queue_delay_percentile(
         &self,
