@@ -49,7 +49,7 @@ pub(crate) mod worker;
 #[doc(hidden)]
 pub use crate::health::Fault;
 pub use crate::net::{OpenFiles, bind_udp, bind_webrtc, raise_open_files_limit};
-pub use crate::quic::acks::{AckFeed, AckTapFactory};
+pub use crate::quic::acks::{AckFeed, AckTapFactory, DEFAULT_LOSS_TOLERANCE};
 pub use crate::turn::{TurnAddrs, TurnCredentials, TurnSockets};
 
 use std::future::Future;

@@ -120,6 +120,14 @@ pub struct QuicConfig {
     /// Per-packet feedback sees a queue build or a probe overshoot within a refresh
     /// (docs/BENCHMARKS.md §13); it costs about 1.1 µs of CPU per forwarded datagram (§10.5).
     pub ack_feedback: bool,
+    /// Losses that do not shrink the congestion window: a congestion event reaches the
+    /// controller only when the path shows a queue (smoothed RTT 20 ms above its minimum), the
+    /// congestion is persistent, or more than this share of the bytes was lost lately. A lossy
+    /// last hop (Wi-Fi, mobile) drops a few per cent without a queue, and Cubic's window would
+    /// shrink far below what the link carries at each loss (docs/BENCHMARKS.md §13). The media's
+    /// rate still follows the bandwidth estimate, which holds above 2 % of loss and backs off
+    /// above 10 %. 0 passes every event on (the controller alone); at most 0.5.
+    pub loss_tolerance: f64,
     /// Stream data a client may send on one stream ahead of what the gateway has read, in bytes.
     /// The gateway reads one stream per session (the control stream) and only after the
     /// handshake; this and `receive_window` bound what a connection can make it buffer.
@@ -147,6 +155,7 @@ impl Default for QuicConfig {
             ack_max_delay: Duration::from_millis(25),
             congestion_controller: CongestionController::Cubic,
             ack_feedback: true,
+            loss_tolerance: crate::quic::acks::DEFAULT_LOSS_TOLERANCE,
             stream_receive_window: 64 * 1024,
             receive_window: 256 * 1024,
             send_window: 1024 * 1024,
@@ -742,6 +751,9 @@ impl Config {
         {
             return invalid("quic.ack_max_delay must be from 1ms to 200ms".into());
         }
+        if !(0.0..=0.5).contains(&self.quic.loss_tolerance) {
+            return invalid("quic.loss_tolerance must be from 0 to 0.5".into());
+        }
         if self.quic.datagram_send_buffer < 16 * 1024 {
             return invalid("quic.datagram_send_buffer must be at least 16 KiB".into());
         }
@@ -1056,6 +1068,20 @@ mod tests {
         assert!(err.to_string().contains("max_session"), "{err}");
         let err = load(None, &[], &[("nosuch.key", "1")]).unwrap_err();
         assert!(err.to_string().contains("nosuch"), "{err}");
+    }
+
+    #[test]
+    fn the_loss_tolerance_is_a_share_up_to_a_half() {
+        assert_eq!(load(None, &[], &[]).unwrap().quic.loss_tolerance, 0.10);
+        let config = load(Some("[quic]\nloss_tolerance = 0\n"), &[], &[]).unwrap();
+        assert_eq!(config.quic.loss_tolerance, 0.0);
+        for bad in ["0.6", "-0.1"] {
+            let err = load(None, &[], &[("quic.loss_tolerance", bad)])
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains("loss_tolerance"), "{err}");
+        }
     }
 
     #[test]

@@ -7,11 +7,22 @@
 //! with a tap that keeps those acknowledgements in an [`AckFeed`] the session drains at each look
 //! at its connection. An acknowledgement's arrival stands for the packet's: the way back and the
 //! receiver's acknowledgement delay add a constant, or noise, not a trend.
+//!
+//! The tap also keeps random loss from shrinking the window (`quic.loss_tolerance`): a
+//! congestion event is passed on to the controller only when the path shows a queue (its
+//! smoothed RTT more than [`QUEUE_GATE`] above its minimum), when the share of bytes lost
+//! lately is above the tolerance, or when the congestion is persistent. A lossy last hop (Wi-Fi,
+//! a mobile link) drops a few per cent of packets without any queue; Cubic shrinks its window
+//! at each of those losses and holds a subscriber's datagrams back far below what the link
+//! carries (docs/BENCHMARKS.md §13). An overflowing queue still shows in the RTT first, and a
+//! policer that drops without a queue drops far more than a few per cent once it is exceeded.
+//! The media's own rate is the bandwidth estimate's job: it treats loss above 2 % as a reason
+//! to hold and above 10 % as congestion, whatever the window does.
 
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn_proto::RttEstimator;
 use quinn_proto::congestion::{Controller, ControllerFactory, ControllerMetrics};
@@ -21,6 +32,67 @@ use strait_media::bwe::PacketFate;
 /// 24 bytes each); when full the oldest go (a session that does not look loses history, not
 /// the connection's memory).
 pub(crate) const MAX_KEPT: usize = 4096;
+
+/// A path whose smoothed RTT is within this of its minimum shows no queue: a loss there is not
+/// the sign of one overflowing.
+pub(crate) const QUEUE_GATE: Duration = Duration::from_millis(20);
+
+/// The default `quic.loss_tolerance`: losses up to this share of the bytes, without a queue, do
+/// not shrink the congestion window (the bandwidth estimate's own congestion threshold).
+pub const DEFAULT_LOSS_TOLERANCE: f64 = 0.10;
+
+/// The loss ratio is judged once this many bytes were acknowledged or lost (a few losses
+/// among the first packets of a connection are no ratio yet)…
+const GATE_MIN_BYTES: u64 = 64 * 1024;
+
+/// …and over about the last this many (the counts are halved past it).
+const GATE_SPAN_BYTES: u64 = 256 * 1024;
+
+/// Which congestion events reach the controller (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LossGate {
+    tolerance: f64,
+    /// The path's smoothed RTT over its minimum at the last acknowledgement.
+    queue: Duration,
+    acked: u64,
+    lost: u64,
+}
+
+impl LossGate {
+    pub(crate) fn new(tolerance: f64) -> Self {
+        Self {
+            tolerance,
+            queue: Duration::ZERO,
+            acked: 0,
+            lost: 0,
+        }
+    }
+
+    /// `bytes` were acknowledged; the path's smoothed and minimum RTT are now these.
+    pub(crate) fn on_ack(&mut self, bytes: u64, smoothed: Duration, min: Duration) {
+        self.queue = smoothed.saturating_sub(min);
+        self.acked += bytes;
+        self.decay();
+    }
+
+    /// A congestion event with `lost` bytes: whether the controller hears of it.
+    pub(crate) fn admits(&mut self, persistent: bool, lost: u64) -> bool {
+        self.lost += lost;
+        self.decay();
+        if self.tolerance <= 0.0 || persistent || self.queue > QUEUE_GATE {
+            return true;
+        }
+        let total = self.acked + self.lost;
+        total >= GATE_MIN_BYTES && self.lost as f64 > self.tolerance * total as f64
+    }
+
+    fn decay(&mut self) {
+        if self.acked + self.lost > GATE_SPAN_BYTES {
+            self.acked /= 2;
+            self.lost /= 2;
+        }
+    }
+}
 
 /// One acknowledged packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +171,8 @@ impl AckFeed {
 /// Builds the configured congestion controller with a tap (see the module docs).
 pub struct AckTapFactory {
     inner: Arc<dyn ControllerFactory + Send + Sync>,
+    keep_acks: bool,
+    loss_tolerance: f64,
 }
 
 impl std::fmt::Debug for AckTapFactory {
@@ -108,10 +182,20 @@ impl std::fmt::Debug for AckTapFactory {
 }
 
 impl AckTapFactory {
-    /// Taps the controllers `inner` builds.
+    /// Taps the controllers `inner` builds: each keeps its acknowledgements (`keep_acks`,
+    /// `quic.ack_feedback`) and hears of congestion events as `loss_tolerance`
+    /// (`quic.loss_tolerance`, 0: all of them) lets through.
     #[must_use]
-    pub fn new(inner: Arc<dyn ControllerFactory + Send + Sync>) -> Self {
-        Self { inner }
+    pub fn new(
+        inner: Arc<dyn ControllerFactory + Send + Sync>,
+        keep_acks: bool,
+        loss_tolerance: f64,
+    ) -> Self {
+        Self {
+            inner,
+            keep_acks,
+            loss_tolerance,
+        }
     }
 }
 
@@ -121,16 +205,21 @@ impl ControllerFactory for AckTapFactory {
             inner: self.inner.clone().build(now, current_mtu),
             batch: Vec::new(),
             feed: AckFeed::default(),
+            keep_acks: self.keep_acks,
+            gate: LossGate::new(self.loss_tolerance),
         })
     }
 }
 
-/// A congestion controller that decides as its inner one and keeps the acknowledgements.
+/// A congestion controller that decides as its inner one, hears of congestion events as its
+/// gate lets through, and keeps the acknowledgements.
 struct AckTap {
     inner: Box<dyn Controller>,
     /// The acknowledgements of the batch being processed (one lock of the feed per batch).
     batch: Vec<Acked>,
     feed: AckFeed,
+    keep_acks: bool,
+    gate: LossGate,
 }
 
 impl Controller for AckTap {
@@ -147,11 +236,14 @@ impl Controller for AckTap {
         rtt: &RttEstimator,
     ) {
         self.inner.on_ack(now, sent, bytes, app_limited, rtt);
-        self.batch.push(Acked {
-            sent,
-            acked: now,
-            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
-        });
+        self.gate.on_ack(bytes, rtt.get(), rtt.min());
+        if self.keep_acks {
+            self.batch.push(Acked {
+                sent,
+                acked: now,
+                bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+            });
+        }
     }
 
     fn on_end_acks(
@@ -175,8 +267,10 @@ impl Controller for AckTap {
         is_persistent_congestion: bool,
         lost_bytes: u64,
     ) {
-        self.inner
-            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+        if self.gate.admits(is_persistent_congestion, lost_bytes) {
+            self.inner
+                .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+        }
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
@@ -198,6 +292,8 @@ impl Controller for AckTap {
             inner: self.inner.clone_box(),
             batch: Vec::new(),
             feed: self.feed.clone(),
+            keep_acks: self.keep_acks,
+            gate: self.gate,
         })
     }
 
@@ -216,9 +312,11 @@ mod tests {
 
     #[test]
     fn a_copy_of_a_tapped_controller_shares_its_feed_and_a_new_one_does_not() {
-        let factory = Arc::new(AckTapFactory::new(Arc::new(
-            quinn_proto::congestion::CubicConfig::default(),
-        )));
+        let factory = Arc::new(AckTapFactory::new(
+            Arc::new(quinn_proto::congestion::CubicConfig::default()),
+            true,
+            DEFAULT_LOSS_TOLERANCE,
+        ));
         let now = Instant::now();
         let first = factory.clone().build(now, 1200);
         let feed = AckFeed::of(first.clone_box()).expect("tapped");
@@ -234,5 +332,42 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(feed.drain(&mut out), 0);
         assert!(out.is_empty());
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A gate that has seen `acked` bytes acknowledged on a path with `queue` of queueing delay.
+    fn gate(tolerance: f64, acked: u64, queue: Duration) -> LossGate {
+        let mut gate = LossGate::new(tolerance);
+        for _ in 0..acked / 1200 {
+            gate.on_ack(1200, 40 * MS + queue, 40 * MS);
+        }
+        gate
+    }
+
+    #[test]
+    fn random_loss_without_a_queue_does_not_reach_the_controller() {
+        // 3 % of the bytes lost, one packet at a time, on a path with no queue.
+        let mut g = gate(DEFAULT_LOSS_TOLERANCE, 200_000, 2 * MS);
+        assert!((0..6).all(|_| !g.admits(false, 1200)), "{g:?}");
+        // Persistent congestion always does.
+        assert!(g.admits(true, 1200));
+    }
+
+    #[test]
+    fn loss_with_a_queue_or_above_the_tolerance_or_with_no_tolerance_does() {
+        // The queue overflowing: the RTT shows it.
+        assert!(gate(DEFAULT_LOSS_TOLERANCE, 200_000, 60 * MS).admits(false, 1200));
+        // A policer: no queue, but a fifth of the bytes lost.
+        let mut g = gate(DEFAULT_LOSS_TOLERANCE, 100_000, MS);
+        assert!(g.admits(false, 25_000), "{g:?}");
+        // Tolerance 0: every event, as the controller alone.
+        assert!(gate(0.0, 200_000, MS).admits(false, 1200));
+    }
+
+    #[test]
+    fn a_few_losses_among_the_first_packets_are_no_ratio_yet() {
+        let mut g = gate(DEFAULT_LOSS_TOLERANCE, 12_000, MS);
+        assert!(!g.admits(false, 2400), "{g:?}");
     }
 }

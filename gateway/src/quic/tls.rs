@@ -197,16 +197,21 @@ pub(crate) fn transport_config(config: &ValidConfig) -> quinn::TransportConfig {
     t.stream_receive_window(varint(config.quic.stream_receive_window));
     t.receive_window(varint(config.quic.receive_window));
     t.send_window(config.quic.send_window as u64);
-    // The configured controller decides; unless `quic.ack_feedback` is off, a tap keeps each
-    // packet's acknowledgement for the session's bandwidth estimate (`acks`).
+    // The configured controller decides; a tap keeps each packet's acknowledgement for the
+    // session's bandwidth estimate (`quic.ack_feedback`) and keeps random loss from shrinking
+    // the window (`quic.loss_tolerance`; see `acks`).
     let controller: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> =
         match config.quic.congestion_controller {
             CongestionController::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
             CongestionController::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
             CongestionController::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
         };
-    if config.quic.ack_feedback {
-        t.congestion_controller_factory(Arc::new(super::acks::AckTapFactory::new(controller)));
+    if config.quic.ack_feedback || config.quic.loss_tolerance > 0.0 {
+        t.congestion_controller_factory(Arc::new(super::acks::AckTapFactory::new(
+            controller,
+            config.quic.ack_feedback,
+            config.quic.loss_tolerance,
+        )));
     } else {
         t.congestion_controller_factory(controller);
     }

@@ -62,7 +62,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use strait_gateway::{AckFeed, AckTapFactory};
+use strait_gateway::{AckFeed, AckTapFactory, DEFAULT_LOSS_TOLERANCE};
 use strait_media::bwe::{PacketFate, QuicSample};
 
 use super::link::{Link, LinkConfig, LinkStats};
@@ -98,7 +98,8 @@ pub enum CongestionControl {
 
 /// A [`QuicPair`]'s configuration. Defaults: a 1 Mbit/s forward link and a 100 Mbit/s reverse
 /// link, 20 ms each way (40 ms RTT), Cubic, the gateway's transport settings (a 64 KiB datagram
-/// send buffer with drop-oldest, acknowledgement frequency 10 / 25 ms), a 1400-byte MTU and a
+/// send buffer with drop-oldest, acknowledgement frequency 10 / 25 ms, random loss kept from the
+/// window), a 1400-byte MTU and a
 /// 10 s handshake deadline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuicPairConfig {
@@ -125,6 +126,9 @@ pub struct QuicPairConfig {
     /// not asked), and its longest delay: the gateway's `quic.ack_eliciting_threshold` and
     /// `quic.ack_max_delay` (10 and 25 ms by default).
     pub ack_frequency: (u32, Duration),
+    /// The gateway's `quic.loss_tolerance`: losses that do not shrink the window (0: every
+    /// congestion event reaches the controller).
+    pub loss_tolerance: f64,
 }
 
 impl Default for QuicPairConfig {
@@ -146,6 +150,7 @@ impl QuicPairConfig {
             mtu: 1400,
             handshake_timeout: Duration::from_secs(10),
             ack_frequency: (10, Duration::from_millis(25)),
+            loss_tolerance: DEFAULT_LOSS_TOLERANCE,
         }
     }
 }
@@ -758,8 +763,13 @@ fn transport(config: &QuicPairConfig) -> TransportConfig {
         CongestionControl::NewReno => Arc::new(NewRenoConfig::default()),
     };
     transport
-        // As the gateway does: the configured controller, its acknowledgements tapped.
-        .congestion_controller_factory(Arc::new(AckTapFactory::new(congestion)))
+        // As the gateway does: the configured controller, its acknowledgements tapped and
+        // random loss kept from its window.
+        .congestion_controller_factory(Arc::new(AckTapFactory::new(
+            congestion,
+            true,
+            config.loss_tolerance,
+        )))
         .datagram_send_buffer_size(config.datagram_send_buffer)
         .initial_mtu(config.mtu)
         .min_mtu(config.mtu)

@@ -46,3 +46,8 @@ fn a_viewer_connected_before_the_media_gets_the_layer_its_link_carries() {
 fn a_layer_that_stops_is_given_up_for_the_next_one_down() {
     check(scenarios::a_layer_that_stops_is_given_up_for_the_next_one_down);
 }
+
+#[test]
+fn light_loss_is_no_reason_to_downgrade_and_heavy_loss_is() {
+    check(scenarios::light_loss_is_no_reason_to_downgrade_and_heavy_loss_is);
+}
