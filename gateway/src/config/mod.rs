@@ -118,7 +118,7 @@ pub struct QuicConfig {
     /// the congestion controller; a session sending media refreshes its estimate from them
     /// every 50–250 ms) — the default — or only the connection's counters every 250 ms.
     /// Per-packet feedback sees a queue build or a probe overshoot within a refresh
-    /// (docs/BENCHMARKS.md §13); it costs about 1.1 µs of CPU per forwarded datagram (§10.5).
+    /// (docs/BENCHMARKS.md §13); it costs about 1.1 µs of CPU per forwarded datagram (§10.7).
     pub ack_feedback: bool,
     /// Losses that do not shrink the congestion window: a congestion event reaches the
     /// controller only when the path shows a queue (smoothed RTT 20 ms above its minimum), the

@@ -9,6 +9,9 @@
 //! ```text
 //! cargo run --release -p strait-tests --bin strait-policy -- [--candidates 120]
 //! ```
+//!
+//! `--candidates 0` searches nothing: it judges the shipped weights (`BudgetPolicy::LEARNED`)
+//! against the heuristic of today's allocation.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -67,6 +70,10 @@ fn main() {
     let baseline_train = mean(&scores(None, &TRAIN));
     println!("heuristic, training seeds: mean score {baseline_train:.3}");
     let mut best: Option<(f64, BudgetPolicy)> = None;
+    if candidates == 0 {
+        let policy = BudgetPolicy::LEARNED;
+        best = Some((mean(&scores(Some(policy), &TRAIN)), policy));
+    }
     for n in 0..candidates {
         let policy = BudgetPolicy {
             bias: rng.random_range(800..=1200),
