@@ -26,7 +26,8 @@
 //!   the WebRTC bridge, sans-IO) driven on a thread of its own —, the placement of rooms and
 //!   participants on them, the pipe between them, and the one translator between protocol and
 //!   media types;
-//! - `turn/`: the embedded TURN server's sockets and tasks, and TURN credentials.
+//! - `turn/`: the embedded TURN server's sockets and tasks, and TURN credentials;
+//! - `peer/`: authenticated links between the nodes of a cluster (ALPN `strait-peer/1`).
 //!
 //! [`run`] takes a validated configuration, pre-bound sockets and a shutdown future; when the
 //! future resolves the gateway drains (refuses new sessions, sends go-away, waits for sessions up
@@ -41,6 +42,7 @@ pub(crate) mod health;
 pub(crate) mod http;
 pub mod metrics;
 pub(crate) mod net;
+pub(crate) mod peer;
 pub(crate) mod quic;
 pub(crate) mod session;
 pub(crate) mod turn;
@@ -49,6 +51,7 @@ pub(crate) mod worker;
 #[doc(hidden)]
 pub use crate::health::Fault;
 pub use crate::net::{OpenFiles, bind_udp, bind_webrtc, raise_open_files_limit};
+pub use crate::peer::{PeerError, PeerLink};
 pub use crate::quic::acks::{AckFeed, AckTapFactory, DEFAULT_LOSS_TOLERANCE};
 pub use crate::turn::{TurnAddrs, TurnCredentials, TurnSockets};
 
@@ -90,6 +93,8 @@ struct Node {
     health: Arc<health::Health>,
     /// Faults for the TURN server (tests of supervision).
     turn_faults: tokio::sync::mpsc::UnboundedSender<Fault>,
+    /// The links to other nodes.
+    peers: Arc<peer::Peers>,
 }
 
 impl Node {
@@ -212,6 +217,17 @@ impl Gateway {
             shutdown,
             task,
         })
+    }
+
+    /// Links this node to the node whose QUIC port is at `addr` (ALPN `strait-peer/1`): both
+    /// prove `cluster.peer_secret` (see the `peer` module). Returns the other node's id.
+    pub async fn dial_peer(&self, addr: SocketAddr) -> Result<String, PeerError> {
+        self.node.peers.dial(addr).await.map(|link| link.node)
+    }
+
+    /// The nodes this node is linked to now (dialled or accepted).
+    pub fn peers(&self) -> Vec<String> {
+        self.node.peers.linked()
     }
 
     /// The SHA-256 of the certificate served now.
@@ -421,6 +437,14 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         metrics.clone(),
         random_seed()?,
     )?;
+    let peers = Arc::new(peer::Peers::new(
+        cluster
+            .node_id()
+            .or_else(|| config.cluster.node_id.clone())
+            .unwrap_or_else(|| "strait".into()),
+        config.cluster.peer_secret.as_deref(),
+        metrics.clone(),
+    ));
     let auth = Authority {
         keys,
         mint_key,
@@ -449,6 +473,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         sessions: sessions.clone(),
         admission: admission.clone(),
         http_addr,
+        peers: peers.clone(),
     });
     let node = Arc::new(Node {
         sessions,
@@ -461,6 +486,7 @@ fn prepare(config: ValidConfig, sockets: &mut Sockets) -> anyhow::Result<(Parts,
         webrtc_addrs,
         health,
         turn_faults,
+        peers,
     });
     Ok((
         Parts {
@@ -594,13 +620,15 @@ async fn serve(
     } = parts;
     let config = node.config().clone();
 
-    let server_config = quic::tls::quinn_server_config(node.certs.clone(), &config)?;
+    let server_config =
+        quic::tls::quinn_server_config(node.certs.clone(), &config, node.peers.enabled())?;
     let endpoint = quinn::Endpoint::new(
         endpoint_config(&config),
         Some(server_config),
         sockets.quic,
         Arc::new(quinn::TokioRuntime),
     )?;
+    node.peers.set_endpoint(endpoint.clone());
     let http_listener = tokio::net::TcpListener::from_std(sockets.http)?;
     tracing::info!(
         quic = %endpoint.local_addr()?,

@@ -272,6 +272,9 @@ pub enum RefusalReason {
     HttpConnections,
     /// A join or a WHIP/WHEP offer refused by an overloaded media worker (load shedding).
     Overloaded,
+    /// A connection for a link between nodes (ALPN `strait-peer/1`) that did not prove the
+    /// cluster's peer secret, or broke the exchange of hellos.
+    Peer,
 }
 
 impl RefusalReason {
@@ -290,6 +293,7 @@ impl RefusalReason {
             RefusalReason::Hello => "hello",
             RefusalReason::HttpConnections => "http_connections",
             RefusalReason::Overloaded => "overloaded",
+            RefusalReason::Peer => "peer",
         }
     }
 }

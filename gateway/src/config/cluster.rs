@@ -52,6 +52,10 @@ pub struct ClusterConfig {
     /// different tags. One tag keeps every key in one slot, so the scripts run on Redis
     /// Cluster too.
     pub key_tag: String,
+    /// The secret the nodes of a cluster prove to each other when they link (ALPN
+    /// `strait-peer/1`, for rooms that span nodes): at least 32 bytes, the same on every node.
+    /// Unset: the node offers no links and dials none.
+    pub peer_secret: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -68,6 +72,7 @@ impl Default for ClusterConfig {
             load_threshold: 0.7,
             redirect_token_ttl: Duration::from_secs(60),
             key_tag: "strait".into(),
+            peer_secret: None,
         }
     }
 }
@@ -86,6 +91,10 @@ impl fmt::Debug for ClusterConfig {
             .field("load_threshold", &self.load_threshold)
             .field("redirect_token_ttl", &self.redirect_token_ttl)
             .field("key_tag", &self.key_tag)
+            .field(
+                "peer_secret",
+                &self.peer_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -135,6 +144,16 @@ impl ClusterConfig {
         }
         if self.region.as_ref().is_some_and(|r| !valid_name(r)) {
             return Err("cluster.region: 1 to 64 bytes of A-Z a-z 0-9 . _ -".into());
+        }
+        if self
+            .peer_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < crate::peer::MIN_SECRET_LEN)
+        {
+            return Err(format!(
+                "cluster.peer_secret must be at least {} bytes",
+                crate::peer::MIN_SECRET_LEN
+            ));
         }
         if self.heartbeat < Duration::from_millis(50) {
             return Err("cluster.heartbeat must be at least 50ms".into());

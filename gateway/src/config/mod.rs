@@ -916,6 +916,9 @@ impl Config {
         if copy.turn.external_secret.is_some() {
             copy.turn.external_secret = Some("<redacted>".into());
         }
+        if copy.cluster.peer_secret.is_some() {
+            copy.cluster.peer_secret = Some("<redacted>".into());
+        }
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 }
@@ -1071,6 +1074,17 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_secret_shorter_than_32_bytes_is_refused() {
+        let err = load(None, &[], &[("cluster.peer_secret", "too short")])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("cluster.peer_secret"), "{err}");
+        let ok = load(None, &[], &[("cluster.peer_secret", &"x".repeat(32))]).unwrap();
+        assert!(ok.validate().is_ok());
+    }
+
+    #[test]
     fn the_loss_tolerance_is_a_share_up_to_a_half() {
         assert_eq!(load(None, &[], &[]).unwrap().quic.loss_tolerance, 0.10);
         let config = load(Some("[quic]\nloss_tolerance = 0\n"), &[], &[]).unwrap();
@@ -1166,9 +1180,12 @@ mod tests {
             secret: "s".repeat(40),
         });
         config.auth.resume_secret = Some("r".repeat(40));
+        config.cluster.peer_secret = Some("p".repeat(40));
         let text = config.to_redacted_toml();
         assert!(!text.contains(&"s".repeat(40)));
         assert!(!text.contains(&"r".repeat(40)));
+        assert!(!text.contains(&"p".repeat(40)));
+        assert!(!format!("{config:?}").contains(&"p".repeat(40)));
         assert!(text.contains("<redacted>"));
         assert!(!format!("{config:?}").contains(&"s".repeat(40)));
         // What is printed parses back into a configuration.

@@ -1,4 +1,5 @@
-//! The QUIC front door: one UDP socket, one `quinn::Endpoint`, two ALPNs.
+//! The QUIC front door: one UDP socket, one `quinn::Endpoint`, two ALPNs for sessions (and a
+//! third for the links between nodes, `strait-peer/1`, when `cluster.peer_secret` is set).
 //!
 //! Admission happens before work: an `Incoming` is refused outright when the node is draining or
 //! full, asked to prove its address with a Retry when many handshakes are in flight, and only then
@@ -26,6 +27,8 @@ pub(crate) struct FrontDoor {
     pub(crate) admission: Arc<Admission>,
     /// The HTTP port's bound address.
     pub(crate) http_addr: SocketAddr,
+    /// The links to other nodes (ALPN `strait-peer/1`).
+    pub(crate) peers: Arc<crate::peer::Peers>,
 }
 
 impl FrontDoor {
@@ -164,6 +167,21 @@ async fn handshake_and_dispatch(front: &FrontDoor, incoming: quinn::Incoming) ->
                     None
                 }
             }
+        }
+        Some(p) if p == crate::peer::ALPN_PEER => {
+            // Another node (offered only with a peer secret): not a session. The link lives on
+            // in the node's peers once both proved the secret.
+            match connecting.await {
+                Ok(connection) => {
+                    // A refusal is counted and logged by the peers.
+                    let _ = front.peers.accept(connection).await;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "peer handshake failed");
+                    shared.metrics.refuse(RefusalReason::Handshake);
+                }
+            }
+            None
         }
         _ => {
             shared.metrics.refuse(RefusalReason::Alpn);

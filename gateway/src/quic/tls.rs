@@ -156,13 +156,20 @@ pub(crate) fn initial_identity(
     }
 }
 
-/// The rustls configuration of the QUIC port: TLS 1.3, both ALPNs, certificates from `store`.
-pub(crate) fn rustls_config(store: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsError> {
+/// The rustls configuration of the QUIC port: TLS 1.3, both ALPNs (and the peer links' when
+/// `peers`), certificates from `store`.
+pub(crate) fn rustls_config(
+    store: Arc<CertStore>,
+    peers: bool,
+) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_cert_resolver(store);
     config.alpn_protocols = vec![ALPN_H3.to_vec(), strait_protocol::ALPN_NATIVE.to_vec()];
+    if peers {
+        config.alpn_protocols.push(crate::peer::ALPN_PEER.to_vec());
+    }
     Ok(config)
 }
 
@@ -170,8 +177,9 @@ pub(crate) fn rustls_config(store: Arc<CertStore>) -> Result<rustls::ServerConfi
 pub(crate) fn quinn_server_config(
     store: Arc<CertStore>,
     config: &ValidConfig,
+    peers: bool,
 ) -> Result<quinn::ServerConfig, TlsError> {
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_config(store)?)
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_config(store, peers)?)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(config)));

@@ -9,6 +9,7 @@ mod certs;
 mod drain;
 mod forwarding;
 mod migration;
+mod peers;
 mod resume;
 mod supervision;
 mod unauthenticated;
