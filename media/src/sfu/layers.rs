@@ -153,6 +153,14 @@ pub(super) struct AllocState {
 }
 
 impl AllocState {
+    /// The padding the running probe asks for: its level above what the media takes now,
+    /// within [`PROBE_PADDING_BPS`].
+    fn probe_padding(&self) -> u64 {
+        self.probe_level
+            .saturating_sub(self.outcome.used_bps + self.audio_bps)
+            .clamp(PROBE_PADDING_BPS.0, PROBE_PADDING_BPS.1)
+    }
+
     /// Whether new steps are allowed at `now` as far as the cooldown goes.
     fn unblocked(&self, now: Instant) -> bool {
         self.blocked_until.is_none_or(|until| now >= until)
@@ -522,9 +530,7 @@ impl Sfu {
         a.probe_goal = goal;
         a.probe_level = level;
         a.probe_stepped_at = Some(now);
-        let padding_bps = level
-            .saturating_sub(sending)
-            .clamp(PROBE_PADDING_BPS.0, PROBE_PADDING_BPS.1);
+        let padding_bps = a.probe_padding();
         let until = now + PROBE_DURATION;
         a.probe_until = Some(until);
         a.probe_from = estimate.available_bps;
@@ -562,10 +568,7 @@ impl Sfu {
         a.probe_failed = false;
         let until = now + PROBE_DURATION;
         a.probe_until = Some(until);
-        let padding_bps = a
-            .probe_level
-            .saturating_sub(sending)
-            .clamp(PROBE_PADDING_BPS.0, PROBE_PADDING_BPS.1);
+        let padding_bps = a.probe_padding();
         self.events.push_back(Event::Probe {
             to: subscriber,
             padding_bps,
@@ -604,10 +607,7 @@ impl Sfu {
         a.probe_stepped_at = Some(now);
         let sending = a.outcome.used_bps + a.audio_bps;
         a.probe_level = bwe::probe_level(sending, Some(a.probe_level), a.probe_goal);
-        let padding_bps = a
-            .probe_level
-            .saturating_sub(sending)
-            .clamp(PROBE_PADDING_BPS.0, PROBE_PADDING_BPS.1);
+        let padding_bps = a.probe_padding();
         self.events.push_back(Event::Probe {
             to: subscriber,
             padding_bps,
