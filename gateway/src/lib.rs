@@ -48,11 +48,12 @@ pub(crate) mod session;
 pub(crate) mod turn;
 pub(crate) mod worker;
 
+pub use crate::config::DEFAULT_LOSS_TOLERANCE;
 #[doc(hidden)]
 pub use crate::health::Fault;
 pub use crate::net::{OpenFiles, bind_udp, bind_webrtc, raise_open_files_limit};
 pub use crate::peer::{PeerError, PeerLink};
-pub use crate::quic::acks::{AckFeed, AckTapFactory, DEFAULT_LOSS_TOLERANCE};
+pub use crate::quic::acks::{AckFeed, AckTapFactory};
 pub use crate::turn::{TurnAddrs, TurnCredentials, TurnSockets};
 
 use std::future::Future;

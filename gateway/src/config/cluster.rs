@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The shortest `cluster.peer_secret`, bytes.
+pub const PEER_SECRET_MIN_LEN: usize = 32;
+
 /// Several `strait serve` nodes sharing one Redis (see "Running a cluster" in
 /// `docs/OPERATIONS.md`). Off unless `redis_url` is set: a single node needs nothing here.
 ///
@@ -148,11 +151,10 @@ impl ClusterConfig {
         if self
             .peer_secret
             .as_ref()
-            .is_some_and(|s| s.len() < crate::peer::MIN_SECRET_LEN)
+            .is_some_and(|s| s.len() < PEER_SECRET_MIN_LEN)
         {
             return Err(format!(
-                "cluster.peer_secret must be at least {} bytes",
-                crate::peer::MIN_SECRET_LEN
+                "cluster.peer_secret must be at least {PEER_SECRET_MIN_LEN} bytes"
             ));
         }
         if self.heartbeat < Duration::from_millis(50) {

@@ -18,8 +18,8 @@ use thiserror::Error;
 mod cluster;
 mod turn;
 
-pub use self::cluster::ClusterConfig;
 pub(crate) use self::cluster::redact_url;
+pub use self::cluster::{ClusterConfig, PEER_SECRET_MIN_LEN};
 pub use self::turn::{Listener as TurnListener, TurnConfig};
 
 /// The whole configuration, as written in the TOML file. Every field has a default, so an empty
@@ -155,7 +155,7 @@ impl Default for QuicConfig {
             ack_max_delay: Duration::from_millis(25),
             congestion_controller: CongestionController::Cubic,
             ack_feedback: true,
-            loss_tolerance: crate::quic::acks::DEFAULT_LOSS_TOLERANCE,
+            loss_tolerance: DEFAULT_LOSS_TOLERANCE,
             stream_receive_window: 64 * 1024,
             receive_window: 256 * 1024,
             send_window: 1024 * 1024,
@@ -922,6 +922,11 @@ impl Config {
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 }
+
+/// The default `quic.loss_tolerance`: losses up to this share of the bytes, without a queue in
+/// the RTT, do not shrink a connection's congestion window (the bandwidth estimate's own
+/// congestion threshold).
+pub const DEFAULT_LOSS_TOLERANCE: f64 = 0.10;
 
 /// Most media workers a node runs.
 pub const MAX_MEDIA_WORKERS: usize = 256;

@@ -54,9 +54,6 @@ pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// prove the secret (or breaks the exchange).
 const CLOSE_REFUSED: u32 = 0x10;
 
-/// The shortest peer secret, bytes.
-pub(crate) const MIN_SECRET_LEN: usize = 32;
-
 /// Who makes a proof: the dialer's and the acceptor's differ, so that one cannot be sent back as
 /// the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,6 +28,9 @@ use quinn_proto::RttEstimator;
 use quinn_proto::congestion::{Controller, ControllerFactory, ControllerMetrics};
 use strait_media::bwe::PacketFate;
 
+#[cfg(test)]
+use crate::config::DEFAULT_LOSS_TOLERANCE;
+
 /// Acknowledgements kept between two drains at most (about 4 s of a 1 000-packet/s leg, at
 /// 24 bytes each); when full the oldest go (a session that does not look loses history, not
 /// the connection's memory).
@@ -36,10 +39,6 @@ pub(crate) const MAX_KEPT: usize = 4096;
 /// A path whose smoothed RTT is within this of its minimum shows no queue: a loss there is not
 /// the sign of one overflowing.
 pub(crate) const QUEUE_GATE: Duration = Duration::from_millis(20);
-
-/// The default `quic.loss_tolerance`: losses up to this share of the bytes, without a queue, do
-/// not shrink the congestion window (the bandwidth estimate's own congestion threshold).
-pub const DEFAULT_LOSS_TOLERANCE: f64 = 0.10;
 
 /// The loss ratio is judged once this many bytes were acknowledged or lost (a few losses
 /// among the first packets of a connection are no ratio yet)…
