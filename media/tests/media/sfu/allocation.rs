@@ -298,17 +298,24 @@ fn queue_rises(h: &mut Harness, sub: u64, bps: u64) {
     assert_eq!(probes(&h.events()), [0], "the probe stops");
 }
 
-#[test]
-fn a_clear_link_with_a_layer_to_climb_to_is_probed_and_a_probe_that_queues_fails() {
+/// Participant 1 publishes a camera of three layers; participant 2, whose leg is estimated
+/// clear at `bps`, subscribes to it.
+fn subscribed_at(bps: u64) -> (Harness, TrackId) {
     let mut h = Harness::new();
     h.join(1, "r");
     h.join(2, "r");
     let track = h.publish(1, video_track("VP8", &[10, 11, 12]));
-    // What an app-limited leg on the lowest layer is given: not enough for the middle one.
     h.sfu
-        .set_estimate(p(2), estimate(250_000, LinkState::Clear), h.now)
+        .set_estimate(p(2), estimate(bps, LinkState::Clear), h.now)
         .unwrap();
     h.subscribe(2, track);
+    (h, track)
+}
+
+#[test]
+fn a_clear_link_with_a_layer_to_climb_to_is_probed_and_a_probe_that_queues_fails() {
+    // What an app-limited leg on the lowest layer is given: not enough for the middle one.
+    let (mut h, track) = subscribed_at(250_000);
     assert_eq!(target(&h, 2, track), 0);
     assert!(
         probes(&h.events()).is_empty(),
@@ -361,14 +368,7 @@ fn a_clear_link_with_a_layer_to_climb_to_is_probed_and_a_probe_that_queues_fails
 
 #[test]
 fn congestion_right_after_a_probe_stopped_is_the_probes_until_it_outlasts_the_grace() {
-    let mut h = Harness::new();
-    h.join(1, "r");
-    h.join(2, "r");
-    let track = h.publish(1, video_track("VP8", &[10, 11, 12]));
-    h.sfu
-        .set_estimate(p(2), estimate(700_000, LinkState::Clear), h.now)
-        .unwrap();
-    h.subscribe(2, track);
+    let (mut h, track) = subscribed_at(700_000);
     assert_eq!(target(&h, 2, track), 1);
     // A probe for the top layer starts once the link has been clear for a while.
     let padding = next_probe(&mut h, 12);
@@ -392,14 +392,7 @@ fn congestion_right_after_a_probe_stopped_is_the_probes_until_it_outlasts_the_gr
 
 #[test]
 fn congestion_right_after_a_climb_is_its_keyframes_until_it_outlasts_the_grace() {
-    let mut h = Harness::new();
-    h.join(1, "r");
-    h.join(2, "r");
-    let track = h.publish(1, video_track("VP8", &[10, 11, 12]));
-    h.sfu
-        .set_estimate(p(2), estimate(250_000, LinkState::Clear), h.now)
-        .unwrap();
-    h.subscribe(2, track);
+    let (mut h, track) = subscribed_at(250_000);
     assert_eq!(target(&h, 2, track), 0);
     h.advance(2_000);
     h.sfu
