@@ -437,6 +437,20 @@ async fn chromium_on_websocket_signaling_publishes_to_and_decodes_from_native_cl
     };
     println!("{}", run.stdout);
     eprintln!("{}", run.stderr);
+    if !run.stdout.contains("ws-rtc: PASS") {
+        // Where the gateway dropped packets, if it did: a viewer's lost packets are either
+        // the gateway's (counted here) or the way to the browser's.
+        let metrics = gw.gateway.metrics();
+        for reason in strait_gateway::metrics::DropReason::ALL {
+            let dropped = metrics
+                .drops
+                .get_or_create(&strait_gateway::metrics::DropLabel { reason })
+                .get();
+            if dropped > 0 {
+                println!("the gateway dropped {dropped} packets: {}", reason.as_str());
+            }
+        }
+    }
     assert!(
         run.status.success() && run.stdout.contains("ws-rtc: PASS"),
         "the WebSocket signaling browser test failed ({}); its output is above",
