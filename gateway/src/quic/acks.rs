@@ -156,13 +156,15 @@ impl AckFeed {
     }
 
     /// The feed of the controller `controller` (a connection's, as quinn hands out a copy of
-    /// it), if it is tapped.
+    /// it), if it is tapped and keeps acknowledgements (a tap there only for
+    /// `quic.loss_tolerance` has none to give: the estimate reads the counters alone then).
     #[must_use]
     pub fn of(controller: Box<dyn Controller>) -> Option<AckFeed> {
         controller
             .into_any()
             .downcast::<AckTap>()
             .ok()
+            .filter(|tap| tap.keep_acks)
             .map(|tap| tap.feed.clone())
     }
 }
@@ -328,6 +330,14 @@ mod tests {
         assert!(!feed.same(&other), "a new path's controller has its own");
         let untapped = Arc::new(quinn_proto::congestion::CubicConfig::default()).build(now, 1200);
         assert!(AckFeed::of(untapped).is_none());
+        // A tap for the loss gate alone (`quic.ack_feedback = false`) keeps nothing: no feed, so
+        // that the session reads its counters instead of waiting for acknowledgements.
+        let gate_only = Arc::new(AckTapFactory::new(
+            Arc::new(quinn_proto::congestion::CubicConfig::default()),
+            false,
+            DEFAULT_LOSS_TOLERANCE,
+        ));
+        assert!(AckFeed::of(gate_only.build(now, 1200)).is_none());
         let mut out = Vec::new();
         assert_eq!(feed.drain(&mut out), 0);
         assert!(out.is_empty());

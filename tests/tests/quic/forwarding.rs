@@ -199,3 +199,41 @@ async fn datagrams_displaced_from_a_full_send_buffer_are_counted() {
     subscriber.close().await;
     gw.stop().await;
 }
+
+/// A native subscriber's connection is estimated (the worker receives its estimate) with each
+/// packet's acknowledgement read (`quic.ack_feedback`, the default) and without: then the
+/// session reads its connection's counters alone, though the congestion controller is still
+/// tapped for `quic.loss_tolerance`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribers_link_is_estimated_with_and_without_per_packet_feedback() {
+    for feedback in [true, false] {
+        let gw = TestGateway::start_with(|c| c.quic.ack_feedback = feedback).await;
+        let alice = gw.native("estimate", "alice").await;
+        let bob = gw.native("estimate", "bob").await;
+        let published = alice.publish(opus_spec()).await.expect("publish");
+        for track in wait_for_tracks(&bob, 1).await {
+            bob.subscribe(track, None).await.expect("subscribe");
+        }
+        // Alice sends at an audio rhythm (her own pacing, bounded) until the worker has an
+        // estimate of bob's link.
+        let media = published.media[0];
+        let sending = async {
+            for n in 0..1000u32 {
+                let packet = rtp::opus(n as u16, n * 960, 0x5e, n);
+                alice.send_rtp(media, &packet).expect("send rtp");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            _ = gw.wait_metric_where(
+                "strait_subscriber_estimate_bits_per_second_count",
+                "transport=\"quic\"",
+                |v| v > 0.0,
+            ) => {}
+            () = sending => panic!("no estimate of bob's link after 20 s (ack_feedback = {feedback})"),
+        }
+        alice.close().await;
+        bob.close().await;
+        gw.stop().await;
+    }
+}
