@@ -113,15 +113,20 @@ pub enum PeerError {
     Timeout,
 }
 
+/// What a proof signs: the ALPN, the role, the session's exporter and the node id.
+fn signed(role: Role, exporter: &[u8; 32], node: &str) -> Vec<u8> {
+    let mut message = Vec::with_capacity(ALPN_PEER.len() + 1 + exporter.len() + node.len());
+    message.extend_from_slice(ALPN_PEER);
+    message.push(role.byte());
+    message.extend_from_slice(exporter);
+    message.extend_from_slice(node.as_bytes());
+    message
+}
+
 /// The proof of `node` in `role` for the TLS session whose exporter is `exporter`.
 fn proof(secret: &[u8], role: Role, exporter: &[u8; 32], node: &str) -> [u8; 32] {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    let mut context = ring::hmac::Context::with_key(&key);
-    context.update(ALPN_PEER);
-    context.update(&[role.byte()]);
-    context.update(exporter);
-    context.update(node.as_bytes());
-    let tag = context.sign();
+    let tag = ring::hmac::sign(&key, &signed(role, exporter, node));
     let mut out = [0u8; 32];
     out.copy_from_slice(tag.as_ref());
     out
@@ -130,12 +135,7 @@ fn proof(secret: &[u8], role: Role, exporter: &[u8; 32], node: &str) -> [u8; 32]
 /// Whether `hello` carries the right proof for `role` (compared in constant time).
 fn proven(secret: &[u8], role: Role, exporter: &[u8; 32], hello: &PeerHello) -> bool {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    let mut message = Vec::with_capacity(ALPN_PEER.len() + 1 + 32 + hello.node.len());
-    message.extend_from_slice(ALPN_PEER);
-    message.push(role.byte());
-    message.extend_from_slice(exporter);
-    message.extend_from_slice(hello.node.as_bytes());
-    ring::hmac::verify(&key, &message, &hello.proof).is_ok()
+    ring::hmac::verify(&key, &signed(role, exporter, &hello.node), &hello.proof).is_ok()
 }
 
 fn exporter(connection: &quinn::Connection) -> Result<[u8; 32], PeerError> {
